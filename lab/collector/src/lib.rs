@@ -1,0 +1,1 @@
+//! tracelab-collector (placeholder)

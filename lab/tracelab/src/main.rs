@@ -1,0 +1,2 @@
+//! tracelab
+fn main() {}

@@ -1,0 +1,2 @@
+//! auth
+fn main() {}

@@ -1,0 +1,2 @@
+//! notification
+fn main() {}

@@ -1,0 +1,2 @@
+//! payment-provider
+fn main() {}

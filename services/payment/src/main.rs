@@ -1,0 +1,2 @@
+//! payment
+fn main() {}
