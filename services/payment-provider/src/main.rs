@@ -1,2 +1,14 @@
-//! payment-provider
-fn main() {}
+//! payment-provider binary: `cargo run -p payment-provider`.
+
+use std::process::ExitCode;
+
+use payment_provider::{App, Config};
+use tracelab_service::Service;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    Service::main("payment-provider", Config::from_env, |config, shutdown| async move {
+        App::build(config).await?.run_until(shutdown).await
+    })
+    .await
+}

@@ -1,1 +1,150 @@
-//! tracelab-db (placeholder)
+//! Postgres for tracelab: a pool that waits briefly for the server, the
+//! embedded migrations in `migrations/` (schema and seed data for every
+//! service), and create/drop helpers used by `tracelab up` and the tests.
+//!
+//! The services share one database but each owns its tables: search reads
+//! `products`, payment writes `orders`, `payments` and `outbox`,
+//! notification writes `notifications`.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+/// The migrations compiled into every binary that needs them.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Database errors with the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database URL {url:?}: {source}")]
+    Url { url: String, source: sqlx::Error },
+    #[error("cannot connect to Postgres at {target}: {source}")]
+    Connect { target: String, source: sqlx::Error },
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Query(#[from] sqlx::Error),
+}
+
+fn options(url: &str) -> Result<PgConnectOptions, DbError> {
+    url.parse::<PgConnectOptions>().map_err(|source| DbError::Url {
+        url: url.to_string(),
+        source,
+    })
+}
+
+fn target(opts: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("")
+    )
+}
+
+/// Opens a pool of at most `max_connections`, retrying for up to `wait`
+/// while the server comes up.
+///
+/// Fails when the URL is invalid or the server stays unreachable.
+pub async fn connect(url: &str, max_connections: u32, wait: Duration) -> Result<PgPool, DbError> {
+    let opts = options(url)?.log_statements(tracing::log::LevelFilter::Trace);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let attempt = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts.clone())
+            .await;
+        match attempt {
+            Ok(pool) => return Ok(pool),
+            Err(source) if tokio::time::Instant::now() >= deadline => {
+                return Err(DbError::Connect {
+                    target: target(&opts),
+                    source,
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Applies the embedded migrations (safe to call from several services at
+/// once: sqlx serialises them with an advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Creates the database named in `url` when it does not exist yet.
+/// Returns `true` when it was created.
+pub async fn ensure_database(url: &str) -> Result<bool, DbError> {
+    let opts = options(url)?;
+    let name = opts.get_database().unwrap_or("postgres").to_string();
+    let mut admin = opts
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(|source| DbError::Connect {
+            target: target(&opts),
+            source,
+        })?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut admin)
+        .await?;
+    if exists.is_some() {
+        return Ok(false);
+    }
+    let sql = format!("CREATE DATABASE {}", quote_ident(&name));
+    match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+        Ok(_) => Ok(true),
+        // Another process created it between our check and our CREATE.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Drops the database named in `url`, disconnecting its users.
+pub async fn drop_database(url: &str) -> Result<(), DbError> {
+    let opts = options(url)?;
+    let name = opts.get_database().unwrap_or("").to_string();
+    let mut admin = opts
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(|source| DbError::Connect {
+            target: target(&opts),
+            source,
+        })?;
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&name));
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await?;
+    Ok(())
+}
+
+/// Quotes an SQL identifier (doubling embedded quotes).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A cheap reachability probe for `/health`.
+pub async fn ping(pool: &PgPool) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out after 2 s".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("tracelab"), "\"tracelab\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,50 @@
+//! payment-provider configuration from the environment.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+
+use tracelab_telemetry::config::{ConfigError, parse_or};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Simulated processing time per charge, in milliseconds.
+    pub latency_ms: RangeInclusive<u64>,
+}
+
+impl Config {
+    /// Reads `TRACELAB_LISTEN` and `TRACELAB_PROVIDER_LATENCY_MS` (`"100-200"` or `"150"`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let listen = parse_or("TRACELAB_LISTEN", std::env::var("TRACELAB_LISTEN").ok(), SocketAddr::from(([127, 0, 0, 1], 8090)))?;
+        let raw = std::env::var("TRACELAB_PROVIDER_LATENCY_MS").ok().unwrap_or_else(|| "100-200".into());
+        let latency_ms = parse_range(&raw)
+            .ok_or_else(|| ConfigError::new("TRACELAB_PROVIDER_LATENCY_MS", raw.clone(), "expected MIN-MAX or N in milliseconds, MIN <= MAX"))?;
+        Ok(Self { listen, latency_ms })
+    }
+}
+
+/// `"100-200"` or `"150"` as an inclusive range.
+pub fn parse_range(raw: &str) -> Option<RangeInclusive<u64>> {
+    let raw = raw.trim();
+    let (lo, hi) = match raw.split_once('-') {
+        Some((lo, hi)) => (lo.trim().parse().ok()?, hi.trim().parse().ok()?),
+        None => {
+            let v = raw.parse().ok()?;
+            (v, v)
+        }
+    };
+    (lo <= hi).then_some(lo..=hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn latency_ranges() {
+        assert_eq!(parse_range("100-200"), Some(100..=200));
+        assert_eq!(parse_range(" 5 "), Some(5..=5));
+        assert_eq!(parse_range("200-100"), None);
+        assert_eq!(parse_range("fast"), None);
+    }
+}

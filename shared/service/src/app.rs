@@ -1,0 +1,178 @@
+//! Building, binding and serving a service.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::StatusCode;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use tracelab_telemetry::server::server_span;
+
+use crate::error::{ApiError, Json};
+
+/// Limits every service applies to incoming requests.
+#[derive(Debug, Clone, Copy)]
+pub struct StandardLimits {
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for StandardLimits {
+    fn default() -> Self {
+        Self {
+            body_limit: 64 * 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Wraps a service's routes with what every service has: JSON 404/405, a
+/// body limit, a request timeout, the SERVER span (outermost, so it records
+/// the status the client really got) and the W3C test-harness endpoint.
+pub fn standard(routes: Router, limits: StandardLimits, client: reqwest_middleware::ClientWithMiddleware) -> Router {
+    routes
+        .route("/_w3c/test", post(w3c_test).with_state(client))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(limits.request_timeout, timeout))
+        .layer(DefaultBodyLimit::max(limits.body_limit))
+        .layer(from_fn(server_span))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}
+
+async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::upstream(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("request exceeded {} ms", limit.as_millis()),
+        )
+        .into_response(),
+    }
+}
+
+/// One entry of the W3C trace-context test harness request.
+#[derive(Debug, Deserialize)]
+struct W3cCall {
+    url: String,
+    #[serde(default)]
+    arguments: serde_json::Value,
+}
+
+/// `POST /_w3c/test`: for each `{url, arguments}`, POST `arguments` as JSON
+/// to `url` with the current context propagated, then answer 200.
+async fn w3c_test(
+    State(client): State<reqwest_middleware::ClientWithMiddleware>,
+    Json(calls): Json<Vec<W3cCall>>,
+) -> Result<StatusCode, ApiError> {
+    for call in calls {
+        let url = reqwest::Url::parse(&call.url)
+            .map_err(|e| ApiError::bad_request("invalid_url", format!("{}: {e}", call.url)))?;
+        // The harness judges the headers we send, not the replies we get.
+        if let Err(e) = client.post(url).json(&call.arguments).send().await {
+            tracing::warn!(error = %e, "w3c harness callback failed");
+        }
+    }
+    Ok(StatusCode::OK)
+}
+
+/// Binds `addr` (port 0 picks one) and logs the `listening` line that
+/// `tracelab up` and the tests read to learn the real address.
+///
+/// Fails when the address is taken or not local.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "listening");
+    Ok(listener)
+}
+
+/// Serves `router` until `shutdown` resolves, then lets in-flight requests
+/// finish for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "drain grace period over, closing remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// What a service's `main` runs: telemetry first, then config, then the
+/// service until SIGINT/SIGTERM, then the span flush.
+///
+/// `run` receives the config and a shutdown future; it returns when the
+/// service has stopped. Config and startup errors print a readable message
+/// and exit with status 2 or 1.
+pub struct Service;
+
+impl Service {
+    pub async fn main<C, E, F, Fut>(name: &'static str, config: fn() -> Result<C, E>, run: F) -> ExitCode
+    where
+        E: std::fmt::Display,
+        F: FnOnce(C, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let telemetry = match tracelab_telemetry::init(name) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{name}: invalid telemetry configuration: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let config = match config() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{name}: invalid configuration: {e}");
+                telemetry.shutdown().await;
+                return ExitCode::from(2);
+            }
+        };
+        let signal = Box::pin(tracelab_telemetry::shutdown::shutdown_signal());
+        let result = run(config, signal).await;
+        let code = match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "{name} stopped with an error");
+                eprintln!("{name}: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+        telemetry.shutdown().await;
+        code
+    }
+}

@@ -1,0 +1,19 @@
+//! The runtime every tracelab service shares, so a service's own files hold
+//! only what is particular to it.
+//!
+//! - [`error::ApiError`]: the one error type at the HTTP edge, rendered as
+//!   `{"error":{"code","message"},"trace_id"}`; 5xx details go on the span,
+//!   never to the client.
+//! - [`error::Json`]: a JSON extractor whose rejections use that shape.
+//! - [`health`]: the `/health` report.
+//! - [`app`]: standard layers (SERVER span, body limit, timeout, JSON 404/405),
+//!   the W3C test-harness endpoint, binding with the `listening` log line, and
+//!   serving with graceful shutdown.
+
+pub mod app;
+pub mod error;
+pub mod health;
+
+pub use app::{Service, StandardLimits, bind, serve};
+pub use error::{ApiError, Json};
+pub use health::{Check, health_response};

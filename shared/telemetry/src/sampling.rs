@@ -1,0 +1,223 @@
+//! Head sampling from `sampling.yaml`.
+//!
+//! The file mirrors the lesson's `sampling_strategies`: a default probability
+//! for new traces, with per-service and per-route overrides. Only a root span
+//! decides; every child follows its parent, so the gateway's per-route rule
+//! decides for the whole request. The `tail_based` section is read by the
+//! collector, not here.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TraceState};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SamplingResult, ShouldSample};
+use serde::Deserialize;
+
+/// The parts of `sampling.yaml` a service needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SamplingFile {
+    pub head_based: HeadBased,
+}
+
+/// `head_based:` in `sampling.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeadBased {
+    #[serde(rename = "type", default = "probabilistic")]
+    pub kind: String,
+    pub rate: f64,
+    #[serde(default)]
+    pub per_service: BTreeMap<String, f64>,
+    /// Root span name (`"GET /api/products"`) to rate; checked before `per_service`.
+    #[serde(default)]
+    pub per_route: BTreeMap<String, f64>,
+}
+
+fn probabilistic() -> String {
+    "probabilistic".into()
+}
+
+/// Why a sampling file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplingError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a valid sampling file: {source}")]
+    Parse { path: String, source: serde_yaml::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl SamplingFile {
+    /// Reads and validates a sampling file.
+    ///
+    /// Fails when the file is missing, is not YAML of the expected shape, or
+    /// holds a rate outside 0..=1.
+    pub fn load(path: &Path) -> Result<Self, SamplingError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SamplingError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            SamplingError::Parse { source, .. } => SamplingError::Parse { path: shown, source },
+            SamplingError::Invalid { message, .. } => SamplingError::Invalid { path: shown, message },
+            other => other,
+        })
+    }
+
+    /// Parses the YAML text of a sampling file.
+    pub fn parse(text: &str) -> Result<Self, SamplingError> {
+        let file: SamplingFile = serde_yaml::from_str(text).map_err(|source| SamplingError::Parse {
+            path: String::new(),
+            source,
+        })?;
+        let head = &file.head_based;
+        if head.kind != "probabilistic" {
+            return Err(invalid(format!("head_based.type {:?} is not supported (probabilistic)", head.kind)));
+        }
+        let rates = std::iter::once(("head_based.rate".to_string(), head.rate))
+            .chain(head.per_service.iter().map(|(k, v)| (format!("head_based.per_service.{k}"), *v)))
+            .chain(head.per_route.iter().map(|(k, v)| (format!("head_based.per_route.{k}"), *v)));
+        for (key, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(invalid(format!("{key} = {rate} is outside 0..=1")));
+            }
+        }
+        Ok(file)
+    }
+}
+
+fn invalid(message: String) -> SamplingError {
+    SamplingError::Invalid {
+        path: String::new(),
+        message,
+    }
+}
+
+/// Parent-based sampler whose root decision comes from `sampling.yaml`.
+#[derive(Debug, Clone)]
+pub struct HeadSampler {
+    service_rate: f64,
+    per_route: BTreeMap<String, f64>,
+}
+
+impl HeadSampler {
+    /// Builds the sampler for one service from the file's rules.
+    pub fn new(head: &HeadBased, service_name: &str) -> Self {
+        Self {
+            service_rate: head.per_service.get(service_name).copied().unwrap_or(head.rate),
+            per_route: head.per_route.clone(),
+        }
+    }
+
+    /// The probability a new trace rooted at `span_name` is kept.
+    pub fn root_rate(&self, span_name: &str) -> f64 {
+        self.per_route.get(span_name).copied().unwrap_or(self.service_rate)
+    }
+}
+
+impl ShouldSample for HeadSampler {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        if let Some(parent) = parent_context.filter(|cx| cx.has_active_span()) {
+            let parent_span = parent.span();
+            let sc = parent_span.span_context();
+            if sc.is_valid() {
+                return SamplingResult {
+                    decision: if sc.is_sampled() {
+                        SamplingDecision::RecordAndSample
+                    } else {
+                        SamplingDecision::Drop
+                    },
+                    attributes: Vec::new(),
+                    trace_state: sc.trace_state().clone(),
+                };
+            }
+        }
+        let rate = self.root_rate(name);
+        let mut result = Sampler::TraceIdRatioBased(rate).should_sample(
+            parent_context,
+            trace_id,
+            name,
+            span_kind,
+            attributes,
+            links,
+        );
+        result.trace_state = TraceState::default();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags};
+
+    const FILE: &str = r#"
+head_based:
+  type: probabilistic
+  rate: 0.1
+  per_service: { payment: 1.0, search: 0.01 }
+  per_route: { "GET /api/products": 0.0, "POST /api/checkout": 1.0 }
+tail_based: { policies: [] }
+"#;
+
+    fn decide(sampler: &HeadSampler, parent: Option<&Context>, name: &str, trace: u128) -> bool {
+        let result = sampler.should_sample(parent, TraceId::from(trace), name, &SpanKind::Server, &[], &[]);
+        result.decision == SamplingDecision::RecordAndSample
+    }
+
+    #[test]
+    fn route_rules_win_over_service_rules() {
+        let file = SamplingFile::parse(FILE).unwrap();
+        let gateway = HeadSampler::new(&file.head_based, "gateway");
+        assert_eq!(gateway.root_rate("POST /api/checkout"), 1.0);
+        assert_eq!(gateway.root_rate("GET /api/products"), 0.0);
+        assert_eq!(gateway.root_rate("POST /api/login"), 0.1);
+        let payment = HeadSampler::new(&file.head_based, "payment");
+        assert_eq!(payment.root_rate("POST /payments"), 1.0);
+        for id in 1..200u128 {
+            let id = id.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834);
+            assert!(decide(&gateway, None, "POST /api/checkout", id));
+            assert!(!decide(&gateway, None, "GET /api/products", id));
+        }
+    }
+
+    #[test]
+    fn ratio_keeps_about_the_configured_share() {
+        let file = SamplingFile::parse(FILE).unwrap();
+        let gateway = HeadSampler::new(&file.head_based, "gateway");
+        let kept = (0..10_000u128)
+            .filter(|i| decide(&gateway, None, "POST /api/login", i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834)))
+            .count();
+        assert!((700..1300).contains(&kept), "kept {kept} of 10000 at rate 0.1");
+    }
+
+    #[test]
+    fn children_follow_the_parent_decision() {
+        let file = SamplingFile::parse(FILE).unwrap();
+        let search = HeadSampler::new(&file.head_based, "search");
+        for (flags, expected) in [(TraceFlags::SAMPLED, true), (TraceFlags::default(), false)] {
+            let parent = SpanContext::new(TraceId::from(7u128), SpanId::from(9u64), flags, true, TraceState::default());
+            let cx = Context::new().with_remote_span_context(parent);
+            // search's own rate is 1%: the parent's flag must win either way.
+            assert_eq!(decide(&search, Some(&cx), "GET /products", 7), expected);
+        }
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_key() {
+        let err = SamplingFile::parse("head_based: { rate: 1.5 }").unwrap_err();
+        assert!(err.to_string().contains("head_based.rate"), "{err}");
+        assert!(SamplingFile::parse("head_based: { type: ratelimiting, rate: 1 }").is_err());
+        assert!(SamplingFile::parse("nothing: here").is_err());
+    }
+}

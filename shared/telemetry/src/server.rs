@@ -1,0 +1,79 @@
+//! The SERVER span for every axum request.
+//!
+//! [`server_span`] is an `axum::middleware::from_fn` layer: it extracts the
+//! caller's context (strictly, see [`crate::propagation`]), starts a SERVER
+//! span named `"{method} {route}"` from the matched route, runs the handler
+//! inside it, records the response status and returns the W3C
+//! `traceresponse` header so a client can find its trace. `/health` is not
+//! traced: probes would drown the traces a learner is looking for.
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::HeaderValue;
+use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
+use opentelemetry::KeyValue;
+
+use crate::propagation::extract_http;
+use crate::span::start_with_parent;
+
+/// Paths never traced.
+pub const UNTRACED_PATHS: &[&str] = &["/health"];
+
+/// axum middleware creating the SERVER span; add with
+/// `router.layer(axum::middleware::from_fn(server_span))`.
+pub async fn server_span(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if UNTRACED_PATHS.contains(&path.as_str()) {
+        return next.run(req).await;
+    }
+    let method = req.method().as_str().to_owned();
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.clone(),
+    };
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("url.path", path),
+        KeyValue::new("url.scheme", "http"),
+    ];
+    if let Some(route) = route {
+        attributes.push(KeyValue::new("http.route", route));
+    }
+    if let Some(host) = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+        let (address, port) = match host.rsplit_once(':') {
+            Some((a, p)) => (a, p.parse::<i64>().ok()),
+            None => (host, None),
+        };
+        attributes.push(KeyValue::new("server.address", address.to_owned()));
+        if let Some(port) = port {
+            attributes.push(KeyValue::new("server.port", port));
+        }
+    }
+    if let Some(agent) = req.headers().get(http::header::USER_AGENT).and_then(|h| h.to_str().ok()) {
+        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+    }
+
+    let parent = extract_http(req.headers());
+    let cx = start_with_parent(&parent, name, SpanKind::Server, attributes);
+    let mut response = next.run(req).with_context(cx.clone()).await;
+
+    let span = cx.span();
+    let status = response.status();
+    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+    // A server answering 4xx did its job; only 5xx marks the SERVER span.
+    if status.is_server_error() {
+        span.set_attribute(KeyValue::new("error.type", status.as_u16().to_string()));
+        span.set_status(Status::error(status.to_string()));
+    }
+    let sc = span.span_context();
+    if sc.is_valid() {
+        let value = format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8());
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert("traceresponse", value);
+        }
+    }
+    span.end();
+    response
+}
