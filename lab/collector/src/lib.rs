@@ -1,1 +1,331 @@
-//! tracelab-collector (placeholder)
+//! tracelab-collector: the embedded collector that `tracelab up` runs
+//! in-process (and `tracelab collector` runs alone) in place of an
+//! OpenTelemetry Collector plus Tempo. It receives OTLP traces over HTTP
+//! (`POST /v1/traces`, protobuf or JSON, optionally gzip) and gRPC, keeps them
+//! in a bounded in-memory store (oldest traces evicted first), optionally
+//! applies the tail sampling policies of `sampling.yaml`, and answers the
+//! subset of Tempo's HTTP API the lab tools and Grafana use: trace by id (v1
+//! and v2 shapes), `/api/search` with tags, durations and a TraceQL subset,
+//! and tag names/values.
+//!
+//! **TraceQL subset.** Spanset filters `{ cond && cond || (cond) }` joined by
+//! `&&` / `||` at the top level; `{}` matches every trace. A condition is
+//! `attr op value` with attr one of `name`, `status`, `statusMessage`,
+//! `kind`, `duration`, `rootServiceName`, `rootName`, `traceDuration` (or
+//! their `span:`/`trace:` spellings), `span.X`, `resource.X`, `.X` (either);
+//! op one of `= != > >= < <= =~ !~` (regular expressions fully anchored, as
+//! in Tempo 3); value a "string", number, duration (`500ms`, `1m30s`),
+//! `true`/`false`, `nil`, `error`/`ok`/`unset` or a span kind. Pipelines,
+//! aggregates, structural operators, arithmetic and negation are refused with
+//! a 400 that names them.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use tracelab_collector::{Collector, CollectorConfig};
+//! let collector = Collector::start(CollectorConfig::default()).await?;
+//! println!("Tempo API on http://{}", collector.api_addr());
+//! collector.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! **Tail sampling trade-off.** Without a tail policy every span is
+//! queryable as soon as its export request returns. With one, spans are held
+//! for `decision_wait_ms` after a trace's first span (as the OTel collector
+//! does), so a trace appears in queries only after that wait, and only if a
+//! policy keeps it (any ERROR span, duration at or over the latency
+//! threshold, or the deterministic probabilistic share). Spans arriving after
+//! the decision follow it; spans of a trace that outlives the wait (a slow
+//! async consumer) are judged only on what had arrived, exactly the blind
+//! spot the lesson describes for tail sampling. Kept traces and their late
+//! spans are stored immediately.
+
+mod api;
+mod model;
+mod otlp_grpc;
+mod otlp_http;
+mod otlp_json;
+mod pipeline;
+mod search;
+mod store;
+mod tail;
+mod traceql;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use otlp_http::MAX_BODY_BYTES;
+pub use tail::{DEFAULT_DECISION_WAIT_MS, SpanStatus, TailPolicy, TailRule};
+
+use pipeline::Pipeline;
+use store::{Counters, Store};
+use tail::TailSampler;
+
+/// How long [`Collector::shutdown`] waits for open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Where the collector listens and how much it keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectorConfig {
+    /// OTLP/HTTP receiver (`POST /v1/traces`). Port 0 picks a free port.
+    pub otlp_http: SocketAddr,
+    /// OTLP/gRPC receiver.
+    pub otlp_grpc: SocketAddr,
+    /// Tempo-compatible query API.
+    pub api: SocketAddr,
+    /// Most traces kept; the oldest (by first span received) go first.
+    pub max_traces: usize,
+    /// Most spans kept over all traces; also the most spans one trace may hold.
+    pub max_spans: usize,
+    /// Tail sampling; `None` stores every trace immediately.
+    pub tail: Option<TailPolicy>,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        let local = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        CollectorConfig {
+            otlp_http: local(4318),
+            otlp_grpc: local(4317),
+            api: local(3200),
+            max_traces: 10_000,
+            max_spans: 1_000_000,
+            tail: None,
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// All three listeners on 127.0.0.1 port 0 (tests, benchmarks).
+    pub fn ephemeral() -> Self {
+        let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        CollectorConfig {
+            otlp_http: any,
+            otlp_grpc: any,
+            api: any,
+            ..Default::default()
+        }
+    }
+}
+
+/// Counters of a running collector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Spans received over OTLP (HTTP and gRPC), valid or not.
+    pub spans_received: u64,
+    /// Traces currently in the store.
+    pub traces_stored: u64,
+    /// Spans currently in the store.
+    pub spans_stored: u64,
+    /// Traces evicted to respect `max_traces` / `max_spans`.
+    pub traces_evicted: u64,
+    /// Spans refused: invalid trace/span ids, or over the per-trace bound.
+    pub spans_rejected: u64,
+    /// Traces the tail sampler decided to keep.
+    pub tail_sampled_traces: u64,
+    /// Traces the tail sampler dropped.
+    pub tail_dropped_traces: u64,
+    /// Spans discarded by tail sampling (dropped traces and their late spans).
+    pub tail_dropped_spans: u64,
+    /// Traces waiting for a tail sampling decision.
+    pub tail_pending_traces: u64,
+}
+
+pub(crate) fn stats_of(p: &Pipeline) -> Stats {
+    let (traces, spans) = p.store.len();
+    let c = &p.counters;
+    Stats {
+        spans_received: c.spans_received.load(Ordering::Relaxed),
+        traces_stored: traces as u64,
+        spans_stored: spans as u64,
+        traces_evicted: c.traces_evicted.load(Ordering::Relaxed),
+        spans_rejected: c.spans_rejected.load(Ordering::Relaxed),
+        tail_sampled_traces: c.tail_sampled_traces.load(Ordering::Relaxed),
+        tail_dropped_traces: c.tail_dropped_traces.load(Ordering::Relaxed),
+        tail_dropped_spans: c.tail_dropped_spans.load(Ordering::Relaxed),
+        tail_pending_traces: p.tail.as_ref().map_or(0, |t| t.pending_traces() as u64),
+    }
+}
+
+/// Handle to a running collector. Dropping it stops the servers too (without
+/// waiting); call [`Collector::shutdown`] to wait for them.
+pub struct Collector {
+    pipeline: Arc<Pipeline>,
+    otlp_http_addr: SocketAddr,
+    otlp_grpc_addr: SocketAddr,
+    api_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Collector {
+    /// Binds the three listeners, spawns the servers on the current Tokio
+    /// runtime and logs one `listening` line per listener.
+    ///
+    /// # Errors
+    /// When a listener cannot be bound (address in use, bad address).
+    pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
+        let http_listener = bind(config.otlp_http, "OTLP/HTTP").await?;
+        let grpc_listener = bind(config.otlp_grpc, "OTLP/gRPC").await?;
+        let api_listener = bind(config.api, "Tempo API").await?;
+        let otlp_http_addr = http_listener.local_addr()?;
+        let otlp_grpc_addr = grpc_listener.local_addr()?;
+        let api_addr = api_listener.local_addr()?;
+
+        let counters = Arc::new(Counters::default());
+        let tail = config.tail.clone().map(|policy| {
+            TailSampler::new(
+                policy,
+                config.max_traces,
+                config.max_spans,
+                counters.clone(),
+            )
+        });
+        let pipeline = Arc::new(Pipeline {
+            store: Store::new(config.max_traces, config.max_spans),
+            tail,
+            counters,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let http_app = otlp_http::router(pipeline.clone());
+        tasks.push(tokio::spawn(serve_axum(
+            http_listener,
+            http_app,
+            shutdown_rx.clone(),
+            "otlp_http",
+        )));
+        let api_app = api::router(pipeline.clone());
+        tasks.push(tokio::spawn(serve_axum(
+            api_listener,
+            api_app,
+            shutdown_rx.clone(),
+            "api",
+        )));
+
+        let grpc = otlp_grpc::service(pipeline.clone());
+        let mut grpc_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            let result = tonic::transport::Server::builder()
+                .add_service(grpc)
+                .serve_with_incoming_shutdown(incoming, wait_for_shutdown(&mut grpc_shutdown))
+                .await;
+            if let Err(e) = result {
+                tracing::error!(listener = "otlp_grpc", error = %e, "server stopped");
+            }
+        }));
+
+        if let Some(tail) = &pipeline.tail {
+            let interval = tail.tick_interval();
+            let p = pipeline.clone();
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = ticker.tick() => p.tail_tick(false),
+                        _ = wait_for_shutdown(&mut stop) => break,
+                    }
+                }
+            }));
+        }
+
+        tracing::info!(listener = "otlp_http", addr = %otlp_http_addr, "listening");
+        tracing::info!(listener = "otlp_grpc", addr = %otlp_grpc_addr, "listening");
+        tracing::info!(listener = "api", addr = %api_addr, "listening");
+
+        Ok(Collector {
+            pipeline,
+            otlp_http_addr,
+            otlp_grpc_addr,
+            api_addr,
+            shutdown_tx,
+            tasks,
+        })
+    }
+
+    /// The bound OTLP/HTTP address (the real port when configured with 0).
+    pub fn otlp_http_addr(&self) -> SocketAddr {
+        self.otlp_http_addr
+    }
+
+    /// The bound OTLP/gRPC address.
+    pub fn otlp_grpc_addr(&self) -> SocketAddr {
+        self.otlp_grpc_addr
+    }
+
+    /// The bound Tempo API address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Current counters (also served as JSON on `GET /api/tracelab/stats`).
+    pub fn stats(&self) -> Stats {
+        stats_of(&self.pipeline)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (at most 5 s), then
+    /// stops the servers. Traces still waiting for a tail decision are
+    /// discarded with the store.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        let tasks = std::mem::take(&mut self.tasks);
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        if tokio::time::timeout(SHUTDOWN_GRACE, futures_join_all(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!("collector shutdown grace period over; aborting open connections");
+            for a in aborts {
+                a.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+    }
+}
+
+async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+/// Resolves when shutdown is requested or the handle is gone.
+async fn wait_for_shutdown(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn serve_axum(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+    name: &'static str,
+) {
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { wait_for_shutdown(&mut stop).await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(listener = name, error = %e, "server stopped");
+    }
+}

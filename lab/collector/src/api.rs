@@ -1,0 +1,341 @@
+//! The Tempo-compatible query API (`/api/traces/{id}`, `/api/search`, ...).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use prost::Message;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::model::{any_value_to_string, parse_trace_id, status_code};
+use crate::otlp_json::TempoBatches;
+use crate::pipeline::Pipeline;
+use crate::search::{SearchParams, SearchRequest};
+
+/// Upper bound on tag names / values returned, so a high-cardinality
+/// attribute (a lesson in itself) cannot produce a huge response.
+const MAX_TAG_RESULTS: usize = 1000;
+
+const INTRINSICS: [&str; 8] = [
+    "duration",
+    "kind",
+    "name",
+    "rootName",
+    "rootServiceName",
+    "status",
+    "statusMessage",
+    "traceDuration",
+];
+
+pub(crate) fn router(pipeline: Arc<Pipeline>) -> Router {
+    Router::new()
+        .route("/ready", get(|| async { "ready" }))
+        .route("/api/echo", get(|| async { "echo" }))
+        .route("/api/traces/{id}", get(trace_v1))
+        .route("/api/v2/traces/{id}", get(trace_v2))
+        .route("/api/search", get(search))
+        .route("/api/search/tags", get(tags_v1))
+        .route("/api/v2/search/tags", get(tags_v2))
+        .route("/api/search/tag/{tag}/values", get(tag_values_v1))
+        .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
+        .route("/api/tracelab/stats", get(stats))
+        .fallback(|| async {
+            api_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint".into(),
+            )
+        })
+        .with_state(pipeline)
+}
+
+/// The JSON error shape used by every tracelab HTTP API.
+fn api_error(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+fn json_body(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn lookup(
+    pipeline: &Pipeline,
+    id: &str,
+    render: impl FnOnce(&crate::model::TraceData) -> Response,
+) -> Response {
+    let Some(trace_id) = parse_trace_id(id) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_trace_id",
+            format!("invalid trace id {id:?}: expected up to 32 hex digits"),
+        );
+    };
+    let store = pipeline.store.read();
+    match store.traces.get(&trace_id) {
+        Some(t) => render(&t.data),
+        None => api_error(
+            StatusCode::NOT_FOUND,
+            "trace_not_found",
+            format!("trace {} not found", hex::encode(trace_id)),
+        ),
+    }
+}
+
+async fn trace_v1(
+    State(p): State<Arc<Pipeline>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let wants_proto = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.contains("application/protobuf") || a.contains("application/x-protobuf")
+        });
+    lookup(&p, &id, |data| {
+        if wants_proto {
+            // Tempo's `Trace` message has the same wire shape as TracesData
+            // (field 1: repeated ResourceSpans).
+            let body = TracesData {
+                resource_spans: data.to_resource_spans(),
+            }
+            .encode_to_vec();
+            ([(header::CONTENT_TYPE, "application/protobuf")], body).into_response()
+        } else {
+            json_body(json!({ "batches": TempoBatches(data) }).to_string())
+        }
+    })
+}
+
+async fn trace_v2(State(p): State<Arc<Pipeline>>, Path(id): Path<String>) -> Response {
+    lookup(&p, &id, |data| {
+        json_body(json!({ "trace": { "resourceSpans": TempoBatches(data) } }).to_string())
+    })
+}
+
+async fn search(State(p): State<Arc<Pipeline>>, Query(params): Query<SearchParams>) -> Response {
+    let req = match SearchRequest::from_params(&params) {
+        Ok(r) => r,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.0),
+    };
+    let store = p.store.read();
+    let mut results: Vec<_> = store
+        .traces
+        .iter()
+        .filter_map(|(id, t)| req.eval(id, &t.data))
+        .collect();
+    let inspected = store.traces.len();
+    drop(store);
+    // Most recent first, as Tempo.
+    results.sort_by(|a, b| b.start_ns.cmp(&a.start_ns));
+    results.truncate(req.limit);
+    json_body(
+        json!({
+            "traces": results,
+            "metrics": { "inspectedTraces": inspected, "completedJobs": 1, "totalJobs": 1 },
+        })
+        .to_string(),
+    )
+}
+
+#[derive(Deserialize)]
+struct TagParams {
+    scope: Option<String>,
+}
+
+/// Scans the store for attribute keys: (span keys, resource keys).
+fn tag_names(p: &Pipeline) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut span_keys = BTreeSet::new();
+    let mut res_keys = BTreeSet::new();
+    let store = p.store.read();
+    for t in store.traces.values() {
+        for g in &t.data.groups {
+            for kv in &g.resource.resource.attributes {
+                if res_keys.len() < MAX_TAG_RESULTS && !res_keys.contains(&kv.key) {
+                    res_keys.insert(kv.key.clone());
+                }
+            }
+            for s in &g.scopes {
+                for span in &s.spans {
+                    for kv in &span.attributes {
+                        if span_keys.len() < MAX_TAG_RESULTS && !span_keys.contains(&kv.key) {
+                            span_keys.insert(kv.key.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (span_keys, res_keys)
+}
+
+async fn tags_v1(State(p): State<Arc<Pipeline>>) -> Response {
+    let (span_keys, res_keys) = tag_names(&p);
+    let all: BTreeSet<String> = span_keys
+        .into_iter()
+        .chain(res_keys)
+        .take(MAX_TAG_RESULTS)
+        .collect();
+    json_body(json!({ "tagNames": all }).to_string())
+}
+
+async fn tags_v2(State(p): State<Arc<Pipeline>>, Query(q): Query<TagParams>) -> Response {
+    let (span_keys, res_keys) = tag_names(&p);
+    let want = q.scope.as_deref().unwrap_or("all");
+    let mut scopes = Vec::new();
+    if matches!(want, "all" | "" | "resource") {
+        scopes.push(json!({"name": "resource", "tags": res_keys}));
+    }
+    if matches!(want, "all" | "" | "span") {
+        scopes.push(json!({"name": "span", "tags": span_keys}));
+    }
+    if matches!(want, "all" | "" | "intrinsic") {
+        scopes.push(json!({"name": "intrinsic", "tags": INTRINSICS}));
+    }
+    if scopes.is_empty() {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_scope",
+            format!("unsupported scope {want:?}: use resource, span or intrinsic"),
+        );
+    }
+    json_body(json!({ "scopes": scopes }).to_string())
+}
+
+/// Which values a tag-values request collects.
+enum TagSource {
+    Name,
+    Status,
+    Kind,
+    RootService,
+    RootName,
+    Span(String),
+    Resource(String),
+    Either(String),
+}
+
+/// Collects distinct values with their Tempo type names.
+fn tag_values(p: &Pipeline, source: &TagSource) -> BTreeMap<String, &'static str> {
+    let mut out: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut add = |v: String, ty: &'static str| {
+        if out.len() < MAX_TAG_RESULTS {
+            out.entry(v).or_insert(ty);
+        }
+    };
+    let typed = |v: &opentelemetry_proto::tonic::common::v1::AnyValue| -> (String, &'static str) {
+        let ty = match v.value {
+            Some(Av::IntValue(_)) => "int",
+            Some(Av::DoubleValue(_)) => "float",
+            Some(Av::BoolValue(_)) => "bool",
+            _ => "string",
+        };
+        (any_value_to_string(v), ty)
+    };
+    let store = p.store.read();
+    for t in store.traces.values() {
+        match source {
+            TagSource::RootService | TagSource::RootName => {
+                if let Some((r, s)) = t.data.root() {
+                    let v = if matches!(source, TagSource::RootService) {
+                        &r.service
+                    } else {
+                        &s.name
+                    };
+                    add(v.clone(), "string");
+                }
+                continue;
+            }
+            _ => {}
+        }
+        for (r, s) in t.data.spans() {
+            match source {
+                TagSource::Name => add(s.name.clone(), "string"),
+                TagSource::Status => {
+                    let w = match status_code(s) {
+                        opentelemetry_proto::tonic::trace::v1::status::StatusCode::Unset => "unset",
+                        opentelemetry_proto::tonic::trace::v1::status::StatusCode::Ok => "ok",
+                        opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error => "error",
+                    };
+                    add(w.into(), "keyword");
+                }
+                TagSource::Kind => {
+                    let k = opentelemetry_proto::tonic::trace::v1::span::SpanKind::try_from(s.kind)
+                        .unwrap_or_default()
+                        .as_str_name()
+                        .trim_start_matches("SPAN_KIND_")
+                        .to_ascii_lowercase();
+                    add(k, "keyword");
+                }
+                TagSource::Span(k) | TagSource::Either(k) => {
+                    if let Some(v) = crate::model::find_attr(&s.attributes, k) {
+                        let (v, ty) = typed(v);
+                        add(v, ty);
+                    }
+                    if let TagSource::Either(k) = source
+                        && let Some(v) = crate::model::find_attr(&r.resource.attributes, k)
+                    {
+                        let (v, ty) = typed(v);
+                        add(v, ty);
+                    }
+                }
+                TagSource::Resource(k) => {
+                    if let Some(v) = crate::model::find_attr(&r.resource.attributes, k) {
+                        let (v, ty) = typed(v);
+                        add(v, ty);
+                    }
+                }
+                TagSource::RootService | TagSource::RootName => {}
+            }
+        }
+    }
+    out
+}
+
+fn tag_source(tag: &str) -> TagSource {
+    match tag {
+        "name" | "span:name" => TagSource::Name,
+        "status" | "span:status" => TagSource::Status,
+        "kind" | "span:kind" => TagSource::Kind,
+        "rootServiceName" | "trace:rootService" => TagSource::RootService,
+        "rootName" | "trace:rootName" => TagSource::RootName,
+        _ => {
+            if let Some(k) = tag.strip_prefix("span.") {
+                TagSource::Span(k.into())
+            } else if let Some(k) = tag.strip_prefix("resource.") {
+                TagSource::Resource(k.into())
+            } else if let Some(k) = tag.strip_prefix('.') {
+                TagSource::Either(k.into())
+            } else {
+                TagSource::Either(tag.into())
+            }
+        }
+    }
+}
+
+async fn tag_values_v1(State(p): State<Arc<Pipeline>>, Path(tag): Path<String>) -> Response {
+    let values: Vec<String> = tag_values(&p, &tag_source(&tag)).into_keys().collect();
+    json_body(json!({ "tagValues": values }).to_string())
+}
+
+async fn tag_values_v2(State(p): State<Arc<Pipeline>>, Path(tag): Path<String>) -> Response {
+    let values: Vec<_> = tag_values(&p, &tag_source(&tag))
+        .into_iter()
+        .map(|(value, ty)| json!({"type": ty, "value": value}))
+        .collect();
+    json_body(json!({ "tagValues": values }).to_string())
+}
+
+async fn stats(State(p): State<Arc<Pipeline>>) -> Response {
+    json_body(serde_json::to_string(&crate::stats_of(&p)).unwrap_or_else(|_| "{}".into()))
+}

@@ -1,0 +1,261 @@
+//! In-memory shape of one trace: spans grouped by (resource, scope), the same
+//! grouping OTLP uses on the wire, so the Tempo responses can be rebuilt
+//! without losing the resource or instrumentation scope of any span.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+/// A 16-byte W3C trace id.
+pub type TraceId = [u8; 16];
+
+/// Resource of a span group, shared (`Arc`) by every trace that got spans from
+/// the same export request.
+#[derive(Debug)]
+pub struct ResourceInfo {
+    pub resource: Resource,
+    pub schema_url: String,
+    /// `service.name` of the resource, or `""`.
+    pub service: String,
+}
+
+impl ResourceInfo {
+    pub fn new(resource: Resource, schema_url: String) -> Self {
+        let service = find_attr(&resource.attributes, "service.name")
+            .map(any_value_to_string)
+            .unwrap_or_default();
+        ResourceInfo {
+            resource,
+            schema_url,
+            service,
+        }
+    }
+
+    fn same(&self, other: &ResourceInfo) -> bool {
+        self.schema_url == other.schema_url && self.resource == other.resource
+    }
+}
+
+/// Instrumentation scope of a span group.
+#[derive(Debug, PartialEq)]
+pub struct ScopeInfo {
+    pub scope: InstrumentationScope,
+    pub schema_url: String,
+}
+
+#[derive(Debug)]
+pub struct ScopeGroup {
+    pub scope: Arc<ScopeInfo>,
+    pub spans: Vec<Span>,
+}
+
+#[derive(Debug)]
+pub struct ResourceGroup {
+    pub resource: Arc<ResourceInfo>,
+    pub scopes: Vec<ScopeGroup>,
+}
+
+/// All spans of one trace received so far.
+#[derive(Debug, Default)]
+pub struct TraceData {
+    pub groups: Vec<ResourceGroup>,
+    pub span_count: usize,
+    /// Earliest span start (ns since epoch); `u64::MAX` while empty.
+    pub start_ns: u64,
+    /// Latest span end (ns since epoch).
+    pub end_ns: u64,
+    /// Whether any span has status ERROR (tail sampling and search use it).
+    pub has_error: bool,
+    span_ids: HashSet<[u8; 8]>,
+}
+
+impl TraceData {
+    pub fn new() -> Self {
+        TraceData {
+            start_ns: u64::MAX,
+            ..Default::default()
+        }
+    }
+
+    /// Adds one span under the given resource and scope. Returns false (and
+    /// stores nothing) when a span with the same id is already in the trace:
+    /// exporters retry, and a retried batch must not duplicate spans.
+    pub fn push(
+        &mut self,
+        resource: &Arc<ResourceInfo>,
+        scope: &Arc<ScopeInfo>,
+        span: Span,
+    ) -> bool {
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&span.span_id);
+        if !self.span_ids.insert(id) {
+            return false;
+        }
+        self.start_ns = self.start_ns.min(span.start_time_unix_nano);
+        self.end_ns = self
+            .end_ns
+            .max(span.end_time_unix_nano.max(span.start_time_unix_nano));
+        if status_code(&span) == StatusCode::Error {
+            self.has_error = true;
+        }
+        self.span_count += 1;
+
+        // Look for an existing group: pointer equality is the common case
+        // (same export request), value equality catches a later request from
+        // the same process.
+        let group = match self
+            .groups
+            .iter_mut()
+            .position(|g| Arc::ptr_eq(&g.resource, resource) || g.resource.same(resource))
+        {
+            Some(i) => &mut self.groups[i],
+            None => {
+                self.groups.push(ResourceGroup {
+                    resource: resource.clone(),
+                    scopes: Vec::new(),
+                });
+                self.groups.last_mut().expect("just pushed")
+            }
+        };
+        let scope_group = match group
+            .scopes
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.scope, scope) || *s.scope == **scope)
+        {
+            Some(i) => &mut group.scopes[i],
+            None => {
+                group.scopes.push(ScopeGroup {
+                    scope: scope.clone(),
+                    spans: Vec::new(),
+                });
+                group.scopes.last_mut().expect("just pushed")
+            }
+        };
+        scope_group.spans.push(span);
+        true
+    }
+
+    /// Moves every span of `other` into `self` (dropping duplicates). Returns
+    /// how many spans were added.
+    pub fn merge(&mut self, other: TraceData) -> usize {
+        let mut added = 0;
+        for group in other.groups {
+            for scope in group.scopes {
+                for span in scope.spans {
+                    if self.push(&group.resource, &scope.scope, span) {
+                        added += 1;
+                    }
+                }
+            }
+        }
+        added
+    }
+
+    /// Duration from the earliest start to the latest end, in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        if self.span_count == 0 {
+            0
+        } else {
+            self.end_ns.saturating_sub(self.start_ns)
+        }
+    }
+
+    /// Iterates over every span together with its resource.
+    pub fn spans(&self) -> impl Iterator<Item = (&ResourceInfo, &Span)> {
+        self.groups.iter().flat_map(|g| {
+            g.scopes
+                .iter()
+                .flat_map(move |s| s.spans.iter().map(move |span| (&*g.resource, span)))
+        })
+    }
+
+    /// The root span (no parent); the earliest one if there are several.
+    pub fn root(&self) -> Option<(&ResourceInfo, &Span)> {
+        self.spans()
+            .filter(|(_, s)| s.parent_span_id.is_empty())
+            .min_by_key(|(_, s)| s.start_time_unix_nano)
+    }
+
+    /// Rebuilds OTLP `ResourceSpans` (for protobuf responses).
+    pub fn to_resource_spans(&self) -> Vec<ResourceSpans> {
+        self.groups
+            .iter()
+            .map(|g| ResourceSpans {
+                resource: Some(g.resource.resource.clone()),
+                schema_url: g.resource.schema_url.clone(),
+                scope_spans: g
+                    .scopes
+                    .iter()
+                    .map(|s| ScopeSpans {
+                        scope: Some(s.scope.scope.clone()),
+                        schema_url: s.scope.schema_url.clone(),
+                        spans: s.spans.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+pub fn status_code(span: &Span) -> StatusCode {
+    span.status
+        .as_ref()
+        .and_then(|s| StatusCode::try_from(s.code).ok())
+        .unwrap_or(StatusCode::Unset)
+}
+
+pub fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+}
+
+/// Renders an attribute value as a plain string (for tag search and tag values).
+pub fn any_value_to_string(v: &AnyValue) -> String {
+    match &v.value {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(Value::BytesValue(b)) => hex::encode(b),
+        Some(Value::ArrayValue(a)) => {
+            let items: Vec<String> = a.values.iter().map(any_value_to_string).collect();
+            format!("[{}]", items.join(","))
+        }
+        Some(Value::KvlistValue(kv)) => {
+            let items: Vec<String> = kv
+                .values
+                .iter()
+                .map(|kv| {
+                    let v = kv
+                        .value
+                        .as_ref()
+                        .map(any_value_to_string)
+                        .unwrap_or_default();
+                    format!("{}={}", kv.key, v)
+                })
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+        Some(Value::StringValueStrindex(i)) => i.to_string(),
+        None => String::new(),
+    }
+}
+
+/// Parses a trace id as Tempo does: 1 to 32 hex digits, left-padded with
+/// zeros (so 64-bit ids from older tracers still resolve).
+pub fn parse_trace_id(s: &str) -> Option<TraceId> {
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let padded = format!("{s:0>32}");
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(padded, &mut id).ok()?;
+    Some(id)
+}

@@ -1,0 +1,115 @@
+//! From a decoded export request to the store: validate ids, group spans by
+//! trace, pass through the tail sampler when one is configured.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use crate::model::{ResourceInfo, ScopeInfo, TraceData, TraceId};
+use crate::store::{Counters, Store};
+use crate::tail::TailSampler;
+
+pub(crate) struct Pipeline {
+    pub store: Store,
+    pub tail: Option<TailSampler>,
+    pub counters: Arc<Counters>,
+}
+
+/// Result of one export, reported back to the exporter as partial success.
+#[derive(Debug, Default)]
+pub(crate) struct IngestOutcome {
+    pub rejected: u64,
+    pub message: String,
+}
+
+impl Pipeline {
+    pub fn ingest(&self, req: ExportTraceServiceRequest) -> IngestOutcome {
+        let mut received = 0u64;
+        let mut invalid = 0u64;
+        let mut by_trace: HashMap<TraceId, TraceData> = HashMap::new();
+        for rs in req.resource_spans {
+            let resource = Arc::new(ResourceInfo::new(
+                rs.resource.unwrap_or_default(),
+                rs.schema_url,
+            ));
+            for ss in rs.scope_spans {
+                let scope = Arc::new(ScopeInfo {
+                    scope: ss.scope.unwrap_or_default(),
+                    schema_url: ss.schema_url,
+                });
+                for mut span in ss.spans {
+                    received += 1;
+                    // Some bridges send an all-zero parent for a root span.
+                    if span.parent_span_id.iter().all(|b| *b == 0) {
+                        span.parent_span_id.clear();
+                    }
+                    let Some(trace_id) = valid_ids(&span) else {
+                        invalid += 1;
+                        continue;
+                    };
+                    by_trace
+                        .entry(trace_id)
+                        .or_insert_with(TraceData::new)
+                        .push(&resource, &scope, span);
+                }
+            }
+        }
+        Counters::add(&self.counters.spans_received, received);
+        let fragments: Vec<_> = by_trace.into_iter().collect();
+        let to_store = match &self.tail {
+            Some(tail) => tail.offer(fragments, Instant::now()),
+            None => fragments,
+        };
+        let over_bound = self.store_fragments(to_store);
+        let rejected = invalid + over_bound;
+        Counters::add(&self.counters.spans_rejected, rejected);
+        let mut message = Vec::new();
+        if invalid > 0 {
+            message.push(format!(
+                "{invalid} span(s) with an invalid trace id (16 non-zero bytes) or span id (8 non-zero bytes)"
+            ));
+        }
+        if over_bound > 0 {
+            message.push(format!(
+                "{over_bound} span(s) over the per-trace span limit"
+            ));
+        }
+        IngestOutcome {
+            rejected,
+            message: message.join("; "),
+        }
+    }
+
+    /// Stores fragments; returns the spans refused by the per-trace bound.
+    pub fn store_fragments(&self, fragments: Vec<(TraceId, TraceData)>) -> u64 {
+        if fragments.is_empty() {
+            return 0;
+        }
+        let out = self.store.insert(fragments);
+        Counters::add(&self.counters.traces_evicted, out.evicted);
+        out.rejected
+    }
+
+    /// Moves due tail-sampling decisions into the store.
+    pub fn tail_tick(&self, flush: bool) {
+        if let Some(tail) = &self.tail {
+            let kept = tail.decide_due(Instant::now(), flush);
+            let rejected = self.store_fragments(kept);
+            Counters::add(&self.counters.spans_rejected, rejected);
+        }
+    }
+}
+
+fn valid_ids(span: &opentelemetry_proto::tonic::trace::v1::Span) -> Option<TraceId> {
+    let ok_len = span.trace_id.len() == 16
+        && span.span_id.len() == 8
+        && (span.parent_span_id.is_empty() || span.parent_span_id.len() == 8);
+    if !ok_len || span.trace_id.iter().all(|b| *b == 0) || span.span_id.iter().all(|b| *b == 0) {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&span.trace_id);
+    Some(id)
+}

@@ -1,0 +1,508 @@
+//! `/api/search`: tag (logfmt) and TraceQL search over the store, shaped like
+//! Tempo's response.
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use serde::Serialize;
+
+use crate::model::{ResourceInfo, TraceData, any_value_to_string, find_attr, status_code};
+use crate::otlp_json::Attrs;
+use crate::traceql::{Attr, Query, QueryError, TraceCtx, parse, parse_go_duration};
+
+/// Tempo's name for a trace whose root span has not arrived.
+pub const ROOT_NOT_RECEIVED: &str = "<root span not yet received>";
+
+/// Default number of traces returned (as Tempo).
+pub const DEFAULT_LIMIT: usize = 20;
+/// Default spans per spanset (Tempo's `spss`).
+pub const DEFAULT_SPSS: usize = 3;
+
+/// A parsed search request.
+pub struct SearchRequest {
+    tags: Vec<(String, String)>,
+    query: Option<Query>,
+    min_duration_ns: Option<u64>,
+    max_duration_ns: Option<u64>,
+    start_ns: Option<u64>,
+    end_ns: Option<u64>,
+    pub limit: usize,
+    spss: usize,
+}
+
+/// Raw query-string parameters of `/api/search`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SearchParams {
+    pub tags: Option<String>,
+    pub q: Option<String>,
+    #[serde(rename = "minDuration")]
+    pub min_duration: Option<String>,
+    #[serde(rename = "maxDuration")]
+    pub max_duration: Option<String>,
+    pub limit: Option<String>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub spss: Option<String>,
+}
+
+impl SearchRequest {
+    /// Validates the parameters.
+    ///
+    /// # Errors
+    /// With a message for the user when a parameter is malformed or the
+    /// TraceQL is outside the supported subset.
+    pub fn from_params(p: &SearchParams) -> Result<SearchRequest, QueryError> {
+        let nonempty = |o: &Option<String>| {
+            o.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let tags = match nonempty(&p.tags) {
+            Some(t) => parse_logfmt(&t)?,
+            None => Vec::new(),
+        };
+        let query = match nonempty(&p.q) {
+            Some(q) => Some(parse(&q)?),
+            None => None,
+        };
+        let dur = |name: &str, v: &Option<String>| -> Result<Option<u64>, QueryError> {
+            match nonempty(v) {
+                None => Ok(None),
+                Some(s) => parse_go_duration(&s).map(Some).ok_or_else(|| {
+                    QueryError(format!(
+                        "invalid {name} {s:?}: use a Go duration such as 100ms or 2s"
+                    ))
+                }),
+            }
+        };
+        let int = |name: &str, v: &Option<String>| -> Result<Option<u64>, QueryError> {
+            match nonempty(v) {
+                None => Ok(None),
+                Some(s) => s.parse::<u64>().map(Some).map_err(|_| {
+                    QueryError(format!(
+                        "invalid {name} {s:?}: expected a non-negative integer"
+                    ))
+                }),
+            }
+        };
+        let min_duration_ns = dur("minDuration", &p.min_duration)?;
+        let max_duration_ns = dur("maxDuration", &p.max_duration)?;
+        if let (Some(min), Some(max)) = (min_duration_ns, max_duration_ns)
+            && min > max
+        {
+            return Err(QueryError("minDuration is greater than maxDuration".into()));
+        }
+        let start = int("start", &p.start)?;
+        let end = int("end", &p.end)?;
+        if let (Some(s), Some(e)) = (start, end)
+            && s > e
+        {
+            return Err(QueryError("start is after end".into()));
+        }
+        let limit = int("limit", &p.limit)?
+            .map(|l| l as usize)
+            .filter(|l| *l > 0)
+            .unwrap_or(DEFAULT_LIMIT);
+        let spss = int("spss", &p.spss)?
+            .map(|l| l as usize)
+            .filter(|l| *l > 0)
+            .unwrap_or(DEFAULT_SPSS);
+        Ok(SearchRequest {
+            tags,
+            query,
+            min_duration_ns,
+            max_duration_ns,
+            start_ns: start.map(|s| s.saturating_mul(1_000_000_000)),
+            // `end` is a whole second: include spans that start within it.
+            end_ns: end.map(|e| e.saturating_add(1).saturating_mul(1_000_000_000)),
+            limit,
+            spss,
+        })
+    }
+
+    /// Evaluates the request on one trace; `None` when it does not match.
+    pub fn eval(&self, trace_id: &[u8; 16], data: &TraceData) -> Option<TraceResult> {
+        if data.span_count == 0 {
+            return None;
+        }
+        let duration_ns = data.duration_ns();
+        if self.min_duration_ns.is_some_and(|m| duration_ns < m)
+            || self.max_duration_ns.is_some_and(|m| duration_ns > m)
+        {
+            return None;
+        }
+        if self.start_ns.is_some_and(|s| data.end_ns < s)
+            || self.end_ns.is_some_and(|e| data.start_ns >= e)
+        {
+            return None;
+        }
+        let spans: Vec<(&ResourceInfo, &Span)> = data.spans().collect();
+        let root = data.root();
+        let ctx = TraceCtx {
+            root_service: root.map(|(r, _)| r.service.as_str()),
+            root_name: root.map(|(_, s)| s.name.as_str()),
+            duration_ns,
+        };
+
+        // Tags: every tag must be matched by some span of the trace (not
+        // necessarily the same one), as in Tempo's tag search.
+        let mut matched: Vec<usize> = Vec::new();
+        if !self.tags.is_empty() {
+            for (k, v) in &self.tags {
+                let hits: Vec<usize> = spans
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (r, s))| tag_matches(k, v, r, s))
+                    .map(|(i, _)| i)
+                    .collect();
+                if hits.is_empty() {
+                    return None;
+                }
+                matched.extend(hits);
+            }
+        }
+        if let Some(q) = &self.query {
+            // With both tags and q, the spanset is what the TraceQL matched.
+            matched = q.eval(&spans, &ctx)?;
+        } else if self.tags.is_empty() {
+            matched = (0..spans.len()).collect();
+        }
+        matched.sort_unstable();
+        matched.dedup();
+        matched.sort_by_key(|&i| spans[i].1.start_time_unix_nano);
+
+        // Attributes shown per span: the ones the query or tags refer to,
+        // plus service.name (Grafana shows it in the result table).
+        let mut keys: Vec<(Attr, String)> = Vec::new();
+        if let Some(q) = &self.query {
+            for c in q.conds() {
+                if let Some(k) = c.attr.result_key()
+                    && !keys.iter().any(|(_, have)| have == k)
+                {
+                    keys.push((c.attr.clone(), k.to_string()));
+                }
+            }
+        }
+        for (k, _) in &self.tags {
+            if k != "name" && !keys.iter().any(|(_, have)| have == k) {
+                let attr = if k == "status" {
+                    Attr::Status
+                } else {
+                    Attr::Any(k.clone())
+                };
+                keys.push((attr, k.clone()));
+            }
+        }
+
+        let result_spans: Vec<ResultSpan> = matched
+            .iter()
+            .take(self.spss)
+            .map(|&i| {
+                let (r, s) = spans[i];
+                ResultSpan {
+                    span_id: hex::encode(&s.span_id),
+                    name: s.name.clone(),
+                    start_time_unix_nano: s.start_time_unix_nano.to_string(),
+                    duration_nanos: s
+                        .end_time_unix_nano
+                        .saturating_sub(s.start_time_unix_nano)
+                        .to_string(),
+                    attributes: span_attributes(&keys, r, s),
+                }
+            })
+            .collect();
+
+        let mut service_stats: BTreeMap<String, ServiceStats> = BTreeMap::new();
+        for (r, s) in &spans {
+            let st = service_stats.entry(r.service.clone()).or_default();
+            st.span_count += 1;
+            if status_code(s) == StatusCode::Error {
+                st.error_count += 1;
+            }
+        }
+        let span_set = SpanSet {
+            spans: result_spans,
+            matched: matched.len(),
+        };
+        Some(TraceResult {
+            trace_id: hex::encode(trace_id),
+            root_service_name: root
+                .map(|(r, _)| r.service.clone())
+                .unwrap_or_else(|| ROOT_NOT_RECEIVED.into()),
+            root_trace_name: root.map(|(_, s)| s.name.clone()).unwrap_or_default(),
+            start_time_unix_nano: data.start_ns.to_string(),
+            start_ns: data.start_ns,
+            duration_ms: duration_ns / 1_000_000,
+            span_set: span_set.clone(),
+            span_sets: vec![span_set],
+            service_stats,
+        })
+    }
+}
+
+fn span_attributes(keys: &[(Attr, String)], r: &ResourceInfo, s: &Span) -> Vec<KeyValue> {
+    let string_kv = |k: &str, v: &str| KeyValue {
+        key: k.to_string(),
+        value: Some(AnyValue {
+            value: Some(Av::StringValue(v.to_string())),
+        }),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for (attr, key) in keys {
+        let kv = match attr {
+            Attr::Status => Some(string_kv(key, status_word(status_code(s)))),
+            Attr::Kind => Some(string_kv(key, kind_word(s.kind))),
+            Attr::StatusMessage => s.status.as_ref().map(|st| string_kv(key, &st.message)),
+            Attr::Span(k) => find_attr(&s.attributes, k)
+                .cloned()
+                .map(|v| (k, v))
+                .map(to_kv),
+            Attr::Resource(k) => find_attr(&r.resource.attributes, k)
+                .cloned()
+                .map(|v| (k, v))
+                .map(to_kv),
+            Attr::Any(k) => find_attr(&s.attributes, k)
+                .or_else(|| find_attr(&r.resource.attributes, k))
+                .cloned()
+                .map(|v| (k, v))
+                .map(to_kv),
+            _ => None,
+        };
+        if let Some(kv) = kv
+            && !out.iter().any(|o: &KeyValue| o.key == kv.key)
+        {
+            out.push(kv);
+        }
+    }
+    if !r.service.is_empty() && !out.iter().any(|o| o.key == "service.name") {
+        out.push(string_kv("service.name", &r.service));
+    }
+    out
+}
+
+fn to_kv((k, v): (&String, AnyValue)) -> KeyValue {
+    KeyValue {
+        key: k.clone(),
+        value: Some(v),
+        ..Default::default()
+    }
+}
+
+fn status_word(c: StatusCode) -> &'static str {
+    match c {
+        StatusCode::Unset => "unset",
+        StatusCode::Ok => "ok",
+        StatusCode::Error => "error",
+    }
+}
+
+fn kind_word(kind: i32) -> &'static str {
+    match SpanKind::try_from(kind).unwrap_or(SpanKind::Unspecified) {
+        SpanKind::Unspecified => "unspecified",
+        SpanKind::Internal => "internal",
+        SpanKind::Server => "server",
+        SpanKind::Client => "client",
+        SpanKind::Producer => "producer",
+        SpanKind::Consumer => "consumer",
+    }
+}
+
+/// A tag matches a span by its name (`name`), its status (`status`,
+/// `status.code`: error/ok/unset) or any span or resource attribute whose
+/// value, written as text, equals the tag's value.
+fn tag_matches(key: &str, value: &str, r: &ResourceInfo, s: &Span) -> bool {
+    match key {
+        "name" => s.name == value,
+        "status" | "status.code" => {
+            let v = value.to_ascii_lowercase();
+            let v = v.strip_prefix("status_code_").unwrap_or(&v);
+            status_word(status_code(s)) == v
+        }
+        "kind" => kind_word(s.kind) == value.to_ascii_lowercase(),
+        _ => [
+            find_attr(&s.attributes, key),
+            find_attr(&r.resource.attributes, key),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|v| any_value_to_string(v) == value),
+    }
+}
+
+/// Parses logfmt `k=v k2="quoted value"`.
+///
+/// # Errors
+/// On a key without `=`, an empty key or an unterminated quote.
+pub fn parse_logfmt(s: &str) -> Result<Vec<(String, String)>, QueryError> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let mut out = Vec::new();
+    loop {
+        while i < chars.len() && chars[i].is_whitespace() {
+            i += 1;
+        }
+        if i == chars.len() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while i < chars.len() && chars[i] != '=' && !chars[i].is_whitespace() {
+            key.push(chars[i]);
+            i += 1;
+        }
+        if chars.get(i) != Some(&'=') {
+            return Err(QueryError(format!(
+                "tag {key:?} has no value: use key=value"
+            )));
+        }
+        if key.is_empty() {
+            return Err(QueryError(format!("empty tag name in {s:?}")));
+        }
+        i += 1;
+        let mut value = String::new();
+        if chars.get(i) == Some(&'"') {
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => return Err(QueryError(format!("unterminated quote in tags {s:?}"))),
+                    Some('"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some('\\') if i + 1 < chars.len() => {
+                        value.push(chars[i + 1]);
+                        i += 2;
+                    }
+                    Some(&c) => {
+                        value.push(c);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while i < chars.len() && !chars[i].is_whitespace() {
+                value.push(chars[i]);
+                i += 1;
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+#[derive(Serialize, Default, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStats {
+    span_count: u64,
+    error_count: u64,
+}
+
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct SpanSet {
+    spans: Vec<ResultSpan>,
+    matched: usize,
+}
+
+#[derive(Clone)]
+pub struct ResultSpan {
+    span_id: String,
+    name: String,
+    start_time_unix_nano: String,
+    duration_nanos: String,
+    attributes: Vec<KeyValue>,
+}
+
+impl Serialize for ResultSpan {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("spanID", &self.span_id)?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("startTimeUnixNano", &self.start_time_unix_nano)?;
+        m.serialize_entry("durationNanos", &self.duration_nanos)?;
+        m.serialize_entry("attributes", &Attrs(&self.attributes))?;
+        m.end()
+    }
+}
+
+/// One trace in a search response.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceResult {
+    #[serde(rename = "traceID")]
+    trace_id: String,
+    root_service_name: String,
+    root_trace_name: String,
+    start_time_unix_nano: String,
+    #[serde(skip)]
+    pub start_ns: u64,
+    duration_ms: u64,
+    /// Deprecated single spanset Tempo still sends next to `spanSets`.
+    span_set: SpanSet,
+    span_sets: Vec<SpanSet>,
+    service_stats: BTreeMap<String, ServiceStats>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logfmt_tags() {
+        assert_eq!(
+            parse_logfmt(
+                r#"service.name=payment http.response.status_code=500 name="POST /api/checkout""#
+            )
+            .unwrap(),
+            vec![
+                ("service.name".into(), "payment".into()),
+                ("http.response.status_code".into(), "500".into()),
+                ("name".into(), "POST /api/checkout".into()),
+            ]
+        );
+        assert_eq!(
+            parse_logfmt(r#"a="x \"y\"""#).unwrap(),
+            vec![("a".into(), "x \"y\"".into())]
+        );
+        assert!(parse_logfmt("novalue").is_err());
+        assert!(parse_logfmt(r#"a="open"#).is_err());
+        assert!(parse_logfmt("=x").is_err());
+    }
+
+    #[test]
+    fn bad_params_are_errors() {
+        let p = |f: fn(&mut SearchParams)| {
+            let mut p = SearchParams::default();
+            f(&mut p);
+            SearchRequest::from_params(&p).err().map(|e| e.0)
+        };
+        assert!(
+            p(|p| p.min_duration = Some("fast".into()))
+                .unwrap()
+                .contains("minDuration")
+        );
+        assert!(
+            p(|p| p.limit = Some("-1".into()))
+                .unwrap()
+                .contains("limit")
+        );
+        assert!(
+            p(|p| p.q = Some("{ status = error } | count() > 1".into()))
+                .unwrap()
+                .contains("pipelines")
+        );
+        assert!(
+            p(|p| {
+                p.start = Some("20".into());
+                p.end = Some("10".into());
+            })
+            .is_some()
+        );
+        assert!(p(|p| p.min_duration = Some("100ms".into())).is_none());
+    }
+}
