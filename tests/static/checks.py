@@ -1,0 +1,962 @@
+"""Static checks for the Docker Compose stack (no Docker engine needed).
+
+Each ``check_*`` function takes already-parsed data (or a repository root) and
+returns a list of problems as human-readable strings; an empty list means the
+check passed. The tests in ``test_static.py`` run every check against the real
+repository and against deliberately broken copies, so every check is shown to
+be able to fail.
+
+Run ``python3 tests/static/checks.py`` for a summary of the compose stack and
+every problem found (``--summary-only`` for just the summary).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+SCHEMA_PATH = HERE / "compose-spec.json"
+LESSON_TEMPO_FIXTURE = HERE / "lesson-tempo-config.yaml"
+
+MEMORY_BUDGET_BYTES = 2 * 1024**3  # the issue: all limits together under 2 GiB
+
+# Host ports the learner is told about (docs/docker.md): port -> service.
+EXPECTED_HOST_PORTS = {
+    3000: "grafana",
+    8080: "gateway",
+    3200: "tempo",
+    15672: "rabbitmq",
+    9001: "minio",
+}
+
+# A service may go without a healthcheck only if it says why, in this field.
+NO_HEALTHCHECK_FIELD = "x-tracelab-no-healthcheck"
+
+# Lesson values that the lab has to change to run against MinIO instead of AWS.
+TEMPO_LESSON_OVERRIDES = {
+    "storage.trace.s3.endpoint": "the S3 endpoint is the MinIO container, not AWS",
+    "storage.trace.s3.region": "MinIO only accepts requests signed for its own region",
+}
+
+# What the shell of a `sh -c` command may call besides workspace binaries.
+SHELL_WORDS = {
+    "while", "do", "done", "if", "then", "else", "elif", "fi", "for", "in",
+    "case", "esac", "true", "false", ":", "sleep", "echo", "trap", "exit",
+    "exec", "set", "printf", "wait", "test", "[", "break", "continue",
+}
+SHELLS = {"sh", "/bin/sh", "bash", "/bin/bash"}
+
+
+# ---------------------------------------------------------------------------
+# loading
+
+
+def load_yaml(path: Path):
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def load_compose(root: Path = REPO) -> dict:
+    return load_yaml(root / "docker-compose.yml")
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+
+
+def parse_size(value) -> int | None:
+    """Compose byte sizes: 512m, 1g, 160M, 1.5gb, or a plain number of bytes."""
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*", str(value), re.IGNORECASE)
+    if not m:
+        return None
+    number, unit = float(m.group(1)), m.group(2).lower()
+    return int(number * {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit])
+
+
+def parse_duration_ms(value) -> float | None:
+    """Collector durations: 10s, 500ms, 1m, 1m30s."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(value))
+    if not parts or "".join(n + u for n, u in parts) != str(value).strip():
+        return None
+    scale = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def image_ref(image: str) -> tuple[str, str | None, str | None]:
+    """Split ``registry/name:tag@digest`` into (name, tag, digest)."""
+    digest = None
+    if "@" in image:
+        image, digest = image.split("@", 1)
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, tag = image.rsplit(":", 1)
+        return name, tag, digest
+    return image, None, digest
+
+
+def memory_limit(service: dict):
+    limits = (((service.get("deploy") or {}).get("resources") or {}).get("limits") or {})
+    return limits.get("memory", service.get("mem_limit"))
+
+
+def healthcheck_test(service: dict) -> list[str] | None:
+    hc = service.get("healthcheck")
+    if not hc or hc.get("disable"):
+        return None
+    test = hc.get("test")
+    if isinstance(test, str):
+        return ["CMD-SHELL", test]
+    if isinstance(test, list) and test and test[0] != "NONE":
+        return [str(t) for t in test]
+    return None
+
+
+def as_list(command) -> list[str]:
+    if command is None:
+        return []
+    if isinstance(command, str):
+        return command.split()
+    return [str(c) for c in command]
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        out = {}
+        for item in env:
+            key, _, value = str(item).partition("=")
+            out[key] = value
+        return out
+    return {str(k): ("" if v is None else str(v)) for k, v in env.items()}
+
+
+def host_ports(service: dict) -> list[int]:
+    out = []
+    for p in service.get("ports") or []:
+        if isinstance(p, dict):
+            if p.get("published") is not None:
+                out.append(int(str(p["published"]).split("-")[0]))
+            continue
+        parts = str(p).split("/")[0].split(":")
+        if len(parts) >= 2:  # [ip:]host:container
+            out.append(int(parts[-2].split("-")[0]))
+    return out
+
+
+def dotted(d, path: str):
+    cur = d
+    for key in path.split("."):
+        if not isinstance(cur, dict) or key not in cur:
+            raise KeyError(path)
+        cur = cur[key]
+    return cur
+
+
+def leaves(d, prefix: str = ""):
+    """(dotted path, value) for every scalar or list in a nested mapping."""
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+def is_one_shot(service: dict) -> bool:
+    return str(service.get("restart", "no")).strip('"') == "no" and NO_HEALTHCHECK_FIELD in service
+
+
+# ---------------------------------------------------------------------------
+# compose: structure
+
+
+def check_schema(compose: dict, schema: dict) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema)
+    problems = []
+    for err in sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path)):
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        problems.append(f"compose schema: {where}: {err.message}")
+    if "version" in compose:
+        problems.append("compose: remove the obsolete top-level `version:` key (Compose Specification)")
+    return problems
+
+
+def check_images_pinned(compose: dict) -> list[str]:
+    problems = []
+    for name, svc in compose.get("services", {}).items():
+        image = svc.get("image")
+        if "build" in svc:
+            if not image:
+                problems.append(f"{name}: a built service needs an `image:` name so all services share one build")
+            continue
+        if not image:
+            problems.append(f"{name}: no image")
+            continue
+        _, tag, digest = image_ref(image)
+        if digest:
+            continue
+        if tag is None:
+            problems.append(f"{name}: image {image!r} has no tag (that means :latest); pin a version")
+        elif tag == "latest" or not re.search(r"\d", tag):
+            problems.append(f"{name}: image {image!r} is not pinned to a version (tag {tag!r})")
+    return problems
+
+
+def check_healthchecks(compose: dict) -> list[str]:
+    problems = []
+    services = compose.get("services", {})
+    for name, svc in services.items():
+        test = healthcheck_test(svc)
+        reason = str(svc.get(NO_HEALTHCHECK_FIELD, "")).strip()
+        if test is None and not reason:
+            problems.append(
+                f"{name}: no healthcheck (add one, or say why in `{NO_HEALTHCHECK_FIELD}:` for a one-shot job)"
+            )
+        if test is not None and reason:
+            problems.append(f"{name}: has a healthcheck and also `{NO_HEALTHCHECK_FIELD}`; drop one")
+        deps = svc.get("depends_on") or {}
+        if isinstance(deps, list):
+            problems.append(f"{name}: depends_on as a list waits for nothing; use `condition: service_healthy`")
+            continue
+        for dep, spec in deps.items():
+            cond = (spec or {}).get("condition", "service_started")
+            target = services.get(dep)
+            if target is None:
+                problems.append(f"{name}: depends_on unknown service {dep!r}")
+            elif cond == "service_healthy" and healthcheck_test(target) is None:
+                problems.append(f"{name}: waits for {dep} to be healthy, but {dep} has no healthcheck")
+            elif cond == "service_completed_successfully" and str(target.get("restart", "no")) != "no":
+                problems.append(f"{name}: waits for {dep} to complete, but {dep} restarts (not a one-shot job)")
+            elif cond == "service_started" and healthcheck_test(target) is not None:
+                problems.append(f"{name}: depends on {dep} only being started although {dep} has a healthcheck")
+    return problems
+
+
+def check_memory(compose: dict, budget: int = MEMORY_BUDGET_BYTES) -> list[str]:
+    problems = []
+    total = 0
+    for name, svc in compose.get("services", {}).items():
+        raw = memory_limit(svc)
+        if raw is None:
+            problems.append(f"{name}: no memory limit (deploy.resources.limits.memory)")
+            continue
+        size = parse_size(raw)
+        if size is None:
+            problems.append(f"{name}: memory limit {raw!r} does not parse")
+            continue
+        total += size
+    if total >= budget:
+        problems.append(
+            f"memory limits add up to {total / 1024**2:.0f} MiB, not under {budget / 1024**2:.0f} MiB"
+        )
+    return problems
+
+
+def memory_total_mib(compose: dict) -> float:
+    return sum(parse_size(memory_limit(s)) or 0 for s in compose["services"].values()) / 1024**2
+
+
+def check_ports(compose: dict, expected: dict[int, str] = EXPECTED_HOST_PORTS) -> list[str]:
+    problems = []
+    seen: dict[int, str] = {}
+    for name, svc in compose.get("services", {}).items():
+        for port in host_ports(svc):
+            if port in seen:
+                problems.append(f"host port {port} is published by both {seen[port]} and {name}")
+            seen[port] = name
+    for port, name in expected.items():
+        if seen.get(port) != name:
+            problems.append(f"host port {port} should publish {name} (docs/docker.md), found {seen.get(port)}")
+    return problems
+
+
+def check_network_and_volumes(compose: dict) -> list[str]:
+    problems = []
+    networks = compose.get("networks") or {}
+    if len(networks) > 1:
+        problems.append(f"more than one network: {sorted(networks)}")
+    declared = set((compose.get("volumes") or {}).keys())
+    used = set()
+    for name, svc in compose.get("services", {}).items():
+        for net in svc.get("networks") or []:
+            if net not in networks:
+                problems.append(f"{name}: uses network {net!r} that is not the stack's one network")
+        for vol in svc.get("volumes") or []:
+            if isinstance(vol, dict):
+                if vol.get("type") == "volume":
+                    used.add(vol.get("source"))
+                continue
+            source = str(vol).split(":")[0]
+            if not source.startswith((".", "/", "~")):
+                used.add(source)
+    for vol in sorted(used - declared):
+        problems.append(f"named volume {vol!r} is used but not declared under top-level volumes")
+    for vol in sorted(declared - used):
+        problems.append(f"named volume {vol!r} is declared but no service uses it")
+    return problems
+
+
+def bind_mounts(compose: dict) -> list[tuple[str, str, str]]:
+    """(service, source, target) for every bind mount."""
+    out = []
+    for name, svc in compose.get("services", {}).items():
+        for vol in svc.get("volumes") or []:
+            if isinstance(vol, dict):
+                if vol.get("type") == "bind":
+                    out.append((name, str(vol["source"]), str(vol["target"])))
+                continue
+            parts = str(vol).split(":")
+            if parts[0].startswith((".", "/", "~")) and len(parts) >= 2:
+                out.append((name, parts[0], parts[1]))
+    return out
+
+
+def check_mounts_exist(compose: dict, root: Path = REPO) -> list[str]:
+    problems = []
+    for name, source, _ in bind_mounts(compose):
+        if not source.startswith("./"):
+            problems.append(f"{name}: bind mount {source!r} is outside the repository")
+        elif not (root / source).exists():
+            problems.append(f"{name}: bind mount source {source} does not exist in the repository")
+    for name, svc in compose.get("services", {}).items():
+        build = svc.get("build")
+        if isinstance(build, dict):
+            context = root / build.get("context", ".")
+            dockerfile = context / build.get("dockerfile", "Dockerfile")
+            if not dockerfile.exists():
+                problems.append(f"{name}: build file {dockerfile.relative_to(root)} does not exist")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# workspace: binaries and env vars read by the code
+
+
+@dataclass
+class Crate:
+    name: str
+    dir: Path
+    bins: list[str] = field(default_factory=list)
+    path_deps: list[Path] = field(default_factory=list)
+
+
+def workspace_crates(root: Path = REPO) -> dict[Path, Crate]:
+    """Every workspace member, keyed by its directory (relative to root)."""
+    with open(root / "Cargo.toml", "rb") as f:
+        manifest = tomllib.load(f)
+    crates = {}
+    for member in manifest.get("workspace", {}).get("members", []):
+        rel = Path(member)
+        with open(root / rel / "Cargo.toml", "rb") as f:
+            m = tomllib.load(f)
+        name = m["package"]["name"]
+        bins = [b["name"] for b in m.get("bin", []) if "name" in b]
+        autobins = m["package"].get("autobins", True)
+        if not any(b.get("path") == "src/main.rs" for b in m.get("bin", [])) and (root / rel / "src/main.rs").exists():
+            if name not in bins:
+                bins.append(name)
+        if autobins and (root / rel / "src/bin").is_dir():
+            for p in sorted((root / rel / "src/bin").iterdir()):
+                stem = p.stem if p.suffix == ".rs" else p.name
+                if (p.suffix == ".rs" or (p / "main.rs").exists()) and stem not in bins:
+                    bins.append(stem)
+        deps = []
+        for table in ("dependencies",):
+            for dep in (m.get(table) or {}).values():
+                if isinstance(dep, dict) and "path" in dep:
+                    deps.append((root / rel / dep["path"]).resolve().relative_to(root.resolve()))
+        crates[rel] = Crate(name=name, dir=rel, bins=bins, path_deps=deps)
+    return crates
+
+
+def workspace_bins(root: Path = REPO) -> dict[str, Crate]:
+    return {b: c for c in workspace_crates(root).values() for b in c.bins}
+
+
+ENV_READ = re.compile(r"""env::var(?:_os)?\s*\(\s*"([A-Za-z_][A-Za-z0-9_]*)"\s*\)""")
+
+
+def env_reads(path: Path) -> set[str]:
+    return set(ENV_READ.findall(path.read_text(encoding="utf-8")))
+
+
+def config_files_for(bin_name: str, root: Path = REPO) -> tuple[list[Path], list[str]]:
+    """The config.rs files whose env reads apply to a service binary.
+
+    The binary's own crate must have src/config.rs (the contract in
+    docs/architecture.md); shared crates it depends on (transitively)
+    contribute any config.rs they have.
+    """
+    crates = workspace_crates(root)
+    by_bin = {b: c for c in crates.values() for b in c.bins}
+    crate = by_bin.get(bin_name)
+    if crate is None:
+        return [], [f"{bin_name}: no workspace crate builds a binary named {bin_name!r}"]
+    own = root / crate.dir / "src/config.rs"
+    problems = []
+    files = []
+    if own.exists():
+        files.append(own)
+    else:
+        problems.append(
+            f"{bin_name}: {crate.dir}/src/config.rs does not exist yet; docs/architecture.md says every "
+            f"service reads its environment there, so the env vars docker-compose.yml gives {bin_name} "
+            f"cannot be checked against the code"
+        )
+    seen, todo = set(), list(crate.path_deps)
+    while todo:
+        dep = todo.pop()
+        if dep in seen or dep not in crates:
+            continue
+        seen.add(dep)
+        todo.extend(crates[dep].path_deps)
+        if dep.parts[0] == "shared":
+            files.extend(sorted((root / dep / "src").rglob("config.rs")))
+    return files, problems
+
+
+def architecture_env(root: Path = REPO) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Env var tables of docs/architecture.md: (common name -> default, service -> {name -> default})."""
+    text = (root / "docs/architecture.md").read_text(encoding="utf-8")
+    section = text.split("## Environment variables", 1)[-1].split("\n## ", 1)[0]
+    common: dict[str, str] = {}
+    per_service: dict[str, dict[str, str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not line.strip().startswith("|") or set(cells[0]) <= {"-", " "}:
+            continue
+        names = re.findall(r"`([A-Z][A-Z0-9_]*)`", cells[0])
+        if names:  # | `NAME` | default | meaning |
+            common[names[0]] = cells[1]
+            continue
+        names = re.findall(r"`([A-Z][A-Z0-9_]*)`", cells[1])
+        if names:  # | service[, service] | `NAME` | default |
+            for svc in re.split(r"\s*,\s*", cells[0]):
+                per_service.setdefault(svc, {})[names[0]] = cells[2]
+    return common, per_service
+
+
+def required_env(bin_name: str, root: Path = REPO) -> set[str]:
+    """Vars whose documented default points at this machine's loopback: useless in a container."""
+    common, per_service = architecture_env(root)
+    table = {**common, **per_service.get(bin_name, {})}
+    return {n for n, d in table.items() if re.search(r"127\.0\.0\.1|localhost", d)}
+
+
+def compose_binary(svc: dict) -> str | None:
+    cmd = as_list(svc.get("entrypoint")) or as_list(svc.get("command"))
+    return cmd[0] if cmd else None
+
+
+def check_env_vars(compose: dict, root: Path = REPO) -> list[str]:
+    """Env given in compose == env the code reads; every container-relevant one is given."""
+    problems = []
+    bins = workspace_bins(root)
+    for name, svc in compose.get("services", {}).items():
+        if "build" not in svc:
+            continue
+        binary = compose_binary(svc)
+        crate = bins.get(binary or "")
+        given = set(environment(svc))
+        if crate is None or crate.dir.parts[0] != "services":
+            # The CLI and shell loops read no service config: they get flags.
+            if given:
+                problems.append(f"{name}: runs {binary!r}, not a service, yet is given env {sorted(given)}")
+            continue
+        files, missing = config_files_for(binary, root)
+        problems.extend(missing)
+        if missing:
+            continue
+        reads = set().union(*(env_reads(f) for f in files)) if files else set()
+        if not reads:
+            problems.append(f"{name}: found no std::env::var(\"...\") reads in {[str(f.relative_to(root)) for f in files]}")
+            continue
+        for var in sorted(given - reads):
+            problems.append(f"{name}: docker-compose.yml sets {var}, which {binary}'s config never reads")
+        for var in sorted(required_env(binary, root) - given):
+            if var in reads:
+                problems.append(f"{name}: {var} is not set; its default points at 127.0.0.1, which is the container itself")
+            else:
+                problems.append(f"{name}: docs/architecture.md lists {var} for {binary}, but its config does not read it")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Dockerfile
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    out, buf = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if buf and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        word, _, rest = buf.partition(" ")
+        out.append((word.upper(), rest.strip()))
+        buf = ""
+    return out
+
+
+def dockerfile_stages(text: str) -> list[dict]:
+    stages = []
+    for ins, args in dockerfile_instructions(text):
+        if ins == "FROM":
+            parts = args.split()
+            parts = [p for p in parts if not p.startswith("--platform")]
+            stage = {"image": parts[0], "name": parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else None,
+                     "ins": []}
+            stages.append(stage)
+        elif stages:
+            stages[-1]["ins"].append((ins, args))
+    return stages
+
+
+DEBIAN_RELEASES = {"11": "bullseye", "12": "bookworm", "13": "trixie"}
+
+
+def debian_codename(image: str) -> str | None:
+    _, tag, _ = image_ref(image)
+    tag = tag or ""
+    for number, name in DEBIAN_RELEASES.items():
+        if name in tag or re.match(rf"{number}(\.\d+)*(-|$)", tag):
+            return name
+    return None
+
+
+def check_dockerfile(compose: dict, dockerfile: str, root: Path = REPO) -> list[str]:
+    problems = []
+    stages = dockerfile_stages(dockerfile)
+    if not stages:
+        return ["Dockerfile: no FROM"]
+    names = {s["name"] for s in stages if s["name"]}
+    for s in stages:
+        if s["image"] in names:
+            continue
+        _, tag, digest = image_ref(s["image"])
+        if not digest and (not tag or tag == "latest" or not re.search(r"\d", tag)):
+            problems.append(f"Dockerfile: base image {s['image']!r} is not pinned to a version")
+    builds = [a for s in stages for i, a in s["ins"] if i == "RUN" and "cargo build" in a]
+    if not any(all(flag in a for flag in ("--release", "--locked", "--workspace", "--bins")) for a in builds):
+        problems.append("Dockerfile: no `cargo build --release --locked --workspace --bins`")
+    runtime = stages[-1]
+    users = [a for i, a in runtime["ins"] if i == "USER"]
+    if not users or users[-1].split(":")[0] in ("root", "0"):
+        problems.append("Dockerfile: the runtime stage must end with a non-root USER")
+    rusts = [s for s in stages if image_ref(s["image"])[0].endswith("rust")]
+    if not rusts:
+        problems.append("Dockerfile: no official rust builder image")
+    for rust in rusts:
+        _, tag, _ = image_ref(rust["image"])
+        m = re.match(r"(\d+)\.(\d+)", tag or "")
+        if not m or (int(m.group(1)), int(m.group(2))) < (1, 95):
+            problems.append(f"Dockerfile: builder {rust['image']!r} is older than Rust 1.95")
+        if debian_codename(rust["image"]) != debian_codename(runtime["image"]) or not debian_codename(runtime["image"]):
+            problems.append(
+                f"Dockerfile: builder {rust['image']} and runtime {runtime['image']} are not the same Debian release"
+            )
+    # Binaries copied into the runtime image.
+    copied = set()
+    for ins, args in runtime["ins"]:
+        if ins == "COPY" and "--from=" in args:
+            copied.update(re.findall(r"target/release/([A-Za-z0-9_-]+)\b", args))
+    produced = set(workspace_bins(root))
+    for b in sorted(copied - produced):
+        problems.append(f"Dockerfile: copies target/release/{b}, which no workspace crate builds")
+    # Every binary a tracelab container runs must be built and copied.
+    for name, svc in compose.get("services", {}).items():
+        if "build" not in svc:
+            continue
+        for b in sorted(binaries_used(svc)):
+            if b not in produced:
+                problems.append(f"{name}: runs {b!r}, which is not a [[bin]] or package binary of the workspace")
+            elif b not in copied:
+                problems.append(f"{name}: runs {b!r}, which the Dockerfile does not copy into the image")
+    return problems
+
+
+def shell_commands(script: str) -> list[str]:
+    """First word of each simple command in a small sh script."""
+    words = []
+    for line in script.splitlines():
+        for part in re.split(r";|&&|\|\||\|", line):
+            tokens = part.strip().split()
+            while tokens and tokens[0] in {"do", "then", "else", "exec", "!"}:
+                tokens = tokens[1:]
+            if tokens and not tokens[0].startswith("#") and "=" not in tokens[0]:
+                words.append(tokens[0].strip("'\""))
+    return words
+
+
+def binaries_used(svc: dict) -> set[str]:
+    used = set()
+    for cmd in (as_list(svc.get("entrypoint")) or as_list(svc.get("command")), healthcheck_test(svc) or []):
+        if cmd and cmd[0] in ("CMD", "CMD-SHELL"):
+            shell = cmd[0] == "CMD-SHELL"
+            cmd = cmd[1:]
+            if shell:
+                cmd = ["/bin/sh", "-c", " ".join(cmd)]
+        if not cmd:
+            continue
+        if cmd[0] in SHELLS and len(cmd) >= 3 and cmd[1] == "-c":
+            used.update(w for w in shell_commands(cmd[2]) if w not in SHELL_WORDS)
+        else:
+            used.add(cmd[0])
+    return used
+
+
+# ---------------------------------------------------------------------------
+# Grafana provisioning
+
+
+def dashboard_uids_used(node) -> set[str]:
+    """Every datasource uid a dashboard refers to."""
+    found = set()
+    if isinstance(node, dict):
+        ds = node.get("datasource")
+        if isinstance(ds, dict) and isinstance(ds.get("uid"), str) and not ds["uid"].startswith("$"):
+            found.add(ds["uid"])
+        elif isinstance(ds, str) and ds and not ds.startswith("$") and ds not in ("-- Grafana --", "-- Mixed --"):
+            found.add(ds)
+        for v in node.values():
+            found |= dashboard_uids_used(v)
+    elif isinstance(node, list):
+        for v in node:
+            found |= dashboard_uids_used(v)
+    return found
+
+
+def check_grafana(compose: dict, root: Path = REPO) -> list[str]:
+    problems = []
+    prov = root / "grafana/provisioning"
+    datasources: dict[str, dict] = {}
+    ds_files = sorted((prov / "datasources").glob("*.y*ml"))
+    if not ds_files:
+        problems.append("grafana: no datasource provisioning file under grafana/provisioning/datasources")
+    for path in ds_files:
+        try:
+            doc = load_yaml(path)
+        except yaml.YAMLError as e:
+            problems.append(f"{path.relative_to(root)}: does not parse: {e}")
+            continue
+        for ds in (doc or {}).get("datasources") or []:
+            uid = ds.get("uid")
+            if not uid:
+                problems.append(f"{path.relative_to(root)}: datasource {ds.get('name')!r} has no stable uid")
+            elif uid in datasources:
+                problems.append(f"grafana: datasource uid {uid!r} defined twice")
+            else:
+                datasources[uid] = ds
+    by_type = {ds.get("type"): uid for uid, ds in datasources.items()}
+    for want in ("tempo", "prometheus"):
+        if want not in by_type:
+            problems.append(f"grafana: no {want} datasource provisioned")
+    tempo = datasources.get(by_type.get("tempo"), {})
+    jd = tempo.get("jsonData") or {}
+    if (jd.get("serviceMap") or {}).get("datasourceUid") not in datasources or \
+            datasources.get((jd.get("serviceMap") or {}).get("datasourceUid"), {}).get("type") != "prometheus":
+        problems.append("grafana: the Tempo datasource's serviceMap.datasourceUid must name the Prometheus datasource")
+    if not (jd.get("nodeGraph") or {}).get("enabled"):
+        problems.append("grafana: the Tempo datasource must have nodeGraph.enabled: true")
+    for key in ("tracesToMetrics",):
+        ref = (jd.get(key) or {}).get("datasourceUid")
+        if ref and ref not in datasources:
+            problems.append(f"grafana: Tempo jsonData.{key}.datasourceUid {ref!r} is not a provisioned datasource")
+    for uid, ds in datasources.items():
+        for dest in (ds.get("jsonData") or {}).get("exemplarTraceIdDestinations") or []:
+            if dest.get("datasourceUid") not in datasources:
+                problems.append(f"grafana: {uid} exemplar link to unknown datasource {dest.get('datasourceUid')!r}")
+    # ${VAR} in provisioning files is env-expanded by Grafana: Grafana's own $__vars must be $$-escaped.
+    for path in ds_files:
+        for m in re.finditer(r"(?<!\$)\$(__[a-z]+)", path.read_text(encoding="utf-8")):
+            problems.append(f"{path.relative_to(root)}: ${m.group(1)} would be expanded as an env var; write $${m.group(1)}")
+
+    # Dashboard providers and files.
+    mounts = {target: source for _, source, target in bind_mounts(compose)}
+    dash_dirs = []
+    for path in sorted((prov / "dashboards").glob("*.y*ml")):
+        try:
+            doc = load_yaml(path)
+        except yaml.YAMLError as e:
+            problems.append(f"{path.relative_to(root)}: does not parse: {e}")
+            continue
+        for p in (doc or {}).get("providers") or []:
+            target = (p.get("options") or {}).get("path", "")
+            source = mounts.get(target)
+            if source is None:
+                problems.append(f"{path.relative_to(root)}: provider path {target} is not a bind mount in docker-compose.yml")
+            else:
+                dash_dirs.append((target, root / source))
+    if not dash_dirs:
+        problems.append("grafana: no dashboard provider")
+    uids: dict[str, Path] = {}
+    files: dict[str, Path] = {}
+    for target, source in dash_dirs:
+        for path in sorted(source.rglob("*.json")):
+            files[f"{target}/{path.relative_to(source)}"] = path
+            try:
+                dash = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                problems.append(f"{path.relative_to(root)}: invalid JSON: {e}")
+                continue
+            uid = dash.get("uid")
+            if not uid:
+                problems.append(f"{path.relative_to(root)}: dashboard has no stable uid")
+            elif uid in uids:
+                problems.append(f"{path.relative_to(root)}: dashboard uid {uid!r} also used by {uids[uid].name}")
+            else:
+                uids[uid] = path
+            for ref in sorted(dashboard_uids_used(dash) - set(datasources)):
+                problems.append(f"{path.relative_to(root)}: refers to datasource uid {ref!r}, which is not provisioned")
+    home = environment((compose.get("services") or {}).get("grafana", {})).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    if not home:
+        problems.append("grafana: GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH is not set (no home dashboard)")
+    elif home not in files:
+        problems.append(f"grafana: home dashboard {home} is not one of the provisioned dashboard files")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Tempo
+
+
+def lesson_tempo_config() -> dict:
+    return load_yaml(LESSON_TEMPO_FIXTURE)
+
+
+def check_tempo(tempo: dict, compose: dict, lesson: dict) -> list[str]:
+    problems = []
+    for path, want in leaves(lesson):
+        try:
+            got = dotted(tempo, path)
+        except KeyError:
+            problems.append(f"tempo-config.yaml: lesson key {path} is missing")
+            continue
+        if path in TEMPO_LESSON_OVERRIDES:
+            continue
+        if got != want:
+            problems.append(f"tempo-config.yaml: {path} is {got!r}, the lesson has {want!r}")
+    services = compose.get("services", {})
+    tempo_svc = services.get("tempo", {})
+    try:
+        host = str(dotted(tempo, "storage.trace.s3.endpoint")).split(":")[0]
+        if host not in services:
+            problems.append(f"tempo-config.yaml: S3 endpoint host {host!r} is not a compose service")
+        if dotted(tempo, "storage.trace.s3.insecure") is not True:
+            problems.append("tempo-config.yaml: storage.trace.s3.insecure must be true for MinIO over plain HTTP")
+    except KeyError as e:
+        problems.append(f"tempo-config.yaml: {e.args[0]} missing")
+    bucket = (tempo.get("storage", {}).get("trace", {}).get("s3", {}) or {}).get("bucket")
+    init_cmds = [" ".join(as_list(s.get("command"))) for s in services.values() if "mb" in as_list(s.get("command"))]
+    if not any(cmd.rstrip().endswith(f"/{bucket}") for cmd in init_cmds):
+        problems.append(f"docker-compose.yml: no one-shot `mc mb .../{bucket}` job creates Tempo's bucket")
+    # ${VAR} needs -config.expand-env=true and the variable in tempo's environment.
+    text_vars = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", yaml.safe_dump(tempo)))
+    if text_vars:
+        if "-config.expand-env=true" not in as_list(tempo_svc.get("command")):
+            problems.append("tempo: the config uses ${VAR} but tempo's command lacks -config.expand-env=true")
+        for var in sorted(text_vars - set(environment(tempo_svc))):
+            problems.append(f"tempo: the config uses ${{{var}}} but docker-compose.yml does not set {var} for tempo")
+    procs = set((((tempo.get("overrides") or {}).get("defaults") or {}).get("metrics_generator") or {}).get("processors") or [])
+    for want in ("service-graphs", "span-metrics"):
+        if want not in procs:
+            problems.append(f"tempo-config.yaml: overrides.defaults.metrics_generator.processors lacks {want}")
+    rw = (((tempo.get("metrics_generator") or {}).get("storage") or {}).get("remote_write") or [])
+    prom_cmd = as_list(services.get("prometheus", {}).get("command"))
+    if not any(re.match(r"http://prometheus:9090/api/v1/write$", str(r.get("url", ""))) for r in rw):
+        problems.append("tempo-config.yaml: metrics_generator must remote-write to http://prometheus:9090/api/v1/write")
+    if "--web.enable-remote-write-receiver" not in prom_cmd:
+        problems.append("prometheus: --web.enable-remote-write-receiver is off, so Tempo's metrics are refused")
+    for legacy in ("ingester", "compactor", "metrics_generator_client", "ingester_client"):
+        if legacy in tempo:
+            problems.append(f"tempo-config.yaml: `{legacy}` was removed in Tempo 3 (the pinned version)")
+    return problems
+
+
+def lesson_block_from_text(text: str) -> dict:
+    """The lesson's tempo-config.yaml block ("# tempo-config.yaml" up to the next prose line)."""
+    start = text.index("# tempo-config.yaml")
+    lines = []
+    for line in text[start:].splitlines()[1:]:
+        if line and not line.startswith((" ", "#")) and ":" not in line:
+            break
+        lines.append(line)
+    return yaml.safe_load("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------
+# sampling: sampling.yaml <-> otel-collector.yaml
+
+
+def policies_from_sampling(sampling: dict) -> list[dict]:
+    return (sampling.get("tail_based") or {}).get("policies") or []
+
+
+def check_sampling_agreement(sampling: dict, collector: dict) -> list[str]:
+    problems = []
+    ts = (collector.get("processors") or {}).get("tail_sampling")
+    if not ts:
+        return ["otel-collector.yaml: no tail_sampling processor"]
+    want = policies_from_sampling(sampling)
+    got = ts.get("policies") or []
+    if [p.get("name") for p in want] != [p.get("name") for p in got]:
+        problems.append(
+            f"tail policies differ: sampling.yaml has {[p.get('name') for p in want]}, "
+            f"otel-collector.yaml has {[p.get('name') for p in got]}"
+        )
+    for w, g in zip(want, got):
+        if w != g:
+            problems.append(f"tail policy {w.get('name')!r}: sampling.yaml says {w}, otel-collector.yaml says {g}")
+    wait_ms = (sampling.get("tail_based") or {}).get("decision_wait_ms")
+    got_ms = parse_duration_ms(ts.get("decision_wait", "30s"))
+    if wait_ms is not None and got_ms != float(wait_ms):
+        problems.append(
+            f"decision wait differs: sampling.yaml decision_wait_ms {wait_ms}, otel-collector.yaml decision_wait "
+            f"{ts.get('decision_wait')}"
+        )
+    pipeline = ((collector.get("service") or {}).get("pipelines") or {}).get("traces") or {}
+    procs = pipeline.get("processors") or []
+    if "tail_sampling" not in procs:
+        problems.append("otel-collector.yaml: tail_sampling is not in the traces pipeline")
+    return problems
+
+
+def check_collector(collector: dict, compose: dict) -> list[str]:
+    problems = []
+    pipeline = ((collector.get("service") or {}).get("pipelines") or {}).get("traces") or {}
+    procs = pipeline.get("processors") or []
+    order = ["memory_limiter", "redaction", "tail_sampling", "batch"]
+    base = [p.split("/")[0] for p in procs]
+    if [p for p in base if p in order] != order:
+        problems.append(f"otel-collector.yaml: traces processors must run in the order {order}, got {procs}")
+    elif base[0] != "memory_limiter":
+        problems.append("otel-collector.yaml: memory_limiter must come first")
+    red = (collector.get("processors") or {}).get("redaction") or {}
+    patterns = [re.compile(v.replace("(?i)", ""), re.IGNORECASE if "(?i)" in v else 0) for v in red.get("blocked_values") or []]
+    if not any(p.search("4242424242424242") for p in patterns):
+        problems.append("otel-collector.yaml: redaction does not mask the test card number 4242424242424242")
+    keys = [re.compile(v.replace("(?i)", ""), re.IGNORECASE) for v in red.get("blocked_key_patterns") or []]
+    for key in ("http.request.header.authorization", "auth.token"):
+        if not any(k.fullmatch(key) for k in keys):
+            problems.append(f"otel-collector.yaml: redaction does not mask attribute {key}")
+    exporters = pipeline.get("exporters") or []
+    conf = collector.get("exporters") or {}
+    targets = [str((conf.get(e) or {}).get("endpoint", "")) for e in exporters]
+    if not any(t.replace("http://", "").startswith("tempo:4317") for t in targets):
+        problems.append(f"otel-collector.yaml: the traces pipeline does not export OTLP/gRPC to tempo:4317 ({targets})")
+    http = ((((collector.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}).get("http") or {})
+    port = str(http.get("endpoint", "")).rsplit(":", 1)[-1]
+    for name, svc in compose.get("services", {}).items():
+        endpoint = environment(svc).get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if endpoint and endpoint.rstrip("/") != f"http://otel-collector:{port}":
+            problems.append(f"{name}: OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}, the collector's OTLP/HTTP is otel-collector:{port}")
+    return problems
+
+
+def check_sampling_values(lab: dict, lesson: dict, service_names: set[str]) -> list[str]:
+    """sampling.yaml keeps every trace; sampling.lesson.yaml has the lesson's numbers."""
+    problems = []
+    head = lab.get("head_based") or {}
+    if head.get("rate") != 1.0:
+        problems.append(f"sampling.yaml: head rate is {head.get('rate')}, the lab default is 1.0")
+    for svc, rate in (head.get("per_service") or {}).items():
+        if rate != 1.0:
+            problems.append(f"sampling.yaml: per_service {svc} is {rate}, the lab default is 1.0")
+    for svc in set(head.get("per_service") or {}) | set((lesson.get("head_based") or {}).get("per_service") or {}):
+        if svc not in service_names:
+            problems.append(f"sampling: per_service key {svc!r} is not a service.name ({sorted(service_names)})")
+    default = {p.get("name"): p for p in policies_from_sampling(lab)}.get("default", {})
+    if (default.get("probabilistic") or {}).get("sampling_percentage") != 100:
+        problems.append("sampling.yaml: the default tail policy must keep 100% in the lab")
+    lh = lesson.get("head_based") or {}
+    if lh.get("rate") != 0.1 or (lh.get("per_service") or {}) != {"payment": 1.0, "search": 0.01}:
+        problems.append(f"sampling.lesson.yaml: head section differs from the lesson (0.1; payment 1.0, search 0.01): {lh}")
+    lp = {p.get("name"): p for p in policies_from_sampling(lesson)}
+    if (lp.get("default", {}).get("probabilistic") or {}).get("sampling_percentage") != 5:
+        problems.append("sampling.lesson.yaml: the lesson keeps 5% of the rest")
+    if (lp.get("slow_requests", {}).get("latency") or {}).get("threshold_ms") != 2000:
+        problems.append("sampling.lesson.yaml: the lesson's slow threshold is 2000 ms")
+    if (lp.get("errors", {}).get("status_code") or {}).get("status_codes") != ["ERROR"]:
+        problems.append("sampling.lesson.yaml: the lesson keeps every ERROR trace")
+    # Apart from the percentage, the two files' tail policies are the same.
+    strip = lambda ps: [p for p in ps if p.get("name") != "default"]  # noqa: E731
+    if strip(policies_from_sampling(lab)) != strip(policies_from_sampling(lesson)):
+        problems.append("sampling.yaml and sampling.lesson.yaml differ in the errors/slow_requests policies")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# summary
+
+
+def summary(root: Path = REPO) -> str:
+    compose = load_compose(root)
+    services = compose["services"]
+    one_shot = [n for n, s in services.items() if is_one_shot(s)]
+    lines = [
+        f"containers: {len(services)} ({len(services) - len(one_shot)} long-running, one-shot: {', '.join(one_shot)})",
+        f"memory limits: {memory_total_mib(compose):.0f} MiB of {MEMORY_BUDGET_BYTES / 1024**2:.0f} MiB",
+        "host ports: " + ", ".join(f"{p} {n}" for n, s in services.items() for p in host_ports(s)),
+    ]
+    return "\n".join(lines)
+
+
+def all_problems(root: Path = REPO) -> dict[str, list[str]]:
+    compose = load_compose(root)
+    collector = load_yaml(root / "otel-collector.yaml")
+    sampling = load_yaml(root / "sampling.yaml")
+    names = {environment(s).get("OTEL_SERVICE_NAME") for s in compose["services"].values()} - {None}
+    return {
+        "schema": check_schema(compose, load_schema()),
+        "images": check_images_pinned(compose),
+        "healthchecks": check_healthchecks(compose),
+        "memory": check_memory(compose),
+        "ports": check_ports(compose),
+        "network/volumes": check_network_and_volumes(compose),
+        "mounts": check_mounts_exist(compose, root),
+        "env": check_env_vars(compose, root),
+        "dockerfile": check_dockerfile(compose, (root / "Dockerfile").read_text(encoding="utf-8"), root),
+        "grafana": check_grafana(compose, root),
+        "tempo": check_tempo(load_yaml(root / "tempo-config.yaml"), compose, lesson_tempo_config()),
+        "collector": check_collector(collector, compose),
+        "sampling": check_sampling_agreement(sampling, collector)
+        + check_sampling_values(sampling, load_yaml(root / "sampling.lesson.yaml"), names),
+    }
+
+
+if __name__ == "__main__":
+    print(summary())
+    if "--summary-only" in sys.argv:
+        sys.exit(0)
+    failed = False
+    for name, problems in all_problems().items():
+        for p in problems:
+            failed = True
+            print(f"[{name}] {p}")
+    sys.exit(1 if failed else 0)
