@@ -575,3 +575,9 @@ def test_all_files_the_stack_reads_parse():
     for rel in ["docker-compose.yml", "tempo-config.yaml", "otel-collector.yaml", "prometheus.yml",
                 "sampling.yaml", "sampling.lesson.yaml"]:
         assert yaml.safe_load((REPO / rel).read_text(encoding="utf-8")), rel
+
+
+def test_documented_memory_total_matches_the_compose_file(compose):
+    total = f"{checks.memory_total_mib(compose):.0f} MiB"
+    assert total in (REPO / "docs/docker.md").read_text(encoding="utf-8"), f"docs/docker.md should say {total}"
+    assert total in (REPO / "docker-compose.yml").read_text(encoding="utf-8"), f"the compose header should say {total}"
