@@ -138,7 +138,7 @@ async fn search(State(p): State<Arc<Pipeline>>, Query(params): Query<SearchParam
     let inspected = store.traces.len();
     drop(store);
     // Most recent first, as Tempo.
-    results.sort_by(|a, b| b.start_ns.cmp(&a.start_ns));
+    results.sort_by_key(|r| std::cmp::Reverse(r.start_ns));
     results.truncate(req.limit);
     json_body(
         json!({

@@ -61,7 +61,7 @@ pub struct ResourceGroup {
 }
 
 /// All spans of one trace received so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TraceData {
     pub groups: Vec<ResourceGroup>,
     pub span_count: usize,
@@ -74,12 +74,22 @@ pub struct TraceData {
     span_ids: HashSet<[u8; 8]>,
 }
 
+impl Default for TraceData {
+    fn default() -> Self {
+        TraceData {
+            groups: Vec::new(),
+            span_count: 0,
+            start_ns: u64::MAX,
+            end_ns: 0,
+            has_error: false,
+            span_ids: HashSet::new(),
+        }
+    }
+}
+
 impl TraceData {
     pub fn new() -> Self {
-        TraceData {
-            start_ns: u64::MAX,
-            ..Default::default()
-        }
+        Self::default()
     }
 
     /// Adds one span under the given resource and scope. Returns false (and

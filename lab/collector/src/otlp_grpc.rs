@@ -31,7 +31,7 @@ impl TraceService for GrpcReceiver {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let outcome = self.pipeline.ingest(request.into_inner());
-        let partial_success = (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
+        let partial_success = (outcome.rejected > 0).then_some(ExportTracePartialSuccess {
             rejected_spans: outcome.rejected as i64,
             error_message: outcome.message,
         });

@@ -124,7 +124,7 @@ async fn export(
         Err(msg) => return error(encoding, StatusCode::BAD_REQUEST, msg),
     };
     let outcome = pipeline.ingest(request);
-    let partial = (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
+    let partial = (outcome.rejected > 0).then_some(ExportTracePartialSuccess {
         rejected_spans: outcome.rejected as i64,
         error_message: outcome.message,
     });

@@ -51,7 +51,7 @@ impl Pipeline {
                     };
                     by_trace
                         .entry(trace_id)
-                        .or_insert_with(TraceData::new)
+                        .or_default()
                         .push(&resource, &scope, span);
                 }
             }
