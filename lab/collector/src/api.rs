@@ -92,35 +92,62 @@ fn lookup(
     }
 }
 
+/// Tempo's `TraceByIDResponse` (v2): field 1 is the trace.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TraceByIdResponse {
+    #[prost(message, optional, tag = "1")]
+    trace: Option<TracesData>,
+}
+
+/// Grafana asks for protobuf (`Accept: application/protobuf`) on trace by id.
+fn wants_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/protobuf") || a.contains("application/x-protobuf"))
+}
+
+fn protobuf_body(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/protobuf")], bytes).into_response()
+}
+
 async fn trace_v1(
     State(p): State<Arc<Pipeline>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let wants_proto = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            a.contains("application/protobuf") || a.contains("application/x-protobuf")
-        });
+    let wants_proto = wants_protobuf(&headers);
     lookup(&p, &id, |data| {
         if wants_proto {
             // Tempo's `Trace` message has the same wire shape as TracesData
             // (field 1: repeated ResourceSpans).
-            let body = TracesData {
-                resource_spans: data.to_resource_spans(),
-            }
-            .encode_to_vec();
-            ([(header::CONTENT_TYPE, "application/protobuf")], body).into_response()
+            protobuf_body(
+                TracesData {
+                    resource_spans: data.to_resource_spans(),
+                }
+                .encode_to_vec(),
+            )
         } else {
             json_body(json!({ "batches": TempoBatches(data) }).to_string())
         }
     })
 }
 
-async fn trace_v2(State(p): State<Arc<Pipeline>>, Path(id): Path<String>) -> Response {
+async fn trace_v2(
+    State(p): State<Arc<Pipeline>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let wants_proto = wants_protobuf(&headers);
     lookup(&p, &id, |data| {
-        json_body(json!({ "trace": { "resourceSpans": TempoBatches(data) } }).to_string())
+        if wants_proto {
+            let trace = TracesData {
+                resource_spans: data.to_resource_spans(),
+            };
+            protobuf_body(TraceByIdResponse { trace: Some(trace) }.encode_to_vec())
+        } else {
+            json_body(json!({ "trace": { "resourceSpans": TempoBatches(data) } }).to_string())
+        }
     })
 }
 
