@@ -1,1 +1,253 @@
-//! auth (placeholder)
+//! auth: logs demo users in and verifies their bearer tokens.
+//!
+//! - `POST /login` `{"username","password"}` → `{"token","token_type","expires_at","user_id"}`
+//! - `POST /verify` with `Authorization: Bearer <token>` → `{"user_id","username","expires_at"}`,
+//!   or 401 JSON when the token is missing, forged or expired.
+//!
+//! Demo users: alice, bob and carol, each with password `<name>-password`.
+//!
+//! Run: `cargo run -p auth` (listens on 127.0.0.1:8081).
+
+pub mod config;
+pub mod token;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use tracelab_service::{ApiError, Check, Json, StandardLimits, health_response};
+
+pub use config::Config;
+use token::{Claims, Signer};
+
+/// A demo account.
+struct User {
+    id: &'static str,
+    password_digest: Vec<u8>,
+}
+
+/// Shared state.
+#[derive(Clone)]
+pub struct AppState {
+    signer: Signer,
+    users: Arc<HashMap<&'static str, User>>,
+    ttl_secs: i64,
+}
+
+/// The seeded demo users: `(username, user id)`; password is `<username>-password`.
+pub const DEMO_USERS: &[(&str, &str)] = &[("alice", "u-1001"), ("bob", "u-1002"), ("carol", "u-1003")];
+
+impl AppState {
+    pub fn new(config: &Config) -> Self {
+        let signer = Signer::new(&config.token_secret);
+        let users = DEMO_USERS
+            .iter()
+            .map(|(name, id)| {
+                let digest = signer.password_digest(&format!("{name}-password"));
+                (*name, User { id, password_digest: digest })
+            })
+            .collect();
+        Self {
+            signer,
+            users: Arc::new(users),
+            ttl_secs: config.token_ttl_secs,
+        }
+    }
+}
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/login", post(login))
+        .route("/verify", post(verify))
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+pub fn router(state: AppState) -> Router {
+    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5)).expect("HTTP client builds");
+    tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
+}
+
+async fn health() -> Response {
+    health_response("auth", vec![Check::new("self", Ok(()))], None)
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn rfc3339(ts: i64) -> String {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+async fn login(State(state): State<AppState>, Json(req): Json<LoginRequest>) -> Result<Json<Value>, ApiError> {
+    let user = state
+        .users
+        .get(req.username.as_str())
+        .filter(|u| state.signer.password_matches(&req.password, &u.password_digest));
+    let Some(user) = user else {
+        return Err(ApiError::unauthorized("unknown user or wrong password"));
+    };
+    let iat = now();
+    let claims = Claims {
+        sub: user.id.to_string(),
+        name: req.username.clone(),
+        iat,
+        exp: iat + state.ttl_secs,
+    };
+    opentelemetry::Context::current()
+        .span()
+        .set_attribute(KeyValue::new("enduser.id", user.id));
+    tracing::info!(user_id = user.id, "login");
+    Ok(Json(json!({
+        "token": state.signer.issue(&claims),
+        "token_type": "Bearer",
+        "expires_at": rfc3339(claims.exp),
+        "user_id": user.id,
+    })))
+}
+
+/// The bearer token from an `Authorization` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let claims = state
+        .signer
+        .verify(token, now())
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    opentelemetry::Context::current()
+        .span()
+        .set_attribute(KeyValue::new("enduser.id", claims.sub.clone()));
+    Ok(Json(json!({
+        "user_id": claims.sub,
+        "username": claims.name,
+        "expires_at": rfc3339(claims.exp),
+    })))
+}
+
+/// A bound, ready-to-run auth service.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl App {
+    /// Binds the listener (port 0 allowed). Fails when it cannot bind.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if config.token_secret == config::DEV_SECRET {
+            tracing::warn!("TRACELAB_TOKEN_SECRET is not set: using the development secret");
+        }
+        let router = router(AppState::new(&config));
+        let listener = tracelab_service::bind(config.listen).await?;
+        Ok(Self { listener, router })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    fn app(ttl: i64) -> Router {
+        routes(AppState::new(&Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token_secret: "test-secret-0123456789".into(),
+            token_ttl_secs: ttl,
+        }))
+    }
+
+    async fn call(app: Router, req: Request<Body>) -> (StatusCode, Value) {
+        let response = app.oneshot(req).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn login_req(user: &str, password: &str) -> Request<Body> {
+        Request::post("/login")
+            .header("content-type", "application/json")
+            .body(Body::from(json!({"username": user, "password": password}).to_string()))
+            .unwrap()
+    }
+
+    fn verify_req(token: &str) -> Request<Body> {
+        Request::post("/verify")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn login_then_verify() {
+        let app = app(60);
+        let (status, body) = call(app.clone(), login_req("bob", "bob-password")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let token = body["token"].as_str().unwrap().to_string();
+        let (status, body) = call(app.clone(), verify_req(&token)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["user_id"], "u-1002");
+        assert_eq!(body["username"], "bob");
+    }
+
+    #[tokio::test]
+    async fn refusals_are_401_json() {
+        let app = app(60);
+        let (status, body) = call(app.clone(), login_req("bob", "alice-password")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let (status, body) = call(app.clone(), verify_req("v1.abc.def")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body["error"]["message"].as_str().unwrap().contains("token"));
+        let req = Request::post("/verify").body(Body::empty()).unwrap();
+        let (status, _) = call(app, req).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_refused() {
+        let app = app(1);
+        let (_, body) = call(app.clone(), login_req("carol", "carol-password")).await;
+        let token = body["token"].as_str().unwrap().to_string();
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let (status, body) = call(app, verify_req(&token)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["message"], "token expired");
+    }
+}

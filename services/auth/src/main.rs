@@ -1,2 +1,14 @@
-//! auth
-fn main() {}
+//! auth binary: `cargo run -p auth`.
+
+use std::process::ExitCode;
+
+use auth::{App, Config};
+use tracelab_service::Service;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    Service::main("auth", Config::from_env, |config, shutdown| async move {
+        App::build(config).await?.run_until(shutdown).await
+    })
+    .await
+}

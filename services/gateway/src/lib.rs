@@ -1,1 +1,268 @@
-//! gateway (placeholder)
+//! gateway: the lab's only public API, and the root of every trace.
+//!
+//! | route | does |
+//! |---|---|
+//! | `POST /api/login` | `{"username","password"}` → auth `POST /login` → `{"token",...}` |
+//! | `GET /api/products?q=` | search `GET /products` |
+//! | `POST /api/checkout` | bearer token (auth `POST /verify`), `Idempotency-Key`, `{"items":[..]}` or `{"amount","currency"}` plus `"card"` → payment `POST /payments` |
+//! | `GET /api/orders/{id}` | bearer token, then payment `GET /orders/{id}` |
+//!
+//! Every response carries the trace id twice: the W3C `traceresponse`
+//! header and `trace_id` in the JSON body, so a learner can always jump from
+//! a response to its trace.
+//!
+//! Run: `cargo run -p gateway` (listens on 127.0.0.1:8080).
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt;
+use reqwest_middleware::{ClientWithMiddleware, RequestBuilder};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use tracelab_service::{ApiError, Check, Json, RawBody, StandardLimits, health_response};
+use tracelab_telemetry::client::{UrlTemplate, traced_client};
+use tracelab_telemetry::span::current_trace_id;
+
+pub use config::Config;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Config,
+    /// Traced: every call is a CLIENT span carrying `traceparent`.
+    pub client: ClientWithMiddleware,
+    /// Untraced, for health probes only: probes are not part of any trace.
+    pub probe: reqwest::Client,
+}
+
+impl AppState {
+    /// Fails only if the TLS-less HTTP clients cannot be built.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: traced_client(config.upstream_timeout)?,
+            probe: reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?,
+            config,
+        })
+    }
+}
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/api/login", post(login))
+        .route("/api/products", get(products))
+        .route("/api/checkout", post(checkout))
+        .route("/api/orders/{id}", get(order))
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+pub fn router(state: AppState) -> Router {
+    let client = state.client.clone();
+    tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let probe = |name: &'static str, base: String| {
+        let client = state.probe.clone();
+        async move {
+            let result = match client.get(format!("{base}/health")).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("{name} answered {}", r.status())),
+                Err(e) => Err(format!("{name} unreachable: {e}")),
+            };
+            Check::new(name, result)
+        }
+    };
+    let (auth, search, payment) = tokio::join!(
+        probe("auth", state.config.auth_url.clone()),
+        probe("search", state.config.search_url.clone()),
+        probe("payment", state.config.payment_url.clone()),
+    );
+    health_response("gateway", vec![auth, search, payment], None)
+}
+
+/// A JSON response with the trace id added to the body.
+fn with_trace_id(status: StatusCode, mut body: Value) -> Response {
+    if let (Some(obj), Some(trace_id)) = (body.as_object_mut(), current_trace_id()) {
+        obj.insert("trace_id".into(), trace_id.into());
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+/// Sends an upstream request; any HTTP answer is returned as-is (the
+/// upstream's JSON error shape is the same as ours), transport failures
+/// become 502/504.
+async fn upstream(service: &'static str, request: RequestBuilder) -> Result<(StatusCode, Value), ApiError> {
+    let response = request.send().await.map_err(|e| {
+        let timed_out = match &e {
+            reqwest_middleware::Error::Reqwest(e) => e.is_timeout(),
+            reqwest_middleware::Error::Middleware(_) => false,
+        };
+        if timed_out {
+            ApiError::upstream(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("{service}: {e}"))
+        } else {
+            ApiError::upstream(StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("{service}: {e}"))
+        }
+    })?;
+    let status = response.status();
+    let body = response.json::<Value>().await.map_err(|e| {
+        ApiError::upstream(StatusCode::BAD_GATEWAY, "bad_upstream_response", format!("{service}: {e}"))
+    })?;
+    Ok((status, body))
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+async fn login(State(state): State<AppState>, Json(req): Json<LoginRequest>) -> Result<Response, ApiError> {
+    let (status, body) = upstream(
+        "auth",
+        state
+            .client
+            .post(format!("{}/login", state.config.auth_url))
+            .json(&json!({"username": req.username, "password": req.password})),
+    )
+    .await?;
+    Ok(with_trace_id(status, body))
+}
+
+async fn products(
+    State(state): State<AppState>,
+    query: axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let mut url = reqwest::Url::parse(&format!("{}/products", state.config.search_url))
+        .map_err(|e| ApiError::internal("bad_upstream_url", e))?;
+    url.set_query(query.0.as_deref());
+    let (status, body) = upstream("search", state.client.get(url).with_extension(UrlTemplate("/products"))).await?;
+    Ok(with_trace_id(status, body))
+}
+
+/// The signed-in user, checked by auth.
+struct User {
+    id: String,
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, Response> {
+    let Some(authorization) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized("missing bearer token (log in with POST /api/login)").into_response());
+    };
+    let result = upstream(
+        "auth",
+        state
+            .client
+            .post(format!("{}/verify", state.config.auth_url))
+            .header(http::header::AUTHORIZATION, authorization.clone()),
+    )
+    .await;
+    match result {
+        Ok((status, body)) if status.is_success() => match body["user_id"].as_str() {
+            Some(id) => {
+                opentelemetry::Context::current()
+                    .span()
+                    .set_attribute(KeyValue::new("enduser.id", id.to_owned()));
+                Ok(User { id: id.to_owned() })
+            }
+            None => Err(ApiError::upstream(StatusCode::BAD_GATEWAY, "bad_upstream_response", "auth: no user_id").into_response()),
+        },
+        Ok((status, body)) => Err(with_trace_id(status, body)),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckoutRequest {
+    card: String,
+    #[serde(default)]
+    items: Option<Value>,
+    #[serde(default)]
+    amount: Option<Value>,
+    #[serde(default)]
+    currency: Option<Value>,
+}
+
+async fn checkout(State(state): State<AppState>, headers: HeaderMap, body: Result<RawBody, ApiError>) -> Result<Response, Response> {
+    let RawBody(body) = body.map_err(IntoResponse::into_response)?;
+    let user = authenticate(&state, &headers).await?;
+    let key = headers
+        .get("idempotency-key")
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_idempotency_key",
+                "the Idempotency-Key header is required so a retried checkout never charges twice",
+            )
+            .into_response()
+        })?
+        .clone();
+    let req: CheckoutRequest = serde_json::from_slice(&body).map_err(|e| {
+        let code = if e.is_data() { "invalid_body" } else { "invalid_json" };
+        ApiError::bad_request(code, format!("checkout body: {e}")).into_response()
+    })?;
+    let mut payload = json!({ "user_id": user.id, "card": req.card });
+    for (name, value) in [("items", req.items), ("amount", req.amount), ("currency", req.currency)] {
+        if let Some(value) = value {
+            payload[name] = value;
+        }
+    }
+    let (status, body) = upstream(
+        "payment",
+        state
+            .client
+            .post(format!("{}/payments", state.config.payment_url))
+            .header("idempotency-key", key)
+            .json(&payload),
+    )
+    .await
+    .map_err(IntoResponse::into_response)?;
+    Ok(with_trace_id(status, body))
+}
+
+async fn order(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Response> {
+    let user = authenticate(&state, &headers).await?;
+    let mut url = reqwest::Url::parse(&format!("{}/orders/", state.config.payment_url))
+        .map_err(|e| ApiError::internal("bad_upstream_url", e).into_response())?;
+    url.path_segments_mut().map_err(|_| ApiError::internal("bad_upstream_url", "cannot-be-a-base").into_response())?.pop_if_empty().push(&id);
+    url.query_pairs_mut().append_pair("user_id", &user.id);
+    let (status, body) = upstream("payment", state.client.get(url).with_extension(UrlTemplate("/orders/{id}")))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(with_trace_id(status, body))
+}
+
+/// A bound, ready-to-run gateway.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl App {
+    /// Builds the clients and binds (port 0 allowed). Fails when it cannot bind.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listen = config.listen;
+        let router = router(AppState::new(config)?);
+        let listener = tracelab_service::bind(listen).await?;
+        Ok(Self { listener, router })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await?;
+        Ok(())
+    }
+}

@@ -1,2 +1,14 @@
-//! gateway
-fn main() {}
+//! gateway binary: `cargo run -p gateway`.
+
+use std::process::ExitCode;
+
+use gateway::{App, Config};
+use tracelab_service::Service;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    Service::main("gateway", Config::from_env, |config, shutdown| async move {
+        App::build(config).await?.run_until(shutdown).await
+    })
+    .await
+}

@@ -1,2 +1,14 @@
-//! notification
-fn main() {}
+//! notification binary: `cargo run -p notification`.
+
+use std::process::ExitCode;
+
+use notification::{App, Config};
+use tracelab_service::Service;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    Service::main("notification", Config::from_env, |config, shutdown| async move {
+        App::build(config).await?.run_until(shutdown).await
+    })
+    .await
+}

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use tracelab_service::{Check, StandardLimits, health_response};
+use tracelab_service::{ApiError, Check, RawBody, StandardLimits, health_response};
 
 pub use config::Config;
 
@@ -93,7 +93,11 @@ fn invalid(param: &str, code: &str, message: String) -> (StatusCode, Value) {
     )
 }
 
-async fn create_charge(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn create_charge(State(state): State<AppState>, headers: HeaderMap, body: Result<RawBody, ApiError>) -> Response {
+    let body = match body {
+        Ok(RawBody(body)) => body,
+        Err(e) => return e.into_response(),
+    };
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())

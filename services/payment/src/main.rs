@@ -1,2 +1,14 @@
-//! payment
-fn main() {}
+//! payment binary: `cargo run -p payment`.
+
+use std::process::ExitCode;
+
+use payment::{App, Config};
+use tracelab_service::Service;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    Service::main("payment", Config::from_env, |config, shutdown| async move {
+        App::build(config).await?.run_until(shutdown).await
+    })
+    .await
+}

@@ -1,2 +1,14 @@
-//! search
-fn main() {}
+//! search binary: `cargo run -p search`.
+
+use std::process::ExitCode;
+
+use search::{App, Config};
+use tracelab_service::Service;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    Service::main("search", Config::from_env, |config, shutdown| async move {
+        App::build(config).await?.run_until(shutdown).await
+    })
+    .await
+}

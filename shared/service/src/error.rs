@@ -126,6 +126,26 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// The raw request body, with the body limit answered in the `ApiError`
+/// shape (axum's own rejection is plain text).
+#[derive(Debug, Clone)]
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|rejection| {
+                let status = rejection.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
+                ApiError::new(status, code, rejection.body_text())
+            })
+    }
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let code = match &rejection {

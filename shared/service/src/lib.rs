@@ -10,10 +10,11 @@
 //!   the W3C test-harness endpoint, binding with the `listening` log line, and
 //!   serving with graceful shutdown.
 
+pub mod amqp;
 pub mod app;
 pub mod error;
 pub mod health;
 
 pub use app::{Service, StandardLimits, bind, serve};
-pub use error::{ApiError, Json};
+pub use error::{ApiError, Json, RawBody};
 pub use health::{Check, health_response};

@@ -1,0 +1,31 @@
+//! auth configuration from the environment.
+
+use std::net::SocketAddr;
+
+use tracelab_telemetry::config::{ConfigError, parse_or};
+
+/// The development secret used when none is configured (the service warns).
+pub const DEV_SECRET: &str = "tracelab-dev-secret-change-me";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub token_secret: String,
+    pub token_ttl_secs: i64,
+}
+
+impl Config {
+    /// Reads `TRACELAB_LISTEN`, `TRACELAB_TOKEN_SECRET`, `TRACELAB_TOKEN_TTL_SECS`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let listen = parse_or("TRACELAB_LISTEN", std::env::var("TRACELAB_LISTEN").ok(), SocketAddr::from(([127, 0, 0, 1], 8081)))?;
+        let token_secret = std::env::var("TRACELAB_TOKEN_SECRET").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEV_SECRET.into());
+        if token_secret.len() < 16 {
+            return Err(ConfigError::new("TRACELAB_TOKEN_SECRET", "<hidden>", "must be at least 16 characters"));
+        }
+        let token_ttl_secs = parse_or("TRACELAB_TOKEN_TTL_SECS", std::env::var("TRACELAB_TOKEN_TTL_SECS").ok(), 3600_i64)?;
+        if token_ttl_secs <= 0 {
+            return Err(ConfigError::new("TRACELAB_TOKEN_TTL_SECS", token_ttl_secs.to_string(), "must be positive"));
+        }
+        Ok(Self { listen, token_secret, token_ttl_secs })
+    }
+}

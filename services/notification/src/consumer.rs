@@ -1,0 +1,244 @@
+//! The `payment.completed` consumer.
+//!
+//! Each delivery gets a CONSUMER span whose parent is the PRODUCER span
+//! carried in the AMQP headers, so the asynchronous hop stays in the
+//! checkout's trace. The notification row is written idempotently (unique
+//! `event_id`) and the message is acked only after the row is committed.
+//! A message that cannot be understood is rejected without requeue and
+//! dead-lettered to `<queue>.dlq`; a transient failure is retried once, then
+//! dead-lettered too. Either way the consumer keeps running.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::{FieldTable, ShortString};
+use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
+use opentelemetry::{Context, KeyValue};
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use tracelab_service::amqp::{self, PAYMENT_COMPLETED};
+use tracelab_telemetry::db::{DbTarget, query_span};
+use tracelab_telemetry::propagation::extract_amqp;
+use tracelab_telemetry::span::{in_span, record_error, start_with_parent};
+
+/// The event as payment publishes it.
+#[derive(Debug, Deserialize)]
+pub struct PaymentCompleted {
+    pub event_id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: String,
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub transaction_id: Option<String>,
+}
+
+/// Counters shown on `/health`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connected: AtomicBool,
+    pub processed: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+/// What the consumer needs.
+#[derive(Clone)]
+pub struct Consumer {
+    pub pool: PgPool,
+    pub db: DbTarget,
+    pub amqp_url: String,
+    pub exchange: String,
+    pub queue: String,
+    pub prefetch: u16,
+    pub stats: Arc<Stats>,
+}
+
+enum Outcome {
+    Stored,
+    Duplicate,
+    Poison(String),
+    Transient(String),
+}
+
+const INSERT_SQL: &str = "INSERT INTO notifications (event_id, order_id, user_id, channel, recipient, subject, body) \
+     VALUES ($1, $2, $3, 'email', $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
+
+impl Consumer {
+    /// Declares the queue (so events published before the first consume
+    /// are kept) and returns once it exists.
+    ///
+    /// Fails when RabbitMQ is unreachable.
+    pub async fn declare(&self) -> Result<(), lapin::Error> {
+        let conn = amqp::connect(&self.amqp_url, "notification", Duration::from_secs(10)).await?;
+        let channel = conn.create_channel().await?;
+        amqp::declare_consumer_queue(&channel, &self.exchange, &self.queue, PAYMENT_COMPLETED).await?;
+        let _ = conn.close(200, ShortString::from("declared")).await;
+        Ok(())
+    }
+
+    /// Consumes until `stop` turns true, reconnecting after broker failures.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            if let Err(e) = self.consume(&mut stop).await {
+                self.stats.connected.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "consumer lost the broker; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+        self.stats.connected.store(false, Ordering::Relaxed);
+        tracing::info!("consumer stopped");
+    }
+
+    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
+        self.consume_inner(stop).await.map_err(|e| e.to_string())?
+    }
+
+    async fn consume_inner(&self, stop: &mut watch::Receiver<bool>) -> Result<Result<(), String>, lapin::Error> {
+        let conn = amqp::connect(&self.amqp_url, "notification", Duration::from_secs(2)).await?;
+        let channel = conn.create_channel().await?;
+        amqp::declare_consumer_queue(&channel, &self.exchange, &self.queue, PAYMENT_COMPLETED).await?;
+        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        let mut deliveries = channel
+            .basic_consume(
+                ShortString::from(self.queue.clone()),
+                ShortString::from("notification"),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.stats.connected.store(true, Ordering::Relaxed);
+        tracing::info!(queue = %self.queue, "consuming");
+        loop {
+            tokio::select! {
+                next = deliveries.next() => match next {
+                    Some(Ok(delivery)) => self.handle(delivery).await,
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(Err("the broker cancelled the consumer".into())),
+                },
+                _ = stop.changed() => {
+                    let _ = channel.close(200, ShortString::from("shutting down")).await;
+                    let _ = conn.close(200, ShortString::from("shutting down")).await;
+                    return Ok(Ok(()));
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let parent = extract_amqp(delivery.properties.headers().as_ref());
+        let routing_key = delivery.routing_key.as_str().to_owned();
+        let mut attributes = vec![
+            KeyValue::new("messaging.system", "rabbitmq"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.operation.name", "process"),
+            KeyValue::new("messaging.destination.name", delivery.exchange.as_str().to_owned()),
+            KeyValue::new("messaging.rabbitmq.destination.routing_key", routing_key.clone()),
+            KeyValue::new("messaging.consumer.group.name", self.queue.clone()),
+            KeyValue::new("messaging.rabbitmq.message.delivery_tag", delivery.delivery_tag as i64),
+            KeyValue::new("messaging.message.body.size", delivery.data.len() as i64),
+            KeyValue::new("messaging.message.redelivered", delivery.redelivered),
+        ];
+        if let Some(id) = delivery.properties.message_id() {
+            attributes.push(KeyValue::new("messaging.message.id", id.as_str().to_owned()));
+        }
+        let cx = start_with_parent(&parent, format!("process {routing_key}"), SpanKind::Consumer, attributes);
+        let outcome = self.process(&delivery).with_context(cx.clone()).await;
+        let span = cx.span();
+        let settled = match &outcome {
+            Outcome::Stored | Outcome::Duplicate => {
+                if matches!(outcome, Outcome::Duplicate) {
+                    span.set_attribute(KeyValue::new("notification.duplicate", true));
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stats.processed.fetch_add(1, Ordering::Relaxed);
+                }
+                span.set_status(Status::Ok);
+                delivery.ack(BasicAckOptions::default()).await
+            }
+            Outcome::Poison(reason) => {
+                record_error(&cx, "PoisonMessage", reason);
+                span.set_attribute(KeyValue::new("messaging.rabbitmq.dead_lettered", true));
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(reason = %reason, queue = %amqp::dlq_name(&self.queue), "message dead-lettered");
+                delivery.reject(BasicRejectOptions { requeue: false }).await
+            }
+            Outcome::Transient(reason) => {
+                record_error(&cx, "ProcessingError", reason);
+                if delivery.redelivered {
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    span.set_attribute(KeyValue::new("messaging.rabbitmq.dead_lettered", true));
+                    tracing::warn!(reason = %reason, "failed twice; dead-lettered");
+                    delivery.reject(BasicRejectOptions { requeue: false }).await
+                } else {
+                    tracing::warn!(reason = %reason, "failed; requeued once");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await
+                }
+            }
+        };
+        if let Err(e) = settled {
+            tracing::warn!(error = %e, "could not settle the delivery; the broker will redeliver it");
+        }
+        span.end();
+    }
+
+    async fn process(&self, delivery: &Delivery) -> Outcome {
+        let event: PaymentCompleted = match serde_json::from_slice(&delivery.data) {
+            Ok(event) => event,
+            Err(e) => return Outcome::Poison(format!("unreadable payment.completed event: {e}")),
+        };
+        if event.amount <= 0 || event.user_id.is_empty() {
+            return Outcome::Poison("payment.completed event with an empty user or a non-positive amount".into());
+        }
+        let cx = Context::current();
+        cx.span().set_attribute(KeyValue::new("payment.order_id", event.order_id.to_string()));
+        let result = in_span(
+            "sendEmail",
+            SpanKind::Internal,
+            vec![KeyValue::new("notification.channel", "email")],
+            |_| self.send_email(&event),
+        )
+        .await;
+        match result {
+            Ok(true) => Outcome::Stored,
+            Ok(false) => Outcome::Duplicate,
+            Err(e) => Outcome::Transient(e.to_string()),
+        }
+    }
+
+    /// Writes the notification (the lab's stand-in for sending an email);
+    /// `false` when this event was already handled.
+    async fn send_email(&self, event: &PaymentCompleted) -> Result<bool, sqlx::Error> {
+        let recipient = format!("{}@users.tracelab.test", event.user_id);
+        let subject = format!("Payment received for order {}", event.order_id);
+        let body = format!(
+            "We received your payment of {} {} (transaction {}).",
+            event.amount,
+            event.currency,
+            event.transaction_id.as_deref().unwrap_or("n/a")
+        );
+        let done = query_span(&self.db, "INSERT", "notifications", INSERT_SQL, || {
+            sqlx::query(INSERT_SQL)
+                .bind(event.event_id)
+                .bind(event.order_id)
+                .bind(&event.user_id)
+                .bind(&recipient)
+                .bind(&subject)
+                .bind(&body)
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,178 @@
+//! The call to the external payment API (payment-provider).
+//!
+//! The lesson's `callExternalPaymentAPI` span IS the HTTP client span of
+//! this call: it carries both the payment attributes and the HTTP ones, and
+//! the provider's SERVER span is its direct child.
+
+use std::time::Duration;
+
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Context, KeyValue};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use tracelab_telemetry::propagation::inject_http;
+
+/// The provider's name on spans (`payment.provider`).
+pub const PROVIDER_NAME: &str = "stripe-mock";
+
+/// A successful charge.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    pub transaction_id: String,
+}
+
+/// Why a charge did not go through.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChargeError {
+    /// The card was declined (402): final for this order.
+    #[error("{code}: {message}")]
+    Declined {
+        code: String,
+        decline_code: String,
+        message: String,
+    },
+    /// The provider refused the request itself (4xx other than 402).
+    #[error("provider rejected the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// The provider asked us to slow down (429).
+    #[error("provider rate limited the request (retry after {retry_after:?} s)")]
+    RateLimited { retry_after: Option<u64> },
+    /// 5xx or a transport failure: worth retrying later with the same key.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("provider did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+#[derive(Deserialize)]
+struct ProviderError {
+    error: ProviderErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ProviderErrorBody {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    decline_code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChargeObject {
+    id: String,
+}
+
+/// HTTP client for the provider's `/v1/charges`.
+#[derive(Clone)]
+pub struct ProviderClient {
+    http: reqwest::Client,
+    base_url: String,
+    timeout: Duration,
+}
+
+impl ProviderClient {
+    /// Fails only if the TLS-less reqwest client cannot be built.
+    pub fn new(base_url: &str, timeout: Duration) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .build()?;
+        Ok(Self {
+            http,
+            base_url: base_url.to_string(),
+            timeout,
+        })
+    }
+
+    /// Charges `card`, under the span in `cx` (the `callExternalPaymentAPI`
+    /// span). The order id is the provider's idempotency key, so a retried
+    /// charge for the same order never charges twice.
+    pub async fn charge(
+        &self,
+        cx: &Context,
+        order_id: Uuid,
+        amount: i64,
+        currency: &str,
+        card: &str,
+    ) -> Result<Charge, ChargeError> {
+        let url = format!("{}/v1/charges", self.base_url);
+        let span = cx.span();
+        span.set_attribute(KeyValue::new("http.request.method", "POST"));
+        span.set_attribute(KeyValue::new("url.full", url.clone()));
+        if let Ok(parsed) = reqwest::Url::parse(&url) {
+            if let Some(host) = parsed.host_str() {
+                span.set_attribute(KeyValue::new("server.address", host.to_owned()));
+            }
+            if let Some(port) = parsed.port_or_known_default() {
+                span.set_attribute(KeyValue::new("server.port", i64::from(port)));
+            }
+        }
+        let mut headers = http::HeaderMap::new();
+        inject_http(cx, &mut headers);
+        let response = self
+            .http
+            .post(&url)
+            .headers(headers)
+            .header("idempotency-key", order_id.to_string())
+            .json(&json!({
+                "amount": amount,
+                "currency": currency.to_ascii_lowercase(),
+                "card": card,
+                "description": format!("tracelab order {order_id}"),
+                "metadata": {"order_id": order_id.to_string()},
+            }))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    ChargeError::Timeout(self.timeout)
+                } else {
+                    ChargeError::Unavailable(e.to_string())
+                }
+            })?;
+        let status = response.status();
+        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = response.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                ChargeError::Timeout(self.timeout)
+            } else {
+                ChargeError::Unavailable(e.to_string())
+            }
+        })?;
+        if status.is_success() {
+            let charge: ChargeObject = serde_json::from_slice(&body)
+                .map_err(|e| ChargeError::Unavailable(format!("unreadable charge object: {e}")))?;
+            return Ok(Charge {
+                transaction_id: charge.id,
+            });
+        }
+        let detail = serde_json::from_slice::<ProviderError>(&body).ok().map(|e| e.error);
+        let message = detail
+            .as_ref()
+            .and_then(|d| d.message.clone())
+            .unwrap_or_else(|| status.to_string());
+        Err(match status.as_u16() {
+            402 => {
+                let code = detail.as_ref().and_then(|d| d.code.clone()).unwrap_or_else(|| "card_declined".into());
+                let decline_code = detail.and_then(|d| d.decline_code).unwrap_or_else(|| code.clone());
+                ChargeError::Declined {
+                    code,
+                    decline_code,
+                    message,
+                }
+            }
+            429 => ChargeError::RateLimited { retry_after },
+            s if s >= 500 => ChargeError::Unavailable(format!("{status}: {message}")),
+            s => ChargeError::Rejected { status: s, message },
+        })
+    }
+}

@@ -1,0 +1,227 @@
+//! The outbox relay: publishes committed `outbox` rows to RabbitMQ with
+//! publisher confirms and marks them sent.
+//!
+//! It wakes when a payment commits (and every half second regardless), so a
+//! payment's event is usually on the wire a few milliseconds after the
+//! response. Each publish is a PRODUCER span whose parent is the context
+//! stored with the row (processPayment's), and whose own context travels in
+//! the AMQP headers to the consumer. A publish the broker does not confirm,
+//! or cannot route to any queue, leaves the row unsent to retry: at least
+//! once, never silently dropped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::Confirmation;
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
+use sqlx::PgPool;
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use tracelab_telemetry::propagation::{extract_map, inject_amqp};
+use tracelab_telemetry::span::{record_error, start_with_parent};
+
+const BATCH: i64 = 50;
+const POLL: Duration = Duration::from_millis(500);
+
+/// A RabbitMQ publisher that reconnects after a broker restart.
+pub struct Publisher {
+    url: String,
+    exchange: String,
+    connection: Option<Connection>,
+    channel: Option<Channel>,
+}
+
+impl Publisher {
+    pub fn new(url: &str, exchange: &str, connection: Connection) -> Self {
+        Self {
+            url: url.to_string(),
+            exchange: exchange.to_string(),
+            connection: Some(connection),
+            channel: None,
+        }
+    }
+
+    /// Whether the broker connection is up (for `/health`).
+    pub fn connected(&self) -> bool {
+        self.connection.as_ref().is_some_and(|c| c.status().connected())
+    }
+
+    async fn channel(&mut self) -> Result<&Channel, lapin::Error> {
+        if self.channel.as_ref().is_some_and(|c| c.status().connected()) {
+            return Ok(self.channel.as_ref().expect("checked above"));
+        }
+        if !self.connected() {
+            let conn = tracelab_service::amqp::connect(&self.url, "payment", Duration::from_secs(2)).await?;
+            self.connection = Some(conn);
+        }
+        let channel = self.connection.as_ref().expect("connected above").create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        tracelab_service::amqp::declare_exchange(&channel, &self.exchange).await?;
+        Ok(self.channel.insert(channel))
+    }
+
+    /// Publishes one event and waits for the broker's confirm.
+    async fn publish(&mut self, row: &OutboxRow) -> Result<(), String> {
+        let parent_headers: BTreeMap<String, String> = serde_json::from_value(row.trace_context.clone()).unwrap_or_default();
+        let parent = extract_map(&parent_headers);
+        let exchange = self.exchange.clone();
+        let attributes = vec![
+            KeyValue::new("messaging.system", "rabbitmq"),
+            KeyValue::new("messaging.operation.type", "send"),
+            KeyValue::new("messaging.operation.name", "publish"),
+            KeyValue::new("messaging.destination.name", exchange.clone()),
+            KeyValue::new("messaging.rabbitmq.destination.routing_key", row.routing_key.clone()),
+            KeyValue::new("messaging.message.id", row.event_id.to_string()),
+            KeyValue::new("messaging.message.body.size", row.payload.to_string().len() as i64),
+            KeyValue::new("outbox.id", row.id),
+            KeyValue::new("outbox.attempts", i64::from(row.attempts)),
+        ];
+        let cx = start_with_parent(&parent, format!("publish {}", row.routing_key), SpanKind::Producer, attributes);
+        let result = async {
+            let mut headers = FieldTable::default();
+            inject_amqp(&cx, &mut headers);
+            let properties = BasicProperties::default()
+                .with_headers(headers)
+                .with_message_id(ShortString::from(row.event_id.to_string()))
+                .with_content_type(ShortString::from("application/json"))
+                .with_delivery_mode(2)
+                .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64);
+            let payload = serde_json::to_vec(&row.payload).map_err(|e| e.to_string())?;
+            let channel = self.channel().await.map_err(|e| e.to_string())?;
+            let confirm = channel
+                .basic_publish(
+                    ShortString::from(exchange.clone()),
+                    ShortString::from(row.routing_key.clone()),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &payload,
+                    properties,
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            match confirm {
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(_)) => Err(format!(
+                    "unroutable: no queue is bound to {exchange} for {}",
+                    row.routing_key
+                )),
+                Confirmation::Nack(_) => Err("the broker refused the message (nack)".into()),
+                Confirmation::NotRequested => Err("publisher confirms are off".into()),
+            }
+        }
+        .with_context(cx.clone())
+        .await;
+        match &result {
+            Ok(()) => cx.span().set_status(Status::Ok),
+            Err(e) => {
+                record_error(&cx, "PublishError", e);
+                // A broken channel is rebuilt on the next attempt.
+                self.channel = None;
+            }
+        }
+        cx.span().end();
+        result
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    event_id: Uuid,
+    routing_key: String,
+    payload: serde_json::Value,
+    trace_context: serde_json::Value,
+    attempts: i32,
+}
+
+const CLAIM_SQL: &str = "SELECT id, event_id, routing_key, payload, trace_context, attempts FROM outbox \
+     WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+const SENT_SQL: &str = "UPDATE outbox SET sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1";
+const FAILED_SQL: &str = "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1";
+const PENDING_SQL: &str = "SELECT count(*) FROM outbox WHERE sent_at IS NULL";
+
+/// Unsent outbox rows (for `/health`).
+pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(PENDING_SQL).fetch_one(pool).await
+}
+
+/// Publishes one batch; returns how many rows were sent. The relay's own
+/// polling is deliberately untraced: only publishes belong to a trace.
+async fn publish_batch(pool: &PgPool, publisher: &tokio::sync::Mutex<Publisher>) -> Result<usize, String> {
+    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+    let rows: Vec<OutboxRow> = sqlx::query_as(CLAIM_SQL)
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut sent = 0;
+    let mut failure = None;
+    let mut publisher = publisher.lock().await;
+    for row in &rows {
+        match publisher.publish(row).await {
+            Ok(()) => {
+                sqlx::query(SENT_SQL).bind(row.id).execute(&mut *tx).await.map_err(|e| e.to_string())?;
+                sent += 1;
+            }
+            Err(e) => {
+                sqlx::query(FAILED_SQL)
+                    .bind(row.id)
+                    .bind(&e)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    tx.commit().await.map_err(|e| e.to_string())?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(sent),
+    }
+}
+
+/// Runs the relay until `stop` turns true; a last batch is sent on the way out.
+pub async fn run(pool: PgPool, publisher: Arc<tokio::sync::Mutex<Publisher>>, wakeup: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        loop {
+            match publish_batch(&pool, &publisher).await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(_) => {
+                    backoff = Duration::from_millis(200);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox publish failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    break;
+                }
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            () = wakeup.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    tracing::info!("outbox relay stopped");
+}

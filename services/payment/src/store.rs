@@ -1,0 +1,226 @@
+//! payment's tables: `orders`, `order_items`, `payments`, `outbox`.
+//! Every statement runs inside a db CLIENT span (see `tracelab_telemetry::db`).
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use tracelab_telemetry::db::{DbTarget, query_span};
+
+/// A line of an order, priced from the catalogue.
+#[derive(Debug, Clone)]
+pub struct PricedItem {
+    pub product_id: i64,
+    pub quantity: i32,
+    pub unit_price: i64,
+}
+
+/// An order to create.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub id: Uuid,
+    pub user_id: String,
+    pub idempotency_key: String,
+    pub amount: i64,
+    pub currency: String,
+    pub items: Vec<PricedItem>,
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub user_id: String,
+    pub idempotency_key: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub failure_code: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A payment as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PaymentRow {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub provider: String,
+    pub transaction_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub card_last4: String,
+    pub status: String,
+}
+
+/// What `create_order` found.
+#[derive(Debug)]
+pub enum Created {
+    /// This request created the order: it owns the charge.
+    New(Uuid),
+    /// The same user already used this idempotency key.
+    Existing(OrderRow),
+}
+
+/// A row for the outbox, written in the payment's transaction.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub event_id: Uuid,
+    pub routing_key: String,
+    pub payload: serde_json::Value,
+    pub trace_context: HashMap<String, String>,
+}
+
+/// Access to payment's tables.
+#[derive(Clone)]
+pub struct Store {
+    pub pool: PgPool,
+    pub db: DbTarget,
+}
+
+const PRICE_SQL: &str = "SELECT id, price, currency FROM products WHERE id = ANY($1)";
+const INSERT_ORDER_SQL: &str = "INSERT INTO orders (id, user_id, idempotency_key, amount, currency, status) \
+     VALUES ($1, $2, $3, $4, $5, 'processing') ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id";
+const INSERT_ITEMS_SQL: &str = "INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
+     SELECT $1, * FROM UNNEST($2::bigint[], $3::int[], $4::bigint[])";
+const SELECT_ORDER_SQL: &str =
+    "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at FROM orders WHERE id = $1";
+const SELECT_ORDER_BY_KEY_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at \
+     FROM orders WHERE user_id = $1 AND idempotency_key = $2";
+const SET_STATUS_SQL: &str = "UPDATE orders SET status = $2, failure_code = $3, updated_at = now() WHERE id = $1";
+const RETRY_SQL: &str =
+    "UPDATE orders SET status = 'processing', failure_code = NULL, updated_at = now() WHERE id = $1 AND status = 'failed'";
+const INSERT_PAYMENT_SQL: &str = "INSERT INTO payments (id, order_id, provider, transaction_id, amount, currency, card_last4, status) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 'succeeded')";
+const COMPLETE_ORDER_SQL: &str = "UPDATE orders SET status = 'completed', updated_at = now() WHERE id = $1";
+const INSERT_OUTBOX_SQL: &str =
+    "INSERT INTO outbox (event_id, routing_key, payload, trace_context) VALUES ($1, $2, $3, $4)";
+const SELECT_PAYMENT_SQL: &str = "SELECT id, order_id, provider, transaction_id, amount, currency, card_last4, status \
+     FROM payments WHERE order_id = $1";
+
+impl Store {
+    /// Prices `product_id`s from the catalogue: `(id, price, currency)`.
+    pub async fn price_products(&self, ids: &[i64]) -> Result<Vec<(i64, i64, String)>, sqlx::Error> {
+        query_span(&self.db, "SELECT", "products", PRICE_SQL, || {
+            sqlx::query_as(PRICE_SQL).bind(ids).fetch_all(&self.pool)
+        })
+        .await
+    }
+
+    /// Inserts the order (and its items) unless this user already used the
+    /// idempotency key; then returns the existing order instead.
+    pub async fn create_order(&self, order: &NewOrder) -> Result<Created, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let inserted: Option<Uuid> = query_span(&self.db, "INSERT", "orders", INSERT_ORDER_SQL, || {
+            sqlx::query_scalar(INSERT_ORDER_SQL)
+                .bind(order.id)
+                .bind(&order.user_id)
+                .bind(&order.idempotency_key)
+                .bind(order.amount)
+                .bind(&order.currency)
+                .fetch_optional(&mut *tx)
+        })
+        .await?;
+        let Some(id) = inserted else {
+            tx.rollback().await?;
+            let existing = self
+                .find_order_by_key(&order.user_id, &order.idempotency_key)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?;
+            return Ok(Created::Existing(existing));
+        };
+        if !order.items.is_empty() {
+            let products: Vec<i64> = order.items.iter().map(|i| i.product_id).collect();
+            let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
+            let prices: Vec<i64> = order.items.iter().map(|i| i.unit_price).collect();
+            query_span(&self.db, "INSERT", "order_items", INSERT_ITEMS_SQL, || {
+                sqlx::query(INSERT_ITEMS_SQL)
+                    .bind(id)
+                    .bind(&products)
+                    .bind(&quantities)
+                    .bind(&prices)
+                    .execute(&mut *tx)
+            })
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Created::New(id))
+    }
+
+    /// The order with `id`.
+    pub async fn find_order(&self, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
+        query_span(&self.db, "SELECT", "orders", SELECT_ORDER_SQL, || {
+            sqlx::query_as(SELECT_ORDER_SQL).bind(id).fetch_optional(&self.pool)
+        })
+        .await
+    }
+
+    async fn find_order_by_key(&self, user_id: &str, key: &str) -> Result<Option<OrderRow>, sqlx::Error> {
+        query_span(&self.db, "SELECT", "orders", SELECT_ORDER_BY_KEY_SQL, || {
+            sqlx::query_as(SELECT_ORDER_BY_KEY_SQL).bind(user_id).bind(key).fetch_optional(&self.pool)
+        })
+        .await
+    }
+
+    /// Records a final status for an order that did not complete.
+    pub async fn set_status(&self, id: Uuid, status: &str, failure_code: Option<&str>) -> Result<(), sqlx::Error> {
+        query_span(&self.db, "UPDATE", "orders", SET_STATUS_SQL, || {
+            sqlx::query(SET_STATUS_SQL).bind(id).bind(status).bind(failure_code).execute(&self.pool)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Takes a failed order back to processing for a retry with the same
+    /// key; `false` when another request got there first.
+    pub async fn reopen_failed(&self, id: Uuid) -> Result<bool, sqlx::Error> {
+        let done = query_span(&self.db, "UPDATE", "orders", RETRY_SQL, || {
+            sqlx::query(RETRY_SQL).bind(id).execute(&self.pool)
+        })
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Writes the payment, completes the order and queues the event, all in
+    /// one transaction: either the customer is charged and told, or neither
+    /// is recorded.
+    pub async fn save_payment(&self, payment: &PaymentRow, event: &OutboxEvent) -> Result<(), sqlx::Error> {
+        let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
+        query_span(&self.db, "INSERT", "payments", INSERT_PAYMENT_SQL, || {
+            sqlx::query(INSERT_PAYMENT_SQL)
+                .bind(payment.id)
+                .bind(payment.order_id)
+                .bind(&payment.provider)
+                .bind(&payment.transaction_id)
+                .bind(payment.amount)
+                .bind(&payment.currency)
+                .bind(&payment.card_last4)
+                .execute(&mut *tx)
+        })
+        .await?;
+        query_span(&self.db, "UPDATE", "orders", COMPLETE_ORDER_SQL, || {
+            sqlx::query(COMPLETE_ORDER_SQL).bind(payment.order_id).execute(&mut *tx)
+        })
+        .await?;
+        let trace_context = serde_json::to_value(&event.trace_context).unwrap_or_default();
+        query_span(&self.db, "INSERT", "outbox", INSERT_OUTBOX_SQL, || {
+            sqlx::query(INSERT_OUTBOX_SQL)
+                .bind(event.event_id)
+                .bind(&event.routing_key)
+                .bind(&event.payload)
+                .bind(&trace_context)
+                .execute(&mut *tx)
+        })
+        .await?;
+        tx.commit().await
+    }
+
+    /// The payment of an order, if it completed.
+    pub async fn find_payment(&self, order_id: Uuid) -> Result<Option<PaymentRow>, sqlx::Error> {
+        query_span(&self.db, "SELECT", "payments", SELECT_PAYMENT_SQL, || {
+            sqlx::query_as(SELECT_PAYMENT_SQL).bind(order_id).fetch_optional(&self.pool)
+        })
+        .await
+    }
+}
