@@ -640,25 +640,10 @@ async fn health(args: HealthArgs) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            println!("unhealthy: {}: {}", args.url, error_chain(&e));
+            println!("unhealthy: {}: {}", args.url, tempo::http_error_summary(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// A reqwest error with its causes (`error sending request: connection refused`).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        source = cause.source();
-    }
-    s
 }
 
 async fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
@@ -804,9 +789,10 @@ async fn checkout(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(30))
         .build()
         .context("building HTTP client")?;
-    let unreachable = |url: &str| {
-        format!(
-            "cannot reach the gateway at {url}: is the lab running? (`cargo run -p tracelab -- up`)"
+    let unreachable = |url: &str, e: reqwest::Error| {
+        anyhow::anyhow!(
+            "cannot reach the gateway at {url}: {}; is the lab running? (`cargo run -p tracelab -- up`)",
+            tempo::http_error_summary(&e)
         )
     };
 
@@ -821,7 +807,7 @@ async fn checkout(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
         .json(&json!({"username": args.user, "password": password}))
         .send()
         .await
-        .with_context(|| unreachable(&login_url))?;
+        .map_err(|e| unreachable(&login_url, e))?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
@@ -854,7 +840,7 @@ async fn checkout(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
         .json(&request)
         .send()
         .await
-        .with_context(|| unreachable(&url))?;
+        .map_err(|e| unreachable(&url, e))?;
     let status = resp.status();
     let headers = resp.headers().clone();
     let text = resp.text().await.unwrap_or_default();

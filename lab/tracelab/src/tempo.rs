@@ -1011,7 +1011,7 @@ impl TempoClient {
             .header("accept", "application/json")
             .send()
             .await
-            .with_context(|| format!("GET {url}: is the collector (or Tempo) running?"))?;
+            .map_err(|e| self.unreachable(&e))?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -1055,7 +1055,7 @@ impl TempoClient {
             .get(full)
             .send()
             .await
-            .with_context(|| format!("GET {url}: is the collector (or Tempo) running?"))?;
+            .map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let text = resp.text().await.with_context(|| format!("GET {url}"))?;
         if !status.is_success() {
@@ -1064,6 +1064,14 @@ impl TempoClient {
         let body: Value = serde_json::from_str(&text)
             .with_context(|| format!("GET {url}: body is not JSON: {}", truncate(&text, 200)))?;
         parse_search(&body)
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "cannot reach Tempo at {}: {}; is the collector (or Tempo) running?",
+            self.base,
+            http_error_summary(e)
+        )
     }
 
     /// Polls `GET /api/traces/{id}` (every 100 ms) until the trace exists and
@@ -1115,6 +1123,19 @@ impl TempoClient {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The useful part of a reqwest error: "timed out", or its innermost cause
+/// (e.g. "Connection refused (os error 111)") without the repeated URL.
+pub fn http_error_summary(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 fn truncate(s: &str, max: usize) -> String {
