@@ -309,8 +309,10 @@ pub struct CheckoutArgs {
     /// Idempotency-Key header [default: a new UUID]. Reuse one to see a replay.
     #[arg(long)]
     pub idempotency_key: Option<String>,
-    /// Seconds to wait for the trace to be complete.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    /// Seconds to wait for the trace to be complete. The lab's tail sampler
+    /// holds a trace for its decision_wait_ms (10 s in sampling.yaml) before
+    /// it becomes visible.
+    #[arg(long, default_value_t = 15.0, value_name = "SECS")]
     pub wait: f64,
     /// Do not fetch and show the trace.
     #[arg(long)]
@@ -861,6 +863,10 @@ async fn checkout(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
     let tempo = TempoClient::new(args.tempo.tempo.as_str())?;
     let succeeded = status.is_success();
     let wait = Duration::from_secs_f64(args.wait.max(0.0));
+    println!(
+        "waiting up to {:.0}s for the whole trace (tail sampling holds it until its decision)…",
+        wait.as_secs_f64()
+    );
     let trace = match tempo
         .wait_for_trace(&trace_id, |t| checkout_trace_complete(t, succeeded), wait)
         .await
@@ -874,19 +880,20 @@ async fn checkout(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Err(e) => match e.downcast_ref::<TraceWaitTimeout>() {
-            Some(timeout) => {
-                println!("\n(note: {timeout}; showing what has arrived)");
-                match &timeout.last {
-                    Some(t) => t.clone(),
-                    None => {
-                        println!(
-                            "try later: tracelab trace {trace_id} --tempo {}",
-                            tempo.base_url()
-                        );
-                        return Ok(exit_for(status));
-                    }
+            Some(timeout) => match &timeout.last {
+                Some(t) => {
+                    println!("\n(note: {timeout}; showing what has arrived)");
+                    t.clone()
                 }
-            }
+                None => {
+                    println!(
+                        "\n{timeout}: it may not be sampled, or still held by the tail sampler.\n\
+                         try later: tracelab trace {trace_id} --tempo {}",
+                        tempo.base_url()
+                    );
+                    return Ok(exit_for(status));
+                }
+            },
             None => return Err(e.context("fetching the trace")),
         },
     };

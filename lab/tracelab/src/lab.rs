@@ -337,8 +337,9 @@ impl Lab {
         let t0 = Instant::now();
         let deadline = t0 + opts.startup_timeout;
         check_binaries(&opts.bin_dir)?;
-        check_postgres_and_create_db(&opts.database_url).await?;
+        // RabbitMQ first: a failed check must not leave a created database.
         check_rabbitmq(&opts.amqp_url).await?;
+        check_postgres_and_create_db(&opts.database_url).await?;
 
         let mut lab = Lab {
             children: Vec::new(),
@@ -416,9 +417,7 @@ impl Lab {
                 self.lab_log(&format!("starting {name}"));
                 pending.push(self.spawn(name, &opts.bin_dir, env, opts.log)?);
             }
-            for (idx, rx) in pending {
-                self.wait_listening(idx, rx, deadline, reach_host).await?;
-            }
+            self.wait_listening(pending, deadline, reach_host).await?;
         }
         self.wait_healthy(deadline).await
     }
@@ -510,48 +509,58 @@ impl Lab {
         Ok((self.children.len() - 1, rx))
     }
 
+    /// Waits until every child of a stage has logged its listening address.
+    /// Polls them together, so the first one to exit is reported at once.
     async fn wait_listening(
         &mut self,
-        idx: usize,
-        rx: oneshot::Receiver<SocketAddr>,
+        mut pending: Vec<(usize, oneshot::Receiver<SocketAddr>)>,
         deadline: Instant,
         reach_host: IpAddr,
     ) -> anyhow::Result<()> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let proc = &mut self.children[idx];
-        let name = proc.name;
-        let outcome = tokio::select! {
-            addr = rx => Ok(addr.ok()),
-            status = proc.child.wait() => Err(status),
-            () = tokio::time::sleep(remaining) => Ok(None),
-        };
-        match outcome {
-            Ok(Some(addr)) => {
-                let host = if addr.ip().is_unspecified() {
-                    reach_host
-                } else {
-                    addr.ip()
-                };
-                proc.url = format!("http://{}", SocketAddr::new(host, addr.port()));
-                self.lab_log(&format!("{name} listening on {addr}"));
-                Ok(())
-            }
-            Ok(None) => {
-                // Either the timeout, or both output streams closed without the line.
+        use tokio::sync::oneshot::error::TryRecvError;
+        loop {
+            let mut i = 0;
+            while i < pending.len() {
+                let (idx, rx) = &mut pending[i];
+                let proc = &mut self.children[*idx];
+                let name = proc.name;
                 if let Ok(Some(status)) = proc.child.try_wait() {
                     let tail = proc.finish_and_tail().await;
                     bail!("{name} exited early ({}){tail}", describe_status(status));
                 }
-                bail!(
-                    "{name} did not log its \"listening\" line (with \"addr\") within the startup timeout{}",
-                    proc.tail_text()
-                )
+                match rx.try_recv() {
+                    Ok(addr) => {
+                        let host = if addr.ip().is_unspecified() {
+                            reach_host
+                        } else {
+                            addr.ip()
+                        };
+                        proc.url = format!("http://{}", SocketAddr::new(host, addr.port()));
+                        self.lab_log(&format!("{name} listening on {addr}"));
+                        pending.swap_remove(i);
+                    }
+                    // Closed: its output ended without the line; the exit check
+                    // above reports it once the process is gone.
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => i += 1,
+                }
             }
-            Err(status) => {
-                let status = status.with_context(|| format!("waiting for {name}"))?;
-                let tail = proc.finish_and_tail().await;
-                bail!("{name} exited early ({}){tail}", describe_status(status))
+            if pending.is_empty() {
+                return Ok(());
             }
+            if Instant::now() >= deadline {
+                let mut msg = String::new();
+                for (idx, _) in &pending {
+                    let proc = &self.children[*idx];
+                    let _ = write!(
+                        msg,
+                        "\n{} did not log its \"listening\" line (with \"addr\") within the startup timeout{}",
+                        proc.name,
+                        proc.tail_text()
+                    );
+                }
+                bail!("services did not start:{msg}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -728,7 +737,6 @@ impl Lab {
         if self.stopped {
             return Ok(());
         }
-        self.stopped = true;
         let mut problems = Vec::new();
         // Reverse of the start stages: callers stop before the services they call.
         for stage in STAGES.iter().rev() {
@@ -777,6 +785,8 @@ impl Lab {
         {
             problems.push(format!("dropping the test database: {e:#}"));
         }
+        // Only now: if anything above panicked, Drop still cleans up.
+        self.stopped = true;
         if report && !problems.is_empty() {
             bail!("lab stopped with problems:\n{}", problems.join("\n"));
         }
@@ -838,7 +848,8 @@ impl ChildProc {
     /// After the process exited: let the readers drain its last output, then
     /// return the tail for an error message.
     async fn finish_and_tail(&mut self) -> String {
-        for r in &mut self.readers {
+        // Taken, so a second call does not poll finished handles again.
+        for r in std::mem::take(&mut self.readers) {
             let _ = tokio::time::timeout(Duration::from_secs(1), r).await;
         }
         self.tail_text()
@@ -1095,7 +1106,16 @@ pub fn condense_log(v: &serde_json::Value) -> String {
     for (k, val) in fields {
         if matches!(
             k.as_str(),
-            "timestamp" | "level" | "message" | "target" | "fields" | "span" | "spans" | "threadId"
+            // `service` repeats the line's prefix.
+            "timestamp"
+                | "level"
+                | "message"
+                | "target"
+                | "fields"
+                | "span"
+                | "spans"
+                | "threadId"
+                | "service"
         ) {
             continue;
         }
