@@ -291,7 +291,7 @@ pub struct CheckoutArgs {
     /// Demo user (alice, bob, carol).
     #[arg(long, default_value = "alice")]
     pub user: String,
-    /// Password [default: <user>-password].
+    /// Password [default: USER-password].
     #[arg(long)]
     pub password: Option<String>,
     /// Amount in minor units (JPY has none), used when no --items are given.
@@ -300,7 +300,7 @@ pub struct CheckoutArgs {
     /// Currency of --amount.
     #[arg(long, default_value = "JPY", conflicts_with = "items")]
     pub currency: String,
-    /// Items as PRODUCT_ID[xQUANTITY], comma separated, e.g. 1x2,3.
+    /// Items as PRODUCT_IDxQUANTITY (or just PRODUCT_ID), comma separated, e.g. 1x2,3.
     #[arg(long, value_parser = parse_items, value_name = "ITEMS")]
     pub items: Option<Items>,
     /// Card number; 4000000000000002 is declined (402).
@@ -395,10 +395,13 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_logging(format: LogFormat, prefix: Option<&'static str>) {
+fn init_logging(format: LogFormat, prefix: Option<&'static str>, quiet: bool) {
     use tracing_subscriber::EnvFilter;
+    let level = if quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_env("TRACELAB_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,reqwest=off")
+        EnvFilter::new(format!(
+            "{level},h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,reqwest=off"
+        ))
     });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match (format, prefix) {
@@ -457,7 +460,7 @@ impl Drop for PrefixWriter {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    init_logging(LogFormat::Text, Some("collector"));
+    init_logging(LogFormat::Text, Some("collector"), args.quiet);
     let sampling_file = args.sampling_file.clone().or_else(|| {
         let default = PathBuf::from("sampling.yaml");
         default.is_file().then_some(default)
@@ -521,10 +524,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
     match lab.stop().await {
         Ok(()) => {
-            println!(
-                "tracelab stopped cleanly in {:.1}s",
-                t.elapsed().as_secs_f64()
-            );
+            println!("tracelab stopped cleanly in {} ms", t.elapsed().as_millis());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -582,7 +582,7 @@ async fn collector(args: CollectorArgs) -> anyhow::Result<ExitCode> {
         } else {
             LogFormat::Json
         });
-    init_logging(format, None);
+    init_logging(format, None, false);
     let tail = match &args.sampling_file {
         Some(path) => TailPolicy::from_sampling_file(path)
             .with_context(|| format!("reading sampling file {}", path.display()))?,

@@ -287,6 +287,8 @@ struct ChildProc {
     child: Child,
     pid: Option<u32>,
     url: String,
+    /// The `TRACELAB_LISTEN` it was given, for hints.
+    listen: String,
     logs: LogTail,
     readers: Vec<JoinHandle<()>>,
 }
@@ -474,6 +476,12 @@ impl Lab {
         sink: LogSink,
     ) -> anyhow::Result<(usize, oneshot::Receiver<SocketAddr>)> {
         let path = bin_path(bin_dir, name);
+        let listen = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "TRACELAB_LISTEN")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         let mut child = Command::new(&path)
             .envs(env)
             .stdin(Stdio::null())
@@ -503,6 +511,7 @@ impl Lab {
             pid: child.id(),
             child,
             url: String::new(),
+            listen,
             logs,
             readers,
         });
@@ -526,7 +535,11 @@ impl Lab {
                 let name = proc.name;
                 if let Ok(Some(status)) = proc.child.try_wait() {
                     let tail = proc.finish_and_tail().await;
-                    bail!("{name} exited early ({}){tail}", describe_status(status));
+                    bail!(
+                        "{name} exited early ({}){tail}{}",
+                        describe_status(status),
+                        proc.hint()
+                    );
                 }
                 match rx.try_recv() {
                     Ok(addr) => {
@@ -815,10 +828,10 @@ impl Drop for Lab {
                 else {
                     return;
                 };
-                let _ = rt.block_on(tokio::time::timeout(
-                    Duration::from_secs(5),
-                    drop_database(&url),
-                ));
+                // The timer must be created inside the runtime, hence the async block.
+                let _ = rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(5), drop_database(&url)).await
+                });
             })
             .join();
         }
@@ -834,6 +847,21 @@ impl ChildProc {
             .map(|l| format!("  {} | {l}", self.name))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// A hint for a well-known cause found in the last log lines.
+    fn hint(&self) -> String {
+        let in_use = lock(&self.logs)
+            .iter()
+            .any(|l| l.contains("Address already in use") || l.contains("AddrInUse"));
+        if in_use {
+            format!(
+                "\n  hint: {} is taken (another lab running?); pick another port, or 0 for any free one",
+                self.listen
+            )
+        } else {
+            String::new()
+        }
     }
 
     fn tail_text(&self) -> String {

@@ -36,9 +36,15 @@ fn binaries_present() -> bool {
     false
 }
 
+/// Whether a process runs (a zombie, killed but not yet reaped, does not).
 fn pid_alive(pid: u32) -> bool {
-    // A zombie still has /proc/<pid>, but `stop` reaps every child.
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesized command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,4 +161,25 @@ async fn unreachable_rabbitmq_is_explained() {
         created.is_err(),
         "database created despite the failed start"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_lab_kills_children_and_drops_the_test_db() {
+    if !binaries_present() {
+        return;
+    }
+    let opts = LabOptions::for_tests();
+    let database_url = opts.database_url.clone();
+    let lab = Lab::start(opts).await.expect("lab starts");
+    let pids: Vec<u32> = SERVICES.iter().filter_map(|s| lab.pid(s)).collect();
+    drop(lab); // as a panicking test would
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|&p| pid_alive(p)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for pid in pids {
+        assert!(!pid_alive(pid), "service pid {pid} survived the drop");
+    }
+    let gone = sqlx::PgConnection::connect(&database_url).await;
+    assert!(gone.is_err(), "test database survived the drop");
 }
