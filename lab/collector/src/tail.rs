@@ -489,6 +489,32 @@ tail_based:
     }
 
     #[test]
+    fn the_repository_sampling_files_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for (file, pct) in [("sampling.yaml", 100.0), ("sampling.lesson.yaml", 5.0)] {
+            let p = TailPolicy::from_sampling_file(&root.join(file))
+                .unwrap_or_else(|e| panic!("{file}: {e:#}"))
+                .unwrap_or_else(|| panic!("{file} has no tail_based section"));
+            assert!(
+                p.policies.iter().any(|r| matches!(r, TailRule::Probabilistic { sampling_percentage, .. } if *sampling_percentage == pct)),
+                "{file}: {p:?}"
+            );
+            assert!(
+                p.policies
+                    .iter()
+                    .any(|r| matches!(r, TailRule::StatusCode { .. })),
+                "{file}"
+            );
+            assert!(
+                p.policies
+                    .iter()
+                    .any(|r| matches!(r, TailRule::Latency { .. })),
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
     fn hash_sampling_is_deterministic_and_roughly_proportional() {
         let ids: Vec<TraceId> = (0u32..10_000)
             .map(|i| {
