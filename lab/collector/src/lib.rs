@@ -5,8 +5,9 @@
 //! in a bounded in-memory store (oldest traces evicted first), optionally
 //! applies the tail sampling policies of `sampling.yaml`, and answers the
 //! subset of Tempo's HTTP API the lab tools and Grafana use: trace by id (v1
-//! and v2 shapes), `/api/search` with tags, durations and a TraceQL subset,
-//! and tag names/values.
+//! and v2 shapes, JSON or protobuf), `/api/search` with tags, durations and
+//! a TraceQL subset, and tag names/values (v1 and v2). One endpoint is
+//! tracelab's own: `GET /api/tracelab/stats` returns [`Stats`] as JSON.
 //!
 //! **TraceQL subset.** Spanset filters `{ cond && cond || (cond) }` joined by
 //! `&&` / `||` at the top level; `{}` matches every trace. A condition is
