@@ -316,7 +316,7 @@ impl Schedule {
 /// {"point":"payment.db.save","kind":"latency","ms":800,"jitter_ms":200,
 ///  "probability":0.5,"for":"5m","schedule":{"on":"30s","off":"1m"}}
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FaultSpec {
     /// The injection point, e.g. `payment.db.save`.
     pub point: String,
@@ -332,6 +332,52 @@ pub struct FaultSpec {
     /// Optional on/off cycle within that time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+}
+
+/// The derived reading of a [`FaultSpec`]; [`FaultSpec`]'s own
+/// `Deserialize` wraps it to refuse parameters given to a kind that takes
+/// none (serde ignores them for unit variants of a tagged enum, so
+/// `{"kind":"dead_letter","probabilty":0.5}` would silently fire always).
+#[derive(Deserialize)]
+struct RawSpec {
+    point: String,
+    #[serde(flatten)]
+    kind: FaultKind,
+    #[serde(default = "default_probability")]
+    probability: f64,
+    #[serde(default, rename = "for", with = "serde_opt_duration")]
+    duration: Option<Duration>,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+}
+
+/// The fields every spec may carry whatever its kind.
+const COMMON_FIELDS: &[&str] = &["point", "kind", "probability", "for", "schedule"];
+
+impl<'de> Deserialize<'de> for FaultSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let unknown = map.keys().find(|k| !COMMON_FIELDS.contains(&k.as_str())).cloned();
+        let raw = RawSpec::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom)?;
+        if let (FaultKind::DeadLetter | FaultKind::PropagationBreak | FaultKind::DropSpans, Some(field)) =
+            (&raw.kind, unknown)
+        {
+            return Err(D::Error::custom(format!(
+                "unknown field `{field}`: kind `{}` takes no parameters, expected one of `{}`",
+                raw.kind.name(),
+                COMMON_FIELDS.join("`, `"),
+            )));
+        }
+        Ok(FaultSpec {
+            point: raw.point,
+            kind: raw.kind,
+            probability: raw.probability,
+            duration: raw.duration,
+            schedule: raw.schedule,
+        })
+    }
 }
 
 impl FaultSpec {
@@ -435,5 +481,232 @@ impl FaultError {
             FaultError::Invalid { field, .. } => Some(field),
             FaultError::Parse(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// One example of every kind: its JSON and YAML forms and the value
+    /// both must parse to.
+    fn every_kind() -> Vec<(serde_json::Value, &'static str, FaultKind)> {
+        vec![
+            (
+                json!({"kind":"latency","ms":300,"jitter_ms":50}),
+                "kind: latency\nms: 300\njitter_ms: 50",
+                FaultKind::Latency { ms: 300, jitter_ms: 50 },
+            ),
+            (
+                json!({"kind":"error","status":502,"message":"bad upstream"}),
+                "kind: error\nstatus: 502\nmessage: bad upstream",
+                FaultKind::Error { status: 502, message: Some("bad upstream".into()) },
+            ),
+            (json!({"kind":"hang","max_ms":5000}), "kind: hang\nmax_ms: 5000", FaultKind::Hang { max_ms: Some(5000) }),
+            (json!({"kind":"cpu_burn","ms":200}), "kind: cpu_burn\nms: 200", FaultKind::CpuBurn { ms: 200 }),
+            (json!({"kind":"retry_storm","retries":5}), "kind: retry_storm\nretries: 5", FaultKind::RetryStorm { retries: 5 }),
+            (json!({"kind":"slow_query","ms":1500}), "kind: slow_query\nms: 1500", FaultKind::SlowQuery { ms: 1500 }),
+            (
+                json!({"kind":"lock_contention","hold_ms":2000}),
+                "kind: lock_contention\nhold_ms: 2000",
+                FaultKind::LockContention { hold_ms: 2000 },
+            ),
+            (
+                json!({"kind":"pool_exhaustion","connections":8,"hold_ms":3000}),
+                "kind: pool_exhaustion\nconnections: 8\nhold_ms: 3000",
+                FaultKind::PoolExhaustion { connections: 8, hold_ms: 3000 },
+            ),
+            (json!({"kind":"consumer_stall","ms":4000}), "kind: consumer_stall\nms: 4000", FaultKind::ConsumerStall { ms: 4000 }),
+            (json!({"kind":"dead_letter"}), "kind: dead_letter", FaultKind::DeadLetter),
+            (json!({"kind":"rate_limit","retry_after_s":7}), "kind: rate_limit\nretry_after_s: 7", FaultKind::RateLimit { retry_after_s: 7 }),
+            (json!({"kind":"outage","status":502}), "kind: outage\nstatus: 502", FaultKind::Outage { status: 502 }),
+            (json!({"kind":"propagation_break"}), "kind: propagation_break", FaultKind::PropagationBreak),
+            (
+                json!({"kind":"high_cardinality","attribute":"session.id"}),
+                "kind: high_cardinality\nattribute: session.id",
+                FaultKind::HighCardinality { attribute: "session.id".into() },
+            ),
+            (json!({"kind":"sampling_miss","rate":0.01}), "kind: sampling_miss\nrate: 0.01", FaultKind::SamplingMiss { rate: 0.01 }),
+            (json!({"kind":"slow_export","ms":250}), "kind: slow_export\nms: 250", FaultKind::SlowExport { ms: 250 }),
+            (json!({"kind":"drop_spans"}), "kind: drop_spans", FaultKind::DropSpans),
+            (json!({"kind":"clock_skew","ms":-1500}), "kind: clock_skew\nms: -1500", FaultKind::ClockSkew { ms: -1500 }),
+        ]
+    }
+
+    fn with_point(mut kind: serde_json::Value) -> serde_json::Value {
+        kind["point"] = "p.x".into();
+        kind
+    }
+
+    #[test]
+    fn every_kind_is_covered_once() {
+        let names: Vec<&str> = every_kind().iter().map(|(_, _, k)| k.name()).collect();
+        assert_eq!(names, FaultKind::NAMES);
+    }
+
+    #[test]
+    fn every_kind_parses_from_json_and_round_trips() {
+        for (value, _, kind) in every_kind() {
+            let spec = FaultSpec::from_value(with_point(value.clone())).unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(spec.kind, kind, "{value}");
+            assert_eq!(spec.point, "p.x");
+            assert_eq!(spec.kind.name(), value["kind"], "{value}");
+            let written = serde_json::to_value(&spec).unwrap();
+            let mut expected = with_point(value.clone());
+            expected["probability"] = json!(1.0);
+            assert_eq!(written, expected, "written form");
+            let back: FaultSpec = serde_json::from_value(written).unwrap();
+            assert_eq!(back, spec);
+        }
+    }
+
+    #[test]
+    fn every_kind_parses_from_yaml() {
+        for (_, yaml, kind) in every_kind() {
+            let text = format!("point: p.x\n{yaml}\nprobability: 0.25\nfor: 90s\nschedule: {{ on: 30s, off: 1m }}\n");
+            let spec: FaultSpec = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            spec.validate().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(spec.kind, kind, "{text}");
+            assert_eq!(spec.probability, 0.25);
+            assert_eq!(spec.duration, Some(Duration::from_secs(90)));
+            assert_eq!(
+                spec.schedule,
+                Some(Schedule { on: Duration::from_secs(30), off: Duration::from_secs(60) })
+            );
+            let again: FaultSpec = serde_yaml::from_str(&serde_yaml::to_string(&spec).unwrap()).unwrap();
+            assert_eq!(again, spec);
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let parse = |v: serde_json::Value| FaultSpec::from_value(with_point(v)).unwrap();
+        let spec = parse(json!({"kind":"error"}));
+        assert_eq!(spec.kind, FaultKind::Error { status: 500, message: None });
+        assert_eq!(spec.probability, 1.0);
+        assert_eq!(spec.duration, None);
+        assert_eq!(spec.schedule, None);
+        assert_eq!(parse(json!({"kind":"outage"})).kind, FaultKind::Outage { status: 503 });
+        assert_eq!(parse(json!({"kind":"rate_limit"})).kind, FaultKind::RateLimit { retry_after_s: 1 });
+        assert_eq!(parse(json!({"kind":"latency","ms":5})).kind, FaultKind::Latency { ms: 5, jitter_ms: 0 });
+        assert_eq!(parse(json!({"kind":"hang"})).kind, FaultKind::Hang { max_ms: None });
+        assert_eq!(
+            parse(json!({"kind":"high_cardinality"})).kind,
+            FaultKind::HighCardinality { attribute: "user.id".into() }
+        );
+    }
+
+    #[test]
+    fn durations_use_the_human_form() {
+        let spec = FaultSpec::from_value(json!({
+            "point":"p.x","kind":"drop_spans","for":"1500ms","schedule":{"on":"5m","off":"1h"}
+        }))
+        .unwrap();
+        assert_eq!(spec.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(spec.schedule.unwrap().off, Duration::from_secs(3600));
+        let written = serde_json::to_value(&spec).unwrap();
+        assert_eq!(written["for"], "1s500ms");
+        assert_eq!(written["schedule"], json!({"on":"5m","off":"1h"}));
+
+        let err = FaultSpec::from_value(json!({"point":"p.x","kind":"drop_spans","for":"5 minutes"})).unwrap_err();
+        assert!(err.to_string().contains("invalid duration \"5 minutes\""), "{err}");
+        let err = FaultSpec::from_value(json!({"point":"p.x","kind":"drop_spans","for":300})).unwrap_err();
+        assert!(matches!(err, FaultError::Parse(_)), "{err}");
+    }
+
+    #[test]
+    fn shape_errors_say_what_is_wrong() {
+        let cases = [
+            (json!({"point":"p.x","kind":"teleport"}), "unknown variant `teleport`"),
+            (json!({"point":"p.x","ms":5}), "missing field `kind`"),
+            (json!({"kind":"latency","ms":5}), "missing field `point`"),
+            (json!({"point":"p.x","kind":"latency"}), "missing field `ms`"),
+            (json!({"point":"p.x","kind":"latency","ms":"slow"}), "invalid type: string \"slow\""),
+            (json!({"point":"p.x","kind":"latency","ms":5,"jiter_ms":1}), "unknown field `jiter_ms`"),
+            (json!({"point":"p.x","kind":"dead_letter","probabilty":0.5}), "unknown field `probabilty`"),
+            (json!({"point":"p.x","kind":"drop_spans","schedule":{"on":"1s","of":"1s"}}), "unknown field `of`"),
+        ];
+        for (value, expected) in cases {
+            let err = FaultSpec::from_value(value.clone()).expect_err(&value.to_string());
+            assert!(matches!(err, FaultError::Parse(_)), "{value}: {err:?}");
+            assert!(err.to_string().contains(expected), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        let cases = [
+            (json!({"kind":"drop_spans","probability":1.5}), "probability", "probability must be within 0..=1"),
+            (json!({"kind":"drop_spans","probability":-0.1}), "probability", "probability must be within 0..=1"),
+            (json!({"kind":"latency","ms":60_001}), "latency.ms", "latency.ms must be <= 60000"),
+            (json!({"kind":"latency","ms":10,"jitter_ms":11}), "latency.jitter_ms", "latency.jitter_ms must be <= latency.ms"),
+            (json!({"kind":"error","status":200}), "error.status", "error.status must be within 400..=599"),
+            (json!({"kind":"outage","status":600}), "outage.status", "outage.status must be within 400..=599"),
+            (json!({"kind":"hang","max_ms":0}), "hang.max_ms", "hang.max_ms must be within 1..=600000"),
+            (json!({"kind":"cpu_burn","ms":10_001}), "cpu_burn.ms", "cpu_burn.ms must be within 1..=10000"),
+            (json!({"kind":"retry_storm","retries":0}), "retry_storm.retries", "retry_storm.retries must be within 1..=100"),
+            (json!({"kind":"slow_query","ms":0}), "slow_query.ms", "slow_query.ms must be within 1..=60000"),
+            (json!({"kind":"lock_contention","hold_ms":70_000}), "lock_contention.hold_ms", "must be within 1..=60000"),
+            (json!({"kind":"pool_exhaustion","connections":0,"hold_ms":5}), "pool_exhaustion.connections", "must be within 1..=100"),
+            (json!({"kind":"consumer_stall","ms":60_001}), "consumer_stall.ms", "must be within 1..=60000"),
+            (json!({"kind":"rate_limit","retry_after_s":3601}), "rate_limit.retry_after_s", "must be <= 3600"),
+            (json!({"kind":"high_cardinality","attribute":""}), "high_cardinality.attribute", "must be 1 to 128"),
+            (json!({"kind":"high_cardinality","attribute":"a b"}), "high_cardinality.attribute", "[A-Za-z0-9._-]"),
+            (json!({"kind":"sampling_miss","rate":2.0}), "sampling_miss.rate", "sampling_miss.rate must be within 0..=1"),
+            (json!({"kind":"slow_export","ms":0}), "slow_export.ms", "must be within 1..=60000"),
+            (json!({"kind":"clock_skew","ms":-3_600_001}), "clock_skew.ms", "must be within -3600000..=3600000"),
+            (json!({"kind":"drop_spans","for":"0s"}), "for", "for must be longer than 0s"),
+            (json!({"kind":"drop_spans","schedule":{"on":"0s","off":"1s"}}), "schedule.on", "schedule.on must be longer than 0s"),
+            (json!({"kind":"drop_spans","schedule":{"on":"1s","off":"0s"}}), "schedule.off", "schedule.off must be longer than 0s"),
+        ];
+        for (value, field, message) in cases {
+            let err = FaultSpec::from_value(with_point(value.clone())).expect_err(&value.to_string());
+            assert_eq!(err.field(), Some(field), "{value}: {err}");
+            assert!(err.to_string().contains(message), "{value}: {err}");
+        }
+        let err = FaultSpec::from_value(json!({"point":" ","kind":"drop_spans"})).unwrap_err();
+        assert_eq!(err.to_string(), "point must not be empty");
+    }
+
+    #[test]
+    fn limits_themselves_are_allowed() {
+        for value in [
+            json!({"kind":"latency","ms":MAX_MS,"jitter_ms":MAX_MS}),
+            json!({"kind":"drop_spans","probability":0.0}),
+            json!({"kind":"drop_spans","probability":1}),
+            json!({"kind":"cpu_burn","ms":MAX_CPU_BURN_MS}),
+            json!({"kind":"clock_skew","ms":-MAX_CLOCK_SKEW_MS}),
+            json!({"kind":"rate_limit","retry_after_s":0}),
+            json!({"kind":"error","status":400}),
+            json!({"kind":"sampling_miss","rate":0.0}),
+        ] {
+            FaultSpec::from_value(with_point(value.clone())).unwrap_or_else(|e| panic!("{value}: {e}"));
+        }
+    }
+
+    #[test]
+    fn kinds_know_who_applies_them() {
+        let by = |v: serde_json::Value| FaultSpec::from_value(with_point(v)).unwrap().kind.applied_by();
+        assert_eq!(by(json!({"kind":"latency","ms":1})), AppliedBy::Generic);
+        assert_eq!(by(json!({"kind":"outage"})), AppliedBy::Generic);
+        assert_eq!(by(json!({"kind":"slow_query","ms":1})), AppliedBy::Caller);
+        assert_eq!(by(json!({"kind":"dead_letter"})), AppliedBy::Caller);
+        assert_eq!(by(json!({"kind":"drop_spans"})), AppliedBy::Telemetry);
+        assert_eq!(by(json!({"kind":"clock_skew","ms":1})), AppliedBy::Telemetry);
+    }
+
+    #[test]
+    fn schedule_phases() {
+        let s = Schedule { on: Duration::from_secs(10), off: Duration::from_secs(5) };
+        let at = |secs: u64| Duration::from_secs(secs);
+        assert!(s.is_on(at(0)));
+        assert!(s.is_on(at(9)));
+        assert!(!s.is_on(at(10)));
+        assert!(!s.is_on(at(14)));
+        assert!(s.is_on(at(15)));
+        assert_eq!(s.next_switch(at(0)), at(10));
+        assert_eq!(s.next_switch(at(12)), at(3));
+        assert_eq!(s.next_switch(at(15)), at(10));
     }
 }
