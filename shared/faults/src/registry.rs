@@ -533,3 +533,450 @@ fn reason(status: u16) -> String {
         .map(|r| r.to_lowercase())
         .unwrap_or_else(|| format!("status {status}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::UNIX_EPOCH;
+
+    use axum::response::IntoResponse;
+    use opentelemetry::trace::{Span, SpanContext, Status};
+    use serde_json::json;
+
+    use super::*;
+
+    const POINTS: &[&str] = &["svc.db", "svc.http", "svc.telemetry"];
+
+    fn spec(point: &str, kind: serde_json::Value) -> FaultSpec {
+        let mut value = kind;
+        value["point"] = point.into();
+        FaultSpec::from_value(value).unwrap()
+    }
+
+    fn latency(ms: u64) -> FaultKind {
+        FaultKind::Latency { ms, jitter_ms: 0 }
+    }
+
+    fn manual() -> (FaultRegistry, ManualClock) {
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        (FaultRegistry::with_clock("svc", POINTS, clock.clone()), clock)
+    }
+
+    #[test]
+    fn nothing_fires_until_a_fault_is_set() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        assert_eq!(registry.service(), "svc");
+        assert_eq!(registry.points(), POINTS);
+        assert_eq!(registry.check("svc.db"), None);
+        assert_eq!(registry.is_active("svc.db"), None);
+        registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
+        assert_eq!(registry.check("svc.db"), Some(latency(5)));
+        assert_eq!(registry.check("svc.http"), None, "other points stay clean");
+        assert_eq!(registry.check("nowhere"), None);
+    }
+
+    #[test]
+    fn set_list_clear_round_trip() {
+        let (registry, _) = manual();
+        let active = registry
+            .set(FaultSpec::new("svc.http", FaultKind::DeadLetter).with_duration(Duration::from_secs(300)))
+            .unwrap();
+        assert_eq!(active.spec.point, "svc.http");
+        assert!(active.active);
+        assert_eq!(active.expires_at.unwrap() - active.set_at, chrono::Duration::seconds(300));
+        registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
+
+        let listed = registry.list();
+        assert_eq!(listed.iter().map(|f| f.spec.point.as_str()).collect::<Vec<_>>(), ["svc.db", "svc.http"]);
+        assert_eq!(listed[1], active);
+
+        // Setting again replaces the fault at that point.
+        registry.set(FaultSpec::new("svc.db", latency(7))).unwrap();
+        assert_eq!(registry.list().len(), 2);
+        assert_eq!(registry.check("svc.db"), Some(latency(7)));
+
+        assert!(registry.clear("svc.db"));
+        assert!(!registry.clear("svc.db"), "already cleared");
+        assert_eq!(registry.check("svc.db"), None);
+        assert_eq!(registry.list().len(), 1);
+
+        registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
+        assert_eq!(registry.clear_all(), 2);
+        assert_eq!(registry.clear_all(), 0);
+        assert!(registry.list().is_empty());
+        assert_eq!(registry.check("svc.http"), None);
+    }
+
+    #[test]
+    fn active_fault_json_reads_back() {
+        let (registry, _) = manual();
+        let active = registry
+            .set(spec(
+                "svc.db",
+                json!({"kind":"slow_query","ms":900,"probability":0.5,"for":"5m","schedule":{"on":"10s","off":"20s"}}),
+            ))
+            .unwrap();
+        let value = serde_json::to_value(&active).unwrap();
+        assert_eq!(value["kind"], "slow_query");
+        assert_eq!(value["ms"], 900);
+        assert_eq!(value["for"], "5m");
+        assert_eq!(value["active"], true);
+        assert_eq!(value["set_at"], "2023-11-14T22:13:20Z");
+        assert_eq!(value["expires_at"], "2023-11-14T22:18:20Z");
+        let back: ActiveFault = serde_json::from_value(value).unwrap();
+        assert_eq!(back, active);
+    }
+
+    #[test]
+    fn unknown_points_and_bad_specs_are_refused() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        let err = registry.set(FaultSpec::new("svc.nope", latency(5))).unwrap_err();
+        assert_eq!(err.to_string(), r#"unknown point "svc.nope" (known: svc.db, svc.http, svc.telemetry)"#);
+        assert_eq!(err.field(), Some("point"));
+        let err = registry
+            .set(FaultSpec::new("svc.db", latency(5)).with_probability(1.01))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "probability must be within 0..=1");
+        let err = registry.set(FaultSpec::new("svc.db", latency(60_001))).unwrap_err();
+        assert_eq!(err.to_string(), "latency.ms must be <= 60000");
+        assert!(registry.list().is_empty());
+        assert_eq!(registry.check("svc.db"), None);
+    }
+
+    #[test]
+    fn probability_zero_never_one_always_half_about_half() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        let fires = |p: f64| {
+            registry
+                .set(FaultSpec::new("svc.db", FaultKind::DropSpans).with_probability(p))
+                .unwrap();
+            (0..2_000).filter(|_| registry.check("svc.db").is_some()).count()
+        };
+        assert_eq!(fires(0.0), 0);
+        assert_eq!(fires(1.0), 2_000);
+        let half = fires(0.5);
+        // Binomial(2000, 0.5): sd ~ 22, so this band is ~7 sd wide.
+        assert!((850..=1_150).contains(&half), "{half} of 2000");
+        let tenth = fires(0.1);
+        assert!((100..=300).contains(&tenth), "{tenth} of 2000");
+    }
+
+    #[test]
+    fn is_active_skips_the_roll() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        registry
+            .set(FaultSpec::new("svc.telemetry", FaultKind::SamplingMiss { rate: 0.1 }).with_probability(0.0))
+            .unwrap();
+        assert_eq!(registry.check("svc.telemetry"), None);
+        assert_eq!(registry.is_active("svc.telemetry"), Some(FaultKind::SamplingMiss { rate: 0.1 }));
+    }
+
+    #[test]
+    fn faults_expire_after_their_time() {
+        let (registry, clock) = manual();
+        registry
+            .set(FaultSpec::new("svc.db", latency(5)).with_duration(Duration::from_secs(300)))
+            .unwrap();
+        clock.advance(Duration::from_millis(299_999));
+        assert_eq!(registry.check("svc.db"), Some(latency(5)));
+        assert_eq!(registry.list().len(), 1);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(registry.check("svc.db"), None);
+        assert_eq!(registry.is_active("svc.db"), None);
+        assert!(registry.list().is_empty(), "expired faults are pruned");
+        assert!(!registry.clear("svc.db"), "nothing left to clear");
+    }
+
+    #[test]
+    fn schedules_switch_on_and_off() {
+        let (registry, clock) = manual();
+        registry
+            .set(
+                FaultSpec::new("svc.db", FaultKind::DropSpans)
+                    .with_schedule(Duration::from_secs(10), Duration::from_secs(20))
+                    .with_duration(Duration::from_secs(65)),
+            )
+            .unwrap();
+        let mut timeline = Vec::new();
+        for _ in 0..70 {
+            timeline.push(registry.check("svc.db").is_some());
+            assert_eq!(registry.is_active("svc.db").is_some(), *timeline.last().unwrap());
+            if let Some(listed) = registry.list().first() {
+                assert_eq!(listed.active, *timeline.last().unwrap());
+            }
+            clock.advance(Duration::from_secs(1));
+        }
+        let on_at: Vec<usize> = timeline.iter().enumerate().filter(|(_, on)| **on).map(|(s, _)| s).collect();
+        let expected: Vec<usize> = (0..10).chain(30..40).chain(60..65).collect();
+        assert_eq!(on_at, expected);
+        assert!(registry.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn changes_are_announced() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        let mut changes = registry.subscribe();
+        let mut seen = |what: &str| {
+            let changed = changes.has_changed().unwrap();
+            changes.mark_unchanged();
+            assert!(changed, "{what} should announce a change");
+        };
+        registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
+        seen("set");
+        registry.clear("svc.db");
+        seen("clear");
+        registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
+        seen("set");
+        registry.clear_all();
+        seen("clear_all");
+        registry.set_visible(true);
+        seen("set_visible");
+
+        let mut changes = registry.subscribe();
+        changes.mark_unchanged();
+        registry.clear("svc.db");
+        registry.clear_all();
+        registry.set_visible(true);
+        let _ = registry.set(FaultSpec::new("svc.nope", latency(5)));
+        assert!(!changes.has_changed().unwrap(), "no-ops and refusals change nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_and_schedule_switches_are_announced() {
+        let (registry, clock) = manual();
+        let mut changes = registry.subscribe();
+        registry
+            .set(
+                FaultSpec::new("svc.telemetry", FaultKind::DropSpans)
+                    .with_schedule(Duration::from_secs(10), Duration::from_secs(10))
+                    .with_duration(Duration::from_secs(15)),
+            )
+            .unwrap();
+        changes.mark_unchanged();
+        tokio::task::yield_now().await;
+
+        // Off phase at 10 s: announced without anyone calling check.
+        clock.advance(Duration::from_secs(10));
+        tokio::time::advance(Duration::from_millis(10_002)).await;
+        tokio::time::timeout(Duration::from_millis(1), changes.changed()).await.expect("switch announced").unwrap();
+        assert_eq!(registry.is_active("svc.telemetry"), None);
+
+        // Expiry at 15 s removes it and announces that too.
+        clock.advance(Duration::from_secs(5));
+        tokio::time::advance(Duration::from_millis(5_002)).await;
+        tokio::time::timeout(Duration::from_millis(1), changes.changed()).await.expect("expiry announced").unwrap();
+        assert_eq!(registry.inner.armed.load(Ordering::Acquire), 0, "pruned by the watcher");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_really_sleeps() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        registry.set(FaultSpec::new("svc.db", latency(250))).unwrap();
+        let start = tokio::time::Instant::now();
+        assert_eq!(registry.inject("svc.db").await, Ok(None));
+        let slept = start.elapsed();
+        assert!(slept >= Duration::from_millis(250) && slept < Duration::from_millis(260), "{slept:?}");
+
+        registry.clear("svc.db");
+        let start = tokio::time::Instant::now();
+        assert_eq!(registry.inject("svc.db").await, Ok(None));
+        assert!(start.elapsed() < Duration::from_millis(1), "no fault, no sleep");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_jitter_spreads_around_ms() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        registry
+            .set(FaultSpec::new("svc.db", FaultKind::Latency { ms: 100, jitter_ms: 50 }))
+            .unwrap();
+        let mut slept = Vec::new();
+        for _ in 0..200 {
+            let start = tokio::time::Instant::now();
+            registry.inject("svc.db").await.unwrap();
+            slept.push(start.elapsed().as_millis());
+        }
+        let (min, max) = (*slept.iter().min().unwrap(), *slept.iter().max().unwrap());
+        assert!(min >= 50 && max <= 151, "{min}..{max}");
+        assert!(min < 80 && max > 120, "jitter should spread: {min}..{max}");
+    }
+
+    /// This thread's CPU time, from the kernel's scheduler statistics.
+    fn thread_cpu_time() -> Option<Duration> {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+        Some(Duration::from_nanos(ns))
+    }
+
+    #[tokio::test]
+    async fn cpu_burn_really_burns() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        registry.set(FaultSpec::new("svc.db", FaultKind::CpuBurn { ms: 300 })).unwrap();
+        let cpu_before = thread_cpu_time();
+        let start = Instant::now();
+        assert_eq!(registry.inject("svc.db").await, Ok(None));
+        let wall = start.elapsed();
+        assert!(wall >= Duration::from_millis(300), "{wall:?}");
+        if let (Some(before), Some(after)) = (cpu_before, thread_cpu_time()) {
+            // A sleep would use ~0 CPU; a burn uses most of its wall time,
+            // less whatever other processes on a busy machine took from it.
+            let used = after - before;
+            assert!(used >= Duration::from_millis(100), "only {used:?} of CPU in {wall:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_and_outages_fail_with_their_status() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        registry.set(spec("svc.db", json!({"kind":"error","status":502}))).unwrap();
+        registry.set(spec("svc.http", json!({"kind":"error","message":"card processor down"}))).unwrap();
+        registry.set(spec("svc.telemetry", json!({"kind":"outage"}))).unwrap();
+
+        let err = registry.inject("svc.db").await.unwrap_err();
+        assert_eq!(
+            err,
+            Injected {
+                status: 502,
+                message: "bad gateway".into(),
+                point: "svc.db".into()
+            }
+        );
+        let err = registry.inject("svc.http").await.unwrap_err();
+        assert_eq!((err.status, err.message.as_str()), (500, "card processor down"));
+        assert_eq!(err.to_string(), "card processor down (500)");
+        let err = registry.inject("svc.telemetry").await.unwrap_err();
+        assert_eq!(err.status, 503);
+
+        let api: ApiError = err.into();
+        assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api.code, "fault_injected");
+        let response = Injected {
+            status: 429,
+            message: "slow down".into(),
+            point: "svc.db".into(),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], json!({"code":"fault_injected","message":"slow down"}));
+    }
+
+    #[tokio::test]
+    async fn caller_and_telemetry_kinds_are_handed_back() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        for kind in [
+            FaultKind::RetryStorm { retries: 3 },
+            FaultKind::SlowQuery { ms: 10 },
+            FaultKind::LockContention { hold_ms: 10 },
+            FaultKind::PoolExhaustion { connections: 2, hold_ms: 10 },
+            FaultKind::ConsumerStall { ms: 10 },
+            FaultKind::DeadLetter,
+            FaultKind::RateLimit { retry_after_s: 2 },
+            FaultKind::PropagationBreak,
+            FaultKind::HighCardinality { attribute: "user.id".into() },
+            FaultKind::SamplingMiss { rate: 0.5 },
+            FaultKind::SlowExport { ms: 10 },
+            FaultKind::DropSpans,
+            FaultKind::ClockSkew { ms: -10 },
+        ] {
+            registry.set(FaultSpec::new("svc.db", kind.clone())).unwrap();
+            let start = Instant::now();
+            assert_eq!(registry.inject("svc.db").await, Ok(Some(kind.clone())));
+            assert!(start.elapsed() < Duration::from_millis(100), "{kind:?} must not be applied by inject");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hang_waits_out_its_maximum_then_fails() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        registry.set(spec("svc.db", json!({"kind":"hang","max_ms":5000}))).unwrap();
+        let start = tokio::time::Instant::now();
+        let err = registry.inject("svc.db").await.unwrap_err();
+        assert!(start.elapsed() >= Duration::from_millis(5000), "{:?}", start.elapsed());
+        assert_eq!(err.status, 504);
+
+        registry.set(spec("svc.db", json!({"kind":"hang"}))).unwrap();
+        let start = tokio::time::Instant::now();
+        let caller_gives_up = tokio::time::timeout(Duration::from_secs(3), registry.inject("svc.db")).await;
+        assert!(caller_gives_up.is_err(), "still hanging when the caller gives up");
+        let err = registry.inject("svc.db").await.unwrap_err();
+        assert!(start.elapsed() >= Duration::from_secs(123), "default 120 s: {:?}", start.elapsed());
+        assert_eq!(err.status, 504);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clearing_a_hang_releases_its_waiters() {
+        let registry = FaultRegistry::new("svc", POINTS);
+        registry.set(spec("svc.db", json!({"kind":"hang"}))).unwrap();
+        let waiting = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.inject("svc.db").await }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!waiting.is_finished());
+        let start = tokio::time::Instant::now();
+        registry.clear("svc.db");
+        assert_eq!(waiting.await.unwrap(), Ok(None));
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    }
+
+    /// A span that records the events added to it.
+    #[derive(Debug)]
+    struct RecordingSpan {
+        events: Arc<Mutex<Vec<(String, Vec<KeyValue>)>>>,
+        context: SpanContext,
+    }
+
+    impl Span for RecordingSpan {
+        fn add_event_with_timestamp<T>(&mut self, name: T, _: SystemTime, attributes: Vec<KeyValue>)
+        where
+            T: Into<Cow<'static, str>>,
+        {
+            self.events.lock().unwrap().push((name.into().into_owned(), attributes));
+        }
+        fn span_context(&self) -> &SpanContext {
+            &self.context
+        }
+        fn is_recording(&self) -> bool {
+            true
+        }
+        fn set_attribute(&mut self, _: KeyValue) {}
+        fn set_status(&mut self, _: Status) {}
+        fn update_name<T>(&mut self, _: T)
+        where
+            T: Into<Cow<'static, str>>,
+        {
+        }
+        fn add_link(&mut self, _: SpanContext, _: Vec<KeyValue>) {}
+        fn end_with_timestamp(&mut self, _: SystemTime) {}
+    }
+
+    #[test]
+    fn span_event_only_when_visible() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let _attached = Context::current_with_span(RecordingSpan {
+            events: events.clone(),
+            context: SpanContext::empty_context(),
+        })
+        .attach();
+        let registry = FaultRegistry::new("svc", POINTS);
+        registry.set(FaultSpec::new("svc.db", FaultKind::DeadLetter)).unwrap();
+
+        assert!(!registry.visible(), "hidden by default");
+        assert!(registry.check("svc.db").is_some());
+        assert!(registry.is_active("svc.db").is_some());
+        assert!(events.lock().unwrap().is_empty(), "exercises must not give the answer away");
+
+        registry.set_visible(true);
+        assert!(registry.visible());
+        assert!(registry.check("svc.db").is_some());
+        assert!(registry.check("svc.http").is_none());
+        let events = events.lock().unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].0, "fault.injected");
+        assert_eq!(
+            events[0].1,
+            vec![KeyValue::new("fault.point", "svc.db"), KeyValue::new("fault.kind", "dead_letter")]
+        );
+    }
+}
