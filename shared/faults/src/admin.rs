@@ -148,3 +148,200 @@ async fn set_visible(State(registry): State<FaultRegistry>, Json(body): Json<Val
     tracing::info!(visible = body.visible, "fault visibility changed");
     Ok(Json(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http::{Method, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::spec::FaultKind;
+
+    const POINTS: &[&str] = &["svc.db", "svc.http"];
+    const TOKEN: &str = "s3cret-token";
+
+    fn app() -> (Router, FaultRegistry) {
+        let registry = FaultRegistry::new("svc", POINTS);
+        (admin_router(registry.clone(), TOKEN.to_string()), registry)
+    }
+
+    async fn call(app: &Router, method: Method, uri: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        (status, value)
+    }
+
+    #[tokio::test]
+    async fn every_route_needs_the_token() {
+        let (app, registry) = app();
+        registry.set(FaultSpec::new("svc.db", FaultKind::DropSpans)).unwrap();
+        let routes = [
+            (Method::GET, "/admin/faults", None),
+            (Method::PUT, "/admin/faults", Some(r#"{"point":"svc.db","kind":"dead_letter"}"#)),
+            (Method::DELETE, "/admin/faults", None),
+            (Method::DELETE, "/admin/faults/svc.db", None),
+            (Method::GET, "/admin/faults/_visible", None),
+            (Method::PUT, "/admin/faults/_visible", Some(r#"{"visible":true}"#)),
+        ];
+        for (method, uri, body) in routes {
+            for token in [None, Some("wrong"), Some(""), Some("s3cret-token-and-more"), Some("s3cret-toke")] {
+                let (status, value) = call(&app, method.clone(), uri, token, body).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with {token:?}");
+                assert_eq!(value["error"]["code"], "unauthorized");
+            }
+            let (status, _) = call(&app, method.clone(), uri, Some(TOKEN), body).await;
+            assert!(status.is_success(), "{method} {uri} with the token: {status}");
+            registry.set(FaultSpec::new("svc.db", FaultKind::DropSpans)).unwrap();
+            registry.set_visible(false);
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_requests_change_nothing() {
+        let (app, registry) = app();
+        registry.set(FaultSpec::new("svc.db", FaultKind::DropSpans)).unwrap();
+        call(&app, Method::DELETE, "/admin/faults", Some("wrong"), None).await;
+        call(&app, Method::DELETE, "/admin/faults/svc.db", None, None).await;
+        let put = r#"{"point":"svc.http","kind":"dead_letter"}"#;
+        call(&app, Method::PUT, "/admin/faults", Some("wrong"), Some(put)).await;
+        call(&app, Method::PUT, "/admin/faults/_visible", Some("wrong"), Some(r#"{"visible":true}"#)).await;
+        let points: Vec<String> = registry.list().into_iter().map(|f| f.spec.point).collect();
+        assert_eq!(points, ["svc.db"]);
+        assert!(!registry.visible());
+    }
+
+    #[tokio::test]
+    async fn the_scheme_must_be_bearer() {
+        let (app, _) = app();
+        let request = Request::get("/admin/faults")
+            .header(header::AUTHORIZATION, format!("Basic {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let request = Request::get("/admin/faults")
+            .header(header::AUTHORIZATION, format!("bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.oneshot(request).await.unwrap().status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_empty_token_refuses_everyone() {
+        let app = admin_router(FaultRegistry::new("svc", POINTS), String::new());
+        for header in ["Bearer ", "Bearer", ""] {
+            let request = Request::get("/admin/faults")
+                .header(header::AUTHORIZATION, header)
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(app.clone().oneshot(request).await.unwrap().status(), StatusCode::UNAUTHORIZED, "{header:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn set_list_clear_round_trip() {
+        let (app, registry) = app();
+        let (status, report) = call(&app, Method::GET, "/admin/faults", Some(TOKEN), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(report, json!({"service":"svc","points":["svc.db","svc.http"],"faults":[],"visible":false}));
+
+        let (status, active) = call(
+            &app,
+            Method::PUT,
+            "/admin/faults",
+            Some(TOKEN),
+            Some(r#"{"point":"svc.db","kind":"latency","ms":300,"probability":0.5,"for":"5m"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{active}");
+        assert_eq!(active["point"], "svc.db");
+        assert_eq!(active["kind"], "latency");
+        assert_eq!(active["ms"], 300);
+        assert_eq!(active["for"], "5m");
+        assert_eq!(active["active"], true);
+        assert!(active["expires_at"].is_string());
+        assert_eq!(registry.is_active("svc.db"), Some(FaultKind::Latency { ms: 300, jitter_ms: 0 }));
+
+        let put = r#"{"point":"svc.http","kind":"error","status":503}"#;
+        assert_eq!(call(&app, Method::PUT, "/admin/faults", Some(TOKEN), Some(put)).await.0, StatusCode::OK);
+
+        let (_, report) = call(&app, Method::GET, "/admin/faults", Some(TOKEN), None).await;
+        let report: FaultsReport = serde_json::from_value(report).unwrap();
+        assert_eq!(report.faults.len(), 2);
+        assert_eq!(report.faults[0], serde_json::from_value::<ActiveFault>(active).unwrap());
+        assert_eq!(report.faults[1].spec.kind, FaultKind::Error { status: 503, message: None });
+
+        let (status, body) = call(&app, Method::DELETE, "/admin/faults/svc.db", Some(TOKEN), None).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"cleared":"svc.db"})));
+        assert_eq!(registry.is_active("svc.db"), None);
+        let (status, body) = call(&app, Method::DELETE, "/admin/faults/svc.db", Some(TOKEN), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "not_found");
+
+        let (status, body) = call(&app, Method::DELETE, "/admin/faults", Some(TOKEN), None).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"cleared":1})));
+        assert!(registry.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_specs_are_400_naming_the_field() {
+        let (app, registry) = app();
+        let cases = [
+            (r#"{"point":"svc.db","kind":"latency","ms":5,"probability":2}"#, Some("probability"), "probability must be within 0..=1"),
+            (r#"{"point":"svc.x","kind":"dead_letter"}"#, Some("point"), r#"unknown point "svc.x" (known: svc.db, svc.http)"#),
+            (r#"{"point":"svc.db","kind":"latency","ms":60001}"#, Some("latency.ms"), "latency.ms must be <= 60000"),
+            (r#"{"point":"svc.db","kind":"latency","ms":5,"for":"soon"}"#, None, "invalid duration \"soon\""),
+            (r#"{"point":"svc.db","kind":"warp"}"#, None, "unknown variant `warp`"),
+            (r#"{"point":"svc.db","kind":"latency"}"#, None, "missing field `ms`"),
+            (r#"[1,2]"#, None, "invalid fault spec"),
+        ];
+        for (body, field, message) in cases {
+            let (status, value) = call(&app, Method::PUT, "/admin/faults", Some(TOKEN), Some(body)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {value}");
+            assert_eq!(value["error"]["code"], "invalid_fault", "{body}: {value}");
+            let text = value["error"]["message"].as_str().unwrap();
+            assert!(text.contains(message), "{body}: {text}");
+            match field {
+                Some(field) => assert_eq!(value["error"]["field"], field, "{body}: {value}"),
+                None => assert!(value["error"].get("field").is_none(), "{body}: {value}"),
+            }
+        }
+        let (status, value) = call(&app, Method::PUT, "/admin/faults", Some(TOKEN), Some("{not json")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(value["error"]["code"], "invalid_json");
+        assert!(registry.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn visibility_toggles() {
+        let (app, registry) = app();
+        let (status, body) = call(&app, Method::PUT, "/admin/faults/_visible", Some(TOKEN), Some(r#"{"visible":true}"#)).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"visible":true})));
+        assert!(registry.visible());
+        let (_, report) = call(&app, Method::GET, "/admin/faults", Some(TOKEN), None).await;
+        assert_eq!(report["visible"], true);
+        let (_, body) = call(&app, Method::GET, "/admin/faults/_visible", Some(TOKEN), None).await;
+        assert_eq!(body, json!({"visible":true}));
+
+        let (status, body) = call(&app, Method::PUT, "/admin/faults/_visible", Some(TOKEN), Some(r#"{"visible":"yes"}"#)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(registry.visible(), "a bad body changes nothing");
+        call(&app, Method::PUT, "/admin/faults/_visible", Some(TOKEN), Some(r#"{"visible":false}"#)).await;
+        assert!(!registry.visible());
+    }
+}
