@@ -47,7 +47,10 @@ pub fn admin_router(registry: FaultRegistry, admin_token: String) -> Router {
     }
     let token = TokenDigest::new(&admin_token);
     Router::new()
-        .route("/admin/faults", get(report).put(set_fault).delete(clear_all))
+        .route(
+            "/admin/faults",
+            get(report).put(set_fault).delete(clear_all),
+        )
         .route("/admin/faults/_visible", get(get_visible).put(set_visible))
         .route("/admin/faults/{point}", delete(clear_one))
         .route_layer(from_fn_with_state(token, require_token))
@@ -65,9 +68,14 @@ impl TokenDigest {
     }
 
     fn matches(&self, candidate: &str) -> bool {
-        let Some(expected) = &self.0 else { return false };
+        let Some(expected) = &self.0 else {
+            return false;
+        };
         let got: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
-        let diff = expected.iter().zip(got.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff = expected
+            .iter()
+            .zip(got.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         std::hint::black_box(diff) == 0
     }
 }
@@ -83,7 +91,8 @@ async fn require_token(State(token): State<TokenDigest>, req: Request, next: Nex
     match presented {
         Some(value) if token.matches(value) => next.run(req).await,
         _ => {
-            let mut response = ApiError::unauthorized("missing or invalid admin token").into_response();
+            let mut response =
+                ApiError::unauthorized("missing or invalid admin token").into_response();
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -119,7 +128,10 @@ fn invalid(e: FaultError) -> ApiError {
     }
 }
 
-async fn clear_one(State(registry): State<FaultRegistry>, Path(point): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn clear_one(
+    State(registry): State<FaultRegistry>,
+    Path(point): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     if registry.clear(&point) {
         tracing::info!(point = %point, "fault cleared");
         Ok(Json(json!({ "cleared": point })))
@@ -140,10 +152,17 @@ async fn get_visible(State(registry): State<FaultRegistry>) -> Json<Visibility> 
     })
 }
 
-async fn set_visible(State(registry): State<FaultRegistry>, Json(body): Json<Value>) -> Result<Json<Visibility>, ApiError> {
+async fn set_visible(
+    State(registry): State<FaultRegistry>,
+    Json(body): Json<Value>,
+) -> Result<Json<Visibility>, ApiError> {
     // Parsed here rather than by the extractor, which would answer 422.
-    let body: Visibility = serde_json::from_value(body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("expected {{\"visible\": true|false}}: {e}")))?;
+    let body: Visibility = serde_json::from_value(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected {{\"visible\": true|false}}: {e}"),
+        )
+    })?;
     registry.set_visible(body.visible);
     tracing::info!(visible = body.visible, "fault visibility changed");
     Ok(Json(body))
@@ -166,7 +185,13 @@ mod tests {
         (admin_router(registry.clone(), TOKEN.to_string()), registry)
     }
 
-    async fn call(app: &Router, method: Method, uri: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+    async fn call(
+        app: &Router,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -180,32 +205,63 @@ mod tests {
         .unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
         (status, value)
     }
 
     #[tokio::test]
     async fn every_route_needs_the_token() {
         let (app, registry) = app();
-        registry.set(FaultSpec::new("svc.db", FaultKind::DropSpans)).unwrap();
+        registry
+            .set(FaultSpec::new("svc.db", FaultKind::DropSpans))
+            .unwrap();
         let routes = [
             (Method::GET, "/admin/faults", None),
-            (Method::PUT, "/admin/faults", Some(r#"{"point":"svc.db","kind":"dead_letter"}"#)),
+            (
+                Method::PUT,
+                "/admin/faults",
+                Some(r#"{"point":"svc.db","kind":"dead_letter"}"#),
+            ),
             (Method::DELETE, "/admin/faults", None),
             (Method::DELETE, "/admin/faults/svc.db", None),
             (Method::GET, "/admin/faults/_visible", None),
-            (Method::PUT, "/admin/faults/_visible", Some(r#"{"visible":true}"#)),
+            (
+                Method::PUT,
+                "/admin/faults/_visible",
+                Some(r#"{"visible":true}"#),
+            ),
         ];
         for (method, uri, body) in routes {
-            for token in [None, Some("wrong"), Some(""), Some("s3cret-token-and-more"), Some("s3cret-toke")] {
+            for token in [
+                None,
+                Some("wrong"),
+                Some(""),
+                Some("s3cret-token-and-more"),
+                Some("s3cret-toke"),
+            ] {
                 let (status, value) = call(&app, method.clone(), uri, token, body).await;
-                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with {token:?}");
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {uri} with {token:?}"
+                );
                 assert_eq!(value["error"]["code"], "unauthorized");
             }
             let (status, _) = call(&app, method.clone(), uri, Some(TOKEN), body).await;
-            assert!(status.is_success(), "{method} {uri} with the token: {status}");
-            registry.set(FaultSpec::new("svc.db", FaultKind::DropSpans)).unwrap();
+            assert!(
+                status.is_success(),
+                "{method} {uri} with the token: {status}"
+            );
+            registry
+                .set(FaultSpec::new("svc.db", FaultKind::DropSpans))
+                .unwrap();
             registry.set_visible(false);
         }
     }
@@ -213,12 +269,21 @@ mod tests {
     #[tokio::test]
     async fn refused_requests_change_nothing() {
         let (app, registry) = app();
-        registry.set(FaultSpec::new("svc.db", FaultKind::DropSpans)).unwrap();
+        registry
+            .set(FaultSpec::new("svc.db", FaultKind::DropSpans))
+            .unwrap();
         call(&app, Method::DELETE, "/admin/faults", Some("wrong"), None).await;
         call(&app, Method::DELETE, "/admin/faults/svc.db", None, None).await;
         let put = r#"{"point":"svc.http","kind":"dead_letter"}"#;
         call(&app, Method::PUT, "/admin/faults", Some("wrong"), Some(put)).await;
-        call(&app, Method::PUT, "/admin/faults/_visible", Some("wrong"), Some(r#"{"visible":true}"#)).await;
+        call(
+            &app,
+            Method::PUT,
+            "/admin/faults/_visible",
+            Some("wrong"),
+            Some(r#"{"visible":true}"#),
+        )
+        .await;
         let points: Vec<String> = registry.list().into_iter().map(|f| f.spec.point).collect();
         assert_eq!(points, ["svc.db"]);
         assert!(!registry.visible());
@@ -249,7 +314,11 @@ mod tests {
                 .header(header::AUTHORIZATION, header)
                 .body(Body::empty())
                 .unwrap();
-            assert_eq!(app.clone().oneshot(request).await.unwrap().status(), StatusCode::UNAUTHORIZED, "{header:?}");
+            assert_eq!(
+                app.clone().oneshot(request).await.unwrap().status(),
+                StatusCode::UNAUTHORIZED,
+                "{header:?}"
+            );
         }
     }
 
@@ -258,7 +327,10 @@ mod tests {
         let (app, registry) = app();
         let (status, report) = call(&app, Method::GET, "/admin/faults", Some(TOKEN), None).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(report, json!({"service":"svc","points":["svc.db","svc.http"],"faults":[],"visible":false}));
+        assert_eq!(
+            report,
+            json!({"service":"svc","points":["svc.db","svc.http"],"faults":[],"visible":false})
+        );
 
         let (status, active) = call(
             &app,
@@ -275,21 +347,58 @@ mod tests {
         assert_eq!(active["for"], "5m");
         assert_eq!(active["active"], true);
         assert!(active["expires_at"].is_string());
-        assert_eq!(registry.is_active("svc.db"), Some(FaultKind::Latency { ms: 300, jitter_ms: 0 }));
+        assert_eq!(
+            registry.is_active("svc.db"),
+            Some(FaultKind::Latency {
+                ms: 300,
+                jitter_ms: 0
+            })
+        );
 
         let put = r#"{"point":"svc.http","kind":"error","status":503}"#;
-        assert_eq!(call(&app, Method::PUT, "/admin/faults", Some(TOKEN), Some(put)).await.0, StatusCode::OK);
+        assert_eq!(
+            call(&app, Method::PUT, "/admin/faults", Some(TOKEN), Some(put))
+                .await
+                .0,
+            StatusCode::OK
+        );
 
         let (_, report) = call(&app, Method::GET, "/admin/faults", Some(TOKEN), None).await;
         let report: FaultsReport = serde_json::from_value(report).unwrap();
         assert_eq!(report.faults.len(), 2);
-        assert_eq!(report.faults[0], serde_json::from_value::<ActiveFault>(active).unwrap());
-        assert_eq!(report.faults[1].spec.kind, FaultKind::Error { status: 503, message: None });
+        assert_eq!(
+            report.faults[0],
+            serde_json::from_value::<ActiveFault>(active).unwrap()
+        );
+        assert_eq!(
+            report.faults[1].spec.kind,
+            FaultKind::Error {
+                status: 503,
+                message: None
+            }
+        );
 
-        let (status, body) = call(&app, Method::DELETE, "/admin/faults/svc.db", Some(TOKEN), None).await;
-        assert_eq!((status, body), (StatusCode::OK, json!({"cleared":"svc.db"})));
+        let (status, body) = call(
+            &app,
+            Method::DELETE,
+            "/admin/faults/svc.db",
+            Some(TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, json!({"cleared":"svc.db"}))
+        );
         assert_eq!(registry.is_active("svc.db"), None);
-        let (status, body) = call(&app, Method::DELETE, "/admin/faults/svc.db", Some(TOKEN), None).await;
+        let (status, body) = call(
+            &app,
+            Method::DELETE,
+            "/admin/faults/svc.db",
+            Some(TOKEN),
+            None,
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"]["code"], "not_found");
 
@@ -302,16 +411,41 @@ mod tests {
     async fn bad_specs_are_400_naming_the_field() {
         let (app, registry) = app();
         let cases = [
-            (r#"{"point":"svc.db","kind":"latency","ms":5,"probability":2}"#, Some("probability"), "probability must be within 0..=1"),
-            (r#"{"point":"svc.x","kind":"dead_letter"}"#, Some("point"), r#"unknown point "svc.x" (known: svc.db, svc.http)"#),
-            (r#"{"point":"svc.db","kind":"latency","ms":60001}"#, Some("latency.ms"), "latency.ms must be <= 60000"),
-            (r#"{"point":"svc.db","kind":"latency","ms":5,"for":"soon"}"#, None, "invalid duration \"soon\""),
-            (r#"{"point":"svc.db","kind":"warp"}"#, None, "unknown variant `warp`"),
-            (r#"{"point":"svc.db","kind":"latency"}"#, None, "missing field `ms`"),
+            (
+                r#"{"point":"svc.db","kind":"latency","ms":5,"probability":2}"#,
+                Some("probability"),
+                "probability must be within 0..=1",
+            ),
+            (
+                r#"{"point":"svc.x","kind":"dead_letter"}"#,
+                Some("point"),
+                r#"unknown point "svc.x" (known: svc.db, svc.http)"#,
+            ),
+            (
+                r#"{"point":"svc.db","kind":"latency","ms":60001}"#,
+                Some("latency.ms"),
+                "latency.ms must be <= 60000",
+            ),
+            (
+                r#"{"point":"svc.db","kind":"latency","ms":5,"for":"soon"}"#,
+                None,
+                "invalid duration \"soon\"",
+            ),
+            (
+                r#"{"point":"svc.db","kind":"warp"}"#,
+                None,
+                "unknown variant `warp`",
+            ),
+            (
+                r#"{"point":"svc.db","kind":"latency"}"#,
+                None,
+                "missing field `ms`",
+            ),
             (r#"[1,2]"#, None, "invalid fault spec"),
         ];
         for (body, field, message) in cases {
-            let (status, value) = call(&app, Method::PUT, "/admin/faults", Some(TOKEN), Some(body)).await;
+            let (status, value) =
+                call(&app, Method::PUT, "/admin/faults", Some(TOKEN), Some(body)).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {value}");
             assert_eq!(value["error"]["code"], "invalid_fault", "{body}: {value}");
             let text = value["error"]["message"].as_str().unwrap();
@@ -321,7 +455,14 @@ mod tests {
                 None => assert!(value["error"].get("field").is_none(), "{body}: {value}"),
             }
         }
-        let (status, value) = call(&app, Method::PUT, "/admin/faults", Some(TOKEN), Some("{not json")).await;
+        let (status, value) = call(
+            &app,
+            Method::PUT,
+            "/admin/faults",
+            Some(TOKEN),
+            Some("{not json"),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(value["error"]["code"], "invalid_json");
         assert!(registry.list().is_empty());
@@ -330,18 +471,46 @@ mod tests {
     #[tokio::test]
     async fn visibility_toggles() {
         let (app, registry) = app();
-        let (status, body) = call(&app, Method::PUT, "/admin/faults/_visible", Some(TOKEN), Some(r#"{"visible":true}"#)).await;
+        let (status, body) = call(
+            &app,
+            Method::PUT,
+            "/admin/faults/_visible",
+            Some(TOKEN),
+            Some(r#"{"visible":true}"#),
+        )
+        .await;
         assert_eq!((status, body), (StatusCode::OK, json!({"visible":true})));
         assert!(registry.visible());
         let (_, report) = call(&app, Method::GET, "/admin/faults", Some(TOKEN), None).await;
         assert_eq!(report["visible"], true);
-        let (_, body) = call(&app, Method::GET, "/admin/faults/_visible", Some(TOKEN), None).await;
+        let (_, body) = call(
+            &app,
+            Method::GET,
+            "/admin/faults/_visible",
+            Some(TOKEN),
+            None,
+        )
+        .await;
         assert_eq!(body, json!({"visible":true}));
 
-        let (status, body) = call(&app, Method::PUT, "/admin/faults/_visible", Some(TOKEN), Some(r#"{"visible":"yes"}"#)).await;
+        let (status, body) = call(
+            &app,
+            Method::PUT,
+            "/admin/faults/_visible",
+            Some(TOKEN),
+            Some(r#"{"visible":"yes"}"#),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert!(registry.visible(), "a bad body changes nothing");
-        call(&app, Method::PUT, "/admin/faults/_visible", Some(TOKEN), Some(r#"{"visible":false}"#)).await;
+        call(
+            &app,
+            Method::PUT,
+            "/admin/faults/_visible",
+            Some(TOKEN),
+            Some(r#"{"visible":false}"#),
+        )
+        .await;
         assert!(!registry.visible());
     }
 }

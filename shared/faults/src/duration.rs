@@ -31,13 +31,19 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let mut total_ms: u64 = 0;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(err("expected a number before each unit"));
         }
-        let value: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| err("number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let factor: u64 = match unit {
@@ -108,7 +114,9 @@ pub mod serde_opt_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {
-            Some(text) => super::parse(&text).map(Some).map_err(serde::de::Error::custom),
+            Some(text) => super::parse(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
             None => Ok(None),
         }
     }
@@ -132,17 +140,36 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_read() {
-        for bad in ["", "  ", "30", "5x", "ms", "1.5s", "-1s", "5 m", "1m30", "99999999999999999999s", "6000000000000h"] {
+        for bad in [
+            "",
+            "  ",
+            "30",
+            "5x",
+            "ms",
+            "1.5s",
+            "-1s",
+            "5 m",
+            "1m30",
+            "99999999999999999999s",
+            "6000000000000h",
+        ] {
             let e = parse(bad).expect_err(bad);
             assert_eq!(e.input, bad);
         }
         assert!(parse("30").unwrap_err().reason.contains("missing unit"));
-        assert!(parse("5x").unwrap_err().reason.contains("unknown unit \"x\""));
+        assert!(
+            parse("5x")
+                .unwrap_err()
+                .reason
+                .contains("unknown unit \"x\"")
+        );
     }
 
     #[test]
     fn format_reads_back() {
-        for ms in [0u64, 1, 999, 1000, 1500, 60_000, 90_000, 3_600_000, 3_723_004] {
+        for ms in [
+            0u64, 1, 999, 1000, 1500, 60_000, 90_000, 3_600_000, 3_723_004,
+        ] {
             let d = Duration::from_millis(ms);
             assert_eq!(parse(&format(d)), Ok(d), "{}", format(d));
         }

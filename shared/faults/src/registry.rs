@@ -137,7 +137,9 @@ impl Entry {
 
     /// Time until this entry next changes state (expires or switches phase).
     fn next_change(&self, now: SystemTime) -> Option<Duration> {
-        let expiry = self.expires_at().map(|end| end.duration_since(now).unwrap_or_default());
+        let expiry = self
+            .expires_at()
+            .map(|end| end.duration_since(now).unwrap_or_default());
         let switch = self
             .spec
             .schedule
@@ -244,7 +246,11 @@ impl FaultRegistry {
     }
 
     /// A registry reading the time from `clock` (for tests: [`ManualClock`]).
-    pub fn with_clock(service: &'static str, points: &'static [&'static str], clock: impl Clock) -> Self {
+    pub fn with_clock(
+        service: &'static str,
+        points: &'static [&'static str],
+        clock: impl Clock,
+    ) -> Self {
         let (changes, _) = watch::channel(0);
         Self {
             inner: Arc::new(Inner {
@@ -339,7 +345,12 @@ impl FaultRegistry {
     pub fn list(&self) -> Vec<ActiveFault> {
         self.inner.prune();
         let now = self.inner.clock.now();
-        let mut all: Vec<ActiveFault> = self.inner.read().values().map(|e| e.to_active(now)).collect();
+        let mut all: Vec<ActiveFault> = self
+            .inner
+            .read()
+            .values()
+            .map(|e| e.to_active(now))
+            .collect();
         all.sort_by(|a, b| a.spec.point.cmp(&b.spec.point));
         all
     }
@@ -492,10 +503,9 @@ impl FaultRegistry {
                     continue;
                 }
                 let now = inner.clock.now();
-                let changed = inner
-                    .read()
-                    .get(&point)
-                    .is_some_and(|e| e.generation == generation && e.in_effect(now) != was_in_effect);
+                let changed = inner.read().get(&point).is_some_and(|e| {
+                    e.generation == generation && e.in_effect(now) != was_in_effect
+                });
                 if changed {
                     inner.bump();
                 }
@@ -520,7 +530,10 @@ fn burn_cpu(d: Duration) {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     while Instant::now() < end {
         for _ in 0..1_000 {
-            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407));
+            x = std::hint::black_box(
+                x.wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407),
+            );
         }
     }
     std::hint::black_box(x);
@@ -559,7 +572,10 @@ mod tests {
 
     fn manual() -> (FaultRegistry, ManualClock) {
         let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        (FaultRegistry::with_clock("svc", POINTS, clock.clone()), clock)
+        (
+            FaultRegistry::with_clock("svc", POINTS, clock.clone()),
+            clock,
+        )
     }
 
     #[test]
@@ -579,15 +595,27 @@ mod tests {
     fn set_list_clear_round_trip() {
         let (registry, _) = manual();
         let active = registry
-            .set(FaultSpec::new("svc.http", FaultKind::DeadLetter).with_duration(Duration::from_secs(300)))
+            .set(
+                FaultSpec::new("svc.http", FaultKind::DeadLetter)
+                    .with_duration(Duration::from_secs(300)),
+            )
             .unwrap();
         assert_eq!(active.spec.point, "svc.http");
         assert!(active.active);
-        assert_eq!(active.expires_at.unwrap() - active.set_at, chrono::Duration::seconds(300));
+        assert_eq!(
+            active.expires_at.unwrap() - active.set_at,
+            chrono::Duration::seconds(300)
+        );
         registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
 
         let listed = registry.list();
-        assert_eq!(listed.iter().map(|f| f.spec.point.as_str()).collect::<Vec<_>>(), ["svc.db", "svc.http"]);
+        assert_eq!(
+            listed
+                .iter()
+                .map(|f| f.spec.point.as_str())
+                .collect::<Vec<_>>(),
+            ["svc.db", "svc.http"]
+        );
         assert_eq!(listed[1], active);
 
         // Setting again replaces the fault at that point.
@@ -630,14 +658,21 @@ mod tests {
     #[test]
     fn unknown_points_and_bad_specs_are_refused() {
         let registry = FaultRegistry::new("svc", POINTS);
-        let err = registry.set(FaultSpec::new("svc.nope", latency(5))).unwrap_err();
-        assert_eq!(err.to_string(), r#"unknown point "svc.nope" (known: svc.db, svc.http, svc.telemetry)"#);
+        let err = registry
+            .set(FaultSpec::new("svc.nope", latency(5)))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"unknown point "svc.nope" (known: svc.db, svc.http, svc.telemetry)"#
+        );
         assert_eq!(err.field(), Some("point"));
         let err = registry
             .set(FaultSpec::new("svc.db", latency(5)).with_probability(1.01))
             .unwrap_err();
         assert_eq!(err.to_string(), "probability must be within 0..=1");
-        let err = registry.set(FaultSpec::new("svc.db", latency(60_001))).unwrap_err();
+        let err = registry
+            .set(FaultSpec::new("svc.db", latency(60_001)))
+            .unwrap_err();
         assert_eq!(err.to_string(), "latency.ms must be <= 60000");
         assert!(registry.list().is_empty());
         assert_eq!(registry.check("svc.db"), None);
@@ -650,7 +685,9 @@ mod tests {
             registry
                 .set(FaultSpec::new("svc.db", FaultKind::DropSpans).with_probability(p))
                 .unwrap();
-            (0..2_000).filter(|_| registry.check("svc.db").is_some()).count()
+            (0..2_000)
+                .filter(|_| registry.check("svc.db").is_some())
+                .count()
         };
         assert_eq!(fires(0.0), 0);
         assert_eq!(fires(1.0), 2_000);
@@ -665,10 +702,16 @@ mod tests {
     fn is_active_skips_the_roll() {
         let registry = FaultRegistry::new("svc", POINTS);
         registry
-            .set(FaultSpec::new("svc.telemetry", FaultKind::SamplingMiss { rate: 0.1 }).with_probability(0.0))
+            .set(
+                FaultSpec::new("svc.telemetry", FaultKind::SamplingMiss { rate: 0.1 })
+                    .with_probability(0.0),
+            )
             .unwrap();
         assert_eq!(registry.check("svc.telemetry"), None);
-        assert_eq!(registry.is_active("svc.telemetry"), Some(FaultKind::SamplingMiss { rate: 0.1 }));
+        assert_eq!(
+            registry.is_active("svc.telemetry"),
+            Some(FaultKind::SamplingMiss { rate: 0.1 })
+        );
     }
 
     #[test]
@@ -700,13 +743,21 @@ mod tests {
         let mut timeline = Vec::new();
         for _ in 0..70 {
             timeline.push(registry.check("svc.db").is_some());
-            assert_eq!(registry.is_active("svc.db").is_some(), *timeline.last().unwrap());
+            assert_eq!(
+                registry.is_active("svc.db").is_some(),
+                *timeline.last().unwrap()
+            );
             if let Some(listed) = registry.list().first() {
                 assert_eq!(listed.active, *timeline.last().unwrap());
             }
             clock.advance(Duration::from_secs(1));
         }
-        let on_at: Vec<usize> = timeline.iter().enumerate().filter(|(_, on)| **on).map(|(s, _)| s).collect();
+        let on_at: Vec<usize> = timeline
+            .iter()
+            .enumerate()
+            .filter(|(_, on)| **on)
+            .map(|(s, _)| s)
+            .collect();
         let expected: Vec<usize> = (0..10).chain(30..40).chain(60..65).collect();
         assert_eq!(on_at, expected);
         assert!(registry.list().is_empty());
@@ -738,7 +789,10 @@ mod tests {
         registry.clear_all();
         registry.set_visible(true);
         let _ = registry.set(FaultSpec::new("svc.nope", latency(5)));
-        assert!(!changes.has_changed().unwrap(), "no-ops and refusals change nothing");
+        assert!(
+            !changes.has_changed().unwrap(),
+            "no-ops and refusals change nothing"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -758,36 +812,60 @@ mod tests {
         // Off phase at 10 s: announced without anyone calling check.
         clock.advance(Duration::from_secs(10));
         tokio::time::advance(Duration::from_millis(10_002)).await;
-        tokio::time::timeout(Duration::from_millis(1), changes.changed()).await.expect("switch announced").unwrap();
+        tokio::time::timeout(Duration::from_millis(1), changes.changed())
+            .await
+            .expect("switch announced")
+            .unwrap();
         assert_eq!(registry.is_active("svc.telemetry"), None);
 
         // Expiry at 15 s removes it and announces that too.
         clock.advance(Duration::from_secs(5));
         tokio::time::advance(Duration::from_millis(5_002)).await;
-        tokio::time::timeout(Duration::from_millis(1), changes.changed()).await.expect("expiry announced").unwrap();
-        assert_eq!(registry.inner.armed.load(Ordering::Acquire), 0, "pruned by the watcher");
+        tokio::time::timeout(Duration::from_millis(1), changes.changed())
+            .await
+            .expect("expiry announced")
+            .unwrap();
+        assert_eq!(
+            registry.inner.armed.load(Ordering::Acquire),
+            0,
+            "pruned by the watcher"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn latency_really_sleeps() {
         let registry = FaultRegistry::new("svc", POINTS);
-        registry.set(FaultSpec::new("svc.db", latency(250))).unwrap();
+        registry
+            .set(FaultSpec::new("svc.db", latency(250)))
+            .unwrap();
         let start = tokio::time::Instant::now();
         assert_eq!(registry.inject("svc.db").await, Ok(None));
         let slept = start.elapsed();
-        assert!(slept >= Duration::from_millis(250) && slept < Duration::from_millis(260), "{slept:?}");
+        assert!(
+            slept >= Duration::from_millis(250) && slept < Duration::from_millis(260),
+            "{slept:?}"
+        );
 
         registry.clear("svc.db");
         let start = tokio::time::Instant::now();
         assert_eq!(registry.inject("svc.db").await, Ok(None));
-        assert!(start.elapsed() < Duration::from_millis(1), "no fault, no sleep");
+        assert!(
+            start.elapsed() < Duration::from_millis(1),
+            "no fault, no sleep"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn latency_jitter_spreads_around_ms() {
         let registry = FaultRegistry::new("svc", POINTS);
         registry
-            .set(FaultSpec::new("svc.db", FaultKind::Latency { ms: 100, jitter_ms: 50 }))
+            .set(FaultSpec::new(
+                "svc.db",
+                FaultKind::Latency {
+                    ms: 100,
+                    jitter_ms: 50,
+                },
+            ))
             .unwrap();
         let mut slept = Vec::new();
         for _ in 0..200 {
@@ -810,7 +888,9 @@ mod tests {
     #[tokio::test]
     async fn cpu_burn_really_burns() {
         let registry = FaultRegistry::new("svc", POINTS);
-        registry.set(FaultSpec::new("svc.db", FaultKind::CpuBurn { ms: 300 })).unwrap();
+        registry
+            .set(FaultSpec::new("svc.db", FaultKind::CpuBurn { ms: 300 }))
+            .unwrap();
         let cpu_before = thread_cpu_time();
         let start = Instant::now();
         assert_eq!(registry.inject("svc.db").await, Ok(None));
@@ -820,16 +900,28 @@ mod tests {
             // A sleep would use ~0 CPU; a burn uses most of its wall time,
             // less whatever other processes on a busy machine took from it.
             let used = after - before;
-            assert!(used >= Duration::from_millis(100), "only {used:?} of CPU in {wall:?}");
+            assert!(
+                used >= Duration::from_millis(100),
+                "only {used:?} of CPU in {wall:?}"
+            );
         }
     }
 
     #[tokio::test]
     async fn errors_and_outages_fail_with_their_status() {
         let registry = FaultRegistry::new("svc", POINTS);
-        registry.set(spec("svc.db", json!({"kind":"error","status":502}))).unwrap();
-        registry.set(spec("svc.http", json!({"kind":"error","message":"card processor down"}))).unwrap();
-        registry.set(spec("svc.telemetry", json!({"kind":"outage"}))).unwrap();
+        registry
+            .set(spec("svc.db", json!({"kind":"error","status":502})))
+            .unwrap();
+        registry
+            .set(spec(
+                "svc.http",
+                json!({"kind":"error","message":"card processor down"}),
+            ))
+            .unwrap();
+        registry
+            .set(spec("svc.telemetry", json!({"kind":"outage"})))
+            .unwrap();
 
         let err = registry.inject("svc.db").await.unwrap_err();
         assert_eq!(
@@ -841,7 +933,10 @@ mod tests {
             }
         );
         let err = registry.inject("svc.http").await.unwrap_err();
-        assert_eq!((err.status, err.message.as_str()), (500, "card processor down"));
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (500, "card processor down")
+        );
         assert_eq!(err.to_string(), "card processor down (500)");
         let err = registry.inject("svc.telemetry").await.unwrap_err();
         assert_eq!(err.status, 503);
@@ -856,9 +951,14 @@ mod tests {
         }
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(body["error"], json!({"code":"fault_injected","message":"slow down"}));
+        assert_eq!(
+            body["error"],
+            json!({"code":"fault_injected","message":"slow down"})
+        );
     }
 
     #[tokio::test]
@@ -868,46 +968,74 @@ mod tests {
             FaultKind::RetryStorm { retries: 3 },
             FaultKind::SlowQuery { ms: 10 },
             FaultKind::LockContention { hold_ms: 10 },
-            FaultKind::PoolExhaustion { connections: 2, hold_ms: 10 },
+            FaultKind::PoolExhaustion {
+                connections: 2,
+                hold_ms: 10,
+            },
             FaultKind::ConsumerStall { ms: 10 },
             FaultKind::DeadLetter,
             FaultKind::RateLimit { retry_after_s: 2 },
             FaultKind::PropagationBreak,
-            FaultKind::HighCardinality { attribute: "user.id".into() },
+            FaultKind::HighCardinality {
+                attribute: "user.id".into(),
+            },
             FaultKind::SamplingMiss { rate: 0.5 },
             FaultKind::SlowExport { ms: 10 },
             FaultKind::DropSpans,
             FaultKind::ClockSkew { ms: -10 },
         ] {
-            registry.set(FaultSpec::new("svc.db", kind.clone())).unwrap();
+            registry
+                .set(FaultSpec::new("svc.db", kind.clone()))
+                .unwrap();
             let start = Instant::now();
             assert_eq!(registry.inject("svc.db").await, Ok(Some(kind.clone())));
-            assert!(start.elapsed() < Duration::from_millis(100), "{kind:?} must not be applied by inject");
+            assert!(
+                start.elapsed() < Duration::from_millis(100),
+                "{kind:?} must not be applied by inject"
+            );
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn hang_waits_out_its_maximum_then_fails() {
         let registry = FaultRegistry::new("svc", POINTS);
-        registry.set(spec("svc.db", json!({"kind":"hang","max_ms":5000}))).unwrap();
+        registry
+            .set(spec("svc.db", json!({"kind":"hang","max_ms":5000})))
+            .unwrap();
         let start = tokio::time::Instant::now();
         let err = registry.inject("svc.db").await.unwrap_err();
-        assert!(start.elapsed() >= Duration::from_millis(5000), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(5000),
+            "{:?}",
+            start.elapsed()
+        );
         assert_eq!(err.status, 504);
 
-        registry.set(spec("svc.db", json!({"kind":"hang"}))).unwrap();
+        registry
+            .set(spec("svc.db", json!({"kind":"hang"})))
+            .unwrap();
         let start = tokio::time::Instant::now();
-        let caller_gives_up = tokio::time::timeout(Duration::from_secs(3), registry.inject("svc.db")).await;
-        assert!(caller_gives_up.is_err(), "still hanging when the caller gives up");
+        let caller_gives_up =
+            tokio::time::timeout(Duration::from_secs(3), registry.inject("svc.db")).await;
+        assert!(
+            caller_gives_up.is_err(),
+            "still hanging when the caller gives up"
+        );
         let err = registry.inject("svc.db").await.unwrap_err();
-        assert!(start.elapsed() >= Duration::from_secs(123), "default 120 s: {:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_secs(123),
+            "default 120 s: {:?}",
+            start.elapsed()
+        );
         assert_eq!(err.status, 504);
     }
 
     #[tokio::test(start_paused = true)]
     async fn clearing_a_hang_releases_its_waiters() {
         let registry = FaultRegistry::new("svc", POINTS);
-        registry.set(spec("svc.db", json!({"kind":"hang"}))).unwrap();
+        registry
+            .set(spec("svc.db", json!({"kind":"hang"})))
+            .unwrap();
         let waiting = tokio::spawn({
             let registry = registry.clone();
             async move { registry.inject("svc.db").await }
@@ -917,13 +1045,20 @@ mod tests {
         let start = tokio::time::Instant::now();
         registry.clear("svc.db");
         assert_eq!(waiting.await.unwrap(), Ok(None));
-        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
     }
+
+    /// Events as a [`RecordingSpan`] saw them: name and attributes.
+    type Recorded = Arc<Mutex<Vec<(String, Vec<KeyValue>)>>>;
 
     /// A span that records the events added to it.
     #[derive(Debug)]
     struct RecordingSpan {
-        events: Arc<Mutex<Vec<(String, Vec<KeyValue>)>>>,
+        events: Recorded,
         context: SpanContext,
     }
 
@@ -932,7 +1067,10 @@ mod tests {
         where
             T: Into<Cow<'static, str>>,
         {
-            self.events.lock().unwrap().push((name.into().into_owned(), attributes));
+            self.events
+                .lock()
+                .unwrap()
+                .push((name.into().into_owned(), attributes));
         }
         fn span_context(&self) -> &SpanContext {
             &self.context
@@ -960,12 +1098,17 @@ mod tests {
         })
         .attach();
         let registry = FaultRegistry::new("svc", POINTS);
-        registry.set(FaultSpec::new("svc.db", FaultKind::DeadLetter)).unwrap();
+        registry
+            .set(FaultSpec::new("svc.db", FaultKind::DeadLetter))
+            .unwrap();
 
         assert!(!registry.visible(), "hidden by default");
         assert!(registry.check("svc.db").is_some());
         assert!(registry.is_active("svc.db").is_some());
-        assert!(events.lock().unwrap().is_empty(), "exercises must not give the answer away");
+        assert!(
+            events.lock().unwrap().is_empty(),
+            "exercises must not give the answer away"
+        );
 
         registry.set_visible(true);
         assert!(registry.visible());
@@ -976,7 +1119,10 @@ mod tests {
         assert_eq!(events[0].0, "fault.injected");
         assert_eq!(
             events[0].1,
-            vec![KeyValue::new("fault.point", "svc.db"), KeyValue::new("fault.kind", "dead_letter")]
+            vec![
+                KeyValue::new("fault.point", "svc.db"),
+                KeyValue::new("fault.kind", "dead_letter")
+            ]
         );
     }
 }

@@ -172,9 +172,10 @@ impl FaultKind {
     /// Who applies this kind.
     pub fn applied_by(&self) -> AppliedBy {
         match self {
-            FaultKind::Latency { .. } | FaultKind::Error { .. } | FaultKind::Hang { .. } | FaultKind::CpuBurn { .. } => {
-                AppliedBy::Generic
-            }
+            FaultKind::Latency { .. }
+            | FaultKind::Error { .. }
+            | FaultKind::Hang { .. }
+            | FaultKind::CpuBurn { .. } => AppliedBy::Generic,
             FaultKind::Outage { .. } => AppliedBy::Generic,
             FaultKind::RetryStorm { .. }
             | FaultKind::SlowQuery { .. }
@@ -200,14 +201,20 @@ impl FaultKind {
         let kind = self.name();
         let at_most = |field: &str, value: u64, max: u64| {
             if value > max {
-                Err(FaultError::invalid(format!("{kind}.{field}"), format!("must be <= {max}")))
+                Err(FaultError::invalid(
+                    format!("{kind}.{field}"),
+                    format!("must be <= {max}"),
+                ))
             } else {
                 Ok(())
             }
         };
         let within = |field: &str, value: u64, min: u64, max: u64| {
             if value < min || value > max {
-                Err(FaultError::invalid(format!("{kind}.{field}"), format!("must be within {min}..={max}")))
+                Err(FaultError::invalid(
+                    format!("{kind}.{field}"),
+                    format!("must be within {min}..={max}"),
+                ))
             } else {
                 Ok(())
             }
@@ -216,14 +223,20 @@ impl FaultKind {
             FaultKind::Latency { ms, jitter_ms } => {
                 at_most("ms", *ms, MAX_MS)?;
                 if jitter_ms > ms {
-                    return Err(FaultError::invalid("latency.jitter_ms", "must be <= latency.ms"));
+                    return Err(FaultError::invalid(
+                        "latency.jitter_ms",
+                        "must be <= latency.ms",
+                    ));
                 }
                 Ok(())
             }
             FaultKind::Error { status, message } => {
                 within("status", u64::from(*status), 400, 599)?;
                 match message {
-                    Some(m) if m.len() > 1024 => Err(FaultError::invalid("error.message", "must be at most 1024 bytes")),
+                    Some(m) if m.len() > 1024 => Err(FaultError::invalid(
+                        "error.message",
+                        "must be at most 1024 bytes",
+                    )),
                     _ => Ok(()),
                 }
             }
@@ -232,21 +245,35 @@ impl FaultKind {
                 None => Ok(()),
             },
             FaultKind::CpuBurn { ms } => within("ms", *ms, 1, MAX_CPU_BURN_MS),
-            FaultKind::RetryStorm { retries } => within("retries", u64::from(*retries), 1, u64::from(MAX_RETRIES)),
-            FaultKind::SlowQuery { ms } | FaultKind::ConsumerStall { ms } | FaultKind::SlowExport { ms } => {
-                within("ms", *ms, 1, MAX_MS)
+            FaultKind::RetryStorm { retries } => {
+                within("retries", u64::from(*retries), 1, u64::from(MAX_RETRIES))
             }
+            FaultKind::SlowQuery { ms }
+            | FaultKind::ConsumerStall { ms }
+            | FaultKind::SlowExport { ms } => within("ms", *ms, 1, MAX_MS),
             FaultKind::LockContention { hold_ms } => within("hold_ms", *hold_ms, 1, MAX_MS),
-            FaultKind::PoolExhaustion { connections, hold_ms } => {
-                within("connections", u64::from(*connections), 1, u64::from(MAX_CONNECTIONS))?;
+            FaultKind::PoolExhaustion {
+                connections,
+                hold_ms,
+            } => {
+                within(
+                    "connections",
+                    u64::from(*connections),
+                    1,
+                    u64::from(MAX_CONNECTIONS),
+                )?;
                 within("hold_ms", *hold_ms, 1, MAX_MS)
             }
-            FaultKind::RateLimit { retry_after_s } => at_most("retry_after_s", *retry_after_s, MAX_RETRY_AFTER_S),
+            FaultKind::RateLimit { retry_after_s } => {
+                at_most("retry_after_s", *retry_after_s, MAX_RETRY_AFTER_S)
+            }
             FaultKind::Outage { status } => within("status", u64::from(*status), 400, 599),
             FaultKind::HighCardinality { attribute } => {
                 let valid = !attribute.is_empty()
                     && attribute.len() <= 128
-                    && attribute.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                    && attribute
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
                 if valid {
                     Ok(())
                 } else {
@@ -260,7 +287,10 @@ impl FaultKind {
                 if (0.0..=1.0).contains(rate) {
                     Ok(())
                 } else {
-                    Err(FaultError::invalid("sampling_miss.rate", "must be within 0..=1"))
+                    Err(FaultError::invalid(
+                        "sampling_miss.rate",
+                        "must be within 0..=1",
+                    ))
                 }
             }
             FaultKind::ClockSkew { ms } => {
@@ -327,7 +357,12 @@ pub struct FaultSpec {
     pub probability: f64,
     /// How long the fault stays set (`"5m"`, `"30s"`, `"1500ms"`, `"1h"`);
     /// absent: until cleared.
-    #[serde(default, rename = "for", with = "serde_opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "for",
+        with = "serde_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub duration: Option<Duration>,
     /// Optional on/off cycle within that time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -359,10 +394,15 @@ impl<'de> Deserialize<'de> for FaultSpec {
         use serde::de::Error;
 
         let map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
-        let unknown = map.keys().find(|k| !COMMON_FIELDS.contains(&k.as_str())).cloned();
+        let unknown = map
+            .keys()
+            .find(|k| !COMMON_FIELDS.contains(&k.as_str()))
+            .cloned();
         let raw = RawSpec::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom)?;
-        if let (FaultKind::DeadLetter | FaultKind::PropagationBreak | FaultKind::DropSpans, Some(field)) =
-            (&raw.kind, unknown)
+        if let (
+            FaultKind::DeadLetter | FaultKind::PropagationBreak | FaultKind::DropSpans,
+            Some(field),
+        ) = (&raw.kind, unknown)
         {
             return Err(D::Error::custom(format!(
                 "unknown field `{field}`: kind `{}` takes no parameters, expected one of `{}`",
@@ -445,7 +485,8 @@ impl FaultSpec {
     /// kind, missing or mistyped field, unknown field) and
     /// [`FaultError::Invalid`] when a value is out of range.
     pub fn from_value(value: serde_json::Value) -> Result<Self, FaultError> {
-        let spec: FaultSpec = serde_json::from_value(value).map_err(|e| FaultError::Parse(e.to_string()))?;
+        let spec: FaultSpec =
+            serde_json::from_value(value).map_err(|e| FaultError::Parse(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -496,17 +537,39 @@ mod tests {
             (
                 json!({"kind":"latency","ms":300,"jitter_ms":50}),
                 "kind: latency\nms: 300\njitter_ms: 50",
-                FaultKind::Latency { ms: 300, jitter_ms: 50 },
+                FaultKind::Latency {
+                    ms: 300,
+                    jitter_ms: 50,
+                },
             ),
             (
                 json!({"kind":"error","status":502,"message":"bad upstream"}),
                 "kind: error\nstatus: 502\nmessage: bad upstream",
-                FaultKind::Error { status: 502, message: Some("bad upstream".into()) },
+                FaultKind::Error {
+                    status: 502,
+                    message: Some("bad upstream".into()),
+                },
             ),
-            (json!({"kind":"hang","max_ms":5000}), "kind: hang\nmax_ms: 5000", FaultKind::Hang { max_ms: Some(5000) }),
-            (json!({"kind":"cpu_burn","ms":200}), "kind: cpu_burn\nms: 200", FaultKind::CpuBurn { ms: 200 }),
-            (json!({"kind":"retry_storm","retries":5}), "kind: retry_storm\nretries: 5", FaultKind::RetryStorm { retries: 5 }),
-            (json!({"kind":"slow_query","ms":1500}), "kind: slow_query\nms: 1500", FaultKind::SlowQuery { ms: 1500 }),
+            (
+                json!({"kind":"hang","max_ms":5000}),
+                "kind: hang\nmax_ms: 5000",
+                FaultKind::Hang { max_ms: Some(5000) },
+            ),
+            (
+                json!({"kind":"cpu_burn","ms":200}),
+                "kind: cpu_burn\nms: 200",
+                FaultKind::CpuBurn { ms: 200 },
+            ),
+            (
+                json!({"kind":"retry_storm","retries":5}),
+                "kind: retry_storm\nretries: 5",
+                FaultKind::RetryStorm { retries: 5 },
+            ),
+            (
+                json!({"kind":"slow_query","ms":1500}),
+                "kind: slow_query\nms: 1500",
+                FaultKind::SlowQuery { ms: 1500 },
+            ),
             (
                 json!({"kind":"lock_contention","hold_ms":2000}),
                 "kind: lock_contention\nhold_ms: 2000",
@@ -515,22 +578,63 @@ mod tests {
             (
                 json!({"kind":"pool_exhaustion","connections":8,"hold_ms":3000}),
                 "kind: pool_exhaustion\nconnections: 8\nhold_ms: 3000",
-                FaultKind::PoolExhaustion { connections: 8, hold_ms: 3000 },
+                FaultKind::PoolExhaustion {
+                    connections: 8,
+                    hold_ms: 3000,
+                },
             ),
-            (json!({"kind":"consumer_stall","ms":4000}), "kind: consumer_stall\nms: 4000", FaultKind::ConsumerStall { ms: 4000 }),
-            (json!({"kind":"dead_letter"}), "kind: dead_letter", FaultKind::DeadLetter),
-            (json!({"kind":"rate_limit","retry_after_s":7}), "kind: rate_limit\nretry_after_s: 7", FaultKind::RateLimit { retry_after_s: 7 }),
-            (json!({"kind":"outage","status":502}), "kind: outage\nstatus: 502", FaultKind::Outage { status: 502 }),
-            (json!({"kind":"propagation_break"}), "kind: propagation_break", FaultKind::PropagationBreak),
+            (
+                json!({"kind":"consumer_stall","ms":4000}),
+                "kind: consumer_stall\nms: 4000",
+                FaultKind::ConsumerStall { ms: 4000 },
+            ),
+            (
+                json!({"kind":"dead_letter"}),
+                "kind: dead_letter",
+                FaultKind::DeadLetter,
+            ),
+            (
+                json!({"kind":"rate_limit","retry_after_s":7}),
+                "kind: rate_limit\nretry_after_s: 7",
+                FaultKind::RateLimit { retry_after_s: 7 },
+            ),
+            (
+                json!({"kind":"outage","status":502}),
+                "kind: outage\nstatus: 502",
+                FaultKind::Outage { status: 502 },
+            ),
+            (
+                json!({"kind":"propagation_break"}),
+                "kind: propagation_break",
+                FaultKind::PropagationBreak,
+            ),
             (
                 json!({"kind":"high_cardinality","attribute":"session.id"}),
                 "kind: high_cardinality\nattribute: session.id",
-                FaultKind::HighCardinality { attribute: "session.id".into() },
+                FaultKind::HighCardinality {
+                    attribute: "session.id".into(),
+                },
             ),
-            (json!({"kind":"sampling_miss","rate":0.01}), "kind: sampling_miss\nrate: 0.01", FaultKind::SamplingMiss { rate: 0.01 }),
-            (json!({"kind":"slow_export","ms":250}), "kind: slow_export\nms: 250", FaultKind::SlowExport { ms: 250 }),
-            (json!({"kind":"drop_spans"}), "kind: drop_spans", FaultKind::DropSpans),
-            (json!({"kind":"clock_skew","ms":-1500}), "kind: clock_skew\nms: -1500", FaultKind::ClockSkew { ms: -1500 }),
+            (
+                json!({"kind":"sampling_miss","rate":0.01}),
+                "kind: sampling_miss\nrate: 0.01",
+                FaultKind::SamplingMiss { rate: 0.01 },
+            ),
+            (
+                json!({"kind":"slow_export","ms":250}),
+                "kind: slow_export\nms: 250",
+                FaultKind::SlowExport { ms: 250 },
+            ),
+            (
+                json!({"kind":"drop_spans"}),
+                "kind: drop_spans",
+                FaultKind::DropSpans,
+            ),
+            (
+                json!({"kind":"clock_skew","ms":-1500}),
+                "kind: clock_skew\nms: -1500",
+                FaultKind::ClockSkew { ms: -1500 },
+            ),
         ]
     }
 
@@ -548,7 +652,8 @@ mod tests {
     #[test]
     fn every_kind_parses_from_json_and_round_trips() {
         for (value, _, kind) in every_kind() {
-            let spec = FaultSpec::from_value(with_point(value.clone())).unwrap_or_else(|e| panic!("{value}: {e}"));
+            let spec = FaultSpec::from_value(with_point(value.clone()))
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
             assert_eq!(spec.kind, kind, "{value}");
             assert_eq!(spec.point, "p.x");
             assert_eq!(spec.kind.name(), value["kind"], "{value}");
@@ -564,17 +669,24 @@ mod tests {
     #[test]
     fn every_kind_parses_from_yaml() {
         for (_, yaml, kind) in every_kind() {
-            let text = format!("point: p.x\n{yaml}\nprobability: 0.25\nfor: 90s\nschedule: {{ on: 30s, off: 1m }}\n");
-            let spec: FaultSpec = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let text = format!(
+                "point: p.x\n{yaml}\nprobability: 0.25\nfor: 90s\nschedule: {{ on: 30s, off: 1m }}\n"
+            );
+            let spec: FaultSpec =
+                serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
             spec.validate().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(spec.kind, kind, "{text}");
             assert_eq!(spec.probability, 0.25);
             assert_eq!(spec.duration, Some(Duration::from_secs(90)));
             assert_eq!(
                 spec.schedule,
-                Some(Schedule { on: Duration::from_secs(30), off: Duration::from_secs(60) })
+                Some(Schedule {
+                    on: Duration::from_secs(30),
+                    off: Duration::from_secs(60)
+                })
             );
-            let again: FaultSpec = serde_yaml::from_str(&serde_yaml::to_string(&spec).unwrap()).unwrap();
+            let again: FaultSpec =
+                serde_yaml::from_str(&serde_yaml::to_string(&spec).unwrap()).unwrap();
             assert_eq!(again, spec);
         }
     }
@@ -583,17 +695,40 @@ mod tests {
     fn defaults_fill_what_is_left_out() {
         let parse = |v: serde_json::Value| FaultSpec::from_value(with_point(v)).unwrap();
         let spec = parse(json!({"kind":"error"}));
-        assert_eq!(spec.kind, FaultKind::Error { status: 500, message: None });
+        assert_eq!(
+            spec.kind,
+            FaultKind::Error {
+                status: 500,
+                message: None
+            }
+        );
         assert_eq!(spec.probability, 1.0);
         assert_eq!(spec.duration, None);
         assert_eq!(spec.schedule, None);
-        assert_eq!(parse(json!({"kind":"outage"})).kind, FaultKind::Outage { status: 503 });
-        assert_eq!(parse(json!({"kind":"rate_limit"})).kind, FaultKind::RateLimit { retry_after_s: 1 });
-        assert_eq!(parse(json!({"kind":"latency","ms":5})).kind, FaultKind::Latency { ms: 5, jitter_ms: 0 });
-        assert_eq!(parse(json!({"kind":"hang"})).kind, FaultKind::Hang { max_ms: None });
+        assert_eq!(
+            parse(json!({"kind":"outage"})).kind,
+            FaultKind::Outage { status: 503 }
+        );
+        assert_eq!(
+            parse(json!({"kind":"rate_limit"})).kind,
+            FaultKind::RateLimit { retry_after_s: 1 }
+        );
+        assert_eq!(
+            parse(json!({"kind":"latency","ms":5})).kind,
+            FaultKind::Latency {
+                ms: 5,
+                jitter_ms: 0
+            }
+        );
+        assert_eq!(
+            parse(json!({"kind":"hang"})).kind,
+            FaultKind::Hang { max_ms: None }
+        );
         assert_eq!(
             parse(json!({"kind":"high_cardinality"})).kind,
-            FaultKind::HighCardinality { attribute: "user.id".into() }
+            FaultKind::HighCardinality {
+                attribute: "user.id".into()
+            }
         );
     }
 
@@ -609,23 +744,47 @@ mod tests {
         assert_eq!(written["for"], "1s500ms");
         assert_eq!(written["schedule"], json!({"on":"5m","off":"1h"}));
 
-        let err = FaultSpec::from_value(json!({"point":"p.x","kind":"drop_spans","for":"5 minutes"})).unwrap_err();
-        assert!(err.to_string().contains("invalid duration \"5 minutes\""), "{err}");
-        let err = FaultSpec::from_value(json!({"point":"p.x","kind":"drop_spans","for":300})).unwrap_err();
+        let err =
+            FaultSpec::from_value(json!({"point":"p.x","kind":"drop_spans","for":"5 minutes"}))
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("invalid duration \"5 minutes\""),
+            "{err}"
+        );
+        let err = FaultSpec::from_value(json!({"point":"p.x","kind":"drop_spans","for":300}))
+            .unwrap_err();
         assert!(matches!(err, FaultError::Parse(_)), "{err}");
     }
 
     #[test]
     fn shape_errors_say_what_is_wrong() {
         let cases = [
-            (json!({"point":"p.x","kind":"teleport"}), "unknown variant `teleport`"),
+            (
+                json!({"point":"p.x","kind":"teleport"}),
+                "unknown variant `teleport`",
+            ),
             (json!({"point":"p.x","ms":5}), "missing field `kind`"),
             (json!({"kind":"latency","ms":5}), "missing field `point`"),
-            (json!({"point":"p.x","kind":"latency"}), "missing field `ms`"),
-            (json!({"point":"p.x","kind":"latency","ms":"slow"}), "invalid type: string \"slow\""),
-            (json!({"point":"p.x","kind":"latency","ms":5,"jiter_ms":1}), "unknown field `jiter_ms`"),
-            (json!({"point":"p.x","kind":"dead_letter","probabilty":0.5}), "unknown field `probabilty`"),
-            (json!({"point":"p.x","kind":"drop_spans","schedule":{"on":"1s","of":"1s"}}), "unknown field `of`"),
+            (
+                json!({"point":"p.x","kind":"latency"}),
+                "missing field `ms`",
+            ),
+            (
+                json!({"point":"p.x","kind":"latency","ms":"slow"}),
+                "invalid type: string \"slow\"",
+            ),
+            (
+                json!({"point":"p.x","kind":"latency","ms":5,"jiter_ms":1}),
+                "unknown field `jiter_ms`",
+            ),
+            (
+                json!({"point":"p.x","kind":"dead_letter","probabilty":0.5}),
+                "unknown field `probabilty`",
+            ),
+            (
+                json!({"point":"p.x","kind":"drop_spans","schedule":{"on":"1s","of":"1s"}}),
+                "unknown field `of`",
+            ),
         ];
         for (value, expected) in cases {
             let err = FaultSpec::from_value(value.clone()).expect_err(&value.to_string());
@@ -637,31 +796,120 @@ mod tests {
     #[test]
     fn validation_errors_name_the_field() {
         let cases = [
-            (json!({"kind":"drop_spans","probability":1.5}), "probability", "probability must be within 0..=1"),
-            (json!({"kind":"drop_spans","probability":-0.1}), "probability", "probability must be within 0..=1"),
-            (json!({"kind":"latency","ms":60_001}), "latency.ms", "latency.ms must be <= 60000"),
-            (json!({"kind":"latency","ms":10,"jitter_ms":11}), "latency.jitter_ms", "latency.jitter_ms must be <= latency.ms"),
-            (json!({"kind":"error","status":200}), "error.status", "error.status must be within 400..=599"),
-            (json!({"kind":"outage","status":600}), "outage.status", "outage.status must be within 400..=599"),
-            (json!({"kind":"hang","max_ms":0}), "hang.max_ms", "hang.max_ms must be within 1..=600000"),
-            (json!({"kind":"cpu_burn","ms":10_001}), "cpu_burn.ms", "cpu_burn.ms must be within 1..=10000"),
-            (json!({"kind":"retry_storm","retries":0}), "retry_storm.retries", "retry_storm.retries must be within 1..=100"),
-            (json!({"kind":"slow_query","ms":0}), "slow_query.ms", "slow_query.ms must be within 1..=60000"),
-            (json!({"kind":"lock_contention","hold_ms":70_000}), "lock_contention.hold_ms", "must be within 1..=60000"),
-            (json!({"kind":"pool_exhaustion","connections":0,"hold_ms":5}), "pool_exhaustion.connections", "must be within 1..=100"),
-            (json!({"kind":"consumer_stall","ms":60_001}), "consumer_stall.ms", "must be within 1..=60000"),
-            (json!({"kind":"rate_limit","retry_after_s":3601}), "rate_limit.retry_after_s", "must be <= 3600"),
-            (json!({"kind":"high_cardinality","attribute":""}), "high_cardinality.attribute", "must be 1 to 128"),
-            (json!({"kind":"high_cardinality","attribute":"a b"}), "high_cardinality.attribute", "[A-Za-z0-9._-]"),
-            (json!({"kind":"sampling_miss","rate":2.0}), "sampling_miss.rate", "sampling_miss.rate must be within 0..=1"),
-            (json!({"kind":"slow_export","ms":0}), "slow_export.ms", "must be within 1..=60000"),
-            (json!({"kind":"clock_skew","ms":-3_600_001}), "clock_skew.ms", "must be within -3600000..=3600000"),
-            (json!({"kind":"drop_spans","for":"0s"}), "for", "for must be longer than 0s"),
-            (json!({"kind":"drop_spans","schedule":{"on":"0s","off":"1s"}}), "schedule.on", "schedule.on must be longer than 0s"),
-            (json!({"kind":"drop_spans","schedule":{"on":"1s","off":"0s"}}), "schedule.off", "schedule.off must be longer than 0s"),
+            (
+                json!({"kind":"drop_spans","probability":1.5}),
+                "probability",
+                "probability must be within 0..=1",
+            ),
+            (
+                json!({"kind":"drop_spans","probability":-0.1}),
+                "probability",
+                "probability must be within 0..=1",
+            ),
+            (
+                json!({"kind":"latency","ms":60_001}),
+                "latency.ms",
+                "latency.ms must be <= 60000",
+            ),
+            (
+                json!({"kind":"latency","ms":10,"jitter_ms":11}),
+                "latency.jitter_ms",
+                "latency.jitter_ms must be <= latency.ms",
+            ),
+            (
+                json!({"kind":"error","status":200}),
+                "error.status",
+                "error.status must be within 400..=599",
+            ),
+            (
+                json!({"kind":"outage","status":600}),
+                "outage.status",
+                "outage.status must be within 400..=599",
+            ),
+            (
+                json!({"kind":"hang","max_ms":0}),
+                "hang.max_ms",
+                "hang.max_ms must be within 1..=600000",
+            ),
+            (
+                json!({"kind":"cpu_burn","ms":10_001}),
+                "cpu_burn.ms",
+                "cpu_burn.ms must be within 1..=10000",
+            ),
+            (
+                json!({"kind":"retry_storm","retries":0}),
+                "retry_storm.retries",
+                "retry_storm.retries must be within 1..=100",
+            ),
+            (
+                json!({"kind":"slow_query","ms":0}),
+                "slow_query.ms",
+                "slow_query.ms must be within 1..=60000",
+            ),
+            (
+                json!({"kind":"lock_contention","hold_ms":70_000}),
+                "lock_contention.hold_ms",
+                "must be within 1..=60000",
+            ),
+            (
+                json!({"kind":"pool_exhaustion","connections":0,"hold_ms":5}),
+                "pool_exhaustion.connections",
+                "must be within 1..=100",
+            ),
+            (
+                json!({"kind":"consumer_stall","ms":60_001}),
+                "consumer_stall.ms",
+                "must be within 1..=60000",
+            ),
+            (
+                json!({"kind":"rate_limit","retry_after_s":3601}),
+                "rate_limit.retry_after_s",
+                "must be <= 3600",
+            ),
+            (
+                json!({"kind":"high_cardinality","attribute":""}),
+                "high_cardinality.attribute",
+                "must be 1 to 128",
+            ),
+            (
+                json!({"kind":"high_cardinality","attribute":"a b"}),
+                "high_cardinality.attribute",
+                "[A-Za-z0-9._-]",
+            ),
+            (
+                json!({"kind":"sampling_miss","rate":2.0}),
+                "sampling_miss.rate",
+                "sampling_miss.rate must be within 0..=1",
+            ),
+            (
+                json!({"kind":"slow_export","ms":0}),
+                "slow_export.ms",
+                "must be within 1..=60000",
+            ),
+            (
+                json!({"kind":"clock_skew","ms":-3_600_001}),
+                "clock_skew.ms",
+                "must be within -3600000..=3600000",
+            ),
+            (
+                json!({"kind":"drop_spans","for":"0s"}),
+                "for",
+                "for must be longer than 0s",
+            ),
+            (
+                json!({"kind":"drop_spans","schedule":{"on":"0s","off":"1s"}}),
+                "schedule.on",
+                "schedule.on must be longer than 0s",
+            ),
+            (
+                json!({"kind":"drop_spans","schedule":{"on":"1s","off":"0s"}}),
+                "schedule.off",
+                "schedule.off must be longer than 0s",
+            ),
         ];
         for (value, field, message) in cases {
-            let err = FaultSpec::from_value(with_point(value.clone())).expect_err(&value.to_string());
+            let err =
+                FaultSpec::from_value(with_point(value.clone())).expect_err(&value.to_string());
             assert_eq!(err.field(), Some(field), "{value}: {err}");
             assert!(err.to_string().contains(message), "{value}: {err}");
         }
@@ -681,24 +929,36 @@ mod tests {
             json!({"kind":"error","status":400}),
             json!({"kind":"sampling_miss","rate":0.0}),
         ] {
-            FaultSpec::from_value(with_point(value.clone())).unwrap_or_else(|e| panic!("{value}: {e}"));
+            FaultSpec::from_value(with_point(value.clone()))
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
         }
     }
 
     #[test]
     fn kinds_know_who_applies_them() {
-        let by = |v: serde_json::Value| FaultSpec::from_value(with_point(v)).unwrap().kind.applied_by();
+        let by = |v: serde_json::Value| {
+            FaultSpec::from_value(with_point(v))
+                .unwrap()
+                .kind
+                .applied_by()
+        };
         assert_eq!(by(json!({"kind":"latency","ms":1})), AppliedBy::Generic);
         assert_eq!(by(json!({"kind":"outage"})), AppliedBy::Generic);
         assert_eq!(by(json!({"kind":"slow_query","ms":1})), AppliedBy::Caller);
         assert_eq!(by(json!({"kind":"dead_letter"})), AppliedBy::Caller);
         assert_eq!(by(json!({"kind":"drop_spans"})), AppliedBy::Telemetry);
-        assert_eq!(by(json!({"kind":"clock_skew","ms":1})), AppliedBy::Telemetry);
+        assert_eq!(
+            by(json!({"kind":"clock_skew","ms":1})),
+            AppliedBy::Telemetry
+        );
     }
 
     #[test]
     fn schedule_phases() {
-        let s = Schedule { on: Duration::from_secs(10), off: Duration::from_secs(5) };
+        let s = Schedule {
+            on: Duration::from_secs(10),
+            off: Duration::from_secs(5),
+        };
         let at = |secs: u64| Duration::from_secs(secs);
         assert!(s.is_on(at(0)));
         assert!(s.is_on(at(9)));
