@@ -9,6 +9,13 @@
 //! | `GET`/`PUT /admin/faults/_visible` `{"visible":bool}` | 200 `{"visible":bool}` |
 //!
 //! Every request needs `Authorization: Bearer <admin token>`; otherwise 401.
+//! Bodies are JSON with `Content-Type: application/json`. Errors use the
+//! project's shape, `{"error":{"code","message"}}`; a refused spec answers
+//! 400 `invalid_fault` with `"field"` naming the culprit when there is one.
+//!
+//! Changes are logged at `debug` only: the service's logs are in the
+//! learner's view, and an `info` line naming the point would give an
+//! exercise away.
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -116,7 +123,7 @@ async fn set_fault(
 ) -> Result<Json<ActiveFault>, ApiError> {
     let spec = FaultSpec::from_value(body).map_err(invalid)?;
     let active = registry.set(spec).map_err(invalid)?;
-    tracing::info!(point = %active.spec.point, kind = active.spec.kind.name(), "fault set");
+    tracing::debug!(point = %active.spec.point, kind = active.spec.kind.name(), "fault set");
     Ok(Json(active))
 }
 
@@ -133,7 +140,7 @@ async fn clear_one(
     Path(point): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     if registry.clear(&point) {
-        tracing::info!(point = %point, "fault cleared");
+        tracing::debug!(point = %point, "fault cleared");
         Ok(Json(json!({ "cleared": point })))
     } else {
         Err(ApiError::not_found(format!("no fault at point {point:?}")))
@@ -142,7 +149,7 @@ async fn clear_one(
 
 async fn clear_all(State(registry): State<FaultRegistry>) -> Json<Value> {
     let n = registry.clear_all();
-    tracing::info!(cleared = n, "all faults cleared");
+    tracing::debug!(cleared = n, "all faults cleared");
     Json(json!({ "cleared": n }))
 }
 
@@ -164,7 +171,7 @@ async fn set_visible(
         )
     })?;
     registry.set_visible(body.visible);
-    tracing::info!(visible = body.visible, "fault visibility changed");
+    tracing::debug!(visible = body.visible, "fault visibility changed");
     Ok(Json(body))
 }
 

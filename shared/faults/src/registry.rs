@@ -213,10 +213,10 @@ impl Inner {
         if self.armed.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let now = self.clock.now();
         let expired = {
             let faults = self.read();
             let entry = faults.get(point)?;
+            let now = self.clock.now();
             if entry.in_effect(now) {
                 return Some((entry.spec.kind.clone(), entry.spec.probability));
             }

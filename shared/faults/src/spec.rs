@@ -822,6 +822,11 @@ mod tests {
                 "error.status must be within 400..=599",
             ),
             (
+                json!({"kind":"error","message":"x".repeat(1025)}),
+                "error.message",
+                "error.message must be at most 1024 bytes",
+            ),
+            (
                 json!({"kind":"outage","status":600}),
                 "outage.status",
                 "outage.status must be within 400..=599",
