@@ -17,15 +17,38 @@ pub struct Config {
 impl Config {
     /// Reads `TRACELAB_LISTEN`, `TRACELAB_TOKEN_SECRET`, `TRACELAB_TOKEN_TTL_SECS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = parse_or("TRACELAB_LISTEN", std::env::var("TRACELAB_LISTEN").ok(), SocketAddr::from(([127, 0, 0, 1], 8081)))?;
-        let token_secret = std::env::var("TRACELAB_TOKEN_SECRET").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEV_SECRET.into());
+        let listen = parse_or(
+            "TRACELAB_LISTEN",
+            std::env::var("TRACELAB_LISTEN").ok(),
+            SocketAddr::from(([127, 0, 0, 1], 8081)),
+        )?;
+        let token_secret = std::env::var("TRACELAB_TOKEN_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEV_SECRET.into());
         if token_secret.len() < 16 {
-            return Err(ConfigError::new("TRACELAB_TOKEN_SECRET", "<hidden>", "must be at least 16 characters"));
+            return Err(ConfigError::new(
+                "TRACELAB_TOKEN_SECRET",
+                "<hidden>",
+                "must be at least 16 characters",
+            ));
         }
-        let token_ttl_secs = parse_or("TRACELAB_TOKEN_TTL_SECS", std::env::var("TRACELAB_TOKEN_TTL_SECS").ok(), 3600_i64)?;
+        let token_ttl_secs = parse_or(
+            "TRACELAB_TOKEN_TTL_SECS",
+            std::env::var("TRACELAB_TOKEN_TTL_SECS").ok(),
+            3600_i64,
+        )?;
         if token_ttl_secs <= 0 {
-            return Err(ConfigError::new("TRACELAB_TOKEN_TTL_SECS", token_ttl_secs.to_string(), "must be positive"));
+            return Err(ConfigError::new(
+                "TRACELAB_TOKEN_TTL_SECS",
+                token_ttl_secs.to_string(),
+                "must be positive",
+            ));
         }
-        Ok(Self { listen, token_secret, token_ttl_secs })
+        Ok(Self {
+            listen,
+            token_secret,
+            token_ttl_secs,
+        })
     }
 }

@@ -47,7 +47,8 @@ pub struct AppState {
 }
 
 /// The seeded demo users: `(username, user id)`; password is `<username>-password`.
-pub const DEMO_USERS: &[(&str, &str)] = &[("alice", "u-1001"), ("bob", "u-1002"), ("carol", "u-1003")];
+pub const DEMO_USERS: &[(&str, &str)] =
+    &[("alice", "u-1001"), ("bob", "u-1002"), ("carol", "u-1003")];
 
 impl AppState {
     pub fn new(config: &Config) -> Self {
@@ -56,7 +57,13 @@ impl AppState {
             .iter()
             .map(|(name, id)| {
                 let digest = signer.password_digest(&format!("{name}-password"));
-                (*name, User { id, password_digest: digest })
+                (
+                    *name,
+                    User {
+                        id,
+                        password_digest: digest,
+                    },
+                )
             })
             .collect();
         Self {
@@ -76,7 +83,8 @@ pub fn routes(state: AppState) -> Router {
 }
 
 pub fn router(state: AppState) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5)).expect("HTTP client builds");
+    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
+        .expect("HTTP client builds");
     tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
 }
 
@@ -100,11 +108,15 @@ fn rfc3339(ts: i64) -> String {
         .unwrap_or_default()
 }
 
-async fn login(State(state): State<AppState>, Json(req): Json<LoginRequest>) -> Result<Json<Value>, ApiError> {
-    let user = state
-        .users
-        .get(req.username.as_str())
-        .filter(|u| state.signer.password_matches(&req.password, &u.password_digest));
+async fn login(
+    State(state): State<AppState>,
+    Json(req): Json<LoginRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let user = state.users.get(req.username.as_str()).filter(|u| {
+        state
+            .signer
+            .password_matches(&req.password, &u.password_digest)
+    });
     let Some(user) = user else {
         return Err(ApiError::unauthorized("unknown user or wrong password"));
     };
@@ -131,10 +143,16 @@ async fn login(State(state): State<AppState>, Json(req): Json<LoginRequest>) -> 
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
-async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     let claims = state
         .signer
@@ -168,12 +186,18 @@ impl App {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await?;
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
+            .await?;
         Ok(())
     }
 }
@@ -196,14 +220,21 @@ mod tests {
     async fn call(app: Router, req: Request<Body>) -> (StatusCode, Value) {
         let response = app.oneshot(req).await.unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn login_req(user: &str, password: &str) -> Request<Body> {
         Request::post("/login")
             .header("content-type", "application/json")
-            .body(Body::from(json!({"username": user, "password": password}).to_string()))
+            .body(Body::from(
+                json!({"username": user, "password": password}).to_string(),
+            ))
             .unwrap()
     }
 

@@ -63,7 +63,8 @@ impl Signer {
         let mut mac = self.mac();
         mac.update(signed.as_bytes());
         // verify_slice compares in constant time.
-        mac.verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
+        mac.verify_slice(&signature)
+            .map_err(|_| TokenError::BadSignature)?;
         let claims: Claims = B64
             .decode(body)
             .ok()
@@ -110,7 +111,10 @@ mod tests {
         let token = signer.issue(&claims(100));
         assert_eq!(signer.verify(&token, 50).unwrap(), claims(100));
         assert_eq!(signer.verify(&token, 100), Err(TokenError::Expired));
-        assert_eq!(Signer::new("another-secret-xyz").verify(&token, 50), Err(TokenError::BadSignature));
+        assert_eq!(
+            Signer::new("another-secret-xyz").verify(&token, 50),
+            Err(TokenError::BadSignature)
+        );
         let forged = token.replacen("v1.", "v1.e30", 1);
         assert!(signer.verify(&forged, 50).is_err());
         assert_eq!(signer.verify("garbage", 50), Err(TokenError::Malformed));

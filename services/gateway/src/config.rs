@@ -15,8 +15,11 @@ pub struct Config {
 }
 
 fn url(name: &'static str, raw: Option<String>, default: &str) -> Result<String, ConfigError> {
-    let value = raw.filter(|s| !s.is_empty()).unwrap_or_else(|| default.to_string());
-    let parsed = reqwest::Url::parse(&value).map_err(|e| ConfigError::new(name, value.clone(), e.to_string()))?;
+    let value = raw
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_string());
+    let parsed = reqwest::Url::parse(&value)
+        .map_err(|e| ConfigError::new(name, value.clone(), e.to_string()))?;
     if parsed.scheme() != "http" && parsed.scheme() != "https" {
         return Err(ConfigError::new(name, value, "expected an http:// URL"));
     }
@@ -27,13 +30,37 @@ impl Config {
     /// Reads `TRACELAB_LISTEN`, `TRACELAB_AUTH_URL`, `TRACELAB_SEARCH_URL`,
     /// `TRACELAB_PAYMENT_URL`, `TRACELAB_UPSTREAM_TIMEOUT_MS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = parse_or("TRACELAB_LISTEN", std::env::var("TRACELAB_LISTEN").ok(), SocketAddr::from(([127, 0, 0, 1], 8080)))?;
-        let auth_url = url("TRACELAB_AUTH_URL", std::env::var("TRACELAB_AUTH_URL").ok(), "http://127.0.0.1:8081")?;
-        let search_url = url("TRACELAB_SEARCH_URL", std::env::var("TRACELAB_SEARCH_URL").ok(), "http://127.0.0.1:8082")?;
-        let payment_url = url("TRACELAB_PAYMENT_URL", std::env::var("TRACELAB_PAYMENT_URL").ok(), "http://127.0.0.1:8083")?;
-        let timeout_ms = parse_or("TRACELAB_UPSTREAM_TIMEOUT_MS", std::env::var("TRACELAB_UPSTREAM_TIMEOUT_MS").ok(), 5000_u64)?;
+        let listen = parse_or(
+            "TRACELAB_LISTEN",
+            std::env::var("TRACELAB_LISTEN").ok(),
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        )?;
+        let auth_url = url(
+            "TRACELAB_AUTH_URL",
+            std::env::var("TRACELAB_AUTH_URL").ok(),
+            "http://127.0.0.1:8081",
+        )?;
+        let search_url = url(
+            "TRACELAB_SEARCH_URL",
+            std::env::var("TRACELAB_SEARCH_URL").ok(),
+            "http://127.0.0.1:8082",
+        )?;
+        let payment_url = url(
+            "TRACELAB_PAYMENT_URL",
+            std::env::var("TRACELAB_PAYMENT_URL").ok(),
+            "http://127.0.0.1:8083",
+        )?;
+        let timeout_ms = parse_or(
+            "TRACELAB_UPSTREAM_TIMEOUT_MS",
+            std::env::var("TRACELAB_UPSTREAM_TIMEOUT_MS").ok(),
+            5000_u64,
+        )?;
         if timeout_ms == 0 {
-            return Err(ConfigError::new("TRACELAB_UPSTREAM_TIMEOUT_MS", "0", "must be positive"));
+            return Err(ConfigError::new(
+                "TRACELAB_UPSTREAM_TIMEOUT_MS",
+                "0",
+                "must be positive",
+            ));
         }
         Ok(Self {
             listen,

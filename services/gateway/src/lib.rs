@@ -50,7 +50,9 @@ impl AppState {
     pub fn new(config: Config) -> anyhow::Result<Self> {
         Ok(Self {
             client: traced_client(config.upstream_timeout)?,
-            probe: reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?,
+            probe: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?,
             config,
         })
     }
@@ -102,21 +104,36 @@ fn with_trace_id(status: StatusCode, mut body: Value) -> Response {
 /// Sends an upstream request; any HTTP answer is returned as-is (the
 /// upstream's JSON error shape is the same as ours), transport failures
 /// become 502/504.
-async fn upstream(service: &'static str, request: RequestBuilder) -> Result<(StatusCode, Value), ApiError> {
+async fn upstream(
+    service: &'static str,
+    request: RequestBuilder,
+) -> Result<(StatusCode, Value), ApiError> {
     let response = request.send().await.map_err(|e| {
         let timed_out = match &e {
             reqwest_middleware::Error::Reqwest(e) => e.is_timeout(),
             reqwest_middleware::Error::Middleware(_) => false,
         };
         if timed_out {
-            ApiError::upstream(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("{service}: {e}"))
+            ApiError::upstream(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("{service}: {e}"),
+            )
         } else {
-            ApiError::upstream(StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("{service}: {e}"))
+            ApiError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("{service}: {e}"),
+            )
         }
     })?;
     let status = response.status();
     let body = response.json::<Value>().await.map_err(|e| {
-        ApiError::upstream(StatusCode::BAD_GATEWAY, "bad_upstream_response", format!("{service}: {e}"))
+        ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "bad_upstream_response",
+            format!("{service}: {e}"),
+        )
     })?;
     Ok((status, body))
 }
@@ -127,7 +144,10 @@ struct LoginRequest {
     password: String,
 }
 
-async fn login(State(state): State<AppState>, Json(req): Json<LoginRequest>) -> Result<Response, ApiError> {
+async fn login(
+    State(state): State<AppState>,
+    Json(req): Json<LoginRequest>,
+) -> Result<Response, ApiError> {
     let (status, body) = upstream(
         "auth",
         state
@@ -146,7 +166,14 @@ async fn products(
     let mut url = reqwest::Url::parse(&format!("{}/products", state.config.search_url))
         .map_err(|e| ApiError::internal("bad_upstream_url", e))?;
     url.set_query(query.0.as_deref());
-    let (status, body) = upstream("search", state.client.get(url).with_extension(UrlTemplate("/products"))).await?;
+    let (status, body) = upstream(
+        "search",
+        state
+            .client
+            .get(url)
+            .with_extension(UrlTemplate("/products")),
+    )
+    .await?;
     Ok(with_trace_id(status, body))
 }
 
@@ -157,7 +184,10 @@ struct User {
 
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, Response> {
     let Some(authorization) = headers.get(http::header::AUTHORIZATION) else {
-        return Err(ApiError::unauthorized("missing bearer token (log in with POST /api/login)").into_response());
+        return Err(
+            ApiError::unauthorized("missing bearer token (log in with POST /api/login)")
+                .into_response(),
+        );
     };
     let result = upstream(
         "auth",
@@ -175,7 +205,12 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, Res
                     .set_attribute(KeyValue::new("enduser.id", id.to_owned()));
                 Ok(User { id: id.to_owned() })
             }
-            None => Err(ApiError::upstream(StatusCode::BAD_GATEWAY, "bad_upstream_response", "auth: no user_id").into_response()),
+            None => Err(ApiError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "bad_upstream_response",
+                "auth: no user_id",
+            )
+            .into_response()),
         },
         Ok((status, body)) => Err(with_trace_id(status, body)),
         Err(e) => Err(e.into_response()),
@@ -193,7 +228,11 @@ struct CheckoutRequest {
     currency: Option<Value>,
 }
 
-async fn checkout(State(state): State<AppState>, headers: HeaderMap, body: Result<RawBody, ApiError>) -> Result<Response, Response> {
+async fn checkout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<RawBody, ApiError>,
+) -> Result<Response, Response> {
     let RawBody(body) = body.map_err(IntoResponse::into_response)?;
     let user = authenticate(&state, &headers).await?;
     let key = headers
@@ -207,11 +246,19 @@ async fn checkout(State(state): State<AppState>, headers: HeaderMap, body: Resul
         })?
         .clone();
     let req: CheckoutRequest = serde_json::from_slice(&body).map_err(|e| {
-        let code = if e.is_data() { "invalid_body" } else { "invalid_json" };
+        let code = if e.is_data() {
+            "invalid_body"
+        } else {
+            "invalid_json"
+        };
         ApiError::bad_request(code, format!("checkout body: {e}")).into_response()
     })?;
     let mut payload = json!({ "user_id": user.id, "card": req.card });
-    for (name, value) in [("items", req.items), ("amount", req.amount), ("currency", req.currency)] {
+    for (name, value) in [
+        ("items", req.items),
+        ("amount", req.amount),
+        ("currency", req.currency),
+    ] {
         if let Some(value) = value {
             payload[name] = value;
         }
@@ -229,15 +276,28 @@ async fn checkout(State(state): State<AppState>, headers: HeaderMap, body: Resul
     Ok(with_trace_id(status, body))
 }
 
-async fn order(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Response> {
+async fn order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
     let user = authenticate(&state, &headers).await?;
     let mut url = reqwest::Url::parse(&format!("{}/orders/", state.config.payment_url))
         .map_err(|e| ApiError::internal("bad_upstream_url", e).into_response())?;
-    url.path_segments_mut().map_err(|_| ApiError::internal("bad_upstream_url", "cannot-be-a-base").into_response())?.pop_if_empty().push(&id);
+    url.path_segments_mut()
+        .map_err(|_| ApiError::internal("bad_upstream_url", "cannot-be-a-base").into_response())?
+        .pop_if_empty()
+        .push(&id);
     url.query_pairs_mut().append_pair("user_id", &user.id);
-    let (status, body) = upstream("payment", state.client.get(url).with_extension(UrlTemplate("/orders/{id}")))
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let (status, body) = upstream(
+        "payment",
+        state
+            .client
+            .get(url)
+            .with_extension(UrlTemplate("/orders/{id}")),
+    )
+    .await
+    .map_err(IntoResponse::into_response)?;
     Ok(with_trace_id(status, body))
 }
 
@@ -257,12 +317,18 @@ impl App {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await?;
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
+            .await?;
         Ok(())
     }
 }

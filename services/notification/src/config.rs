@@ -19,14 +19,26 @@ impl Config {
     /// Reads `TRACELAB_LISTEN`, `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`,
     /// `AMQP_URL`, `TRACELAB_EXCHANGE`, `TRACELAB_QUEUE`, `TRACELAB_PREFETCH`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = parse_or("TRACELAB_LISTEN", std::env::var("TRACELAB_LISTEN").ok(), SocketAddr::from(([127, 0, 0, 1], 8084)))?;
+        let listen = parse_or(
+            "TRACELAB_LISTEN",
+            std::env::var("TRACELAB_LISTEN").ok(),
+            SocketAddr::from(([127, 0, 0, 1], 8084)),
+        )?;
         let database_url = std::env::var("DATABASE_URL")
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/tracelab".into());
-        let db_pool_size = parse_or("TRACELAB_DB_POOL_SIZE", std::env::var("TRACELAB_DB_POOL_SIZE").ok(), 5_u32)?;
+        let db_pool_size = parse_or(
+            "TRACELAB_DB_POOL_SIZE",
+            std::env::var("TRACELAB_DB_POOL_SIZE").ok(),
+            5_u32,
+        )?;
         if db_pool_size == 0 {
-            return Err(ConfigError::new("TRACELAB_DB_POOL_SIZE", "0", "must be at least 1"));
+            return Err(ConfigError::new(
+                "TRACELAB_DB_POOL_SIZE",
+                "0",
+                "must be at least 1",
+            ));
         }
         let amqp_url = std::env::var("AMQP_URL")
             .ok()
@@ -40,9 +52,17 @@ impl Config {
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "notification.payment-completed".into());
-        let prefetch = parse_or("TRACELAB_PREFETCH", std::env::var("TRACELAB_PREFETCH").ok(), 10_u16)?;
+        let prefetch = parse_or(
+            "TRACELAB_PREFETCH",
+            std::env::var("TRACELAB_PREFETCH").ok(),
+            10_u16,
+        )?;
         if prefetch == 0 {
-            return Err(ConfigError::new("TRACELAB_PREFETCH", "0", "must be at least 1"));
+            return Err(ConfigError::new(
+                "TRACELAB_PREFETCH",
+                "0",
+                "must be at least 1",
+            ));
         }
         Ok(Self {
             listen,

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
 use lapin::types::{FieldTable, ShortString};
 use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
@@ -79,7 +81,8 @@ impl Consumer {
     pub async fn declare(&self) -> Result<(), lapin::Error> {
         let conn = amqp::connect(&self.amqp_url, "notification", Duration::from_secs(10)).await?;
         let channel = conn.create_channel().await?;
-        amqp::declare_consumer_queue(&channel, &self.exchange, &self.queue, PAYMENT_COMPLETED).await?;
+        amqp::declare_consumer_queue(&channel, &self.exchange, &self.queue, PAYMENT_COMPLETED)
+            .await?;
         let _ = conn.close(200, ShortString::from("declared")).await;
         Ok(())
     }
@@ -104,11 +107,17 @@ impl Consumer {
         self.consume_inner(stop).await.map_err(|e| e.to_string())?
     }
 
-    async fn consume_inner(&self, stop: &mut watch::Receiver<bool>) -> Result<Result<(), String>, lapin::Error> {
+    async fn consume_inner(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Result<(), String>, lapin::Error> {
         let conn = amqp::connect(&self.amqp_url, "notification", Duration::from_secs(2)).await?;
         let channel = conn.create_channel().await?;
-        amqp::declare_consumer_queue(&channel, &self.exchange, &self.queue, PAYMENT_COMPLETED).await?;
-        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        amqp::declare_consumer_queue(&channel, &self.exchange, &self.queue, PAYMENT_COMPLETED)
+            .await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
         let mut deliveries = channel
             .basic_consume(
                 ShortString::from(self.queue.clone()),
@@ -142,17 +151,34 @@ impl Consumer {
             KeyValue::new("messaging.system", "rabbitmq"),
             KeyValue::new("messaging.operation.type", "process"),
             KeyValue::new("messaging.operation.name", "process"),
-            KeyValue::new("messaging.destination.name", delivery.exchange.as_str().to_owned()),
-            KeyValue::new("messaging.rabbitmq.destination.routing_key", routing_key.clone()),
+            KeyValue::new(
+                "messaging.destination.name",
+                delivery.exchange.as_str().to_owned(),
+            ),
+            KeyValue::new(
+                "messaging.rabbitmq.destination.routing_key",
+                routing_key.clone(),
+            ),
             KeyValue::new("messaging.consumer.group.name", self.queue.clone()),
-            KeyValue::new("messaging.rabbitmq.message.delivery_tag", delivery.delivery_tag as i64),
+            KeyValue::new(
+                "messaging.rabbitmq.message.delivery_tag",
+                delivery.delivery_tag as i64,
+            ),
             KeyValue::new("messaging.message.body.size", delivery.data.len() as i64),
             KeyValue::new("messaging.message.redelivered", delivery.redelivered),
         ];
         if let Some(id) = delivery.properties.message_id() {
-            attributes.push(KeyValue::new("messaging.message.id", id.as_str().to_owned()));
+            attributes.push(KeyValue::new(
+                "messaging.message.id",
+                id.as_str().to_owned(),
+            ));
         }
-        let cx = start_with_parent(&parent, format!("process {routing_key}"), SpanKind::Consumer, attributes);
+        let cx = start_with_parent(
+            &parent,
+            format!("process {routing_key}"),
+            SpanKind::Consumer,
+            attributes,
+        );
         let outcome = self.process(&delivery).with_context(cx.clone()).await;
         let span = cx.span();
         let settled = match &outcome {
@@ -183,7 +209,12 @@ impl Consumer {
                 } else {
                     tracing::warn!(reason = %reason, "failed; requeued once");
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            multiple: false,
+                        })
+                        .await
                 }
             }
         };
@@ -199,10 +230,15 @@ impl Consumer {
             Err(e) => return Outcome::Poison(format!("unreadable payment.completed event: {e}")),
         };
         if event.amount <= 0 || event.user_id.is_empty() {
-            return Outcome::Poison("payment.completed event with an empty user or a non-positive amount".into());
+            return Outcome::Poison(
+                "payment.completed event with an empty user or a non-positive amount".into(),
+            );
         }
         let cx = Context::current();
-        cx.span().set_attribute(KeyValue::new("payment.order_id", event.order_id.to_string()));
+        cx.span().set_attribute(KeyValue::new(
+            "payment.order_id",
+            event.order_id.to_string(),
+        ));
         let result = in_span(
             "sendEmail",
             SpanKind::Internal,

@@ -36,11 +36,14 @@ pub struct AppState {
 }
 
 pub fn routes(state: AppState) -> Router {
-    Router::new().route("/health", get(health)).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .with_state(state)
 }
 
 pub fn router(state: AppState) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5)).expect("HTTP client builds");
+    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
+        .expect("HTTP client builds");
     tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
 }
 
@@ -74,7 +77,12 @@ impl App {
     ///
     /// Fails when a dependency stays unreachable or the address is taken.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = tracelab_db::connect(&config.database_url, config.db_pool_size, Duration::from_secs(10)).await?;
+        let pool = tracelab_db::connect(
+            &config.database_url,
+            config.db_pool_size,
+            Duration::from_secs(10),
+        )
+        .await?;
         tracelab_db::migrate(&pool).await?;
         let stats = Arc::new(Stats::default());
         let consumer = Consumer {
@@ -96,17 +104,27 @@ impl App {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves and consumes until `shutdown`; the message in hand is
     /// finished (and acked) before returning.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let consumer = tokio::spawn(self.consumer.run(stop_rx));
-        let served = tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await;
+        let served =
+            tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
+                .await;
         let _ = stop_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(5), consumer).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), consumer)
+            .await
+            .is_err()
+        {
             tracing::warn!("consumer did not stop within 5 s");
         }
         served?;

@@ -21,13 +21,33 @@ pub fn outcome(number: &str) -> CardOutcome {
         message,
     };
     match number {
-        "4000000000000002" => decline("card_declined", "generic_decline", "Your card was declined."),
-        "4000000000009995" => decline("card_declined", "insufficient_funds", "Your card has insufficient funds."),
+        "4000000000000002" => decline(
+            "card_declined",
+            "generic_decline",
+            "Your card was declined.",
+        ),
+        "4000000000009995" => decline(
+            "card_declined",
+            "insufficient_funds",
+            "Your card has insufficient funds.",
+        ),
         "4000000000009987" => decline("card_declined", "lost_card", "Your card was declined."),
         "4000000000000069" => decline("expired_card", "expired_card", "Your card has expired."),
-        "4000000000000127" => decline("incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."),
-        "4000000000000119" => decline("processing_error", "processing_error", "An error occurred while processing your card. Try again in a little bit."),
-        n if !luhn_valid(n) => decline("incorrect_number", "incorrect_number", "Your card number is incorrect."),
+        "4000000000000127" => decline(
+            "incorrect_cvc",
+            "incorrect_cvc",
+            "Your card's security code is incorrect.",
+        ),
+        "4000000000000119" => decline(
+            "processing_error",
+            "processing_error",
+            "An error occurred while processing your card. Try again in a little bit.",
+        ),
+        n if !luhn_valid(n) => decline(
+            "incorrect_number",
+            "incorrect_number",
+            "Your card number is incorrect.",
+        ),
         _ => CardOutcome::Approve,
     }
 }
@@ -71,8 +91,20 @@ mod tests {
     #[test]
     fn documented_cards() {
         assert_eq!(outcome("4242424242424242"), CardOutcome::Approve);
-        assert!(matches!(outcome("4000000000000002"), CardOutcome::Decline { code: "card_declined", .. }));
-        assert!(matches!(outcome("4242424242424241"), CardOutcome::Decline { code: "incorrect_number", .. }));
+        assert!(matches!(
+            outcome("4000000000000002"),
+            CardOutcome::Decline {
+                code: "card_declined",
+                ..
+            }
+        ));
+        assert!(matches!(
+            outcome("4242424242424241"),
+            CardOutcome::Decline {
+                code: "incorrect_number",
+                ..
+            }
+        ));
         assert!(luhn_valid("5555555555554444"));
         assert!(!luhn_valid("42424242"));
         assert_eq!(brand("5555555555554444"), "mastercard");

@@ -15,10 +15,21 @@ pub struct Config {
 impl Config {
     /// Reads `TRACELAB_LISTEN` and `TRACELAB_PROVIDER_LATENCY_MS` (`"100-200"` or `"150"`).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = parse_or("TRACELAB_LISTEN", std::env::var("TRACELAB_LISTEN").ok(), SocketAddr::from(([127, 0, 0, 1], 8090)))?;
-        let raw = std::env::var("TRACELAB_PROVIDER_LATENCY_MS").ok().unwrap_or_else(|| "100-200".into());
-        let latency_ms = parse_range(&raw)
-            .ok_or_else(|| ConfigError::new("TRACELAB_PROVIDER_LATENCY_MS", raw.clone(), "expected MIN-MAX or N in milliseconds, MIN <= MAX"))?;
+        let listen = parse_or(
+            "TRACELAB_LISTEN",
+            std::env::var("TRACELAB_LISTEN").ok(),
+            SocketAddr::from(([127, 0, 0, 1], 8090)),
+        )?;
+        let raw = std::env::var("TRACELAB_PROVIDER_LATENCY_MS")
+            .ok()
+            .unwrap_or_else(|| "100-200".into());
+        let latency_ms = parse_range(&raw).ok_or_else(|| {
+            ConfigError::new(
+                "TRACELAB_PROVIDER_LATENCY_MS",
+                raw.clone(),
+                "expected MIN-MAX or N in milliseconds, MIN <= MAX",
+            )
+        })?;
         Ok(Self { listen, latency_ms })
     }
 }

@@ -67,7 +67,8 @@ pub fn routes(state: AppState) -> Router {
 
 /// The full router as served.
 pub fn router(state: AppState) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5)).expect("HTTP client builds");
+    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
+        .expect("HTTP client builds");
     tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
 }
 
@@ -93,7 +94,11 @@ fn invalid(param: &str, code: &str, message: String) -> (StatusCode, Value) {
     )
 }
 
-async fn create_charge(State(state): State<AppState>, headers: HeaderMap, body: Result<RawBody, ApiError>) -> Response {
+async fn create_charge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<RawBody, ApiError>,
+) -> Response {
     let body = match body {
         Ok(RawBody(body)) => body,
         Err(e) => return e.into_response(),
@@ -114,19 +119,28 @@ async fn create_charge(State(state): State<AppState>, headers: HeaderMap, body: 
                     .into_response();
             }
             let mut response = (*status, axum::Json(answer.clone())).into_response();
-            response.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                http::HeaderValue::from_static("true"),
+            );
             return response;
         }
     }
 
     let (status, answer) = match serde_json::from_slice::<ChargeRequest>(&body) {
-        Err(e) => invalid("body", "parameter_invalid", format!("Invalid JSON body: {e}")),
+        Err(e) => invalid(
+            "body",
+            "parameter_invalid",
+            format!("Invalid JSON body: {e}"),
+        ),
         Ok(request) => charge(&state, request).await,
     };
 
     if let Some(key) = key {
         let mut replays = state.idempotency.lock().expect("replay lock");
-        replays.answers.insert(key.clone(), (fingerprint, status, answer.clone()));
+        replays
+            .answers
+            .insert(key.clone(), (fingerprint, status, answer.clone()));
         replays.order.push_back(key);
         while replays.order.len() > MAX_REMEMBERED_KEYS {
             if let Some(old) = replays.order.pop_front() {
@@ -139,27 +153,53 @@ async fn create_charge(State(state): State<AppState>, headers: HeaderMap, body: 
 
 async fn charge(state: &AppState, request: ChargeRequest) -> (StatusCode, Value) {
     let Some(amount) = request.amount else {
-        return invalid("amount", "parameter_missing", "Missing required param: amount.".into());
+        return invalid(
+            "amount",
+            "parameter_missing",
+            "Missing required param: amount.".into(),
+        );
     };
     if amount <= 0 {
-        return invalid("amount", "amount_too_small", "Amount must be a positive integer.".into());
+        return invalid(
+            "amount",
+            "amount_too_small",
+            "Amount must be a positive integer.".into(),
+        );
     }
     let Some(currency) = request.currency.map(|c| c.to_ascii_lowercase()) else {
-        return invalid("currency", "parameter_missing", "Missing required param: currency.".into());
+        return invalid(
+            "currency",
+            "parameter_missing",
+            "Missing required param: currency.".into(),
+        );
     };
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
-        return invalid("currency", "parameter_invalid", format!("Invalid currency: {currency}."));
+        return invalid(
+            "currency",
+            "parameter_invalid",
+            format!("Invalid currency: {currency}."),
+        );
     }
     let Some(card) = request.card else {
-        return invalid("card", "parameter_missing", "Missing required param: card.".into());
+        return invalid(
+            "card",
+            "parameter_missing",
+            "Missing required param: card.".into(),
+        );
     };
-    let card: String = card.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
+    let card: String = card
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
 
     let delay = rand::rng().random_range(state.latency_ms.clone());
     tokio::time::sleep(Duration::from_millis(delay)).await;
 
     let charge_id = format!("ch_{}", &uuid::Uuid::new_v4().simple().to_string()[..24]);
-    let last4 = card.get(card.len().saturating_sub(4)..).unwrap_or("").to_string();
+    let last4 = card
+        .get(card.len().saturating_sub(4)..)
+        .unwrap_or("")
+        .to_string();
     match cards::outcome(&card) {
         cards::CardOutcome::Approve => {
             tracing::info!(charge_id, amount, currency, last4, "charge succeeded");
@@ -180,7 +220,11 @@ async fn charge(state: &AppState, request: ChargeRequest) -> (StatusCode, Value)
                 }),
             )
         }
-        cards::CardOutcome::Decline { code, decline_code, message } => {
+        cards::CardOutcome::Decline {
+            code,
+            decline_code,
+            message,
+        } => {
             tracing::info!(charge_id, code, decline_code, last4, "charge declined");
             (
                 StatusCode::PAYMENT_REQUIRED,
@@ -207,12 +251,18 @@ impl App {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await?;
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
+            .await?;
         Ok(())
     }
 }
@@ -236,26 +286,46 @@ mod tests {
         if let Some(key) = key {
             req = req.header("idempotency-key", key);
         }
-        let response = app.oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+        let response = app
+            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let replayed = response.headers().contains_key("idempotent-replayed");
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap(), replayed)
     }
 
     #[tokio::test]
     async fn approves_declines_and_validates() {
         let app = routes(state());
-        let (status, body, _) = post(app.clone(), None, r#"{"amount":4980,"currency":"JPY","card":"4242 4242 4242 4242"}"#).await;
+        let (status, body, _) = post(
+            app.clone(),
+            None,
+            r#"{"amount":4980,"currency":"JPY","card":"4242 4242 4242 4242"}"#,
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body["id"].as_str().unwrap().starts_with("ch_"));
         assert_eq!(body["payment_method_details"]["card"]["last4"], "4242");
 
-        let (status, body, _) = post(app.clone(), None, r#"{"amount":4980,"currency":"jpy","card":"4000000000000002"}"#).await;
+        let (status, body, _) = post(
+            app.clone(),
+            None,
+            r#"{"amount":4980,"currency":"jpy","card":"4000000000000002"}"#,
+        )
+        .await;
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(body["error"]["code"], "card_declined");
 
-        let (status, body, _) = post(app.clone(), None, r#"{"currency":"jpy","card":"4242424242424242"}"#).await;
+        let (status, body, _) = post(
+            app.clone(),
+            None,
+            r#"{"currency":"jpy","card":"4242424242424242"}"#,
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"]["param"], "amount");
 
@@ -272,7 +342,16 @@ mod tests {
         let (_, second, replayed) = post(app.clone(), Some("k1"), body).await;
         assert!(replayed);
         assert_eq!(first["id"], second["id"], "same key, same charge");
-        let (status, _, _) = post(app, Some("k1"), r#"{"amount":101,"currency":"usd","card":"4242424242424242"}"#).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "same key, different parameters");
+        let (status, _, _) = post(
+            app,
+            Some("k1"),
+            r#"{"amount":101,"currency":"usd","card":"4242424242424242"}"#,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "same key, different parameters"
+        );
     }
 }

@@ -7,8 +7,10 @@ use tracelab_service::Service;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    Service::main("payment-provider", Config::from_env, |config, shutdown| async move {
-        App::build(config).await?.run_until(shutdown).await
-    })
+    Service::main(
+        "payment-provider",
+        Config::from_env,
+        |config, shutdown| async move { App::build(config).await?.run_until(shutdown).await },
+    )
     .await
 }

@@ -21,14 +21,26 @@ impl Config {
     /// `AMQP_URL`, `TRACELAB_EXCHANGE`, `TRACELAB_PROVIDER_URL`,
     /// `TRACELAB_PROVIDER_TIMEOUT_MS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = parse_or("TRACELAB_LISTEN", std::env::var("TRACELAB_LISTEN").ok(), SocketAddr::from(([127, 0, 0, 1], 8083)))?;
+        let listen = parse_or(
+            "TRACELAB_LISTEN",
+            std::env::var("TRACELAB_LISTEN").ok(),
+            SocketAddr::from(([127, 0, 0, 1], 8083)),
+        )?;
         let database_url = std::env::var("DATABASE_URL")
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/tracelab".into());
-        let db_pool_size = parse_or("TRACELAB_DB_POOL_SIZE", std::env::var("TRACELAB_DB_POOL_SIZE").ok(), 10_u32)?;
+        let db_pool_size = parse_or(
+            "TRACELAB_DB_POOL_SIZE",
+            std::env::var("TRACELAB_DB_POOL_SIZE").ok(),
+            10_u32,
+        )?;
         if db_pool_size == 0 {
-            return Err(ConfigError::new("TRACELAB_DB_POOL_SIZE", "0", "must be at least 1"));
+            return Err(ConfigError::new(
+                "TRACELAB_DB_POOL_SIZE",
+                "0",
+                "must be at least 1",
+            ));
         }
         let amqp_url = std::env::var("AMQP_URL")
             .ok()
@@ -42,9 +54,14 @@ impl Config {
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "http://127.0.0.1:8090".into());
-        reqwest::Url::parse(&provider_url)
-            .map_err(|e| ConfigError::new("TRACELAB_PROVIDER_URL", provider_url.clone(), e.to_string()))?;
-        let timeout_ms = parse_or("TRACELAB_PROVIDER_TIMEOUT_MS", std::env::var("TRACELAB_PROVIDER_TIMEOUT_MS").ok(), 3000_u64)?;
+        reqwest::Url::parse(&provider_url).map_err(|e| {
+            ConfigError::new("TRACELAB_PROVIDER_URL", provider_url.clone(), e.to_string())
+        })?;
+        let timeout_ms = parse_or(
+            "TRACELAB_PROVIDER_TIMEOUT_MS",
+            std::env::var("TRACELAB_PROVIDER_TIMEOUT_MS").ok(),
+            3000_u64,
+        )?;
         Ok(Self {
             listen,
             database_url,

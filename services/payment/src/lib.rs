@@ -66,7 +66,8 @@ pub fn routes(state: AppState) -> Router {
 }
 
 pub fn router(state: AppState) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5)).expect("HTTP client builds");
+    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
+        .expect("HTTP client builds");
     tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
 }
 
@@ -107,9 +108,19 @@ struct PaymentRequest {
 pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let key = headers
         .get("idempotency-key")
-        .ok_or_else(|| ApiError::bad_request("missing_idempotency_key", "the Idempotency-Key header is required"))?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_idempotency_key",
+                "the Idempotency-Key header is required",
+            )
+        })?
         .to_str()
-        .map_err(|_| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be visible ASCII"))?
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be visible ASCII",
+            )
+        })?
         .trim()
         .to_string();
     if key.is_empty() || key.len() > 255 {
@@ -123,9 +134,15 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// Digits of a card number, or a 400 explaining what is wrong.
 pub fn normalise_card(raw: &str) -> Result<String, ApiError> {
-    let digits: String = raw.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
+    let digits: String = raw
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
     if !(12..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::bad_request("invalid_card", "card must be 12 to 19 digits"));
+        return Err(ApiError::bad_request(
+            "invalid_card",
+            "card must be 12 to 19 digits",
+        ));
     }
     Ok(digits)
 }
@@ -174,7 +191,13 @@ async fn create_payment(
                 ));
             }
             match existing.status.as_str() {
-                "failed" if state.store.reopen_failed(existing.id).await.map_err(|e| ApiError::internal("database_error", e))? => {
+                "failed"
+                    if state
+                        .store
+                        .reopen_failed(existing.id)
+                        .await
+                        .map_err(|e| ApiError::internal("database_error", e))? =>
+                {
                     tracing::info!(order_id = %existing.id, "retrying a failed payment with the same key");
                     existing
                 }
@@ -202,11 +225,17 @@ async fn create_payment(
 }
 
 /// Prices the request: from the catalogue for `items`, or as given.
-async fn price(state: &AppState, req: &PaymentRequest) -> Result<(i64, String, Vec<PricedItem>), ApiError> {
+async fn price(
+    state: &AppState,
+    req: &PaymentRequest,
+) -> Result<(i64, String, Vec<PricedItem>), ApiError> {
     match (&req.items, req.amount) {
         (Some(items), None) => {
             if items.is_empty() || items.len() > 20 {
-                return Err(ApiError::bad_request("invalid_items", "items must hold 1 to 20 lines"));
+                return Err(ApiError::bad_request(
+                    "invalid_items",
+                    "items must hold 1 to 20 lines",
+                ));
             }
             if let Some(bad) = items.iter().find(|i| !(1..=99).contains(&i.quantity)) {
                 return Err(ApiError::bad_request(
@@ -228,9 +257,15 @@ async fn price(state: &AppState, req: &PaymentRequest) -> Result<(i64, String, V
             let mut currency = None;
             for item in items {
                 let (price, cur) = prices.get(&item.product_id).ok_or_else(|| {
-                    ApiError::bad_request("unknown_product", format!("no product with id {}", item.product_id))
+                    ApiError::bad_request(
+                        "unknown_product",
+                        format!("no product with id {}", item.product_id),
+                    )
                 })?;
-                if priced.iter().any(|p: &PricedItem| p.product_id == item.product_id) {
+                if priced
+                    .iter()
+                    .any(|p: &PricedItem| p.product_id == item.product_id)
+                {
                     return Err(ApiError::bad_request(
                         "duplicate_product",
                         format!("product {} appears twice", item.product_id),
@@ -248,9 +283,16 @@ async fn price(state: &AppState, req: &PaymentRequest) -> Result<(i64, String, V
         }
         (None, Some(amount)) => {
             if !(1..=10_000_000).contains(&amount) {
-                return Err(ApiError::bad_request("invalid_amount", "amount must be 1 to 10000000"));
+                return Err(ApiError::bad_request(
+                    "invalid_amount",
+                    "amount must be 1 to 10000000",
+                ));
             }
-            let currency = req.currency.clone().unwrap_or_else(|| "JPY".into()).to_ascii_uppercase();
+            let currency = req
+                .currency
+                .clone()
+                .unwrap_or_else(|| "JPY".into())
+                .to_ascii_uppercase();
             if !CURRENCIES.contains(&currency.as_str()) {
                 return Err(ApiError::bad_request(
                     "invalid_currency",
@@ -273,22 +315,34 @@ fn payment_error(order_id: Uuid, err: PaymentError) -> ApiError {
             code,
             decline_code,
             message,
-        }) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "card_declined", message)
-            .with_details(json!({ "order_id": order_id, "decline_code": decline_code, "provider_code": code })),
+        }) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "card_declined", message).with_details(
+            json!({ "order_id": order_id, "decline_code": decline_code, "provider_code": code }),
+        ),
         PaymentError::Charge(ChargeError::Rejected { message, .. }) => {
-            ApiError::new(StatusCode::PAYMENT_REQUIRED, "payment_rejected", message).with_details(order)
+            ApiError::new(StatusCode::PAYMENT_REQUIRED, "payment_rejected", message)
+                .with_details(order)
         }
-        PaymentError::Charge(ChargeError::Timeout(_)) => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "provider_timeout", "provider timed out").with_details(order)
+        PaymentError::Charge(ChargeError::Timeout(_)) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "provider_timeout",
+            "provider timed out",
+        )
+        .with_details(order),
+        PaymentError::Charge(ChargeError::RateLimited { retry_after }) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_rate_limited",
+            "provider is rate limiting",
+        )
+        .with_details(json!({ "order_id": order_id, "retry_after": retry_after })),
+        PaymentError::Charge(ChargeError::Unavailable(_)) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "provider_unavailable",
+            "provider unavailable",
+        )
+        .with_details(order),
+        PaymentError::InvalidOrder(_, reason) => {
+            ApiError::new(StatusCode::CONFLICT, "invalid_order", reason)
         }
-        PaymentError::Charge(ChargeError::RateLimited { retry_after }) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "provider_rate_limited", "provider is rate limiting")
-                .with_details(json!({ "order_id": order_id, "retry_after": retry_after }))
-        }
-        PaymentError::Charge(ChargeError::Unavailable(_)) => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "provider_unavailable", "provider unavailable").with_details(order)
-        }
-        PaymentError::InvalidOrder(_, reason) => ApiError::new(StatusCode::CONFLICT, "invalid_order", reason),
         PaymentError::Database(e) => ApiError::internal("database_error", e),
     }
 }
@@ -302,7 +356,9 @@ async fn replay(state: &AppState, order: OrderRow) -> Result<Response, ApiError>
                 .find_payment(order.id)
                 .await
                 .map_err(|e| ApiError::internal("database_error", e))?
-                .ok_or_else(|| ApiError::internal("inconsistent_order", "completed order without payment"))?;
+                .ok_or_else(|| {
+                    ApiError::internal("inconsistent_order", "completed order without payment")
+                })?;
             Ok((
                 StatusCode::OK,
                 axum::Json(json!({
@@ -346,7 +402,8 @@ async fn get_order(
     Path(id): Path<String>,
     Query(q): Query<OrderQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad_request("invalid_order_id", "order id must be a UUID"))?;
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| ApiError::bad_request("invalid_order_id", "order id must be a UUID"))?;
     let order = state
         .store
         .find_order(id)
@@ -375,9 +432,16 @@ impl App {
     ///
     /// Fails when a dependency stays unreachable or the address is taken.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = tracelab_db::connect(&config.database_url, config.db_pool_size, Duration::from_secs(10)).await?;
+        let pool = tracelab_db::connect(
+            &config.database_url,
+            config.db_pool_size,
+            Duration::from_secs(10),
+        )
+        .await?;
         tracelab_db::migrate(&pool).await?;
-        let connection = tracelab_service::amqp::connect(&config.amqp_url, "payment", Duration::from_secs(10)).await?;
+        let connection =
+            tracelab_service::amqp::connect(&config.amqp_url, "payment", Duration::from_secs(10))
+                .await?;
         let state = AppState {
             store: Store {
                 pool,
@@ -400,12 +464,17 @@ impl App {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves and relays until `shutdown`; drains requests, then lets the
     /// relay publish what is committed before returning.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let relay = tokio::spawn(relay::run(
             self.state.store.pool.clone(),
@@ -413,9 +482,14 @@ impl App {
             self.state.relay_wakeup.clone(),
             stop_rx,
         ));
-        let served = tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await;
+        let served =
+            tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
+                .await;
         let _ = stop_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(5), relay).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .is_err()
+        {
             tracing::warn!("outbox relay did not stop within 5 s");
         }
         served?;

@@ -36,7 +36,11 @@ pub enum PaymentError {
 ///
 /// On failure the order is marked `declined` (final) or `failed` (a retry
 /// with the same Idempotency-Key may try again).
-pub async fn process_payment(state: &AppState, order: &OrderRow, card: &str) -> Result<PaymentRow, PaymentError> {
+pub async fn process_payment(
+    state: &AppState,
+    order: &OrderRow,
+    card: &str,
+) -> Result<PaymentRow, PaymentError> {
     let attributes = vec![
         KeyValue::new("payment.order_id", order.id.to_string()),
         KeyValue::new("payment.amount", order.amount),
@@ -73,18 +77,27 @@ async fn run_steps(
     process_cx: &opentelemetry::Context,
 ) -> Result<PaymentRow, PaymentError> {
     // 1. validate the order
-    let order = in_span("validateOrder", SpanKind::Internal, vec![], |cx| async move {
-        let found = state
-            .store
-            .find_order(order.id)
-            .await?
-            .ok_or_else(|| PaymentError::InvalidOrder(order.id, "not found".into()))?;
-        cx.span().set_attribute(KeyValue::new("order.status", found.status.clone()));
-        if found.status != "processing" {
-            return Err(PaymentError::InvalidOrder(found.id, format!("status is {}", found.status)));
-        }
-        Ok(found)
-    })
+    let order = in_span(
+        "validateOrder",
+        SpanKind::Internal,
+        vec![],
+        |cx| async move {
+            let found = state
+                .store
+                .find_order(order.id)
+                .await?
+                .ok_or_else(|| PaymentError::InvalidOrder(order.id, "not found".into()))?;
+            cx.span()
+                .set_attribute(KeyValue::new("order.status", found.status.clone()));
+            if found.status != "processing" {
+                return Err(PaymentError::InvalidOrder(
+                    found.id,
+                    format!("status is {}", found.status),
+                ));
+            }
+            Ok(found)
+        },
+    )
     .await?;
     let order = &order;
 
@@ -98,8 +111,10 @@ async fn run_steps(
                 .provider
                 .charge(&cx, order.id, order.amount, &order.currency, card)
                 .await?;
-            cx.span()
-                .set_attribute(KeyValue::new("payment.transaction_id", charge.transaction_id.clone()));
+            cx.span().set_attribute(KeyValue::new(
+                "payment.transaction_id",
+                charge.transaction_id.clone(),
+            ));
             Ok::<_, PaymentError>(charge)
         },
     )
@@ -113,7 +128,10 @@ async fn run_steps(
         transaction_id: charge.transaction_id.clone(),
         amount: order.amount,
         currency: order.currency.clone(),
-        card_last4: card.get(card.len().saturating_sub(4)..).unwrap_or("").to_string(),
+        card_last4: card
+            .get(card.len().saturating_sub(4)..)
+            .unwrap_or("")
+            .to_string(),
         status: "succeeded".into(),
     };
     let event_id = Uuid::new_v4();

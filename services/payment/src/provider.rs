@@ -135,7 +135,10 @@ impl ProviderClient {
                 }
             })?;
         let status = response.status();
-        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
         let retry_after = response
             .headers()
             .get(http::header::RETRY_AFTER)
@@ -155,15 +158,22 @@ impl ProviderClient {
                 transaction_id: charge.id,
             });
         }
-        let detail = serde_json::from_slice::<ProviderError>(&body).ok().map(|e| e.error);
+        let detail = serde_json::from_slice::<ProviderError>(&body)
+            .ok()
+            .map(|e| e.error);
         let message = detail
             .as_ref()
             .and_then(|d| d.message.clone())
             .unwrap_or_else(|| status.to_string());
         Err(match status.as_u16() {
             402 => {
-                let code = detail.as_ref().and_then(|d| d.code.clone()).unwrap_or_else(|| "card_declined".into());
-                let decline_code = detail.and_then(|d| d.decline_code).unwrap_or_else(|| code.clone());
+                let code = detail
+                    .as_ref()
+                    .and_then(|d| d.code.clone())
+                    .unwrap_or_else(|| "card_declined".into());
+                let decline_code = detail
+                    .and_then(|d| d.decline_code)
+                    .unwrap_or_else(|| code.clone());
                 ChargeError::Declined {
                     code,
                     decline_code,

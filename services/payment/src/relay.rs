@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use opentelemetry::KeyValue;
@@ -49,26 +49,42 @@ impl Publisher {
 
     /// Whether the broker connection is up (for `/health`).
     pub fn connected(&self) -> bool {
-        self.connection.as_ref().is_some_and(|c| c.status().connected())
+        self.connection
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
     }
 
     async fn channel(&mut self) -> Result<&Channel, lapin::Error> {
-        if self.channel.as_ref().is_some_and(|c| c.status().connected()) {
+        if self
+            .channel
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
+        {
             return Ok(self.channel.as_ref().expect("checked above"));
         }
         if !self.connected() {
-            let conn = tracelab_service::amqp::connect(&self.url, "payment", Duration::from_secs(2)).await?;
+            let conn =
+                tracelab_service::amqp::connect(&self.url, "payment", Duration::from_secs(2))
+                    .await?;
             self.connection = Some(conn);
         }
-        let channel = self.connection.as_ref().expect("connected above").create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let channel = self
+            .connection
+            .as_ref()
+            .expect("connected above")
+            .create_channel()
+            .await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         tracelab_service::amqp::declare_exchange(&channel, &self.exchange).await?;
         Ok(self.channel.insert(channel))
     }
 
     /// Publishes one event and waits for the broker's confirm.
     async fn publish(&mut self, row: &OutboxRow) -> Result<(), String> {
-        let parent_headers: BTreeMap<String, String> = serde_json::from_value(row.trace_context.clone()).unwrap_or_default();
+        let parent_headers: BTreeMap<String, String> =
+            serde_json::from_value(row.trace_context.clone()).unwrap_or_default();
         let parent = extract_map(&parent_headers);
         let exchange = self.exchange.clone();
         let attributes = vec![
@@ -76,13 +92,24 @@ impl Publisher {
             KeyValue::new("messaging.operation.type", "send"),
             KeyValue::new("messaging.operation.name", "publish"),
             KeyValue::new("messaging.destination.name", exchange.clone()),
-            KeyValue::new("messaging.rabbitmq.destination.routing_key", row.routing_key.clone()),
+            KeyValue::new(
+                "messaging.rabbitmq.destination.routing_key",
+                row.routing_key.clone(),
+            ),
             KeyValue::new("messaging.message.id", row.event_id.to_string()),
-            KeyValue::new("messaging.message.body.size", row.payload.to_string().len() as i64),
+            KeyValue::new(
+                "messaging.message.body.size",
+                row.payload.to_string().len() as i64,
+            ),
             KeyValue::new("outbox.id", row.id),
             KeyValue::new("outbox.attempts", i64::from(row.attempts)),
         ];
-        let cx = start_with_parent(&parent, format!("publish {}", row.routing_key), SpanKind::Producer, attributes);
+        let cx = start_with_parent(
+            &parent,
+            format!("publish {}", row.routing_key),
+            SpanKind::Producer,
+            attributes,
+        );
         let result = async {
             let mut headers = FieldTable::default();
             inject_amqp(&cx, &mut headers);
@@ -146,7 +173,8 @@ struct OutboxRow {
 
 const CLAIM_SQL: &str = "SELECT id, event_id, routing_key, payload, trace_context, attempts FROM outbox \
      WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
-const SENT_SQL: &str = "UPDATE outbox SET sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1";
+const SENT_SQL: &str =
+    "UPDATE outbox SET sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1";
 const FAILED_SQL: &str = "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1";
 const PENDING_SQL: &str = "SELECT count(*) FROM outbox WHERE sent_at IS NULL";
 
@@ -157,7 +185,10 @@ pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
 
 /// Publishes one batch; returns how many rows were sent. The relay's own
 /// polling is deliberately untraced: only publishes belong to a trace.
-async fn publish_batch(pool: &PgPool, publisher: &tokio::sync::Mutex<Publisher>) -> Result<usize, String> {
+async fn publish_batch(
+    pool: &PgPool,
+    publisher: &tokio::sync::Mutex<Publisher>,
+) -> Result<usize, String> {
     let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
     let rows: Vec<OutboxRow> = sqlx::query_as(CLAIM_SQL)
         .bind(BATCH)
@@ -170,7 +201,11 @@ async fn publish_batch(pool: &PgPool, publisher: &tokio::sync::Mutex<Publisher>)
     for row in &rows {
         match publisher.publish(row).await {
             Ok(()) => {
-                sqlx::query(SENT_SQL).bind(row.id).execute(&mut *tx).await.map_err(|e| e.to_string())?;
+                sqlx::query(SENT_SQL)
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 sent += 1;
             }
             Err(e) => {
@@ -193,7 +228,12 @@ async fn publish_batch(pool: &PgPool, publisher: &tokio::sync::Mutex<Publisher>)
 }
 
 /// Runs the relay until `stop` turns true; a last batch is sent on the way out.
-pub async fn run(pool: PgPool, publisher: Arc<tokio::sync::Mutex<Publisher>>, wakeup: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    pool: PgPool,
+    publisher: Arc<tokio::sync::Mutex<Publisher>>,
+    wakeup: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         loop {

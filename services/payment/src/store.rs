@@ -84,16 +84,16 @@ const INSERT_ORDER_SQL: &str = "INSERT INTO orders (id, user_id, idempotency_key
      VALUES ($1, $2, $3, $4, $5, 'processing') ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id";
 const INSERT_ITEMS_SQL: &str = "INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
      SELECT $1, * FROM UNNEST($2::bigint[], $3::int[], $4::bigint[])";
-const SELECT_ORDER_SQL: &str =
-    "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at FROM orders WHERE id = $1";
+const SELECT_ORDER_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at FROM orders WHERE id = $1";
 const SELECT_ORDER_BY_KEY_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at \
      FROM orders WHERE user_id = $1 AND idempotency_key = $2";
-const SET_STATUS_SQL: &str = "UPDATE orders SET status = $2, failure_code = $3, updated_at = now() WHERE id = $1";
-const RETRY_SQL: &str =
-    "UPDATE orders SET status = 'processing', failure_code = NULL, updated_at = now() WHERE id = $1 AND status = 'failed'";
+const SET_STATUS_SQL: &str =
+    "UPDATE orders SET status = $2, failure_code = $3, updated_at = now() WHERE id = $1";
+const RETRY_SQL: &str = "UPDATE orders SET status = 'processing', failure_code = NULL, updated_at = now() WHERE id = $1 AND status = 'failed'";
 const INSERT_PAYMENT_SQL: &str = "INSERT INTO payments (id, order_id, provider, transaction_id, amount, currency, card_last4, status) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, 'succeeded')";
-const COMPLETE_ORDER_SQL: &str = "UPDATE orders SET status = 'completed', updated_at = now() WHERE id = $1";
+const COMPLETE_ORDER_SQL: &str =
+    "UPDATE orders SET status = 'completed', updated_at = now() WHERE id = $1";
 const INSERT_OUTBOX_SQL: &str =
     "INSERT INTO outbox (event_id, routing_key, payload, trace_context) VALUES ($1, $2, $3, $4)";
 const SELECT_PAYMENT_SQL: &str = "SELECT id, order_id, provider, transaction_id, amount, currency, card_last4, status \
@@ -101,7 +101,10 @@ const SELECT_PAYMENT_SQL: &str = "SELECT id, order_id, provider, transaction_id,
 
 impl Store {
     /// Prices `product_id`s from the catalogue: `(id, price, currency)`.
-    pub async fn price_products(&self, ids: &[i64]) -> Result<Vec<(i64, i64, String)>, sqlx::Error> {
+    pub async fn price_products(
+        &self,
+        ids: &[i64],
+    ) -> Result<Vec<(i64, i64, String)>, sqlx::Error> {
         query_span(&self.db, "SELECT", "products", PRICE_SQL, || {
             sqlx::query_as(PRICE_SQL).bind(ids).fetch_all(&self.pool)
         })
@@ -112,16 +115,17 @@ impl Store {
     /// idempotency key; then returns the existing order instead.
     pub async fn create_order(&self, order: &NewOrder) -> Result<Created, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let inserted: Option<Uuid> = query_span(&self.db, "INSERT", "orders", INSERT_ORDER_SQL, || {
-            sqlx::query_scalar(INSERT_ORDER_SQL)
-                .bind(order.id)
-                .bind(&order.user_id)
-                .bind(&order.idempotency_key)
-                .bind(order.amount)
-                .bind(&order.currency)
-                .fetch_optional(&mut *tx)
-        })
-        .await?;
+        let inserted: Option<Uuid> =
+            query_span(&self.db, "INSERT", "orders", INSERT_ORDER_SQL, || {
+                sqlx::query_scalar(INSERT_ORDER_SQL)
+                    .bind(order.id)
+                    .bind(&order.user_id)
+                    .bind(&order.idempotency_key)
+                    .bind(order.amount)
+                    .bind(&order.currency)
+                    .fetch_optional(&mut *tx)
+            })
+            .await?;
         let Some(id) = inserted else {
             tx.rollback().await?;
             let existing = self
@@ -151,22 +155,46 @@ impl Store {
     /// The order with `id`.
     pub async fn find_order(&self, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
         query_span(&self.db, "SELECT", "orders", SELECT_ORDER_SQL, || {
-            sqlx::query_as(SELECT_ORDER_SQL).bind(id).fetch_optional(&self.pool)
+            sqlx::query_as(SELECT_ORDER_SQL)
+                .bind(id)
+                .fetch_optional(&self.pool)
         })
         .await
     }
 
-    async fn find_order_by_key(&self, user_id: &str, key: &str) -> Result<Option<OrderRow>, sqlx::Error> {
-        query_span(&self.db, "SELECT", "orders", SELECT_ORDER_BY_KEY_SQL, || {
-            sqlx::query_as(SELECT_ORDER_BY_KEY_SQL).bind(user_id).bind(key).fetch_optional(&self.pool)
-        })
+    async fn find_order_by_key(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> Result<Option<OrderRow>, sqlx::Error> {
+        query_span(
+            &self.db,
+            "SELECT",
+            "orders",
+            SELECT_ORDER_BY_KEY_SQL,
+            || {
+                sqlx::query_as(SELECT_ORDER_BY_KEY_SQL)
+                    .bind(user_id)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+            },
+        )
         .await
     }
 
     /// Records a final status for an order that did not complete.
-    pub async fn set_status(&self, id: Uuid, status: &str, failure_code: Option<&str>) -> Result<(), sqlx::Error> {
+    pub async fn set_status(
+        &self,
+        id: Uuid,
+        status: &str,
+        failure_code: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
         query_span(&self.db, "UPDATE", "orders", SET_STATUS_SQL, || {
-            sqlx::query(SET_STATUS_SQL).bind(id).bind(status).bind(failure_code).execute(&self.pool)
+            sqlx::query(SET_STATUS_SQL)
+                .bind(id)
+                .bind(status)
+                .bind(failure_code)
+                .execute(&self.pool)
         })
         .await
         .map(|_| ())
@@ -185,7 +213,11 @@ impl Store {
     /// Writes the payment, completes the order and queues the event, all in
     /// one transaction: either the customer is charged and told, or neither
     /// is recorded.
-    pub async fn save_payment(&self, payment: &PaymentRow, event: &OutboxEvent) -> Result<(), sqlx::Error> {
+    pub async fn save_payment(
+        &self,
+        payment: &PaymentRow,
+        event: &OutboxEvent,
+    ) -> Result<(), sqlx::Error> {
         let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
         query_span(&self.db, "INSERT", "payments", INSERT_PAYMENT_SQL, || {
             sqlx::query(INSERT_PAYMENT_SQL)
@@ -200,7 +232,9 @@ impl Store {
         })
         .await?;
         query_span(&self.db, "UPDATE", "orders", COMPLETE_ORDER_SQL, || {
-            sqlx::query(COMPLETE_ORDER_SQL).bind(payment.order_id).execute(&mut *tx)
+            sqlx::query(COMPLETE_ORDER_SQL)
+                .bind(payment.order_id)
+                .execute(&mut *tx)
         })
         .await?;
         let trace_context = serde_json::to_value(&event.trace_context).unwrap_or_default();
@@ -219,7 +253,9 @@ impl Store {
     /// The payment of an order, if it completed.
     pub async fn find_payment(&self, order_id: Uuid) -> Result<Option<PaymentRow>, sqlx::Error> {
         query_span(&self.db, "SELECT", "payments", SELECT_PAYMENT_SQL, || {
-            sqlx::query_as(SELECT_PAYMENT_SQL).bind(order_id).fetch_optional(&self.pool)
+            sqlx::query_as(SELECT_PAYMENT_SQL)
+                .bind(order_id)
+                .fetch_optional(&self.pool)
         })
         .await
     }

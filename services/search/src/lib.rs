@@ -40,12 +40,17 @@ pub fn routes(state: AppState) -> Router {
 }
 
 pub fn router(state: AppState) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5)).expect("HTTP client builds");
+    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
+        .expect("HTTP client builds");
     tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    health_response("search", vec![Check::new("postgres", tracelab_db::ping(&state.pool).await)], None)
+    health_response(
+        "search",
+        vec![Check::new("postgres", tracelab_db::ping(&state.pool).await)],
+        None,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,25 +78,43 @@ async fn search(
     State(state): State<AppState>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let q = params.q.trim();
     if q.chars().count() > 100 {
-        return Err(ApiError::bad_request("query_too_long", "q must be at most 100 characters"));
+        return Err(ApiError::bad_request(
+            "query_too_long",
+            "q must be at most 100 characters",
+        ));
     }
     let limit = params.limit.unwrap_or(20);
     if !(1..=50).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 50"));
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be between 1 and 50",
+        ));
     }
     // Escape LIKE wildcards so a user's % or _ is matched literally.
-    let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let pattern = format!(
+        "%{}%",
+        q.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
     let products: Vec<Product> = query_span(&state.db, "SELECT", "products", SEARCH_SQL, || {
-        sqlx::query_as(SEARCH_SQL).bind(&pattern).bind(limit).fetch_all(&state.pool)
+        sqlx::query_as(SEARCH_SQL)
+            .bind(&pattern)
+            .bind(limit)
+            .fetch_all(&state.pool)
     })
     .await
     .map_err(|e| ApiError::internal("search_failed", e))?;
     let cx = opentelemetry::Context::current();
-    cx.span().set_attribute(KeyValue::new("search.results", products.len() as i64));
-    Ok(Json(serde_json::json!({ "products": products, "count": products.len() })))
+    cx.span()
+        .set_attribute(KeyValue::new("search.results", products.len() as i64));
+    Ok(Json(
+        serde_json::json!({ "products": products, "count": products.len() }),
+    ))
 }
 
 /// A bound, ready-to-run search service.
@@ -105,23 +128,37 @@ impl App {
     ///
     /// Fails when Postgres is unreachable, migrations fail or the address is taken.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = tracelab_db::connect(&config.database_url, config.db_pool_size, Duration::from_secs(10)).await?;
+        let pool = tracelab_db::connect(
+            &config.database_url,
+            config.db_pool_size,
+            Duration::from_secs(10),
+        )
+        .await?;
         tracelab_db::migrate(&pool).await?;
         let state = AppState {
             db: DbTarget::from_url(&config.database_url),
             pool,
         };
         let listener = tracelab_service::bind(config.listen).await?;
-        Ok(Self { listener, router: router(state) })
+        Ok(Self {
+            listener,
+            router: router(state),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await?;
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
+            .await?;
         Ok(())
     }
 }

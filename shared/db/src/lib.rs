@@ -28,10 +28,11 @@ pub enum DbError {
 }
 
 fn options(url: &str) -> Result<PgConnectOptions, DbError> {
-    url.parse::<PgConnectOptions>().map_err(|source| DbError::Url {
-        url: url.to_string(),
-        source,
-    })
+    url.parse::<PgConnectOptions>()
+        .map_err(|source| DbError::Url {
+            url: url.to_string(),
+            source,
+        })
 }
 
 fn target(opts: &PgConnectOptions) -> String {
@@ -98,7 +99,10 @@ pub async fn ensure_database(url: &str) -> Result<bool, DbError> {
         return Ok(false);
     }
     let sql = format!("CREATE DATABASE {}", quote_ident(&name));
-    match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+    match sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut admin)
+        .await
+    {
         Ok(_) => Ok(true),
         // Another process created it between our check and our CREATE.
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(false),
@@ -119,8 +123,13 @@ pub async fn drop_database(url: &str) -> Result<(), DbError> {
             target: target(&opts),
             source,
         })?;
-    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&name));
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await?;
+    let sql = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(&name)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut admin)
+        .await?;
     Ok(())
 }
 
@@ -131,7 +140,12 @@ pub fn quote_ident(name: &str) -> String {
 
 /// A cheap reachability probe for `/health`.
 pub async fn ping(pool: &PgPool) -> Result<(), String> {
-    match tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(pool),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out after 2 s".into()),

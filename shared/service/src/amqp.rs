@@ -80,10 +80,17 @@ pub async fn declare_consumer_queue(
         ..Default::default()
     };
     channel
-        .queue_declare(ShortString::from(dlq_name(queue)), durable, FieldTable::default())
+        .queue_declare(
+            ShortString::from(dlq_name(queue)),
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     let mut args = FieldTable::default();
-    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
     args.insert(
         "x-dead-letter-routing-key".into(),
         AMQPValue::LongString(dlq_name(queue).into()),
@@ -108,7 +115,10 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_logs() {
-        assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(
+            redact("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
         assert_eq!(redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
     }
 }

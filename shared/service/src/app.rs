@@ -37,7 +37,11 @@ impl Default for StandardLimits {
 /// Wraps a service's routes with what every service has: JSON 404/405, a
 /// body limit, a request timeout, the SERVER span (outermost, so it records
 /// the status the client really got) and the W3C test-harness endpoint.
-pub fn standard(routes: Router, limits: StandardLimits, client: reqwest_middleware::ClientWithMiddleware) -> Router {
+pub fn standard(
+    routes: Router,
+    limits: StandardLimits,
+    client: reqwest_middleware::ClientWithMiddleware,
+) -> Router {
     routes
         .route("/_w3c/test", post(w3c_test).with_state(client))
         .fallback(not_found)
@@ -52,7 +56,11 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }
 
 async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
@@ -141,7 +149,11 @@ pub async fn serve(
 pub struct Service;
 
 impl Service {
-    pub async fn main<C, E, F, Fut>(name: &'static str, config: fn() -> Result<C, E>, run: F) -> ExitCode
+    pub async fn main<C, E, F, Fut>(
+        name: &'static str,
+        config: fn() -> Result<C, E>,
+        run: F,
+    ) -> ExitCode
     where
         E: std::fmt::Display,
         F: FnOnce(C, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,

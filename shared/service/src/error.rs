@@ -82,7 +82,9 @@ impl IntoResponse for ApiError {
         let message = if self.status.is_server_error() {
             match self.status {
                 StatusCode::BAD_GATEWAY => "an upstream service failed".to_string(),
-                StatusCode::SERVICE_UNAVAILABLE => "the service is unavailable, try again later".to_string(),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    "the service is unavailable, try again later".to_string()
+                }
                 StatusCode::GATEWAY_TIMEOUT => "an upstream service timed out".to_string(),
                 _ => "internal error; the trace id identifies this failure".to_string(),
             }
@@ -90,7 +92,9 @@ impl IntoResponse for ApiError {
             self.message
         };
         let mut error = json!({ "code": self.code, "message": message });
-        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.details, error.as_object_mut()) {
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.details, error.as_object_mut())
+        {
             obj.extend(extra);
         }
         let mut body = json!({ "error": error });
@@ -140,7 +144,11 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
             .map(RawBody)
             .map_err(|rejection| {
                 let status = rejection.status();
-                let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "body_too_large"
+                } else {
+                    "invalid_body"
+                };
                 ApiError::new(status, code, rejection.body_text())
             })
     }
@@ -164,9 +172,12 @@ mod tests {
 
     #[tokio::test]
     async fn server_errors_hide_their_cause() {
-        let response = ApiError::internal("db_failed", "password authentication failed for user x").into_response();
+        let response = ApiError::internal("db_failed", "password authentication failed for user x")
+            .into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
         assert!(!text.contains("password"), "{text}");
         assert!(text.contains("db_failed"), "{text}");
@@ -177,7 +188,9 @@ mod tests {
         let response = ApiError::bad_request("bad_amount", "amount must be positive")
             .with_details(json!({"field": "amount"}))
             .into_response();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["error"]["message"], "amount must be positive");
         assert_eq!(value["error"]["field"], "amount");

@@ -36,6 +36,10 @@ pub fn health_response(service: &str, checks: Vec<Check>, extra: Option<Value>) 
     if let (Some(Value::Object(extra)), Some(obj)) = (extra, body.as_object_mut()) {
         obj.extend(extra);
     }
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body)).into_response()
 }

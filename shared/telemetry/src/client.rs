@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 use opentelemetry::KeyValue;
+use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 
 use crate::propagation::inject_http;
@@ -52,7 +52,10 @@ impl Middleware for TracePropagation {
         match &result {
             Ok(response) => {
                 let status = response.status();
-                span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                ));
                 // The client side of a 4xx or 5xx is an error (semconv).
                 if status.is_client_error() || status.is_server_error() {
                     span.set_attribute(KeyValue::new("error.type", status.as_u16().to_string()));
@@ -60,7 +63,11 @@ impl Middleware for TracePropagation {
                 }
             }
             Err(err) => {
-                let kind = if err.is_timeout() { "timeout" } else { "transport" };
+                let kind = if err.is_timeout() {
+                    "timeout"
+                } else {
+                    "transport"
+                };
                 span.set_attribute(KeyValue::new("error.type", kind));
                 record_error(&cx, "reqwest::Error", &err.to_string());
             }

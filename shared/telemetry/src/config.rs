@@ -104,12 +104,19 @@ impl TelemetryConfig {
                 "expected an http:// or https:// URL",
             ));
         }
-        let sdk_disabled = parse_or("OTEL_SDK_DISABLED", std::env::var("OTEL_SDK_DISABLED").ok(), false)?;
+        let sdk_disabled = parse_or(
+            "OTEL_SDK_DISABLED",
+            std::env::var("OTEL_SDK_DISABLED").ok(),
+            false,
+        )?;
         let sampler = parse_sampler(
             std::env::var("OTEL_TRACES_SAMPLER").ok(),
             std::env::var("OTEL_TRACES_SAMPLER_ARG").ok(),
         )?;
-        let sampling_file = match std::env::var("TRACELAB_SAMPLING_FILE").ok().filter(|s| !s.is_empty()) {
+        let sampling_file = match std::env::var("TRACELAB_SAMPLING_FILE")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
             Some(path) => Some(PathBuf::from(path)),
             None => Some(PathBuf::from("sampling.yaml")).filter(|p| p.exists()),
         };
@@ -129,7 +136,10 @@ impl TelemetryConfig {
     }
 }
 
-fn parse_sampler(name: Option<String>, arg: Option<String>) -> Result<Option<SamplerOverride>, ConfigError> {
+fn parse_sampler(
+    name: Option<String>,
+    arg: Option<String>,
+) -> Result<Option<SamplerOverride>, ConfigError> {
     let ratio = || parse_or("OTEL_TRACES_SAMPLER_ARG", arg.clone(), 1.0_f64);
     Ok(match name.as_deref().map(str::trim) {
         None | Some("") => None,

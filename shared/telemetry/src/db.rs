@@ -23,7 +23,10 @@ impl DbTarget {
     pub fn from_url(url: &str) -> Self {
         let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let host_port = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+        let host_port = authority
+            .rsplit_once('@')
+            .map(|(_, h)| h)
+            .unwrap_or(authority);
         let (host, port) = match host_port.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().unwrap_or(5432)),
             None => (host_port, 5432),
@@ -62,7 +65,13 @@ where
         KeyValue::new("server.address", target.host.clone()),
         KeyValue::new("server.port", i64::from(target.port)),
     ];
-    crate::span::in_span(format!("{operation} {table}"), SpanKind::Client, attributes, |_| work()).await
+    crate::span::in_span(
+        format!("{operation} {table}"),
+        SpanKind::Client,
+        attributes,
+        |_| work(),
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -72,8 +81,14 @@ mod tests {
     #[test]
     fn target_from_url() {
         let t = DbTarget::from_url("postgres://postgres:pw@db.local:6543/tracelab?sslmode=disable");
-        assert_eq!((t.namespace.as_str(), t.host.as_str(), t.port), ("tracelab", "db.local", 6543));
+        assert_eq!(
+            (t.namespace.as_str(), t.host.as_str(), t.port),
+            ("tracelab", "db.local", 6543)
+        );
         let t = DbTarget::from_url("postgres://127.0.0.1/shop");
-        assert_eq!((t.namespace.as_str(), t.host.as_str(), t.port), ("shop", "127.0.0.1", 5432));
+        assert_eq!(
+            (t.namespace.as_str(), t.host.as_str(), t.port),
+            ("shop", "127.0.0.1", 5432)
+        );
     }
 }

@@ -31,7 +31,9 @@ use opentelemetry::{KeyValue, global};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -75,6 +77,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
         .add_directive("h2=off".parse().expect("static directive"))
         .add_directive("hyper=off".parse().expect("static directive"))
         .add_directive("tonic=off".parse().expect("static directive"))
+        .add_directive("sqlx=warn".parse().expect("static directive"))
         .add_directive("opentelemetry=warn".parse().expect("static directive"))
         .add_directive("opentelemetry_sdk=warn".parse().expect("static directive"));
     let _ = tracing_subscriber::registry()
@@ -98,20 +101,24 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
         });
     }
 
-    let sampler: Box<dyn opentelemetry_sdk::trace::ShouldSample> = match (&config.sampler, &config.sampling_file) {
-        (Some(choice), _) => Box::new(sampler_from_override(choice)),
-        (None, Some(path)) => {
-            let file = SamplingFile::load(path)?;
-            Box::new(HeadSampler::new(&file.head_based, &config.service_name))
-        }
-        (None, None) => Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
-    };
+    let sampler: Box<dyn opentelemetry_sdk::trace::ShouldSample> =
+        match (&config.sampler, &config.sampling_file) {
+            (Some(choice), _) => Box::new(sampler_from_override(choice)),
+            (None, Some(path)) => {
+                let file = SamplingFile::load(path)?;
+                Box::new(HeadSampler::new(&file.head_based, &config.service_name))
+            }
+            (None, None) => Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
+        };
 
     let exporter = match config.protocol {
         Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(format!("{}/v1/traces", config.endpoint.trim_end_matches('/')))
+            .with_endpoint(format!(
+                "{}/v1/traces",
+                config.endpoint.trim_end_matches('/')
+            ))
             .with_timeout(Duration::from_secs(5))
             .build(),
         Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
@@ -176,7 +183,10 @@ impl Telemetry {
     /// deadlock on a current-thread runtime).
     pub async fn shutdown(mut self) {
         if let Some(provider) = self.provider.take() {
-            let result = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(5))).await;
+            let result = tokio::task::spawn_blocking(move || {
+                provider.shutdown_with_timeout(Duration::from_secs(5))
+            })
+            .await;
             match result {
                 Ok(Ok(())) => tracing::info!("spans flushed"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "flushing spans failed"),

@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
 
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
@@ -23,7 +23,10 @@ pub fn validate_traceparent(raw: &str) -> Option<String> {
     if bytes.len() < 55 {
         return None;
     }
-    let is_lower_hex = |s: &[u8]| s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let is_lower_hex = |s: &[u8]| {
+        s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
     let version = &bytes[0..2];
     if !is_lower_hex(version) || version == b"ff" {
         return None;
@@ -97,7 +100,8 @@ fn valid_tracestate_value(value: &str) -> bool {
     let b = value.as_bytes();
     !b.is_empty()
         && b.len() <= 256
-        && b.iter().all(|c| (0x20..=0x7e).contains(c) && *c != b',' && *c != b'=')
+        && b.iter()
+            .all(|c| (0x20..=0x7e).contains(c) && *c != b',' && *c != b'=')
         && b[b.len() - 1] != b' '
 }
 
@@ -111,7 +115,11 @@ pub struct StrictExtractor<'a> {
 impl<'a> StrictExtractor<'a> {
     /// `traceparent_values` holds every `traceparent` the carrier had: more
     /// than one is invalid, as is any tracestate without a valid traceparent.
-    pub fn new(inner: &'a dyn Extractor, traceparent_values: &[&str], tracestate_values: &[&str]) -> Self {
+    pub fn new(
+        inner: &'a dyn Extractor,
+        traceparent_values: &[&str],
+        tracestate_values: &[&str],
+    ) -> Self {
         let traceparent = match traceparent_values {
             [one] => validate_traceparent(one),
             _ => None,
@@ -160,7 +168,9 @@ pub fn extract_http(headers: &http::HeaderMap) -> Context {
 
 /// Injects `cx` into outgoing HTTP headers.
 pub fn inject_http(cx: &Context, headers: &mut http::HeaderMap) {
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(cx, &mut HeaderInjector(headers)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(cx, &mut HeaderInjector(headers))
+    });
 }
 
 struct HeaderCarrier<'a>(&'a http::HeaderMap);
@@ -229,8 +239,16 @@ pub fn extract_map(map: &BTreeMap<String, String>) -> Context {
         }
     }
     let carrier = MapCarrier(map);
-    let parents: Vec<&str> = map.get(TRACEPARENT).map(String::as_str).into_iter().collect();
-    let states: Vec<&str> = map.get(TRACESTATE).map(String::as_str).into_iter().collect();
+    let parents: Vec<&str> = map
+        .get(TRACEPARENT)
+        .map(String::as_str)
+        .into_iter()
+        .collect();
+    let states: Vec<&str> = map
+        .get(TRACESTATE)
+        .map(String::as_str)
+        .into_iter()
+        .collect();
     let strict = StrictExtractor::new(&carrier, &parents, &states);
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&strict))
 }
@@ -244,8 +262,12 @@ mod tests {
     #[test]
     fn accepts_the_spec_example_and_future_versions() {
         assert_eq!(validate_traceparent(VALID).as_deref(), Some(VALID));
-        assert_eq!(validate_traceparent(&format!(" {VALID}\t")).as_deref(), Some(VALID));
-        let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-what-the-future-holds";
+        assert_eq!(
+            validate_traceparent(&format!(" {VALID}\t")).as_deref(),
+            Some(VALID)
+        );
+        let future =
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-what-the-future-holds";
         assert_eq!(
             validate_traceparent(future).as_deref(),
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09")
@@ -273,19 +295,29 @@ mod tests {
             "00-abc123def456-span789-01",
             "",
         ] {
-            assert_eq!(validate_traceparent(bad), None, "{bad:?} must restart the trace");
+            assert_eq!(
+                validate_traceparent(bad),
+                None,
+                "{bad:?} must restart the trace"
+            );
         }
     }
 
     #[test]
     fn tracestate_rules() {
-        assert_eq!(validate_tracestate("foo=1, bar=2").as_deref(), Some("foo=1,bar=2"));
+        assert_eq!(
+            validate_tracestate("foo=1, bar=2").as_deref(),
+            Some("foo=1,bar=2")
+        );
         assert_eq!(validate_tracestate("t1@sys=x").as_deref(), Some("t1@sys=x"));
         assert_eq!(validate_tracestate("foo=1,foo=2"), None, "duplicate keys");
         assert_eq!(validate_tracestate("Foo=1"), None, "uppercase key");
         assert_eq!(validate_tracestate("foo=a=b"), None);
         assert_eq!(validate_tracestate("foo"), None);
-        let many = (0..33).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+        let many = (0..33)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
         assert_eq!(validate_tracestate(&many), None, "more than 32 members");
     }
 }

@@ -41,9 +41,15 @@ fn probabilistic() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum SamplingError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid sampling file: {source}")]
-    Parse { path: String, source: serde_yaml::Error },
+    Parse {
+        path: String,
+        source: serde_yaml::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -60,25 +66,43 @@ impl SamplingFile {
             source,
         })?;
         Self::parse(&text).map_err(|e| match e {
-            SamplingError::Parse { source, .. } => SamplingError::Parse { path: shown, source },
-            SamplingError::Invalid { message, .. } => SamplingError::Invalid { path: shown, message },
+            SamplingError::Parse { source, .. } => SamplingError::Parse {
+                path: shown,
+                source,
+            },
+            SamplingError::Invalid { message, .. } => SamplingError::Invalid {
+                path: shown,
+                message,
+            },
             other => other,
         })
     }
 
     /// Parses the YAML text of a sampling file.
     pub fn parse(text: &str) -> Result<Self, SamplingError> {
-        let file: SamplingFile = serde_yaml::from_str(text).map_err(|source| SamplingError::Parse {
-            path: String::new(),
-            source,
-        })?;
+        let file: SamplingFile =
+            serde_yaml::from_str(text).map_err(|source| SamplingError::Parse {
+                path: String::new(),
+                source,
+            })?;
         let head = &file.head_based;
         if head.kind != "probabilistic" {
-            return Err(invalid(format!("head_based.type {:?} is not supported (probabilistic)", head.kind)));
+            return Err(invalid(format!(
+                "head_based.type {:?} is not supported (probabilistic)",
+                head.kind
+            )));
         }
         let rates = std::iter::once(("head_based.rate".to_string(), head.rate))
-            .chain(head.per_service.iter().map(|(k, v)| (format!("head_based.per_service.{k}"), *v)))
-            .chain(head.per_route.iter().map(|(k, v)| (format!("head_based.per_route.{k}"), *v)));
+            .chain(
+                head.per_service
+                    .iter()
+                    .map(|(k, v)| (format!("head_based.per_service.{k}"), *v)),
+            )
+            .chain(
+                head.per_route
+                    .iter()
+                    .map(|(k, v)| (format!("head_based.per_route.{k}"), *v)),
+            );
         for (key, rate) in rates {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(invalid(format!("{key} = {rate} is outside 0..=1")));
@@ -106,14 +130,21 @@ impl HeadSampler {
     /// Builds the sampler for one service from the file's rules.
     pub fn new(head: &HeadBased, service_name: &str) -> Self {
         Self {
-            service_rate: head.per_service.get(service_name).copied().unwrap_or(head.rate),
+            service_rate: head
+                .per_service
+                .get(service_name)
+                .copied()
+                .unwrap_or(head.rate),
             per_route: head.per_route.clone(),
         }
     }
 
     /// The probability a new trace rooted at `span_name` is kept.
     pub fn root_rate(&self, span_name: &str) -> f64 {
-        self.per_route.get(span_name).copied().unwrap_or(self.service_rate)
+        self.per_route
+            .get(span_name)
+            .copied()
+            .unwrap_or(self.service_rate)
     }
 }
 
@@ -171,7 +202,14 @@ tail_based: { policies: [] }
 "#;
 
     fn decide(sampler: &HeadSampler, parent: Option<&Context>, name: &str, trace: u128) -> bool {
-        let result = sampler.should_sample(parent, TraceId::from(trace), name, &SpanKind::Server, &[], &[]);
+        let result = sampler.should_sample(
+            parent,
+            TraceId::from(trace),
+            name,
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
         result.decision == SamplingDecision::RecordAndSample
     }
 
@@ -196,9 +234,19 @@ tail_based: { policies: [] }
         let file = SamplingFile::parse(FILE).unwrap();
         let gateway = HeadSampler::new(&file.head_based, "gateway");
         let kept = (0..10_000u128)
-            .filter(|i| decide(&gateway, None, "POST /api/login", i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834)))
+            .filter(|i| {
+                decide(
+                    &gateway,
+                    None,
+                    "POST /api/login",
+                    i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834),
+                )
+            })
             .count();
-        assert!((700..1300).contains(&kept), "kept {kept} of 10000 at rate 0.1");
+        assert!(
+            (700..1300).contains(&kept),
+            "kept {kept} of 10000 at rate 0.1"
+        );
     }
 
     #[test]
@@ -206,7 +254,13 @@ tail_based: { policies: [] }
         let file = SamplingFile::parse(FILE).unwrap();
         let search = HeadSampler::new(&file.head_based, "search");
         for (flags, expected) in [(TraceFlags::SAMPLED, true), (TraceFlags::default(), false)] {
-            let parent = SpanContext::new(TraceId::from(7u128), SpanId::from(9u64), flags, true, TraceState::default());
+            let parent = SpanContext::new(
+                TraceId::from(7u128),
+                SpanId::from(9u64),
+                flags,
+                true,
+                TraceState::default(),
+            );
             let cx = Context::new().with_remote_span_context(parent);
             // search's own rate is 1%: the parent's flag must win either way.
             assert_eq!(decide(&search, Some(&cx), "GET /products", 7), expected);

@@ -11,8 +11,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::HeaderValue;
-use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 use opentelemetry::KeyValue;
+use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 
 use crate::propagation::extract_http;
 use crate::span::start_with_parent;
@@ -28,7 +28,10 @@ pub async fn server_span(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let method = req.method().as_str().to_owned();
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     let name = match &route {
         Some(route) => format!("{method} {route}"),
         None => method.clone(),
@@ -41,7 +44,11 @@ pub async fn server_span(req: Request, next: Next) -> Response {
     if let Some(route) = route {
         attributes.push(KeyValue::new("http.route", route));
     }
-    if let Some(host) = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+    if let Some(host) = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
         let (address, port) = match host.rsplit_once(':') {
             Some((a, p)) => (a, p.parse::<i64>().ok()),
             None => (host, None),
@@ -51,7 +58,11 @@ pub async fn server_span(req: Request, next: Next) -> Response {
             attributes.push(KeyValue::new("server.port", port));
         }
     }
-    if let Some(agent) = req.headers().get(http::header::USER_AGENT).and_then(|h| h.to_str().ok()) {
+    if let Some(agent) = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+    {
         attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
     }
 
@@ -61,7 +72,10 @@ pub async fn server_span(req: Request, next: Next) -> Response {
 
     let span = cx.span();
     let status = response.status();
-    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
     // A server answering 4xx did its job; only 5xx marks the SERVER span.
     if status.is_server_error() {
         span.set_attribute(KeyValue::new("error.type", status.as_u16().to_string()));
@@ -69,7 +83,12 @@ pub async fn server_span(req: Request, next: Next) -> Response {
     }
     let sc = span.span_context();
     if sc.is_valid() {
-        let value = format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8());
+        let value = format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        );
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().insert("traceresponse", value);
         }

@@ -14,7 +14,11 @@ pub const SCOPE: &str = "tracelab";
 
 /// Starts a span as a child of the current context and returns the context
 /// holding it. The caller must end it (`cx.span().end()`).
-pub fn start(name: impl Into<Cow<'static, str>>, kind: SpanKind, attributes: Vec<KeyValue>) -> Context {
+pub fn start(
+    name: impl Into<Cow<'static, str>>,
+    kind: SpanKind,
+    attributes: Vec<KeyValue>,
+) -> Context {
     start_with_parent(&Context::current(), name, kind, attributes)
 }
 
@@ -102,7 +106,10 @@ mod tests {
 
     #[test]
     fn type_names_are_shortened() {
-        assert_eq!(short_type_name("payment::process::ProcessError"), "payment::ProcessError");
+        assert_eq!(
+            short_type_name("payment::process::ProcessError"),
+            "payment::ProcessError"
+        );
         assert_eq!(short_type_name("alloc::string::String"), "alloc::String");
         assert_eq!(short_type_name("Plain"), "Plain");
     }
