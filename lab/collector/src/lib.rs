@@ -30,15 +30,23 @@
 //! ```
 //!
 //! **Tail sampling trade-off.** Without a tail policy every span is
-//! queryable as soon as its export request returns. With one, spans are held
-//! for `decision_wait_ms` after a trace's first span (as the OTel collector
-//! does), so a trace appears in queries only after that wait, and only if a
-//! policy keeps it (any ERROR span, duration at or over the latency
-//! threshold, or the deterministic probabilistic share). Spans arriving after
-//! the decision follow it; spans of a trace that outlives the wait (a slow
+//! queryable as soon as its export request returns. With one, a trace is
+//! kept when ANY policy keeps it (as in the OTel collector), and a keep is
+//! made as soon as it is certain, so a kept trace is usually queryable as
+//! soon as the export that settled it returns: at its first span when its
+//! trace id falls in the probabilistic share (every trace at 100%) or a
+//! policy is `always_sample`; at the first span with a listed status (an
+//! ERROR); at the first export whose spans cover the latency threshold
+//! (first start to last end). Spans of a kept trace arriving later go
+//! straight to the store. Only a DROP needs the whole `decision_wait_ms`
+//! after the trace's first span: until then the trace is held, invisible to
+//! queries, in case a later span makes a policy keep it; then every policy
+//! (including a latency `upper_threshold_ms`, which only the end can judge)
+//! is evaluated on what arrived, and if none keeps it the trace and its late
+//! spans are discarded. Spans of a trace that outlives the wait (a slow
 //! async consumer) are judged only on what had arrived, exactly the blind
-//! spot the lesson describes for tail sampling. Kept traces and their late
-//! spans are stored immediately.
+//! spot the lesson describes for tail sampling. `Stats` counts early keeps
+//! in `tail_early_kept_traces` (they are part of `tail_sampled_traces`).
 
 mod api;
 mod model;
@@ -128,8 +136,12 @@ pub struct Stats {
     pub traces_evicted: u64,
     /// Spans refused: invalid trace/span ids, or over the per-trace bound.
     pub spans_rejected: u64,
-    /// Traces the tail sampler decided to keep.
+    /// Traces the tail sampler decided to keep (early keeps included).
     pub tail_sampled_traces: u64,
+    /// Of `tail_sampled_traces`, those kept before `decision_wait_ms` was
+    /// over because a policy already kept them (see the tail sampling
+    /// trade-off in the crate docs).
+    pub tail_early_kept_traces: u64,
     /// Traces the tail sampler dropped.
     pub tail_dropped_traces: u64,
     /// Spans discarded by tail sampling (dropped traces and their late spans).
@@ -148,6 +160,7 @@ pub(crate) fn stats_of(p: &Pipeline) -> Stats {
         traces_evicted: c.traces_evicted.load(Ordering::Relaxed),
         spans_rejected: c.spans_rejected.load(Ordering::Relaxed),
         tail_sampled_traces: c.tail_sampled_traces.load(Ordering::Relaxed),
+        tail_early_kept_traces: c.tail_early_kept_traces.load(Ordering::Relaxed),
         tail_dropped_traces: c.tail_dropped_traces.load(Ordering::Relaxed),
         tail_dropped_spans: c.tail_dropped_spans.load(Ordering::Relaxed),
         tail_pending_traces: p.tail.as_ref().map_or(0, |t| t.pending_traces() as u64),

@@ -19,6 +19,7 @@ pub(crate) struct Counters {
     pub spans_rejected: AtomicU64,
     pub traces_evicted: AtomicU64,
     pub tail_sampled_traces: AtomicU64,
+    pub tail_early_kept_traces: AtomicU64,
     pub tail_dropped_traces: AtomicU64,
     pub tail_dropped_spans: AtomicU64,
 }

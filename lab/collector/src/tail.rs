@@ -1,12 +1,27 @@
 //! Tail sampling, modelled on the OpenTelemetry Collector's
 //! `tail_sampling` processor.
 //!
-//! Spans of a trace are buffered for `decision_wait_ms` after the trace's
-//! first span arrives. Then every policy is evaluated on what was received;
-//! the trace is kept when any policy says "sample". Spans arriving after the
-//! decision follow it: kept spans go straight to the store, dropped ones are
-//! counted and discarded. Decisions are remembered for a bounded number of
-//! traces (the store's `max_traces`).
+//! A trace is kept when any policy says "sample". Spans of a trace are
+//! buffered for up to `decision_wait_ms` after the trace's first span
+//! arrives, but a KEEP is made as soon as it is certain: every time a pending
+//! trace receives spans, the policies whose answer can only go from "no" to
+//! "yes" as spans arrive are evaluated on what is there so far:
+//!
+//! - `probabilistic`: depends on the trace id only, so it is known at the
+//!   first span;
+//! - `status_code`: a span with a listed status has arrived;
+//! - `latency`: the spans seen so far already cover `threshold_ms` (first
+//!   start to last end); not when `upper_threshold_ms` is set, since a later
+//!   span could still push the trace over it;
+//! - `always_sample`.
+//!
+//! A trace kept early goes to the store at once (with the export that made
+//! the decision) and counts in `tail_early_kept_traces` as well as
+//! `tail_sampled_traces`. Only a DROP waits for `decision_wait_ms`: then
+//! every policy (including `upper_threshold_ms`) is evaluated on what was
+//! received. Spans arriving after a decision follow it: kept spans go
+//! straight to the store, dropped ones are counted and discarded. Decisions
+//! are remembered for a bounded number of traces (the store's `max_traces`).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -18,6 +33,7 @@ use serde::Deserialize;
 
 use crate::model::{TraceData, TraceId, status_code};
 use crate::store::Counters;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 /// Default wait before a decision when `decision_wait_ms` is not given. The
@@ -161,21 +177,16 @@ impl TailPolicy {
         Duration::from_millis(self.decision_wait_ms)
     }
 
-    /// Whether a trace with these spans is kept.
+    /// Whether a trace with these spans is kept (the decision at the end of
+    /// the wait).
     fn keep(&self, id: &TraceId, data: &TraceData) -> bool {
         self.policies.iter().any(|rule| match rule {
             TailRule::StatusCode { status_codes, .. } => {
                 if status_codes.contains(&SpanStatus::Error) && data.has_error {
                     return true;
                 }
-                data.spans().any(|(_, s)| {
-                    let st = match status_code(s) {
-                        StatusCode::Unset => SpanStatus::Unset,
-                        StatusCode::Ok => SpanStatus::Ok,
-                        StatusCode::Error => SpanStatus::Error,
-                    };
-                    status_codes.contains(&st)
-                })
+                data.spans()
+                    .any(|(_, s)| status_codes.contains(&SpanStatus::of(s)))
             }
             TailRule::Latency {
                 threshold_ms,
@@ -192,6 +203,71 @@ impl TailPolicy {
             } => keep_by_hash(id, *sampling_percentage),
             TailRule::AlwaysSample { .. } => true,
         })
+    }
+
+    /// Whether the trace is certainly kept, whatever spans are still to come:
+    /// only rules whose answer cannot turn from "keep" to "drop" as spans
+    /// arrive are asked. `seen` is the [`StatusSet`] of the spans received so
+    /// far. Cheap: no walk over the trace's spans.
+    fn keep_early(&self, id: &TraceId, data: &TraceData, seen: StatusSet) -> bool {
+        self.policies.iter().any(|rule| match rule {
+            TailRule::StatusCode { status_codes, .. } => {
+                (status_codes.contains(&SpanStatus::Error) && data.has_error)
+                    || status_codes.iter().any(|c| seen.contains(*c))
+            }
+            // A later span can only lengthen the trace, so reaching the lower
+            // threshold is final; an upper threshold is judged at the end.
+            TailRule::Latency {
+                threshold_ms,
+                upper_threshold_ms: None,
+                ..
+            } => data.duration_ns() >= threshold_ms.saturating_mul(1_000_000),
+            TailRule::Latency { .. } => false,
+            TailRule::Probabilistic {
+                sampling_percentage,
+                ..
+            } => keep_by_hash(id, *sampling_percentage),
+            TailRule::AlwaysSample { .. } => true,
+        })
+    }
+}
+
+impl SpanStatus {
+    fn of(span: &Span) -> SpanStatus {
+        match status_code(span) {
+            StatusCode::Unset => SpanStatus::Unset,
+            StatusCode::Ok => SpanStatus::Ok,
+            StatusCode::Error => SpanStatus::Error,
+        }
+    }
+}
+
+/// The set of span statuses seen in a pending trace (one bit each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct StatusSet(u8);
+
+impl StatusSet {
+    fn bit(s: SpanStatus) -> u8 {
+        match s {
+            SpanStatus::Unset => 1,
+            SpanStatus::Ok => 2,
+            SpanStatus::Error => 4,
+        }
+    }
+
+    fn of(data: &TraceData) -> StatusSet {
+        StatusSet(
+            data.spans()
+                .fold(0, |acc, (_, s)| acc | Self::bit(SpanStatus::of(s))),
+        )
+    }
+
+    fn contains(self, s: SpanStatus) -> bool {
+        self.0 & Self::bit(s) != 0
+    }
+
+    fn union(self, other: StatusSet) -> StatusSet {
+        StatusSet(self.0 | other.0)
     }
 }
 
@@ -261,16 +337,50 @@ struct RawProbabilistic {
 
 struct Pending {
     data: TraceData,
+    /// Statuses of the spans received so far (for early keeps).
+    seen: StatusSet,
+    /// Tells this trace's live entry in `State::order` from stale ones.
+    seq: u64,
 }
 
 #[derive(Default)]
 struct State {
     pending: HashMap<TraceId, Pending>,
     /// Pending trace ids by first arrival: decisions are due in this order.
-    order: VecDeque<(Instant, TraceId)>,
+    /// A trace kept early leaves its entry behind; such stale entries (their
+    /// sequence number is not the pending trace's) are skipped when popped
+    /// and swept out when they outnumber the live ones.
+    order: VecDeque<(Instant, u64, TraceId)>,
+    next_seq: u64,
     pending_spans: usize,
     decisions: HashMap<TraceId, bool>,
     decision_order: VecDeque<TraceId>,
+}
+
+/// Stale `order` entries tolerated beyond twice the pending traces before a
+/// sweep, so sweeps stay rare (amortised O(1) per trace) when few traces are
+/// pending.
+const ORDER_SLACK: usize = 1024;
+
+impl State {
+    /// Records a decision, forgetting the oldest beyond `max` decisions.
+    fn remember(&mut self, id: TraceId, keep: bool, max: usize) {
+        self.decisions.insert(id, keep);
+        self.decision_order.push_back(id);
+        while self.decision_order.len() > max {
+            if let Some(old) = self.decision_order.pop_front() {
+                self.decisions.remove(&old);
+            }
+        }
+    }
+
+    /// Drops stale `order` entries once they dominate.
+    fn sweep_order(&mut self) {
+        if self.order.len() > 2 * self.pending.len() + ORDER_SLACK {
+            let State { order, pending, .. } = self;
+            order.retain(|(_, seq, id)| pending.get(id).is_some_and(|p| p.seq == *seq));
+        }
+    }
 }
 
 /// The running sampler: buffers undecided traces and remembers decisions.
@@ -313,8 +423,9 @@ impl TailSampler {
     }
 
     /// Takes newly received trace fragments. Returns what must go to the store
-    /// now: late spans of kept traces, and traces decided early because the
-    /// buffer hit its bounds.
+    /// now: late spans of kept traces, traces a policy keeps already (early
+    /// keeps: every span received so far), and traces decided before their
+    /// wait because the buffer hit its bounds.
     pub fn offer(
         &self,
         fragments: Vec<(TraceId, TraceData)>,
@@ -322,6 +433,7 @@ impl TailSampler {
     ) -> Vec<(TraceId, TraceData)> {
         let mut to_store = Vec::new();
         let mut dropped_spans = 0u64;
+        let mut early_kept = 0u64;
         let mut st = self.lock();
         for (id, frag) in fragments {
             if let Some(&keep) = st.decisions.get(&id) {
@@ -332,31 +444,62 @@ impl TailSampler {
                 }
                 continue;
             }
+            let seen = StatusSet::of(&frag);
             let State {
                 pending,
                 order,
+                next_seq,
                 pending_spans,
                 ..
             } = &mut *st;
-            match pending.get_mut(&id) {
-                Some(p) => *pending_spans += p.data.merge(frag),
+            let keep_now = match pending.get_mut(&id) {
+                Some(p) => {
+                    *pending_spans += p.data.merge(frag);
+                    p.seen = p.seen.union(seen);
+                    self.policy.keep_early(&id, &p.data, p.seen)
+                }
+                None if self.policy.keep_early(&id, &frag, seen) => {
+                    // Kept at its first spans: never buffered.
+                    st.remember(id, true, self.max_traces);
+                    to_store.push((id, frag));
+                    early_kept += 1;
+                    continue;
+                }
                 None => {
                     *pending_spans += frag.span_count;
-                    pending.insert(id, Pending { data: frag });
-                    order.push_back((now, id));
+                    order.push_back((now, *next_seq, id));
+                    pending.insert(
+                        id,
+                        Pending {
+                            data: frag,
+                            seen,
+                            seq: *next_seq,
+                        },
+                    );
+                    *next_seq += 1;
+                    false
                 }
+            };
+            if keep_now && let Some(p) = st.pending.remove(&id) {
+                st.pending_spans -= p.data.span_count;
+                st.remember(id, true, self.max_traces);
+                to_store.push((id, p.data));
+                early_kept += 1;
             }
         }
         // Bounded buffer: decide the oldest traces early rather than grow.
         while st.pending.len() > self.max_traces || st.pending_spans > self.max_spans {
-            let Some((_, id)) = st.order.pop_front() else {
+            let Some((_, seq, id)) = st.order.pop_front() else {
                 break;
             };
-            if let Some(kept) = self.decide(&mut st, id, &mut dropped_spans) {
+            if let Some(kept) = self.decide(&mut st, id, seq, &mut dropped_spans) {
                 to_store.push(kept);
             }
         }
+        st.sweep_order();
         drop(st);
+        Counters::add(&self.counters.tail_sampled_traces, early_kept);
+        Counters::add(&self.counters.tail_early_kept_traces, early_kept);
         Counters::add(&self.counters.tail_dropped_spans, dropped_spans);
         to_store
     }
@@ -368,12 +511,12 @@ impl TailSampler {
         let mut kept = Vec::new();
         let mut dropped_spans = 0u64;
         let mut st = self.lock();
-        while let Some(&(first, id)) = st.order.front() {
+        while let Some(&(first, seq, id)) = st.order.front() {
             if !flush && now.saturating_duration_since(first) < wait {
                 break;
             }
             st.order.pop_front();
-            if let Some(k) = self.decide(&mut st, id, &mut dropped_spans) {
+            if let Some(k) = self.decide(&mut st, id, seq, &mut dropped_spans) {
                 kept.push(k);
             }
         }
@@ -382,22 +525,22 @@ impl TailSampler {
         kept
     }
 
+    /// The full decision on a pending trace, for its `order` entry `seq`
+    /// (nothing when the entry is stale). Returns the trace when kept.
     fn decide(
         &self,
         st: &mut State,
         id: TraceId,
+        seq: u64,
         dropped_spans: &mut u64,
     ) -> Option<(TraceId, TraceData)> {
+        if st.pending.get(&id).is_none_or(|p| p.seq != seq) {
+            return None;
+        }
         let pending = st.pending.remove(&id)?;
         st.pending_spans -= pending.data.span_count;
         let keep = self.policy.keep(&id, &pending.data);
-        st.decisions.insert(id, keep);
-        st.decision_order.push_back(id);
-        while st.decision_order.len() > self.max_traces {
-            if let Some(old) = st.decision_order.pop_front() {
-                st.decisions.remove(&old);
-            }
-        }
+        st.remember(id, keep, self.max_traces);
         if keep {
             Counters::add(&self.counters.tail_sampled_traces, 1);
             Some((id, pending.data))
@@ -536,12 +679,14 @@ tail_based:
         assert!(!ids.iter().any(|id| keep_by_hash(id, 0.0)));
     }
 
-    fn frag(id: u8, span: u8, dur_ms: u64, error: bool) -> (TraceId, TraceData) {
+    /// One span of trace `[id; 16]` starting `start_ms` after a fixed epoch.
+    fn span_at(id: u8, span: u8, start_ms: u64, dur_ms: u64, error: bool) -> (TraceId, TraceData) {
         let res = Arc::new(ResourceInfo::new(Default::default(), String::new()));
         let scope = Arc::new(ScopeInfo {
             scope: Default::default(),
             schema_url: String::new(),
         });
+        let start = 1_000_000_000 + start_ms * 1_000_000;
         let mut d = TraceData::new();
         d.push(
             &res,
@@ -549,8 +694,8 @@ tail_based:
             Span {
                 trace_id: vec![id; 16],
                 span_id: vec![span; 8],
-                start_time_unix_nano: 1_000_000_000,
-                end_time_unix_nano: 1_000_000_000 + dur_ms * 1_000_000,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + dur_ms * 1_000_000,
                 status: error.then(|| Status {
                     code: StatusCode::Error as i32,
                     message: "boom".into(),
@@ -561,82 +706,228 @@ tail_based:
         ([id; 16], d)
     }
 
-    fn sampler(pct: f64) -> TailSampler {
-        let yaml = format!(
-            "tail_based:\n  decision_wait_ms: 1000\n  policies:\n    - {{ type: status_code, status_code: {{ status_codes: [ERROR] }} }}\n    - {{ type: latency, latency: {{ threshold_ms: 500 }} }}\n    - {{ type: probabilistic, probabilistic: {{ sampling_percentage: {pct} }} }}\n"
-        );
-        let policy = TailPolicy::from_yaml_str(&yaml).unwrap().unwrap();
-        TailSampler::new(policy, 100, 1000, Arc::new(Counters::default()))
+    fn frag(id: u8, span: u8, dur_ms: u64, error: bool) -> (TraceId, TraceData) {
+        span_at(id, span, 0, dur_ms, error)
     }
 
+    fn sampler_with(yaml_policies: &str, max_traces: usize) -> TailSampler {
+        let yaml = format!("tail_based:\n  decision_wait_ms: 1000\n  policies:\n{yaml_policies}");
+        let policy = TailPolicy::from_yaml_str(&yaml).unwrap().unwrap();
+        TailSampler::new(policy, max_traces, 100_000, Arc::new(Counters::default()))
+    }
+
+    /// Errors, latency over 500 ms, `pct` % of the rest; a 1 s decision wait.
+    fn sampler(pct: f64) -> TailSampler {
+        sampler_with(
+            &format!(
+                "    - {{ type: status_code, status_code: {{ status_codes: [ERROR] }} }}\n    - {{ type: latency, latency: {{ threshold_ms: 500 }} }}\n    - {{ type: probabilistic, probabilistic: {{ sampling_percentage: {pct} }} }}\n"
+            ),
+            100,
+        )
+    }
+
+    fn count(c: &AtomicU64) -> u64 {
+        c.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn ids(out: &[(TraceId, TraceData)]) -> Vec<u8> {
+        let mut ids: Vec<u8> = out.iter().map(|(id, _)| id[0]).collect();
+        ids.sort();
+        ids
+    }
+
+    use std::sync::atomic::AtomicU64;
+
     #[test]
-    fn decides_after_wait_and_late_spans_follow() {
+    fn keeps_are_immediate_only_drops_wait_and_late_spans_follow() {
         let s = sampler(0.0);
         let t0 = Instant::now();
-        assert!(
-            s.offer(
-                vec![
-                    frag(1, 1, 10, false),
-                    frag(2, 1, 10, true),
-                    frag(3, 1, 900, false)
-                ],
-                t0
-            )
-            .is_empty()
+        let out = s.offer(
+            vec![
+                frag(1, 1, 10, false),
+                frag(2, 1, 10, true),
+                frag(3, 1, 900, false),
+            ],
+            t0,
         );
-        // Not due yet.
+        assert_eq!(ids(&out), vec![2, 3], "error and slow traces kept at once");
+        assert_eq!(s.pending_traces(), 1);
+        // The ordinary trace waits; a second span joins the buffer.
         assert!(
             s.decide_due(t0 + Duration::from_millis(999), false)
                 .is_empty()
         );
-        // A second span of the error trace before the decision joins the buffer.
         assert!(
-            s.offer(vec![frag(2, 2, 10, false)], t0 + Duration::from_millis(500))
+            s.offer(vec![frag(1, 2, 10, false)], t0 + Duration::from_millis(500))
                 .is_empty()
         );
-        let kept = s.decide_due(t0 + Duration::from_millis(1000), false);
-        let mut ids: Vec<u8> = kept.iter().map(|(id, _)| id[0]).collect();
-        ids.sort();
-        assert_eq!(
-            ids,
-            vec![2, 3],
-            "error and slow traces kept, ordinary one dropped"
+        assert_eq!(s.pending_traces(), 1);
+        // Dropped only once its wait is over.
+        assert!(
+            s.decide_due(t0 + Duration::from_millis(1000), false)
+                .is_empty()
         );
-        assert_eq!(
-            kept.iter().find(|(id, _)| id[0] == 2).unwrap().1.span_count,
-            2
-        );
+        assert_eq!(s.pending_traces(), 0);
         // Late spans follow the decision.
         let late = s.offer(
             vec![frag(1, 9, 10, false), frag(2, 9, 10, false)],
             t0 + Duration::from_secs(5),
         );
-        assert_eq!(late.len(), 1);
-        assert_eq!(late[0].0[0], 2);
-        assert_eq!(
-            s.counters
-                .tail_dropped_traces
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1
+        assert_eq!(ids(&late), vec![2]);
+        let c = &s.counters;
+        assert_eq!(count(&c.tail_dropped_traces), 1);
+        assert_eq!(count(&c.tail_sampled_traces), 2);
+        assert_eq!(count(&c.tail_early_kept_traces), 2);
+        assert_eq!(count(&c.tail_dropped_spans), 3);
+    }
+
+    #[test]
+    fn full_percentage_releases_at_the_first_span() {
+        let s = sampler(100.0);
+        let t0 = Instant::now();
+        let out = s.offer(vec![frag(1, 1, 10, false), frag(2, 1, 10, false)], t0);
+        assert_eq!(ids(&out), vec![1, 2]);
+        assert_eq!(s.pending_traces(), 0);
+        let late = s.offer(vec![frag(1, 2, 10, false)], t0);
+        assert_eq!(ids(&late), vec![1]);
+        assert!(s.decide_due(t0 + Duration::from_secs(5), true).is_empty());
+        assert_eq!(count(&s.counters.tail_early_kept_traces), 2);
+        assert_eq!(count(&s.counters.tail_sampled_traces), 2);
+    }
+
+    #[test]
+    fn a_later_error_releases_the_trace_with_its_buffered_spans() {
+        let s = sampler(0.0);
+        let t0 = Instant::now();
+        assert!(s.offer(vec![frag(1, 1, 10, false)], t0).is_empty());
+        let out = s.offer(vec![frag(1, 2, 10, true)], t0);
+        assert_eq!(ids(&out), vec![1]);
+        assert_eq!(out[0].1.span_count, 2);
+        assert_eq!(s.pending_traces(), 0);
+        assert_eq!(count(&s.counters.tail_early_kept_traces), 1);
+    }
+
+    #[test]
+    fn other_listed_statuses_release_too() {
+        let s = sampler_with(
+            "    - { type: status_code, status_code: { status_codes: [OK] } }\n",
+            100,
         );
-        assert_eq!(
-            s.counters
-                .tail_sampled_traces
-                .load(std::sync::atomic::Ordering::Relaxed),
-            2
+        let t0 = Instant::now();
+        assert!(s.offer(vec![frag(1, 1, 10, true)], t0).is_empty());
+        let (id, mut ok) = frag(1, 2, 10, false);
+        for g in &mut ok.groups {
+            for sc in &mut g.scopes {
+                for sp in &mut sc.spans {
+                    sp.status = Some(Status {
+                        code: StatusCode::Ok as i32,
+                        message: String::new(),
+                    });
+                }
+            }
+        }
+        assert_eq!(ids(&s.offer(vec![(id, ok)], t0)), vec![1]);
+    }
+
+    #[test]
+    fn latency_releases_once_the_spans_cover_the_threshold() {
+        let s = sampler(0.0);
+        let t0 = Instant::now();
+        assert!(s.offer(vec![span_at(1, 1, 0, 300, false)], t0).is_empty());
+        // 100..450 ms: the trace now covers 450 ms, still under 500.
+        assert!(s.offer(vec![span_at(1, 2, 100, 350, false)], t0).is_empty());
+        // 400..520 ms: 520 ms from first start to last end.
+        let out = s.offer(vec![span_at(1, 3, 400, 120, false)], t0);
+        assert_eq!(ids(&out), vec![1]);
+        assert_eq!(out[0].1.span_count, 3);
+        assert_eq!(s.pending_traces(), 0);
+    }
+
+    #[test]
+    fn an_upper_latency_threshold_is_judged_at_the_end() {
+        let s = sampler_with(
+            "    - { type: latency, latency: { threshold_ms: 100, upper_threshold_ms: 1000 } }\n",
+            100,
         );
-        assert_eq!(
-            s.counters
-                .tail_dropped_spans
-                .load(std::sync::atomic::Ordering::Relaxed),
-            2
+        let t0 = Instant::now();
+        // Both within bounds so far, but a later span could push them over.
+        assert!(
+            s.offer(vec![frag(1, 1, 200, false), frag(2, 1, 200, false)], t0)
+                .is_empty()
         );
+        assert!(s.offer(vec![span_at(2, 2, 900, 500, false)], t0).is_empty());
+        let kept = s.decide_due(t0 + Duration::from_secs(1), false);
+        assert_eq!(
+            ids(&kept),
+            vec![1],
+            "trace 2 lasts 1.4 s: over the upper bound"
+        );
+        assert_eq!(count(&s.counters.tail_early_kept_traces), 0);
+        assert_eq!(count(&s.counters.tail_dropped_traces), 1);
+    }
+
+    #[test]
+    fn stale_order_entries_never_decide_a_trace_early() {
+        // Remembers one decision only, so trace 1 can come back as new.
+        let s = sampler_with(
+            "    - { type: status_code, status_code: { status_codes: [ERROR] } }\n",
+            1,
+        );
+        let t0 = Instant::now();
+        assert!(s.offer(vec![frag(1, 1, 10, false)], t0).is_empty());
+        assert_eq!(ids(&s.offer(vec![frag(1, 2, 10, true)], t0)), vec![1]);
+        // Kept early by its first span, and evicts trace 1's decision.
+        assert_eq!(ids(&s.offer(vec![frag(2, 1, 10, true)], t0)), vec![2]);
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(s.offer(vec![frag(1, 3, 10, false)], t1).is_empty());
+        assert_eq!(s.pending_traces(), 1);
+        // Trace 1's stale entry from t0 is due, but its new wait is not over.
+        assert!(
+            s.decide_due(t0 + Duration::from_millis(1000), false)
+                .is_empty()
+        );
+        assert_eq!(s.pending_traces(), 1);
+        assert!(
+            s.decide_due(t1 + Duration::from_millis(1000), false)
+                .is_empty()
+        );
+        assert_eq!(s.pending_traces(), 0);
+        assert_eq!(count(&s.counters.tail_dropped_traces), 1);
+    }
+
+    #[test]
+    fn early_keeps_do_not_grow_the_decision_queue() {
+        let s = sampler_with(
+            "    - { type: status_code, status_code: { status_codes: [ERROR] } }\n",
+            100_000,
+        );
+        let t0 = Instant::now();
+        for round in 0u32..20 {
+            let ids: Vec<TraceId> = (0u32..500)
+                .map(|i| {
+                    let mut id = [0u8; 16];
+                    id[..4].copy_from_slice(&round.to_be_bytes());
+                    id[4..8].copy_from_slice(&i.to_be_bytes());
+                    id
+                })
+                .collect();
+            let firsts = ids.iter().map(|id| (*id, frag(1, 1, 10, false).1));
+            assert!(s.offer(firsts.collect(), t0).is_empty());
+            let errors = ids.iter().map(|id| (*id, frag(1, 2, 10, true).1));
+            let errors: Vec<_> = errors.collect();
+            assert_eq!(s.offer(errors, t0).len(), 500);
+        }
+        assert_eq!(s.pending_traces(), 0);
+        let order = s.lock().order.len();
+        assert!(order <= ORDER_SLACK + 500, "{order} stale entries kept");
+        assert_eq!(count(&s.counters.tail_early_kept_traces), 10_000);
     }
 
     #[test]
     fn full_buffer_forces_early_decisions() {
+        // An upper latency bound can only be judged at the end: no early keep.
         let policy = TailPolicy::from_yaml_str(
-            "tail_based:\n  decision_wait_ms: 60000\n  policies:\n    - { type: always_sample }\n",
+            "tail_based:\n  decision_wait_ms: 60000\n  policies:\n    - { type: latency, latency: { threshold_ms: 0, upper_threshold_ms: 1000 } }\n",
         )
         .unwrap()
         .unwrap();
