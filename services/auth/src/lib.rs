@@ -27,10 +27,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use tracelab_service::{ApiError, Check, Json, StandardLimits, health_response};
+use tracelab_service::{ApiError, Check, Json, health_response};
 
 pub use config::Config;
 use token::{Claims, Signer};
+use tracelab_faults::FaultRegistry;
 
 /// A demo account.
 struct User {
@@ -41,6 +42,7 @@ struct User {
 /// Shared state.
 #[derive(Clone)]
 pub struct AppState {
+    faults: FaultRegistry,
     signer: Signer,
     users: Arc<HashMap<&'static str, User>>,
     ttl_secs: i64,
@@ -51,7 +53,7 @@ pub const DEMO_USERS: &[(&str, &str)] =
     &[("alice", "u-1001"), ("bob", "u-1002"), ("carol", "u-1003")];
 
 impl AppState {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, faults: FaultRegistry) -> Self {
         let signer = Signer::new(&config.token_secret);
         let users = DEMO_USERS
             .iter()
@@ -67,6 +69,7 @@ impl AppState {
             })
             .collect();
         Self {
+            faults,
             signer,
             users: Arc::new(users),
             ttl_secs: config.token_ttl_secs,
@@ -82,10 +85,11 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
-        .expect("HTTP client builds");
-    tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
+/// auth's fault injection points (see docs/architecture.md).
+pub const FAULT_POINTS: &[&str] = &["auth.verify", "auth.telemetry"];
+
+pub fn router(state: AppState, admin: Router) -> Router {
+    tracelab_service::app::service_router(routes(state), admin)
 }
 
 async fn health() -> Response {
@@ -153,6 +157,7 @@ async fn verify(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    state.faults.inject("auth.verify").await?;
     let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     let claims = state
         .signer
@@ -180,7 +185,8 @@ impl App {
         if config.token_secret == config::DEV_SECRET {
             tracing::warn!("TRACELAB_TOKEN_SECRET is not set: using the development secret");
         }
-        let router = router(AppState::new(&config));
+        let (faults, admin) = tracelab_faults::for_service("auth", FAULT_POINTS);
+        let router = router(AppState::new(&config, faults), admin);
         let listener = tracelab_service::bind(config.listen).await?;
         Ok(Self { listener, router })
     }
@@ -210,11 +216,14 @@ mod tests {
     use tower::ServiceExt;
 
     fn app(ttl: i64) -> Router {
-        routes(AppState::new(&Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token_secret: "test-secret-0123456789".into(),
-            token_ttl_secs: ttl,
-        }))
+        routes(AppState::new(
+            &Config {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                token_secret: "test-secret-0123456789".into(),
+                token_ttl_secs: ttl,
+            },
+            FaultRegistry::new("auth", FAULT_POINTS),
+        ))
     }
 
     async fn call(app: Router, req: Request<Body>) -> (StatusCode, Value) {

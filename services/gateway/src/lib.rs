@@ -30,8 +30,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use tracelab_faults::{FaultKind, FaultRegistry};
 use tracelab_service::{ApiError, Check, Json, RawBody, StandardLimits, health_response};
-use tracelab_telemetry::client::{UrlTemplate, traced_client};
+use tracelab_telemetry::client::{SkipPropagation, UrlTemplate, traced_client};
 use tracelab_telemetry::span::current_trace_id;
 
 pub use config::Config;
@@ -39,6 +40,7 @@ pub use config::Config;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Config,
+    pub faults: FaultRegistry,
     /// Traced: every call is a CLIENT span carrying `traceparent`.
     pub client: ClientWithMiddleware,
     /// Untraced, for health probes only: probes are not part of any trace.
@@ -47,8 +49,9 @@ pub struct AppState {
 
 impl AppState {
     /// Fails only if the TLS-less HTTP clients cannot be built.
-    pub fn new(config: Config) -> anyhow::Result<Self> {
+    pub fn new(config: Config, faults: FaultRegistry) -> anyhow::Result<Self> {
         Ok(Self {
+            faults,
             client: traced_client(config.upstream_timeout)?,
             probe: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -68,10 +71,18 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, admin: Router) -> Router {
     let client = state.client.clone();
-    tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
+    tracelab_service::app::standard(routes(state), StandardLimits::default(), client, admin)
 }
+
+/// The gateway's fault injection points (see docs/architecture.md).
+pub const FAULT_POINTS: &[&str] = &[
+    "gateway.auth",
+    "gateway.payment",
+    "gateway.search",
+    "gateway.telemetry",
+];
 
 async fn health(State(state): State<AppState>) -> Response {
     let probe = |name: &'static str, base: String| {
@@ -105,6 +116,50 @@ fn with_trace_id(status: StatusCode, mut body: Value) -> Response {
 /// upstream's JSON error shape is the same as ours), transport failures
 /// become 502/504.
 async fn upstream(
+    state: &AppState,
+    point: &'static str,
+    service: &'static str,
+    mut request: RequestBuilder,
+) -> Result<(StatusCode, Value), ApiError> {
+    let mut extra_attempts = 0;
+    match state.faults.inject(point).await? {
+        Some(FaultKind::PropagationBreak) => request = request.with_extension(SkipPropagation),
+        Some(FaultKind::RetryStorm { retries }) => extra_attempts = retries,
+        _ => {}
+    }
+    if extra_attempts > 0 {
+        return retry_storm(service, request, extra_attempts).await;
+    }
+    send(service, request).await
+}
+
+/// The retry-storm fault: the same request fired again `extra` times at
+/// once, with no backoff, as a client with an over-eager retry policy does.
+/// The first success wins; the Idempotency-Key must keep it to one charge.
+async fn retry_storm(
+    service: &'static str,
+    request: RequestBuilder,
+    extra: u32,
+) -> Result<(StatusCode, Value), ApiError> {
+    let mut attempts = Vec::new();
+    for _ in 0..extra {
+        if let Some(copy) = request.try_clone() {
+            attempts.push(send(service, copy));
+        }
+    }
+    let first = send(service, request);
+    let (first, others) = tokio::join!(first, futures::future::join_all(attempts));
+    let success = others
+        .into_iter()
+        .find_map(|r| r.ok().filter(|(status, _)| status.is_success()));
+    match (first, success) {
+        (Ok(answer), _) if answer.0.is_success() => Ok(answer),
+        (_, Some(answer)) => Ok(answer),
+        (first, None) => first,
+    }
+}
+
+async fn send(
     service: &'static str,
     request: RequestBuilder,
 ) -> Result<(StatusCode, Value), ApiError> {
@@ -149,6 +204,8 @@ async fn login(
     Json(req): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let (status, body) = upstream(
+        &state,
+        "gateway.auth",
         "auth",
         state
             .client
@@ -167,6 +224,8 @@ async fn products(
         .map_err(|e| ApiError::internal("bad_upstream_url", e))?;
     url.set_query(query.0.as_deref());
     let (status, body) = upstream(
+        &state,
+        "gateway.search",
         "search",
         state
             .client
@@ -190,6 +249,8 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, Res
         );
     };
     let result = upstream(
+        state,
+        "gateway.auth",
         "auth",
         state
             .client
@@ -264,6 +325,8 @@ async fn checkout(
         }
     }
     let (status, body) = upstream(
+        &state,
+        "gateway.payment",
         "payment",
         state
             .client
@@ -290,6 +353,8 @@ async fn order(
         .push(&id);
     url.query_pairs_mut().append_pair("user_id", &user.id);
     let (status, body) = upstream(
+        &state,
+        "gateway.payment",
         "payment",
         state
             .client
@@ -311,7 +376,8 @@ impl App {
     /// Builds the clients and binds (port 0 allowed). Fails when it cannot bind.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let listen = config.listen;
-        let router = router(AppState::new(config)?);
+        let (faults, admin) = tracelab_faults::for_service("gateway", FAULT_POINTS);
+        let router = router(AppState::new(config, faults)?, admin);
         let listener = tracelab_service::bind(listen).await?;
         Ok(Self { listener, router })
     }

@@ -25,6 +25,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use tracelab_faults::{FaultKind, FaultRegistry};
 use tracelab_service::amqp::{self, PAYMENT_COMPLETED};
 use tracelab_telemetry::db::{DbTarget, query_span};
 use tracelab_telemetry::propagation::extract_amqp;
@@ -61,6 +62,7 @@ pub struct Consumer {
     pub queue: String,
     pub prefetch: u16,
     pub stats: Arc<Stats>,
+    pub faults: FaultRegistry,
 }
 
 enum Outcome {
@@ -69,6 +71,10 @@ enum Outcome {
     Poison(String),
     Transient(String),
 }
+
+/// The slow-query fault's variant: the database pauses inside the statement.
+const INSERT_SLOW_SQL: &str = "INSERT INTO notifications (event_id, order_id, user_id, channel, recipient, subject, body) \
+     SELECT $1, $2, $3, 'email', $4, $5, $6 FROM (SELECT pg_sleep($7)) AS pause ON CONFLICT (event_id) DO NOTHING";
 
 const INSERT_SQL: &str = "INSERT INTO notifications (event_id, order_id, user_id, channel, recipient, subject, body) \
      VALUES ($1, $2, $3, 'email', $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
@@ -145,7 +151,22 @@ impl Consumer {
     }
 
     async fn handle(&self, delivery: Delivery) {
-        let parent = extract_amqp(delivery.properties.headers().as_ref());
+        // Faults that act before the CONSUMER span starts: a stalled
+        // consumer leaves a gap after the PRODUCER span; a broken hop
+        // starts a new trace.
+        let mut parent = extract_amqp(delivery.properties.headers().as_ref());
+        if matches!(
+            self.faults.is_active("notification.consume"),
+            Some(FaultKind::ConsumerStall { .. } | FaultKind::PropagationBreak)
+        ) {
+            match self.faults.check("notification.consume") {
+                Some(FaultKind::ConsumerStall { ms }) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await
+                }
+                Some(FaultKind::PropagationBreak) => parent = Context::new(),
+                _ => {}
+            }
+        }
         let routing_key = delivery.routing_key.as_str().to_owned();
         let mut attributes = vec![
             KeyValue::new("messaging.system", "rabbitmq"),
@@ -225,6 +246,20 @@ impl Consumer {
     }
 
     async fn process(&self, delivery: &Delivery) -> Outcome {
+        if !matches!(
+            self.faults.is_active("notification.consume"),
+            Some(FaultKind::ConsumerStall { .. } | FaultKind::PropagationBreak)
+        ) {
+            match self.faults.inject("notification.consume").await {
+                Err(injected) => return Outcome::Transient(injected.message),
+                Ok(Some(FaultKind::DeadLetter)) => {
+                    return Outcome::Poison(
+                        "message rejected: the email template failed to render".into(),
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
         let event: PaymentCompleted = match serde_json::from_slice(&delivery.data) {
             Ok(event) => event,
             Err(e) => return Outcome::Poison(format!("unreadable payment.completed event: {e}")),
@@ -255,7 +290,17 @@ impl Consumer {
 
     /// Writes the notification (the lab's stand-in for sending an email);
     /// `false` when this event was already handled.
-    async fn send_email(&self, event: &PaymentCompleted) -> Result<bool, sqlx::Error> {
+    async fn send_email(&self, event: &PaymentCompleted) -> Result<bool, String> {
+        let pause_ms = match self.faults.inject("notification.send_email").await {
+            Err(injected) => return Err(injected.message),
+            Ok(Some(FaultKind::SlowQuery { ms })) => ms,
+            Ok(_) => 0,
+        };
+        let sql = if pause_ms > 0 {
+            INSERT_SLOW_SQL
+        } else {
+            INSERT_SQL
+        };
         let recipient = format!("{}@users.tracelab.test", event.user_id);
         let subject = format!("Payment received for order {}", event.order_id);
         let body = format!(
@@ -264,17 +309,23 @@ impl Consumer {
             event.currency,
             event.transaction_id.as_deref().unwrap_or("n/a")
         );
-        let done = query_span(&self.db, "INSERT", "notifications", INSERT_SQL, || {
-            sqlx::query(INSERT_SQL)
+        let done = query_span(&self.db, "INSERT", "notifications", sql, || {
+            let query = sqlx::query(sql)
                 .bind(event.event_id)
                 .bind(event.order_id)
                 .bind(&event.user_id)
                 .bind(&recipient)
                 .bind(&subject)
-                .bind(&body)
-                .execute(&self.pool)
+                .bind(&body);
+            let query = if pause_ms > 0 {
+                query.bind(pause_ms as f64 / 1000.0)
+            } else {
+                query
+            };
+            query.execute(&self.pool)
         })
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(done.rows_affected() == 1)
     }
 }

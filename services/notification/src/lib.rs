@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use tracelab_service::{Check, StandardLimits, health_response};
+use tracelab_service::{Check, health_response};
 use tracelab_telemetry::db::DbTarget;
 
 pub use config::Config;
@@ -41,10 +41,15 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
-        .expect("HTTP client builds");
-    tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
+/// notification's fault injection points (see docs/architecture.md).
+pub const FAULT_POINTS: &[&str] = &[
+    "notification.consume",
+    "notification.send_email",
+    "notification.telemetry",
+];
+
+pub fn router(state: AppState, admin: Router) -> Router {
+    tracelab_service::app::service_router(routes(state), admin)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -85,7 +90,9 @@ impl App {
         .await?;
         tracelab_db::migrate(&pool).await?;
         let stats = Arc::new(Stats::default());
+        let (faults, admin) = tracelab_faults::for_service("notification", FAULT_POINTS);
         let consumer = Consumer {
+            faults,
             pool: pool.clone(),
             db: DbTarget::from_url(&config.database_url),
             amqp_url: config.amqp_url.clone(),
@@ -97,7 +104,7 @@ impl App {
         consumer.declare().await?;
         let listener = tracelab_service::bind(config.listen).await?;
         Ok(Self {
-            router: router(AppState { pool, stats }),
+            router: router(AppState { pool, stats }, admin),
             listener,
             consumer,
         })

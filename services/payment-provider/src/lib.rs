@@ -28,7 +28,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use tracelab_service::{ApiError, Check, RawBody, StandardLimits, health_response};
+use tracelab_faults::{FaultKind, FaultRegistry};
+use tracelab_service::{ApiError, Check, RawBody, health_response};
 
 pub use config::Config;
 
@@ -38,6 +39,7 @@ const MAX_REMEMBERED_KEYS: usize = 50_000;
 /// Shared state of the mock.
 #[derive(Clone)]
 pub struct AppState {
+    faults: FaultRegistry,
     latency_ms: std::ops::RangeInclusive<u64>,
     idempotency: Arc<Mutex<Replays>>,
 }
@@ -49,8 +51,9 @@ struct Replays {
 }
 
 impl AppState {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, faults: FaultRegistry) -> Self {
         Self {
+            faults,
             latency_ms: config.latency_ms.clone(),
             idempotency: Arc::default(),
         }
@@ -66,10 +69,11 @@ pub fn routes(state: AppState) -> Router {
 }
 
 /// The full router as served.
-pub fn router(state: AppState) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
-        .expect("HTTP client builds");
-    tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
+/// The provider's fault injection points (see docs/architecture.md).
+pub const FAULT_POINTS: &[&str] = &["provider.charge", "provider.telemetry"];
+
+pub fn router(state: AppState, admin: Router) -> Router {
+    tracelab_service::app::service_router(routes(state), admin)
 }
 
 async fn health() -> Response {
@@ -103,6 +107,34 @@ async fn create_charge(
         Ok(RawBody(body)) => body,
         Err(e) => return e.into_response(),
     };
+    // Before the idempotency lookup: a throttled or failed call was never
+    // processed, so a retry with the same key must really be tried again.
+    match state.faults.inject("provider.charge").await {
+        Err(injected) => {
+            return provider_error(injected.status_code(), "api_error", &injected.message);
+        }
+        Ok(Some(FaultKind::RateLimit { retry_after_s })) => {
+            let mut response = provider_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "Too many requests hit the API too quickly.",
+            );
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(retry_after_s),
+            );
+            return response;
+        }
+        Ok(Some(FaultKind::Outage { status })) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return provider_error(
+                status,
+                "api_error",
+                "The payment service is temporarily unavailable.",
+            );
+        }
+        Ok(_) => {}
+    }
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -149,6 +181,15 @@ async fn create_charge(
         }
     }
     (status, axum::Json(answer)).into_response()
+}
+
+/// An error answered the way the provider's real API shapes them.
+fn provider_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"type": kind, "message": message}})),
+    )
+        .into_response()
 }
 
 async fn charge(state: &AppState, request: ChargeRequest) -> (StatusCode, Value) {
@@ -245,7 +286,8 @@ impl App {
     ///
     /// Fails when the address cannot be bound.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let router = router(AppState::new(&config));
+        let (faults, admin) = tracelab_faults::for_service("payment-provider", FAULT_POINTS);
+        let router = router(AppState::new(&config, faults), admin);
         let listener = tracelab_service::bind(config.listen).await?;
         Ok(Self { listener, router })
     }
@@ -275,10 +317,13 @@ mod tests {
     use tower::ServiceExt;
 
     fn state() -> AppState {
-        AppState::new(&Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            latency_ms: 0..=0,
-        })
+        AppState::new(
+            &Config {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                latency_ms: 0..=0,
+            },
+            FaultRegistry::new("payment-provider", FAULT_POINTS),
+        )
     }
 
     async fn post(app: Router, key: Option<&str>, body: &str) -> (StatusCode, Value, bool) {

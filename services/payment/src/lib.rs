@@ -37,7 +37,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use tracelab_service::{ApiError, Check, Json, StandardLimits, health_response};
+use tracelab_faults::FaultRegistry;
+use tracelab_service::{ApiError, Check, Json, health_response};
 use tracelab_telemetry::db::DbTarget;
 
 pub use config::Config;
@@ -51,6 +52,7 @@ pub const CURRENCIES: &[&str] = &["JPY", "USD", "EUR"];
 /// Shared state.
 #[derive(Clone)]
 pub struct AppState {
+    pub faults: FaultRegistry,
     pub store: Store,
     pub provider: ProviderClient,
     pub relay_wakeup: Arc<Notify>,
@@ -65,10 +67,17 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
-        .expect("HTTP client builds");
-    tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
+/// payment's fault injection points (see docs/architecture.md).
+pub const FAULT_POINTS: &[&str] = &[
+    "payment.validate_order",
+    "payment.provider_call",
+    "payment.save",
+    "payment.relay_publish",
+    "payment.telemetry",
+];
+
+pub fn router(state: AppState, admin: Router) -> Router {
+    tracelab_service::app::service_router(routes(state), admin)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -344,6 +353,7 @@ fn payment_error(order_id: Uuid, err: PaymentError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "invalid_order", reason)
         }
         PaymentError::Database(e) => ApiError::internal("database_error", e),
+        PaymentError::Fault(injected) => injected.into(),
     }
 }
 
@@ -442,7 +452,9 @@ impl App {
         let connection =
             tracelab_service::amqp::connect(&config.amqp_url, "payment", Duration::from_secs(10))
                 .await?;
+        let (faults, admin) = tracelab_faults::for_service("payment", FAULT_POINTS);
         let state = AppState {
+            faults: faults.clone(),
             store: Store {
                 pool,
                 db: DbTarget::from_url(&config.database_url),
@@ -453,11 +465,12 @@ impl App {
                 &config.amqp_url,
                 &config.exchange,
                 connection,
+                faults,
             ))),
         };
         let listener = tracelab_service::bind(config.listen).await?;
         Ok(Self {
-            router: router(state.clone()),
+            router: router(state.clone(), admin),
             listener,
             state,
         })

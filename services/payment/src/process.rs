@@ -17,6 +17,10 @@ use tracelab_service::amqp::PAYMENT_COMPLETED;
 use tracelab_telemetry::propagation::inject_map;
 use tracelab_telemetry::span::in_span;
 
+use std::time::Duration;
+
+use tracelab_faults::{FaultKind, Injected};
+
 use crate::AppState;
 use crate::provider::{ChargeError, PROVIDER_NAME};
 use crate::store::{OrderRow, OutboxEvent, PaymentRow};
@@ -30,6 +34,8 @@ pub enum PaymentError {
     InvalidOrder(Uuid, String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Fault(#[from] Injected),
 }
 
 /// Runs the whole payment for an order already in `processing`.
@@ -60,6 +66,7 @@ pub async fn process_payment(
                 PaymentError::Charge(ChargeError::Timeout(_)) => ("failed", "provider_timeout"),
                 PaymentError::Charge(ChargeError::Unavailable(_)) => ("failed", "provider_unavailable"),
                 PaymentError::Database(_) => ("failed", "database_error"),
+                PaymentError::Fault(_) => ("failed", "internal_error"),
             };
             if let Err(e) = state.store.set_status(order.id, status, Some(code)).await {
                 tracing::error!(order_id = %order.id, error = %e, "could not record the failed payment");
@@ -82,9 +89,13 @@ async fn run_steps(
         SpanKind::Internal,
         vec![],
         |cx| async move {
+            let pause_ms = match state.faults.inject("payment.validate_order").await? {
+                Some(FaultKind::SlowQuery { ms }) => ms,
+                _ => 0,
+            };
             let found = state
                 .store
-                .find_order(order.id)
+                .find_order_paused(order.id, pause_ms)
                 .await?
                 .ok_or_else(|| PaymentError::InvalidOrder(order.id, "not found".into()))?;
             cx.span()
@@ -107,6 +118,7 @@ async fn run_steps(
         SpanKind::Client,
         vec![KeyValue::new("payment.provider", PROVIDER_NAME)],
         |cx| async move {
+            state.faults.inject("payment.provider_call").await?;
             let charge = state
                 .provider
                 .charge(&cx, order.id, order.amount, &order.currency, card)
@@ -156,7 +168,28 @@ async fn run_steps(
         trace_context,
     };
     in_span("savePaymentResult", SpanKind::Internal, vec![], |_| async {
-        state.store.save_payment(&payment, &event).await
+        let mut pause_ms = 0;
+        match state.faults.inject("payment.save").await? {
+            Some(FaultKind::SlowQuery { ms }) => pause_ms = ms,
+            Some(FaultKind::LockContention { hold_ms }) => {
+                state
+                    .store
+                    .hold_order_lock(order.id, Duration::from_millis(hold_ms))
+                    .await?;
+            }
+            Some(FaultKind::PoolExhaustion {
+                connections,
+                hold_ms,
+            }) => {
+                state
+                    .store
+                    .hold_connections(connections, Duration::from_millis(hold_ms))
+                    .await;
+            }
+            _ => {}
+        }
+        state.store.save_payment(&payment, &event, pause_ms).await?;
+        Ok::<_, PaymentError>(())
     })
     .await?;
     state.relay_wakeup.notify_one();

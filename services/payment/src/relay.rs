@@ -23,6 +23,7 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+use tracelab_faults::{FaultKind, FaultRegistry};
 use tracelab_telemetry::propagation::{extract_map, inject_amqp};
 use tracelab_telemetry::span::{record_error, start_with_parent};
 
@@ -35,15 +36,17 @@ pub struct Publisher {
     exchange: String,
     connection: Option<Connection>,
     channel: Option<Channel>,
+    faults: FaultRegistry,
 }
 
 impl Publisher {
-    pub fn new(url: &str, exchange: &str, connection: Connection) -> Self {
+    pub fn new(url: &str, exchange: &str, connection: Connection, faults: FaultRegistry) -> Self {
         Self {
             url: url.to_string(),
             exchange: exchange.to_string(),
             connection: Some(connection),
             channel: None,
+            faults,
         }
     }
 
@@ -111,8 +114,17 @@ impl Publisher {
             attributes,
         );
         let result = async {
+            let fault = self
+                .faults
+                .inject("payment.relay_publish")
+                .await
+                .map_err(|e| e.to_string())?;
             let mut headers = FieldTable::default();
-            inject_amqp(&cx, &mut headers);
+            // The propagation-break fault: the message leaves without its
+            // trace context, so the consumer starts a trace of its own.
+            if !matches!(fault, Some(FaultKind::PropagationBreak)) {
+                inject_amqp(&cx, &mut headers);
+            }
             let properties = BasicProperties::default()
                 .with_headers(headers)
                 .with_message_id(ShortString::from(row.event_id.to_string()))

@@ -92,6 +92,14 @@ const SET_STATUS_SQL: &str =
 const RETRY_SQL: &str = "UPDATE orders SET status = 'processing', failure_code = NULL, updated_at = now() WHERE id = $1 AND status = 'failed'";
 const INSERT_PAYMENT_SQL: &str = "INSERT INTO payments (id, order_id, provider, transaction_id, amount, currency, card_last4, status) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, 'succeeded')";
+// Slow-query fault variants: the pause runs inside the database, so the
+// time shows in the db span, as a genuinely slow query's would.
+const SELECT_ORDER_SLOW_SQL: &str = "WITH pause AS (SELECT pg_sleep($2)) SELECT id, user_id, idempotency_key, amount, currency, \
+     status, failure_code, created_at FROM orders, pause WHERE id = $1";
+const COMPLETE_ORDER_SLOW_SQL: &str = "UPDATE orders SET status = 'completed', updated_at = now() \
+     FROM (SELECT pg_sleep($2)) AS pause WHERE id = $1";
+const LOCK_ORDER_SQL: &str = "SELECT id FROM orders WHERE id = $1 FOR UPDATE";
+
 const COMPLETE_ORDER_SQL: &str =
     "UPDATE orders SET status = 'completed', updated_at = now() WHERE id = $1";
 const INSERT_OUTBOX_SQL: &str =
@@ -154,12 +162,69 @@ impl Store {
 
     /// The order with `id`.
     pub async fn find_order(&self, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
-        query_span(&self.db, "SELECT", "orders", SELECT_ORDER_SQL, || {
-            sqlx::query_as(SELECT_ORDER_SQL)
-                .bind(id)
-                .fetch_optional(&self.pool)
+        self.find_order_paused(id, 0).await
+    }
+
+    /// [`Store::find_order`], with the database pausing `pause_ms` first
+    /// (the slow-query fault).
+    pub async fn find_order_paused(
+        &self,
+        id: Uuid,
+        pause_ms: u64,
+    ) -> Result<Option<OrderRow>, sqlx::Error> {
+        let sql = if pause_ms > 0 {
+            SELECT_ORDER_SLOW_SQL
+        } else {
+            SELECT_ORDER_SQL
+        };
+        query_span(&self.db, "SELECT", "orders", sql, || {
+            let query = sqlx::query_as(sql).bind(id);
+            let query = if pause_ms > 0 {
+                query.bind(pause_ms as f64 / 1000.0)
+            } else {
+                query
+            };
+            query.fetch_optional(&self.pool)
         })
         .await
+    }
+
+    /// The lock-contention fault: another transaction takes `FOR UPDATE` on
+    /// the order row and holds it for `hold`. Returns once the lock is held.
+    pub async fn hold_order_lock(
+        &self,
+        id: Uuid,
+        hold: std::time::Duration,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(LOCK_ORDER_SQL)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            let _ = tx.commit().await;
+        });
+        Ok(())
+    }
+
+    /// The pool-exhaustion fault: takes up to `connections` pooled
+    /// connections and keeps them for `hold`, as a leak or a slow batch job
+    /// would. Returns once they are taken (or the pool had no more).
+    pub async fn hold_connections(&self, connections: u32, hold: std::time::Duration) {
+        let mut held = Vec::new();
+        for _ in 0..connections {
+            match tokio::time::timeout(std::time::Duration::from_millis(200), self.pool.acquire())
+                .await
+            {
+                Ok(Ok(conn)) => held.push(conn),
+                _ => break,
+            }
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            drop(held);
+        });
     }
 
     async fn find_order_by_key(
@@ -217,6 +282,7 @@ impl Store {
         &self,
         payment: &PaymentRow,
         event: &OutboxEvent,
+        pause_ms: u64,
     ) -> Result<(), sqlx::Error> {
         let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
         query_span(&self.db, "INSERT", "payments", INSERT_PAYMENT_SQL, || {
@@ -231,10 +297,19 @@ impl Store {
                 .execute(&mut *tx)
         })
         .await?;
-        query_span(&self.db, "UPDATE", "orders", COMPLETE_ORDER_SQL, || {
-            sqlx::query(COMPLETE_ORDER_SQL)
-                .bind(payment.order_id)
-                .execute(&mut *tx)
+        let complete = if pause_ms > 0 {
+            COMPLETE_ORDER_SLOW_SQL
+        } else {
+            COMPLETE_ORDER_SQL
+        };
+        query_span(&self.db, "UPDATE", "orders", complete, || {
+            let query = sqlx::query(complete).bind(payment.order_id);
+            let query = if pause_ms > 0 {
+                query.bind(pause_ms as f64 / 1000.0)
+            } else {
+                query
+            };
+            query.execute(&mut *tx)
         })
         .await?;
         let trace_context = serde_json::to_value(&event.trace_context).unwrap_or_default();

@@ -21,13 +21,15 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use tracelab_service::{ApiError, Check, Json, StandardLimits, health_response};
+use tracelab_faults::{FaultKind, FaultRegistry};
+use tracelab_service::{ApiError, Check, Json, health_response};
 use tracelab_telemetry::db::{DbTarget, query_span};
 
 pub use config::Config;
 
 #[derive(Clone)]
 pub struct AppState {
+    pub faults: FaultRegistry,
     pub pool: PgPool,
     pub db: DbTarget,
 }
@@ -39,10 +41,11 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
-        .expect("HTTP client builds");
-    tracelab_service::app::standard(routes(state), StandardLimits::default(), client)
+/// search's fault injection points (see docs/architecture.md).
+pub const FAULT_POINTS: &[&str] = &["search.query", "search.telemetry"];
+
+pub fn router(state: AppState, admin: Router) -> Router {
+    tracelab_service::app::service_router(routes(state), admin)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -70,6 +73,12 @@ pub struct Product {
     pub price: i64,
     pub currency: String,
 }
+
+/// The same query with a server-side pause: the slow-query fault makes the
+/// database itself slow, so the time lands inside the db span.
+const SEARCH_SLOW_SQL: &str = "WITH pause AS (SELECT pg_sleep($3)) \
+     SELECT id, sku, name, description, price, currency FROM products, pause \
+     WHERE name ILIKE $1 OR description ILIKE $1 OR sku ILIKE $1 ORDER BY id LIMIT $2";
 
 const SEARCH_SQL: &str = "SELECT id, sku, name, description, price, currency FROM products \
      WHERE name ILIKE $1 OR description ILIKE $1 OR sku ILIKE $1 ORDER BY id LIMIT $2";
@@ -101,11 +110,23 @@ async fn search(
             .replace('%', "\\%")
             .replace('_', "\\_")
     );
-    let products: Vec<Product> = query_span(&state.db, "SELECT", "products", SEARCH_SQL, || {
-        sqlx::query_as(SEARCH_SQL)
-            .bind(&pattern)
-            .bind(limit)
-            .fetch_all(&state.pool)
+    let pause_ms = match state.faults.inject("search.query").await? {
+        Some(FaultKind::SlowQuery { ms }) => ms,
+        _ => 0,
+    };
+    let sql = if pause_ms > 0 {
+        SEARCH_SLOW_SQL
+    } else {
+        SEARCH_SQL
+    };
+    let products: Vec<Product> = query_span(&state.db, "SELECT", "products", sql, || {
+        let query = sqlx::query_as(sql).bind(&pattern).bind(limit);
+        let query = if pause_ms > 0 {
+            query.bind(pause_ms as f64 / 1000.0)
+        } else {
+            query
+        };
+        query.fetch_all(&state.pool)
     })
     .await
     .map_err(|e| ApiError::internal("search_failed", e))?;
@@ -135,14 +156,16 @@ impl App {
         )
         .await?;
         tracelab_db::migrate(&pool).await?;
+        let (faults, admin) = tracelab_faults::for_service("search", FAULT_POINTS);
         let state = AppState {
+            faults,
             db: DbTarget::from_url(&config.database_url),
             pool,
         };
         let listener = tracelab_service::bind(config.listen).await?;
         Ok(Self {
             listener,
-            router: router(state),
+            router: router(state, admin),
         })
     }
 

@@ -3,13 +3,13 @@
 //! the authenticated admin API that `tracelab fault` and the console drive.
 //!
 //! A fault is data ([`FaultSpec`]): an injection point (e.g.
-//! `payment.db.save`), a [`FaultKind`] with its parameters, a probability,
+//! `payment.save`), a [`FaultKind`] with its parameters, a probability,
 //! an optional lifetime (`for: 5m`) and an optional on/off [`Schedule`].
 //! The same shape is read from scenario files (JSON or YAML), the CLI and
 //! `PUT /admin/faults`:
 //!
 //! ```yaml
-//! point: payment.db.save
+//! point: payment.save
 //! kind: latency
 //! ms: 800
 //! jitter_ms: 200
@@ -51,13 +51,13 @@
 //! ```no_run
 //! use tracelab_faults::{FaultKind, FaultRegistry, admin_router};
 //!
-//! const POINTS: &[&str] = &["payment.db.save", "provider.charge"];
+//! const POINTS: &[&str] = &["payment.save", "provider.charge"];
 //!
 //! # async fn save() -> Result<(), tracelab_service::ApiError> {
 //! let faults = FaultRegistry::new("payment", POINTS);
 //! let admin = admin_router(faults.clone(), "tracelab-admin".to_string());
 //! // ... router.merge(admin) ...
-//! match faults.inject("payment.db.save").await? {
+//! match faults.inject("payment.save").await? {
 //!     None => { /* no fault, or a generic one already applied */ }
 //!     Some(FaultKind::SlowQuery { ms }) => { /* run the query with pg_sleep(ms / 1000.0) */ }
 //!     Some(_) => {}
@@ -74,7 +74,23 @@ pub mod admin;
 pub mod duration;
 pub mod registry;
 pub mod spec;
+pub mod telemetry;
 
 pub use admin::{FaultsReport, Visibility, admin_router};
 pub use registry::{ActiveFault, Clock, FaultRegistry, Injected, ManualClock, SystemClock};
 pub use spec::{AppliedBy, FaultError, FaultKind, FaultSpec, Schedule};
+
+/// What a service needs to take faults: its registry (with the
+/// `<service>.telemetry` point, if listed, already followed) and the admin
+/// router guarded by `TRACELAB_ADMIN_TOKEN`. Call inside a Tokio runtime.
+pub fn for_service(
+    service: &'static str,
+    points: &'static [&'static str],
+) -> (FaultRegistry, axum::Router) {
+    let registry = FaultRegistry::new(service, points);
+    if let Some(point) = points.iter().find(|p| p.ends_with(".telemetry")) {
+        telemetry::follow(&registry, point);
+    }
+    let admin = admin_router(registry.clone(), tracelab_service::config::admin_token());
+    (registry, admin)
+}

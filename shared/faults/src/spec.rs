@@ -343,12 +343,12 @@ impl Schedule {
 /// scenario files (JSON or YAML) and on the CLI:
 ///
 /// ```json
-/// {"point":"payment.db.save","kind":"latency","ms":800,"jitter_ms":200,
+/// {"point":"payment.save","kind":"latency","ms":800,"jitter_ms":200,
 ///  "probability":0.5,"for":"5m","schedule":{"on":"30s","off":"1m"}}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FaultSpec {
-    /// The injection point, e.g. `payment.db.save`.
+    /// The injection point, e.g. `payment.save`.
     pub point: String,
     #[serde(flatten)]
     pub kind: FaultKind,

@@ -37,18 +37,24 @@ impl Default for StandardLimits {
 /// Wraps a service's routes with what every service has: JSON 404/405, a
 /// body limit, a request timeout, the SERVER span (outermost, so it records
 /// the status the client really got) and the W3C test-harness endpoint.
+/// `admin` (the fault API) is merged after the layers: admin calls must
+/// never show up in the traces a learner is investigating.
 pub fn standard(
     routes: Router,
     limits: StandardLimits,
     client: reqwest_middleware::ClientWithMiddleware,
+    admin: Router,
 ) -> Router {
-    routes
+    let traced = routes
         .route("/_w3c/test", post(w3c_test).with_state(client))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(limits.request_timeout, timeout))
         .layer(DefaultBodyLimit::max(limits.body_limit))
-        .layer(from_fn(server_span))
+        .layer(from_fn(server_span));
+    admin
+        .layer(DefaultBodyLimit::max(limits.body_limit))
+        .merge(traced)
 }
 
 async fn not_found() -> ApiError {
@@ -187,4 +193,12 @@ impl Service {
         telemetry.shutdown().await;
         code
     }
+}
+
+/// [`standard`] with the default limits and a traced client for the W3C
+/// harness endpoint: what a service without outgoing HTTP calls needs.
+pub fn service_router(routes: Router, admin: Router) -> Router {
+    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
+        .expect("a TLS-less reqwest client always builds");
+    standard(routes, StandardLimits::default(), client, admin)
 }

@@ -12,6 +12,7 @@
 
 pub mod amqp;
 pub mod app;
+pub mod config;
 pub mod error;
 pub mod health;
 

@@ -16,6 +16,11 @@ use crate::span::{record_error, start};
 #[derive(Debug, Clone, Copy)]
 pub struct UrlTemplate(pub &'static str);
 
+/// Set on a request to send it WITHOUT trace headers (the propagation-break
+/// fault): the callee then starts a trace of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct SkipPropagation;
+
 /// The middleware; [`traced_client`] installs it.
 #[derive(Debug, Clone, Default)]
 pub struct TracePropagation;
@@ -46,7 +51,9 @@ impl Middleware for TracePropagation {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
         let cx = start(format!("{method} {template}"), SpanKind::Client, attributes);
-        inject_http(&cx, req.headers_mut());
+        if extensions.get::<SkipPropagation>().is_none() {
+            inject_http(&cx, req.headers_mut());
+        }
         let result = next.run(req, extensions).with_context(cx.clone()).await;
         let span = cx.span();
         match &result {

@@ -14,6 +14,7 @@
 //! extraction, AMQP and outbox carriers), [`span::in_span`] (manual spans
 //! shaped like the lesson's `startActiveSpan`) and [`db::query_span`].
 
+pub mod chaos;
 pub mod client;
 pub mod config;
 pub mod db;
@@ -108,7 +109,15 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
                 let file = SamplingFile::load(path)?;
                 Box::new(HeadSampler::new(&file.head_based, &config.service_name))
             }
-            (None, None) => Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
+            (None, None) => Box::new(HeadSampler::new(
+                &sampling::HeadBased {
+                    kind: "probabilistic".into(),
+                    rate: 1.0,
+                    per_service: Default::default(),
+                    per_route: Default::default(),
+                },
+                &config.service_name,
+            )),
         };
 
     let exporter = match config.protocol {
@@ -149,7 +158,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
         .build();
 
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(batch)
+        .with_span_processor(chaos::ChaosProcessor::new(batch))
         .with_sampler(sampler)
         .with_resource(resource)
         .build();

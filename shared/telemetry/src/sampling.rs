@@ -141,6 +141,9 @@ impl HeadSampler {
 
     /// The probability a new trace rooted at `span_name` is kept.
     pub fn root_rate(&self, span_name: &str) -> f64 {
+        if let Some(rate) = crate::chaos::current().and_then(|f| f.sampling_rate) {
+            return rate;
+        }
         self.per_route
             .get(span_name)
             .copied()

@@ -32,9 +32,13 @@ pub async fn server_span(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
-    let name = match &route {
-        Some(route) => format!("{method} {route}"),
-        None => method.clone(),
+    let high_cardinality = crate::chaos::current().and_then(|f| f.high_cardinality);
+    let name = match (&route, &high_cardinality) {
+        // The pitfall: an id in the span name makes every request its own
+        // operation, and a unique attribute value per request bloats indexes.
+        (_, Some(_)) => format!("{method} {path}"),
+        (Some(route), None) => format!("{method} {route}"),
+        (None, None) => method.clone(),
     };
     let mut attributes = vec![
         KeyValue::new("http.request.method", method),
@@ -43,6 +47,11 @@ pub async fn server_span(req: Request, next: Next) -> Response {
     ];
     if let Some(route) = route {
         attributes.push(KeyValue::new("http.route", route));
+    }
+    if let Some(attribute) = high_cardinality {
+        use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+        let unique = RandomIdGenerator::default().new_trace_id().to_string();
+        attributes.push(KeyValue::new(attribute, unique));
     }
     if let Some(host) = req
         .headers()
