@@ -301,6 +301,8 @@ pub struct Lab {
     tempo_url: String,
     database_url: String,
     admin_token: String,
+    exchange: String,
+    queue: String,
     drop_database: bool,
     stop_grace: Duration,
     startup: Duration,
@@ -350,6 +352,8 @@ impl Lab {
             tempo_url: String::new(),
             database_url: opts.database_url.clone(),
             admin_token: opts.admin_token.clone(),
+            exchange: opts.exchange.clone(),
+            queue: opts.queue.clone(),
             drop_database: opts.drop_database,
             stop_grace: opts.stop_grace,
             startup: Duration::ZERO,
@@ -660,6 +664,16 @@ impl Lab {
             .iter()
             .find(|c| c.name == name && !c.url.is_empty())
             .map(|c| c.url.clone())
+    }
+
+    /// The RabbitMQ exchange payment publishes to.
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
+    /// The queue notification consumes (its dead-letter queue is `<queue>.dlq`).
+    pub fn queue(&self) -> &str {
+        &self.queue
     }
 
     /// The OTLP/HTTP base URL the services export to (no `/v1/traces`).

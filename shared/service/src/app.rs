@@ -51,10 +51,37 @@ pub fn standard(
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(limits.request_timeout, timeout))
         .layer(DefaultBodyLimit::max(limits.body_limit))
+        .layer(from_fn_with_state(limits.body_limit, refuse_oversized))
         .layer(from_fn(server_span));
     admin
         .layer(DefaultBodyLimit::max(limits.body_limit))
         .merge(traced)
+}
+
+/// Answers a declared-too-large body with 413 JSON before any handler runs,
+/// after reading what the client sends (up to a bound): closing a socket
+/// with unread data resets the connection, and the client would never see
+/// the answer. Bodies without a length are still capped by the extractors.
+async fn refuse_oversized(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(length) if length > limit => {
+            if length <= limit.saturating_mul(32) {
+                let _ = axum::body::to_bytes(req.into_body(), length).await;
+            }
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is {length} bytes; the limit is {limit}"),
+            )
+            .into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 async fn not_found() -> ApiError {

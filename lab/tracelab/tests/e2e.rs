@@ -1,0 +1,893 @@
+//! End-to-end behaviour of the lab: real service processes, real Postgres
+//! and RabbitMQ, the embedded collector, asserted on the exported spans.
+//!
+//! Each test starts its own lab (free ports, a fresh database, its own
+//! exchange and queues), so the tests run in parallel. They need Postgres
+//! and RabbitMQ on localhost and the service binaries
+//! (`cargo build --workspace --bins`); without them they fail and say why.
+
+use std::time::Duration;
+
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+use tracelab::lab::{Lab, LabOptions, SERVICES, default_bin_dir};
+use tracelab::tempo::{Span, SpanKind, StatusCode as SpanStatus, TempoClient, Trace};
+
+async fn start_lab() -> Lab {
+    let dir = default_bin_dir();
+    let missing: Vec<&str> = SERVICES
+        .iter()
+        .copied()
+        .filter(|s| !dir.join(s).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "service binaries missing in {}: {} (run `cargo build --workspace --bins`)",
+        dir.display(),
+        missing.join(", ")
+    );
+    Lab::start(LabOptions::for_tests())
+        .await
+        .expect("the lab starts (Postgres and RabbitMQ must be running)")
+}
+
+async fn login(lab: &Lab) -> String {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{}/api/login", lab.gateway_url()))
+        .json(&json!({"username": "alice", "password": "alice-password"}))
+        .send()
+        .await
+        .expect("gateway answers")
+        .json()
+        .await
+        .expect("login JSON");
+    body["token"].as_str().expect("token").to_string()
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    traceresponse: Option<String>,
+}
+
+async fn checkout(lab: &Lab, token: &str, key: &str, body: Value) -> Answer {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/checkout", lab.gateway_url()))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("gateway answers");
+    answer(response).await
+}
+
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let traceresponse = response
+        .headers()
+        .get("traceresponse")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.json().await.unwrap_or(Value::Null);
+    Answer {
+        status,
+        body,
+        traceresponse,
+    }
+}
+
+fn trace_id_of(answer: &Answer) -> String {
+    let id = answer.body["trace_id"]
+        .as_str()
+        .expect("trace_id in the body")
+        .to_string();
+    let header = answer
+        .traceresponse
+        .as_deref()
+        .expect("traceresponse header");
+    assert_eq!(
+        header.split('-').nth(1),
+        Some(id.as_str()),
+        "header and body name the same trace"
+    );
+    id
+}
+
+fn tempo(lab: &Lab) -> TempoClient {
+    TempoClient::new(&lab.tempo_url()).expect("tempo client")
+}
+
+/// The one span called `name` in `service`, or a failure listing what is there.
+fn span<'a>(trace: &'a Trace, service: &str, name: &str) -> &'a Span {
+    trace.find_in(service, name).unwrap_or_else(|| {
+        let have: Vec<String> = trace
+            .spans
+            .iter()
+            .map(|s| format!("{}:{}", s.service, s.name))
+            .collect();
+        panic!("no span {service}:{name} in the trace; spans: {have:?}")
+    })
+}
+
+fn assert_child(trace: &Trace, child: &Span, parent: &Span) {
+    assert_eq!(
+        child.parent_span_id.as_deref(),
+        Some(parent.span_id.as_str()),
+        "{}:{} should be a child of {}:{}",
+        child.service,
+        child.name,
+        parent.service,
+        parent.name
+    );
+    assert_eq!(child.trace_id, parent.trace_id);
+    assert!(trace.span(&parent.span_id).is_some());
+}
+
+async fn db_count(lab: &Lab, sql: &str, order_id: &str) -> i64 {
+    let mut conn = sqlx::PgConnection::connect(lab.database_url())
+        .await
+        .expect("database");
+    let id = uuid::Uuid::parse_str(order_id).expect("order id");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .expect("count query")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_is_one_connected_trace_across_http_and_the_queue() {
+    let lab = start_lab().await;
+    let token = login(&lab).await;
+    let ok = checkout(
+        &lab,
+        &token,
+        "e2e-1",
+        json!({"amount": 4980, "currency": "JPY", "card": "4242424242424242"}),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+    let trace_id = trace_id_of(&ok);
+    let trace = tempo(&lab)
+        .wait_for_trace(
+            &trace_id,
+            |t| t.find("INSERT notifications").is_some(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the whole trace, notification included, arrives");
+
+    assert!(
+        trace.spans.iter().all(|s| s.trace_id == trace_id),
+        "one trace id everywhere"
+    );
+    assert!(
+        trace.orphans().is_empty(),
+        "no span points at a missing parent"
+    );
+    let roots = trace.roots();
+    assert_eq!(roots.len(), 1, "exactly one root");
+    let root = span(&trace, "gateway", "POST /api/checkout");
+    assert_eq!(root.span_id, roots[0].span_id);
+    assert_eq!(root.kind, SpanKind::Server);
+    assert_eq!(root.attr_str("http.route"), Some("/api/checkout"));
+    assert_eq!(root.attr_i64("http.response.status_code"), Some(201));
+
+    // gateway -> auth
+    let verify_client = span(&trace, "gateway", "POST /verify");
+    assert_eq!(verify_client.kind, SpanKind::Client);
+    assert_child(&trace, verify_client, root);
+    let verify_server = span(&trace, "auth", "POST /verify");
+    assert_eq!(verify_server.kind, SpanKind::Server);
+    assert_child(&trace, verify_server, verify_client);
+
+    // gateway -> payment
+    let pay_client = span(&trace, "gateway", "POST /payments");
+    assert_eq!(pay_client.kind, SpanKind::Client);
+    assert_child(&trace, pay_client, root);
+    let pay_server = span(&trace, "payment", "POST /payments");
+    assert_eq!(pay_server.kind, SpanKind::Server);
+    assert_child(&trace, pay_server, pay_client);
+
+    // processPayment and its children, with the lesson's attributes
+    let process = span(&trace, "payment", "processPayment");
+    assert_eq!(process.kind, SpanKind::Internal);
+    assert_child(&trace, process, pay_server);
+    assert_eq!(
+        process.attr_str("payment.order_id"),
+        ok.body["order_id"].as_str()
+    );
+    assert_eq!(process.attr_i64("payment.amount"), Some(4980));
+    assert_eq!(process.attr_str("payment.currency"), Some("JPY"));
+    assert_eq!(process.status_code, SpanStatus::Ok);
+
+    let validate = span(&trace, "payment", "validateOrder");
+    assert_child(&trace, validate, process);
+    assert_eq!(validate.attr_str("order.status"), Some("processing"));
+    let select = span(&trace, "payment", "SELECT orders");
+    assert_child(&trace, select, validate);
+    assert_eq!(select.kind, SpanKind::Client);
+    assert_eq!(select.attr_str("db.system.name"), Some("postgresql"));
+    assert_eq!(select.attr_str("db.operation.name"), Some("SELECT"));
+    assert_eq!(select.attr_str("db.collection.name"), Some("orders"));
+    assert!(
+        select
+            .attr_str("db.query.text")
+            .is_some_and(|q| q.contains("FROM orders"))
+    );
+    assert!(
+        select
+            .attr_str("db.namespace")
+            .is_some_and(|n| n.starts_with("tracelab_test_"))
+    );
+
+    let external = span(&trace, "payment", "callExternalPaymentAPI");
+    assert_eq!(external.kind, SpanKind::Client);
+    assert_child(&trace, external, process);
+    assert_eq!(external.attr_str("payment.provider"), Some("stripe-mock"));
+    assert_eq!(
+        external.attr_str("payment.transaction_id"),
+        ok.body["transaction_id"].as_str()
+    );
+    assert_eq!(external.status_code, SpanStatus::Ok);
+    let charge = span(&trace, "payment-provider", "POST /v1/charges");
+    assert_eq!(charge.kind, SpanKind::Server);
+    assert_child(&trace, charge, external);
+    assert!(
+        charge.duration_ms() >= 90.0,
+        "the provider's simulated latency shows: {} ms",
+        charge.duration_ms()
+    );
+
+    let save = span(&trace, "payment", "savePaymentResult");
+    assert_child(&trace, save, process);
+    let insert = span(&trace, "payment", "INSERT payments");
+    assert_child(&trace, insert, save);
+    assert_eq!(insert.attr_str("db.system.name"), Some("postgresql"));
+    let outbox = span(&trace, "payment", "INSERT outbox");
+    assert_child(&trace, outbox, save);
+
+    // the asynchronous hop
+    let producer = span(&trace, "payment", "publish payment.completed");
+    assert_eq!(producer.kind, SpanKind::Producer);
+    assert_child(&trace, producer, process);
+    assert_eq!(producer.attr_str("messaging.system"), Some("rabbitmq"));
+    assert_eq!(producer.attr_str("messaging.operation.type"), Some("send"));
+    assert!(
+        producer
+            .attr_str("messaging.destination.name")
+            .is_some_and(|d| d.starts_with("tracelab.test."))
+    );
+    assert_eq!(
+        producer.attr_str("messaging.rabbitmq.destination.routing_key"),
+        Some("payment.completed")
+    );
+    let consumer = span(&trace, "notification", "process payment.completed");
+    assert_eq!(consumer.kind, SpanKind::Consumer);
+    assert_child(&trace, consumer, producer);
+    assert_eq!(
+        consumer.attr_str("messaging.operation.type"),
+        Some("process")
+    );
+    assert_eq!(
+        consumer.attr_str("messaging.message.id"),
+        producer.attr_str("messaging.message.id")
+    );
+    let email = span(&trace, "notification", "sendEmail");
+    assert_child(&trace, email, consumer);
+    let notify = span(&trace, "notification", "INSERT notifications");
+    assert_child(&trace, notify, email);
+
+    assert!(trace.spans.len() >= 12, "{} spans", trace.spans.len());
+    assert!(
+        trace.errors().is_empty(),
+        "a good checkout has no error spans"
+    );
+    lab.stop().await.expect("lab stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_card_is_an_error_trace_a_402_and_no_notification() {
+    let lab = start_lab().await;
+    let token = login(&lab).await;
+    let declined = checkout(
+        &lab,
+        &token,
+        "e2e-declined",
+        json!({"amount": 1200, "currency": "JPY", "card": "4000000000000002"}),
+    )
+    .await;
+    assert_eq!(
+        declined.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        declined.body
+    );
+    assert_eq!(declined.body["error"]["code"], "card_declined");
+    assert_eq!(declined.body["error"]["message"], "Your card was declined.");
+    let order_id = declined.body["error"]["order_id"]
+        .as_str()
+        .expect("order id")
+        .to_string();
+    let trace_id = trace_id_of(&declined);
+    let trace = tempo(&lab)
+        .wait_for_trace(
+            &trace_id,
+            |t| t.find("POST /api/checkout").is_some(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("trace arrives");
+
+    for name in ["callExternalPaymentAPI", "processPayment"] {
+        let s = span(&trace, "payment", name);
+        assert_eq!(s.status_code, SpanStatus::Error, "{name} is ERROR");
+        assert!(
+            s.status_message.contains("declined"),
+            "{name} status message says why: {:?}",
+            s.status_message
+        );
+        let exception = s
+            .event("exception")
+            .unwrap_or_else(|| panic!("{name} records the exception event"));
+        assert!(exception.attributes.contains_key("exception.message"));
+        assert!(exception.attributes.contains_key("exception.type"));
+    }
+    assert_eq!(
+        span(&trace, "payment", "callExternalPaymentAPI").attr_i64("http.response.status_code"),
+        Some(402)
+    );
+    assert_eq!(
+        span(&trace, "payment-provider", "POST /v1/charges").attr_i64("http.response.status_code"),
+        Some(402)
+    );
+    // The client side of a 4xx is an error; the gateway's server span is not.
+    assert_eq!(
+        span(&trace, "gateway", "POST /payments").status_code,
+        SpanStatus::Error
+    );
+    assert_ne!(
+        span(&trace, "gateway", "POST /api/checkout").status_code,
+        SpanStatus::Error
+    );
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = tempo(&lab)
+        .get_trace(&trace_id)
+        .await
+        .unwrap()
+        .expect("trace still there");
+    assert!(later.find("savePaymentResult").is_none(), "nothing saved");
+    assert!(
+        later.find("publish payment.completed").is_none(),
+        "nothing published"
+    );
+    assert!(
+        later.find("process payment.completed").is_none(),
+        "nothing consumed"
+    );
+    assert_eq!(
+        db_count(
+            &lab,
+            "SELECT count(*) FROM notifications WHERE order_id = $1",
+            &order_id
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        db_count(
+            &lab,
+            "SELECT count(*) FROM payments WHERE order_id = $1",
+            &order_id
+        )
+        .await,
+        0
+    );
+    lab.stop().await.expect("lab stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_charges_and_notifies_once() {
+    let lab = start_lab().await;
+    let token = login(&lab).await;
+    let body = json!({"items": [{"product_id": 1, "quantity": 2}], "card": "4242424242424242"});
+    let first = checkout(&lab, &token, "e2e-same-key", body.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(
+        first.body["amount"], 4960,
+        "priced from the catalogue: 2 x 2480"
+    );
+    let second = checkout(&lab, &token, "e2e-same-key", body).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert_eq!(second.body["idempotent_replay"], true);
+    assert_eq!(second.body["order_id"], first.body["order_id"]);
+    assert_eq!(second.body["transaction_id"], first.body["transaction_id"]);
+    let reused = checkout(
+        &lab,
+        &token,
+        "e2e-same-key",
+        json!({"amount": 1, "currency": "JPY", "card": "4242424242424242"}),
+    )
+    .await;
+    assert_eq!(
+        reused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reused.body
+    );
+    assert_eq!(reused.body["error"]["code"], "idempotency_key_reused");
+
+    // The replay's trace shows no second charge.
+    let replay_trace = tempo(&lab)
+        .wait_for_trace(
+            &trace_id_of(&second),
+            |t| t.find("POST /payments").is_some(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("replay trace");
+    assert!(
+        replay_trace.find("callExternalPaymentAPI").is_none(),
+        "a replay never calls the provider"
+    );
+
+    let order_id = first.body["order_id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        db_count(
+            &lab,
+            "SELECT count(*) FROM payments WHERE order_id = $1",
+            &order_id
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        db_count(
+            &lab,
+            "SELECT count(*) FROM outbox WHERE payload->>'order_id' = $1::text",
+            &order_id
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        db_count(
+            &lab,
+            "SELECT count(*) FROM notifications WHERE order_id = $1",
+            &order_id
+        )
+        .await,
+        1
+    );
+    lab.stop().await.expect("lab stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_json_4xx_and_the_services_stay_healthy() {
+    let lab = start_lab().await;
+    let token = login(&lab).await;
+    let http = reqwest::Client::new();
+    let gw = lab.gateway_url();
+    let expect = |a: &Answer, status: StatusCode, code: &str| {
+        assert_eq!(a.status, status, "{}", a.body);
+        assert_eq!(a.body["error"]["code"], code, "{}", a.body);
+        assert!(
+            a.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    };
+
+    let a = answer(
+        http.post(format!("{gw}/api/login"))
+            .header("content-type", "application/json")
+            .body("{\"username\":")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::BAD_REQUEST, "invalid_json");
+    let a = answer(
+        http.post(format!("{gw}/api/login"))
+            .json(&json!({"user": "alice"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+    let a = answer(
+        http.post(format!("{gw}/api/login"))
+            .json(&json!({"username": "alice", "password": "nope"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let checkout_raw = |body: String, key: Option<&'static str>, auth: bool| {
+        let mut req = http
+            .post(format!("{gw}/api/checkout"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        if auth {
+            req = req.bearer_auth(&token);
+        }
+        req.send()
+    };
+    let a = answer(
+        checkout_raw("{\"amount\": 10,".into(), Some("bad-1"), true)
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::BAD_REQUEST, "invalid_json");
+    let big = format!(
+        "{{\"card\":\"4242424242424242\",\"amount\":1,\"pad\":\"{}\"}}",
+        "x".repeat(200 * 1024)
+    );
+    let a = answer(checkout_raw(big, Some("bad-2"), true).await.unwrap()).await;
+    expect(&a, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let a = answer(
+        checkout_raw(
+            "{\"amount\":1,\"card\":\"4242424242424242\"}".into(),
+            None,
+            true,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::BAD_REQUEST, "missing_idempotency_key");
+    let a = answer(
+        checkout_raw(
+            "{\"amount\":1,\"card\":\"4242424242424242\"}".into(),
+            Some("bad-3"),
+            false,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+    let a = answer(
+        checkout_raw(
+            "{\"amount\":-5,\"currency\":\"JPY\",\"card\":\"4242424242424242\"}".into(),
+            Some("bad-4"),
+            true,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::BAD_REQUEST, "invalid_amount");
+    let a = answer(
+        checkout_raw(
+            "{\"amount\":5,\"currency\":\"XXX\",\"card\":\"4242424242424242\"}".into(),
+            Some("bad-5"),
+            true,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::BAD_REQUEST, "invalid_currency");
+    let a = answer(
+        checkout_raw(
+            "{\"items\":[{\"product_id\":99999,\"quantity\":1}],\"card\":\"4242424242424242\"}"
+                .into(),
+            Some("bad-6"),
+            true,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::BAD_REQUEST, "unknown_product");
+    let a = answer(
+        checkout_raw(
+            "{\"amount\":5,\"card\":\"12ab\"}".into(),
+            Some("bad-7"),
+            true,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::BAD_REQUEST, "invalid_card");
+
+    let a = answer(
+        http.get(format!("{gw}/api/products?limit=0"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::BAD_REQUEST, "invalid_limit");
+    let a = answer(
+        http.get(format!("{gw}/api/orders/not-a-uuid"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::BAD_REQUEST, "invalid_order_id");
+    let a = answer(
+        http.get(format!("{gw}/api/nothing-here"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::NOT_FOUND, "not_found");
+    let a = answer(
+        http.delete(format!("{gw}/api/checkout"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    // The admin API is not reachable without its token.
+    let a = answer(http.get(format!("{gw}/admin/faults")).send().await.unwrap()).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+
+    for (name, url) in lab.services() {
+        let health = http.get(format!("{url}/health")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK, "{name} is still healthy");
+    }
+    // And a good checkout still works.
+    let ok = checkout(
+        &lab,
+        &token,
+        "after-bad",
+        json!({"amount": 10, "currency": "JPY", "card": "4242424242424242"}),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+    lab.stop().await.expect("lab stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_traceparents_are_continued_and_invalid_ones_restart_the_trace() {
+    let lab = start_lab().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/products?q=tea", lab.gateway_url());
+    let tempo = tempo(&lab);
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let a = answer(
+        http.get(&url)
+            .header("traceparent", format!("00-{trace_id}-{parent_id}-01"))
+            .header("tracestate", "rojo=00f067aa0ba902b7")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        trace_id_of(&a),
+        trace_id,
+        "a valid traceparent is continued"
+    );
+    let trace = tempo
+        .wait_for_trace(
+            trace_id,
+            |t| t.find("SELECT products").is_some(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("continued trace");
+    let root = span(&trace, "gateway", "GET /api/products");
+    assert_eq!(
+        root.parent_span_id.as_deref(),
+        Some(parent_id),
+        "the caller's span is the parent"
+    );
+    let search = span(&trace, "search", "GET /products");
+    assert_eq!(search.trace_id, trace_id);
+
+    let bad_id = "4bf92f3577b34da6a3ce929d0e0e4736".to_uppercase();
+    let invalid = [
+        format!("00-{bad_id}-{parent_id}-01"), // uppercase
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01".to_string(), // short trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01".to_string(), // short parent id
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_string(), // all-zero trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01".to_string(), // all-zero parent id
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(), // version ff
+        "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(), // short version
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x".to_string(), // v00 with extra field
+        "00-abc123def456-span789-01".to_string(), // the lesson's sketch
+    ];
+    for header in invalid {
+        let a = answer(
+            http.get(&url)
+                .header("traceparent", &header)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK);
+        let new_id = trace_id_of(&a);
+        assert_ne!(new_id, trace_id, "{header} must restart the trace");
+        assert_ne!(new_id, "00000000000000000000000000000000");
+        let trace = tempo
+            .wait_for_trace(
+                &new_id,
+                |t| t.find("GET /api/products").is_some(),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("new trace");
+        let root = span(&trace, "gateway", "GET /api/products");
+        assert_eq!(
+            root.parent_span_id, None,
+            "{header}: the new trace starts at the gateway"
+        );
+    }
+    lab.stop().await.expect("lab stops");
+}
+
+/// Reads one HTTP request from a socket and returns its header block.
+async fn capture_one_request(listener: tokio::net::TcpListener) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut socket, _) = listener.accept().await.expect("harness callback arrives");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = socket.read(&mut chunk).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let _ = socket
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await;
+    String::from_utf8_lossy(&buf).to_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_w3c_harness_endpoint_propagates_the_context() {
+    let lab = start_lab().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback = format!("http://{}/callback", listener.local_addr().unwrap());
+    let captured = tokio::spawn(capture_one_request(listener));
+    let response = reqwest::Client::new()
+        .post(format!("{}/_w3c/test", lab.gateway_url()))
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .header("tracestate", "congo=t61rcWkgMzE")
+        .json(&json!([{"url": callback, "arguments": [{"url": "http://unused", "arguments": []}]}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = captured.await.unwrap();
+    let traceparent = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .expect("the callback carries a traceparent");
+    let parts: Vec<&str> = traceparent.trim().split('-').collect();
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1], "0af7651916cd43dd8448eb211c80319c", "same trace");
+    assert_ne!(
+        parts[2], "b7ad6b7169203331",
+        "a new parent id: our own span"
+    );
+    assert!(
+        headers.contains("tracestate: congo=t61rcwkgmze"),
+        "tracestate is passed on: {headers}"
+    );
+    lab.stop().await.expect("lab stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_the_dead_letter_queue_and_the_consumer_keeps_going() {
+    let lab = start_lab().await;
+    let opts_exchange = lab_exchange(&lab);
+    let conn = Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ is running on 127.0.0.1:5672");
+    let channel = conn.create_channel().await.unwrap();
+    for poison in [
+        &b"not json at all"[..],
+        br#"{"event_id":"also not a uuid"}"#,
+    ] {
+        channel
+            .basic_publish(
+                ShortString::from(opts_exchange.0.clone()),
+                ShortString::from("payment.completed"),
+                BasicPublishOptions::default(),
+                poison,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let dlq = format!("{}.dlq", opts_exchange.1);
+    let mut parked = Vec::new();
+    for _ in 0..50 {
+        if let Some(message) = channel
+            .basic_get(
+                ShortString::from(dlq.clone()),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            parked.push(message.delivery.data.clone());
+            if parked.len() == 2 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(parked.len(), 2, "both poison messages are parked in {dlq}");
+    assert_eq!(
+        parked[0], b"not json at all",
+        "nothing the producer sent is lost"
+    );
+
+    // The consumer is still running: the next good event is processed.
+    let token = login(&lab).await;
+    let ok = checkout(
+        &lab,
+        &token,
+        "after-poison",
+        json!({"amount": 700, "currency": "JPY", "card": "4242424242424242"}),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+    let trace = tempo(&lab)
+        .wait_for_trace(
+            &trace_id_of(&ok),
+            |t| t.find("INSERT notifications").is_some(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the good event is consumed");
+    assert!(trace.find("process payment.completed").is_some());
+    let health: Value = reqwest::get(format!(
+        "{}/health",
+        lab.service_url("notification").unwrap()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(health["dead_lettered"], 2, "{health}");
+    assert_eq!(health["processed"], 1, "{health}");
+    let _ = conn.close(200, ShortString::from("done")).await;
+    lab.stop().await.expect("lab stops");
+}
+
+/// The test lab's exchange and queue names, read back from its services' env.
+fn lab_exchange(lab: &Lab) -> (String, String) {
+    (lab.exchange().to_string(), lab.queue().to_string())
+}
