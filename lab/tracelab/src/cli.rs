@@ -46,6 +46,12 @@ pub enum Command {
     Traces(TracesArgs),
     /// Log in, send one checkout through the gateway, and show its trace.
     Checkout(CheckoutArgs),
+    /// Set, list and clear faults on the running lab's services.
+    Fault(crate::fault::FaultArgs),
+    /// The scenario catalog: list, show, start and stop scenarios.
+    Scenario(crate::scenario::ScenarioArgs),
+    /// Play a hidden scenario: find the cause from the traces, with hints.
+    Exercise(crate::exercise::ExerciseArgs),
 }
 
 /// `tracelab up`
@@ -370,6 +376,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => trace(args).await,
         Command::Traces(args) => traces(args).await,
         Command::Checkout(args) => checkout(args).await,
+        Command::Fault(args) => crate::fault::run(args).await,
+        Command::Scenario(args) => crate::scenario::run(args).await,
+        Command::Exercise(args) => crate::exercise::run(args).await,
     }
 }
 

@@ -6,6 +6,12 @@
 //!   Tempo) and flattens traces into a [`tempo::Trace`] model that tests can
 //!   query (`roots()`, `children()`, `find()`, ...).
 //! - [`waterfall`] draws a trace as a terminal waterfall.
+//! - [`fault`] knows the services' injection points and drives their admin
+//!   API (`tracelab fault`); [`scenario`] reads the scenario catalog
+//!   (`scenarios/*.yaml`, `tracelab scenario`); [`signature`] checks a
+//!   scenario's trace signature through the Tempo API; [`traffic`] sends
+//!   the requests that make it visible; [`verify`] runs a scenario's answer
+//!   key; [`exercise`] plays a scenario blind (`tracelab exercise`).
 //! - [`cli`] is the `tracelab` command line.
 //!
 //! Run it from the workspace root:
@@ -22,8 +28,14 @@
 //! start`, `rabbitmq-server -detached`).
 
 pub mod cli;
+pub mod exercise;
+pub mod fault;
 pub mod lab;
+pub mod scenario;
+pub mod signature;
 pub mod tempo;
+pub mod traffic;
+pub mod verify;
 pub mod waterfall;
 
 pub use lab::{Lab, LabOptions, LogSink, Ports};

@@ -1,0 +1,204 @@
+//! Checks a scenario's answer key on a running lab: send its traffic with
+//! the scenario stopped (its signature must find nothing), then start it,
+//! send the traffic again (every check must find its signature), and stop
+//! it. Invariants must hold in both phases. Used by the answer-key tests
+//! and by `tracelab scenario verify`.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+
+use crate::fault::FaultClient;
+use crate::lab::{Lab, LabOptions};
+use crate::scenario::Scenario;
+use crate::signature::{Check, DlqProbe, EvalContext, Outcome, report, unix_ns};
+use crate::tempo::TempoClient;
+use crate::traffic::{Driver, RequestRecord, summarize};
+
+/// Where a lab is and how to reach its state.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Gateway base URL.
+    pub gateway: String,
+    /// Tempo API.
+    pub tempo: TempoClient,
+    /// Admin API of the services.
+    pub faults: FaultClient,
+    /// Postgres, for `charges_per_key`.
+    pub database_url: Option<String>,
+    /// RabbitMQ URL and the notification DLQ, for `dlq_depth`.
+    pub dlq: Option<(String, String)>,
+}
+
+impl Target {
+    /// The target of a [`Lab`] started with `opts`.
+    ///
+    /// # Errors
+    /// When a client cannot be built.
+    pub fn for_lab(lab: &Lab, opts: &LabOptions) -> anyhow::Result<Target> {
+        Ok(Target {
+            gateway: lab.gateway_url(),
+            tempo: TempoClient::new(&lab.tempo_url())?,
+            faults: FaultClient::for_lab(lab)?,
+            database_url: Some(lab.database_url().to_string()),
+            dlq: Some((opts.amqp_url.clone(), format!("{}.dlq", opts.queue))),
+        })
+    }
+}
+
+/// One phase: the requests sent and what the checks found.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// Whether the scenario was running.
+    pub active: bool,
+    /// The requests.
+    pub traffic: Vec<RequestRecord>,
+    /// The signature checks.
+    pub signature: Vec<Outcome>,
+    /// The invariants.
+    pub invariants: Vec<Outcome>,
+}
+
+impl Phase {
+    /// Active: every signature check present; stopped: none. Invariants hold.
+    pub fn passed(&self) -> bool {
+        let sig = if self.active {
+            self.signature.iter().all(|o| o.present)
+        } else {
+            self.signature.iter().all(|o| !o.present)
+        };
+        sig && self.invariants.iter().all(|o| o.present)
+    }
+
+    /// A readable account of the phase.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{} ({}):\n",
+            if self.active {
+                "scenario running: every check must find its signature"
+            } else {
+                "scenario stopped: no check may find anything"
+            },
+            if self.passed() { "ok" } else { "FAILED" }
+        );
+        for line in summarize(&self.traffic) {
+            out.push_str(&format!("  traffic {line}\n"));
+        }
+        out.push_str(&report(&self.signature));
+        out.push('\n');
+        if !self.invariants.is_empty() {
+            out.push_str("  invariants:\n");
+            out.push_str(&report(&self.invariants));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Both phases.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Scenario id.
+    pub id: String,
+    /// Stopped.
+    pub baseline: Phase,
+    /// Running.
+    pub active: Phase,
+}
+
+impl Verification {
+    /// Both phases passed.
+    pub fn passed(&self) -> bool {
+        self.baseline.passed() && self.active.passed()
+    }
+
+    /// A readable account.
+    pub fn render(&self) -> String {
+        format!(
+            "scenario {}: {}\n{}{}",
+            self.id,
+            if self.passed() { "ok" } else { "FAILED" },
+            self.baseline.render(),
+            self.active.render()
+        )
+    }
+}
+
+fn needs_dlq(checks: &[Check]) -> bool {
+    checks.iter().any(|c| matches!(c, Check::DlqDepth(_)))
+}
+
+/// Runs one phase of `scenario` on `target`.
+///
+/// # Errors
+/// When the faults cannot be set or cleared, or the DLQ cannot be read.
+pub async fn run_phase(
+    target: &Target,
+    scenario: &Scenario,
+    active: bool,
+    timeout: Duration,
+) -> anyhow::Result<Phase> {
+    let dlq = match (&target.dlq, needs_dlq(&scenario.signature)) {
+        (Some((url, queue)), true) => Some(DlqProbe {
+            amqp_url: url.clone(),
+            queue: queue.clone(),
+            baseline: DlqProbe::depth(url, queue).await.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    let start_ns = unix_ns(SystemTime::now());
+    if active {
+        scenario.start(&target.faults, false).await?;
+    }
+    let result = async {
+        let driver = Driver::new(&target.gateway)?;
+        let traffic = driver.run(&scenario.traffic).await;
+        tokio::time::sleep(Duration::from_millis(scenario.traffic.settle_ms)).await;
+        let ctx = EvalContext {
+            tempo: &target.tempo,
+            start_ns,
+            end_ns: (!active).then(|| unix_ns(SystemTime::now())),
+            traffic: &traffic,
+            database_url: target.database_url.as_deref(),
+            dlq: dlq.as_ref(),
+        };
+        let signature = if active {
+            ctx.wait_present(&scenario.signature, timeout).await
+        } else {
+            ctx.eval_all(&scenario.signature).await
+        };
+        let invariants = ctx.eval_all(&scenario.invariants).await;
+        anyhow::Ok(Phase {
+            active,
+            traffic,
+            signature,
+            invariants,
+        })
+    }
+    .await;
+    if active {
+        scenario
+            .stop(&target.faults)
+            .await
+            .with_context(|| format!("stopping scenario {}", scenario.id))?;
+    }
+    result
+}
+
+/// Verifies a scenario's answer key: stopped first, then running.
+///
+/// # Errors
+/// As [`run_phase`].
+pub async fn verify(
+    target: &Target,
+    scenario: &Scenario,
+    timeout: Duration,
+) -> anyhow::Result<Verification> {
+    let baseline = run_phase(target, scenario, false, timeout).await?;
+    let active = run_phase(target, scenario, true, timeout).await?;
+    Ok(Verification {
+        id: scenario.id.clone(),
+        baseline,
+        active,
+    })
+}
