@@ -6,6 +6,7 @@
 //!   Tempo) and flattens traces into a [`tempo::Trace`] model that tests can
 //!   query (`roots()`, `children()`, `find()`, ...).
 //! - [`waterfall`] draws a trace as a terminal waterfall.
+//! - [`load`] is an open-loop load generator for the gateway (`tracelab load`).
 //! - [`fault`] knows the services' injection points and drives their admin
 //!   API (`tracelab fault`); [`scenario`] reads the scenario catalog
 //!   (`scenarios/*.yaml`, `tracelab scenario`); [`signature`] checks a
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod exercise;
 pub mod fault;
 pub mod lab;
+pub mod load;
 pub mod scenario;
 pub mod signature;
 pub mod tempo;

@@ -33,6 +33,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use tracelab_faults::duration;
+
 use crate::tempo::http_error_summary;
 
 /// The card the payment provider declines (402).
@@ -58,8 +60,8 @@ pub struct LoadArgs {
     /// whatever the answers, and latency counts from the scheduled instant.
     #[arg(long, value_parser = parse_rps)]
     pub rps: f64,
-    /// How long to send, e.g. 30s, 1m, 500ms, 1m30s.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    /// How long to send, e.g. 30s, 1m, 500ms, 1m30s (whole numbers with a unit).
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
     pub duration: Option<Duration>,
     /// Send until Ctrl-C.
     #[arg(long)]
@@ -88,7 +90,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_share, value_name = "0..1")]
     pub decline_share: f64,
     /// Timeout of one request (an expired one counts as an error).
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_parser = duration::parse, value_name = "DURATION")]
     pub timeout: Duration,
     /// Most requests in flight; a scheduled request over it is not sent and
     /// is counted as "dropped by generator".
@@ -96,7 +98,7 @@ pub struct LoadArgs {
     pub max_in_flight: usize,
     /// A request sent later than this after its scheduled instant counts as
     /// "behind schedule".
-    #[arg(long, default_value = "5ms", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "5ms", value_parser = duration::parse, value_name = "DURATION")]
     pub lag_threshold: Duration,
     /// No progress line.
     #[arg(long)]
@@ -139,7 +141,7 @@ pub async fn command(args: LoadArgs, stop: impl Future<Output = ()>) -> anyhow::
     let config = args.config();
     if !args.json {
         let length = match config.duration {
-            Some(d) => format!("for {}", format_duration(d)),
+            Some(d) => format!("for {}", duration::format(d)),
             None => "until Ctrl-C".to_string(),
         };
         println!(
@@ -227,67 +229,6 @@ pub fn parse_user(s: &str) -> Result<User, String> {
         name: name.to_string(),
         password,
     })
-}
-
-/// Parses `500ms`, `10s`, `1m`, `2h`, fractions such as `1.5s`, and sums
-/// such as `1m30s`.
-///
-/// # Errors
-/// On an empty string, a number without a unit (`10` could mean anything),
-/// an unknown unit, or a value too large for a `Duration`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = |why: &str| format!("invalid duration {s:?}: {why} (write e.g. 500ms, 10s, 1m)");
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(err("empty"));
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return Err(err("expected a number"));
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| err("bad number"))?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match rest[..unit_len].trim() {
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            "" => return Err(err("missing unit (ms, s, m or h)")),
-            other => return Err(err(&format!("unknown unit {other:?}"))),
-        };
-        rest = &rest[unit_len..];
-        total += value * seconds;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| err("too large"))
-}
-
-/// `1m30s`, `500ms`, `2.5s`: short and readable.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms % 1000 != 0 || ms < 60_000 {
-        let s = d.as_secs_f64();
-        if s.fract() == 0.0 {
-            format!("{s:.0}s")
-        } else {
-            format!("{s:.1}s")
-        }
-    } else {
-        let (m, s) = (ms / 60_000, (ms % 60_000) / 1000);
-        if s == 0 {
-            format!("{m}m")
-        } else {
-            format!("{m}m{s}s")
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1544,9 +1485,9 @@ async fn preflight(
 
 /// Awaits every future concurrently, results in order (a few logins; not
 /// worth a dependency).
-async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let mut set = JoinSet::new();
@@ -1848,25 +1789,6 @@ mod tests {
         assert_eq!(count(0, 10_000), 0);
         assert_eq!(count(1_000_000, 100), 100);
         assert_eq!(count(333_333, 300), 99);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration(" 1m "), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["", "10", "10x", "s", "1..2s", "ms10"] {
-            let e = parse_duration(bad).unwrap_err();
-            assert!(e.contains("invalid duration"), "{bad}: {e}");
-        }
-        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
-        assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
-        assert_eq!(format_duration(Duration::from_millis(2500)), "2.5s");
-        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
     }
 
     #[test]
