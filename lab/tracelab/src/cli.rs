@@ -46,6 +46,8 @@ pub enum Command {
     Traces(TracesArgs),
     /// Log in, send one checkout through the gateway, and show its trace.
     Checkout(CheckoutArgs),
+    /// Send open-loop load through the gateway at a fixed rate, then summarize latency and errors.
+    Load(crate::load::LoadArgs),
     /// Set, list and clear faults on the running lab's services.
     Fault(crate::fault::FaultArgs),
     /// The scenario catalog: list, show, start and stop scenarios.
@@ -376,6 +378,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => trace(args).await,
         Command::Traces(args) => traces(args).await,
         Command::Checkout(args) => checkout(args).await,
+        Command::Load(args) => crate::load::command(args, shutdown_signal()).await,
         Command::Fault(args) => crate::fault::run(args).await,
         Command::Scenario(args) => crate::scenario::run(args).await,
         Command::Exercise(args) => crate::exercise::run(args).await,
@@ -474,6 +477,9 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let default = PathBuf::from("sampling.yaml");
         default.is_file().then_some(default)
     });
+    if args.bin_dir.is_none() {
+        lab::build_services_when_run_by_cargo()?;
+    }
     let opts = LabOptions {
         bin_dir: args.bin_dir.clone().unwrap_or_else(lab::default_bin_dir),
         database_url: args.database_url.clone(),

@@ -259,6 +259,42 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// When `tracelab` itself was started by `cargo run` from this workspace,
+/// builds the service binaries first (same profile), so `cargo run -p
+/// tracelab -- up` on a fresh clone is the only command needed and a code
+/// change is never served by a stale binary. Does nothing otherwise.
+///
+/// # Errors
+/// When the build fails (cargo's own output says why).
+pub fn build_services_when_run_by_cargo() -> anyhow::Result<()> {
+    let (Some(cargo), Some(manifest_dir)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return Ok(());
+    };
+    let workspace = PathBuf::from(manifest_dir).join("../../Cargo.toml");
+    if !workspace.is_file() {
+        return Ok(());
+    }
+    let release = default_bin_dir().ends_with("release");
+    let mut build = std::process::Command::new(cargo);
+    build
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&workspace)
+        .args(["--workspace", "--bins", "--quiet"]);
+    if release {
+        build.arg("--release");
+    }
+    println!("building the services (cargo build --workspace --bins)…");
+    let status = build.status().context("running cargo build")?;
+    if !status.success() {
+        anyhow::bail!("building the services failed ({status})");
+    }
+    Ok(())
+}
+
 /// Where the service binaries are: `$TRACELAB_BIN_DIR` if set, else the
 /// directory of the running executable, stepping out of `deps/` (where cargo
 /// puts test binaries) so tests find `target/<profile>/<service>`.
@@ -272,7 +308,10 @@ pub fn default_bin_dir() -> PathBuf {
     else {
         return PathBuf::from(".");
     };
-    if dir.file_name().is_some_and(|n| n == "deps") {
+    if dir
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
         dir.parent().map(Path::to_path_buf).unwrap_or(dir)
     } else {
         dir
