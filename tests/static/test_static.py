@@ -356,7 +356,7 @@ def test_binary_not_copied_is_reported(compose, dockerfile):
 
 def test_binary_not_in_workspace_is_reported(broken, dockerfile):
     broken["services"]["auth"]["command"] = ["authd"]
-    broken["services"]["load"]["command"][2] += "\ntracelab-loadgen --rps 2\n"
+    broken["services"]["load"]["command"][0] = "tracelab-loadgen"
     assert_reports(checks.check_dockerfile(broken, dockerfile), "auth: runs 'authd'", "'tracelab-loadgen'")
 
 
