@@ -686,7 +686,7 @@ impl EvalContext<'_> {
                         };
                         let before = parent.start_ns as f64 - s.start_ns as f64;
                         let after = s.end_ns as f64 - parent.end_ns as f64;
-                        let ms = before.max(after) / 1e6;
+                        let ms = before.max(after).max(0.0) / 1e6;
                         if best.as_ref().is_none_or(|(b, _)| ms > *b) {
                             best = Some((ms, s.trace_id.clone()));
                         }

@@ -76,7 +76,26 @@ macro_rules! answer_keys {
 }
 
 answer_keys! {
+    answer_key_auth_verify_errors => "auth-verify-errors",
+    answer_key_auth_verify_slow => "auth-verify-slow",
+    answer_key_gateway_auth_propagation_break => "gateway-auth-propagation-break",
+    answer_key_gateway_search_latency => "gateway-search-latency",
+    answer_key_incident_cascade_pool => "incident-cascade-pool",
+    answer_key_incident_invisible_search => "incident-invisible-search",
+    answer_key_incident_red_herring_clock_skew => "incident-red-herring-clock-skew",
+    answer_key_incident_retry_storm => "incident-retry-storm",
+    answer_key_notification_consumer_stall => "notification-consumer-stall",
+    answer_key_notification_dead_letter => "notification-dead-letter",
+    answer_key_payment_save_slow => "payment-save-slow",
+    answer_key_payment_validate_slow_query => "payment-validate-slow-query",
+    answer_key_pitfall_high_cardinality => "pitfall-high-cardinality",
+    answer_key_pitfall_propagation_break_queue => "pitfall-propagation-break-queue",
+    answer_key_pitfall_sampling_miss => "pitfall-sampling-miss",
+    answer_key_pitfall_tracing_overhead => "pitfall-tracing-overhead",
+    answer_key_provider_outage => "provider-outage",
+    answer_key_provider_rate_limit => "provider-rate-limit",
     answer_key_provider_slow => "provider-slow",
+    answer_key_search_slow_query => "search-slow-query",
 }
 
 #[test]
