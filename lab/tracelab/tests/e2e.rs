@@ -891,3 +891,52 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_consumer_keeps_goin
 fn lab_exchange(lab: &Lab) -> (String, String) {
     (lab.exchange().to_string(), lab.queue().to_string())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_export_over_grpc_when_asked() {
+    // A collector of our own, so the lab's services can be pointed at its
+    // gRPC port with the standard variables.
+    let collector =
+        tracelab_collector::Collector::start(tracelab_collector::CollectorConfig::ephemeral())
+            .await
+            .expect("collector starts");
+    let dir = default_bin_dir();
+    assert!(
+        dir.join("gateway").is_file(),
+        "service binaries missing in {} (run `cargo build --workspace --bins`)",
+        dir.display()
+    );
+    let mut opts = LabOptions::for_tests();
+    opts.otlp_endpoint = Some(format!("http://{}", collector.otlp_grpc_addr()));
+    opts.extra_env
+        .push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()));
+    let lab = Lab::start(opts).await.expect("lab starts");
+    let token = login(&lab).await;
+    let ok = checkout(
+        &lab,
+        &token,
+        "grpc-1",
+        json!({"amount": 300, "currency": "JPY", "card": "4242424242424242"}),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+    let tempo = TempoClient::new(&format!("http://{}", collector.api_addr())).unwrap();
+    let trace = tempo
+        .wait_for_trace(
+            &trace_id_of(&ok),
+            |t| t.find("INSERT notifications").is_some(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the trace arrives over OTLP/gRPC");
+    assert!(trace.orphans().is_empty());
+    assert_eq!(trace.services().len(), 5, "{:?}", trace.services());
+    // The login trace (3 spans) arrived the same way.
+    assert_eq!(
+        collector.stats().spans_received as usize,
+        trace.spans.len() + 3,
+        "every span came over gRPC"
+    );
+    lab.stop().await.expect("lab stops");
+    collector.shutdown().await;
+}
