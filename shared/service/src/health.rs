@@ -32,6 +32,8 @@ pub fn health_response(service: &str, checks: Vec<Check>, extra: Option<Value>) 
         "status": if healthy { "ok" } else { "unhealthy" },
         "service": service,
         "checks": map,
+        // Lost spans are not a reason to be unhealthy, but they must be visible.
+        "telemetry": tracelab_telemetry::stats::export_stats(),
     });
     if let (Some(Value::Object(extra)), Some(obj)) = (extra, body.as_object_mut()) {
         obj.extend(extra);

@@ -77,8 +77,10 @@ impl<P: SpanProcessor> SpanProcessor for ChaosProcessor<P> {
     }
 
     fn on_end(&self, mut span: SpanData) {
+        crate::stats::ENDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(faults) = current() {
             if faults.drop_spans {
+                crate::stats::DROPPED_BY_FAULT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
             if faults.clock_skew_ms != 0 {

@@ -24,6 +24,7 @@ pub mod sampling;
 pub mod server;
 pub mod shutdown;
 pub mod span;
+pub mod stats;
 
 use std::time::Duration;
 
@@ -140,7 +141,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
 
     // A short delay keeps a checkout's trace readable within ~100 ms of the
     // response, which matters more in a lab than a few extra export calls.
-    let batch = BatchSpanProcessor::builder(exporter)
+    let batch = BatchSpanProcessor::builder(stats::CountingExporter::new(exporter))
         .with_batch_config(
             BatchConfigBuilder::default()
                 .with_scheduled_delay(Duration::from_millis(50))
