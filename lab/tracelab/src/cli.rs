@@ -879,7 +879,7 @@ async fn checkout(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
     let succeeded = status.is_success();
     let wait = Duration::from_secs_f64(args.wait.max(0.0));
     println!(
-        "waiting up to {:.0}s for the whole trace (tail sampling holds it until its decision)…",
+        "waiting up to {:.0}s for the whole trace, notification included…",
         wait.as_secs_f64()
     );
     let trace = match tempo
