@@ -26,7 +26,6 @@ use sha2::{Digest, Sha256};
 
 use crate::fault::{FaultClient, LabArgs, human_secs};
 use crate::scenario::{Catalog, Grade, Lang, Scenario, Text, load_catalog};
-use crate::traffic::{Driver, RequestRecord, summarize};
 
 const CURRENT: &str = "exercise.json";
 const HISTORY: &str = "history.json";
@@ -782,64 +781,58 @@ async fn start(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends checkouts and searches at `rate` until exercise `number` is over
-/// (answered or revealed, maybe from another terminal) or Ctrl-C.
-async fn background_load(
+/// Sends checkouts and searches (twice as many) with the load generator
+/// ([`crate::load`]) at `rate` checkouts per second, until exercise `number`
+/// is over (answered or revealed, maybe from another terminal) or Ctrl-C.
+///
+/// # Errors
+/// When the load generator cannot start (gateway unreachable, login refused).
+pub async fn background_load(
     ex: &Exercises,
     gateway: &str,
     rate: f64,
     number: u64,
 ) -> anyhow::Result<()> {
-    let driver = Driver::new(gateway)?;
-    let period = Duration::from_secs_f64(1.0 / rate.clamp(0.05, 50.0));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RequestRecord>();
-    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
-    let mut tick = tokio::time::interval(period);
-    let mut report = tokio::time::interval(Duration::from_secs(15));
-    report.tick().await;
-    let mut window: Vec<RequestRecord> = Vec::new();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        tokio::select! {
-            _ = &mut ctrl_c => {
-                println!("\nload stopped. The exercise is still running: tracelab exercise status / hint / answer");
-                return Ok(());
-            }
-            _ = tick.tick() => {
+    use crate::load::{LoadConfig, Mix, Progress, Route, run_until};
+    let config = LoadConfig {
+        gateway: gateway.to_string(),
+        rps: rate.clamp(0.05, 50.0) * 3.0,
+        duration: None,
+        mix: Mix::of(&[(Route::Checkout, 1), (Route::Search, 2)]),
+        // A hang must not make requests pile up without bound.
+        max_in_flight: 64,
+        timeout: Duration::from_secs(15),
+        progress: Progress::Stdout,
+        ..LoadConfig::default()
+    };
+    let interrupted = std::sync::atomic::AtomicBool::new(false);
+    let stop = async {
+        let over = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 match ex.current() {
                     Ok(Some(s)) if s.number == number => {}
-                    _ => {
-                        println!("\nthe exercise is over; load stopped.");
-                        return Ok(());
-                    }
-                }
-                for kind in 0..3u8 {
-                    // Requests stuck behind a hang must not pile up without bound.
-                    let Ok(permit) = in_flight.clone().try_acquire_owned() else { break };
-                    let driver = driver.clone();
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let r = if kind == 0 {
-                            driver.checkout("4242424242424242").await
-                        } else {
-                            driver.search().await
-                        };
-                        drop(permit);
-                        let _ = tx.send(r);
-                    });
+                    _ => return,
                 }
             }
-            Some(r) = rx.recv() => window.push(r),
-            _ = report.tick() => {
-                let now = chrono::Local::now().format("%H:%M:%S");
-                for line in summarize(&window) {
-                    println!("{now} load {line}");
-                }
-                window.clear();
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
             }
+            () = over => {}
         }
+    };
+    let summary = run_until(config, stop).await?;
+    println!("\n{}", summary.render());
+    if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+        println!(
+            "load stopped. The exercise is still running: tracelab exercise status / hint / answer"
+        );
+    } else {
+        println!("the exercise is over; load stopped.");
     }
+    Ok(())
 }
 
 #[cfg(test)]

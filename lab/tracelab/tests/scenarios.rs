@@ -143,3 +143,462 @@ fn catalog_covers_services_pitfalls_and_incidents() {
         .collect();
     assert!(compound.len() >= 3, "at least three compound incidents");
 }
+
+/// The texts a learner sees before any hint (story, symptom) and the first
+/// hint do not name the operation to find. Gateway answers are exempt: the
+/// symptom is observed on a gateway route, which may be the answer itself.
+#[test]
+fn stories_and_symptoms_keep_the_answer_hidden() {
+    for s in &catalog().scenarios {
+        let Some(op) = &s.answer.operation else {
+            continue;
+        };
+        if s.answer.service == "gateway" {
+            continue;
+        }
+        let op = op.to_lowercase();
+        for (what, text) in [
+            ("story", &s.story),
+            ("symptom", &s.symptom),
+            ("hints[0]", &s.hints[0]),
+        ] {
+            for t in [&text.en, &text.ja] {
+                assert!(
+                    !t.to_lowercase().contains(&op),
+                    "{}: {what} gives the answer {op:?} away",
+                    s.id
+                );
+            }
+        }
+    }
+}
+
+/// Every TraceQL a scenario shows the learner or runs in its signature is
+/// accepted by the embedded collector's TraceQL subset.
+#[tokio::test]
+async fn every_query_is_accepted_by_the_collector() {
+    use tracelab::tempo::{SearchQuery, TempoClient};
+    use tracelab_collector::{Collector, CollectorConfig};
+    let collector = Collector::start(CollectorConfig::ephemeral())
+        .await
+        .expect("collector starts");
+    let tempo = TempoClient::new(&format!("http://{}", collector.api_addr())).unwrap();
+    let mut n = 0;
+    for s in &catalog().scenarios {
+        let mut queries = vec![s.query.clone()];
+        for c in s.signature.iter().chain(&s.invariants) {
+            queries.extend(c.queries());
+        }
+        for q in queries {
+            let query = SearchQuery {
+                q: Some(q.clone()),
+                ..Default::default()
+            };
+            if let Err(e) = tempo.search(&query).await {
+                panic!("{}: query {q} refused: {e:#}", s.id);
+            }
+            n += 1;
+        }
+    }
+    collector.shutdown().await;
+    assert!(n >= 40, "only {n} queries checked");
+}
+
+/// A fresh state directory for exercise tests.
+fn temp_home() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tracelab-exercise-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Grading through the library: hidden state, hints, wrong answers, the
+/// right service without or with another operation, accepted alternatives,
+/// `--force`, reveal, and the history with the elapsed time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exercises_are_graded_and_recorded() {
+    use tracelab::exercise::{Begin, Exercises, Outcome};
+    use tracelab::fault::FaultClient;
+    use tracelab::scenario::Grade;
+
+    let catalog = catalog();
+    let (lab, _opts) = start_lab().await;
+    let client = FaultClient::for_lab(&lab).unwrap();
+    let home = temp_home();
+    let ex = Exercises::new(&home);
+    let begin = |id: &'static str, force: bool| {
+        let scenario = catalog.get(id).unwrap();
+        let client = &client;
+        let gateway = lab.gateway_url();
+        let tempo = lab.tempo_url();
+        let ex = &ex;
+        let catalog = &catalog;
+        async move {
+            ex.begin(
+                catalog,
+                Begin {
+                    scenario,
+                    client,
+                    gateway: &gateway,
+                    tempo: &tempo,
+                    seed: None,
+                    force,
+                },
+            )
+            .await
+        }
+    };
+
+    // 1. payment-save-slow: wrong answers first.
+    begin("payment-save-slow", false).await.expect("starts");
+    let state_text = std::fs::read_to_string(home.join("exercise.json")).unwrap();
+    assert!(
+        !state_text.contains("payment-save-slow") && !state_text.contains("savePaymentResult"),
+        "the state file gives the answer away: {state_text}"
+    );
+    let report = client.list("payment").await.unwrap();
+    assert_eq!(report.faults.len(), 1, "the scenario's fault is set");
+    assert!(
+        !report.visible,
+        "fault.injected events stay off in exercises"
+    );
+    let (_, hints, _) = ex.hint(&catalog).unwrap();
+    assert_eq!(hints.len(), 1);
+    let (state, hints, _) = ex.hint(&catalog).unwrap();
+    assert_eq!((hints.len(), state.hints_unlocked), (2, 2));
+    let grade = |service: &'static str, op: Option<&'static str>| {
+        let ex = &ex;
+        let catalog = &catalog;
+        let token = lab.admin_token().to_string();
+        async move { ex.answer(catalog, &token, service, op).await.unwrap().grade }
+    };
+    assert_eq!(grade("auth", Some("POST /verify")).await, Grade::Wrong);
+    assert_eq!(grade("payment", None).await, Grade::NeedsOperation);
+    assert_eq!(
+        grade("payment", Some("validateOrder")).await,
+        Grade::WrongOperation
+    );
+    assert!(
+        ex.current().unwrap().is_some(),
+        "still running after wrong answers"
+    );
+    assert_eq!(client.list("payment").await.unwrap().faults.len(), 1);
+    assert_eq!(
+        grade("Payment", Some("save_payment_result")).await,
+        Grade::Correct
+    );
+    assert!(ex.current().unwrap().is_none(), "a correct answer ends it");
+    assert!(
+        client.list("payment").await.unwrap().faults.is_empty(),
+        "a correct answer clears the faults"
+    );
+
+    // 2. provider-slow, solved with an accepted alternative.
+    begin("provider-slow", false).await.expect("starts");
+    assert_eq!(
+        grade("payment", Some("callExternalPaymentAPI")).await,
+        Grade::Correct
+    );
+
+    // 3. A running exercise is not replaced without --force.
+    begin("search-slow-query", false).await.unwrap();
+    let err = begin("auth-verify-slow", false).await.unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    begin("auth-verify-slow", true)
+        .await
+        .expect("--force replaces it");
+    assert!(
+        client.list("search").await.unwrap().faults.is_empty(),
+        "the abandoned exercise's faults are cleared"
+    );
+    let (revealed, _) = ex.reveal(&catalog, lab.admin_token()).await.unwrap();
+    assert_eq!(revealed.id, "auth-verify-slow");
+    assert!(client.list("auth").await.unwrap().faults.is_empty());
+
+    let history = ex.history().unwrap();
+    let summary: Vec<(u64, &str, Outcome, usize)> = history
+        .iter()
+        .map(|h| (h.number, h.scenario.as_str(), h.outcome, h.attempts.len()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, "payment-save-slow", Outcome::Solved, 4),
+            (2, "provider-slow", Outcome::Solved, 1),
+            (3, "search-slow-query", Outcome::Abandoned, 0),
+            (4, "auth-verify-slow", Outcome::Revealed, 0),
+        ]
+    );
+    assert_eq!(history[0].hints_used, 2);
+    assert!(history[0].elapsed_secs.is_some_and(|s| s > 0.0));
+    assert!(history[2].elapsed_secs.is_none() && history[3].elapsed_secs.is_none());
+    lab.stop().await.expect("clean stop");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The port flags that point the CLI at a test lab.
+fn lab_flags(lab: &Lab) -> Vec<String> {
+    let port = |url: &str| {
+        url.rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let mut flags = Vec::new();
+    for (name, url) in lab.services() {
+        let flag = match name {
+            "payment-provider" => "--provider-port".to_string(),
+            other => format!("--{other}-port"),
+        };
+        flags.push(flag);
+        flags.push(port(&url));
+    }
+    flags.push("--tempo-port".into());
+    flags.push(port(&lab.tempo_url()));
+    flags
+}
+
+fn cli(home: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"));
+    cmd.env("TRACELAB_HOME", home)
+        .env("TRACELAB_SCENARIOS", catalog_dir())
+        .env("TRACELAB_LANG", "en")
+        .env_remove("TRACELAB_ADMIN_TOKEN")
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run_cli(home: &Path, args: &[&str]) -> (bool, String) {
+    let out = cli(home).args(args).output().await.expect("tracelab runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The exercise from the command line, across processes: `start` sends
+/// background load in one process while `hint`, `status` and `answer` run
+/// in others; a correct answer ends the load by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exercise_cli_works_across_terminals() {
+    let (lab, _opts) = start_lab().await;
+    let home = temp_home();
+    let flags = lab_flags(&lab);
+    let mut start_args = vec![
+        "exercise".to_string(),
+        "start".into(),
+        "--scenario".into(),
+        "provider-slow".into(),
+        "--rate".into(),
+        "2".into(),
+    ];
+    start_args.extend(flags.iter().cloned());
+    let mut start = cli(&home)
+        .args(&start_args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("exercise start runs");
+
+    // Wait until the exercise is recorded and load reaches the provider.
+    let tempo = tracelab::tempo::TempoClient::new(&lab.tempo_url()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = tempo
+            .search(&tracelab::tempo::SearchQuery {
+                q: Some(
+                    r#"{ resource.service.name = "payment-provider" && duration > 1s }"#.into(),
+                ),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_default();
+        if !found.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the background load did not produce slow provider spans"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let (ok, out) = run_cli(&home, &["exercise", "status"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("exercise #1 running"), "{out}");
+    assert!(
+        !out.contains("POST /v1/charges") && !out.contains("provider-slow"),
+        "status gives the answer away:\n{out}"
+    );
+    let (ok, out) = run_cli(&home, &["exercise", "hint"]).await;
+    assert!(ok && out.contains("hint 1/3"), "{out}");
+
+    let mut list_args = vec!["fault", "list"];
+    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    list_args.extend(&flag_refs);
+    let (ok, out) = run_cli(&home, &list_args).await;
+    assert!(ok && out.contains("details hidden"), "{out}");
+    assert!(!out.contains("provider.charge"), "{out}");
+
+    let (ok, out) = run_cli(&home, &["exercise", "answer", "search"]).await;
+    assert!(!ok, "a wrong answer exits non-zero:\n{out}");
+    assert!(out.contains("not it"), "{out}");
+    let (ok, out) = run_cli(
+        &home,
+        &[
+            "exercise",
+            "answer",
+            "payment-provider",
+            "POST",
+            "/v1/charges",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("correct!"), "{out}");
+    assert!(
+        out.contains("resource.service.name = \"payment-provider\""),
+        "{out}"
+    );
+
+    // The load in the first terminal notices and stops.
+    let status = tokio::time::timeout(Duration::from_secs(20), start.wait())
+        .await
+        .expect("exercise start ends once the exercise is solved")
+        .unwrap();
+    let mut stdout = String::new();
+    if let Some(mut out) = start.stdout.take() {
+        use tokio::io::AsyncReadExt as _;
+        let _ = out.read_to_string(&mut stdout).await;
+    }
+    assert!(status.success(), "{stdout}");
+    assert!(stdout.contains("the exercise is over"), "{stdout}");
+    assert!(stdout.contains("symptom at the gateway"), "{stdout}");
+
+    let (ok, out) = run_cli(&home, &["exercise", "history"]).await;
+    assert!(
+        ok && out.contains("provider-slow") && out.contains("solved"),
+        "{out}"
+    );
+    lab.stop().await.expect("clean stop");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// How long after `fault set` returns a fault acts: for a fault on each
+/// service, the first request sent after the PUT returned must already show
+/// the effect, within 1 s. Prints the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_take_effect_within_a_second_of_fault_set() {
+    use tracelab::fault::{FaultClient, spec_from_args};
+    use tracelab::signature::DlqProbe;
+    use tracelab::traffic::Driver;
+
+    let (lab, opts) = start_lab().await;
+    let client = FaultClient::for_lab(&lab).unwrap();
+    let driver = Driver::new(&lab.gateway_url()).unwrap();
+    // Warm up: logins cached, connections open.
+    assert!(driver.checkout("4242424242424242").await.ok());
+    assert!(driver.search().await.ok());
+
+    let mut figures = Vec::new();
+    // (service, point, kind, params, probe: checkout or search)
+    let cases: [(&str, &str, &str, &[&str], bool); 5] = [
+        ("gateway", "gateway.search", "error", &["status=591"], false),
+        ("search", "search.query", "error", &["status=592"], false),
+        ("auth", "auth.verify", "error", &["status=593"], true),
+        (
+            "payment",
+            "payment.validate_order",
+            "error",
+            &["status=500"],
+            true,
+        ),
+        ("payment-provider", "provider.charge", "outage", &[], true),
+    ];
+    for (service, point, kind, params, checkout) in cases {
+        let params: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+        let spec = spec_from_args(point, kind, &params, None, None, None).unwrap();
+        client.set(service, &spec).await.unwrap();
+        let put_returned = Instant::now();
+        let record = if checkout {
+            driver.checkout("4242424242424242").await
+        } else {
+            driver.search().await
+        };
+        let took = put_returned.elapsed();
+        assert!(
+            !record.ok(),
+            "{service}: the first request after `fault set` did not show the fault: {record:?}"
+        );
+        assert!(took < Duration::from_secs(1), "{service}: {took:?}");
+        figures.push((service, took));
+        client.clear_point(service, point).await.unwrap();
+        let cleared = if checkout {
+            driver.checkout("4242424242424242").await
+        } else {
+            driver.search().await
+        };
+        assert!(
+            cleared.ok(),
+            "{service}: still failing after clear: {cleared:?}"
+        );
+    }
+
+    // notification acts on the queue: the first checkout after the PUT
+    // must end in the dead-letter queue.
+    let dlq = format!("{}.dlq", opts.queue);
+    let before = DlqProbe::depth(&opts.amqp_url, &dlq).await.unwrap();
+    let spec =
+        spec_from_args("notification.consume", "dead_letter", &[], None, None, None).unwrap();
+    client.set("notification", &spec).await.unwrap();
+    let put_returned = Instant::now();
+    assert!(driver.checkout("4242424242424242").await.ok());
+    loop {
+        let depth = DlqProbe::depth(&opts.amqp_url, &dlq).await.unwrap();
+        if depth > before {
+            break;
+        }
+        assert!(
+            put_returned.elapsed() < Duration::from_secs(1),
+            "notification: no dead letter within 1 s of `fault set`"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    figures.push(("notification", put_returned.elapsed()));
+    client.clear_all().await.unwrap();
+
+    // A telemetry fault (applied by a task following the registry): the
+    // first search after the PUT must leave no search span.
+    let tempo = tracelab::tempo::TempoClient::new(&lab.tempo_url()).unwrap();
+    let spec = spec_from_args("search.telemetry", "drop_spans", &[], None, None, None).unwrap();
+    client.set("search", &spec).await.unwrap();
+    let put_returned = Instant::now();
+    let record = driver.search().await;
+    let took = put_returned.elapsed();
+    let trace_id = record.trace_id.clone().expect("trace id");
+    let trace = tempo
+        .wait_for_trace(&trace_id, |t| !t.is_empty(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let trace = tempo.get_trace(&trace_id).await.unwrap().unwrap_or(trace);
+    assert!(
+        !trace.services().contains("search"),
+        "search.telemetry drop_spans: the first search after `fault set` still exported search spans"
+    );
+    figures.push(("search (telemetry)", took));
+    client.clear_all().await.unwrap();
+
+    for (service, took) in &figures {
+        eprintln!(
+            "fault effect on {service:<20} first affected request answered {:>6.1} ms after the PUT returned",
+            took.as_secs_f64() * 1000.0
+        );
+    }
+    lab.stop().await.expect("clean stop");
+}
