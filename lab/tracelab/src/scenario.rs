@@ -55,7 +55,31 @@ pub struct Text {
     pub ja: String,
 }
 
+/// Removes the spaces YAML's folded scalars (`>`) put where a Japanese line
+/// was broken: a space between two non-ASCII characters. Spaces next to
+/// Latin words (`payment の`) stay.
+pub fn unfold_japanese(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' '
+            && i > 0
+            && !chars[i - 1].is_ascii()
+            && chars.get(i + 1).is_some_and(|n| !n.is_ascii())
+        {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl Text {
+    fn unfold(mut self) -> Text {
+        self.ja = unfold_japanese(&self.ja);
+        self
+    }
+
     /// The text in `lang` (`ja`, else English).
     pub fn get(&self, lang: Lang) -> &str {
         match lang {
@@ -356,14 +380,14 @@ impl Scenario {
             category: raw.category,
             pitfall: raw.pitfall,
             difficulty: raw.difficulty,
-            title: raw.title,
-            story: raw.story,
+            title: raw.title.unfold(),
+            story: raw.story.unfold(),
             faults,
-            symptom: raw.symptom,
-            hints: raw.hints,
+            symptom: raw.symptom.unfold(),
+            hints: raw.hints.into_iter().map(Text::unfold).collect(),
             query: raw.query.trim().to_string(),
             answer: raw.answer,
-            explanation: raw.explanation,
+            explanation: raw.explanation.unfold(),
             traffic: raw.traffic,
             signature,
             invariants,
@@ -689,6 +713,35 @@ pub enum ScenarioCommand {
         #[command(flatten)]
         lab: LabArgs,
     },
+    /// Check a scenario's answer key on the running lab: its signature must be
+    /// absent while it is stopped and present while it runs (sends traffic).
+    Verify(VerifyArgs),
+}
+
+/// `tracelab scenario verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Scenario id, or `all`.
+    pub id: String,
+    /// How long to wait after the traffic before judging [default: the
+    /// scenario's]. With the tail sampling of `sampling.yaml` traces appear
+    /// only after its decision_wait_ms: pass e.g. 11s.
+    #[arg(long, value_name = "DURATION", value_parser = tracelab_faults::duration::parse)]
+    pub settle: Option<std::time::Duration>,
+    /// How long a running scenario may take to show its signature.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = tracelab_faults::duration::parse)]
+    pub timeout: std::time::Duration,
+    /// Postgres of the lab (for the one-charge-per-key invariant).
+    #[arg(long, env = "DATABASE_URL", default_value = crate::lab::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// RabbitMQ of the lab (for the dead-letter queue depth).
+    #[arg(long, env = "AMQP_URL", default_value = crate::lab::DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+    /// The notification queue (its DLQ is `<queue>.dlq`).
+    #[arg(long, env = "TRACELAB_QUEUE", default_value = crate::lab::DEFAULT_QUEUE)]
+    pub queue: String,
+    #[command(flatten)]
+    pub lab: LabArgs,
 }
 
 /// Loads the catalog named by `--scenarios` or the default one.
@@ -745,11 +798,12 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
             let set = s.start(&client, show_in_traces).await?;
             println!("{}: {}", s.id, s.title.get(lang));
             for a in set {
+                let params = crate::fault::params_text(&a.spec);
                 println!(
-                    "  set {} {} {}",
+                    "  set {} {}{}{params}",
                     a.spec.point,
                     a.spec.kind.name(),
-                    crate::fault::params_text(&a.spec)
+                    if params.is_empty() { "" } else { " " },
                 );
             }
             println!(
@@ -759,6 +813,7 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
                 s.id
             );
         }
+        ScenarioCommand::Verify(v) => return verify_cli(&catalog, v).await,
         ScenarioCommand::Stop { id, lab } => {
             let client = lab.fault_client()?;
             match id {
@@ -775,6 +830,39 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_cli(catalog: &Catalog, args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let target = crate::verify::Target {
+        gateway: args.lab.url("gateway"),
+        tempo: crate::tempo::TempoClient::new(&args.lab.url("tempo"))?,
+        faults: args.lab.fault_client()?,
+        database_url: Some(args.database_url.clone()),
+        dlq: Some((args.amqp_url.clone(), format!("{}.dlq", args.queue))),
+    };
+    let scenarios: Vec<&Scenario> = if args.id == "all" {
+        catalog.scenarios.iter().collect()
+    } else {
+        vec![catalog.get(&args.id)?]
+    };
+    let mut failed = Vec::new();
+    for s in scenarios {
+        let mut s = s.clone();
+        if let Some(settle) = args.settle {
+            s.traffic.settle_ms = settle.as_millis() as u64;
+        }
+        let v = crate::verify::verify(&target, &s, args.timeout).await?;
+        println!("{}", v.render());
+        if !v.passed() {
+            failed.push(s.id.clone());
+        }
+    }
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("failed: {}", failed.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 /// Everything about a scenario, answer included.
@@ -887,6 +975,14 @@ mod tests {
         assert_eq!(a.grade("payment-provider", None), Grade::Correct);
         assert_eq!(a.grade("auth", Some("savePaymentResult")), Grade::Wrong);
         assert_eq!(a.grade("nonsense", None), Grade::Wrong);
+    }
+
+    #[test]
+    fn unfolds_japanese_lines() {
+        assert_eq!(
+            unfold_japanese("API Gateway・ 外部決済API。 今回は payment の Span"),
+            "API Gateway・外部決済API。今回は payment の Span"
+        );
     }
 
     #[test]
