@@ -595,13 +595,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "prints the lesson trace for a visual check"]
-    fn show() {
-        println!("{}", render_waterfall(&lesson_trace(), 100, false));
-        println!("{}", render_waterfall(&lesson_trace(), 60, true));
-    }
-
-    #[test]
     fn tick_steps_are_nice() {
         assert_eq!(tick_step(400 * MS, 5), 100 * MS);
         assert_eq!(tick_step(412 * MS, 6), 100 * MS);

@@ -17,11 +17,7 @@ pub struct Config {
 impl Config {
     /// Reads `TRACELAB_LISTEN`, `TRACELAB_TOKEN_SECRET`, `TRACELAB_TOKEN_TTL_SECS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = parse_or(
-            "TRACELAB_LISTEN",
-            std::env::var("TRACELAB_LISTEN").ok(),
-            SocketAddr::from(([127, 0, 0, 1], 8081)),
-        )?;
+        let listen = tracelab_service::config::listen(8081)?;
         let token_secret = std::env::var("TRACELAB_TOKEN_SECRET")
             .ok()
             .filter(|s| !s.is_empty())

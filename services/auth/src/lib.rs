@@ -12,9 +12,7 @@ pub mod config;
 pub mod token;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -25,9 +23,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-use tracelab_service::{ApiError, Check, Json, health_response};
+use tracelab_service::{ApiError, App, Check, Json, health_response};
 
 pub use config::Config;
 use token::{Claims, Signer};
@@ -173,39 +170,16 @@ async fn verify(
     })))
 }
 
-/// A bound, ready-to-run auth service.
-pub struct App {
-    listener: TcpListener,
-    router: Router,
-}
-
-impl App {
-    /// Binds the listener (port 0 allowed). Fails when it cannot bind.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        if config.token_secret == config::DEV_SECRET {
-            tracing::warn!("TRACELAB_TOKEN_SECRET is not set: using the development secret");
-        }
-        let (faults, admin) = tracelab_faults::for_service("auth", FAULT_POINTS);
-        let router = router(AppState::new(&config, faults), admin);
-        let listener = tracelab_service::bind(config.listen).await?;
-        Ok(Self { listener, router })
+/// Builds auth and binds its listener (port 0 allowed).
+///
+/// Fails when the address cannot be bound.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    if config.token_secret == config::DEV_SECRET {
+        tracing::warn!("TRACELAB_TOKEN_SECRET is not set: using the development secret");
     }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
-    }
-
-    /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
-            .await?;
-        Ok(())
-    }
+    let (faults, admin) = tracelab_faults::for_service("auth", FAULT_POINTS);
+    let router = router(AppState::new(&config, faults), admin);
+    Ok(App::bind(config.listen, router).await?)
 }
 
 #[cfg(test)]
@@ -213,6 +187,8 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use http::{Request, StatusCode};
+    use std::net::SocketAddr;
+    use std::time::Duration;
     use tower::ServiceExt;
 
     fn app(ttl: i64) -> Router {

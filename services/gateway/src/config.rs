@@ -30,11 +30,7 @@ impl Config {
     /// Reads `TRACELAB_LISTEN`, `TRACELAB_AUTH_URL`, `TRACELAB_SEARCH_URL`,
     /// `TRACELAB_PAYMENT_URL`, `TRACELAB_UPSTREAM_TIMEOUT_MS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = parse_or(
-            "TRACELAB_LISTEN",
-            std::env::var("TRACELAB_LISTEN").ok(),
-            SocketAddr::from(([127, 0, 0, 1], 8080)),
-        )?;
+        let listen = tracelab_service::config::listen(8080)?;
         let auth_url = url(
             "TRACELAB_AUTH_URL",
             std::env::var("TRACELAB_AUTH_URL").ok(),

@@ -15,7 +15,6 @@
 
 pub mod config;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -28,10 +27,9 @@ use opentelemetry::trace::TraceContextExt;
 use reqwest_middleware::{ClientWithMiddleware, RequestBuilder};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use tracelab_faults::{FaultKind, FaultRegistry};
-use tracelab_service::{ApiError, Check, Json, RawBody, StandardLimits, health_response};
+use tracelab_service::{ApiError, App, Check, Json, RawBody, StandardLimits, health_response};
 use tracelab_telemetry::client::{SkipPropagation, UrlTemplate, traced_client};
 use tracelab_telemetry::span::current_trace_id;
 
@@ -366,35 +364,12 @@ async fn order(
     Ok(with_trace_id(status, body))
 }
 
-/// A bound, ready-to-run gateway.
-pub struct App {
-    listener: TcpListener,
-    router: Router,
-}
-
-impl App {
-    /// Builds the clients and binds (port 0 allowed). Fails when it cannot bind.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listen = config.listen;
-        let (faults, admin) = tracelab_faults::for_service("gateway", FAULT_POINTS);
-        let router = router(AppState::new(config, faults)?, admin);
-        let listener = tracelab_service::bind(listen).await?;
-        Ok(Self { listener, router })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
-    }
-
-    /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
-            .await?;
-        Ok(())
-    }
+/// Builds the clients and binds (port 0 allowed).
+///
+/// Fails when the address cannot be bound.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let listen = config.listen;
+    let (faults, admin) = tracelab_faults::for_service("gateway", FAULT_POINTS);
+    let router = router(AppState::new(config, faults)?, admin);
+    Ok(App::bind(listen, router).await?)
 }

@@ -10,7 +10,6 @@
 pub mod config;
 pub mod consumer;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,10 +19,8 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use tracelab_service::{Check, health_response};
+use tracelab_service::{App, Check, health_response};
 use tracelab_telemetry::db::DbTarget;
 
 pub use config::Config;
@@ -70,71 +67,35 @@ async fn health(State(state): State<AppState>) -> Response {
     )
 }
 
-/// A bound notification service with its consumer.
-pub struct App {
-    listener: TcpListener,
-    router: Router,
-    consumer: Consumer,
-}
-
-impl App {
-    /// Connects to Postgres, migrates, declares the queue and binds.
-    ///
-    /// Fails when a dependency stays unreachable or the address is taken.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = tracelab_db::connect(
-            &config.database_url,
-            config.db_pool_size,
-            Duration::from_secs(10),
-        )
-        .await?;
-        tracelab_db::migrate(&pool).await?;
-        let stats = Arc::new(Stats::default());
-        let (faults, admin) = tracelab_faults::for_service("notification", FAULT_POINTS);
-        let consumer = Consumer {
-            faults,
-            pool: pool.clone(),
-            db: DbTarget::from_url(&config.database_url),
-            amqp_url: config.amqp_url.clone(),
-            exchange: config.exchange.clone(),
-            queue: config.queue.clone(),
-            prefetch: config.prefetch,
-            stats: stats.clone(),
-        };
-        consumer.declare().await?;
-        let listener = tracelab_service::bind(config.listen).await?;
-        Ok(Self {
-            router: router(AppState { pool, stats }, admin),
-            listener,
-            consumer,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
-    }
-
-    /// Serves and consumes until `shutdown`; the message in hand is
-    /// finished (and acked) before returning.
-    pub async fn run_until(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let consumer = tokio::spawn(self.consumer.run(stop_rx));
-        let served =
-            tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
-                .await;
-        let _ = stop_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(5), consumer)
-            .await
-            .is_err()
-        {
-            tracing::warn!("consumer did not stop within 5 s");
-        }
-        served?;
-        Ok(())
-    }
+/// Connects to Postgres, migrates, declares the queue and binds. The
+/// consumer runs beside the HTTP server and finishes (and acks) the message
+/// in hand before stopping.
+///
+/// Fails when a dependency stays unreachable or the address is taken.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let pool = tracelab_db::connect(
+        &config.database_url,
+        config.db_pool_size,
+        Duration::from_secs(10),
+    )
+    .await?;
+    tracelab_db::migrate(&pool).await?;
+    let stats = Arc::new(Stats::default());
+    let (faults, admin) = tracelab_faults::for_service("notification", FAULT_POINTS);
+    let consumer = Consumer {
+        faults,
+        pool: pool.clone(),
+        db: DbTarget::from_url(&config.database_url),
+        amqp_url: config.amqp_url.clone(),
+        exchange: config.exchange.clone(),
+        queue: config.queue.clone(),
+        prefetch: config.prefetch,
+        stats: stats.clone(),
+    };
+    consumer.declare().await?;
+    Ok(
+        App::bind(config.listen, router(AppState { pool, stats }, admin))
+            .await?
+            .with_background("consumer", move |stop| consumer.run(stop)),
+    )
 }

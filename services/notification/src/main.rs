@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use notification::{App, Config};
+use notification::{Config, build};
 use tracelab_service::Service;
 
 #[tokio::main]
@@ -10,7 +10,7 @@ async fn main() -> ExitCode {
     Service::main(
         "notification",
         Config::from_env,
-        |config, shutdown| async move { App::build(config).await?.run_until(shutdown).await },
+        |config, shutdown| async move { build(config).await?.run_until(shutdown).await },
     )
     .await
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
-use tracelab_telemetry::config::{ConfigError, parse_or};
+use tracelab_telemetry::config::ConfigError;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -15,11 +15,7 @@ pub struct Config {
 impl Config {
     /// Reads `TRACELAB_LISTEN` and `TRACELAB_PROVIDER_LATENCY_MS` (`"100-200"` or `"150"`).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = parse_or(
-            "TRACELAB_LISTEN",
-            std::env::var("TRACELAB_LISTEN").ok(),
-            SocketAddr::from(([127, 0, 0, 1], 8090)),
-        )?;
+        let listen = tracelab_service::config::listen(8090)?;
         let raw = std::env::var("TRACELAB_PROVIDER_LATENCY_MS")
             .ok()
             .unwrap_or_else(|| "100-200".into());

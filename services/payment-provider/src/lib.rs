@@ -14,7 +14,6 @@ pub mod cards;
 pub mod config;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,10 +25,9 @@ use axum::routing::{get, post};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use tracelab_faults::{FaultKind, FaultRegistry};
-use tracelab_service::{ApiError, Check, RawBody, health_response};
+use tracelab_service::{ApiError, App, Check, RawBody, health_response};
 
 pub use config::Config;
 
@@ -275,38 +273,13 @@ async fn charge(state: &AppState, request: ChargeRequest) -> (StatusCode, Value)
     }
 }
 
-/// A bound, ready-to-run provider.
-pub struct App {
-    listener: TcpListener,
-    router: Router,
-}
-
-impl App {
-    /// Binds the listener (port 0 allowed).
-    ///
-    /// Fails when the address cannot be bound.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let (faults, admin) = tracelab_faults::for_service("payment-provider", FAULT_POINTS);
-        let router = router(AppState::new(&config, faults), admin);
-        let listener = tracelab_service::bind(config.listen).await?;
-        Ok(Self { listener, router })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
-    }
-
-    /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
-            .await?;
-        Ok(())
-    }
+/// Builds the provider and binds its listener (port 0 allowed).
+///
+/// Fails when the address cannot be bound.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let (faults, admin) = tracelab_faults::for_service("payment-provider", FAULT_POINTS);
+    let router = router(AppState::new(&config, faults), admin);
+    Ok(App::bind(config.listen, router).await?)
 }
 
 #[cfg(test)]
@@ -314,6 +287,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use http::Request;
+    use std::net::SocketAddr;
     use tower::ServiceExt;
 
     fn state() -> AppState {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use payment_provider::{App, Config};
+use payment_provider::{Config, build};
 use tracelab_service::Service;
 
 #[tokio::main]
@@ -10,7 +10,7 @@ async fn main() -> ExitCode {
     Service::main(
         "payment-provider",
         Config::from_env,
-        |config, shutdown| async move { App::build(config).await?.run_until(shutdown).await },
+        |config, shutdown| async move { build(config).await?.run_until(shutdown).await },
     )
     .await
 }

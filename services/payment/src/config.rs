@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tracelab_service::config as common;
 use tracelab_telemetry::config::{ConfigError, parse_or};
 
 #[derive(Debug, Clone)]
@@ -17,39 +18,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `TRACELAB_LISTEN`, `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`,
-    /// `AMQP_URL`, `TRACELAB_EXCHANGE`, `TRACELAB_PROVIDER_URL`,
-    /// `TRACELAB_PROVIDER_TIMEOUT_MS`.
+    /// Reads `TRACELAB_PROVIDER_URL`, `TRACELAB_PROVIDER_TIMEOUT_MS`, and the
+    /// common `TRACELAB_LISTEN`, `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`,
+    /// `AMQP_URL`, `TRACELAB_EXCHANGE` (through `tracelab_service::config`).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = parse_or(
-            "TRACELAB_LISTEN",
-            std::env::var("TRACELAB_LISTEN").ok(),
-            SocketAddr::from(([127, 0, 0, 1], 8083)),
-        )?;
-        let database_url = std::env::var("DATABASE_URL")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/tracelab".into());
-        let db_pool_size = parse_or(
-            "TRACELAB_DB_POOL_SIZE",
-            std::env::var("TRACELAB_DB_POOL_SIZE").ok(),
-            10_u32,
-        )?;
-        if db_pool_size == 0 {
-            return Err(ConfigError::new(
-                "TRACELAB_DB_POOL_SIZE",
-                "0",
-                "must be at least 1",
-            ));
-        }
-        let amqp_url = std::env::var("AMQP_URL")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        let exchange = std::env::var("TRACELAB_EXCHANGE")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "tracelab.events".into());
         let provider_url = std::env::var("TRACELAB_PROVIDER_URL")
             .ok()
             .filter(|s| !s.is_empty())
@@ -63,11 +35,11 @@ impl Config {
             3000_u64,
         )?;
         Ok(Self {
-            listen,
-            database_url,
-            db_pool_size,
-            amqp_url,
-            exchange,
+            listen: common::listen(8083)?,
+            database_url: common::database_url(),
+            db_pool_size: common::db_pool_size(10)?,
+            amqp_url: common::amqp_url(),
+            exchange: common::exchange(),
             provider_url: provider_url.trim_end_matches('/').to_string(),
             provider_timeout: Duration::from_millis(timeout_ms),
         })

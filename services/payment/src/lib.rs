@@ -22,7 +22,6 @@ pub mod relay;
 pub mod store;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,12 +32,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use tracelab_faults::FaultRegistry;
-use tracelab_service::{ApiError, Check, Json, health_response};
+use tracelab_service::{ApiError, App, Check, Json, health_response};
 use tracelab_telemetry::db::DbTarget;
 
 pub use config::Config;
@@ -429,83 +427,46 @@ async fn get_order(
     Ok(Json(json!({ "order": order, "payment": payment })))
 }
 
-/// A bound, connected payment service with its relay.
-pub struct App {
-    listener: TcpListener,
-    router: Router,
-    state: AppState,
-}
-
-impl App {
-    /// Connects to Postgres and RabbitMQ (waiting up to 10 s each),
-    /// migrates and binds.
-    ///
-    /// Fails when a dependency stays unreachable or the address is taken.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = tracelab_db::connect(
-            &config.database_url,
-            config.db_pool_size,
-            Duration::from_secs(10),
-        )
-        .await?;
-        tracelab_db::migrate(&pool).await?;
-        let connection =
-            tracelab_service::amqp::connect(&config.amqp_url, "payment", Duration::from_secs(10))
-                .await?;
-        let (faults, admin) = tracelab_faults::for_service("payment", FAULT_POINTS);
-        let state = AppState {
-            faults: faults.clone(),
-            store: Store {
-                pool,
-                db: DbTarget::from_url(&config.database_url),
-            },
-            provider: ProviderClient::new(&config.provider_url, config.provider_timeout)?,
-            relay_wakeup: Arc::new(Notify::new()),
-            publisher: Arc::new(tokio::sync::Mutex::new(relay::Publisher::new(
-                &config.amqp_url,
-                &config.exchange,
-                connection,
-                faults,
-            ))),
-        };
-        let listener = tracelab_service::bind(config.listen).await?;
-        Ok(Self {
-            router: router(state.clone(), admin),
-            listener,
-            state,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
-    }
-
-    /// Serves and relays until `shutdown`; drains requests, then lets the
-    /// relay publish what is committed before returning.
-    pub async fn run_until(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let relay = tokio::spawn(relay::run(
-            self.state.store.pool.clone(),
-            self.state.publisher.clone(),
-            self.state.relay_wakeup.clone(),
-            stop_rx,
-        ));
-        let served =
-            tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
-                .await;
-        let _ = stop_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(5), relay)
-            .await
-            .is_err()
-        {
-            tracing::warn!("outbox relay did not stop within 5 s");
-        }
-        served?;
-        Ok(())
-    }
+/// Connects to Postgres and RabbitMQ (waiting up to 10 s each), migrates
+/// and binds. The outbox relay runs beside the HTTP server and stops after
+/// it has drained, publishing what is committed on its way out.
+///
+/// Fails when a dependency stays unreachable or the address is taken.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let pool = tracelab_db::connect(
+        &config.database_url,
+        config.db_pool_size,
+        Duration::from_secs(10),
+    )
+    .await?;
+    tracelab_db::migrate(&pool).await?;
+    let connection =
+        tracelab_service::amqp::connect(&config.amqp_url, "payment", Duration::from_secs(10))
+            .await?;
+    let (faults, admin) = tracelab_faults::for_service("payment", FAULT_POINTS);
+    let state = AppState {
+        faults: faults.clone(),
+        store: Store {
+            pool,
+            db: DbTarget::from_url(&config.database_url),
+        },
+        provider: ProviderClient::new(&config.provider_url, config.provider_timeout)?,
+        relay_wakeup: Arc::new(Notify::new()),
+        publisher: Arc::new(tokio::sync::Mutex::new(relay::Publisher::new(
+            &config.amqp_url,
+            &config.exchange,
+            connection,
+            faults,
+        ))),
+    };
+    let (pool, publisher, wakeup) = (
+        state.store.pool.clone(),
+        state.publisher.clone(),
+        state.relay_wakeup.clone(),
+    );
+    Ok(App::bind(config.listen, router(state, admin))
+        .await?
+        .with_background("outbox relay", move |stop| {
+            relay::run(pool, publisher, wakeup, stop)
+        }))
 }

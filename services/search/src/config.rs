@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 
-use tracelab_telemetry::config::{ConfigError, parse_or};
+use tracelab_service::config as common;
+use tracelab_telemetry::config::ConfigError;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -12,33 +13,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `TRACELAB_LISTEN`, `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`.
+    /// Reads `TRACELAB_LISTEN`, `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`
+    /// (through `tracelab_service::config`).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = parse_or(
-            "TRACELAB_LISTEN",
-            std::env::var("TRACELAB_LISTEN").ok(),
-            SocketAddr::from(([127, 0, 0, 1], 8082)),
-        )?;
-        let database_url = std::env::var("DATABASE_URL")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/tracelab".into());
-        let db_pool_size = parse_or(
-            "TRACELAB_DB_POOL_SIZE",
-            std::env::var("TRACELAB_DB_POOL_SIZE").ok(),
-            5_u32,
-        )?;
-        if db_pool_size == 0 {
-            return Err(ConfigError::new(
-                "TRACELAB_DB_POOL_SIZE",
-                "0",
-                "must be at least 1",
-            ));
-        }
         Ok(Self {
-            listen,
-            database_url,
-            db_pool_size,
+            listen: common::listen(8082)?,
+            database_url: common::database_url(),
+            db_pool_size: common::db_pool_size(5)?,
         })
     }
 }

@@ -8,7 +8,6 @@
 
 pub mod config;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,10 +18,9 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 
 use tracelab_faults::{FaultKind, FaultRegistry};
-use tracelab_service::{ApiError, Check, Json, health_response};
+use tracelab_service::{ApiError, App, Check, Json, health_response};
 use tracelab_telemetry::db::{DbTarget, query_span};
 
 pub use config::Config;
@@ -138,50 +136,22 @@ async fn search(
     ))
 }
 
-/// A bound, ready-to-run search service.
-pub struct App {
-    listener: TcpListener,
-    router: Router,
-}
-
-impl App {
-    /// Connects to Postgres (waiting up to 10 s), migrates, binds.
-    ///
-    /// Fails when Postgres is unreachable, migrations fail or the address is taken.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = tracelab_db::connect(
-            &config.database_url,
-            config.db_pool_size,
-            Duration::from_secs(10),
-        )
-        .await?;
-        tracelab_db::migrate(&pool).await?;
-        let (faults, admin) = tracelab_faults::for_service("search", FAULT_POINTS);
-        let state = AppState {
-            faults,
-            db: DbTarget::from_url(&config.database_url),
-            pool,
-        };
-        let listener = tracelab_service::bind(config.listen).await?;
-        Ok(Self {
-            listener,
-            router: router(state, admin),
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
-    }
-
-    /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        tracelab_service::serve(self.listener, self.router, shutdown, Duration::from_secs(5))
-            .await?;
-        Ok(())
-    }
+/// Connects to Postgres (waiting up to 10 s), migrates and binds.
+///
+/// Fails when Postgres is unreachable, migrations fail or the address is taken.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let pool = tracelab_db::connect(
+        &config.database_url,
+        config.db_pool_size,
+        Duration::from_secs(10),
+    )
+    .await?;
+    tracelab_db::migrate(&pool).await?;
+    let (faults, admin) = tracelab_faults::for_service("search", FAULT_POINTS);
+    let state = AppState {
+        faults,
+        db: DbTarget::from_url(&config.database_url),
+        pool,
+    };
+    Ok(App::bind(config.listen, router(state, admin)).await?)
 }

@@ -2,13 +2,13 @@
 
 use std::process::ExitCode;
 
-use search::{App, Config};
+use search::{Config, build};
 use tracelab_service::Service;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     Service::main("search", Config::from_env, |config, shutdown| async move {
-        App::build(config).await?.run_until(shutdown).await
+        build(config).await?.run_until(shutdown).await
     })
     .await
 }

@@ -229,3 +229,71 @@ pub fn service_router(routes: Router, admin: Router) -> Router {
         .expect("a TLS-less reqwest client always builds");
     standard(routes, StandardLimits::default(), client, admin)
 }
+
+type Background =
+    Box<dyn FnOnce(tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> + Send>;
+
+/// A service ready to run: its bound listener, its router, and the
+/// background tasks (an outbox relay, a queue consumer) that start with it
+/// and stop after the HTTP side has drained.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    background: Vec<(&'static str, Background)>,
+}
+
+impl App {
+    /// Binds `addr` (port 0 allowed; the `listening` line reports the real
+    /// port). Fails when the address cannot be bound.
+    pub async fn bind(addr: SocketAddr, router: Router) -> std::io::Result<Self> {
+        Ok(Self {
+            listener: bind(addr).await?,
+            router,
+            background: Vec::new(),
+        })
+    }
+
+    /// Adds a task started by [`App::run_until`]; it must return soon after
+    /// its `stop` receiver turns true.
+    pub fn with_background<F, Fut>(mut self, name: &'static str, task: F) -> Self
+    where
+        F: FnOnce(tokio::sync::watch::Receiver<bool>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.background
+            .push((name, Box::new(move |stop| tokio::spawn(task(stop)))));
+        self
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves and drains for at most 5 s, then
+    /// stops the background tasks (waiting up to 5 s for each).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks: Vec<_> = self
+            .background
+            .into_iter()
+            .map(|(name, start)| (name, start(stop_rx.clone())))
+            .collect();
+        let served = serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await;
+        let _ = stop_tx.send(true);
+        for (name, task) in tasks {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = name, "background task did not stop within 5 s");
+            }
+        }
+        served?;
+        Ok(())
+    }
+}

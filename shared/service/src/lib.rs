@@ -16,6 +16,6 @@ pub mod config;
 pub mod error;
 pub mod health;
 
-pub use app::{Service, StandardLimits, bind, serve};
+pub use app::{App, Service, StandardLimits, bind, serve};
 pub use error::{ApiError, Json, RawBody};
 pub use health::{Check, health_response};
