@@ -190,7 +190,9 @@ pub struct LabOptions {
     pub log: LogSink,
     /// Token of the services' admin (fault) API.
     pub admin_token: String,
-    /// Drop the database in [`Lab::stop`] (and on drop). Set by `for_tests`.
+    /// Drop the database, and delete the exchange and the queues, in
+    /// [`Lab::stop`] (and on drop). Set by `for_tests`, so test runs leave
+    /// nothing behind in Postgres or RabbitMQ.
     pub drop_database: bool,
     /// Budget for the whole start: listening lines plus healthy `/health`.
     pub startup_timeout: Duration,
@@ -342,6 +344,7 @@ pub struct Lab {
     admin_token: String,
     exchange: String,
     queue: String,
+    amqp_url: String,
     drop_database: bool,
     stop_grace: Duration,
     startup: Duration,
@@ -393,6 +396,7 @@ impl Lab {
             admin_token: opts.admin_token.clone(),
             exchange: opts.exchange.clone(),
             queue: opts.queue.clone(),
+            amqp_url: opts.amqp_url.clone(),
             drop_database: opts.drop_database,
             stop_grace: opts.stop_grace,
             startup: Duration::ZERO,
@@ -846,10 +850,14 @@ impl Lab {
         if let Some(collector) = self.collector.take() {
             collector.shutdown().await;
         }
-        if self.drop_database
-            && let Err(e) = drop_database(&self.database_url).await
-        {
-            problems.push(format!("dropping the test database: {e:#}"));
+        if self.drop_database {
+            if let Err(e) = drop_database(&self.database_url).await {
+                problems.push(format!("dropping the test database: {e:#}"));
+            }
+            if let Err(e) = delete_broker_objects(&self.amqp_url, &self.exchange, &self.queue).await
+            {
+                problems.push(format!("deleting the test exchange and queues: {e:#}"));
+            }
         }
         // Only now: if anything above panicked, Drop still cleans up.
         self.stopped = true;
@@ -872,6 +880,11 @@ impl Drop for Lab {
         }
         if self.drop_database {
             let url = self.database_url.clone();
+            let (amqp, exchange, queue) = (
+                self.amqp_url.clone(),
+                self.exchange.clone(),
+                self.queue.clone(),
+            );
             // Best effort, on a thread with its own runtime: Drop cannot await,
             // and may run inside (or outside) a tokio runtime.
             let _ = std::thread::spawn(move || {
@@ -883,7 +896,12 @@ impl Drop for Lab {
                 };
                 // The timer must be created inside the runtime, hence the async block.
                 let _ = rt.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(5), drop_database(&url)).await
+                    let _ = tokio::time::timeout(Duration::from_secs(5), drop_database(&url)).await;
+                    tokio::time::timeout(
+                        Duration::from_secs(5),
+                        delete_broker_objects(&amqp, &exchange, &queue),
+                    )
+                    .await
                 });
             })
             .join();
@@ -1058,6 +1076,29 @@ async fn check_postgres_and_create_db(url: &str) -> anyhow::Result<()> {
         }
     }
     let _ = conn.close().await;
+    Ok(())
+}
+
+/// Deletes a test lab's queue, its dead-letter queue and its exchange.
+async fn delete_broker_objects(url: &str, exchange: &str, queue: &str) -> anyhow::Result<()> {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    use lapin::types::ShortString;
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .context("connecting to RabbitMQ")?;
+    let channel = conn.create_channel().await?;
+    for q in [queue.to_string(), format!("{queue}.dlq")] {
+        channel
+            .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
+            .await?;
+    }
+    channel
+        .exchange_delete(
+            ShortString::from(exchange.to_string()),
+            ExchangeDeleteOptions::default(),
+        )
+        .await?;
+    let _ = conn.close(200, ShortString::from("test lab stopped")).await;
     Ok(())
 }
 
