@@ -977,6 +977,65 @@ mod tests {
         assert_eq!(a.grade("nonsense", None), Grade::Wrong);
     }
 
+    const MINIMAL: &str = r#"
+id: demo
+category: single
+title: {en: Demo, ja: デモ}
+story: {en: A story., ja: 物語。}
+faults:
+  - {point: payment.save, kind: latency, ms: 800}
+symptom: {en: Slow., ja: 遅い。}
+hints:
+  - {en: One., ja: 一つ目。}
+  - {en: Two., ja: 二つ目。}
+  - {en: Three., ja: 三つ目。}
+query: '{ name = "savePaymentResult" }'
+answer: {service: payment, operation: savePaymentResult}
+explanation: {en: Because., ja: なぜなら。}
+signature:
+  - slow_span: {service: payment, name: savePaymentResult, min_ms: 700}
+"#;
+
+    fn parse(text: &str) -> anyhow::Result<Scenario> {
+        Scenario::parse(text, Path::new("demo.yaml"))
+    }
+
+    #[test]
+    fn parses_a_scenario_and_derives_services() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.faults[0].service, "payment");
+        assert_eq!(s.traffic, Traffic::default());
+        assert_eq!(s.services().into_iter().collect::<Vec<_>>(), ["payment"]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = |from: &str, to: &str| {
+            assert!(MINIMAL.contains(from), "{from}");
+            format!("{:#}", parse(&MINIMAL.replace(from, to)).unwrap_err())
+        };
+        let e = err("ms: 800", "ms: 800000");
+        assert!(e.contains("faults[0]") && e.contains("latency.ms"), "{e}");
+        let e = err("ms: 800}", "ms: 800, colour: red}");
+        assert!(e.contains("faults[0]") && e.contains("colour"), "{e}");
+        let e = err("kind: latency, ms: 800", "kind: dead_letter");
+        assert!(e.contains("no effect at payment.save"), "{e}");
+        let e = err("point: payment.save", "service: auth, point: payment.save");
+        assert!(e.contains("belongs to payment"), "{e}");
+        let e = err("min_ms: 700", "min: 700");
+        assert!(e.contains("signature") && e.contains("min"), "{e}");
+        let e = err("  - {en: Three., ja: 三つ目。}\n", "");
+        assert!(e.contains("3 hints"), "{e}");
+        let e = err("ja: デモ", "ja: Demo");
+        assert!(e.contains("title.ja"), "{e}");
+        let e = err("service: payment, operation", "service: paymnt, operation");
+        assert!(e.contains("paymnt"), "{e}");
+        let e = err("category: single", "category: single\npitfall: overhead");
+        assert!(e.contains("pitfall"), "{e}");
+        let e = err("story:", "stroy:");
+        assert!(e.contains("stroy"), "{e}");
+    }
+
     #[test]
     fn unfolds_japanese_lines() {
         assert_eq!(
