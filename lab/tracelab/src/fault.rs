@@ -95,7 +95,7 @@ pub const POINTS: &[Point] = &[
     Point {
         name: "gateway.auth",
         service: "gateway",
-        acts: "the call to auth POST /verify",
+        acts: "the calls to auth (POST /login, POST /verify)",
         kinds: &["propagation_break"],
     },
     Point {

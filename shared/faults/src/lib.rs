@@ -28,7 +28,7 @@
 //! | kind | parameters | effect | applied by |
 //! |---|---|---|---|
 //! | `latency` | `ms`, `jitter_ms` = 0 | sleep `ms` ± `jitter_ms` | generic |
-//! | `error` | `status` = 500, `message` | fail with `status`, code `fault_injected` | generic |
+//! | `error` | `status` = 500, `message` | fail with `status` and the code a real failure would carry | generic |
 //! | `hang` | `max_ms` = 120000 | wait until the caller gives up (or the fault is cleared), at most `max_ms`, then 504 | generic |
 //! | `cpu_burn` | `ms` | spin the current thread for `ms`: self time in the span | generic |
 //! | `outage` | `status` = 503 | answer `status` as if down | generic (or caller) |

@@ -94,9 +94,26 @@ impl Injected {
     }
 }
 
+impl Injected {
+    /// The error code a real failure with this status would carry: the
+    /// client must not learn that the failure was injected (an exercise
+    /// would give its answer away).
+    pub fn code(&self) -> &'static str {
+        match self.status {
+            429 => "rate_limited",
+            502 => "bad_gateway",
+            503 => "unavailable",
+            504 => "timeout",
+            400..=499 => "request_failed",
+            _ => "internal_error",
+        }
+    }
+}
+
 impl From<Injected> for ApiError {
     fn from(injected: Injected) -> Self {
-        ApiError::new(injected.status_code(), "fault_injected", injected.message)
+        let code = injected.code();
+        ApiError::new(injected.status_code(), code, injected.message)
     }
 }
 
@@ -390,7 +407,8 @@ impl FaultRegistry {
     /// - `cpu_burn`: spins this thread, then `Ok(None)`;
     /// - `hang`: waits until the caller drops this future, the fault is
     ///   cleared, or `max_ms` (default 120 s) passes, then `Err` with 504;
-    /// - `error`, `outage`: `Err` with their status, code `fault_injected`;
+    /// - `error`, `outage`: `Err` with their status (and the code a real
+    ///   failure of that status would have);
     /// - any other kind: `Ok(Some(kind))` for the caller to apply;
     /// - no fault, or the roll fails: `Ok(None)`.
     pub async fn inject(&self, point: &str) -> Result<Option<FaultKind>, Injected> {
@@ -943,7 +961,7 @@ mod tests {
 
         let api: ApiError = err.into();
         assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(api.code, "fault_injected");
+        assert_eq!(api.code, "unavailable");
         let response = Injected {
             status: 429,
             message: "slow down".into(),
@@ -957,7 +975,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             body["error"],
-            json!({"code":"fault_injected","message":"slow down"})
+            json!({"code":"rate_limited","message":"slow down"})
         );
     }
 
