@@ -1,6 +1,7 @@
 //! Postgres for tracelab: a pool that waits briefly for the server, the
 //! embedded migrations in `migrations/` (schema and seed data for every
-//! service), and create/drop helpers used by `tracelab up` and the tests.
+//! service) and a health probe. (`tracelab up` creates and drops databases
+//! itself, with its own hints on how to start Postgres.)
 //!
 //! The services share one database but each owns its tables: search reads
 //! `products`, payment writes `orders`, `payments` and `outbox`,
@@ -77,67 +78,6 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Creates the database named in `url` when it does not exist yet.
-/// Returns `true` when it was created.
-pub async fn ensure_database(url: &str) -> Result<bool, DbError> {
-    let opts = options(url)?;
-    let name = opts.get_database().unwrap_or("postgres").to_string();
-    let mut admin = opts
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .map_err(|source| DbError::Connect {
-            target: target(&opts),
-            source,
-        })?;
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(&name)
-        .fetch_optional(&mut admin)
-        .await?;
-    if exists.is_some() {
-        return Ok(false);
-    }
-    let sql = format!("CREATE DATABASE {}", quote_ident(&name));
-    match sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(&mut admin)
-        .await
-    {
-        Ok(_) => Ok(true),
-        // Another process created it between our check and our CREATE.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Drops the database named in `url`, disconnecting its users.
-pub async fn drop_database(url: &str) -> Result<(), DbError> {
-    let opts = options(url)?;
-    let name = opts.get_database().unwrap_or("").to_string();
-    let mut admin = opts
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .map_err(|source| DbError::Connect {
-            target: target(&opts),
-            source,
-        })?;
-    let sql = format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_ident(&name)
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(&mut admin)
-        .await?;
-    Ok(())
-}
-
-/// Quotes an SQL identifier (doubling embedded quotes).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// A cheap reachability probe for `/health`.
 pub async fn ping(pool: &PgPool) -> Result<(), String> {
     match tokio::time::timeout(
@@ -149,16 +89,5 @@ pub async fn ping(pool: &PgPool) -> Result<(), String> {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out after 2 s".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("tracelab"), "\"tracelab\"");
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }
