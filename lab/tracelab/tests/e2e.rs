@@ -514,7 +514,71 @@ async fn bad_input_gets_json_4xx_and_the_services_stay_healthy() {
     .await;
     expect(&a, StatusCode::UNAUTHORIZED, "unauthorized");
 
-    let checkout_raw = |body: String, key: Option<&'static str>, auth: bool| {
+    let card = "4242424242424242";
+    let big = format!(
+        "{{\"card\":\"{card}\",\"amount\":1,\"pad\":\"{}\"}}",
+        "x".repeat(200 * 1024)
+    );
+    // (body, Idempotency-Key, signed in, expected status, expected code)
+    let cases: Vec<(String, Option<&str>, bool, StatusCode, &str)> = vec![
+        (
+            "{\"amount\": 10,".into(),
+            Some("bad-1"),
+            true,
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            big,
+            Some("bad-2"),
+            true,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            json!({"amount": 1, "card": card}).to_string(),
+            None,
+            true,
+            StatusCode::BAD_REQUEST,
+            "missing_idempotency_key",
+        ),
+        (
+            json!({"amount": 1, "card": card}).to_string(),
+            Some("bad-3"),
+            false,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            json!({"amount": -5, "currency": "JPY", "card": card}).to_string(),
+            Some("bad-4"),
+            true,
+            StatusCode::BAD_REQUEST,
+            "invalid_amount",
+        ),
+        (
+            json!({"amount": 5, "currency": "XXX", "card": card}).to_string(),
+            Some("bad-5"),
+            true,
+            StatusCode::BAD_REQUEST,
+            "invalid_currency",
+        ),
+        (
+            json!({"items": [{"product_id": 99999, "quantity": 1}], "card": card}).to_string(),
+            Some("bad-6"),
+            true,
+            StatusCode::BAD_REQUEST,
+            "unknown_product",
+        ),
+        (
+            json!({"amount": 5, "card": "12ab"}).to_string(),
+            Some("bad-7"),
+            true,
+            StatusCode::BAD_REQUEST,
+            "invalid_card",
+        ),
+    ];
+    for (body, key, signed_in, status, code) in cases {
         let mut req = http
             .post(format!("{gw}/api/checkout"))
             .header("content-type", "application/json")
@@ -522,91 +586,11 @@ async fn bad_input_gets_json_4xx_and_the_services_stay_healthy() {
         if let Some(key) = key {
             req = req.header("Idempotency-Key", key);
         }
-        if auth {
+        if signed_in {
             req = req.bearer_auth(&token);
         }
-        req.send()
-    };
-    let a = answer(
-        checkout_raw("{\"amount\": 10,".into(), Some("bad-1"), true)
-            .await
-            .unwrap(),
-    )
-    .await;
-    expect(&a, StatusCode::BAD_REQUEST, "invalid_json");
-    let big = format!(
-        "{{\"card\":\"4242424242424242\",\"amount\":1,\"pad\":\"{}\"}}",
-        "x".repeat(200 * 1024)
-    );
-    let a = answer(checkout_raw(big, Some("bad-2"), true).await.unwrap()).await;
-    expect(&a, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
-    let a = answer(
-        checkout_raw(
-            "{\"amount\":1,\"card\":\"4242424242424242\"}".into(),
-            None,
-            true,
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    expect(&a, StatusCode::BAD_REQUEST, "missing_idempotency_key");
-    let a = answer(
-        checkout_raw(
-            "{\"amount\":1,\"card\":\"4242424242424242\"}".into(),
-            Some("bad-3"),
-            false,
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    expect(&a, StatusCode::UNAUTHORIZED, "unauthorized");
-    let a = answer(
-        checkout_raw(
-            "{\"amount\":-5,\"currency\":\"JPY\",\"card\":\"4242424242424242\"}".into(),
-            Some("bad-4"),
-            true,
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    expect(&a, StatusCode::BAD_REQUEST, "invalid_amount");
-    let a = answer(
-        checkout_raw(
-            "{\"amount\":5,\"currency\":\"XXX\",\"card\":\"4242424242424242\"}".into(),
-            Some("bad-5"),
-            true,
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    expect(&a, StatusCode::BAD_REQUEST, "invalid_currency");
-    let a = answer(
-        checkout_raw(
-            "{\"items\":[{\"product_id\":99999,\"quantity\":1}],\"card\":\"4242424242424242\"}"
-                .into(),
-            Some("bad-6"),
-            true,
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    expect(&a, StatusCode::BAD_REQUEST, "unknown_product");
-    let a = answer(
-        checkout_raw(
-            "{\"amount\":5,\"card\":\"12ab\"}".into(),
-            Some("bad-7"),
-            true,
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    expect(&a, StatusCode::BAD_REQUEST, "invalid_card");
+        expect(&answer(req.send().await.unwrap()).await, status, code);
+    }
 
     let a = answer(
         http.get(format!("{gw}/api/products?limit=0"))
