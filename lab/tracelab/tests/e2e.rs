@@ -128,6 +128,16 @@ fn assert_child(trace: &Trace, child: &Span, parent: &Span) {
     assert!(trace.span(&parent.span_id).is_some());
 }
 
+/// Rows of `table` (payments or notifications) belonging to an order.
+async fn rows_for_order(lab: &Lab, table: &str, order_id: &str) -> i64 {
+    db_count(
+        lab,
+        &format!("SELECT count(*) FROM {table} WHERE order_id = $1"),
+        order_id,
+    )
+    .await
+}
+
 async fn db_count(lab: &Lab, sql: &str, order_id: &str) -> i64 {
     let mut conn = sqlx::PgConnection::connect(lab.database_url())
         .await
@@ -371,24 +381,8 @@ async fn a_declined_card_is_an_error_trace_a_402_and_no_notification() {
         later.find("process payment.completed").is_none(),
         "nothing consumed"
     );
-    assert_eq!(
-        db_count(
-            &lab,
-            "SELECT count(*) FROM notifications WHERE order_id = $1",
-            &order_id
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        db_count(
-            &lab,
-            "SELECT count(*) FROM payments WHERE order_id = $1",
-            &order_id
-        )
-        .await,
-        0
-    );
+    assert_eq!(rows_for_order(&lab, "notifications", &order_id).await, 0);
+    assert_eq!(rows_for_order(&lab, "payments", &order_id).await, 0);
     lab.stop().await.expect("lab stops");
 }
 
@@ -439,15 +433,7 @@ async fn the_same_idempotency_key_charges_and_notifies_once() {
 
     let order_id = first.body["order_id"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        db_count(
-            &lab,
-            "SELECT count(*) FROM payments WHERE order_id = $1",
-            &order_id
-        )
-        .await,
-        1
-    );
+    assert_eq!(rows_for_order(&lab, "payments", &order_id).await, 1);
     assert_eq!(
         db_count(
             &lab,
@@ -457,15 +443,7 @@ async fn the_same_idempotency_key_charges_and_notifies_once() {
         .await,
         1
     );
-    assert_eq!(
-        db_count(
-            &lab,
-            "SELECT count(*) FROM notifications WHERE order_id = $1",
-            &order_id
-        )
-        .await,
-        1
-    );
+    assert_eq!(rows_for_order(&lab, "notifications", &order_id).await, 1);
     lab.stop().await.expect("lab stops");
 }
 
