@@ -13,8 +13,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tracelab::lab::{Lab, LabOptions, SERVICES};
-use tracelab::tempo::{TempoClient, Trace};
+use tracelab::supervisor::{Lab, LabOptions, SERVICES};
+use tracelab_client::{TempoClient, Trace};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

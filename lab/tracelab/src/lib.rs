@@ -1,19 +1,24 @@
 //! tracelab: the lab's command-line tool and supervisor, as a library.
 //!
-//! - [`lab`] starts and stops the whole lab (embedded collector + the six
-//!   service binaries) on localhost; `tracelab up` and the end-to-end tests use it.
-//! - [`tempo`] talks to Tempo's HTTP API (the embedded collector or a real
-//!   Tempo) and flattens traces into a [`tempo::Trace`] model that tests can
-//!   query (`roots()`, `children()`, `find()`, ...).
-//! - [`waterfall`] draws a trace as a terminal waterfall.
-//! - [`load`] is an open-loop load generator for the gateway (`tracelab load`).
-//! - [`fault`] knows the services' injection points and drives their admin
-//!   API (`tracelab fault`); [`scenario`] reads the scenario catalog
-//!   (`scenarios/*.yaml`, `tracelab scenario`); [`signature`] checks a
-//!   scenario's trace signature through the Tempo API; [`traffic`] sends
-//!   the requests that make it visible; [`verify`] runs a scenario's answer
-//!   key; [`exercise`] plays a scenario blind (`tracelab exercise`).
-//! - [`cli`] is the `tracelab` command line.
+//! The layers, each importing only from the ones below it:
+//!
+//! - [`cli`]: the command line, one file per command; the only layer that
+//!   knows clap and prints.
+//! - [`supervisor`]: starts and stops the whole lab (embedded collector +
+//!   the six service binaries) on localhost; `tracelab up` and the
+//!   end-to-end tests use it.
+//! - [`exercise`]: plays a scenario blind (state, grading, history).
+//! - [`scenario`]: the scenario catalog (`scenarios/*.yaml`), the traffic
+//!   that makes a scenario visible, its trace signature checks, and the
+//!   answer-key verification.
+//! - [`load`]: the open-loop load generator for the gateway.
+//! - [`fault`]: the services' injection points, fault specs as people write
+//!   them, and the client of the services' admin API.
+//! - [`format`]: small text helpers.
+//!
+//! Below them, the `tracelab-client` crate talks to a running lab (the Tempo
+//! API and its trace model, the waterfall, the gateway login), and the
+//! `tracelab-collector` crate is the embedded collector.
 //!
 //! Run it from the workspace root:
 //!
@@ -31,15 +36,9 @@
 pub mod cli;
 pub mod exercise;
 pub mod fault;
-pub mod lab;
+pub mod format;
 pub mod load;
 pub mod scenario;
-pub mod signature;
-pub mod tempo;
-pub mod traffic;
-pub mod verify;
-pub mod waterfall;
+pub mod supervisor;
 
-pub use lab::{Lab, LabOptions, LogSink, Ports};
-pub use tempo::{Span, SpanKind, StatusCode, TempoClient, Trace};
-pub use waterfall::render_waterfall;
+pub use supervisor::{Lab, LabOptions, LogSink, Ports};

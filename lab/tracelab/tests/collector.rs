@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
-use tracelab::tempo::{SearchQuery, SpanKind, StatusCode, TempoClient};
+use tracelab_client::{SearchQuery, SpanKind, StatusCode, TempoClient};
 
 struct Running {
     child: Child,

@@ -14,8 +14,8 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection as _;
-use tracelab::lab::{Lab, LabOptions, SERVICES, default_bin_dir};
-use tracelab::tempo::{Span, SpanKind, StatusCode as SpanStatus, TempoClient, Trace};
+use tracelab::supervisor::{Lab, LabOptions, SERVICES, default_bin_dir};
+use tracelab_client::{Span, SpanKind, StatusCode as SpanStatus, TempoClient, Trace};
 
 async fn start_lab() -> Lab {
     let dir = default_bin_dir();

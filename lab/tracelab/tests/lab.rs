@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::Connection as _;
-use tracelab::cli::checkout_trace_complete;
-use tracelab::lab::{Lab, LabOptions, SERVICES, default_bin_dir};
-use tracelab::tempo::{SpanKind, TempoClient};
+use tracelab::supervisor::{Lab, LabOptions, SERVICES, default_bin_dir};
+use tracelab_client::gateway::checkout_trace_complete;
+use tracelab_client::{SpanKind, TempoClient};
 
 fn binaries_present() -> bool {
     let dir = default_bin_dir();

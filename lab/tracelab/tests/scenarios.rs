@@ -21,9 +21,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tracelab::lab::{Lab, LabOptions};
+use tracelab::scenario::verify::{Target, verify};
 use tracelab::scenario::{Catalog, Category, Pitfall};
-use tracelab::verify::{Target, verify};
+use tracelab::supervisor::{Lab, LabOptions};
 
 fn catalog_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
@@ -116,7 +116,7 @@ fn catalog_covers_services_pitfalls_and_incidents() {
         "at least 16 scenarios, found {}",
         catalog.scenarios.len()
     );
-    for service in tracelab::lab::SERVICES {
+    for service in tracelab::supervisor::SERVICES {
         assert!(
             catalog
                 .scenarios
@@ -177,7 +177,7 @@ fn stories_and_symptoms_keep_the_answer_hidden() {
 /// accepted by the embedded collector's TraceQL subset.
 #[tokio::test]
 async fn every_query_is_accepted_by_the_collector() {
-    use tracelab::tempo::{SearchQuery, TempoClient};
+    use tracelab_client::{SearchQuery, TempoClient};
     use tracelab_collector::{Collector, CollectorConfig};
     let collector = Collector::start(CollectorConfig::ephemeral())
         .await
@@ -225,7 +225,7 @@ async fn exercises_are_graded_and_recorded() {
 
     let catalog = catalog();
     let (lab, _opts) = start_lab().await;
-    let client = FaultClient::for_lab(&lab).unwrap();
+    let client = FaultClient::new(lab.services(), lab.admin_token()).unwrap();
     let home = temp_home();
     let ex = Exercises::new(&home);
     let begin = |id: &'static str, force: bool| {
@@ -406,11 +406,11 @@ async fn exercise_cli_works_across_terminals() {
         .expect("exercise start runs");
 
     // Wait until the exercise is recorded and load reaches the provider.
-    let tempo = tracelab::tempo::TempoClient::new(&lab.tempo_url()).unwrap();
+    let tempo = tracelab_client::TempoClient::new(&lab.tempo_url()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let found = tempo
-            .search(&tracelab::tempo::SearchQuery {
+            .search(&tracelab_client::SearchQuery {
                 q: Some(
                     r#"{ resource.service.name = "payment-provider" && duration > 1s }"#.into(),
                 ),
@@ -495,11 +495,11 @@ async fn exercise_cli_works_across_terminals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_take_effect_within_a_second_of_fault_set() {
     use tracelab::fault::{FaultClient, spec_from_args};
-    use tracelab::signature::DlqProbe;
-    use tracelab::traffic::Driver;
+    use tracelab::scenario::signature::DlqProbe;
+    use tracelab::scenario::traffic::Driver;
 
     let (lab, opts) = start_lab().await;
-    let client = FaultClient::for_lab(&lab).unwrap();
+    let client = FaultClient::new(lab.services(), lab.admin_token()).unwrap();
     let driver = Driver::new(&lab.gateway_url()).unwrap();
     // Warm up: logins cached, connections open.
     assert!(driver.checkout("4242424242424242").await.ok());
@@ -574,7 +574,7 @@ async fn faults_take_effect_within_a_second_of_fault_set() {
 
     // A telemetry fault (applied by a task following the registry): the
     // first search after the PUT must leave no search span.
-    let tempo = tracelab::tempo::TempoClient::new(&lab.tempo_url()).unwrap();
+    let tempo = tracelab_client::TempoClient::new(&lab.tempo_url()).unwrap();
     let spec = spec_from_args("search.telemetry", "drop_spans", &[], None, None, None).unwrap();
     client.set("search", &spec).await.unwrap();
     let put_returned = Instant::now();

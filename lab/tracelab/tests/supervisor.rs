@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tracelab::lab::{Lab, LabOptions, SERVICES};
+use tracelab::supervisor::{Lab, LabOptions, SERVICES};
 
 /// A port nothing listens on.
 fn closed_port() -> u16 {

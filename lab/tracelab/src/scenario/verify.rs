@@ -8,12 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
+use super::model::Scenario;
+use super::signature::{Check, DlqProbe, EvalContext, Outcome, report, unix_ns};
+use super::traffic::{Driver, RequestRecord, summarize};
 use crate::fault::FaultClient;
-use crate::lab::{Lab, LabOptions};
-use crate::scenario::Scenario;
-use crate::signature::{Check, DlqProbe, EvalContext, Outcome, report, unix_ns};
-use crate::tempo::TempoClient;
-use crate::traffic::{Driver, RequestRecord, summarize};
+use crate::supervisor::{Lab, LabOptions};
+use tracelab_client::TempoClient;
 
 /// Where a lab is and how to reach its state.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ impl Target {
         Ok(Target {
             gateway: lab.gateway_url(),
             tempo: TempoClient::new(&lab.tempo_url())?,
-            faults: FaultClient::for_lab(lab)?,
+            faults: FaultClient::new(lab.services(), lab.admin_token())?,
             database_url: Some(lab.database_url().to_string()),
             dlq: Some((opts.amqp_url.clone(), format!("{}.dlq", opts.queue))),
         })

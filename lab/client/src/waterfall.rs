@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use crate::tempo::{Span, SpanKind, Trace};
+use crate::trace::{Span, SpanKind, Trace};
 
 /// Narrowest output we lay out for; narrower requests are widened to this.
 pub const MIN_WIDTH: usize = 50;
@@ -403,7 +403,7 @@ pub fn render_waterfall(trace: &Trace, width: usize, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tempo::StatusCode;
+    use crate::trace::StatusCode;
 
     const MS: u64 = 1_000_000;
     const T0: u64 = 1_700_000_000_000_000_000;

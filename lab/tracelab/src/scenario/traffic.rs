@@ -1,17 +1,17 @@
-//! A small traffic driver for scenarios and exercises: checkouts, product
-//! searches and order look-ups through the gateway, each recorded with its
-//! route, status, latency, trace id and Idempotency-Key, so a scenario's
-//! checks can follow the very requests that were sent.
+//! The traffic of a scenario: the `traffic:` section of its file, and a
+//! small driver that sends it (checkouts, product searches and order
+//! look-ups through the gateway), each request recorded with its route,
+//! status, latency, trace id and Idempotency-Key, so a scenario's checks can
+//! follow the very requests that were sent.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore};
-
-use crate::scenario::Traffic;
-use crate::tempo;
+use tracelab_client::gateway;
 
 /// Route name of a checkout, as the gateway's root span is named.
 pub const CHECKOUT: &str = "POST /api/checkout";
@@ -22,6 +22,39 @@ pub const ORDER: &str = "GET /api/orders/{id}";
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
 const QUERIES: [&str; 5] = ["tea", "matcha", "cup", "sencha", ""];
+
+/// The traffic that makes a scenario visible: how many of each request,
+/// sent `concurrency` at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Traffic {
+    /// `POST /api/checkout` requests (each with its own Idempotency-Key).
+    pub checkouts: u32,
+    /// `GET /api/products?q=...` requests.
+    pub searches: u32,
+    /// `GET /api/orders/{id}` requests (for orders of earlier checkouts).
+    pub orders: u32,
+    /// Requests in flight at once.
+    pub concurrency: u32,
+    /// Card number of the checkouts.
+    pub card: String,
+    /// How long to wait after the traffic before judging the traces (ms):
+    /// spans are exported in batches and the queue hop is asynchronous.
+    pub settle_ms: u64,
+}
+
+impl Default for Traffic {
+    fn default() -> Traffic {
+        Traffic {
+            checkouts: 6,
+            searches: 4,
+            orders: 0,
+            concurrency: 3,
+            card: "4242424242424242".into(),
+            settle_ms: 1500,
+        }
+    }
+}
 
 /// One request that was sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,26 +124,13 @@ impl Driver {
             return Ok(t.clone());
         }
         let name = USERS[user];
-        let resp = self
-            .http
-            .post(format!("{}/api/login", self.gateway))
-            .json(&json!({"username": name, "password": format!("{name}-password")}))
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot reach the gateway at {}: {}",
-                    self.gateway,
-                    tempo::http_error_summary(&e)
-                )
-            })?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let token = body
-            .get("token")
-            .and_then(Value::as_str)
-            .with_context(|| format!("login as {name} failed: {status} {body}"))?
-            .to_string();
+        let token = gateway::login(
+            &self.http,
+            &self.gateway,
+            name,
+            &gateway::demo_password(name),
+        )
+        .await?;
         tokens[user] = Some(token.clone());
         Ok(token)
     }
@@ -140,16 +160,7 @@ impl Driver {
                 let headers = resp.headers().clone();
                 let body: Value = resp.json().await.unwrap_or(Value::Null);
                 record.latency = started.elapsed();
-                record.trace_id = body
-                    .get("trace_id")
-                    .and_then(Value::as_str)
-                    .and_then(|id| tempo::parse_trace_id(id).ok())
-                    .or_else(|| {
-                        headers
-                            .get("traceresponse")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| tempo::parse_trace_id(v).ok())
-                    });
+                record.trace_id = gateway::response_trace_id(&headers, &body);
                 record.order_id = body
                     .get("order_id")
                     .and_then(Value::as_str)
@@ -163,7 +174,7 @@ impl Driver {
             }
             Err(e) => {
                 record.latency = started.elapsed();
-                record.error = Some(tempo::http_error_summary(&e));
+                record.error = Some(tracelab_client::http_error_summary(&e));
             }
         }
         record

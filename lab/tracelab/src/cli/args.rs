@@ -1,0 +1,177 @@
+//! Argument groups and value parsers shared by several commands: where the
+//! lab is (ports, host, admin token, Tempo), how output looks.
+
+use std::io::IsTerminal as _;
+
+use clap::Args;
+use reqwest::Url;
+
+use crate::fault::FaultClient;
+use crate::supervisor::{DEFAULT_ADMIN_TOKEN, Ports, SERVICES};
+
+/// Tempo API of a lab started with the contract's ports.
+pub const DEFAULT_TEMPO: &str = "http://127.0.0.1:3200";
+/// Gateway of a lab started with the contract's ports.
+pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
+
+/// Per-listener ports of `tracelab up`.
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// gateway port.
+    #[arg(long, env = "TRACELAB_GATEWAY_PORT", default_value_t = Ports::CONTRACT.gateway)]
+    pub gateway_port: u16,
+    /// auth port.
+    #[arg(long, env = "TRACELAB_AUTH_PORT", default_value_t = Ports::CONTRACT.auth)]
+    pub auth_port: u16,
+    /// search port.
+    #[arg(long, env = "TRACELAB_SEARCH_PORT", default_value_t = Ports::CONTRACT.search)]
+    pub search_port: u16,
+    /// payment port.
+    #[arg(long, env = "TRACELAB_PAYMENT_PORT", default_value_t = Ports::CONTRACT.payment)]
+    pub payment_port: u16,
+    /// notification port.
+    #[arg(long, env = "TRACELAB_NOTIFICATION_PORT", default_value_t = Ports::CONTRACT.notification)]
+    pub notification_port: u16,
+    /// payment-provider port.
+    #[arg(long, env = "TRACELAB_PROVIDER_PORT", default_value_t = Ports::CONTRACT.provider)]
+    pub provider_port: u16,
+    /// Embedded collector OTLP/HTTP port.
+    #[arg(long, env = "TRACELAB_OTLP_HTTP_PORT", default_value_t = Ports::CONTRACT.otlp_http)]
+    pub otlp_http_port: u16,
+    /// Embedded collector OTLP/gRPC port.
+    #[arg(long, env = "TRACELAB_OTLP_GRPC_PORT", default_value_t = Ports::CONTRACT.otlp_grpc)]
+    pub otlp_grpc_port: u16,
+    /// Embedded collector Tempo API port.
+    #[arg(long, env = "TRACELAB_TEMPO_PORT", default_value_t = Ports::CONTRACT.tempo)]
+    pub tempo_port: u16,
+}
+
+impl PortArgs {
+    /// The ports as the supervisor takes them.
+    pub fn ports(&self) -> Ports {
+        Ports {
+            gateway: self.gateway_port,
+            auth: self.auth_port,
+            search: self.search_port,
+            payment: self.payment_port,
+            notification: self.notification_port,
+            provider: self.provider_port,
+            otlp_http: self.otlp_http_port,
+            otlp_grpc: self.otlp_grpc_port,
+            tempo: self.tempo_port,
+        }
+    }
+}
+/// Where to find Tempo's API.
+#[derive(Debug, Args)]
+pub struct TempoArg {
+    /// Tempo API base URL (the embedded collector or a real Tempo).
+    #[arg(long, env = "TRACELAB_TEMPO_URL", default_value = DEFAULT_TEMPO, value_name = "URL")]
+    pub tempo: Url,
+}
+
+/// How wide and colorful the output is.
+#[derive(Debug, Args)]
+pub struct DisplayArgs {
+    /// Output width in columns [default: $COLUMNS, else 100].
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Colors: auto = on a terminal unless NO_COLOR is set.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+impl DisplayArgs {
+    /// The output width: `--width`, else `$COLUMNS`, else 100.
+    pub fn width(&self) -> usize {
+        self.width.unwrap_or_else(|| {
+            std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.trim().parse().ok())
+                .filter(|&c: &usize| c > 0)
+                .unwrap_or(100)
+        })
+    }
+
+    /// Whether to print colors.
+    pub fn color(&self) -> bool {
+        match self.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
+}
+
+/// `--color`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+pub(crate) fn parse_trace_id_arg(s: &str) -> Result<String, String> {
+    tracelab_client::parse_trace_id(s).map_err(|e| e.to_string())
+}
+
+/// Where the lab's services are, for the commands that talk to a running lab.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Host the lab's services listen on.
+    #[arg(long, env = "TRACELAB_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Token of the services' admin (fault) API.
+    #[arg(long, env = "TRACELAB_ADMIN_TOKEN", default_value = DEFAULT_ADMIN_TOKEN, hide_env_values = true)]
+    pub admin_token: String,
+    /// Ports of the running lab (the same flags and variables as `tracelab up`).
+    #[command(flatten, next_help_heading = "Lab ports")]
+    pub ports: PortArgs,
+}
+
+impl LabArgs {
+    /// Base URL of a service (or `tempo`).
+    pub fn url(&self, service: &str) -> String {
+        let ports = self.ports.ports();
+        let port = if service == "tempo" {
+            ports.tempo
+        } else {
+            ports.for_service(service).unwrap_or(0)
+        };
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("http://{host}:{port}")
+    }
+
+    /// The six services' base URLs.
+    pub fn service_urls(&self) -> Vec<(String, String)> {
+        SERVICES
+            .iter()
+            .map(|s| (s.to_string(), self.url(s)))
+            .collect()
+    }
+
+    /// An admin client for the six services.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn fault_client(&self) -> anyhow::Result<FaultClient> {
+        FaultClient::new(self.service_urls(), &self.admin_token)
+    }
+}

@@ -1,0 +1,296 @@
+//! `tracelab fault list|set|clear|points`.
+//!
+//! ```text
+//! tracelab fault points                                  # every point and the kinds acting there
+//! tracelab fault set payment.save latency ms=800 --for 5m
+//! tracelab fault set provider.charge outage --probability 0.3
+//! tracelab fault set --spec faults.yaml                  # one spec or a list, JSON or YAML
+//! tracelab fault list                                    # every service (or: tracelab fault list payment)
+//! tracelab fault clear payment.save                      # one point; a service name or `all` clears more
+//! ```
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::args::LabArgs;
+use crate::fault::{
+    GENERIC_KINDS, POINTS, canonical_service, check_point_and_kind, params_text, parse_specs,
+    point, service_of_point, spec_from_args,
+};
+use crate::format::human_secs;
+use crate::supervisor::SERVICES;
+
+/// `tracelab fault`
+#[derive(Debug, Args)]
+pub struct FaultArgs {
+    #[command(subcommand)]
+    pub command: FaultCommand,
+}
+
+/// The `fault` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// List the faults set on one service (or all).
+    List(FaultListArgs),
+    /// Set a fault: `POINT KIND [KEY=VALUE...]`, or `--spec FILE|-|JSON`.
+    Set(FaultSetArgs),
+    /// Clear a point's fault, a service's faults, or all faults.
+    Clear(FaultClearArgs),
+    /// List the injection points and the kinds acting at each (no lab needed).
+    Points,
+}
+
+/// `tracelab fault list`
+#[derive(Debug, Args)]
+pub struct FaultListArgs {
+    /// A service name, or `all`.
+    #[arg(default_value = "all")]
+    pub service: String,
+    /// Print the raw JSON reports.
+    #[arg(long)]
+    pub json: bool,
+    /// Show the faults even while an exercise is running (gives its answer away).
+    #[arg(long)]
+    pub peek: bool,
+    #[command(flatten)]
+    pub lab: LabArgs,
+}
+
+/// `tracelab fault set`
+#[derive(Debug, Args)]
+pub struct FaultSetArgs {
+    /// Injection point, e.g. payment.save (see `tracelab fault points`).
+    #[arg(required_unless_present = "spec", conflicts_with = "spec")]
+    pub point: Option<String>,
+    /// Fault kind, e.g. latency, error, slow_query.
+    #[arg(required_unless_present = "spec")]
+    pub kind: Option<String>,
+    /// Kind parameters as KEY=VALUE, e.g. ms=800 jitter_ms=100.
+    #[arg(value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// How long the fault stays set, e.g. 30s, 5m, 1h [default: until cleared].
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Chance the fault fires on a given request, 0..1.
+    #[arg(long)]
+    pub probability: Option<f64>,
+    /// On/off cycle, e.g. 30s/1m.
+    #[arg(long, value_name = "ON/OFF")]
+    pub schedule: Option<String>,
+    /// A spec (or list of specs) as a JSON/YAML file, `-` for stdin, or inline JSON.
+    #[arg(long, value_name = "FILE|-|JSON")]
+    pub spec: Option<String>,
+    /// Add a `fault.injected` event to the spans where the fault fires.
+    #[arg(long)]
+    pub show_in_traces: bool,
+    /// Send the spec even if the kind has no effect at that point.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub lab: LabArgs,
+}
+
+/// `tracelab fault clear`
+#[derive(Debug, Args)]
+pub struct FaultClearArgs {
+    /// A point (payment.save), a service (payment), or `all`.
+    #[arg(default_value = "all")]
+    pub target: String,
+    #[command(flatten)]
+    pub lab: LabArgs,
+}
+
+/// Runs `tracelab fault ...`.
+///
+/// # Errors
+/// Invalid specs, an unreachable lab, refused requests.
+pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        FaultCommand::Points => {
+            print_points();
+            Ok(ExitCode::SUCCESS)
+        }
+        FaultCommand::List(a) => list(a).await,
+        FaultCommand::Set(a) => set(a).await,
+        FaultCommand::Clear(a) => clear(a).await,
+    }
+}
+
+fn print_points() {
+    println!("{:<24} {:<17} {:<52} KINDS", "POINT", "SERVICE", "ACTS ON");
+    for p in POINTS {
+        println!(
+            "{:<24} {:<17} {:<52} {}",
+            p.name,
+            p.service,
+            p.acts,
+            p.kind_names().join(", ")
+        );
+    }
+    println!(
+        "\nGeneric kinds ({}) act at every point except the .telemetry ones.\n\
+         Parameters: tracelab-faults docs, or docs/lab-guide.md.",
+        GENERIC_KINDS.join(", ")
+    );
+}
+
+fn selected_services(target: &str) -> anyhow::Result<Vec<&'static str>> {
+    if target.eq_ignore_ascii_case("all") {
+        return Ok(SERVICES.to_vec());
+    }
+    let svc = canonical_service(target).with_context(|| {
+        format!(
+            "unknown service {target:?}: one of {}, or all",
+            SERVICES.join(", ")
+        )
+    })?;
+    Ok(vec![svc])
+}
+
+async fn list(args: FaultListArgs) -> anyhow::Result<ExitCode> {
+    let client = args.lab.fault_client()?;
+    let services = selected_services(&args.service)?;
+    let hidden = !args.peek && crate::exercise::exercise_running();
+    let mut reports = Vec::new();
+    for s in services {
+        reports.push((s, client.list(s).await?));
+    }
+    if hidden {
+        let n: usize = reports.iter().map(|(_, r)| r.faults.len()).sum();
+        println!(
+            "an exercise is running: {n} fault(s) set, details hidden (that would be the answer).\n\
+             `tracelab exercise status` shows your progress; add --peek to show them anyway."
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.json {
+        let out: Vec<Value> = reports
+            .iter()
+            .map(|(_, r)| serde_json::to_value(r).unwrap_or(Value::Null))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let total: usize = reports.iter().map(|(_, r)| r.faults.len()).sum();
+    if total == 0 {
+        println!("no faults set");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<17} {:<24} {:<18} {:<28} {:>5} {:<8} EXPIRES",
+        "SERVICE", "POINT", "KIND", "PARAMS", "PROB", "ACTIVE"
+    );
+    let now = chrono::Utc::now();
+    for (service, report) in &reports {
+        for f in &report.faults {
+            let expires = match f.expires_at {
+                Some(at) => {
+                    let left = (at - now).num_seconds().max(0);
+                    format!("in {}", human_secs(left as u64))
+                }
+                None => "when cleared".into(),
+            };
+            println!(
+                "{:<17} {:<24} {:<18} {:<28} {:>5} {:<8} {expires}",
+                service,
+                f.spec.point,
+                f.spec.kind.name(),
+                params_text(&f.spec),
+                f.spec.probability,
+                if f.active { "yes" } else { "off-phase" },
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_spec_arg(arg: &str) -> anyhow::Result<String> {
+    if arg == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading stdin")?;
+        return Ok(text);
+    }
+    let trimmed = arg.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        return Ok(arg.to_string());
+    }
+    std::fs::read_to_string(arg).with_context(|| format!("reading fault spec file {arg}"))
+}
+
+async fn set(args: FaultSetArgs) -> anyhow::Result<ExitCode> {
+    let specs = match (&args.spec, &args.point, &args.kind) {
+        (Some(spec), _, _) => parse_specs(&read_spec_arg(spec)?)?,
+        (None, Some(point), Some(kind)) => vec![spec_from_args(
+            point,
+            kind,
+            &args.params,
+            args.duration.as_deref(),
+            args.probability,
+            args.schedule.as_deref(),
+        )?],
+        _ => bail!("give POINT KIND [KEY=VALUE...] or --spec"),
+    };
+    let mut targets = Vec::new();
+    for spec in specs {
+        let service = if args.force {
+            service_of_point(&spec.point)
+                .with_context(|| format!("cannot tell the service of point {}", spec.point))?
+        } else {
+            check_point_and_kind(&spec)?.service
+        };
+        targets.push((service, spec));
+    }
+    let client = args.lab.fault_client()?;
+    for (service, spec) in &targets {
+        if args.show_in_traces {
+            client.set_visible(service, true).await?;
+        }
+        let started = Instant::now();
+        let active = client.set(service, spec).await?;
+        let took = started.elapsed();
+        let params = params_text(&active.spec);
+        let mut line = format!(
+            "set {} {}{}{} on {service}",
+            active.spec.point,
+            active.spec.kind.name(),
+            if params.is_empty() { "" } else { " " },
+            params
+        );
+        if active.spec.probability < 1.0 {
+            line.push_str(&format!(" (probability {})", active.spec.probability));
+        }
+        match active.expires_at {
+            Some(at) => line.push_str(&format!(
+                ", until {}",
+                at.with_timezone(&chrono::Local).format("%H:%M:%S")
+            )),
+            None => line.push_str(", until cleared"),
+        }
+        println!("{line}  [{} ms]", took.as_millis());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn clear(args: FaultClearArgs) -> anyhow::Result<ExitCode> {
+    let client = args.lab.fault_client()?;
+    let target = args.target.trim();
+    if point(target).is_some() || (target.contains('.') && service_of_point(target).is_some()) {
+        let service = service_of_point(target).context("no service for that point")?;
+        if client.clear_point(service, target).await? {
+            println!("cleared {target} on {service}");
+        } else {
+            println!("no fault was set at {target}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut total = 0;
+    for service in selected_services(target)? {
+        total += client.clear_service(service).await?;
+    }
+    println!("cleared {total} fault{}", if total == 1 { "" } else { "s" });
+    Ok(ExitCode::SUCCESS)
+}

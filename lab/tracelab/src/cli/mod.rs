@@ -1,0 +1,170 @@
+//! The `tracelab` command line: the only layer that knows clap and prints.
+//! One file per command; [`args`] holds the argument groups several
+//! commands share. `main.rs` only parses and calls [`run`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod args;
+pub mod checkout;
+pub mod collector;
+pub mod exercise;
+pub mod fault;
+pub mod health;
+pub mod load;
+mod logging;
+pub mod scenario;
+mod signal;
+pub mod trace;
+pub mod traces;
+pub mod up;
+
+pub use signal::shutdown_signal;
+
+/// tracelab: a lab for learning distributed tracing.
+///
+/// Start everything with `tracelab up`, send a checkout with `tracelab
+/// checkout`, and read traces with `tracelab traces` / `tracelab trace <id>`.
+#[derive(Debug, Parser)]
+#[command(name = "tracelab", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the embedded collector and the six services on localhost, until Ctrl-C.
+    Up(up::UpArgs),
+    /// Run the embedded collector alone (OTLP in, Tempo API out), until Ctrl-C.
+    Collector(collector::CollectorArgs),
+    /// Exit 0 if URL answers 2xx within the timeout, 1 otherwise (Docker healthcheck).
+    Health(health::HealthArgs),
+    /// Show one trace as a waterfall.
+    Trace(trace::TraceArgs),
+    /// List recent traces.
+    Traces(traces::TracesArgs),
+    /// Log in, send one checkout through the gateway, and show its trace.
+    Checkout(checkout::CheckoutArgs),
+    /// Send open-loop load through the gateway at a fixed rate, then summarize latency and errors.
+    Load(load::LoadArgs),
+    /// Set, list and clear faults on the running lab's services.
+    Fault(fault::FaultArgs),
+    /// The scenario catalog: list, show, start and stop scenarios.
+    Scenario(scenario::ScenarioArgs),
+    /// Play a hidden scenario: find the cause from the traces, with hints.
+    Exercise(exercise::ExerciseArgs),
+}
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Whatever the command reports; `main` prints it and exits 1.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Collector(args) => collector::run(args).await,
+        Command::Health(args) => Ok(health::run(args).await),
+        Command::Trace(args) => trace::run(args).await,
+        Command::Traces(args) => traces::run(args).await,
+        Command::Checkout(args) => checkout::run(args).await,
+        Command::Load(args) => load::run(args, shutdown_signal()).await,
+        Command::Fault(args) => fault::run(args).await,
+        Command::Scenario(args) => scenario::run(args).await,
+        Command::Exercise(args) => exercise::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+    use serde_json::json;
+
+    use super::checkout::{Items, parse_items};
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tracelab").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn parses_up_ports_and_env() {
+        let cli = parse(&["up", "--gateway-port", "0", "-e", "A=b=c", "--quiet"]).unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(up.ports.ports().gateway, 0);
+        assert_eq!(up.env, vec![("A".to_string(), "b=c".to_string())]);
+        assert!(up.quiet);
+        assert!(parse(&["up", "--gateway-port", "70000"]).is_err());
+        assert!(parse(&["up", "--otlp-endpoint", "not a url"]).is_err());
+        assert!(parse(&["up", "-e", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn parses_trace_ids() {
+        let cli = parse(&["trace", "4BF92F3577B34DA6A3CE929D0E0E4736"]).unwrap();
+        let Command::Trace(t) = cli.command else {
+            panic!()
+        };
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        let err = parse(&["trace", "xyz"]).unwrap_err().to_string();
+        assert!(err.contains("malformed trace id"), "{err}");
+        assert!(parse(&["trace", "abc", "--tempo", "::"]).is_err());
+    }
+
+    #[test]
+    fn parses_checkout() {
+        let cli = parse(&["checkout", "--items", "1x2, 3"]).unwrap();
+        let Command::Checkout(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!(c.items, Some(Items(vec![(1, 2), (3, 1)])));
+        assert_eq!(
+            serde_json::to_value(c.request()).unwrap(),
+            json!({"items": [{"product_id": 1, "quantity": 2}, {"product_id": 3, "quantity": 1}],
+                   "card": "4242424242424242"})
+        );
+        let cli = parse(&["checkout", "--card", "4000000000000002"]).unwrap();
+        let Command::Checkout(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            serde_json::to_value(c.request()).unwrap(),
+            json!({"amount": 4980, "currency": "JPY", "card": "4000000000000002"})
+        );
+        assert!(parse(&["checkout", "--items", "1x0"]).is_err());
+        assert!(parse(&["checkout", "--items", "a"]).is_err());
+        assert!(parse(&["checkout", "--items", "1", "--amount", "5"]).is_err());
+    }
+
+    #[test]
+    fn parses_health_and_collector() {
+        assert!(parse(&["health", "http://127.0.0.1:1/health"]).is_ok());
+        assert!(parse(&["health", "nope"]).is_err());
+        let cli = parse(&["collector", "--api", "127.0.0.1:0"]).unwrap();
+        let Command::Collector(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!(c.api.port(), 0);
+        assert_eq!(c.otlp_http.port(), 4318);
+        assert!(parse(&["collector", "--api", "localhost"]).is_err());
+    }
+
+    #[test]
+    fn items_parser() {
+        assert_eq!(
+            parse_items("1x2,3X4,5:6").unwrap(),
+            Items(vec![(1, 2), (3, 4), (5, 6)])
+        );
+        assert!(parse_items("").is_err());
+        assert!(parse_items("1x-1").is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! `tracelab trace ID`: one trace as a waterfall (or Tempo's JSON).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use tracelab_client::{TempoClient, render_waterfall};
+
+use super::args::{DisplayArgs, TempoArg, parse_trace_id_arg};
+
+/// `tracelab trace`
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Trace id: 32 hex digits (shorter is zero-padded), a traceparent, or base64.
+    #[arg(value_parser = parse_trace_id_arg)]
+    pub trace_id: String,
+    #[command(flatten)]
+    pub tempo: TempoArg,
+    #[command(flatten)]
+    pub display: DisplayArgs,
+    /// Print the raw Tempo JSON instead of the waterfall.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep polling up to this many seconds while the trace is not found.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub wait: f64,
+}
+
+pub(super) async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
+    let tempo = TempoClient::new(args.tempo.tempo.as_str())?;
+    if args.json {
+        let body = tempo.get_trace_json(&args.trace_id).await?;
+        let Some(body) = body else {
+            bail!("trace {} not found at {}", args.trace_id, tempo.base_url());
+        };
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let trace = if args.wait > 0.0 {
+        tempo
+            .wait_for_trace(
+                &args.trace_id,
+                |t| !t.is_empty(),
+                Duration::from_secs_f64(args.wait),
+            )
+            .await?
+    } else {
+        tempo.get_trace(&args.trace_id).await?.with_context(|| {
+            format!(
+                "trace {} not found at {} (not sampled, not exported yet, or evicted; try --wait 5)",
+                args.trace_id,
+                tempo.base_url()
+            )
+        })?
+    };
+    print!(
+        "{}",
+        render_waterfall(&trace, args.display.width(), args.display.color())
+    );
+    Ok(ExitCode::SUCCESS)
+}

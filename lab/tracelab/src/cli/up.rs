@@ -1,0 +1,178 @@
+//! `tracelab up`: the whole lab on localhost until Ctrl-C.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use reqwest::Url;
+
+use super::args::{DEFAULT_GATEWAY, DEFAULT_TEMPO, PortArgs, parse_key_value};
+use super::logging::{LogFormat, init_logging};
+use super::signal::shutdown_signal;
+use crate::supervisor::{self, Lab, LabOptions, LogSink, print_prefixed};
+
+/// `tracelab up`
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Postgres URL including the database name (created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = supervisor::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// RabbitMQ URL.
+    #[arg(long, env = "AMQP_URL", default_value = supervisor::DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+    /// Topic exchange for payment events.
+    #[arg(long, env = "TRACELAB_EXCHANGE", default_value = supervisor::DEFAULT_EXCHANGE)]
+    pub exchange: String,
+    /// Notification queue.
+    #[arg(long, env = "TRACELAB_QUEUE", default_value = supervisor::DEFAULT_QUEUE)]
+    pub queue: String,
+    /// Send spans to this external collector (OTLP/HTTP base URL) instead of
+    /// starting the embedded one.
+    #[arg(long, env = "TRACELAB_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<Url>,
+    /// Sampling policy file [default: ./sampling.yaml if present].
+    #[arg(long, env = "TRACELAB_SAMPLING_FILE", value_name = "PATH")]
+    pub sampling_file: Option<PathBuf>,
+    /// Address every listener binds to.
+    #[arg(long, env = "TRACELAB_BIND_HOST", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Token of the services' admin (fault) API.
+    #[arg(long, env = "TRACELAB_ADMIN_TOKEN", default_value = supervisor::DEFAULT_ADMIN_TOKEN)]
+    pub admin_token: String,
+    /// Directory of the service binaries [default: next to this executable].
+    #[arg(long, env = "TRACELAB_BIN_DIR", value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Extra environment for every service (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Do not print the services' logs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Seconds to wait for every service to be healthy.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub startup_timeout: u64,
+    /// Ports (0 = any free port).
+    #[command(flatten)]
+    pub ports: PortArgs,
+}
+pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    init_logging(LogFormat::Text, Some("collector"), args.quiet);
+    let sampling_file = args.sampling_file.clone().or_else(|| {
+        let default = PathBuf::from("sampling.yaml");
+        default.is_file().then_some(default)
+    });
+    if args.bin_dir.is_none() {
+        supervisor::build_services_when_run_by_cargo()?;
+    }
+    let opts = LabOptions {
+        bin_dir: args
+            .bin_dir
+            .clone()
+            .unwrap_or_else(supervisor::default_bin_dir),
+        database_url: args.database_url.clone(),
+        amqp_url: args.amqp_url.clone(),
+        exchange: args.exchange.clone(),
+        queue: args.queue.clone(),
+        ports: args.ports.ports(),
+        otlp_endpoint: args.otlp_endpoint.as_ref().map(ToString::to_string),
+        sampling_file,
+        bind_host: args.bind,
+        extra_env: args.env.clone(),
+        log: if args.quiet {
+            LogSink::Quiet
+        } else {
+            LogSink::Prefix
+        },
+        admin_token: args.admin_token.clone(),
+        drop_database: false,
+        startup_timeout: Duration::from_secs(args.startup_timeout),
+        ..LabOptions::default()
+    };
+    println!(
+        "starting tracelab (services from {})…",
+        opts.bin_dir.display()
+    );
+    let lab = tokio::select! {
+        lab = Lab::start(opts) => lab?,
+        () = shutdown_signal() => {
+            println!("interrupted while starting; stopped");
+            return Ok(ExitCode::from(130));
+        }
+    };
+    print_up_banner(&lab);
+
+    let mut lab = lab;
+    let mut reported = std::collections::HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            _ = tick.tick() => {
+                for (name, status) in lab.exited() {
+                    if reported.insert(name) {
+                        print_prefixed("lab", &format!(
+                            "⚠ {name} exited ({status}); the rest keeps running. Last lines:\n{}",
+                            lab.logs(name).iter().rev().take(10).rev()
+                                .map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    println!("\nstopping tracelab…");
+    let t = Instant::now();
+    match lab.stop().await {
+        Ok(()) => {
+            println!("tracelab stopped cleanly in {} ms", t.elapsed().as_millis());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("tracelab stopped, with problems: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn print_up_banner(lab: &Lab) {
+    let mut rows: Vec<(String, String)> = lab
+        .services()
+        .into_iter()
+        .rev()
+        .map(|(n, u)| (n.to_string(), u))
+        .collect();
+    rows.push(("tempo api".into(), lab.tempo_url()));
+    rows.push(("otlp/http".into(), lab.otlp_http_endpoint()));
+    if let Some(c) = lab.collector() {
+        rows.push(("otlp/grpc".into(), format!("http://{}", c.otlp_grpc_addr())));
+    }
+    rows.push(("database".into(), lab.database_url().to_string()));
+    println!(
+        "\ntracelab is up: all services healthy in {:.1}s\n",
+        lab.startup_duration().as_secs_f64()
+    );
+    for (name, url) in &rows {
+        println!("  {name:<18} {url}");
+    }
+    let mut flags = String::new();
+    if lab.gateway_url() != DEFAULT_GATEWAY {
+        flags.push_str(&format!(" --gateway {}", lab.gateway_url()));
+    }
+    if lab.tempo_url() != DEFAULT_TEMPO {
+        flags.push_str(&format!(" --tempo {}", lab.tempo_url()));
+    }
+    println!("\nTry:  cargo run -p tracelab -- checkout{flags}");
+    println!(
+        "      cargo run -p tracelab -- traces{}",
+        if lab.tempo_url() != DEFAULT_TEMPO {
+            format!(" --tempo {}", lab.tempo_url())
+        } else {
+            String::new()
+        }
+    );
+    println!("Press Ctrl-C to stop.\n");
+}

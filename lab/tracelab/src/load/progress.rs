@@ -1,0 +1,139 @@
+//! The live progress line of a run (stdout or stderr; redrawn in place on a
+//! terminal, one line per interval otherwise).
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::config::Progress;
+use super::summary::{fmt_ms, fmt_rate, rate};
+
+fn progress_is_terminal(p: Progress) -> bool {
+    match p {
+        Progress::Off => false,
+        Progress::Stdout => std::io::stdout().is_terminal(),
+        Progress::Stderr => std::io::stderr().is_terminal(),
+    }
+}
+
+fn write_progress(p: Progress, text: &str) {
+    let _ = match p {
+        Progress::Off => Ok(()),
+        Progress::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        }
+        Progress::Stderr => {
+            let mut out = std::io::stderr().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        }
+    };
+}
+
+pub(super) fn clear_progress(p: Progress) {
+    if progress_is_terminal(p) {
+        write_progress(p, "\r\x1b[K");
+    }
+}
+
+/// The figures the progress line shows, read from the running generator.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(super) struct Snapshot {
+    /// Requests sent so far.
+    pub(super) sent: u64,
+    /// Requests waiting for their answer.
+    pub(super) in_flight: u64,
+    /// Answers that were errors.
+    pub(super) errors: u64,
+    /// Answers so far.
+    pub(super) count: u64,
+    /// 99th percentile latency so far, ms.
+    pub(super) p99_ms: f64,
+    /// Requests sent later than the lag threshold.
+    pub(super) behind: u64,
+}
+
+/// The progress line: elapsed, sent, achieved rate, in flight, errors, p99.
+fn progress_line(elapsed: Duration, s: &Snapshot) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let mut line = format!(
+        "{:>6.1}s  sent {}  {} req/s  in flight {}  errors {} ({:.2}%)  p99 {}",
+        elapsed.as_secs_f64(),
+        s.sent,
+        fmt_rate((s.sent as f64 / secs * 10.0).round() / 10.0),
+        s.in_flight,
+        s.errors,
+        rate(s.errors, s.count) * 100.0,
+        fmt_ms(s.p99_ms, s.count),
+    );
+    if s.behind > 0 {
+        let _ = write!(line, "  behind schedule {}", s.behind);
+    }
+    line
+}
+
+/// Prints the progress line every second (in place, on a terminal) or every
+/// five seconds (a line each, otherwise) from `t0` on, with the figures
+/// `read` returns; `None` when the sink is off.
+pub(super) fn spawn_progress(
+    sink: Progress,
+    t0: Instant,
+    read: impl Fn() -> Snapshot + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if sink == Progress::Off {
+        return None;
+    }
+    let in_place = progress_is_terminal(sink);
+    let every = if in_place {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(t0 + every, every);
+        loop {
+            tick.tick().await;
+            let line = progress_line(t0.elapsed(), &read());
+            if in_place {
+                write_progress(sink, &format!("\r{line}\x1b[K"));
+            } else {
+                write_progress(sink, &format!("{line}\n"));
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_line_shows_the_figures() {
+        let line = progress_line(
+            Duration::from_secs(12),
+            &Snapshot {
+                sent: 2400,
+                in_flight: 3,
+                errors: 6,
+                count: 2397,
+                p99_ms: 4.126,
+                behind: 0,
+            },
+        );
+        assert_eq!(
+            line,
+            "  12.0s  sent 2400  200 req/s  in flight 3  errors 6 (0.25%)  p99 4.13ms"
+        );
+        let line = progress_line(
+            Duration::from_secs(1),
+            &Snapshot {
+                sent: 10,
+                behind: 2,
+                ..Snapshot::default()
+            },
+        );
+        assert!(line.ends_with("p99 -  behind schedule 2"), "{line}");
+    }
+}

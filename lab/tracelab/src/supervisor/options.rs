@@ -1,0 +1,286 @@
+//! What a lab is started with: the services, the contract's defaults, the
+//! ports, and [`LabOptions`] (defaults for `tracelab up`, isolation for tests).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::binaries::default_bin_dir;
+
+/// The six services, in start order: leaves first, gateway last.
+pub const SERVICES: [&str; 6] = [
+    "payment-provider",
+    "auth",
+    "search",
+    "notification",
+    "payment",
+    "gateway",
+];
+
+/// Start stages: every service of a stage starts concurrently, and a stage
+/// starts once the previous one is listening (its addresses are needed).
+pub(super) const STAGES: [&[&str]; 3] = [
+    &["payment-provider", "auth", "search", "notification"],
+    &["payment"],
+    &["gateway"],
+];
+
+/// Default database URL (the contract's).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tracelab";
+/// Default RabbitMQ URL (the contract's).
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default exchange (the contract's).
+pub const DEFAULT_EXCHANGE: &str = "tracelab.events";
+/// Default notification queue (the contract's).
+pub const DEFAULT_QUEUE: &str = "notification.payment-completed";
+/// Default admin token (the contract's).
+pub const DEFAULT_ADMIN_TOKEN: &str = "tracelab-admin";
+/// How many log lines are kept per child for error messages and [`Lab::logs`].
+pub const LOG_TAIL_LINES: usize = 200;
+/// How many of those an error message shows.
+pub(super) const ERROR_TAIL_LINES: usize = 25;
+
+/// Ports of everything the lab runs. 0 means "any free port".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// gateway (8080)
+    pub gateway: u16,
+    /// auth (8081)
+    pub auth: u16,
+    /// search (8082)
+    pub search: u16,
+    /// payment (8083)
+    pub payment: u16,
+    /// notification (8084)
+    pub notification: u16,
+    /// payment-provider (8090)
+    pub provider: u16,
+    /// embedded collector OTLP/HTTP (4318)
+    pub otlp_http: u16,
+    /// embedded collector OTLP/gRPC (4317)
+    pub otlp_grpc: u16,
+    /// embedded collector Tempo API (3200)
+    pub tempo: u16,
+}
+
+impl Ports {
+    /// The contract's fixed ports (docs/architecture.md).
+    pub const CONTRACT: Ports = Ports {
+        gateway: 8080,
+        auth: 8081,
+        search: 8082,
+        payment: 8083,
+        notification: 8084,
+        provider: 8090,
+        otlp_http: 4318,
+        otlp_grpc: 4317,
+        tempo: 3200,
+    };
+
+    /// Every port 0: the OS picks free ports (tests).
+    pub const ANY: Ports = Ports {
+        gateway: 0,
+        auth: 0,
+        search: 0,
+        payment: 0,
+        notification: 0,
+        provider: 0,
+        otlp_http: 0,
+        otlp_grpc: 0,
+        tempo: 0,
+    };
+
+    /// The port of a service by binary name (`payment-provider` or `provider`).
+    pub fn for_service(&self, name: &str) -> Option<u16> {
+        Some(match name {
+            "gateway" => self.gateway,
+            "auth" => self.auth,
+            "search" => self.search,
+            "payment" => self.payment,
+            "notification" => self.notification,
+            "payment-provider" | "provider" => self.provider,
+            _ => return None,
+        })
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Ports {
+        Ports::CONTRACT
+    }
+}
+
+/// Where the children's log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogSink {
+    /// Printed to stdout, prefixed with the service name (`gateway | ...`) and
+    /// condensed from JSON to `LEVEL message key=value`.
+    #[default]
+    Prefix,
+    /// Not printed. The last [`LOG_TAIL_LINES`] lines per child are kept either
+    /// way, for failure messages and [`Lab::logs`].
+    Quiet,
+}
+
+/// Everything [`Lab::start`] needs. `Default` gives the contract's defaults;
+/// [`LabOptions::for_tests`] gives an isolated lab for one test.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Directory holding the service binaries. Default: [`default_bin_dir`].
+    pub bin_dir: PathBuf,
+    /// Full Postgres URL including the database name (created if missing).
+    pub database_url: String,
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// Topic exchange for payment events.
+    pub exchange: String,
+    /// Notification queue (its DLQ is `<queue>.dlq`).
+    pub queue: String,
+    /// Ports; 0 = any free port.
+    pub ports: Ports,
+    /// An external collector's OTLP/HTTP base URL; when set, no embedded
+    /// collector is started and [`Lab::tempo_url`] assumes Tempo on `ports.tempo`.
+    pub otlp_endpoint: Option<String>,
+    /// Sampling policy file given to the services (head) and the embedded
+    /// collector (tail). `None`: the services use their own default.
+    pub sampling_file: Option<PathBuf>,
+    /// Address the services and the collector bind to.
+    pub bind_host: IpAddr,
+    /// Extra environment for every child, applied last (overrides).
+    pub extra_env: Vec<(String, String)>,
+    /// Where child logs go.
+    pub log: LogSink,
+    /// Token of the services' admin (fault) API.
+    pub admin_token: String,
+    /// Drop the database, and delete the exchange and the queues, in
+    /// [`Lab::stop`] (and on drop). Set by `for_tests`, so test runs leave
+    /// nothing behind in Postgres or RabbitMQ.
+    pub drop_database: bool,
+    /// Budget for the whole start: listening lines plus healthy `/health`.
+    pub startup_timeout: Duration,
+    /// How long each stop stage waits after SIGTERM before killing.
+    pub stop_grace: Duration,
+}
+
+impl Default for LabOptions {
+    fn default() -> LabOptions {
+        LabOptions {
+            bin_dir: default_bin_dir(),
+            database_url: DEFAULT_DATABASE_URL.to_string(),
+            amqp_url: DEFAULT_AMQP_URL.to_string(),
+            exchange: DEFAULT_EXCHANGE.to_string(),
+            queue: DEFAULT_QUEUE.to_string(),
+            ports: Ports::CONTRACT,
+            otlp_endpoint: None,
+            sampling_file: None,
+            bind_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            extra_env: Vec::new(),
+            log: LogSink::Prefix,
+            admin_token: DEFAULT_ADMIN_TOKEN.to_string(),
+            drop_database: false,
+            startup_timeout: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl LabOptions {
+    /// An isolated lab for one test: every port 0, a fresh database
+    /// `tracelab_test_<uuid>` (dropped by `stop`), unique exchange and queue
+    /// names, quiet logs.
+    ///
+    /// The Postgres server defaults to `postgres://postgres@127.0.0.1:5432`;
+    /// `TRACELAB_TEST_DATABASE_URL` (any database name, it is replaced) and
+    /// `TRACELAB_TEST_AMQP_URL` point tests at other servers.
+    pub fn for_tests() -> LabOptions {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let server = std::env::var("TRACELAB_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let database_url = with_database(&server, &format!("tracelab_test_{id}"));
+        LabOptions {
+            database_url,
+            amqp_url: std::env::var("TRACELAB_TEST_AMQP_URL")
+                .unwrap_or_else(|_| DEFAULT_AMQP_URL.to_string()),
+            exchange: format!("tracelab.test.{id}"),
+            queue: format!("notification.test.{id}"),
+            ports: Ports::ANY,
+            log: LogSink::Quiet,
+            drop_database: true,
+            ..LabOptions::default()
+        }
+    }
+}
+
+/// Replaces the database name (the URL path) of a Postgres URL.
+fn with_database(url: &str, db: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_path(&format!("/{db}"));
+            u.to_string()
+        }
+        // Not a URL: leave it to sqlx to report later.
+        Err(_) => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_defaults() {
+        let o = LabOptions::default();
+        assert_eq!(o.ports, Ports::CONTRACT);
+        assert_eq!(o.ports.gateway, 8080);
+        assert_eq!(o.ports.provider, 8090);
+        assert_eq!(o.ports.tempo, 3200);
+        assert_eq!(o.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(o.exchange, "tracelab.events");
+        assert_eq!(o.queue, "notification.payment-completed");
+        assert_eq!(o.admin_token, "tracelab-admin");
+        assert_eq!(o.log, LogSink::Prefix);
+        assert!(!o.drop_database);
+        assert_eq!(o.bind_host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn test_options_are_isolated() {
+        let a = LabOptions::for_tests();
+        let b = LabOptions::for_tests();
+        assert_eq!(a.ports, Ports::ANY);
+        assert_eq!(a.log, LogSink::Quiet);
+        assert!(a.drop_database);
+        assert_ne!(a.database_url, b.database_url);
+        assert_ne!(a.exchange, b.exchange);
+        assert_ne!(a.queue, b.queue);
+        if std::env::var_os("TRACELAB_TEST_DATABASE_URL").is_none() {
+            assert!(
+                a.database_url
+                    .starts_with("postgres://postgres@127.0.0.1:5432/tracelab_test_"),
+                "{}",
+                a.database_url
+            );
+        }
+        let url = reqwest::Url::parse(&a.database_url).unwrap();
+        let name = url.path().trim_start_matches('/');
+        assert_eq!(name.len(), "tracelab_test_".len() + 32);
+    }
+
+    #[test]
+    fn ports_by_service_name() {
+        let p = Ports::CONTRACT;
+        for s in SERVICES {
+            assert!(p.for_service(s).is_some(), "{s}");
+        }
+        assert_eq!(p.for_service("provider"), Some(8090));
+        assert_eq!(p.for_service("nope"), None);
+    }
+
+    #[test]
+    fn database_names_replace_the_url_path() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "x_1"),
+            "postgres://postgres@127.0.0.1:5432/x_1"
+        );
+    }
+}
