@@ -98,6 +98,35 @@ fn trace_id_of(answer: &Answer) -> String {
     id
 }
 
+/// Every span of a successful checkout, as (service, name): the lesson's
+/// diagram. A test that asserts on a whole checkout trace waits for all of
+/// them, since each service exports its spans in its own batches.
+const CHECKOUT_SPANS: &[(&str, &str)] = &[
+    ("gateway", "POST /api/checkout"),
+    ("gateway", "POST /verify"),
+    ("auth", "POST /verify"),
+    ("gateway", "POST /payments"),
+    ("payment", "POST /payments"),
+    ("payment", "processPayment"),
+    ("payment", "validateOrder"),
+    ("payment", "SELECT orders"),
+    ("payment", "callExternalPaymentAPI"),
+    ("payment-provider", "POST /v1/charges"),
+    ("payment", "savePaymentResult"),
+    ("payment", "INSERT payments"),
+    ("payment", "INSERT outbox"),
+    ("payment", "publish payment.completed"),
+    ("notification", "process payment.completed"),
+    ("notification", "sendEmail"),
+    ("notification", "INSERT notifications"),
+];
+
+/// Whether the trace holds a span of each (service, name).
+fn has_spans(trace: &Trace, want: &[(&str, &str)]) -> bool {
+    want.iter()
+        .all(|(service, name)| trace.find_in(service, name).is_some())
+}
+
 fn tempo(lab: &Lab) -> TempoClient {
     TempoClient::new(&lab.tempo_url()).expect("tempo client")
 }
@@ -138,6 +167,23 @@ async fn rows_for_order(lab: &Lab, table: &str, order_id: &str) -> i64 {
     .await
 }
 
+/// Waits until `table` holds `expected` rows for the order (rows written
+/// asynchronously, after the answer), failing after 30 s with the count seen.
+async fn wait_for_rows(lab: &Lab, table: &str, order_id: &str, expected: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = rows_for_order(lab, table, order_id).await;
+        if n == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{table} holds {n} rows for order {order_id} after 30 s, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn db_count(lab: &Lab, sql: &str, order_id: &str) -> i64 {
     let mut conn = sqlx::PgConnection::connect(lab.database_url())
         .await
@@ -166,8 +212,8 @@ async fn a_checkout_is_one_connected_trace_across_http_and_the_queue() {
     let trace = tempo(&lab)
         .wait_for_trace(
             &trace_id,
-            |t| t.find("INSERT notifications").is_some(),
-            Duration::from_secs(10),
+            |t| has_spans(t, CHECKOUT_SPANS),
+            Duration::from_secs(30),
         )
         .await
         .expect("the whole trace, notification included, arrives");
@@ -325,14 +371,26 @@ async fn a_declined_card_is_an_error_trace_a_402_and_no_notification() {
         .expect("order id")
         .to_string();
     let trace_id = trace_id_of(&declined);
+    // Every span asserted on below; each service exports in its own batches.
+    let expected = [
+        ("gateway", "POST /api/checkout"),
+        ("gateway", "POST /payments"),
+        ("payment", "processPayment"),
+        ("payment", "callExternalPaymentAPI"),
+        ("payment-provider", "POST /v1/charges"),
+    ];
     let trace = tempo(&lab)
         .wait_for_trace(
             &trace_id,
-            |t| t.find("POST /api/checkout").is_some(),
-            Duration::from_secs(10),
+            |t| {
+                expected
+                    .iter()
+                    .all(|(svc, name)| t.spans.iter().any(|s| s.service == *svc && s.name == *name))
+            },
+            Duration::from_secs(30),
         )
         .await
-        .expect("trace arrives");
+        .expect("the declined checkout's spans arrive");
 
     for name in ["callExternalPaymentAPI", "processPayment"] {
         let s = span(&trace, "payment", name);
@@ -366,20 +424,20 @@ async fn a_declined_card_is_an_error_trace_a_402_and_no_notification() {
         SpanStatus::Error
     );
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let later = tempo(&lab)
-        .get_trace(&trace_id)
-        .await
-        .unwrap()
-        .expect("trace still there");
-    assert!(later.find("savePaymentResult").is_none(), "nothing saved");
-    assert!(
-        later.find("publish payment.completed").is_none(),
-        "nothing published"
-    );
-    assert!(
-        later.find("process payment.completed").is_none(),
-        "nothing consumed"
+    // A span payment ends before processPayment is queued for export before
+    // it, so with processPayment here a savePaymentResult would be too.
+    assert!(trace.find("savePaymentResult").is_none(), "nothing saved");
+    // The answer came after payment's transaction: no payment and no outbox
+    // row now means nothing is ever published or consumed for this order.
+    assert_eq!(
+        db_count(
+            &lab,
+            "SELECT count(*) FROM outbox WHERE payload->>'order_id' = $1::text",
+            &order_id
+        )
+        .await,
+        0,
+        "nothing to publish"
     );
     assert_eq!(rows_for_order(&lab, "notifications", &order_id).await, 0);
     assert_eq!(rows_for_order(&lab, "payments", &order_id).await, 0);
@@ -421,8 +479,9 @@ async fn the_same_idempotency_key_charges_and_notifies_once() {
     let replay_trace = tempo(&lab)
         .wait_for_trace(
             &trace_id_of(&second),
-            |t| t.find("POST /payments").is_some(),
-            Duration::from_secs(10),
+            // payment's server span ends after any call it makes.
+            |t| has_spans(t, &[("payment", "POST /payments")]),
+            Duration::from_secs(30),
         )
         .await
         .expect("replay trace");
@@ -432,7 +491,7 @@ async fn the_same_idempotency_key_charges_and_notifies_once() {
     );
 
     let order_id = first.body["order_id"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for_rows(&lab, "notifications", &order_id, 1).await;
     assert_eq!(rows_for_order(&lab, "payments", &order_id).await, 1);
     assert_eq!(
         db_count(
@@ -650,8 +709,16 @@ async fn valid_traceparents_are_continued_and_invalid_ones_restart_the_trace() {
     let trace = tempo
         .wait_for_trace(
             trace_id,
-            |t| t.find("SELECT products").is_some(),
-            Duration::from_secs(10),
+            |t| {
+                has_spans(
+                    t,
+                    &[
+                        ("gateway", "GET /api/products"),
+                        ("search", "GET /products"),
+                    ],
+                )
+            },
+            Duration::from_secs(30),
         )
         .await
         .expect("continued trace");
@@ -693,7 +760,7 @@ async fn valid_traceparents_are_continued_and_invalid_ones_restart_the_trace() {
             .wait_for_trace(
                 &new_id,
                 |t| t.find("GET /api/products").is_some(),
-                Duration::from_secs(10),
+                Duration::from_secs(30),
             )
             .await
             .expect("new trace");
@@ -792,7 +859,8 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_consumer_keeps_goin
     }
     let dlq = format!("{}.dlq", opts_exchange.1);
     let mut parked = Vec::new();
-    for _ in 0..50 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
         if let Some(message) = channel
             .basic_get(
                 ShortString::from(dlq.clone()),
@@ -828,21 +896,35 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_consumer_keeps_goin
     let trace = tempo(&lab)
         .wait_for_trace(
             &trace_id_of(&ok),
-            |t| t.find("INSERT notifications").is_some(),
-            Duration::from_secs(10),
+            |t| {
+                has_spans(
+                    t,
+                    &[
+                        ("notification", "process payment.completed"),
+                        ("notification", "INSERT notifications"),
+                    ],
+                )
+            },
+            Duration::from_secs(30),
         )
         .await
         .expect("the good event is consumed");
     assert!(trace.find("process payment.completed").is_some());
-    let health: Value = reqwest::get(format!(
-        "{}/health",
-        lab.service_url("notification").unwrap()
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    // The counters move when the message is settled, just after its span.
+    let health_url = format!("{}/health", lab.service_url("notification").unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        let health: Value = reqwest::get(&health_url)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["processed"] == 1 || tokio::time::Instant::now() >= deadline {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(health["dead_lettered"], 2, "{health}");
     assert_eq!(health["processed"], 1, "{health}");
     let _ = conn.close(200, ShortString::from("done")).await;
@@ -886,8 +968,8 @@ async fn services_export_over_grpc_when_asked() {
     let trace = tempo
         .wait_for_trace(
             &trace_id_of(&ok),
-            |t| t.find("INSERT notifications").is_some(),
-            Duration::from_secs(10),
+            |t| has_spans(t, CHECKOUT_SPANS),
+            Duration::from_secs(30),
         )
         .await
         .expect("the trace arrives over OTLP/gRPC");

@@ -16,22 +16,20 @@ use tracelab::supervisor::{Lab, LabOptions, SERVICES, default_bin_dir};
 use tracelab_client::gateway::checkout_trace_complete;
 use tracelab_client::{SpanKind, TempoClient};
 
-fn binaries_present() -> bool {
+/// Fails the test, saying how to build them, when a service binary is missing.
+fn require_binaries() {
     let dir = default_bin_dir();
     let missing: Vec<&str> = SERVICES
         .iter()
         .copied()
         .filter(|s| !dir.join(s).is_file())
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!(
+    assert!(
+        missing.is_empty(),
         "service binaries missing in {}: {} (run `cargo build --workspace --bins`)",
         dir.display(),
         missing.join(", ")
     );
-    panic!("{msg}");
 }
 
 /// Whether a process runs (a zombie, killed but not yet reaped, does not).
@@ -47,9 +45,7 @@ fn pid_alive(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_starts_serves_a_checkout_and_stops_clean() {
-    if !binaries_present() {
-        return;
-    }
+    require_binaries();
     let opts = LabOptions::for_tests();
     let database_url = opts.database_url.clone();
     let lab = Lab::start(opts).await.expect("lab starts");
@@ -127,9 +123,7 @@ async fn unreachable_postgres_is_explained() {
         .unwrap()
         .port();
     opts.database_url = format!("postgres://postgres@127.0.0.1:{port}/x");
-    if !binaries_present() {
-        return;
-    }
+    require_binaries();
     let err = Lab::start(opts).await.unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("cannot connect to Postgres"), "{msg}");
@@ -146,9 +140,7 @@ async fn unreachable_rabbitmq_is_explained() {
         .port();
     opts.amqp_url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let database_url = opts.database_url.clone();
-    if !binaries_present() {
-        return;
-    }
+    require_binaries();
     let err = Lab::start(opts).await.unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("cannot connect to RabbitMQ"), "{msg}");
@@ -163,9 +155,7 @@ async fn unreachable_rabbitmq_is_explained() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_lab_kills_children_and_drops_the_test_db() {
-    if !binaries_present() {
-        return;
-    }
+    require_binaries();
     let opts = LabOptions::for_tests();
     let database_url = opts.database_url.clone();
     let lab = Lab::start(opts).await.expect("lab starts");

@@ -4,33 +4,22 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tracelab_collector::{Collector, CollectorConfig, TailPolicy};
 
 use super::binaries::{bin_path, check_binaries};
+use super::child::{ChildProc, describe_status, send_sigterm};
 use super::deps::{
     check_postgres_and_create_db, check_rabbitmq, delete_broker_objects, drop_database,
 };
 use super::logs::{LogTail, lock, print_prefixed, read_lines};
-use super::options::{ERROR_TAIL_LINES, LOG_TAIL_LINES, LabOptions, LogSink, SERVICES, STAGES};
-
-struct ChildProc {
-    name: &'static str,
-    child: Child,
-    pid: Option<u32>,
-    url: String,
-    /// The `TRACELAB_LISTEN` it was given, for hints.
-    listen: String,
-    logs: LogTail,
-    readers: Vec<JoinHandle<()>>,
-}
+use super::options::{LOG_TAIL_LINES, LabOptions, LogSink, SERVICES, STAGES};
 
 /// A running lab. Stop it with [`Lab::stop`]; dropping it kills the children.
 pub struct Lab {
@@ -607,102 +596,10 @@ impl Drop for Lab {
     }
 }
 
-impl ChildProc {
-    fn tail_lines(&self, n: usize) -> String {
-        let logs = lock(&self.logs);
-        let skip = logs.len().saturating_sub(n);
-        logs.iter()
-            .skip(skip)
-            .map(|l| format!("  {} | {l}", self.name))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// A hint for a well-known cause found in the last log lines.
-    fn hint(&self) -> String {
-        let in_use = lock(&self.logs)
-            .iter()
-            .any(|l| l.contains("Address already in use") || l.contains("AddrInUse"));
-        if in_use {
-            format!(
-                "\n  hint: {} is taken (another lab running?); pick another port, or 0 for any free one",
-                self.listen
-            )
-        } else {
-            String::new()
-        }
-    }
-
-    fn tail_text(&self) -> String {
-        let lines = self.tail_lines(ERROR_TAIL_LINES);
-        if lines.is_empty() {
-            format!("\n  ({} wrote no output)", self.name)
-        } else {
-            format!("\n  last log lines of {}:\n{lines}", self.name)
-        }
-    }
-
-    /// After the process exited: let the readers drain its last output, then
-    /// return the tail for an error message.
-    async fn finish_and_tail(&mut self) -> String {
-        // Taken, so a second call does not poll finished handles again.
-        for r in std::mem::take(&mut self.readers) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), r).await;
-        }
-        self.tail_text()
-    }
-}
-fn describe_status(status: ExitStatus) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt as _;
-        if let Some(sig) = status.signal() {
-            let name = match sig {
-                2 => " (SIGINT)",
-                6 => " (SIGABRT)",
-                9 => " (SIGKILL)",
-                11 => " (SIGSEGV)",
-                15 => " (SIGTERM: no graceful shutdown handler?)",
-                _ => "",
-            };
-            return format!("killed by signal {sig}{name}");
-        }
-    }
-    match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => status.to_string(),
-    }
-}
-
-/// SIGTERM without unsafe code or a signal crate: the `kill` utility.
-fn send_sigterm(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
 fn reachable_host(bind: IpAddr) -> IpAddr {
     match bind {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
         other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn describes_exit_statuses() {
-        use std::os::unix::process::ExitStatusExt as _;
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(3 << 8)),
-            "exit status 3"
-        );
-        assert!(describe_status(ExitStatus::from_raw(9)).contains("SIGKILL"));
     }
 }

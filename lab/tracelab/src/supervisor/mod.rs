@@ -26,6 +26,7 @@
 //! ```
 
 mod binaries;
+mod child;
 mod deps;
 mod lab;
 mod logs;
