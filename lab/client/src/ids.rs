@@ -11,13 +11,17 @@ pub const TRACE_ID_BYTES: usize = 16;
 /// Length in bytes of a span id.
 pub const SPAN_ID_BYTES: usize = 8;
 
-/// An id that is neither `2 * bytes` hex digits nor base64 of `bytes` bytes.
+/// An id that cannot be used: neither `2 * bytes` hex digits nor base64 of
+/// `bytes` bytes, or well formed but all zeros (which W3C Trace Context
+/// reserves for "no id").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdError {
-    /// The text that failed to decode.
+    /// The text that was given.
     pub input: String,
     /// The expected length in bytes (16 for a trace id, 8 for a span id).
     pub bytes: usize,
+    /// Well formed, but all zeros.
+    pub all_zero: bool,
 }
 
 impl fmt::Display for IdError {
@@ -29,6 +33,13 @@ impl fmt::Display for IdError {
         } else {
             "id"
         };
+        if self.all_zero {
+            return write!(
+                f,
+                "invalid {what} {:?}: all zeros means \"no {what}\" in W3C Trace Context",
+                self.input
+            );
+        }
         write!(
             f,
             "malformed {what} {:?}: expected {} hex digits (or base64 of {} bytes)",
@@ -72,6 +83,7 @@ pub fn decode_id(input: &str, bytes: usize) -> Result<String, IdError> {
     Err(IdError {
         input: input.to_string(),
         bytes,
+        all_zero: false,
     })
 }
 
@@ -88,6 +100,7 @@ pub fn parse_trace_id(input: &str) -> Result<String, IdError> {
     let err = || IdError {
         input: input.to_string(),
         bytes: TRACE_ID_BYTES,
+        all_zero: false,
     };
     let mut s = input.trim();
     // A traceparent/traceresponse pasted whole.
@@ -105,7 +118,10 @@ pub fn parse_trace_id(input: &str) -> Result<String, IdError> {
         decode_id(s, TRACE_ID_BYTES).map_err(|_| err())?
     };
     if id.bytes().all(|b| b == b'0') {
-        return Err(err());
+        return Err(IdError {
+            all_zero: true,
+            ..err()
+        });
     }
     Ok(id)
 }
@@ -157,7 +173,10 @@ mod tests {
         assert_eq!(parse_trace_id("S/kvNXezTaajzpKdDg5HNg==").unwrap(), id);
         assert!(parse_trace_id("").is_err());
         assert!(parse_trace_id("not-a-trace-id").is_err());
-        assert!(parse_trace_id(&"0".repeat(32)).is_err());
+        let zero = parse_trace_id(&"0".repeat(32)).unwrap_err();
+        assert!(zero.all_zero);
+        assert!(zero.to_string().starts_with("invalid trace id"), "{zero}");
+        assert!(parse_trace_id("0x0").unwrap_err().all_zero);
         assert!(parse_trace_id(&"a".repeat(33)).is_err());
     }
 }

@@ -76,13 +76,13 @@ fn malformed_trace_id_is_rejected() {
     let out = tracelab(&["trace", "not-a-trace-id"]);
     assert_fails(&out, 2, &["malformed trace id", "not-a-trace-id"]);
     let out = tracelab(&["trace", &"0".repeat(32)]);
-    assert_fails(&out, 2, &["malformed trace id"]);
+    assert_fails(&out, 2, &["invalid trace id", "all zeros"]);
 }
 
 #[test]
 fn health_of_a_closed_port_fails_with_one_line() {
     let url = format!("http://127.0.0.1:{}/health", closed_port());
-    let out = tracelab(&["health", &url, "--timeout", "2"]);
+    let out = tracelab(&["health", &url, "--timeout", "2s"]);
     assert_fails(&out, 1, &["unhealthy", &url]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }

@@ -2,9 +2,11 @@
 //! lab is (ports, host, admin token, Tempo), how output looks.
 
 use std::io::IsTerminal as _;
+use std::time::Duration;
 
 use clap::Args;
 use reqwest::Url;
+use tracelab_faults::duration;
 
 use crate::fault::FaultClient;
 use crate::supervisor::{DEFAULT_ADMIN_TOKEN, Ports, SERVICES};
@@ -174,4 +176,43 @@ impl LabArgs {
     pub fn fault_client(&self) -> anyhow::Result<FaultClient> {
         FaultClient::new(self.service_urls(), &self.admin_token)
     }
+}
+
+/// The longest duration a flag takes. Longer is a typo, and every wait and
+/// deadline computed from a flag stays far from the clock's limits.
+pub const MAX_FLAG_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Reads a duration flag: the grammar of fault specs (`500ms`, `30s`, `5m`,
+/// `1h`, `1m30s`), at most [`MAX_FLAG_DURATION`]. Never panics.
+///
+/// # Errors
+/// The parser's message (the input and what is wrong), or "too long".
+pub fn duration_arg(s: &str) -> Result<Duration, String> {
+    let d = duration::parse(s).map_err(|e| e.to_string())?;
+    if d > MAX_FLAG_DURATION {
+        return Err(format!(
+            "{s:?} is longer than any flag takes (at most {})",
+            duration::format(MAX_FLAG_DURATION)
+        ));
+    }
+    Ok(d)
+}
+
+/// Reads a rate in requests per second: a finite number above 0, at most
+/// one million.
+///
+/// # Errors
+/// Not a number, not finite, 0 or less, or above one million.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of requests per second, got {s:?}"))?;
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err(format!("must be a number greater than 0, got {s}"));
+    }
+    if rate > 1_000_000.0 {
+        return Err(format!("at most 1000000 requests per second, got {s}"));
+    }
+    Ok(rate)
 }

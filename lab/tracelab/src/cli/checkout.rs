@@ -13,7 +13,7 @@ use tracelab_client::gateway::{
 };
 use tracelab_client::{TempoClient, TraceWaitTimeout, http_error_summary, render_waterfall};
 
-use super::args::{DEFAULT_GATEWAY, DisplayArgs, TempoArg};
+use super::args::{DEFAULT_GATEWAY, DisplayArgs, TempoArg, duration_arg};
 
 /// `tracelab checkout`
 #[derive(Debug, Args)]
@@ -44,11 +44,13 @@ pub struct CheckoutArgs {
     /// Idempotency-Key header [default: a new UUID]. Reuse one to see a replay.
     #[arg(long)]
     pub idempotency_key: Option<String>,
-    /// Seconds to wait for the trace to be complete. The lab's tail sampler
-    /// holds a trace for its decision_wait_ms (10 s in sampling.yaml) before
-    /// it becomes visible.
-    #[arg(long, default_value_t = 15.0, value_name = "SECS")]
-    pub wait: f64,
+    /// How long to wait for the whole trace, notification included. The
+    /// embedded collector of `tracelab up` shows a kept trace at once (only
+    /// a dropped one waits for `decision_wait_ms`); the Docker stack's
+    /// collector holds every trace for `decision_wait_ms` (10 s in
+    /// sampling.yaml) before Tempo has it.
+    #[arg(long, default_value = "15s", value_parser = duration_arg, value_name = "DURATION")]
+    pub wait: Duration,
     /// Do not fetch and show the trace.
     #[arg(long)]
     pub no_trace: bool,
@@ -166,7 +168,7 @@ pub(super) async fn run(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
     // 3. Wait for the trace to be complete, then show it.
     let tempo = TempoClient::new(args.tempo.tempo.as_str())?;
     let succeeded = status.is_success();
-    let wait = Duration::from_secs_f64(args.wait.max(0.0));
+    let wait = args.wait;
     println!(
         "waiting up to {:.0}s for the whole trace, notification included…",
         wait.as_secs_f64()

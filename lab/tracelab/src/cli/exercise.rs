@@ -8,7 +8,7 @@ use anyhow::bail;
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
-use super::args::LabArgs;
+use super::args::{LabArgs, parse_rate};
 use crate::exercise::{Begin, Exercises, Graded, HistoryEntry, Outcome, pick};
 use crate::format::human_secs;
 use crate::load::{LoadConfig, Mix, Progress, Route, run_until};
@@ -60,7 +60,7 @@ pub struct StartArgs {
     #[arg(long)]
     pub no_load: bool,
     /// Background load: checkouts per second (plus twice as many searches).
-    #[arg(long, default_value_t = 1.0, value_name = "PER_SEC")]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_rate, value_name = "PER_SEC")]
     pub rate: f64,
     /// Abandon a running exercise and start a new one.
     #[arg(long)]
@@ -345,7 +345,7 @@ async fn start(
     );
     println!(
         "\nfind the service and the operation at fault in the traces (Tempo at {tempo}):\n  \
-         tracelab traces --since 5   |   tracelab trace <TRACE ID>   |   tracelab traces --q '{{ status = error }}'\n\
+         tracelab traces --since 5m   |   tracelab trace <TRACE ID>   |   tracelab traces --q '{{ status = error }}'\n\
          then: tracelab exercise answer SERVICE OPERATION   (stuck? tracelab exercise hint)"
     );
     if a.no_load {

@@ -6,17 +6,19 @@ use std::time::Duration;
 use clap::Args;
 use reqwest::Url;
 
+use super::args::duration_arg;
+
 /// `tracelab health`
 #[derive(Debug, Args)]
 pub struct HealthArgs {
     /// URL to GET, e.g. http://127.0.0.1:8080/health.
     pub url: Url,
-    /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
-    pub timeout: f64,
+    /// How long to wait for the answer, e.g. 3s or 500ms.
+    #[arg(long, default_value = "3s", value_parser = duration_arg, value_name = "DURATION")]
+    pub timeout: Duration,
 }
 pub(super) async fn run(args: HealthArgs) -> ExitCode {
-    let timeout = Duration::from_secs_f64(args.timeout.clamp(0.05, 3600.0));
+    let timeout = args.timeout;
     let client = match reqwest::Client::builder().timeout(timeout).build() {
         Ok(c) => c,
         Err(e) => {

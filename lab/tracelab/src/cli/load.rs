@@ -8,6 +8,7 @@ use clap::{ArgGroup, Args};
 use reqwest::Url;
 use tracelab_faults::duration;
 
+use super::args::{duration_arg, parse_rate};
 use crate::load::summary::fmt_rate;
 use crate::load::{DEFAULT_MIX, LoadConfig, Mix, Progress, User, parse_mix, parse_user, run_until};
 
@@ -17,10 +18,10 @@ use crate::load::{DEFAULT_MIX, LoadConfig, Mix, Progress, User, parse_mix, parse
 pub struct LoadArgs {
     /// Requests per second to offer. Open loop: they are sent on schedule
     /// whatever the answers, and latency counts from the scheduled instant.
-    #[arg(long, value_parser = parse_rps)]
+    #[arg(long, value_parser = parse_rate)]
     pub rps: f64,
     /// How long to send, e.g. 30s, 1m, 500ms, 1m30s (whole numbers with a unit).
-    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
     pub duration: Option<Duration>,
     /// Send until Ctrl-C.
     #[arg(long)]
@@ -49,7 +50,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_share, value_name = "0..1")]
     pub decline_share: f64,
     /// Timeout of one request (an expired one counts as an error).
-    #[arg(long, default_value = "10s", value_parser = duration::parse, value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_parser = duration_arg, value_name = "DURATION")]
     pub timeout: Duration,
     /// Most requests in flight; a scheduled request over it is not sent and
     /// is counted as "dropped by generator".
@@ -57,7 +58,7 @@ pub struct LoadArgs {
     pub max_in_flight: usize,
     /// A request sent later than this after its scheduled instant counts as
     /// "behind schedule".
-    #[arg(long, default_value = "5ms", value_parser = duration::parse, value_name = "DURATION")]
+    #[arg(long, default_value = "5ms", value_parser = duration_arg, value_name = "DURATION")]
     pub lag_threshold: Duration,
     /// No progress line.
     #[arg(long)]
@@ -138,20 +139,6 @@ fn open_files_limit() -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-fn parse_rps(s: &str) -> Result<f64, String> {
-    let rps: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a number of requests per second, got {s:?}"))?;
-    if !rps.is_finite() || rps <= 0.0 {
-        return Err(format!("must be greater than 0, got {s}"));
-    }
-    if rps > 1_000_000.0 {
-        return Err(format!("at most 1000000 requests per second, got {s}"));
-    }
-    Ok(rps)
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {

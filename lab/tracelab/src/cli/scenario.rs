@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::args::LabArgs;
+use super::args::{LabArgs, duration_arg};
 use crate::scenario::render::render_full;
 use crate::scenario::verify::{Target, verify};
 use crate::scenario::{Catalog, Lang, Scenario};
@@ -63,10 +63,10 @@ pub struct VerifyArgs {
     /// How long to wait after the traffic before judging [default: the
     /// scenario's]. With the tail sampling of `sampling.yaml` traces appear
     /// only after its decision_wait_ms: pass e.g. 11s.
-    #[arg(long, value_name = "DURATION", value_parser = tracelab_faults::duration::parse)]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
     pub settle: Option<std::time::Duration>,
     /// How long a running scenario may take to show its signature.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = tracelab_faults::duration::parse)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_arg)]
     pub timeout: std::time::Duration,
     /// Postgres of the lab (for the one-charge-per-key invariant).
     #[arg(long, env = "DATABASE_URL", default_value = crate::supervisor::DEFAULT_DATABASE_URL)]

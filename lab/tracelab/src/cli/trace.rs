@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use tracelab_client::{TempoClient, render_waterfall};
 
-use super::args::{DisplayArgs, TempoArg, parse_trace_id_arg};
+use super::args::{DisplayArgs, TempoArg, duration_arg, parse_trace_id_arg};
 
 /// `tracelab trace`
 #[derive(Debug, Args)]
@@ -22,9 +22,9 @@ pub struct TraceArgs {
     /// Print the raw Tempo JSON instead of the waterfall.
     #[arg(long)]
     pub json: bool,
-    /// Keep polling up to this many seconds while the trace is not found.
-    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
-    pub wait: f64,
+    /// Keep polling this long while the trace is not found, e.g. 5s.
+    #[arg(long, default_value = "0s", value_parser = duration_arg, value_name = "DURATION")]
+    pub wait: Duration,
 }
 
 pub(super) async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
@@ -37,18 +37,14 @@ pub(super) async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let trace = if args.wait > 0.0 {
+    let trace = if !args.wait.is_zero() {
         tempo
-            .wait_for_trace(
-                &args.trace_id,
-                |t| !t.is_empty(),
-                Duration::from_secs_f64(args.wait),
-            )
+            .wait_for_trace(&args.trace_id, |t| !t.is_empty(), args.wait)
             .await?
     } else {
         tempo.get_trace(&args.trace_id).await?.with_context(|| {
             format!(
-                "trace {} not found at {} (not sampled, not exported yet, or evicted; try --wait 5)",
+                "trace {} not found at {} (not sampled, not exported yet, or evicted; try --wait 5s)",
                 args.trace_id,
                 tempo.base_url()
             )

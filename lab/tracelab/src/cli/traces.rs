@@ -1,11 +1,12 @@
 //! `tracelab traces`: recent traces, filtered by TraceQL or tags.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use tracelab_client::{SearchQuery, TempoClient};
 
-use super::args::{DEFAULT_TEMPO, TempoArg, parse_key_value};
+use super::args::{DEFAULT_TEMPO, TempoArg, duration_arg, parse_key_value};
 
 /// `tracelab traces`
 #[derive(Debug, Args)]
@@ -24,9 +25,9 @@ pub struct TracesArgs {
     /// Only traces at least this long, e.g. 100ms.
     #[arg(long, value_name = "DURATION")]
     pub min_duration: Option<String>,
-    /// Only traces from the last N minutes.
-    #[arg(long, value_name = "MINUTES")]
-    pub since: Option<u64>,
+    /// Only traces from this far back, e.g. 5m or 1h.
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub since: Option<Duration>,
 }
 
 pub(super) async fn run(args: TracesArgs) -> anyhow::Result<ExitCode> {
@@ -36,7 +37,7 @@ pub(super) async fn run(args: TracesArgs) -> anyhow::Result<ExitCode> {
         tags: args.tags.clone(),
         q: args.q.clone(),
         limit: Some(args.limit),
-        start: args.since.map(|m| now - (m as i64) * 60),
+        start: args.since.map(|d| now - d.as_secs() as i64),
         end: args.since.map(|_| now),
         min_duration: args.min_duration.clone(),
         max_duration: None,

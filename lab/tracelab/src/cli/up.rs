@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use reqwest::Url;
 
-use super::args::{DEFAULT_GATEWAY, DEFAULT_TEMPO, PortArgs, parse_key_value};
+use super::args::{DEFAULT_GATEWAY, DEFAULT_TEMPO, PortArgs, duration_arg, parse_key_value};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
 use crate::supervisor::{self, Lab, LabOptions, LogSink, print_prefixed};
@@ -50,9 +50,9 @@ pub struct UpArgs {
     /// Do not print the services' logs.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Seconds to wait for every service to be healthy.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    pub startup_timeout: u64,
+    /// How long every service may take to be healthy, e.g. 60s.
+    #[arg(long, default_value = "60s", value_parser = duration_arg, value_name = "DURATION")]
+    pub startup_timeout: Duration,
     /// Ports (0 = any free port).
     #[command(flatten)]
     pub ports: PortArgs,
@@ -87,7 +87,7 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         },
         admin_token: args.admin_token.clone(),
         drop_database: false,
-        startup_timeout: Duration::from_secs(args.startup_timeout),
+        startup_timeout: args.startup_timeout,
         ..LabOptions::default()
     };
     println!(
