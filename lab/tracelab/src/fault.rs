@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
-use tracelab_faults::{ActiveFault, AppliedBy, FaultKind, FaultSpec, FaultsReport};
+use tracelab_contract::fault::{ActiveFault, AppliedBy, FaultKind, FaultSpec, FaultsReport};
 
 use crate::cli::PortArgs;
 use crate::lab::{DEFAULT_ADMIN_TOKEN, Lab, SERVICES};

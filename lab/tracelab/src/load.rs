@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use tracelab_faults::duration;
+use tracelab_contract::fault::duration;
 
 use crate::tempo::http_error_summary;
 

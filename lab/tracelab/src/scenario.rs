@@ -38,7 +38,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracelab_faults::{ActiveFault, FaultSpec};
+use tracelab_contract::fault::{ActiveFault, FaultSpec};
 
 use crate::fault::{
     FaultClient, LabArgs, canonical_service, check_point_and_kind, spec_from_value,
@@ -726,10 +726,10 @@ pub struct VerifyArgs {
     /// How long to wait after the traffic before judging [default: the
     /// scenario's]. With the tail sampling of `sampling.yaml` traces appear
     /// only after its decision_wait_ms: pass e.g. 11s.
-    #[arg(long, value_name = "DURATION", value_parser = tracelab_faults::duration::parse)]
+    #[arg(long, value_name = "DURATION", value_parser = tracelab_contract::fault::duration::parse)]
     pub settle: Option<std::time::Duration>,
     /// How long a running scenario may take to show its signature.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = tracelab_faults::duration::parse)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = tracelab_contract::fault::duration::parse)]
     pub timeout: std::time::Duration,
     /// Postgres of the lab (for the one-charge-per-key invariant).
     #[arg(long, env = "DATABASE_URL", default_value = crate::lab::DEFAULT_DATABASE_URL)]

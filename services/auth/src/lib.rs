@@ -28,6 +28,8 @@ use tracelab_service::{ApiError, App, Check, Json, health_response};
 
 pub use config::Config;
 use token::{Claims, Signer};
+use tracelab_contract::fault::FaultPoint;
+use tracelab_contract::service::ServiceName;
 use tracelab_faults::FaultRegistry;
 
 /// A demo account.
@@ -81,9 +83,6 @@ pub fn routes(state: AppState) -> Router {
         .route("/health", get(health))
         .with_state(state)
 }
-
-/// auth's fault injection points (see docs/architecture.md).
-pub const FAULT_POINTS: &[&str] = &["auth.verify", "auth.telemetry"];
 
 pub fn router(state: AppState, admin: Router) -> Router {
     tracelab_service::app::service_router(routes(state), admin)
@@ -154,7 +153,7 @@ async fn verify(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.faults.inject("auth.verify").await?;
+    state.faults.inject(FaultPoint::AuthVerify).await?;
     let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     let claims = state
         .signer
@@ -177,7 +176,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     if config.token_secret == config::DEV_SECRET {
         tracing::warn!("TRACELAB_TOKEN_SECRET is not set: using the development secret");
     }
-    let (faults, admin) = tracelab_faults::for_service("auth", FAULT_POINTS);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Auth);
     let router = router(AppState::new(&config, faults), admin);
     Ok(App::bind(config.listen, router).await?)
 }
@@ -198,7 +197,7 @@ mod tests {
                 token_secret: "test-secret-0123456789".into(),
                 token_ttl_secs: ttl,
             },
-            FaultRegistry::new("auth", FAULT_POINTS),
+            FaultRegistry::new(ServiceName::Auth),
         ))
     }
 

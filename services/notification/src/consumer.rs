@@ -25,7 +25,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use tracelab_faults::{FaultKind, FaultRegistry};
+use tracelab_contract::fault::{FaultKind, FaultPoint};
+use tracelab_faults::FaultRegistry;
 use tracelab_service::amqp::{self, PAYMENT_COMPLETED};
 use tracelab_telemetry::db::{DbTarget, query_span};
 use tracelab_telemetry::propagation::extract_amqp;
@@ -156,10 +157,10 @@ impl Consumer {
         // starts a new trace.
         let mut parent = extract_amqp(delivery.properties.headers().as_ref());
         if matches!(
-            self.faults.is_active("notification.consume"),
+            self.faults.is_active(FaultPoint::NotificationConsume),
             Some(FaultKind::ConsumerStall { .. } | FaultKind::PropagationBreak)
         ) {
-            match self.faults.check("notification.consume") {
+            match self.faults.check(FaultPoint::NotificationConsume) {
                 Some(FaultKind::ConsumerStall { ms }) => {
                     tokio::time::sleep(Duration::from_millis(ms)).await
                 }
@@ -247,10 +248,10 @@ impl Consumer {
 
     async fn process(&self, delivery: &Delivery) -> Outcome {
         if !matches!(
-            self.faults.is_active("notification.consume"),
+            self.faults.is_active(FaultPoint::NotificationConsume),
             Some(FaultKind::ConsumerStall { .. } | FaultKind::PropagationBreak)
         ) {
-            match self.faults.inject("notification.consume").await {
+            match self.faults.inject(FaultPoint::NotificationConsume).await {
                 Err(injected) => return Outcome::Transient(injected.message),
                 Ok(Some(FaultKind::DeadLetter)) => {
                     return Outcome::Poison(
@@ -291,7 +292,7 @@ impl Consumer {
     /// Writes the notification (the lab's stand-in for sending an email);
     /// `false` when this event was already handled.
     async fn send_email(&self, event: &PaymentCompleted) -> Result<bool, String> {
-        let pause_ms = match self.faults.inject("notification.send_email").await {
+        let pause_ms = match self.faults.inject(FaultPoint::NotificationSendEmail).await {
             Err(injected) => return Err(injected.message),
             Ok(Some(FaultKind::SlowQuery { ms })) => ms,
             Ok(_) => 0,

@@ -19,7 +19,8 @@ use tracelab_telemetry::span::in_span;
 
 use std::time::Duration;
 
-use tracelab_faults::{FaultKind, Injected};
+use tracelab_contract::fault::{FaultKind, FaultPoint};
+use tracelab_faults::Injected;
 
 use crate::AppState;
 use crate::provider::{ChargeError, PROVIDER_NAME};
@@ -89,7 +90,11 @@ async fn run_steps(
         SpanKind::Internal,
         vec![],
         |cx| async move {
-            let pause_ms = match state.faults.inject("payment.validate_order").await? {
+            let pause_ms = match state
+                .faults
+                .inject(FaultPoint::PaymentValidateOrder)
+                .await?
+            {
                 Some(FaultKind::SlowQuery { ms }) => ms,
                 _ => 0,
             };
@@ -118,7 +123,7 @@ async fn run_steps(
         SpanKind::Client,
         vec![KeyValue::new("payment.provider", PROVIDER_NAME)],
         |cx| async move {
-            state.faults.inject("payment.provider_call").await?;
+            state.faults.inject(FaultPoint::PaymentProviderCall).await?;
             let charge = state
                 .provider
                 .charge(&cx, order.id, order.amount, &order.currency, card)
@@ -169,7 +174,7 @@ async fn run_steps(
     };
     in_span("savePaymentResult", SpanKind::Internal, vec![], |_| async {
         let mut pause_ms = 0;
-        match state.faults.inject("payment.save").await? {
+        match state.faults.inject(FaultPoint::PaymentSave).await? {
             Some(FaultKind::SlowQuery { ms }) => pause_ms = ms,
             Some(FaultKind::LockContention { hold_ms }) => {
                 state
