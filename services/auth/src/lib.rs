@@ -4,7 +4,8 @@
 //! - `POST /verify` with `Authorization: Bearer <token>` → `{"user_id","username","expires_at"}`,
 //!   or 401 JSON when the token is missing, forged or expired.
 //!
-//! Demo users: alice, bob and carol, each with password `<name>-password`.
+//! Demo users: alice, bob and carol, each with password `<name>-password`
+//! (`tracelab_contract::users`).
 //!
 //! Run: `cargo run -p auth` (listens on 127.0.0.1:8081).
 
@@ -30,6 +31,7 @@ pub use config::Config;
 use token::{Claims, Signer};
 use tracelab_contract::fault::FaultPoint;
 use tracelab_contract::service::ServiceName;
+use tracelab_contract::users::DEMO_USERS;
 use tracelab_faults::FaultRegistry;
 
 /// A demo account.
@@ -47,22 +49,17 @@ pub struct AppState {
     ttl_secs: i64,
 }
 
-/// The seeded demo users: `(username, user id)`; password is `<username>-password`.
-pub const DEMO_USERS: &[(&str, &str)] =
-    &[("alice", "u-1001"), ("bob", "u-1002"), ("carol", "u-1003")];
-
 impl AppState {
     pub fn new(config: &Config, faults: FaultRegistry) -> Self {
         let signer = Signer::new(&config.token_secret);
         let users = DEMO_USERS
             .iter()
-            .map(|(name, id)| {
-                let digest = signer.password_digest(&format!("{name}-password"));
+            .map(|user| {
                 (
-                    *name,
+                    user.username,
                     User {
-                        id,
-                        password_digest: digest,
+                        id: user.user_id,
+                        password_digest: signer.password_digest(user.password),
                     },
                 )
             })

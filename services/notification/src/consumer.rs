@@ -26,8 +26,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use tracelab_contract::fault::{FaultKind, FaultPoint};
+use tracelab_contract::messaging::{PAYMENT_COMPLETED, dlq_name};
 use tracelab_faults::FaultRegistry;
-use tracelab_service::amqp::{self, PAYMENT_COMPLETED};
+use tracelab_service::amqp;
 use tracelab_telemetry::db::{DbTarget, query_span};
 use tracelab_telemetry::propagation::extract_amqp;
 use tracelab_telemetry::span::{in_span, record_error, start_with_parent};
@@ -218,7 +219,7 @@ impl Consumer {
                 record_error(&cx, "PoisonMessage", reason);
                 span.set_attribute(KeyValue::new("messaging.rabbitmq.dead_lettered", true));
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(reason = %reason, queue = %amqp::dlq_name(&self.queue), "message dead-lettered");
+                tracing::warn!(reason = %reason, queue = %dlq_name(&self.queue), "message dead-lettered");
                 delivery.reject(BasicRejectOptions { requeue: false }).await
             }
             Outcome::Transient(reason) => {

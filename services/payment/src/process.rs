@@ -13,7 +13,7 @@ use opentelemetry::trace::{SpanKind, TraceContextExt};
 use serde_json::json;
 use uuid::Uuid;
 
-use tracelab_service::amqp::PAYMENT_COMPLETED;
+use tracelab_contract::messaging::PAYMENT_COMPLETED;
 use tracelab_telemetry::propagation::inject_map;
 use tracelab_telemetry::span::in_span;
 

@@ -43,6 +43,13 @@ pub fn otlp_http_url() -> String {
     format!("http://{HOST}:{OTLP_HTTP_PORT}")
 }
 
+/// The embedded collector's OTLP/gRPC URL, what
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` defaults to with
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`.
+pub fn otlp_grpc_url() -> String {
+    format!("http://{HOST}:{OTLP_GRPC_PORT}")
+}
+
 /// The Tempo API's base URL (`TRACELAB_TEMPO_URL`).
 pub fn tempo_url() -> String {
     format!("http://{HOST}:{TEMPO_PORT}")
@@ -63,6 +70,7 @@ mod tests {
             );
         }
         assert_eq!(otlp_http_url(), "http://127.0.0.1:4318");
+        assert_eq!(otlp_grpc_url(), "http://127.0.0.1:4317");
         assert_eq!(tempo_url(), "http://127.0.0.1:3200");
     }
 }
