@@ -20,30 +20,16 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
-use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use tracelab_contract::fault::{FaultKind, FaultPoint};
-use tracelab_contract::messaging::{PAYMENT_COMPLETED, dlq_name};
+use tracelab_contract::messaging::{PAYMENT_COMPLETED, PaymentCompleted, dlq_name};
 use tracelab_faults::FaultRegistry;
 use tracelab_service::amqp;
 use tracelab_telemetry::db::{DbTarget, query_span};
 use tracelab_telemetry::propagation::extract_amqp;
 use tracelab_telemetry::span::{in_span, record_error, start_with_parent};
-
-/// The event as payment publishes it.
-#[derive(Debug, Deserialize)]
-pub struct PaymentCompleted {
-    pub event_id: Uuid,
-    pub order_id: Uuid,
-    pub user_id: String,
-    pub amount: i64,
-    pub currency: String,
-    #[serde(default)]
-    pub transaction_id: Option<String>,
-}
 
 /// Counters shown on `/health`.
 #[derive(Debug, Default)]
