@@ -248,32 +248,25 @@ impl<'de> Deserialize<'de> for FaultPoint {
 /// The catalogue as docs/architecture.md shows it: a sentence on the
 /// generic kinds, then one table row per point.
 pub fn markdown_table() -> String {
-    let code = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let code = |names: &[&str]| names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>();
     let mut out = format!(
-        "Generic kinds ({}) act at every point a request passes; at a \
-         `<service>.telemetry` point only the kinds listed act.\n\n",
-        code(GENERIC_KINDS)
+        "Generic kinds ({}) act at every point a request passes (\"generic\" \
+         below); at a `<service>.telemetry` point only the kinds listed act.\n\n",
+        code(GENERIC_KINDS).join(", ")
     );
-    out.push_str("| service | point | where it acts | kinds besides the generic ones |\n");
+    out.push_str("| service | point | where it acts | kinds that act there |\n");
     out.push_str("|---|---|---|---|\n");
     for point in FaultPoint::ALL {
-        let kinds = if point.is_telemetry() {
-            format!("only {}", code(point.kinds()))
-        } else {
-            code(point.kinds())
-        };
+        let mut kinds = code(point.kinds());
+        if !point.is_telemetry() {
+            kinds.insert(0, "generic".to_string());
+        }
         out.push_str(&format!(
             "| {} | `{}` | {} | {} |\n",
             point.service(),
             point.name(),
             point.acts(),
-            kinds.trim_end()
+            kinds.join(", ")
         ));
     }
     out
@@ -452,16 +445,23 @@ mod tests {
     #[test]
     fn the_table_has_a_row_per_point() {
         let table = markdown_table();
+        assert!(
+            table.contains(
+                "| auth | `auth.telemetry` | auth's own tracing | `slow_export`, `drop_spans`, `clock_skew`, `high_cardinality` |"
+            ),
+            "no generic kinds at a telemetry point: {table}"
+        );
         let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ")).collect();
         assert_eq!(rows.len(), FaultPoint::ALL.len() + 1, "{table}");
         assert!(
             table.contains(
-                "| payment | `payment.save` | savePaymentResult | `slow_query`, `lock_contention`, `pool_exhaustion` |"
+                "| payment | `payment.save` | savePaymentResult | generic, `slow_query`, `lock_contention`, `pool_exhaustion` |"
             ),
             "{table}"
         );
         assert!(
-            table.contains("| auth | `auth.verify` | token verification (POST /verify) |  |"),
+            table
+                .contains("| auth | `auth.verify` | token verification (POST /verify) | generic |"),
             "{table}"
         );
     }
