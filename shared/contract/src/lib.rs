@@ -10,6 +10,9 @@
 //! `tracelab-service`) depend on it. docs/architecture.md's fault-point
 //! table and ports are checked against it by this crate's tests.
 
+// Every crate and the docs read this one: each public item says what it means.
+#![warn(missing_docs)]
+
 pub mod defaults;
 pub mod fault;
 pub mod messaging;

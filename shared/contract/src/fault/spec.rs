@@ -35,44 +35,71 @@ pub enum AppliedBy {
 pub enum FaultKind {
     /// Sleep `ms` ± `jitter_ms` (uniform), then carry on.
     Latency {
+        /// The mean delay.
         ms: u64,
+        /// How far a delay may stray from `ms`, either way (default 0).
         #[serde(default)]
         jitter_ms: u64,
     },
     /// Fail with HTTP `status` (default 500).
     Error {
+        /// The status to answer, 400..=599.
         #[serde(default = "default_error_status")]
         status: u16,
+        /// The error message; default: the status's reason phrase.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
     /// Never answer: wait until the caller gives up (its future is dropped),
     /// at most `max_ms` (default 120 s), then fail with 504.
     Hang {
+        /// The longest wait before giving up by itself.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_ms: Option<u64>,
     },
     /// Spin the CPU on the current thread for `ms`: self time in the span.
-    CpuBurn { ms: u64 },
+    CpuBurn {
+        /// How long to spin.
+        ms: u64,
+    },
     /// Caller: retry the downstream call `retries` times without backoff.
-    RetryStorm { retries: u32 },
+    RetryStorm {
+        /// Extra attempts fired at once beside the first.
+        retries: u32,
+    },
     /// Caller: `pg_sleep` inside the query for `ms`.
-    SlowQuery { ms: u64 },
+    SlowQuery {
+        /// How long the database pauses inside the statement.
+        ms: u64,
+    },
     /// Caller: another transaction holds `FOR UPDATE` on the row for `hold_ms`.
-    LockContention { hold_ms: u64 },
+    LockContention {
+        /// How long the lock is held.
+        hold_ms: u64,
+    },
     /// Caller: hold `connections` pool connections for `hold_ms`.
-    PoolExhaustion { connections: u32, hold_ms: u64 },
+    PoolExhaustion {
+        /// How many pool connections to take.
+        connections: u32,
+        /// How long to keep them.
+        hold_ms: u64,
+    },
     /// Caller: the consumer sleeps `ms` before processing a message.
-    ConsumerStall { ms: u64 },
+    ConsumerStall {
+        /// How long the consumer stalls per message.
+        ms: u64,
+    },
     /// Caller: the consumer fails the message to the dead-letter queue.
     DeadLetter,
     /// Caller: answer 429 with `Retry-After: retry_after_s`.
     RateLimit {
+        /// The announced wait, in seconds (default 1).
         #[serde(default = "default_retry_after_s")]
         retry_after_s: u64,
     },
     /// Answer `status` (default 503) as if the service were down.
     Outage {
+        /// The status to answer, 400..=599.
         #[serde(default = "default_outage_status")]
         status: u16,
     },
@@ -82,17 +109,27 @@ pub enum FaultKind {
     /// (`GET /orders/3f2c…`) instead of the route, and carry `attribute`
     /// with a value unique per request.
     HighCardinality {
+        /// The attribute given a unique value (default `user.id`).
         #[serde(default = "default_cardinality_attribute")]
         attribute: String,
     },
     /// Telemetry: the head sampling rate for root spans drops to `rate`.
-    SamplingMiss { rate: f64 },
+    SamplingMiss {
+        /// The share of root spans kept, 0..=1.
+        rate: f64,
+    },
     /// Telemetry: exporting takes a synchronous detour of `ms`.
-    SlowExport { ms: u64 },
+    SlowExport {
+        /// How long each span end blocks.
+        ms: u64,
+    },
     /// Telemetry: this service's spans are dropped.
     DropSpans,
     /// Telemetry: this service's span timestamps are shifted by `ms`.
-    ClockSkew { ms: i64 },
+    ClockSkew {
+        /// The shift; negative moves spans into the past.
+        ms: i64,
+    },
 }
 
 fn default_error_status() -> u16 {
@@ -305,8 +342,10 @@ impl FaultKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
+    /// How long each active phase lasts.
     #[serde(with = "serde_duration")]
     pub on: Duration,
+    /// How long each pause lasts.
     #[serde(with = "serde_duration")]
     pub off: Duration,
 }
@@ -342,6 +381,7 @@ impl Schedule {
 pub struct FaultSpec {
     /// The injection point, e.g. `payment.save`.
     pub point: String,
+    /// What it does, with its parameters beside `kind`.
     #[serde(flatten)]
     pub kind: FaultKind,
     /// Chance that an active fault fires on a given check, 0..=1 (default 1).
@@ -498,11 +538,21 @@ impl FaultSpec {
 pub enum FaultError {
     /// The point is not one of this service's injection points.
     #[error("unknown point {point:?} (known: {})", known.join(", "))]
-    UnknownPoint { point: String, known: Vec<String> },
+    UnknownPoint {
+        /// The point given.
+        point: String,
+        /// The points this service accepts.
+        known: Vec<String>,
+    },
     /// A value is out of range; `field` names it (`probability`,
     /// `latency.ms`, `schedule.on`...).
     #[error("{field} {reason}")]
-    Invalid { field: String, reason: String },
+    Invalid {
+        /// The field at fault.
+        field: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// The spec does not have the expected shape.
     #[error("invalid fault spec: {0}")]
     Parse(String),
