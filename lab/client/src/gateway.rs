@@ -8,15 +8,16 @@
 use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde_json::{Value, json};
+use tracelab_contract::{routes, users};
 
 use crate::http::http_error_summary;
 use crate::ids::parse_trace_id;
 use crate::trace::{SpanKind, Trace};
 
 /// Path of the login route on the gateway.
-pub const LOGIN_PATH: &str = "/api/login";
+pub const LOGIN_PATH: &str = routes::LOGIN.path;
 /// Path of the checkout route on the gateway.
-pub const CHECKOUT_PATH: &str = "/api/checkout";
+pub const CHECKOUT_PATH: &str = routes::CHECKOUT.path;
 
 /// Why a login did not produce a token.
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +72,10 @@ pub fn transport_kind(e: &reqwest::Error) -> &'static str {
     }
 }
 
-/// The demo users' password convention: `<user>-password`.
+/// The password of a demo user; for any other name, the demo users'
+/// convention `<user>-password`.
 pub fn demo_password(user: &str) -> String {
-    format!("{user}-password")
+    users::find(user).map_or_else(|| format!("{user}-password"), |u| u.password.to_string())
 }
 
 /// `base` + `path`, with exactly one slash between them.

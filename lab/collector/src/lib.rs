@@ -68,6 +68,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracelab_contract::defaults;
 
 pub use otlp_http::MAX_BODY_BYTES;
 pub use tail::{DEFAULT_DECISION_WAIT_MS, SpanStatus, TailPolicy, TailRule};
@@ -100,9 +101,9 @@ impl Default for CollectorConfig {
     fn default() -> Self {
         let local = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         CollectorConfig {
-            otlp_http: local(4318),
-            otlp_grpc: local(4317),
-            api: local(3200),
+            otlp_http: local(defaults::OTLP_HTTP_PORT),
+            otlp_grpc: local(defaults::OTLP_GRPC_PORT),
+            api: local(defaults::TEMPO_PORT),
             max_traces: 10_000,
             max_spans: 1_000_000,
             tail: None,

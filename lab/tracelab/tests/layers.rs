@@ -20,8 +20,8 @@ const LAYERS: &[&str] = &[
     "exercise",
     "scenario",
     "load",
-    "fault",
     "supervisor",
+    "fault",
     "format",
 ];
 

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use tracelab_contract::service::ServiceName;
 use tracelab_telemetry::config::{ConfigError, parse_or};
 
 /// The development secret used when none is configured (the service warns).
@@ -17,7 +18,7 @@ pub struct Config {
 impl Config {
     /// Reads `TRACELAB_LISTEN`, `TRACELAB_TOKEN_SECRET`, `TRACELAB_TOKEN_TTL_SECS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = tracelab_service::config::listen(8081)?;
+        let listen = tracelab_service::config::listen(ServiceName::Auth.default_port())?;
         let token_secret = std::env::var("TRACELAB_TOKEN_SECRET")
             .ok()
             .filter(|s| !s.is_empty())

@@ -4,7 +4,8 @@
 //! - `POST /verify` with `Authorization: Bearer <token>` → `{"user_id","username","expires_at"}`,
 //!   or 401 JSON when the token is missing, forged or expired.
 //!
-//! Demo users: alice, bob and carol, each with password `<name>-password`.
+//! Demo users: alice, bob and carol, each with password `<name>-password`
+//! (`tracelab_contract::users`).
 //!
 //! Run: `cargo run -p auth` (listens on 127.0.0.1:8081).
 
@@ -28,6 +29,9 @@ use tracelab_service::{ApiError, App, Check, Json, health_response};
 
 pub use config::Config;
 use token::{Claims, Signer};
+use tracelab_contract::fault::FaultPoint;
+use tracelab_contract::service::ServiceName;
+use tracelab_contract::users::DEMO_USERS;
 use tracelab_faults::FaultRegistry;
 
 /// A demo account.
@@ -45,22 +49,17 @@ pub struct AppState {
     ttl_secs: i64,
 }
 
-/// The seeded demo users: `(username, user id)`; password is `<username>-password`.
-pub const DEMO_USERS: &[(&str, &str)] =
-    &[("alice", "u-1001"), ("bob", "u-1002"), ("carol", "u-1003")];
-
 impl AppState {
     pub fn new(config: &Config, faults: FaultRegistry) -> Self {
         let signer = Signer::new(&config.token_secret);
         let users = DEMO_USERS
             .iter()
-            .map(|(name, id)| {
-                let digest = signer.password_digest(&format!("{name}-password"));
+            .map(|user| {
                 (
-                    *name,
+                    user.username,
                     User {
-                        id,
-                        password_digest: digest,
+                        id: user.user_id,
+                        password_digest: signer.password_digest(user.password),
                     },
                 )
             })
@@ -81,9 +80,6 @@ pub fn routes(state: AppState) -> Router {
         .route("/health", get(health))
         .with_state(state)
 }
-
-/// auth's fault injection points (see docs/architecture.md).
-pub const FAULT_POINTS: &[&str] = &["auth.verify", "auth.telemetry"];
 
 pub fn router(state: AppState, admin: Router) -> Router {
     tracelab_service::app::service_router(routes(state), admin)
@@ -154,7 +150,7 @@ async fn verify(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.faults.inject("auth.verify").await?;
+    state.faults.inject(FaultPoint::AuthVerify).await?;
     let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     let claims = state
         .signer
@@ -177,7 +173,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     if config.token_secret == config::DEV_SECRET {
         tracing::warn!("TRACELAB_TOKEN_SECRET is not set: using the development secret");
     }
-    let (faults, admin) = tracelab_faults::for_service("auth", FAULT_POINTS);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Auth);
     let router = router(AppState::new(&config, faults), admin);
     Ok(App::bind(config.listen, router).await?)
 }
@@ -198,7 +194,7 @@ mod tests {
                 token_secret: "test-secret-0123456789".into(),
                 token_ttl_secs: ttl,
             },
-            FaultRegistry::new("auth", FAULT_POINTS),
+            FaultRegistry::new(ServiceName::Auth),
         ))
     }
 

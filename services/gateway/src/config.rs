@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tracelab_contract::service::ServiceName;
 use tracelab_telemetry::config::{ConfigError, parse_or};
 
 #[derive(Debug, Clone)]
@@ -14,10 +15,14 @@ pub struct Config {
     pub upstream_timeout: Duration,
 }
 
-fn url(name: &'static str, raw: Option<String>, default: &str) -> Result<String, ConfigError> {
+fn url(
+    name: &'static str,
+    raw: Option<String>,
+    default: ServiceName,
+) -> Result<String, ConfigError> {
     let value = raw
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| default.to_string());
+        .unwrap_or_else(|| default.default_url());
     let parsed = reqwest::Url::parse(&value)
         .map_err(|e| ConfigError::new(name, value.clone(), e.to_string()))?;
     if parsed.scheme() != "http" && parsed.scheme() != "https" {
@@ -30,21 +35,21 @@ impl Config {
     /// Reads `TRACELAB_LISTEN`, `TRACELAB_AUTH_URL`, `TRACELAB_SEARCH_URL`,
     /// `TRACELAB_PAYMENT_URL`, `TRACELAB_UPSTREAM_TIMEOUT_MS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = tracelab_service::config::listen(8080)?;
+        let listen = tracelab_service::config::listen(ServiceName::Gateway.default_port())?;
         let auth_url = url(
             "TRACELAB_AUTH_URL",
             std::env::var("TRACELAB_AUTH_URL").ok(),
-            "http://127.0.0.1:8081",
+            ServiceName::Auth,
         )?;
         let search_url = url(
             "TRACELAB_SEARCH_URL",
             std::env::var("TRACELAB_SEARCH_URL").ok(),
-            "http://127.0.0.1:8082",
+            ServiceName::Search,
         )?;
         let payment_url = url(
             "TRACELAB_PAYMENT_URL",
             std::env::var("TRACELAB_PAYMENT_URL").ok(),
-            "http://127.0.0.1:8083",
+            ServiceName::Payment,
         )?;
         let timeout_ms = parse_or(
             "TRACELAB_UPSTREAM_TIMEOUT_MS",

@@ -28,7 +28,10 @@ use reqwest_middleware::{ClientWithMiddleware, RequestBuilder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use tracelab_faults::{FaultKind, FaultRegistry};
+use tracelab_contract::fault::{FaultKind, FaultPoint};
+use tracelab_contract::routes;
+use tracelab_contract::service::ServiceName;
+use tracelab_faults::FaultRegistry;
 use tracelab_service::{ApiError, App, Check, Json, RawBody, StandardLimits, health_response};
 use tracelab_telemetry::client::{SkipPropagation, UrlTemplate, traced_client};
 use tracelab_telemetry::span::current_trace_id;
@@ -61,10 +64,10 @@ impl AppState {
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
-        .route("/api/login", post(login))
-        .route("/api/products", get(products))
-        .route("/api/checkout", post(checkout))
-        .route("/api/orders/{id}", get(order))
+        .route(routes::LOGIN.path, post(login))
+        .route(routes::PRODUCTS.path, get(products))
+        .route(routes::CHECKOUT.path, post(checkout))
+        .route(routes::ORDER.path, get(order))
         .route("/health", get(health))
         .with_state(state)
 }
@@ -73,14 +76,6 @@ pub fn router(state: AppState, admin: Router) -> Router {
     let client = state.client.clone();
     tracelab_service::app::standard(routes(state), StandardLimits::default(), client, admin)
 }
-
-/// The gateway's fault injection points (see docs/architecture.md).
-pub const FAULT_POINTS: &[&str] = &[
-    "gateway.auth",
-    "gateway.payment",
-    "gateway.search",
-    "gateway.telemetry",
-];
 
 async fn health(State(state): State<AppState>) -> Response {
     let probe = |name: &'static str, base: String| {
@@ -115,7 +110,7 @@ fn with_trace_id(status: StatusCode, mut body: Value) -> Response {
 /// become 502/504.
 async fn upstream(
     state: &AppState,
-    point: &'static str,
+    point: FaultPoint,
     service: &'static str,
     mut request: RequestBuilder,
 ) -> Result<(StatusCode, Value), ApiError> {
@@ -203,7 +198,7 @@ async fn login(
 ) -> Result<Response, ApiError> {
     let (status, body) = upstream(
         &state,
-        "gateway.auth",
+        FaultPoint::GatewayAuth,
         "auth",
         state
             .client
@@ -223,7 +218,7 @@ async fn products(
     url.set_query(query.0.as_deref());
     let (status, body) = upstream(
         &state,
-        "gateway.search",
+        FaultPoint::GatewaySearch,
         "search",
         state
             .client
@@ -248,7 +243,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, Res
     };
     let result = upstream(
         state,
-        "gateway.auth",
+        FaultPoint::GatewayAuth,
         "auth",
         state
             .client
@@ -324,7 +319,7 @@ async fn checkout(
     }
     let (status, body) = upstream(
         &state,
-        "gateway.payment",
+        FaultPoint::GatewayPayment,
         "payment",
         state
             .client
@@ -352,7 +347,7 @@ async fn order(
     url.query_pairs_mut().append_pair("user_id", &user.id);
     let (status, body) = upstream(
         &state,
-        "gateway.payment",
+        FaultPoint::GatewayPayment,
         "payment",
         state
             .client
@@ -369,7 +364,7 @@ async fn order(
 /// Fails when the address cannot be bound.
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let listen = config.listen;
-    let (faults, admin) = tracelab_faults::for_service("gateway", FAULT_POINTS);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Gateway);
     let router = router(AppState::new(config, faults)?, admin);
     Ok(App::bind(listen, router).await?)
 }

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use tracelab_contract::defaults;
+use tracelab_contract::service::ServiceName;
 use tracelab_service::config as common;
 use tracelab_telemetry::config::{ConfigError, parse_or};
 
@@ -24,7 +26,7 @@ impl Config {
         let queue = std::env::var("TRACELAB_QUEUE")
             .ok()
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "notification.payment-completed".into());
+            .unwrap_or_else(|| defaults::QUEUE.into());
         let prefetch = parse_or(
             "TRACELAB_PREFETCH",
             std::env::var("TRACELAB_PREFETCH").ok(),
@@ -38,7 +40,7 @@ impl Config {
             ));
         }
         Ok(Self {
-            listen: common::listen(8084)?,
+            listen: common::listen(ServiceName::Notification.default_port())?,
             database_url: common::database_url(),
             db_pool_size: common::db_pool_size(5)?,
             amqp_url: common::amqp_url(),

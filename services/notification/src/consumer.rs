@@ -20,28 +20,16 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
-use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::sync::watch;
-use uuid::Uuid;
 
-use tracelab_faults::{FaultKind, FaultRegistry};
-use tracelab_service::amqp::{self, PAYMENT_COMPLETED};
+use tracelab_contract::fault::{FaultKind, FaultPoint};
+use tracelab_contract::messaging::{PAYMENT_COMPLETED, PaymentCompleted, dlq_name};
+use tracelab_faults::FaultRegistry;
+use tracelab_service::amqp;
 use tracelab_telemetry::db::{DbTarget, query_span};
 use tracelab_telemetry::propagation::extract_amqp;
 use tracelab_telemetry::span::{in_span, record_error, start_with_parent};
-
-/// The event as payment publishes it.
-#[derive(Debug, Deserialize)]
-pub struct PaymentCompleted {
-    pub event_id: Uuid,
-    pub order_id: Uuid,
-    pub user_id: String,
-    pub amount: i64,
-    pub currency: String,
-    #[serde(default)]
-    pub transaction_id: Option<String>,
-}
 
 /// Counters shown on `/health`.
 #[derive(Debug, Default)]
@@ -156,10 +144,10 @@ impl Consumer {
         // starts a new trace.
         let mut parent = extract_amqp(delivery.properties.headers().as_ref());
         if matches!(
-            self.faults.is_active("notification.consume"),
+            self.faults.is_active(FaultPoint::NotificationConsume),
             Some(FaultKind::ConsumerStall { .. } | FaultKind::PropagationBreak)
         ) {
-            match self.faults.check("notification.consume") {
+            match self.faults.check(FaultPoint::NotificationConsume) {
                 Some(FaultKind::ConsumerStall { ms }) => {
                     tokio::time::sleep(Duration::from_millis(ms)).await
                 }
@@ -217,7 +205,7 @@ impl Consumer {
                 record_error(&cx, "PoisonMessage", reason);
                 span.set_attribute(KeyValue::new("messaging.rabbitmq.dead_lettered", true));
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(reason = %reason, queue = %amqp::dlq_name(&self.queue), "message dead-lettered");
+                tracing::warn!(reason = %reason, queue = %dlq_name(&self.queue), "message dead-lettered");
                 delivery.reject(BasicRejectOptions { requeue: false }).await
             }
             Outcome::Transient(reason) => {
@@ -247,10 +235,10 @@ impl Consumer {
 
     async fn process(&self, delivery: &Delivery) -> Outcome {
         if !matches!(
-            self.faults.is_active("notification.consume"),
+            self.faults.is_active(FaultPoint::NotificationConsume),
             Some(FaultKind::ConsumerStall { .. } | FaultKind::PropagationBreak)
         ) {
-            match self.faults.inject("notification.consume").await {
+            match self.faults.inject(FaultPoint::NotificationConsume).await {
                 Err(injected) => return Outcome::Transient(injected.message),
                 Ok(Some(FaultKind::DeadLetter)) => {
                     return Outcome::Poison(
@@ -291,7 +279,7 @@ impl Consumer {
     /// Writes the notification (the lab's stand-in for sending an email);
     /// `false` when this event was already handled.
     async fn send_email(&self, event: &PaymentCompleted) -> Result<bool, String> {
-        let pause_ms = match self.faults.inject("notification.send_email").await {
+        let pause_ms = match self.faults.inject(FaultPoint::NotificationSendEmail).await {
             Err(injected) => return Err(injected.message),
             Ok(Some(FaultKind::SlowQuery { ms })) => ms,
             Ok(_) => 0,

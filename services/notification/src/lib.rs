@@ -20,6 +20,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
 
+use tracelab_contract::service::ServiceName;
 use tracelab_service::{App, Check, health_response};
 use tracelab_telemetry::db::DbTarget;
 
@@ -37,13 +38,6 @@ pub fn routes(state: AppState) -> Router {
         .route("/health", get(health))
         .with_state(state)
 }
-
-/// notification's fault injection points (see docs/architecture.md).
-pub const FAULT_POINTS: &[&str] = &[
-    "notification.consume",
-    "notification.send_email",
-    "notification.telemetry",
-];
 
 pub fn router(state: AppState, admin: Router) -> Router {
     tracelab_service::app::service_router(routes(state), admin)
@@ -81,7 +75,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     .await?;
     tracelab_db::migrate(&pool).await?;
     let stats = Arc::new(Stats::default());
-    let (faults, admin) = tracelab_faults::for_service("notification", FAULT_POINTS);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Notification);
     let consumer = Consumer {
         faults,
         pool: pool.clone(),

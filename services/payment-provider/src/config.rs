@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
+use tracelab_contract::service::ServiceName;
 use tracelab_telemetry::config::ConfigError;
 
 #[derive(Debug, Clone)]
@@ -15,7 +16,7 @@ pub struct Config {
 impl Config {
     /// Reads `TRACELAB_LISTEN` and `TRACELAB_PROVIDER_LATENCY_MS` (`"100-200"` or `"150"`).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let listen = tracelab_service::config::listen(8090)?;
+        let listen = tracelab_service::config::listen(ServiceName::PaymentProvider.default_port())?;
         let raw = std::env::var("TRACELAB_PROVIDER_LATENCY_MS")
             .ok()
             .unwrap_or_else(|| "100-200".into());

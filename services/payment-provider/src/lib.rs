@@ -26,7 +26,9 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use tracelab_faults::{FaultKind, FaultRegistry};
+use tracelab_contract::fault::{FaultKind, FaultPoint};
+use tracelab_contract::service::ServiceName;
+use tracelab_faults::FaultRegistry;
 use tracelab_service::{ApiError, App, Check, RawBody, health_response};
 
 pub use config::Config;
@@ -67,9 +69,6 @@ pub fn routes(state: AppState) -> Router {
 }
 
 /// The full router as served.
-/// The provider's fault injection points (see docs/architecture.md).
-pub const FAULT_POINTS: &[&str] = &["provider.charge", "provider.telemetry"];
-
 pub fn router(state: AppState, admin: Router) -> Router {
     tracelab_service::app::service_router(routes(state), admin)
 }
@@ -107,7 +106,7 @@ async fn create_charge(
     };
     // Before the idempotency lookup: a throttled or failed call was never
     // processed, so a retry with the same key must really be tried again.
-    match state.faults.inject("provider.charge").await {
+    match state.faults.inject(FaultPoint::ProviderCharge).await {
         Err(injected) => {
             return provider_error(injected.status_code(), "api_error", &injected.message);
         }
@@ -277,7 +276,7 @@ async fn charge(state: &AppState, request: ChargeRequest) -> (StatusCode, Value)
 ///
 /// Fails when the address cannot be bound.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let (faults, admin) = tracelab_faults::for_service("payment-provider", FAULT_POINTS);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::PaymentProvider);
     let router = router(AppState::new(&config, faults), admin);
     Ok(App::bind(config.listen, router).await?)
 }
@@ -296,7 +295,7 @@ mod tests {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 latency_ms: 0..=0,
             },
-            FaultRegistry::new("payment-provider", FAULT_POINTS),
+            FaultRegistry::new(ServiceName::PaymentProvider),
         )
     }
 

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tracelab_contract::service::ServiceName;
 use tracelab_service::config as common;
 use tracelab_telemetry::config::{ConfigError, parse_or};
 
@@ -25,7 +26,7 @@ impl Config {
         let provider_url = std::env::var("TRACELAB_PROVIDER_URL")
             .ok()
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "http://127.0.0.1:8090".into());
+            .unwrap_or_else(|| ServiceName::PaymentProvider.default_url());
         reqwest::Url::parse(&provider_url).map_err(|e| {
             ConfigError::new("TRACELAB_PROVIDER_URL", provider_url.clone(), e.to_string())
         })?;
@@ -35,7 +36,7 @@ impl Config {
             3000_u64,
         )?;
         Ok(Self {
-            listen: common::listen(8083)?,
+            listen: common::listen(ServiceName::Payment.default_port())?,
             database_url: common::database_url(),
             db_pool_size: common::db_pool_size(10)?,
             amqp_url: common::amqp_url(),

@@ -35,6 +35,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use tracelab_contract::service::ServiceName;
 use tracelab_faults::FaultRegistry;
 use tracelab_service::{ApiError, App, Check, Json, health_response};
 use tracelab_telemetry::db::DbTarget;
@@ -64,15 +65,6 @@ pub fn routes(state: AppState) -> Router {
         .route("/health", get(health))
         .with_state(state)
 }
-
-/// payment's fault injection points (see docs/architecture.md).
-pub const FAULT_POINTS: &[&str] = &[
-    "payment.validate_order",
-    "payment.provider_call",
-    "payment.save",
-    "payment.relay_publish",
-    "payment.telemetry",
-];
 
 pub fn router(state: AppState, admin: Router) -> Router {
     tracelab_service::app::service_router(routes(state), admin)
@@ -443,7 +435,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let connection =
         tracelab_service::amqp::connect(&config.amqp_url, "payment", Duration::from_secs(10))
             .await?;
-    let (faults, admin) = tracelab_faults::for_service("payment", FAULT_POINTS);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Payment);
     let state = AppState {
         faults: faults.clone(),
         store: Store {

@@ -10,16 +10,16 @@ use std::collections::HashMap;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, TraceContextExt};
-use serde_json::json;
 use uuid::Uuid;
 
-use tracelab_service::amqp::PAYMENT_COMPLETED;
+use tracelab_contract::messaging::{PAYMENT_COMPLETED, PaymentCompleted};
 use tracelab_telemetry::propagation::inject_map;
 use tracelab_telemetry::span::in_span;
 
 use std::time::Duration;
 
-use tracelab_faults::{FaultKind, Injected};
+use tracelab_contract::fault::{FaultKind, FaultPoint};
+use tracelab_faults::Injected;
 
 use crate::AppState;
 use crate::provider::{ChargeError, PROVIDER_NAME};
@@ -89,7 +89,11 @@ async fn run_steps(
         SpanKind::Internal,
         vec![],
         |cx| async move {
-            let pause_ms = match state.faults.inject("payment.validate_order").await? {
+            let pause_ms = match state
+                .faults
+                .inject(FaultPoint::PaymentValidateOrder)
+                .await?
+            {
                 Some(FaultKind::SlowQuery { ms }) => ms,
                 _ => 0,
             };
@@ -118,7 +122,7 @@ async fn run_steps(
         SpanKind::Client,
         vec![KeyValue::new("payment.provider", PROVIDER_NAME)],
         |cx| async move {
-            state.faults.inject("payment.provider_call").await?;
+            state.faults.inject(FaultPoint::PaymentProviderCall).await?;
             let charge = state
                 .provider
                 .charge(&cx, order.id, order.amount, &order.currency, card)
@@ -146,30 +150,31 @@ async fn run_steps(
             .to_string(),
         status: "succeeded".into(),
     };
-    let event_id = Uuid::new_v4();
+    let completed = PaymentCompleted {
+        event_id: Uuid::new_v4(),
+        occurred_at: chrono::Utc::now(),
+        order_id: order.id,
+        payment_id: payment.id,
+        user_id: order.user_id.clone(),
+        amount: order.amount,
+        currency: order.currency.clone(),
+        transaction_id: Some(payment.transaction_id.clone()),
+    };
     // The relay publishes later from another task: the row carries
     // processPayment's context so the PRODUCER span joins this trace.
     let mut trace_context = HashMap::new();
     inject_map(process_cx, &mut trace_context);
     let event = OutboxEvent {
-        event_id,
+        event_id: completed.event_id,
         routing_key: PAYMENT_COMPLETED.to_string(),
-        payload: json!({
-            "event_id": event_id,
-            "type": PAYMENT_COMPLETED,
-            "occurred_at": chrono::Utc::now().to_rfc3339(),
-            "order_id": order.id,
-            "payment_id": payment.id,
-            "user_id": order.user_id,
-            "amount": order.amount,
-            "currency": order.currency,
-            "transaction_id": payment.transaction_id,
-        }),
+        // Ids, a timestamp, strings and a number: nothing that can fail to
+        // serialize, so this never panics.
+        payload: serde_json::to_value(&completed).expect("PaymentCompleted is plain data"),
         trace_context,
     };
     in_span("savePaymentResult", SpanKind::Internal, vec![], |_| async {
         let mut pause_ms = 0;
-        match state.faults.inject("payment.save").await? {
+        match state.faults.inject(FaultPoint::PaymentSave).await? {
             Some(FaultKind::SlowQuery { ms }) => pause_ms = ms,
             Some(FaultKind::LockContention { hold_ms }) => {
                 state

@@ -23,7 +23,8 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use tracelab_faults::{FaultKind, FaultRegistry};
+use tracelab_contract::fault::{FaultKind, FaultPoint};
+use tracelab_faults::FaultRegistry;
 use tracelab_telemetry::propagation::{extract_map, inject_amqp};
 use tracelab_telemetry::span::{record_error, start_with_parent};
 
@@ -116,7 +117,7 @@ impl Publisher {
         let result = async {
             let fault = self
                 .faults
-                .inject("payment.relay_publish")
+                .inject(FaultPoint::PaymentRelayPublish)
                 .await
                 .map_err(|e| e.to_string())?;
             let mut headers = FieldTable::default();

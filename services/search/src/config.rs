@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use tracelab_contract::service::ServiceName;
 use tracelab_service::config as common;
 use tracelab_telemetry::config::ConfigError;
 
@@ -17,7 +18,7 @@ impl Config {
     /// (through `tracelab_service::config`).
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            listen: common::listen(8082)?,
+            listen: common::listen(ServiceName::Search.default_port())?,
             database_url: common::database_url(),
             db_pool_size: common::db_pool_size(5)?,
         })

@@ -19,7 +19,9 @@ use opentelemetry::trace::TraceContextExt;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use tracelab_faults::{FaultKind, FaultRegistry};
+use tracelab_contract::fault::{FaultKind, FaultPoint};
+use tracelab_contract::service::ServiceName;
+use tracelab_faults::FaultRegistry;
 use tracelab_service::{ApiError, App, Check, Json, health_response};
 use tracelab_telemetry::db::{DbTarget, query_span};
 
@@ -38,9 +40,6 @@ pub fn routes(state: AppState) -> Router {
         .route("/health", get(health))
         .with_state(state)
 }
-
-/// search's fault injection points (see docs/architecture.md).
-pub const FAULT_POINTS: &[&str] = &["search.query", "search.telemetry"];
 
 pub fn router(state: AppState, admin: Router) -> Router {
     tracelab_service::app::service_router(routes(state), admin)
@@ -108,7 +107,7 @@ async fn search(
             .replace('%', "\\%")
             .replace('_', "\\_")
     );
-    let pause_ms = match state.faults.inject("search.query").await? {
+    let pause_ms = match state.faults.inject(FaultPoint::SearchQuery).await? {
         Some(FaultKind::SlowQuery { ms }) => ms,
         _ => 0,
     };
@@ -147,7 +146,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     )
     .await?;
     tracelab_db::migrate(&pool).await?;
-    let (faults, admin) = tracelab_faults::for_service("search", FAULT_POINTS);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Search);
     let state = AppState {
         faults,
         db: DbTarget::from_url(&config.database_url),

@@ -23,28 +23,14 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use http::{HeaderValue, header};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tracelab_contract::fault::{
+    ActiveFault, FaultError, FaultPoint, FaultSpec, FaultsReport, Visibility,
+};
 use tracelab_service::{ApiError, Json};
 
-use crate::registry::{ActiveFault, FaultRegistry};
-use crate::spec::{FaultError, FaultSpec};
-
-/// The answer to `GET /admin/faults`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FaultsReport {
-    pub service: String,
-    pub points: Vec<String>,
-    pub faults: Vec<ActiveFault>,
-    pub visible: bool,
-}
-
-/// The body of `PUT /admin/faults/_visible` and its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Visibility {
-    pub visible: bool,
-}
+use crate::registry::FaultRegistry;
 
 /// The admin routes for `registry`, guarded by `admin_token`. Merge it into
 /// the service's router. An empty token refuses every request.
@@ -139,7 +125,12 @@ async fn clear_one(
     State(registry): State<FaultRegistry>,
     Path(point): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if registry.clear(&point) {
+    // A name outside the catalogue has no fault either: same answer, so
+    // the wire stays the same whatever the name.
+    let cleared = point
+        .parse::<FaultPoint>()
+        .is_ok_and(|parsed| registry.clear(parsed));
+    if cleared {
         tracing::debug!(point = %point, "fault cleared");
         Ok(Json(json!({ "cleared": point })))
     } else {
@@ -181,14 +172,15 @@ mod tests {
     use http::{Method, Request, StatusCode};
     use tower::ServiceExt;
 
-    use super::*;
-    use crate::spec::FaultKind;
+    use tracelab_contract::fault::FaultKind;
+    use tracelab_contract::service::ServiceName;
 
-    const POINTS: &[&str] = &["svc.db", "svc.http"];
+    use super::*;
+
     const TOKEN: &str = "s3cret-token";
 
     fn app() -> (Router, FaultRegistry) {
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Auth);
         (admin_router(registry.clone(), TOKEN.to_string()), registry)
     }
 
@@ -227,17 +219,17 @@ mod tests {
     async fn every_route_needs_the_token() {
         let (app, registry) = app();
         registry
-            .set(FaultSpec::new("svc.db", FaultKind::DropSpans))
+            .set(FaultSpec::new("auth.verify", FaultKind::DropSpans))
             .unwrap();
         let routes = [
             (Method::GET, "/admin/faults", None),
             (
                 Method::PUT,
                 "/admin/faults",
-                Some(r#"{"point":"svc.db","kind":"dead_letter"}"#),
+                Some(r#"{"point":"auth.verify","kind":"dead_letter"}"#),
             ),
             (Method::DELETE, "/admin/faults", None),
-            (Method::DELETE, "/admin/faults/svc.db", None),
+            (Method::DELETE, "/admin/faults/auth.verify", None),
             (Method::GET, "/admin/faults/_visible", None),
             (
                 Method::PUT,
@@ -267,7 +259,7 @@ mod tests {
                 "{method} {uri} with the token: {status}"
             );
             registry
-                .set(FaultSpec::new("svc.db", FaultKind::DropSpans))
+                .set(FaultSpec::new("auth.verify", FaultKind::DropSpans))
                 .unwrap();
             registry.set_visible(false);
         }
@@ -277,11 +269,18 @@ mod tests {
     async fn refused_requests_change_nothing() {
         let (app, registry) = app();
         registry
-            .set(FaultSpec::new("svc.db", FaultKind::DropSpans))
+            .set(FaultSpec::new("auth.verify", FaultKind::DropSpans))
             .unwrap();
         call(&app, Method::DELETE, "/admin/faults", Some("wrong"), None).await;
-        call(&app, Method::DELETE, "/admin/faults/svc.db", None, None).await;
-        let put = r#"{"point":"svc.http","kind":"dead_letter"}"#;
+        call(
+            &app,
+            Method::DELETE,
+            "/admin/faults/auth.verify",
+            None,
+            None,
+        )
+        .await;
+        let put = r#"{"point":"auth.telemetry","kind":"dead_letter"}"#;
         call(&app, Method::PUT, "/admin/faults", Some("wrong"), Some(put)).await;
         call(
             &app,
@@ -292,7 +291,7 @@ mod tests {
         )
         .await;
         let points: Vec<String> = registry.list().into_iter().map(|f| f.spec.point).collect();
-        assert_eq!(points, ["svc.db"]);
+        assert_eq!(points, ["auth.verify"]);
         assert!(!registry.visible());
     }
 
@@ -315,7 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_token_refuses_everyone() {
-        let app = admin_router(FaultRegistry::new("svc", POINTS), String::new());
+        let app = admin_router(FaultRegistry::new(ServiceName::Auth), String::new());
         for header in ["Bearer ", "Bearer", ""] {
             let request = Request::get("/admin/faults")
                 .header(header::AUTHORIZATION, header)
@@ -336,7 +335,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             report,
-            json!({"service":"svc","points":["svc.db","svc.http"],"faults":[],"visible":false})
+            json!({"service":"auth","points":["auth.verify","auth.telemetry"],"faults":[],"visible":false})
         );
 
         let (status, active) = call(
@@ -344,25 +343,27 @@ mod tests {
             Method::PUT,
             "/admin/faults",
             Some(TOKEN),
-            Some(r#"{"point":"svc.db","kind":"latency","ms":300,"probability":0.5,"for":"5m"}"#),
+            Some(
+                r#"{"point":"auth.verify","kind":"latency","ms":300,"probability":0.5,"for":"5m"}"#,
+            ),
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{active}");
-        assert_eq!(active["point"], "svc.db");
+        assert_eq!(active["point"], "auth.verify");
         assert_eq!(active["kind"], "latency");
         assert_eq!(active["ms"], 300);
         assert_eq!(active["for"], "5m");
         assert_eq!(active["active"], true);
         assert!(active["expires_at"].is_string());
         assert_eq!(
-            registry.is_active("svc.db"),
+            registry.is_active(FaultPoint::AuthVerify),
             Some(FaultKind::Latency {
                 ms: 300,
                 jitter_ms: 0
             })
         );
 
-        let put = r#"{"point":"svc.http","kind":"error","status":503}"#;
+        let put = r#"{"point":"auth.telemetry","kind":"error","status":503}"#;
         assert_eq!(
             call(&app, Method::PUT, "/admin/faults", Some(TOKEN), Some(put))
                 .await
@@ -373,12 +374,13 @@ mod tests {
         let (_, report) = call(&app, Method::GET, "/admin/faults", Some(TOKEN), None).await;
         let report: FaultsReport = serde_json::from_value(report).unwrap();
         assert_eq!(report.faults.len(), 2);
+        // Sorted by point name: auth.telemetry before auth.verify.
         assert_eq!(
-            report.faults[0],
+            report.faults[1],
             serde_json::from_value::<ActiveFault>(active).unwrap()
         );
         assert_eq!(
-            report.faults[1].spec.kind,
+            report.faults[0].spec.kind,
             FaultKind::Error {
                 status: 503,
                 message: None
@@ -388,20 +390,20 @@ mod tests {
         let (status, body) = call(
             &app,
             Method::DELETE,
-            "/admin/faults/svc.db",
+            "/admin/faults/auth.verify",
             Some(TOKEN),
             None,
         )
         .await;
         assert_eq!(
             (status, body),
-            (StatusCode::OK, json!({"cleared":"svc.db"}))
+            (StatusCode::OK, json!({"cleared":"auth.verify"}))
         );
-        assert_eq!(registry.is_active("svc.db"), None);
+        assert_eq!(registry.is_active(FaultPoint::AuthVerify), None);
         let (status, body) = call(
             &app,
             Method::DELETE,
-            "/admin/faults/svc.db",
+            "/admin/faults/auth.verify",
             Some(TOKEN),
             None,
         )
@@ -419,32 +421,32 @@ mod tests {
         let (app, registry) = app();
         let cases = [
             (
-                r#"{"point":"svc.db","kind":"latency","ms":5,"probability":2}"#,
+                r#"{"point":"auth.verify","kind":"latency","ms":5,"probability":2}"#,
                 Some("probability"),
                 "probability must be within 0..=1",
             ),
             (
-                r#"{"point":"svc.x","kind":"dead_letter"}"#,
+                r#"{"point":"auth.x","kind":"dead_letter"}"#,
                 Some("point"),
-                r#"unknown point "svc.x" (known: svc.db, svc.http)"#,
+                r#"unknown point "auth.x" (known: auth.verify, auth.telemetry)"#,
             ),
             (
-                r#"{"point":"svc.db","kind":"latency","ms":60001}"#,
+                r#"{"point":"auth.verify","kind":"latency","ms":60001}"#,
                 Some("latency.ms"),
                 "latency.ms must be <= 60000",
             ),
             (
-                r#"{"point":"svc.db","kind":"latency","ms":5,"for":"soon"}"#,
+                r#"{"point":"auth.verify","kind":"latency","ms":5,"for":"soon"}"#,
                 None,
                 "invalid duration \"soon\"",
             ),
             (
-                r#"{"point":"svc.db","kind":"warp"}"#,
+                r#"{"point":"auth.verify","kind":"warp"}"#,
                 None,
                 "unknown variant `warp`",
             ),
             (
-                r#"{"point":"svc.db","kind":"latency"}"#,
+                r#"{"point":"auth.verify","kind":"latency"}"#,
                 None,
                 "missing field `ms`",
             ),

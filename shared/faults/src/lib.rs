@@ -1,67 +1,37 @@
-//! Fault injection for the tracelab services: the faults a learner sets,
-//! the registry each service consults at its named injection points, and
-//! the authenticated admin API that `tracelab fault` and the console drive.
+//! Fault injection at run time, inside the tracelab services: the registry
+//! each service consults at its injection points, the generic effects it
+//! applies itself, the authenticated admin API that `tracelab fault` and
+//! the console drive, and the bridge from a service's `<service>.telemetry`
+//! point to its tracing.
 //!
-//! A fault is data ([`FaultSpec`]): an injection point (e.g.
-//! `payment.save`), a [`FaultKind`] with its parameters, a probability,
-//! an optional lifetime (`for: 5m`) and an optional on/off [`Schedule`].
-//! The same shape is read from scenario files (JSON or YAML), the CLI and
-//! `PUT /admin/faults`:
-//!
-//! ```yaml
-//! point: payment.save
-//! kind: latency
-//! ms: 800
-//! jitter_ms: 200
-//! probability: 0.5
-//! for: 5m
-//! schedule: { on: 30s, off: 1m }
-//! ```
-//!
-//! ## Kinds, and who applies them
-//!
-//! *Generic* kinds are applied by [`FaultRegistry::inject`] itself; *caller*
-//! kinds are handed back by `inject` for the code at the injection point to
-//! apply (they need the database, the queue or the HTTP client); *telemetry*
-//! kinds are read with [`FaultRegistry::is_active`] by the telemetry setup.
-//!
-//! | kind | parameters | effect | applied by |
-//! |---|---|---|---|
-//! | `latency` | `ms`, `jitter_ms` = 0 | sleep `ms` ± `jitter_ms` | generic |
-//! | `error` | `status` = 500, `message` | fail with `status` and the code a real failure would carry | generic |
-//! | `hang` | `max_ms` = 120000 | wait until the caller gives up (or the fault is cleared), at most `max_ms`, then 504 | generic |
-//! | `cpu_burn` | `ms` | spin the current thread for `ms`: self time in the span | generic |
-//! | `outage` | `status` = 503 | answer `status` as if down | generic (or caller) |
-//! | `retry_storm` | `retries` | retry the downstream call `retries` times, no backoff | caller |
-//! | `slow_query` | `ms` | `pg_sleep` inside the query | caller |
-//! | `lock_contention` | `hold_ms` | another transaction holds `FOR UPDATE` on the row | caller |
-//! | `pool_exhaustion` | `connections`, `hold_ms` | hold pool connections | caller |
-//! | `consumer_stall` | `ms` | the consumer sleeps before processing | caller |
-//! | `dead_letter` | | the consumer fails the message to the DLQ | caller |
-//! | `rate_limit` | `retry_after_s` = 1 | answer 429 with `Retry-After` | caller |
-//! | `propagation_break` | | do not inject/extract trace context on that hop | caller |
-//! | `high_cardinality` | `attribute` = `user.id` | a unique attribute value / span name per request | caller |
-//! | `sampling_miss` | `rate` | head sampling rate for root spans drops to `rate` | telemetry |
-//! | `slow_export` | `ms` | a synchronous slow export path | telemetry |
-//! | `drop_spans` | | this service's spans are dropped | telemetry |
-//! | `clock_skew` | `ms` (may be negative) | this service's span timestamps are shifted | telemetry |
+//! Faults as data (the spec, the kinds and who applies them, the catalogue
+//! of points, the admin API's answers) live in `tracelab-contract`'s
+//! `fault` module, which the CLI reads without compiling this runtime.
 //!
 //! ## Using it in a service
 //!
-//! ```no_run
-//! use tracelab_faults::{FaultKind, FaultRegistry, admin_router};
+//! A service takes its registry and admin router from [`for_service`] and
+//! names points from the catalogue at its injection sites, so a misspelt
+//! point does not compile:
 //!
-//! const POINTS: &[&str] = &["payment.save", "provider.charge"];
+//! ```
+//! use tracelab_contract::fault::{FaultKind, FaultPoint, FaultSpec};
+//! use tracelab_contract::service::ServiceName;
+//! use tracelab_faults::FaultRegistry;
 //!
-//! # async fn save() -> Result<(), tracelab_service::ApiError> {
-//! let faults = FaultRegistry::new("payment", POINTS);
-//! let admin = admin_router(faults.clone(), "tracelab-admin".to_string());
-//! // ... router.merge(admin) ...
-//! match faults.inject("payment.save").await? {
-//!     None => { /* no fault, or a generic one already applied */ }
-//!     Some(FaultKind::SlowQuery { ms }) => { /* run the query with pg_sleep(ms / 1000.0) */ }
-//!     Some(_) => {}
-//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let faults = FaultRegistry::new(ServiceName::Payment);
+//! // What `PUT /admin/faults` does with `{"point":"payment.save",...}`:
+//! faults.set(FaultSpec::new(FaultPoint::PaymentSave, FaultKind::SlowQuery { ms: 900 }))?;
+//!
+//! // At the injection site: generic kinds are applied inside `inject`
+//! // (or fail it), caller kinds come back for the site to apply.
+//! let pause_ms = match faults.inject(FaultPoint::PaymentSave).await? {
+//!     Some(FaultKind::SlowQuery { ms }) => ms, // run the query with pg_sleep
+//!     _ => 0,
+//! };
+//! assert_eq!(pause_ms, 900);
 //! # Ok(()) }
 //! ```
 //!
@@ -71,26 +41,41 @@
 //! exercises must not give their answer away.
 
 pub mod admin;
-pub mod duration;
 pub mod registry;
-pub mod spec;
 pub mod telemetry;
 
-pub use admin::{FaultsReport, Visibility, admin_router};
-pub use registry::{ActiveFault, Clock, FaultRegistry, Injected, ManualClock, SystemClock};
-pub use spec::{AppliedBy, FaultError, FaultKind, FaultSpec, Schedule};
+pub use admin::admin_router;
+pub use registry::{Clock, FaultRegistry, Injected, ManualClock, SystemClock};
 
-/// What a service needs to take faults: its registry (with the
-/// `<service>.telemetry` point, if listed, already followed) and the admin
-/// router guarded by `TRACELAB_ADMIN_TOKEN`. Call inside a Tokio runtime.
-pub fn for_service(
-    service: &'static str,
-    points: &'static [&'static str],
-) -> (FaultRegistry, axum::Router) {
-    let registry = FaultRegistry::new(service, points);
-    if let Some(point) = points.iter().find(|p| p.ends_with(".telemetry")) {
-        telemetry::follow(&registry, point);
-    }
+use tracelab_contract::fault::FaultPoint;
+use tracelab_contract::service::ServiceName;
+
+/// What a service needs to take faults: its registry over the catalogue's
+/// points of `service`, with its `<service>.telemetry` point already
+/// followed by the tracing setup, and the admin router guarded by
+/// `TRACELAB_ADMIN_TOKEN`. Call inside a Tokio runtime.
+///
+/// ```
+/// use tower::ServiceExt as _;
+/// use tracelab_contract::service::ServiceName;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (faults, admin) = tracelab_faults::for_service(ServiceName::Search);
+/// assert_eq!(faults.points().len(), 2);
+/// // `tracelab-admin` unless TRACELAB_ADMIN_TOKEN says otherwise.
+/// let token = tracelab_service::config::admin_token();
+/// let request = http::Request::get("/admin/faults")
+///     .header("authorization", format!("Bearer {token}"))
+///     .body(axum::body::Body::empty())
+///     .unwrap();
+/// let response = admin.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), 200);
+/// # }
+/// ```
+pub fn for_service(service: ServiceName) -> (FaultRegistry, axum::Router) {
+    let registry = FaultRegistry::new(service);
+    telemetry::follow(&registry, FaultPoint::telemetry_of(service));
     let admin = admin_router(registry.clone(), tracelab_service::config::admin_token());
     (registry, admin)
 }

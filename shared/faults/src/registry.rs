@@ -7,16 +7,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use chrono::{DateTime, Utc};
 use http::StatusCode;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracelab_contract::fault::limits::DEFAULT_HANG_MS;
+use tracelab_contract::fault::{ActiveFault, FaultError, FaultKind, FaultPoint, FaultSpec};
+use tracelab_contract::service::ServiceName;
 use tracelab_service::ApiError;
-
-use crate::spec::{DEFAULT_HANG_MS, FaultError, FaultKind, FaultSpec};
 
 /// Where the registry reads the time. [`SystemClock`] in services; a
 /// [`ManualClock`] in tests that need expiry and schedules without waiting.
@@ -62,20 +61,6 @@ impl Clock for ManualClock {
     }
 }
 
-/// A fault as the registry holds it: the spec plus when it was set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ActiveFault {
-    #[serde(flatten)]
-    pub spec: FaultSpec,
-    pub set_at: DateTime<Utc>,
-    /// When `for` runs out; absent when the fault stays until cleared.
-    #[serde(default)]
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Whether the fault is in effect right now: `false` while its schedule
-    /// is in the off phase.
-    pub active: bool,
-}
-
 /// A generic effect that failed the operation: answer `status`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} ({status})")]
@@ -84,7 +69,7 @@ pub struct Injected {
     pub message: String,
     /// The injection point that fired. Kept out of `Display` so logs do not
     /// hand a learner the answer.
-    pub point: String,
+    pub point: FaultPoint,
 }
 
 impl Injected {
@@ -179,9 +164,10 @@ impl Entry {
 
 #[derive(Debug)]
 struct Inner {
-    service: &'static str,
-    points: &'static [&'static str],
-    faults: RwLock<HashMap<String, Entry>>,
+    service: ServiceName,
+    /// The catalogue's points of `service`: the only ones `set` accepts.
+    points: Vec<FaultPoint>,
+    faults: RwLock<HashMap<FaultPoint, Entry>>,
     /// Number of entries in `faults`, read without the lock so that
     /// `check` on a service with no fault costs one atomic load.
     armed: AtomicUsize,
@@ -196,13 +182,13 @@ impl Inner {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<FaultPoint, Entry>> {
         // A panic while holding the lock cannot leave the map half-updated
         // (every write is a single insert/remove), so poisoning is ignored.
         self.faults.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<FaultPoint, Entry>> {
         self.faults.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -226,13 +212,13 @@ impl Inner {
     }
 
     /// The kind and probability at `point` when in effect now.
-    fn lookup(&self, point: &str) -> Option<(FaultKind, f64)> {
+    fn lookup(&self, point: FaultPoint) -> Option<(FaultKind, f64)> {
         if self.armed.load(Ordering::Acquire) == 0 {
             return None;
         }
         let expired = {
             let faults = self.read();
-            let entry = faults.get(point)?;
+            let entry = faults.get(&point)?;
             let now = self.clock.now();
             if entry.in_effect(now) {
                 return Some((entry.spec.kind.clone(), entry.spec.probability));
@@ -256,23 +242,19 @@ pub struct FaultRegistry {
 }
 
 impl FaultRegistry {
-    /// A registry for `service` accepting faults at `points`, on the wall
-    /// clock.
-    pub fn new(service: &'static str, points: &'static [&'static str]) -> Self {
-        Self::with_clock(service, points, SystemClock)
+    /// A registry for `service`, accepting faults at its points of the
+    /// catalogue ([`FaultPoint::of`]), on the wall clock.
+    pub fn new(service: ServiceName) -> Self {
+        Self::with_clock(service, SystemClock)
     }
 
     /// A registry reading the time from `clock` (for tests: [`ManualClock`]).
-    pub fn with_clock(
-        service: &'static str,
-        points: &'static [&'static str],
-        clock: impl Clock,
-    ) -> Self {
+    pub fn with_clock(service: ServiceName, clock: impl Clock) -> Self {
         let (changes, _) = watch::channel(0);
         Self {
             inner: Arc::new(Inner {
                 service,
-                points,
+                points: FaultPoint::of(service).collect(),
                 faults: RwLock::new(HashMap::new()),
                 armed: AtomicUsize::new(0),
                 visible: AtomicBool::new(false),
@@ -283,31 +265,35 @@ impl FaultRegistry {
         }
     }
 
-    /// The service's name.
-    pub fn service(&self) -> &str {
+    /// The service.
+    pub fn service(&self) -> ServiceName {
         self.inner.service
     }
 
     /// The injection points faults may be set at.
-    pub fn points(&self) -> &[&'static str] {
-        self.inner.points
+    pub fn points(&self) -> &[FaultPoint] {
+        &self.inner.points
     }
 
     /// Sets `spec`, replacing any fault at its point, and returns it as held.
     ///
     /// Fails when the spec is invalid ([`FaultSpec::validate`]) or its point
-    /// is not one of [`Self::points`].
+    /// is not one of [`Self::points`] (the error lists them).
     pub fn set(&self, spec: FaultSpec) -> Result<ActiveFault, FaultError> {
         spec.validate()?;
-        if !self.inner.points.contains(&spec.point.as_str()) {
-            return Err(FaultError::UnknownPoint {
-                point: spec.point,
-                known: self.inner.points.iter().map(|p| p.to_string()).collect(),
-            });
-        }
+        let point = match spec.fault_point() {
+            Ok(point) if self.inner.points.contains(&point) => point,
+            // Another service's point is as unknown here as a typo: it
+            // would never fire in this process.
+            _ => {
+                return Err(FaultError::UnknownPoint {
+                    point: spec.point,
+                    known: self.inner.points.iter().map(|p| p.to_string()).collect(),
+                });
+            }
+        };
         let now = self.inner.clock.now();
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
-        let point = spec.point.clone();
         let timed = spec.duration.is_some() || spec.schedule.is_some();
         let entry = Entry {
             spec,
@@ -317,7 +303,7 @@ impl FaultRegistry {
         let active = entry.to_active(now);
         {
             let mut faults = self.inner.write();
-            faults.insert(point.clone(), entry);
+            faults.insert(point, entry);
             self.inner.armed.store(faults.len(), Ordering::Release);
         }
         self.inner.bump();
@@ -328,11 +314,11 @@ impl FaultRegistry {
     }
 
     /// Clears the fault at `point`; true when one was in place.
-    pub fn clear(&self, point: &str) -> bool {
+    pub fn clear(&self, point: FaultPoint) -> bool {
         self.inner.prune();
         let removed = {
             let mut faults = self.inner.write();
-            let removed = faults.remove(point).is_some();
+            let removed = faults.remove(&point).is_some();
             self.inner.armed.store(faults.len(), Ordering::Release);
             removed
         };
@@ -376,7 +362,7 @@ impl FaultRegistry {
     /// schedule's on phase) and its probability roll passes. When the
     /// registry is visible, a hit adds a `fault.injected` event to the
     /// current span.
-    pub fn check(&self, point: &str) -> Option<FaultKind> {
+    pub fn check(&self, point: FaultPoint) -> Option<FaultKind> {
         let (kind, probability) = self.inner.lookup(point)?;
         // `random()` is in [0, 1): probability 0 never fires, 1 always does.
         if probability < 1.0 && rand::random::<f64>() >= probability {
@@ -386,7 +372,7 @@ impl FaultRegistry {
             Context::current().span().add_event(
                 "fault.injected",
                 vec![
-                    KeyValue::new("fault.point", point.to_string()),
+                    KeyValue::new("fault.point", point.name()),
                     KeyValue::new("fault.kind", kind.name()),
                 ],
             );
@@ -397,7 +383,7 @@ impl FaultRegistry {
     /// The fault at `point` if it is in effect now, without the probability
     /// roll and without a span event: for settings read on every decision
     /// (sampling rate, export delay, clock skew).
-    pub fn is_active(&self, point: &str) -> Option<FaultKind> {
+    pub fn is_active(&self, point: FaultPoint) -> Option<FaultKind> {
         self.inner.lookup(point).map(|(kind, _)| kind)
     }
 
@@ -411,7 +397,7 @@ impl FaultRegistry {
     ///   failure of that status would have);
     /// - any other kind: `Ok(Some(kind))` for the caller to apply;
     /// - no fault, or the roll fails: `Ok(None)`.
-    pub async fn inject(&self, point: &str) -> Result<Option<FaultKind>, Injected> {
+    pub async fn inject(&self, point: FaultPoint) -> Result<Option<FaultKind>, Injected> {
         let Some(kind) = self.check(point) else {
             return Ok(None);
         };
@@ -430,7 +416,7 @@ impl FaultRegistry {
                     Err(Injected {
                         status: 504,
                         message: format!("no answer within {max} ms"),
-                        point: point.to_string(),
+                        point,
                     })
                 } else {
                     Ok(None)
@@ -439,12 +425,12 @@ impl FaultRegistry {
             FaultKind::Error { status, message } => Err(Injected {
                 status,
                 message: message.unwrap_or_else(|| reason(status)),
-                point: point.to_string(),
+                point,
             }),
             FaultKind::Outage { status } => Err(Injected {
                 status,
                 message: reason(status),
-                point: point.to_string(),
+                point,
             }),
             other => Ok(Some(other)),
         }
@@ -452,7 +438,7 @@ impl FaultRegistry {
 
     /// Waits `max`, or less if the hang at `point` stops being in effect
     /// (cleared, expired, schedule off). True when the full time passed.
-    async fn hang(&self, point: &str, max: Duration) -> bool {
+    async fn hang(&self, point: FaultPoint, max: Duration) -> bool {
         let mut changes = self.subscribe();
         let released = async {
             while changes.changed().await.is_ok() {
@@ -494,7 +480,7 @@ impl FaultRegistry {
     /// `generation` expires or switches phase, so subscribers do not have to
     /// poll. Needs a Tokio runtime; without one, changes are still seen by
     /// `check`/`is_active`/`list`, just not announced.
-    fn watch_transitions(&self, point: String, generation: u64) {
+    fn watch_transitions(&self, point: FaultPoint, generation: u64) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -576,11 +562,15 @@ mod tests {
 
     use super::*;
 
-    const POINTS: &[&str] = &["svc.db", "svc.http", "svc.telemetry"];
+    // Payment's points stand for "a point with a database", "one with an
+    // HTTP call" and "the telemetry point" of any service.
+    const DB: FaultPoint = FaultPoint::PaymentSave;
+    const HTTP: FaultPoint = FaultPoint::PaymentProviderCall;
+    const TELEMETRY: FaultPoint = FaultPoint::PaymentTelemetry;
 
-    fn spec(point: &str, kind: serde_json::Value) -> FaultSpec {
+    fn spec(point: FaultPoint, kind: serde_json::Value) -> FaultSpec {
         let mut value = kind;
-        value["point"] = point.into();
+        value["point"] = point.name().into();
         FaultSpec::from_value(value).unwrap()
     }
 
@@ -591,22 +581,29 @@ mod tests {
     fn manual() -> (FaultRegistry, ManualClock) {
         let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         (
-            FaultRegistry::with_clock("svc", POINTS, clock.clone()),
+            FaultRegistry::with_clock(ServiceName::Payment, clock.clone()),
             clock,
         )
     }
 
     #[test]
     fn nothing_fires_until_a_fault_is_set() {
-        let registry = FaultRegistry::new("svc", POINTS);
-        assert_eq!(registry.service(), "svc");
-        assert_eq!(registry.points(), POINTS);
-        assert_eq!(registry.check("svc.db"), None);
-        assert_eq!(registry.is_active("svc.db"), None);
-        registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
-        assert_eq!(registry.check("svc.db"), Some(latency(5)));
-        assert_eq!(registry.check("svc.http"), None, "other points stay clean");
-        assert_eq!(registry.check("nowhere"), None);
+        let registry = FaultRegistry::new(ServiceName::Payment);
+        assert_eq!(registry.service(), ServiceName::Payment);
+        assert_eq!(
+            registry.points(),
+            FaultPoint::of(ServiceName::Payment).collect::<Vec<_>>()
+        );
+        assert_eq!(registry.check(DB), None);
+        assert_eq!(registry.is_active(DB), None);
+        registry.set(FaultSpec::new(DB, latency(5))).unwrap();
+        assert_eq!(registry.check(DB), Some(latency(5)));
+        assert_eq!(registry.check(HTTP), None, "other points stay clean");
+        assert_eq!(
+            registry.check(FaultPoint::SearchQuery),
+            None,
+            "another service's point never fires here"
+        );
     }
 
     #[test]
@@ -614,17 +611,16 @@ mod tests {
         let (registry, _) = manual();
         let active = registry
             .set(
-                FaultSpec::new("svc.http", FaultKind::DeadLetter)
-                    .with_duration(Duration::from_secs(300)),
+                FaultSpec::new(HTTP, FaultKind::DeadLetter).with_duration(Duration::from_secs(300)),
             )
             .unwrap();
-        assert_eq!(active.spec.point, "svc.http");
+        assert_eq!(active.spec.point, HTTP.name());
         assert!(active.active);
         assert_eq!(
             active.expires_at.unwrap() - active.set_at,
             chrono::Duration::seconds(300)
         );
-        registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
+        registry.set(FaultSpec::new(DB, latency(5))).unwrap();
 
         let listed = registry.list();
         assert_eq!(
@@ -632,25 +628,26 @@ mod tests {
                 .iter()
                 .map(|f| f.spec.point.as_str())
                 .collect::<Vec<_>>(),
-            ["svc.db", "svc.http"]
+            ["payment.provider_call", "payment.save"],
+            "sorted by name"
         );
-        assert_eq!(listed[1], active);
+        assert_eq!(listed[0], active);
 
         // Setting again replaces the fault at that point.
-        registry.set(FaultSpec::new("svc.db", latency(7))).unwrap();
+        registry.set(FaultSpec::new(DB, latency(7))).unwrap();
         assert_eq!(registry.list().len(), 2);
-        assert_eq!(registry.check("svc.db"), Some(latency(7)));
+        assert_eq!(registry.check(DB), Some(latency(7)));
 
-        assert!(registry.clear("svc.db"));
-        assert!(!registry.clear("svc.db"), "already cleared");
-        assert_eq!(registry.check("svc.db"), None);
+        assert!(registry.clear(DB));
+        assert!(!registry.clear(DB), "already cleared");
+        assert_eq!(registry.check(DB), None);
         assert_eq!(registry.list().len(), 1);
 
-        registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
+        registry.set(FaultSpec::new(DB, latency(5))).unwrap();
         assert_eq!(registry.clear_all(), 2);
         assert_eq!(registry.clear_all(), 0);
         assert!(registry.list().is_empty());
-        assert_eq!(registry.check("svc.http"), None);
+        assert_eq!(registry.check(HTTP), None);
     }
 
     #[test]
@@ -658,7 +655,7 @@ mod tests {
         let (registry, _) = manual();
         let active = registry
             .set(spec(
-                "svc.db",
+                DB,
                 json!({"kind":"slow_query","ms":900,"probability":0.5,"for":"5m","schedule":{"on":"10s","off":"20s"}}),
             ))
             .unwrap();
@@ -675,37 +672,41 @@ mod tests {
 
     #[test]
     fn unknown_points_and_bad_specs_are_refused() {
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Payment);
+        let known = "(known: payment.validate_order, payment.provider_call, payment.save, \
+                     payment.relay_publish, payment.telemetry)";
+        for (name, why) in [
+            ("payment.sav", "a typo"),
+            ("search.query", "another service's point"),
+        ] {
+            let err = registry.set(FaultSpec::new(name, latency(5))).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("unknown point {name:?} {known}"),
+                "{why}"
+            );
+            assert_eq!(err.field(), Some("point"));
+        }
         let err = registry
-            .set(FaultSpec::new("svc.nope", latency(5)))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            r#"unknown point "svc.nope" (known: svc.db, svc.http, svc.telemetry)"#
-        );
-        assert_eq!(err.field(), Some("point"));
-        let err = registry
-            .set(FaultSpec::new("svc.db", latency(5)).with_probability(1.01))
+            .set(FaultSpec::new(DB, latency(5)).with_probability(1.01))
             .unwrap_err();
         assert_eq!(err.to_string(), "probability must be within 0..=1");
         let err = registry
-            .set(FaultSpec::new("svc.db", latency(60_001)))
+            .set(FaultSpec::new(DB, latency(60_001)))
             .unwrap_err();
         assert_eq!(err.to_string(), "latency.ms must be <= 60000");
         assert!(registry.list().is_empty());
-        assert_eq!(registry.check("svc.db"), None);
+        assert_eq!(registry.check(DB), None);
     }
 
     #[test]
     fn probability_zero_never_one_always_half_about_half() {
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Payment);
         let fires = |p: f64| {
             registry
-                .set(FaultSpec::new("svc.db", FaultKind::DropSpans).with_probability(p))
+                .set(FaultSpec::new(DB, FaultKind::DropSpans).with_probability(p))
                 .unwrap();
-            (0..2_000)
-                .filter(|_| registry.check("svc.db").is_some())
-                .count()
+            (0..2_000).filter(|_| registry.check(DB).is_some()).count()
         };
         assert_eq!(fires(0.0), 0);
         assert_eq!(fires(1.0), 2_000);
@@ -718,16 +719,16 @@ mod tests {
 
     #[test]
     fn is_active_skips_the_roll() {
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Payment);
         registry
             .set(
-                FaultSpec::new("svc.telemetry", FaultKind::SamplingMiss { rate: 0.1 })
+                FaultSpec::new(TELEMETRY, FaultKind::SamplingMiss { rate: 0.1 })
                     .with_probability(0.0),
             )
             .unwrap();
-        assert_eq!(registry.check("svc.telemetry"), None);
+        assert_eq!(registry.check(TELEMETRY), None);
         assert_eq!(
-            registry.is_active("svc.telemetry"),
+            registry.is_active(TELEMETRY),
             Some(FaultKind::SamplingMiss { rate: 0.1 })
         );
     }
@@ -736,16 +737,16 @@ mod tests {
     fn faults_expire_after_their_time() {
         let (registry, clock) = manual();
         registry
-            .set(FaultSpec::new("svc.db", latency(5)).with_duration(Duration::from_secs(300)))
+            .set(FaultSpec::new(DB, latency(5)).with_duration(Duration::from_secs(300)))
             .unwrap();
         clock.advance(Duration::from_millis(299_999));
-        assert_eq!(registry.check("svc.db"), Some(latency(5)));
+        assert_eq!(registry.check(DB), Some(latency(5)));
         assert_eq!(registry.list().len(), 1);
         clock.advance(Duration::from_millis(1));
-        assert_eq!(registry.check("svc.db"), None);
-        assert_eq!(registry.is_active("svc.db"), None);
+        assert_eq!(registry.check(DB), None);
+        assert_eq!(registry.is_active(DB), None);
         assert!(registry.list().is_empty(), "expired faults are pruned");
-        assert!(!registry.clear("svc.db"), "nothing left to clear");
+        assert!(!registry.clear(DB), "nothing left to clear");
     }
 
     #[test]
@@ -753,18 +754,15 @@ mod tests {
         let (registry, clock) = manual();
         registry
             .set(
-                FaultSpec::new("svc.db", FaultKind::DropSpans)
+                FaultSpec::new(DB, FaultKind::DropSpans)
                     .with_schedule(Duration::from_secs(10), Duration::from_secs(20))
                     .with_duration(Duration::from_secs(65)),
             )
             .unwrap();
         let mut timeline = Vec::new();
         for _ in 0..70 {
-            timeline.push(registry.check("svc.db").is_some());
-            assert_eq!(
-                registry.is_active("svc.db").is_some(),
-                *timeline.last().unwrap()
-            );
+            timeline.push(registry.check(DB).is_some());
+            assert_eq!(registry.is_active(DB).is_some(), *timeline.last().unwrap());
             if let Some(listed) = registry.list().first() {
                 assert_eq!(listed.active, *timeline.last().unwrap());
             }
@@ -783,18 +781,18 @@ mod tests {
 
     #[tokio::test]
     async fn changes_are_announced() {
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Payment);
         let mut changes = registry.subscribe();
         let mut seen = |what: &str| {
             let changed = changes.has_changed().unwrap();
             changes.mark_unchanged();
             assert!(changed, "{what} should announce a change");
         };
-        registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
+        registry.set(FaultSpec::new(DB, latency(5))).unwrap();
         seen("set");
-        registry.clear("svc.db");
+        registry.clear(DB);
         seen("clear");
-        registry.set(FaultSpec::new("svc.db", latency(5))).unwrap();
+        registry.set(FaultSpec::new(DB, latency(5))).unwrap();
         seen("set");
         registry.clear_all();
         seen("clear_all");
@@ -803,10 +801,10 @@ mod tests {
 
         let mut changes = registry.subscribe();
         changes.mark_unchanged();
-        registry.clear("svc.db");
+        registry.clear(DB);
         registry.clear_all();
         registry.set_visible(true);
-        let _ = registry.set(FaultSpec::new("svc.nope", latency(5)));
+        let _ = registry.set(FaultSpec::new("payment.nope", latency(5)));
         assert!(
             !changes.has_changed().unwrap(),
             "no-ops and refusals change nothing"
@@ -819,7 +817,7 @@ mod tests {
         let mut changes = registry.subscribe();
         registry
             .set(
-                FaultSpec::new("svc.telemetry", FaultKind::DropSpans)
+                FaultSpec::new(TELEMETRY, FaultKind::DropSpans)
                     .with_schedule(Duration::from_secs(10), Duration::from_secs(10))
                     .with_duration(Duration::from_secs(15)),
             )
@@ -834,7 +832,7 @@ mod tests {
             .await
             .expect("switch announced")
             .unwrap();
-        assert_eq!(registry.is_active("svc.telemetry"), None);
+        assert_eq!(registry.is_active(TELEMETRY), None);
 
         // Expiry at 15 s removes it and announces that too.
         clock.advance(Duration::from_secs(5));
@@ -852,21 +850,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn latency_really_sleeps() {
-        let registry = FaultRegistry::new("svc", POINTS);
-        registry
-            .set(FaultSpec::new("svc.db", latency(250)))
-            .unwrap();
+        let registry = FaultRegistry::new(ServiceName::Payment);
+        registry.set(FaultSpec::new(DB, latency(250))).unwrap();
         let start = tokio::time::Instant::now();
-        assert_eq!(registry.inject("svc.db").await, Ok(None));
+        assert_eq!(registry.inject(DB).await, Ok(None));
         let slept = start.elapsed();
         assert!(
             slept >= Duration::from_millis(250) && slept < Duration::from_millis(260),
             "{slept:?}"
         );
 
-        registry.clear("svc.db");
+        registry.clear(DB);
         let start = tokio::time::Instant::now();
-        assert_eq!(registry.inject("svc.db").await, Ok(None));
+        assert_eq!(registry.inject(DB).await, Ok(None));
         assert!(
             start.elapsed() < Duration::from_millis(1),
             "no fault, no sleep"
@@ -875,10 +871,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn latency_jitter_spreads_around_ms() {
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Payment);
         registry
             .set(FaultSpec::new(
-                "svc.db",
+                DB,
                 FaultKind::Latency {
                     ms: 100,
                     jitter_ms: 50,
@@ -888,7 +884,7 @@ mod tests {
         let mut slept = Vec::new();
         for _ in 0..200 {
             let start = tokio::time::Instant::now();
-            registry.inject("svc.db").await.unwrap();
+            registry.inject(DB).await.unwrap();
             slept.push(start.elapsed().as_millis());
         }
         let (min, max) = (*slept.iter().min().unwrap(), *slept.iter().max().unwrap());
@@ -905,13 +901,13 @@ mod tests {
 
     #[tokio::test]
     async fn cpu_burn_really_burns() {
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Payment);
         registry
-            .set(FaultSpec::new("svc.db", FaultKind::CpuBurn { ms: 300 }))
+            .set(FaultSpec::new(DB, FaultKind::CpuBurn { ms: 300 }))
             .unwrap();
         let cpu_before = thread_cpu_time();
         let start = Instant::now();
-        assert_eq!(registry.inject("svc.db").await, Ok(None));
+        assert_eq!(registry.inject(DB).await, Ok(None));
         let wall = start.elapsed();
         assert!(wall >= Duration::from_millis(300), "{wall:?}");
         if let (Some(before), Some(after)) = (cpu_before, thread_cpu_time()) {
@@ -927,36 +923,36 @@ mod tests {
 
     #[tokio::test]
     async fn errors_and_outages_fail_with_their_status() {
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Payment);
         registry
-            .set(spec("svc.db", json!({"kind":"error","status":502})))
+            .set(spec(DB, json!({"kind":"error","status":502})))
             .unwrap();
         registry
             .set(spec(
-                "svc.http",
+                HTTP,
                 json!({"kind":"error","message":"card processor down"}),
             ))
             .unwrap();
         registry
-            .set(spec("svc.telemetry", json!({"kind":"outage"})))
+            .set(spec(TELEMETRY, json!({"kind":"outage"})))
             .unwrap();
 
-        let err = registry.inject("svc.db").await.unwrap_err();
+        let err = registry.inject(DB).await.unwrap_err();
         assert_eq!(
             err,
             Injected {
                 status: 502,
                 message: "bad gateway".into(),
-                point: "svc.db".into()
+                point: DB
             }
         );
-        let err = registry.inject("svc.http").await.unwrap_err();
+        let err = registry.inject(HTTP).await.unwrap_err();
         assert_eq!(
             (err.status, err.message.as_str()),
             (500, "card processor down")
         );
         assert_eq!(err.to_string(), "card processor down (500)");
-        let err = registry.inject("svc.telemetry").await.unwrap_err();
+        let err = registry.inject(TELEMETRY).await.unwrap_err();
         assert_eq!(err.status, 503);
 
         let api: ApiError = err.into();
@@ -965,7 +961,7 @@ mod tests {
         let response = Injected {
             status: 429,
             message: "slow down".into(),
-            point: "svc.db".into(),
+            point: DB,
         }
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -981,7 +977,7 @@ mod tests {
 
     #[tokio::test]
     async fn caller_and_telemetry_kinds_are_handed_back() {
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Payment);
         for kind in [
             FaultKind::RetryStorm { retries: 3 },
             FaultKind::SlowQuery { ms: 10 },
@@ -1002,11 +998,9 @@ mod tests {
             FaultKind::DropSpans,
             FaultKind::ClockSkew { ms: -10 },
         ] {
-            registry
-                .set(FaultSpec::new("svc.db", kind.clone()))
-                .unwrap();
+            registry.set(FaultSpec::new(DB, kind.clone())).unwrap();
             let start = Instant::now();
-            assert_eq!(registry.inject("svc.db").await, Ok(Some(kind.clone())));
+            assert_eq!(registry.inject(DB).await, Ok(Some(kind.clone())));
             assert!(
                 start.elapsed() < Duration::from_millis(100),
                 "{kind:?} must not be applied by inject"
@@ -1016,12 +1010,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn hang_waits_out_its_maximum_then_fails() {
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Payment);
         registry
-            .set(spec("svc.db", json!({"kind":"hang","max_ms":5000})))
+            .set(spec(DB, json!({"kind":"hang","max_ms":5000})))
             .unwrap();
         let start = tokio::time::Instant::now();
-        let err = registry.inject("svc.db").await.unwrap_err();
+        let err = registry.inject(DB).await.unwrap_err();
         assert!(
             start.elapsed() >= Duration::from_millis(5000),
             "{:?}",
@@ -1029,17 +1023,15 @@ mod tests {
         );
         assert_eq!(err.status, 504);
 
-        registry
-            .set(spec("svc.db", json!({"kind":"hang"})))
-            .unwrap();
+        registry.set(spec(DB, json!({"kind":"hang"}))).unwrap();
         let start = tokio::time::Instant::now();
         let caller_gives_up =
-            tokio::time::timeout(Duration::from_secs(3), registry.inject("svc.db")).await;
+            tokio::time::timeout(Duration::from_secs(3), registry.inject(DB)).await;
         assert!(
             caller_gives_up.is_err(),
             "still hanging when the caller gives up"
         );
-        let err = registry.inject("svc.db").await.unwrap_err();
+        let err = registry.inject(DB).await.unwrap_err();
         assert!(
             start.elapsed() >= Duration::from_secs(123),
             "default 120 s: {:?}",
@@ -1050,18 +1042,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn clearing_a_hang_releases_its_waiters() {
-        let registry = FaultRegistry::new("svc", POINTS);
-        registry
-            .set(spec("svc.db", json!({"kind":"hang"})))
-            .unwrap();
+        let registry = FaultRegistry::new(ServiceName::Payment);
+        registry.set(spec(DB, json!({"kind":"hang"}))).unwrap();
         let waiting = tokio::spawn({
             let registry = registry.clone();
-            async move { registry.inject("svc.db").await }
+            async move { registry.inject(DB).await }
         });
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(!waiting.is_finished());
         let start = tokio::time::Instant::now();
-        registry.clear("svc.db");
+        registry.clear(DB);
         assert_eq!(waiting.await.unwrap(), Ok(None));
         assert!(
             start.elapsed() < Duration::from_secs(1),
@@ -1115,14 +1105,14 @@ mod tests {
             context: SpanContext::empty_context(),
         })
         .attach();
-        let registry = FaultRegistry::new("svc", POINTS);
+        let registry = FaultRegistry::new(ServiceName::Payment);
         registry
-            .set(FaultSpec::new("svc.db", FaultKind::DeadLetter))
+            .set(FaultSpec::new(DB, FaultKind::DeadLetter))
             .unwrap();
 
         assert!(!registry.visible(), "hidden by default");
-        assert!(registry.check("svc.db").is_some());
-        assert!(registry.is_active("svc.db").is_some());
+        assert!(registry.check(DB).is_some());
+        assert!(registry.is_active(DB).is_some());
         assert!(
             events.lock().unwrap().is_empty(),
             "exercises must not give the answer away"
@@ -1130,15 +1120,15 @@ mod tests {
 
         registry.set_visible(true);
         assert!(registry.visible());
-        assert!(registry.check("svc.db").is_some());
-        assert!(registry.check("svc.http").is_none());
+        assert!(registry.check(DB).is_some());
+        assert!(registry.check(HTTP).is_none());
         let events = events.lock().unwrap();
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].0, "fault.injected");
         assert_eq!(
             events[0].1,
             vec![
-                KeyValue::new("fault.point", "svc.db"),
+                KeyValue::new("fault.point", DB.name()),
                 KeyValue::new("fault.kind", "dead_letter")
             ]
         );

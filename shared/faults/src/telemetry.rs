@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use tracelab_contract::fault::{FaultKind, FaultPoint};
 use tracelab_telemetry::chaos::{self, TelemetryFaults};
 
-use crate::{FaultKind, FaultRegistry};
+use crate::FaultRegistry;
 
 /// The settings a fault at the telemetry point stands for.
 pub fn settings_for(kind: Option<FaultKind>) -> TelemetryFaults {
@@ -24,7 +25,7 @@ pub fn settings_for(kind: Option<FaultKind>) -> TelemetryFaults {
 /// Keeps `chaos` in step with the fault at `point` (on set, clear, expiry
 /// and schedule switches) until the registry is dropped. Call inside a
 /// Tokio runtime.
-pub fn follow(registry: &FaultRegistry, point: &'static str) {
+pub fn follow(registry: &FaultRegistry, point: FaultPoint) {
     let mut changes = registry.subscribe();
     let registry = registry.clone();
     chaos::set(settings_for(registry.is_active(point)));

@@ -11,9 +11,7 @@ use std::time::Duration;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
-
-/// The routing key of the event payment publishes and notification consumes.
-pub const PAYMENT_COMPLETED: &str = "payment.completed";
+use tracelab_contract::messaging::dlq_name;
 
 /// Connects to `url`, retrying for up to `wait` while the broker comes up.
 ///
@@ -59,11 +57,6 @@ pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), l
             FieldTable::default(),
         )
         .await
-}
-
-/// The dead-letter queue name for `queue`.
-pub fn dlq_name(queue: &str) -> String {
-    format!("{queue}.dlq")
 }
 
 /// Declares the exchange, `queue` bound to it with `routing_key`, and its

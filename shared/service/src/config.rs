@@ -3,20 +3,18 @@
 
 use std::net::SocketAddr;
 
+use tracelab_contract::defaults;
 use tracelab_telemetry::config::{ConfigError, parse_or};
-
-/// The admin token used when `TRACELAB_ADMIN_TOKEN` is unset; `tracelab up`
-/// uses the same default, so the lab works with no configuration.
-pub const DEFAULT_ADMIN_TOKEN: &str = "tracelab-admin";
 
 fn non_empty(value: Result<String, std::env::VarError>) -> Option<String> {
     value.ok().filter(|s| !s.trim().is_empty())
 }
 
-/// The bearer token the admin (fault) API requires: `TRACELAB_ADMIN_TOKEN`.
+/// The bearer token the admin (fault) API requires: `TRACELAB_ADMIN_TOKEN`,
+/// or the contract's default, which `tracelab up` uses too.
 pub fn admin_token() -> String {
     non_empty(std::env::var("TRACELAB_ADMIN_TOKEN"))
-        .unwrap_or_else(|| DEFAULT_ADMIN_TOKEN.to_string())
+        .unwrap_or_else(|| defaults::ADMIN_TOKEN.to_string())
 }
 
 /// `TRACELAB_LISTEN`, or `127.0.0.1:<default_port>`. Fails on a value that
@@ -31,8 +29,7 @@ pub fn listen(default_port: u16) -> Result<SocketAddr, ConfigError> {
 
 /// `DATABASE_URL`, or the local `tracelab` database.
 pub fn database_url() -> String {
-    non_empty(std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/tracelab".into())
+    non_empty(std::env::var("DATABASE_URL")).unwrap_or_else(|| defaults::DATABASE_URL.into())
 }
 
 /// `TRACELAB_DB_POOL_SIZE`, or `default`. Fails unless it is a positive number.
@@ -54,11 +51,10 @@ pub fn db_pool_size(default: u32) -> Result<u32, ConfigError> {
 
 /// `AMQP_URL`, or the local broker's default vhost as guest.
 pub fn amqp_url() -> String {
-    non_empty(std::env::var("AMQP_URL"))
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    non_empty(std::env::var("AMQP_URL")).unwrap_or_else(|| defaults::AMQP_URL.into())
 }
 
 /// `TRACELAB_EXCHANGE`, or `tracelab.events`: the topic exchange of the lab's events.
 pub fn exchange() -> String {
-    non_empty(std::env::var("TRACELAB_EXCHANGE")).unwrap_or_else(|| "tracelab.events".into())
+    non_empty(std::env::var("TRACELAB_EXCHANGE")).unwrap_or_else(|| defaults::EXCHANGE.into())
 }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use tracelab_contract::defaults;
+
 /// Which OTLP transport the exporter uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -94,8 +96,8 @@ impl TelemetryConfig {
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| match protocol {
-                Protocol::HttpProtobuf => "http://127.0.0.1:4318".into(),
-                Protocol::Grpc => "http://127.0.0.1:4317".into(),
+                Protocol::HttpProtobuf => defaults::otlp_http_url(),
+                Protocol::Grpc => defaults::otlp_grpc_url(),
             });
         if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
             return Err(ConfigError::new(

@@ -6,15 +6,28 @@ use std::time::Duration;
 
 use clap::Args;
 use reqwest::Url;
-use tracelab_faults::duration;
+use tracelab_contract::fault::duration;
 
 use crate::fault::FaultClient;
-use crate::supervisor::{DEFAULT_ADMIN_TOKEN, Ports, SERVICES};
+use tracelab_contract::service::ServiceName;
+
+use crate::fault::service_names;
+use crate::supervisor::{DEFAULT_ADMIN_TOKEN, Ports};
 
 /// Tempo API of a lab started with the contract's ports.
-pub const DEFAULT_TEMPO: &str = "http://127.0.0.1:3200";
+pub fn default_tempo() -> String {
+    tracelab_contract::defaults::tempo_url()
+}
+
 /// Gateway of a lab started with the contract's ports.
-pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
+pub fn default_gateway() -> String {
+    ServiceName::Gateway.default_url()
+}
+
+/// A default URL of the contract as a flag's value.
+pub(crate) fn url(text: &str) -> Url {
+    Url::parse(text).unwrap_or_else(|e| unreachable!("the contract's URL {text:?}: {e}"))
+}
 
 /// Per-listener ports of `tracelab up`.
 #[derive(Debug, Args)]
@@ -68,7 +81,7 @@ impl PortArgs {
 #[derive(Debug, Args)]
 pub struct TempoArg {
     /// Tempo API base URL (the embedded collector or a real Tempo).
-    #[arg(long, env = "TRACELAB_TEMPO_URL", default_value = DEFAULT_TEMPO, value_name = "URL")]
+    #[arg(long, env = "TRACELAB_TEMPO_URL", default_value_t = url(&default_tempo()), value_name = "URL")]
     pub tempo: Url,
 }
 
@@ -163,7 +176,7 @@ impl LabArgs {
 
     /// The six services' base URLs.
     pub fn service_urls(&self) -> Vec<(String, String)> {
-        SERVICES
+        service_names()
             .iter()
             .map(|s| (s.to_string(), self.url(s)))
             .collect()
@@ -209,7 +222,7 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         .parse()
         .map_err(|_| format!("expected a number of requests per second, got {s:?}"))?;
     if !rate.is_finite() || rate <= 0.0 {
-        return Err(format!("must be a number greater than 0, got {s}"));
+        return Err(format!("must be greater than 0, got {s}"));
     }
     if rate > 1_000_000.0 {
         return Err(format!("at most 1000000 requests per second, got {s}"));

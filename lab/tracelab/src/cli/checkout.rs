@@ -13,13 +13,13 @@ use tracelab_client::gateway::{
 };
 use tracelab_client::{TempoClient, TraceWaitTimeout, http_error_summary, render_waterfall};
 
-use super::args::{DEFAULT_GATEWAY, DisplayArgs, TempoArg, duration_arg};
+use super::args::{DisplayArgs, TempoArg, default_gateway, duration_arg, url};
 
 /// `tracelab checkout`
 #[derive(Debug, Args)]
 pub struct CheckoutArgs {
     /// Gateway base URL.
-    #[arg(long, env = "TRACELAB_GATEWAY_URL", default_value = DEFAULT_GATEWAY, value_name = "URL")]
+    #[arg(long, env = "TRACELAB_GATEWAY_URL", default_value_t = url(&default_gateway()), value_name = "URL")]
     pub gateway: Url,
     #[command(flatten)]
     pub tempo: TempoArg,

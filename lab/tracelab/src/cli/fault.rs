@@ -18,11 +18,11 @@ use serde_json::Value;
 
 use super::args::LabArgs;
 use crate::fault::{
-    GENERIC_KINDS, POINTS, canonical_service, check_point_and_kind, params_text, parse_specs,
-    point, service_of_point, spec_from_args,
+    GENERIC_KINDS, canonical_service, check_point_and_kind, params_text, parse_specs, point,
+    service_names, service_of_point, spec_from_args,
 };
 use crate::format::human_secs;
-use crate::supervisor::SERVICES;
+use tracelab_contract::fault::FaultPoint;
 
 /// `tracelab fault`
 #[derive(Debug, Args)]
@@ -122,30 +122,30 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
 
 fn print_points() {
     println!("{:<24} {:<17} {:<52} KINDS", "POINT", "SERVICE", "ACTS ON");
-    for p in POINTS {
+    for p in FaultPoint::ALL {
         println!(
             "{:<24} {:<17} {:<52} {}",
-            p.name,
-            p.service,
-            p.acts,
+            p.name(),
+            p.service().name(),
+            p.acts(),
             p.kind_names().join(", ")
         );
     }
     println!(
         "\nGeneric kinds ({}) act at every point except the .telemetry ones.\n\
-         Parameters: tracelab-faults docs, or docs/lab-guide.md.",
+         Parameters: docs/architecture.md (fault kinds) or docs/lab-guide.md.",
         GENERIC_KINDS.join(", ")
     );
 }
 
 fn selected_services(target: &str) -> anyhow::Result<Vec<&'static str>> {
     if target.eq_ignore_ascii_case("all") {
-        return Ok(SERVICES.to_vec());
+        return Ok(service_names());
     }
     let svc = canonical_service(target).with_context(|| {
         format!(
             "unknown service {target:?}: one of {}, or all",
-            SERVICES.join(", ")
+            service_names().join(", ")
         )
     })?;
     Ok(vec![svc])
@@ -240,7 +240,7 @@ async fn set(args: FaultSetArgs) -> anyhow::Result<ExitCode> {
             service_of_point(&spec.point)
                 .with_context(|| format!("cannot tell the service of point {}", spec.point))?
         } else {
-            check_point_and_kind(&spec)?.service
+            check_point_and_kind(&spec)?.service().name()
         };
         targets.push((service, spec));
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args};
 use reqwest::Url;
-use tracelab_faults::duration;
+use tracelab_contract::fault::duration;
 
 use super::args::{duration_arg, parse_rate};
 use crate::load::summary::fmt_rate;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use tracelab_client::{SearchQuery, TempoClient};
 
-use super::args::{DEFAULT_TEMPO, TempoArg, duration_arg, parse_key_value};
+use super::args::{TempoArg, default_tempo, duration_arg, parse_key_value};
 
 /// `tracelab traces`
 #[derive(Debug, Args)]
@@ -84,7 +84,7 @@ pub(super) async fn run(args: TracesArgs) -> anyhow::Result<ExitCode> {
         "\n{} trace{}. Show one with: tracelab trace <TRACE ID>{}",
         found.len(),
         if found.len() == 1 { "" } else { "s" },
-        if args.tempo.tempo.as_str().trim_end_matches('/') != DEFAULT_TEMPO {
+        if args.tempo.tempo.as_str().trim_end_matches('/') != default_tempo() {
             format!(" --tempo {}", tempo.base_url())
         } else {
             String::new()

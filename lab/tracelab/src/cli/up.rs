@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use reqwest::Url;
 
-use super::args::{DEFAULT_GATEWAY, DEFAULT_TEMPO, PortArgs, duration_arg, parse_key_value};
+use super::args::{PortArgs, default_gateway, default_tempo, duration_arg, parse_key_value};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
 use crate::supervisor::{self, Lab, LabOptions, LogSink, print_prefixed};
@@ -159,16 +159,16 @@ fn print_up_banner(lab: &Lab) {
         println!("  {name:<18} {url}");
     }
     let mut flags = String::new();
-    if lab.gateway_url() != DEFAULT_GATEWAY {
+    if lab.gateway_url() != default_gateway() {
         flags.push_str(&format!(" --gateway {}", lab.gateway_url()));
     }
-    if lab.tempo_url() != DEFAULT_TEMPO {
+    if lab.tempo_url() != default_tempo() {
         flags.push_str(&format!(" --tempo {}", lab.tempo_url()));
     }
     println!("\nTry:  cargo run -p tracelab -- checkout{flags}");
     println!(
         "      cargo run -p tracelab -- traces{}",
-        if lab.tempo_url() != DEFAULT_TEMPO {
+        if lab.tempo_url() != default_tempo() {
             format!(" --tempo {}", lab.tempo_url())
         } else {
             String::new()

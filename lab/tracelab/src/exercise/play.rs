@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use chrono::Utc;
 use serde::Serialize;
+use tracelab_contract::service::ServiceName;
 
 use super::state::{
     Attempt, CURRENT, ExerciseState, HISTORY, HistoryEntry, Outcome, digest, state_dir,
@@ -253,7 +254,8 @@ impl Exercises {
     /// Grades an answer; a correct one clears the faults and ends the exercise.
     ///
     /// # Errors
-    /// No exercise running, or the faults cannot be cleared.
+    /// No exercise running, a service name that is not one (with the name
+    /// it is closest to), or the faults cannot be cleared.
     pub async fn answer(
         &self,
         catalog: &Catalog,
@@ -262,6 +264,8 @@ impl Exercises {
         operation: Option<&str>,
     ) -> anyhow::Result<Graded> {
         let mut state = self.require_current()?;
+        // A typo is not an answer: say so, and count no attempt.
+        service.parse::<ServiceName>()?;
         let scenario = self.scenario_of(&state, catalog)?.clone();
         let grade = scenario.answer.grade(service, operation);
         state.attempts.push(Attempt {

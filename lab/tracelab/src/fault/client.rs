@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tracelab_faults::{ActiveFault, FaultSpec, FaultsReport};
+use tracelab_contract::fault::{ActiveFault, FaultSpec, FaultsReport};
 
 /// A client for the admin API of the six services.
 #[derive(Debug, Clone)]

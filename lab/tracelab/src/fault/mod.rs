@@ -3,7 +3,7 @@
 //! specs parsed from arguments or JSON/YAML ([`spec`]), and a client for
 //! the services' admin API ([`client`]).
 //!
-//! A spec is parsed and validated by `tracelab-faults` (`FaultSpec`) before
+//! A spec is parsed and validated by `tracelab-contract` (`FaultSpec`) before
 //! anything is sent, so a typo names its field; the point must exist and the
 //! kind must act there (generic kinds act at every request point, the
 //! others only where the table lists them), unless the caller forces it.
@@ -14,6 +14,6 @@ pub mod spec;
 
 pub use client::FaultClient;
 pub use points::{
-    GENERIC_KINDS, POINTS, Point, canonical_service, check_point_and_kind, point, service_of_point,
+    GENERIC_KINDS, canonical_service, check_point_and_kind, point, service_names, service_of_point,
 };
 pub use spec::{param_value, params_text, parse_specs, spec_from_args, spec_from_value};

@@ -3,10 +3,9 @@
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
-use tracelab_faults::FaultSpec;
+use tracelab_contract::fault::FaultSpec;
 
-use super::points::{canonical_service, service_of_point};
-use crate::supervisor::SERVICES;
+use super::points::{canonical_service, service_names, service_of_point};
 
 /// Reads fault specs from JSON or YAML text: one spec or a list. An entry
 /// may carry `service:` (as in scenario files); it must agree with the point.
@@ -46,14 +45,16 @@ pub fn spec_from_value(value: Value) -> anyhow::Result<(&'static str, FaultSpec)
             "a fault spec must be a mapping like {{point: payment.save, kind: latency, ms: 800}}"
         );
     };
-    let given =
-        match map.remove("service") {
-            None => None,
-            Some(Value::String(s)) => Some(canonical_service(&s).with_context(|| {
-                format!("unknown service {s:?} (one of {})", SERVICES.join(", "))
-            })?),
-            Some(other) => bail!("service must be a string, got {other}"),
-        };
+    let given = match map.remove("service") {
+        None => None,
+        Some(Value::String(s)) => Some(canonical_service(&s).with_context(|| {
+            format!(
+                "unknown service {s:?} (one of {})",
+                service_names().join(", ")
+            )
+        })?),
+        Some(other) => bail!("service must be a string, got {other}"),
+    };
     let spec = FaultSpec::from_value(Value::Object(map)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let derived = service_of_point(&spec.point);
     let service = match (given, derived) {
@@ -157,7 +158,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use tracelab_faults::FaultKind;
+    use tracelab_contract::fault::FaultKind;
 
     #[test]
     fn builds_specs_from_arguments() {

@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
+use tracelab_contract::service::ServiceName;
+use tracelab_contract::users::DEMO_USERS;
 
 /// The card the payment provider declines (402).
 pub const DECLINE_CARD: &str = "4000000000000002";
@@ -23,7 +25,7 @@ pub const SEARCH_TERMS: &[&str] = &[
 pub fn parse_user(s: &str) -> Result<User, String> {
     let (name, password) = match s.split_once(':') {
         Some((n, p)) => (n.trim(), p.to_string()),
-        None => (s.trim(), format!("{}-password", s.trim())),
+        None => (s.trim(), tracelab_client::gateway::demo_password(s.trim())),
     };
     if name.is_empty() {
         return Err(format!("expected NAME or NAME:PASSWORD, got {s:?}"));
@@ -173,11 +175,12 @@ pub struct User {
 }
 
 impl User {
-    /// A demo user whose password is `NAME-password`.
+    /// A user with the demo password: the demo user's, or `NAME-password`
+    /// for another name.
     pub fn demo(name: &str) -> User {
         User {
             name: name.to_string(),
-            password: format!("{name}-password"),
+            password: tracelab_client::gateway::demo_password(name),
         }
     }
 }
@@ -223,11 +226,11 @@ pub struct LoadConfig {
 impl Default for LoadConfig {
     fn default() -> LoadConfig {
         LoadConfig {
-            gateway: "http://127.0.0.1:8080".to_string(),
+            gateway: ServiceName::Gateway.default_url(),
             rps: 10.0,
             duration: Some(Duration::from_secs(10)),
             mix: Mix::default(),
-            users: ["alice", "bob", "carol"].map(User::demo).to_vec(),
+            users: DEMO_USERS.map(|u| User::demo(u.username)).to_vec(),
             card: "4242424242424242".to_string(),
             decline_share: 0.0,
             timeout: Duration::from_secs(10),

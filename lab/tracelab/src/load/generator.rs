@@ -20,6 +20,7 @@ use super::schedule::{RoutePicker, declines, mix64, send_offset, slots_within};
 use super::summary::{Latency, RouteSummary, Summary, rate};
 use tracelab_client::gateway::{self, LoginError, transport_kind};
 use tracelab_client::http_error_summary;
+use tracelab_contract::routes;
 
 /// How many created orders are remembered for the `order` route.
 const ORDERS_KEPT: usize = 1024;
@@ -304,7 +305,7 @@ pub async fn run_until(
     };
     let mut searches = Vec::new();
     for term in SEARCH_TERMS {
-        let mut url = join("/api/products")?;
+        let mut url = join(routes::PRODUCTS.path)?;
         url.query_pairs_mut().append_pair("q", term);
         searches.push(url);
     }
@@ -312,7 +313,7 @@ pub async fn run_until(
         base: base.to_string(),
         login: join(gateway::LOGIN_PATH)?,
         checkout: join(gateway::CHECKOUT_PATH)?,
-        orders: join("/api/orders/")?.to_string(),
+        orders: join(routes::ORDER.path.trim_end_matches("{id}"))?.to_string(),
         searches,
     };
     let client = reqwest::Client::builder()

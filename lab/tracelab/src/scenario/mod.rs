@@ -25,7 +25,7 @@
 //!   - slow_span: {service: payment, name: savePaymentResult, min_ms: 600}
 //! ```
 //!
-//! Faults are read with `tracelab-faults` ([`FaultSpec`]), so a wrong field
+//! Faults are read with `tracelab-contract` (`FaultSpec`), so a wrong field
 //! is named with the file and the fault's position; each fault's point must
 //!
 //! The parts: [`text`] (bilingual texts), [`model`] (a scenario file and its

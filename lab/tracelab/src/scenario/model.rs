@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracelab_faults::{ActiveFault, FaultSpec};
+use tracelab_contract::fault::{ActiveFault, FaultSpec};
 
 use super::answer::Answer;
 use super::signature::{Check, parse_checks};

@@ -12,15 +12,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore};
 use tracelab_client::gateway;
+use tracelab_contract::routes;
+use tracelab_contract::users::DEMO_USERS;
 
 /// Route name of a checkout, as the gateway's root span is named.
-pub const CHECKOUT: &str = "POST /api/checkout";
+pub const CHECKOUT: &str = routes::CHECKOUT.name;
 /// Route name of a product search.
-pub const SEARCH: &str = "GET /api/products";
+pub const SEARCH: &str = routes::PRODUCTS.name;
 /// Route name of an order look-up.
-pub const ORDER: &str = "GET /api/orders/{id}";
+pub const ORDER: &str = routes::ORDER.name;
 
-const USERS: [&str; 3] = ["alice", "bob", "carol"];
 const QUERIES: [&str; 5] = ["tea", "matcha", "cup", "sencha", ""];
 
 /// The traffic that makes a scenario visible: how many of each request,
@@ -108,7 +109,7 @@ impl Driver {
                 .build()
                 .context("building HTTP client")?,
             gateway: gateway.trim_end_matches('/').to_string(),
-            tokens: Arc::new(Mutex::new(vec![None; USERS.len()])),
+            tokens: Arc::new(Mutex::new(vec![None; DEMO_USERS.len()])),
             counter: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
     }
@@ -123,14 +124,8 @@ impl Driver {
         if let Some(t) = &tokens[user] {
             return Ok(t.clone());
         }
-        let name = USERS[user];
-        let token = gateway::login(
-            &self.http,
-            &self.gateway,
-            name,
-            &gateway::demo_password(name),
-        )
-        .await?;
+        let demo = &DEMO_USERS[user];
+        let token = gateway::login(&self.http, &self.gateway, demo.username, demo.password).await?;
         tokens[user] = Some(token.clone());
         Ok(token)
     }
@@ -183,7 +178,7 @@ impl Driver {
     /// One checkout as the next demo user, with a fresh Idempotency-Key.
     pub async fn checkout(&self, card: &str) -> RequestRecord {
         let n = self.next();
-        let user = n % USERS.len();
+        let user = n % DEMO_USERS.len();
         let key = uuid::Uuid::new_v4().to_string();
         let token = match self.token(user).await {
             Ok(t) => t,
@@ -192,7 +187,7 @@ impl Driver {
         let items = json!([{"product_id": 1 + (n % 5) as i64, "quantity": 1 + (n % 2) as i64}]);
         let request = self
             .http
-            .post(format!("{}/api/checkout", self.gateway))
+            .post(gateway::join(&self.gateway, routes::CHECKOUT.path))
             .bearer_auth(token)
             .header("Idempotency-Key", &key)
             .json(&json!({"items": items, "card": card}));
@@ -204,7 +199,7 @@ impl Driver {
     /// One product search.
     pub async fn search(&self) -> RequestRecord {
         let q = QUERIES[self.next() % QUERIES.len()];
-        let mut url = reqwest::Url::parse(&format!("{}/api/products", self.gateway))
+        let mut url = reqwest::Url::parse(&gateway::join(&self.gateway, routes::PRODUCTS.path))
             .expect("gateway base URL was parsed before");
         url.query_pairs_mut().append_pair("q", q);
         let request = self.http.get(url);
@@ -213,14 +208,17 @@ impl Driver {
 
     /// Looks up an order as demo user number `user` (0 alice, 1 bob, 2 carol).
     pub async fn order(&self, order_id: &str, user: usize) -> RequestRecord {
-        let user = user % USERS.len();
+        let user = user % DEMO_USERS.len();
         let token = match self.token(user).await {
             Ok(t) => t,
             Err(e) => return failed(ORDER, None, &e),
         };
         let request = self
             .http
-            .get(format!("{}/api/orders/{order_id}", self.gateway))
+            .get(gateway::join(
+                &self.gateway,
+                &routes::ORDER.path.replace("{id}", order_id),
+            ))
             .bearer_auth(token);
         let mut record = self.send(ORDER, request, None).await;
         record.user = Some(user);

@@ -5,6 +5,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tracelab_contract::defaults;
+use tracelab_contract::service::ServiceName;
+
 use super::binaries::default_bin_dir;
 
 /// The six services, in start order: leaves first, gateway last.
@@ -25,16 +28,10 @@ pub(super) const STAGES: [&[&str]; 3] = [
     &["gateway"],
 ];
 
-/// Default database URL (the contract's).
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tracelab";
-/// Default RabbitMQ URL (the contract's).
-pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-/// Default exchange (the contract's).
-pub const DEFAULT_EXCHANGE: &str = "tracelab.events";
-/// Default notification queue (the contract's).
-pub const DEFAULT_QUEUE: &str = "notification.payment-completed";
-/// Default admin token (the contract's).
-pub const DEFAULT_ADMIN_TOKEN: &str = "tracelab-admin";
+pub use tracelab_contract::defaults::{
+    ADMIN_TOKEN as DEFAULT_ADMIN_TOKEN, AMQP_URL as DEFAULT_AMQP_URL,
+    DATABASE_URL as DEFAULT_DATABASE_URL, EXCHANGE as DEFAULT_EXCHANGE, QUEUE as DEFAULT_QUEUE,
+};
 /// How many log lines are kept per child for error messages and [`Lab::logs`].
 pub const LOG_TAIL_LINES: usize = 200;
 /// How many of those an error message shows.
@@ -64,17 +61,17 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// The contract's fixed ports (docs/architecture.md).
+    /// The contract's fixed ports (`tracelab_contract`, docs/architecture.md).
     pub const CONTRACT: Ports = Ports {
-        gateway: 8080,
-        auth: 8081,
-        search: 8082,
-        payment: 8083,
-        notification: 8084,
-        provider: 8090,
-        otlp_http: 4318,
-        otlp_grpc: 4317,
-        tempo: 3200,
+        gateway: ServiceName::Gateway.default_port(),
+        auth: ServiceName::Auth.default_port(),
+        search: ServiceName::Search.default_port(),
+        payment: ServiceName::Payment.default_port(),
+        notification: ServiceName::Notification.default_port(),
+        provider: ServiceName::PaymentProvider.default_port(),
+        otlp_http: defaults::OTLP_HTTP_PORT,
+        otlp_grpc: defaults::OTLP_GRPC_PORT,
+        tempo: defaults::TEMPO_PORT,
     };
 
     /// Every port 0: the OS picks free ports (tests).
@@ -90,16 +87,16 @@ impl Ports {
         tempo: 0,
     };
 
-    /// The port of a service by binary name (`payment-provider` or `provider`).
+    /// The port of a service by name as a person may type it
+    /// (`payment-provider` or `provider`).
     pub fn for_service(&self, name: &str) -> Option<u16> {
-        Some(match name {
-            "gateway" => self.gateway,
-            "auth" => self.auth,
-            "search" => self.search,
-            "payment" => self.payment,
-            "notification" => self.notification,
-            "payment-provider" | "provider" => self.provider,
-            _ => return None,
+        Some(match name.parse::<ServiceName>().ok()? {
+            ServiceName::Gateway => self.gateway,
+            ServiceName::Auth => self.auth,
+            ServiceName::Search => self.search,
+            ServiceName::Payment => self.payment,
+            ServiceName::Notification => self.notification,
+            ServiceName::PaymentProvider => self.provider,
         })
     }
 }
@@ -282,5 +279,25 @@ mod tests {
             with_database("postgres://postgres@127.0.0.1:5432/postgres", "x_1"),
             "postgres://postgres@127.0.0.1:5432/x_1"
         );
+    }
+
+    #[test]
+    fn start_order_follows_the_contract_s_call_graph() {
+        let mut names: Vec<&str> = SERVICES.to_vec();
+        names.sort_unstable();
+        let mut contract: Vec<&str> = ServiceName::ALL.map(ServiceName::name).to_vec();
+        contract.sort_unstable();
+        assert_eq!(names, contract, "SERVICES lists the contract's services");
+        let flat: Vec<&str> = STAGES.iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(flat, SERVICES, "STAGES is SERVICES in stages");
+        let stage_of = |name: &str| STAGES.iter().position(|s| s.contains(&name)).unwrap();
+        for service in ServiceName::ALL {
+            for callee in service.calls() {
+                assert!(
+                    stage_of(callee.name()) < stage_of(service.name()),
+                    "{service} calls {callee}, so {callee} starts in an earlier stage"
+                );
+            }
+        }
     }
 }

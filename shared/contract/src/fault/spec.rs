@@ -5,38 +5,26 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::{serde_duration, serde_opt_duration};
-
-/// Longest delay any `ms`-style parameter may ask for: a minute is already
-/// far beyond every timeout in the lab.
-pub const MAX_MS: u64 = 60_000;
-/// Longest CPU burn: the lab runs on small machines, and a burn blocks a
-/// runtime worker thread for its whole length.
-pub const MAX_CPU_BURN_MS: u64 = 10_000;
-/// Longest a hang may be told to wait before giving up by itself.
-pub const MAX_HANG_MS: u64 = 600_000;
-/// How long a hang waits when `max_ms` is not given.
-pub const DEFAULT_HANG_MS: u64 = 120_000;
-/// Most retries a retry storm may ask for.
-pub const MAX_RETRIES: u32 = 100;
-/// Most connections a pool exhaustion may hold.
-pub const MAX_CONNECTIONS: u32 = 100;
-/// Largest `Retry-After` a rate limit may announce.
-pub const MAX_RETRY_AFTER_S: u64 = 3_600;
-/// Largest clock skew, either way.
-pub const MAX_CLOCK_SKEW_MS: i64 = 3_600_000;
+use super::duration::{serde_duration, serde_opt_duration};
+use super::limits::{
+    MAX_CLOCK_SKEW_MS, MAX_CONNECTIONS, MAX_CPU_BURN_MS, MAX_HANG_MS, MAX_MS, MAX_RETRIES,
+    MAX_RETRY_AFTER_S,
+};
+use super::point::{FaultPoint, UnknownPoint};
 
 /// Who turns a fault into its effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AppliedBy {
-    /// [`crate::FaultRegistry::inject`] applies it itself.
+    /// The service's fault registry applies it itself when the code at an
+    /// injection point calls `inject` (`tracelab_faults::FaultRegistry`).
     Generic,
     /// `inject` hands it back; the service code at the injection point
     /// applies it (it needs the DB, the queue, the HTTP client...).
     Caller,
-    /// The telemetry setup reads it with [`crate::FaultRegistry::is_active`]
-    /// and changes how spans are sampled, exported or stamped.
+    /// The service's telemetry setup follows it at the `<service>.telemetry`
+    /// point and changes how spans are sampled, named, exported or stamped;
+    /// no request code sees it.
     Telemetry,
 }
 
@@ -47,62 +35,101 @@ pub enum AppliedBy {
 pub enum FaultKind {
     /// Sleep `ms` ± `jitter_ms` (uniform), then carry on.
     Latency {
+        /// The mean delay.
         ms: u64,
+        /// How far a delay may stray from `ms`, either way (default 0).
         #[serde(default)]
         jitter_ms: u64,
     },
     /// Fail with HTTP `status` (default 500).
     Error {
+        /// The status to answer, 400..=599.
         #[serde(default = "default_error_status")]
         status: u16,
+        /// The error message; default: the status's reason phrase.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
     /// Never answer: wait until the caller gives up (its future is dropped),
     /// at most `max_ms` (default 120 s), then fail with 504.
     Hang {
+        /// The longest wait before giving up by itself.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_ms: Option<u64>,
     },
     /// Spin the CPU on the current thread for `ms`: self time in the span.
-    CpuBurn { ms: u64 },
+    CpuBurn {
+        /// How long to spin.
+        ms: u64,
+    },
     /// Caller: retry the downstream call `retries` times without backoff.
-    RetryStorm { retries: u32 },
+    RetryStorm {
+        /// Extra attempts fired at once beside the first.
+        retries: u32,
+    },
     /// Caller: `pg_sleep` inside the query for `ms`.
-    SlowQuery { ms: u64 },
+    SlowQuery {
+        /// How long the database pauses inside the statement.
+        ms: u64,
+    },
     /// Caller: another transaction holds `FOR UPDATE` on the row for `hold_ms`.
-    LockContention { hold_ms: u64 },
+    LockContention {
+        /// How long the lock is held.
+        hold_ms: u64,
+    },
     /// Caller: hold `connections` pool connections for `hold_ms`.
-    PoolExhaustion { connections: u32, hold_ms: u64 },
+    PoolExhaustion {
+        /// How many pool connections to take.
+        connections: u32,
+        /// How long to keep them.
+        hold_ms: u64,
+    },
     /// Caller: the consumer sleeps `ms` before processing a message.
-    ConsumerStall { ms: u64 },
+    ConsumerStall {
+        /// How long the consumer stalls per message.
+        ms: u64,
+    },
     /// Caller: the consumer fails the message to the dead-letter queue.
     DeadLetter,
     /// Caller: answer 429 with `Retry-After: retry_after_s`.
     RateLimit {
+        /// The announced wait, in seconds (default 1).
         #[serde(default = "default_retry_after_s")]
         retry_after_s: u64,
     },
     /// Answer `status` (default 503) as if the service were down.
     Outage {
+        /// The status to answer, 400..=599.
         #[serde(default = "default_outage_status")]
         status: u16,
     },
     /// Caller: do not inject/extract trace context on that hop.
     PropagationBreak,
-    /// Caller: put a unique value per request in `attribute` (and span names).
+    /// Telemetry: the service's SERVER spans are named after the raw path
+    /// (`GET /orders/3f2c…`) instead of the route, and carry `attribute`
+    /// with a value unique per request.
     HighCardinality {
+        /// The attribute given a unique value (default `user.id`).
         #[serde(default = "default_cardinality_attribute")]
         attribute: String,
     },
     /// Telemetry: the head sampling rate for root spans drops to `rate`.
-    SamplingMiss { rate: f64 },
+    SamplingMiss {
+        /// The share of root spans kept, 0..=1.
+        rate: f64,
+    },
     /// Telemetry: exporting takes a synchronous detour of `ms`.
-    SlowExport { ms: u64 },
+    SlowExport {
+        /// How long each span end blocks.
+        ms: u64,
+    },
     /// Telemetry: this service's spans are dropped.
     DropSpans,
     /// Telemetry: this service's span timestamps are shifted by `ms`.
-    ClockSkew { ms: i64 },
+    ClockSkew {
+        /// The shift; negative moves spans into the past.
+        ms: i64,
+    },
 }
 
 fn default_error_status() -> u16 {
@@ -184,9 +211,11 @@ impl FaultKind {
             | FaultKind::ConsumerStall { .. }
             | FaultKind::DeadLetter
             | FaultKind::RateLimit { .. }
-            | FaultKind::PropagationBreak
-            | FaultKind::HighCardinality { .. } => AppliedBy::Caller,
-            FaultKind::SamplingMiss { .. }
+            | FaultKind::PropagationBreak => AppliedBy::Caller,
+            // The server span layer reads it from the telemetry point: no
+            // injection site has to do anything.
+            FaultKind::HighCardinality { .. }
+            | FaultKind::SamplingMiss { .. }
             | FaultKind::SlowExport { .. }
             | FaultKind::DropSpans
             | FaultKind::ClockSkew { .. } => AppliedBy::Telemetry,
@@ -313,8 +342,10 @@ impl FaultKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
+    /// How long each active phase lasts.
     #[serde(with = "serde_duration")]
     pub on: Duration,
+    /// How long each pause lasts.
     #[serde(with = "serde_duration")]
     pub off: Duration,
 }
@@ -350,6 +381,7 @@ impl Schedule {
 pub struct FaultSpec {
     /// The injection point, e.g. `payment.save`.
     pub point: String,
+    /// What it does, with its parameters beside `kind`.
     #[serde(flatten)]
     pub kind: FaultKind,
     /// Chance that an active fault fires on a given check, 0..=1 (default 1).
@@ -421,7 +453,7 @@ impl<'de> Deserialize<'de> for FaultSpec {
 }
 
 impl FaultSpec {
-    /// A spec at `point` firing always, for ever.
+    /// A spec at `point` (a [`FaultPoint`] or a name) firing always, for ever.
     pub fn new(point: impl Into<String>, kind: FaultKind) -> Self {
         Self {
             point: point.into(),
@@ -479,6 +511,15 @@ impl FaultSpec {
         self.kind.validate()
     }
 
+    /// The catalogue's point this spec names.
+    ///
+    /// Fails with [`UnknownPoint`], which lists every point, when the name
+    /// is not in the catalogue. Whether the point belongs to the service the
+    /// spec is sent to is the registry's check.
+    pub fn fault_point(&self) -> Result<FaultPoint, UnknownPoint> {
+        self.point.parse()
+    }
+
     /// Reads a spec from a JSON value and validates it.
     ///
     /// Fails with [`FaultError::Parse`] when the shape is wrong (unknown
@@ -497,11 +538,21 @@ impl FaultSpec {
 pub enum FaultError {
     /// The point is not one of this service's injection points.
     #[error("unknown point {point:?} (known: {})", known.join(", "))]
-    UnknownPoint { point: String, known: Vec<String> },
+    UnknownPoint {
+        /// The point given.
+        point: String,
+        /// The points this service accepts.
+        known: Vec<String>,
+    },
     /// A value is out of range; `field` names it (`probability`,
     /// `latency.ms`, `schedule.on`...).
     #[error("{field} {reason}")]
-    Invalid { field: String, reason: String },
+    Invalid {
+        /// The field at fault.
+        field: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// The spec does not have the expected shape.
     #[error("invalid fault spec: {0}")]
     Parse(String),
@@ -525,6 +576,16 @@ impl FaultError {
     }
 }
 
+/// An example of the kind called `name`, for tests that need one of each.
+#[cfg(test)]
+pub(crate) fn example_of(name: &str) -> FaultKind {
+    tests::every_kind()
+        .into_iter()
+        .map(|(_, _, kind)| kind)
+        .find(|kind| kind.name() == name)
+        .unwrap_or_else(|| panic!("no kind called {name:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,7 +593,7 @@ mod tests {
 
     /// One example of every kind: its JSON and YAML forms and the value
     /// both must parse to.
-    fn every_kind() -> Vec<(serde_json::Value, &'static str, FaultKind)> {
+    pub(super) fn every_kind() -> Vec<(serde_json::Value, &'static str, FaultKind)> {
         vec![
             (
                 json!({"kind":"latency","ms":300,"jitter_ms":50}),
@@ -952,6 +1013,11 @@ mod tests {
         assert_eq!(by(json!({"kind":"slow_query","ms":1})), AppliedBy::Caller);
         assert_eq!(by(json!({"kind":"dead_letter"})), AppliedBy::Caller);
         assert_eq!(by(json!({"kind":"drop_spans"})), AppliedBy::Telemetry);
+        assert_eq!(
+            by(json!({"kind":"high_cardinality"})),
+            AppliedBy::Telemetry,
+            "the server span layer applies it, no injection site does"
+        );
         assert_eq!(
             by(json!({"kind":"clock_skew","ms":1})),
             AppliedBy::Telemetry

@@ -10,7 +10,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid duration {input:?}: {reason}")]
 pub struct DurationError {
+    /// The text given.
     pub input: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -18,7 +20,18 @@ pub struct DurationError {
 /// `1s500ms`). Surrounding whitespace is ignored.
 ///
 /// Fails on an empty string, a number without a unit (`30` is ambiguous),
-/// an unknown unit, a fraction, or a total that overflows.
+/// an unknown unit, a fraction, or a total that overflows; the error names
+/// the input and what is wrong with it. It never panics, so it can parse
+/// any command-line flag.
+///
+/// ```
+/// use std::time::Duration;
+/// use tracelab_contract::fault::duration;
+///
+/// assert_eq!(duration::parse("1m30s"), Ok(Duration::from_secs(90)));
+/// let err = duration::parse("inf").unwrap_err();
+/// assert_eq!(err.to_string(), r#"invalid duration "inf": expected a number before each unit"#);
+/// ```
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let err = |reason: &str| DurationError {
         input: input.to_string(),
@@ -81,30 +94,33 @@ pub fn format(d: Duration) -> String {
     out
 }
 
-/// `#[serde(with = "crate::duration::serde_duration")]` for a `Duration`
+/// `#[serde(with = "tracelab_contract::fault::duration::serde_duration")]` for a `Duration`
 /// written as a human string.
 pub mod serde_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `d` as [`super::format`] does.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format(*d))
     }
 
+    /// Reads a string with [`super::parse`]; fails with its message.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         super::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
-/// `#[serde(with = "crate::duration::serde_opt_duration")]` for an
+/// `#[serde(with = "tracelab_contract::fault::duration::serde_opt_duration")]` for an
 /// `Option<Duration>` written as a human string (absent or `null`: `None`).
 pub mod serde_opt_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `Some(d)` as [`super::format`] does, `None` as null.
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => s.serialize_some(&super::format(*d)),
@@ -112,6 +128,7 @@ pub mod serde_opt_duration {
         }
     }
 
+    /// Reads a string with [`super::parse`], null or absent as `None`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {
             Some(text) => super::parse(&text)

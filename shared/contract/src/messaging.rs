@@ -1,0 +1,157 @@
+//! What travels through RabbitMQ: the routing key, the dead-letter queue's
+//! name, and the one event, [`PaymentCompleted`], which payment writes to
+//! its outbox and notification reads from its queue. Both sides use this
+//! type, so a field renamed on one side is a compile error on the other,
+//! not a poison message at run time.
+//!
+//! The exchange and queue names are configurable; their defaults are
+//! [`crate::defaults::EXCHANGE`] and [`crate::defaults::QUEUE`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The routing key of [`PaymentCompleted`], and its `type` on the wire.
+pub const PAYMENT_COMPLETED: &str = "payment.completed";
+
+/// What a queue's dead-letter queue is called: the queue's name with this
+/// suffix.
+pub const DLQ_SUFFIX: &str = ".dlq";
+
+/// The dead-letter queue of `queue`, where messages the consumer rejects
+/// are parked for a person to read (`notification.payment-completed.dlq`).
+pub fn dlq_name(queue: &str) -> String {
+    format!("{queue}{DLQ_SUFFIX}")
+}
+
+/// A payment went through: published by payment's outbox relay with
+/// routing key [`PAYMENT_COMPLETED`], consumed by notification.
+///
+/// On the wire, JSON with `"type":"payment.completed"` first:
+///
+/// ```
+/// use tracelab_contract::messaging::PaymentCompleted;
+///
+/// let event: PaymentCompleted = serde_json::from_str(r#"{
+///     "type": "payment.completed",
+///     "event_id": "0b7e5b8e-3a4f-4d5c-9e2a-6f1d2c3b4a59",
+///     "occurred_at": "2026-11-02T10:00:00Z",
+///     "order_id": "5d1c8a7e-2b3f-4e6d-8c9a-1f2e3d4c5b6a",
+///     "payment_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+///     "user_id": "u-1001",
+///     "amount": 1200,
+///     "currency": "JPY",
+///     "transaction_id": "ch_3PxYz"
+/// }"#)?;
+/// assert_eq!(event.amount, 1200);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+///
+/// The consumer reads the event by its routing key, so a missing or other
+/// `type` is not refused when reading (a hand-published test message needs
+/// none); the type is written for whoever reads the queue or the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "payment.completed")]
+pub struct PaymentCompleted {
+    /// Unique per event: the consumer's idempotency key (one email per
+    /// event, however often the broker redelivers it) and the AMQP
+    /// `message_id`.
+    pub event_id: Uuid,
+    /// When payment committed the payment.
+    pub occurred_at: DateTime<Utc>,
+    /// The paid order.
+    pub order_id: Uuid,
+    /// The payment row.
+    pub payment_id: Uuid,
+    /// The paying demo user's id (e.g. `u-1001`).
+    pub user_id: String,
+    /// In the currency's minor unit (yen, cents).
+    pub amount: i64,
+    /// ISO 4217 code, e.g. `JPY`.
+    pub currency: String,
+    /// The provider's charge id; absent only in hand-made events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event() -> PaymentCompleted {
+        PaymentCompleted {
+            event_id: Uuid::from_u128(1),
+            occurred_at: DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+            order_id: Uuid::from_u128(2),
+            payment_id: Uuid::from_u128(3),
+            user_id: "u-1001".into(),
+            amount: 1200,
+            currency: "JPY".into(),
+            transaction_id: Some("ch_1".into()),
+        }
+    }
+
+    #[test]
+    fn round_trips_with_its_type() {
+        let value = serde_json::to_value(event()).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "type": "payment.completed",
+                "event_id": "00000000-0000-0000-0000-000000000001",
+                "occurred_at": "2026-09-21T14:13:20Z",
+                "order_id": "00000000-0000-0000-0000-000000000002",
+                "payment_id": "00000000-0000-0000-0000-000000000003",
+                "user_id": "u-1001",
+                "amount": 1200,
+                "currency": "JPY",
+                "transaction_id": "ch_1",
+            })
+        );
+        let text = serde_json::to_string(&event()).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"payment.completed","#),
+            "{text}"
+        );
+        let back: PaymentCompleted = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, event());
+    }
+
+    #[test]
+    fn reads_what_older_payments_wrote() {
+        // `to_rfc3339()` offsets and no transaction id still read.
+        let mut value = serde_json::to_value(event()).unwrap();
+        value["occurred_at"] = json!("2026-09-21T14:13:20.123456+00:00");
+        value.as_object_mut().unwrap().remove("transaction_id");
+        let back: PaymentCompleted = serde_json::from_value(value).unwrap();
+        assert_eq!(back.transaction_id, None);
+        assert_eq!(back.occurred_at.timestamp(), 1_790_000_000);
+    }
+
+    #[test]
+    fn refuses_what_notification_cannot_use() {
+        for bad in [
+            json!({"event_id": "also not a uuid"}),
+            json!({"type": "payment.completed"}),
+            json!("not an object"),
+        ] {
+            assert!(
+                serde_json::from_value::<PaymentCompleted>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+        let mut no_user = serde_json::to_value(event()).unwrap();
+        no_user.as_object_mut().unwrap().remove("user_id");
+        let err = serde_json::from_value::<PaymentCompleted>(no_user).unwrap_err();
+        assert!(err.to_string().contains("missing field `user_id`"), "{err}");
+    }
+
+    #[test]
+    fn dead_letter_queue_names() {
+        assert_eq!(
+            dlq_name(crate::defaults::QUEUE),
+            "notification.payment-completed.dlq"
+        );
+    }
+}
