@@ -78,16 +78,28 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// How long [`ping`] waits for Postgres to answer.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why [`ping`] found Postgres unhealthy.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    /// The probe query failed: no connection could be had, or the server
+    /// refused it.
+    #[error("SELECT 1 failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// No answer in time (a hung server, or a pool with no free connection).
+    #[error("no answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+}
+
 /// A cheap reachability probe for `/health`.
-pub async fn ping(pool: &PgPool) -> Result<(), String> {
-    match tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(pool),
-    )
-    .await
-    {
+///
+/// Fails when `SELECT 1` fails or takes longer than [`PING_TIMEOUT`].
+pub async fn ping(pool: &PgPool) -> Result<(), PingError> {
+    match tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out after 2 s".into()),
+        Ok(Err(e)) => Err(PingError::Query(e)),
+        Err(_) => Err(PingError::Timeout(PING_TIMEOUT)),
     }
 }
