@@ -23,9 +23,48 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use tracelab_faults::{FaultKind, FaultRegistry};
+use tracelab_faults::{FaultKind, FaultRegistry, Injected};
 use tracelab_telemetry::propagation::{extract_map, inject_amqp};
 use tracelab_telemetry::span::{record_error, start_with_parent};
+
+/// Why one event was not published; the row stays unsent and is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A generic fault at the publish failed it. Shown as the failure it
+    /// imitates: the span must not say that it was injected.
+    #[error(transparent)]
+    Fault(Injected),
+    /// The outbox row's payload could not be encoded.
+    #[error("cannot encode the event: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The broker connection or channel failed.
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker confirmed the message but no queue is bound for it
+    /// (published as `mandatory`, so it came back instead of vanishing).
+    #[error("unroutable: no queue is bound to {exchange} for {routing_key}")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    /// The broker refused the message.
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    /// The channel answered without a confirm: confirms were not enabled.
+    #[error("publisher confirms are off")]
+    ConfirmsOff,
+}
+
+/// Why a relay batch stopped; the relay backs off and tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Claiming or marking outbox rows failed.
+    #[error("outbox database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Publishing a claimed row failed (the row is marked with the error).
+    #[error("publishing outbox row {id}: {source}")]
+    Publish { id: i64, source: PublishError },
+}
 
 const BATCH: i64 = 50;
 const POLL: Duration = Duration::from_millis(500);
@@ -85,7 +124,7 @@ impl Publisher {
     }
 
     /// Publishes one event and waits for the broker's confirm.
-    async fn publish(&mut self, row: &OutboxRow) -> Result<(), String> {
+    async fn publish(&mut self, row: &OutboxRow) -> Result<(), PublishError> {
         let parent_headers: BTreeMap<String, String> =
             serde_json::from_value(row.trace_context.clone()).unwrap_or_default();
         let parent = extract_map(&parent_headers);
@@ -118,7 +157,7 @@ impl Publisher {
                 .faults
                 .inject("payment.relay_publish")
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(PublishError::Fault)?;
             let mut headers = FieldTable::default();
             // The propagation-break fault: the message leaves without its
             // trace context, so the consumer starts a trace of its own.
@@ -131,8 +170,8 @@ impl Publisher {
                 .with_content_type(ShortString::from("application/json"))
                 .with_delivery_mode(2)
                 .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64);
-            let payload = serde_json::to_vec(&row.payload).map_err(|e| e.to_string())?;
-            let channel = self.channel().await.map_err(|e| e.to_string())?;
+            let payload = serde_json::to_vec(&row.payload)?;
+            let channel = self.channel().await?;
             let confirm = channel
                 .basic_publish(
                     ShortString::from(exchange.clone()),
@@ -144,18 +183,16 @@ impl Publisher {
                     &payload,
                     properties,
                 )
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?
+                .await?;
             match confirm {
                 Confirmation::Ack(None) => Ok(()),
-                Confirmation::Ack(Some(_)) => Err(format!(
-                    "unroutable: no queue is bound to {exchange} for {}",
-                    row.routing_key
-                )),
-                Confirmation::Nack(_) => Err("the broker refused the message (nack)".into()),
-                Confirmation::NotRequested => Err("publisher confirms are off".into()),
+                Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
+                    exchange,
+                    routing_key: row.routing_key.clone(),
+                }),
+                Confirmation::Nack(_) => Err(PublishError::Nacked),
+                Confirmation::NotRequested => Err(PublishError::ConfirmsOff),
             }
         }
         .with_context(cx.clone())
@@ -163,7 +200,7 @@ impl Publisher {
         match &result {
             Ok(()) => cx.span().set_status(Status::Ok),
             Err(e) => {
-                record_error(&cx, "PublishError", e);
+                record_error(&cx, "PublishError", &e.to_string());
                 // A broken channel is rebuilt on the next attempt.
                 self.channel = None;
             }
@@ -200,39 +237,33 @@ pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
 async fn publish_batch(
     pool: &PgPool,
     publisher: &tokio::sync::Mutex<Publisher>,
-) -> Result<usize, String> {
-    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+) -> Result<usize, RelayError> {
+    let mut tx = pool.begin().await?;
     let rows: Vec<OutboxRow> = sqlx::query_as(CLAIM_SQL)
         .bind(BATCH)
         .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let mut sent = 0;
     let mut failure = None;
     let mut publisher = publisher.lock().await;
     for row in &rows {
         match publisher.publish(row).await {
             Ok(()) => {
-                sqlx::query(SENT_SQL)
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                sqlx::query(SENT_SQL).bind(row.id).execute(&mut *tx).await?;
                 sent += 1;
             }
-            Err(e) => {
+            Err(source) => {
                 sqlx::query(FAILED_SQL)
                     .bind(row.id)
-                    .bind(&e)
+                    .bind(source.to_string())
                     .execute(&mut *tx)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                failure = Some(e);
+                    .await?;
+                failure = Some(RelayError::Publish { id: row.id, source });
                 break;
             }
         }
     }
-    tx.commit().await.map_err(|e| e.to_string())?;
+    tx.commit().await?;
     match failure {
         Some(e) => Err(e),
         None => Ok(sent),
