@@ -25,7 +25,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use tracelab_faults::{FaultKind, FaultRegistry};
+use tracelab_faults::{FaultKind, FaultRegistry, Injected};
 use tracelab_service::amqp::{self, PAYMENT_COMPLETED};
 use tracelab_telemetry::db::{DbTarget, query_span};
 use tracelab_telemetry::propagation::extract_amqp;
@@ -65,6 +65,31 @@ pub struct Consumer {
     pub faults: FaultRegistry,
 }
 
+/// Why the consumer lost its session with the broker; [`Consumer::run`]
+/// reconnects after it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// Connecting, declaring, or the delivery stream failed.
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker ended the subscription (e.g. the queue was deleted).
+    #[error("the broker cancelled the consumer")]
+    Cancelled,
+}
+
+/// Why a notification was not stored; the delivery is retried once.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    /// A generic fault at `sendEmail` failed it. Shown as the failure it
+    /// imitates: the span must not say that it was injected.
+    #[error(transparent)]
+    Fault(#[from] Injected),
+    /// The insert failed.
+    #[error("storing the notification: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// How a delivery ends; the text is the reason recorded on the span.
 enum Outcome {
     Stored,
     Duplicate,
@@ -109,14 +134,8 @@ impl Consumer {
         tracing::info!("consumer stopped");
     }
 
-    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
-        self.consume_inner(stop).await.map_err(|e| e.to_string())?
-    }
-
-    async fn consume_inner(
-        &self,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<Result<(), String>, lapin::Error> {
+    /// One broker session: returns `Ok` when `stop` turned true.
+    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), ConsumeError> {
         let conn = amqp::connect(&self.amqp_url, "notification", Duration::from_secs(2)).await?;
         let channel = conn.create_channel().await?;
         amqp::declare_consumer_queue(&channel, &self.exchange, &self.queue, PAYMENT_COMPLETED)
@@ -138,13 +157,13 @@ impl Consumer {
             tokio::select! {
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => self.handle(delivery).await,
-                    Some(Err(e)) => return Err(e),
-                    None => return Ok(Err("the broker cancelled the consumer".into())),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(ConsumeError::Cancelled),
                 },
                 _ = stop.changed() => {
                     let _ = channel.close(200, ShortString::from("shutting down")).await;
                     let _ = conn.close(200, ShortString::from("shutting down")).await;
-                    return Ok(Ok(()));
+                    return Ok(());
                 }
             }
         }
@@ -290,9 +309,9 @@ impl Consumer {
 
     /// Writes the notification (the lab's stand-in for sending an email);
     /// `false` when this event was already handled.
-    async fn send_email(&self, event: &PaymentCompleted) -> Result<bool, String> {
+    async fn send_email(&self, event: &PaymentCompleted) -> Result<bool, EmailError> {
         let pause_ms = match self.faults.inject("notification.send_email").await {
-            Err(injected) => return Err(injected.message),
+            Err(injected) => return Err(injected.into()),
             Ok(Some(FaultKind::SlowQuery { ms })) => ms,
             Ok(_) => 0,
         };
@@ -324,8 +343,7 @@ impl Consumer {
             };
             query.execute(&self.pool)
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 }
