@@ -25,9 +25,9 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use tracelab_faults::{FaultKind, FaultRegistry, Injected};
+use tracelab_faults::{FaultKind, FaultRegistry};
 use tracelab_service::amqp::{self, PAYMENT_COMPLETED};
-use tracelab_telemetry::db::{DbTarget, query_span};
+use tracelab_telemetry::db::DbTarget;
 use tracelab_telemetry::propagation::extract_amqp;
 use tracelab_telemetry::span::{in_span, record_error, start_with_parent};
 
@@ -83,7 +83,7 @@ pub enum EmailError {
     /// A generic fault at `sendEmail` failed it. Shown as the failure it
     /// imitates: the span must not say that it was injected.
     #[error(transparent)]
-    Fault(#[from] Injected),
+    Fault(#[from] tracelab_faults::Injected),
     /// The insert failed.
     #[error("storing the notification: {0}")]
     Database(#[from] sqlx::Error),
@@ -96,10 +96,6 @@ enum Outcome {
     Poison(String),
     Transient(String),
 }
-
-/// The slow-query fault's variant: the database pauses inside the statement.
-const INSERT_SLOW_SQL: &str = "INSERT INTO notifications (event_id, order_id, user_id, channel, recipient, subject, body) \
-     SELECT $1, $2, $3, 'email', $4, $5, $6 FROM (SELECT pg_sleep($7)) AS pause ON CONFLICT (event_id) DO NOTHING";
 
 const INSERT_SQL: &str = "INSERT INTO notifications (event_id, order_id, user_id, channel, recipient, subject, body) \
      VALUES ($1, $2, $3, 'email', $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
@@ -315,11 +311,6 @@ impl Consumer {
             Ok(Some(FaultKind::SlowQuery { ms })) => ms,
             Ok(_) => 0,
         };
-        let sql = if pause_ms > 0 {
-            INSERT_SLOW_SQL
-        } else {
-            INSERT_SQL
-        };
         let recipient = format!("{}@users.tracelab.test", event.user_id);
         let subject = format!("Payment received for order {}", event.order_id);
         let body = format!(
@@ -328,21 +319,26 @@ impl Consumer {
             event.currency,
             event.transaction_id.as_deref().unwrap_or("n/a")
         );
-        let done = query_span(&self.db, "INSERT", "notifications", sql, || {
-            let query = sqlx::query(sql)
-                .bind(event.event_id)
-                .bind(event.order_id)
-                .bind(&event.user_id)
-                .bind(&recipient)
-                .bind(&subject)
-                .bind(&body);
-            let query = if pause_ms > 0 {
-                query.bind(pause_ms as f64 / 1000.0)
-            } else {
-                query
-            };
-            query.execute(&self.pool)
-        })
+        // The slow-query fault makes the database itself slow, inside the db span.
+        let done = tracelab_db::query_with_pause(
+            &self.db,
+            "INSERT",
+            "notifications",
+            INSERT_SQL,
+            Duration::from_millis(pause_ms),
+            &self.pool,
+            |mut conn, sql| async move {
+                sqlx::query(sql)
+                    .bind(event.event_id)
+                    .bind(event.order_id)
+                    .bind(&event.user_id)
+                    .bind(&recipient)
+                    .bind(&subject)
+                    .bind(&body)
+                    .execute(&mut *conn)
+                    .await
+            },
+        )
         .await?;
         Ok(done.rows_affected() == 1)
     }

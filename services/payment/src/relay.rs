@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use tracelab_faults::{FaultKind, FaultRegistry, Injected};
+use tracelab_faults::{FaultKind, FaultRegistry};
 use tracelab_telemetry::propagation::{extract_map, inject_amqp};
 use tracelab_telemetry::span::{record_error, start_with_parent};
 
@@ -33,7 +33,7 @@ pub enum PublishError {
     /// A generic fault at the publish failed it. Shown as the failure it
     /// imitates: the span must not say that it was injected.
     #[error(transparent)]
-    Fault(Injected),
+    Fault(tracelab_faults::Injected),
     /// The outbox row's payload could not be encoded.
     #[error("cannot encode the event: {0}")]
     Encode(#[from] serde_json::Error),

@@ -1,13 +1,22 @@
 //! Postgres for tracelab: a pool that waits briefly for the server, the
 //! embedded migrations in `migrations/` (schema and seed data for every
-//! service) and a health probe. (`tracelab up` creates and drops databases
-//! itself, with its own hints on how to start Postgres.)
+//! service), a health probe, and [`query_with_pause`], which runs a
+//! statement in its db span with the `slow_query` fault's pause. (`tracelab
+//! up` creates and drops databases itself, with its own hints on how to
+//! start Postgres; tests get a database of their own from
+//! `testing::TestDatabase`, feature `test-support`.)
 //!
 //! The services share one database but each owns its tables: search reads
 //! `products`, payment writes `orders`, `payments` and `outbox`,
 //! notification writes `notifications`.
 
+pub mod query;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
 use std::time::Duration;
+
+pub use query::{query_with_pause, query_with_pause_on};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
@@ -50,7 +59,16 @@ fn target(opts: &PgConnectOptions) -> String {
 ///
 /// Fails when the URL is invalid or the server stays unreachable.
 pub async fn connect(url: &str, max_connections: u32, wait: Duration) -> Result<PgPool, DbError> {
-    let opts = options(url)?.log_statements(tracing::log::LevelFilter::Trace);
+    connect_with(options(url)?, max_connections, wait).await
+}
+
+/// [`connect`] with options already parsed.
+async fn connect_with(
+    opts: PgConnectOptions,
+    max_connections: u32,
+    wait: Duration,
+) -> Result<PgPool, DbError> {
+    let opts = opts.log_statements(tracing::log::LevelFilter::Trace);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let attempt = PgPoolOptions::new()
