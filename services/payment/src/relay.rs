@@ -79,11 +79,22 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// A publisher on an open broker `connection`; it reconnects to `url`
+    /// when the connection drops.
     pub fn new(url: &str, exchange: &str, connection: Connection, faults: FaultRegistry) -> Self {
+        Self {
+            connection: Some(connection),
+            ..Self::unconnected(url, exchange, faults)
+        }
+    }
+
+    /// A publisher that connects to `url` on its first publish: for a
+    /// payment service under test, whose requests publish nothing themselves.
+    pub fn unconnected(url: &str, exchange: &str, faults: FaultRegistry) -> Self {
         Self {
             url: url.to_string(),
             exchange: exchange.to_string(),
-            connection: Some(connection),
+            connection: None,
             channel: None,
             faults,
         }
