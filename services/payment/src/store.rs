@@ -302,7 +302,7 @@ impl Store {
             "orders",
             COMPLETE_ORDER_SQL,
             Duration::from_millis(pause_ms),
-            &mut *tx,
+            &mut tx,
             |conn, sql| sqlx::query(sql).bind(payment.order_id).execute(conn),
         )
         .await?;

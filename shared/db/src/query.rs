@@ -66,7 +66,7 @@ where
 }
 
 /// [`query_with_pause`] on a connection the caller holds, typically a
-/// transaction's (`&mut *tx`): the pause then happens inside the
+/// transaction's (`&mut tx`): the pause then happens inside the
 /// transaction, holding its locks, as a slow statement in it would.
 ///
 /// Fails when the pause or `run` fails.
@@ -204,7 +204,7 @@ mod tests {
             "orders",
             "SELECT count(*) FROM orders",
             Duration::from_millis(300),
-            &mut *tx,
+            &mut tx,
             |conn, sql| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(conn).await },
         )
         .await
