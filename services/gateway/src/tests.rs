@@ -10,8 +10,6 @@ use axum::body::Body;
 use axum::http::Request;
 use tower::ServiceExt;
 
-use tracelab_faults::FaultSpec;
-
 use super::*;
 
 /// The token the fake auth accepts, for user `u-1001`.
@@ -121,10 +119,12 @@ fn always(status: StatusCode) -> fn(usize) -> StatusCode {
     }
 }
 
+/// Sets the fault as a learner writes it (`tracelab fault`, scenario files).
 fn retry_storm_at(state: &AppState, point: &str, retries: u32) {
+    let spec = json!({"point": point, "kind": "retry_storm", "retries": retries});
     state
         .faults
-        .set(FaultSpec::new(point, FaultKind::RetryStorm { retries }))
+        .set(serde_json::from_value(spec).unwrap())
         .unwrap();
 }
 
