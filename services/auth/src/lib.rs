@@ -86,7 +86,7 @@ pub fn router(state: AppState, admin: Router) -> Router {
 }
 
 async fn health() -> Response {
-    health_response("auth", vec![Check::new("self", Ok(()))], None)
+    health_response("auth", vec![Check::ok("self")], None)
 }
 
 #[derive(Deserialize)]

@@ -14,12 +14,14 @@
 //! Run: `cargo run -p gateway` (listens on 127.0.0.1:8080).
 
 pub mod config;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use opentelemetry::KeyValue;
@@ -271,7 +273,10 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, Res
     }
 }
 
+/// A checkout as the client sends it. Unknown fields are refused: a typo
+/// such as `currncy` must not quietly charge in the default currency.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CheckoutRequest {
     card: String,
     #[serde(default)]
@@ -282,13 +287,18 @@ struct CheckoutRequest {
     currency: Option<Value>,
 }
 
-async fn checkout(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<RawBody, ApiError>,
-) -> Result<Response, Response> {
-    let RawBody(body) = body.map_err(IntoResponse::into_response)?;
-    let user = authenticate(&state, &headers).await?;
+/// Checks what the gateway can check before anything is charged, and builds
+/// what payment gets: the `Idempotency-Key` header as sent, and the checkout
+/// with the signed-in user added. Amounts, currencies, cards and items are
+/// payment's to judge.
+///
+/// Fails with 400 when the key is missing or the body is not a checkout (not
+/// JSON, `card` missing, a field of the wrong type or unknown).
+fn payment_request(
+    user_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(HeaderValue, Value), ApiError> {
     let key = headers
         .get("idempotency-key")
         .ok_or_else(|| {
@@ -296,18 +306,17 @@ async fn checkout(
                 "missing_idempotency_key",
                 "the Idempotency-Key header is required so a retried checkout never charges twice",
             )
-            .into_response()
         })?
         .clone();
-    let req: CheckoutRequest = serde_json::from_slice(&body).map_err(|e| {
+    let req: CheckoutRequest = serde_json::from_slice(body).map_err(|e| {
         let code = if e.is_data() {
             "invalid_body"
         } else {
             "invalid_json"
         };
-        ApiError::bad_request(code, format!("checkout body: {e}")).into_response()
+        ApiError::bad_request(code, format!("checkout body: {e}"))
     })?;
-    let mut payload = json!({ "user_id": user.id, "card": req.card });
+    let mut payload = json!({ "user_id": user_id, "card": req.card });
     for (name, value) in [
         ("items", req.items),
         ("amount", req.amount),
@@ -317,6 +326,18 @@ async fn checkout(
             payload[name] = value;
         }
     }
+    Ok((key, payload))
+}
+
+async fn checkout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<RawBody, ApiError>,
+) -> Result<Response, Response> {
+    let RawBody(body) = body.map_err(IntoResponse::into_response)?;
+    let user = authenticate(&state, &headers).await?;
+    let (key, payload) =
+        payment_request(&user.id, &headers, &body).map_err(IntoResponse::into_response)?;
     let (status, body) = upstream(
         &state,
         FaultPoint::GatewayPayment,

@@ -27,7 +27,7 @@ use tracelab_contract::fault::{FaultKind, FaultPoint};
 use tracelab_contract::messaging::{PAYMENT_COMPLETED, PaymentCompleted, dlq_name};
 use tracelab_faults::FaultRegistry;
 use tracelab_service::amqp;
-use tracelab_telemetry::db::{DbTarget, query_span};
+use tracelab_telemetry::db::DbTarget;
 use tracelab_telemetry::propagation::extract_amqp;
 use tracelab_telemetry::span::{in_span, record_error, start_with_parent};
 
@@ -53,16 +53,37 @@ pub struct Consumer {
     pub faults: FaultRegistry,
 }
 
+/// Why the consumer lost its session with the broker; [`Consumer::run`]
+/// reconnects after it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// Connecting, declaring, or the delivery stream failed.
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker ended the subscription (e.g. the queue was deleted).
+    #[error("the broker cancelled the consumer")]
+    Cancelled,
+}
+
+/// Why a notification was not stored; the delivery is retried once.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    /// A generic fault at `sendEmail` failed it. Shown as the failure it
+    /// imitates: the span must not say that it was injected.
+    #[error(transparent)]
+    Fault(#[from] tracelab_faults::Injected),
+    /// The insert failed.
+    #[error("storing the notification: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// How a delivery ends; the text is the reason recorded on the span.
 enum Outcome {
     Stored,
     Duplicate,
     Poison(String),
     Transient(String),
 }
-
-/// The slow-query fault's variant: the database pauses inside the statement.
-const INSERT_SLOW_SQL: &str = "INSERT INTO notifications (event_id, order_id, user_id, channel, recipient, subject, body) \
-     SELECT $1, $2, $3, 'email', $4, $5, $6 FROM (SELECT pg_sleep($7)) AS pause ON CONFLICT (event_id) DO NOTHING";
 
 const INSERT_SQL: &str = "INSERT INTO notifications (event_id, order_id, user_id, channel, recipient, subject, body) \
      VALUES ($1, $2, $3, 'email', $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
@@ -97,14 +118,8 @@ impl Consumer {
         tracing::info!("consumer stopped");
     }
 
-    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
-        self.consume_inner(stop).await.map_err(|e| e.to_string())?
-    }
-
-    async fn consume_inner(
-        &self,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<Result<(), String>, lapin::Error> {
+    /// One broker session: returns `Ok` when `stop` turned true.
+    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), ConsumeError> {
         let conn = amqp::connect(&self.amqp_url, "notification", Duration::from_secs(2)).await?;
         let channel = conn.create_channel().await?;
         amqp::declare_consumer_queue(&channel, &self.exchange, &self.queue, PAYMENT_COMPLETED)
@@ -126,13 +141,13 @@ impl Consumer {
             tokio::select! {
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => self.handle(delivery).await,
-                    Some(Err(e)) => return Err(e),
-                    None => return Ok(Err("the broker cancelled the consumer".into())),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(ConsumeError::Cancelled),
                 },
                 _ = stop.changed() => {
                     let _ = channel.close(200, ShortString::from("shutting down")).await;
                     let _ = conn.close(200, ShortString::from("shutting down")).await;
-                    return Ok(Ok(()));
+                    return Ok(());
                 }
             }
         }
@@ -278,16 +293,11 @@ impl Consumer {
 
     /// Writes the notification (the lab's stand-in for sending an email);
     /// `false` when this event was already handled.
-    async fn send_email(&self, event: &PaymentCompleted) -> Result<bool, String> {
+    async fn send_email(&self, event: &PaymentCompleted) -> Result<bool, EmailError> {
         let pause_ms = match self.faults.inject(FaultPoint::NotificationSendEmail).await {
-            Err(injected) => return Err(injected.message),
+            Err(injected) => return Err(injected.into()),
             Ok(Some(FaultKind::SlowQuery { ms })) => ms,
             Ok(_) => 0,
-        };
-        let sql = if pause_ms > 0 {
-            INSERT_SLOW_SQL
-        } else {
-            INSERT_SQL
         };
         let recipient = format!("{}@users.tracelab.test", event.user_id);
         let subject = format!("Payment received for order {}", event.order_id);
@@ -297,23 +307,27 @@ impl Consumer {
             event.currency,
             event.transaction_id.as_deref().unwrap_or("n/a")
         );
-        let done = query_span(&self.db, "INSERT", "notifications", sql, || {
-            let query = sqlx::query(sql)
-                .bind(event.event_id)
-                .bind(event.order_id)
-                .bind(&event.user_id)
-                .bind(&recipient)
-                .bind(&subject)
-                .bind(&body);
-            let query = if pause_ms > 0 {
-                query.bind(pause_ms as f64 / 1000.0)
-            } else {
-                query
-            };
-            query.execute(&self.pool)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        // The slow-query fault makes the database itself slow, inside the db span.
+        let done = tracelab_db::query_with_pause(
+            &self.db,
+            "INSERT",
+            "notifications",
+            INSERT_SQL,
+            Duration::from_millis(pause_ms),
+            &self.pool,
+            |mut conn, sql| async move {
+                sqlx::query(sql)
+                    .bind(event.event_id)
+                    .bind(event.order_id)
+                    .bind(&event.user_id)
+                    .bind(&recipient)
+                    .bind(&subject)
+                    .bind(&body)
+                    .execute(&mut *conn)
+                    .await
+            },
+        )
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 }

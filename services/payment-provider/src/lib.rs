@@ -74,7 +74,7 @@ pub fn router(state: AppState, admin: Router) -> Router {
 }
 
 async fn health() -> Response {
-    health_response("payment-provider", vec![Check::new("self", Ok(()))], None)
+    health_response("payment-provider", vec![Check::ok("self")], None)
 }
 
 #[derive(Debug, Deserialize)]

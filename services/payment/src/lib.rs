@@ -20,6 +20,8 @@ pub mod process;
 pub mod provider;
 pub mod relay;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -85,13 +87,18 @@ async fn health(State(state): State<AppState>) -> Response {
     )
 }
 
+/// One line of an order. Unknown fields are refused, as in [`PaymentRequest`].
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ItemRequest {
     product_id: i64,
     quantity: i32,
 }
 
+/// A checkout as the gateway forwards it. Unknown fields are refused: a
+/// typo such as `currncy` must not quietly charge in the default currency.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PaymentRequest {
     user_id: String,
     card: String,
@@ -223,27 +230,16 @@ async fn create_payment(
     }
 }
 
+/// A priced checkout: the total, its currency and, for `items`, the lines.
+type Priced = (i64, String, Vec<PricedItem>);
+
 /// Prices the request: from the catalogue for `items`, or as given.
-async fn price(
-    state: &AppState,
-    req: &PaymentRequest,
-) -> Result<(i64, String, Vec<PricedItem>), ApiError> {
+async fn price(state: &AppState, req: &PaymentRequest) -> Result<Priced, ApiError> {
     match (&req.items, req.amount) {
         (Some(items), None) => {
-            if items.is_empty() || items.len() > 20 {
-                return Err(ApiError::bad_request(
-                    "invalid_items",
-                    "items must hold 1 to 20 lines",
-                ));
-            }
-            if let Some(bad) = items.iter().find(|i| !(1..=99).contains(&i.quantity)) {
-                return Err(ApiError::bad_request(
-                    "invalid_quantity",
-                    format!("quantity for product {} must be 1 to 99", bad.product_id),
-                ));
-            }
+            check_items(items)?;
             let ids: Vec<i64> = items.iter().map(|i| i.product_id).collect();
-            let prices: BTreeMap<i64, (i64, String)> = state
+            let catalogue: BTreeMap<i64, (i64, String)> = state
                 .store
                 .price_products(&ids)
                 .await
@@ -251,53 +247,23 @@ async fn price(
                 .into_iter()
                 .map(|(id, price, currency)| (id, (price, currency)))
                 .collect();
-            let mut priced = Vec::new();
-            let mut total = 0_i64;
-            let mut currency = None;
-            for item in items {
-                let (price, cur) = prices.get(&item.product_id).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "unknown_product",
-                        format!("no product with id {}", item.product_id),
-                    )
-                })?;
-                if priced
-                    .iter()
-                    .any(|p: &PricedItem| p.product_id == item.product_id)
-                {
-                    return Err(ApiError::bad_request(
-                        "duplicate_product",
-                        format!("product {} appears twice", item.product_id),
-                    ));
-                }
-                currency.get_or_insert_with(|| cur.clone());
-                total += price * i64::from(item.quantity);
-                priced.push(PricedItem {
-                    product_id: item.product_id,
-                    quantity: item.quantity,
-                    unit_price: *price,
-                });
-            }
-            Ok((total, currency.unwrap_or_else(|| "JPY".into()), priced))
-        }
-        (None, Some(amount)) => {
-            if !(1..=10_000_000).contains(&amount) {
-                return Err(ApiError::bad_request(
-                    "invalid_amount",
-                    "amount must be 1 to 10000000",
-                ));
-            }
-            let currency = req
-                .currency
-                .clone()
-                .unwrap_or_else(|| "JPY".into())
-                .to_ascii_uppercase();
-            if !CURRENCIES.contains(&currency.as_str()) {
+            let priced = price_items(items, &catalogue)?;
+            // A currency sent with items can only confirm the catalogue's.
+            if let Some(asked) = &req.currency
+                && !asked.eq_ignore_ascii_case(&priced.1)
+            {
                 return Err(ApiError::bad_request(
                     "invalid_currency",
-                    format!("currency must be one of {}", CURRENCIES.join(", ")),
+                    format!(
+                        "these items are priced in {}, not {asked} (leave out currency with items)",
+                        priced.1
+                    ),
                 ));
             }
+            Ok(priced)
+        }
+        (None, Some(amount)) => {
+            let (amount, currency) = price_amount(amount, req.currency.as_deref())?;
             Ok((amount, currency, Vec::new()))
         }
         _ => Err(ApiError::bad_request(
@@ -305,6 +271,91 @@ async fn price(
             "give either items or amount (with currency), not both",
         )),
     }
+}
+
+/// Checks the order lines before the catalogue is asked.
+///
+/// Fails with 400 unless there are 1 to 20 lines of quantity 1 to 99.
+fn check_items(items: &[ItemRequest]) -> Result<(), ApiError> {
+    if items.is_empty() || items.len() > 20 {
+        return Err(ApiError::bad_request(
+            "invalid_items",
+            "items must hold 1 to 20 lines",
+        ));
+    }
+    if let Some(bad) = items.iter().find(|i| !(1..=99).contains(&i.quantity)) {
+        return Err(ApiError::bad_request(
+            "invalid_quantity",
+            format!("quantity for product {} must be 1 to 99", bad.product_id),
+        ));
+    }
+    Ok(())
+}
+
+/// Prices `items` from `catalogue` (product id → price and currency).
+///
+/// Fails with 400 on a product the catalogue does not have, a product
+/// listed twice, or products priced in different currencies (their sum
+/// would be meaningless).
+fn price_items(
+    items: &[ItemRequest],
+    catalogue: &BTreeMap<i64, (i64, String)>,
+) -> Result<Priced, ApiError> {
+    let mut priced: Vec<PricedItem> = Vec::new();
+    let mut total = 0_i64;
+    let mut currency: Option<&str> = None;
+    for item in items {
+        let (price, cur) = catalogue.get(&item.product_id).ok_or_else(|| {
+            ApiError::bad_request(
+                "unknown_product",
+                format!("no product with id {}", item.product_id),
+            )
+        })?;
+        if priced.iter().any(|p| p.product_id == item.product_id) {
+            return Err(ApiError::bad_request(
+                "duplicate_product",
+                format!("product {} appears twice", item.product_id),
+            ));
+        }
+        match currency {
+            Some(first) if first != cur => {
+                return Err(ApiError::bad_request(
+                    "mixed_currency",
+                    format!("items are priced in both {first} and {cur}: order them separately"),
+                ));
+            }
+            _ => currency = Some(cur),
+        }
+        total += price * i64::from(item.quantity);
+        priced.push(PricedItem {
+            product_id: item.product_id,
+            quantity: item.quantity,
+            unit_price: *price,
+        });
+    }
+    Ok((total, currency.unwrap_or("JPY").to_string(), priced))
+}
+
+/// Checks an amount given as is, and its currency (`JPY` when absent,
+/// upper-cased).
+///
+/// Fails with 400 on an amount outside 1..=10000000 or a currency not in
+/// [`CURRENCIES`].
+fn price_amount(amount: i64, currency: Option<&str>) -> Result<(i64, String), ApiError> {
+    if !(1..=10_000_000).contains(&amount) {
+        return Err(ApiError::bad_request(
+            "invalid_amount",
+            "amount must be 1 to 10000000",
+        ));
+    }
+    let currency = currency.unwrap_or("JPY").to_ascii_uppercase();
+    if !CURRENCIES.contains(&currency.as_str()) {
+        return Err(ApiError::bad_request(
+            "invalid_currency",
+            format!("currency must be one of {}", CURRENCIES.join(", ")),
+        ));
+    }
+    Ok((amount, currency))
 }
 
 fn payment_error(order_id: Uuid, err: PaymentError) -> ApiError {

@@ -28,6 +28,45 @@ use tracelab_faults::FaultRegistry;
 use tracelab_telemetry::propagation::{extract_map, inject_amqp};
 use tracelab_telemetry::span::{record_error, start_with_parent};
 
+/// Why one event was not published; the row stays unsent and is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A generic fault at the publish failed it. Shown as the failure it
+    /// imitates: the span must not say that it was injected.
+    #[error(transparent)]
+    Fault(tracelab_faults::Injected),
+    /// The outbox row's payload could not be encoded.
+    #[error("cannot encode the event: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The broker connection or channel failed.
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker confirmed the message but no queue is bound for it
+    /// (published as `mandatory`, so it came back instead of vanishing).
+    #[error("unroutable: no queue is bound to {exchange} for {routing_key}")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    /// The broker refused the message.
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    /// The channel answered without a confirm: confirms were not enabled.
+    #[error("publisher confirms are off")]
+    ConfirmsOff,
+}
+
+/// Why a relay batch stopped; the relay backs off and tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Claiming or marking outbox rows failed.
+    #[error("outbox database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Publishing a claimed row failed (the row is marked with the error).
+    #[error("publishing outbox row {id}: {source}")]
+    Publish { id: i64, source: PublishError },
+}
+
 const BATCH: i64 = 50;
 const POLL: Duration = Duration::from_millis(500);
 
@@ -41,11 +80,22 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// A publisher on an open broker `connection`; it reconnects to `url`
+    /// when the connection drops.
     pub fn new(url: &str, exchange: &str, connection: Connection, faults: FaultRegistry) -> Self {
+        Self {
+            connection: Some(connection),
+            ..Self::unconnected(url, exchange, faults)
+        }
+    }
+
+    /// A publisher that connects to `url` on its first publish: for a
+    /// payment service under test, whose requests publish nothing themselves.
+    pub fn unconnected(url: &str, exchange: &str, faults: FaultRegistry) -> Self {
         Self {
             url: url.to_string(),
             exchange: exchange.to_string(),
-            connection: Some(connection),
+            connection: None,
             channel: None,
             faults,
         }
@@ -86,7 +136,7 @@ impl Publisher {
     }
 
     /// Publishes one event and waits for the broker's confirm.
-    async fn publish(&mut self, row: &OutboxRow) -> Result<(), String> {
+    async fn publish(&mut self, row: &OutboxRow) -> Result<(), PublishError> {
         let parent_headers: BTreeMap<String, String> =
             serde_json::from_value(row.trace_context.clone()).unwrap_or_default();
         let parent = extract_map(&parent_headers);
@@ -119,7 +169,7 @@ impl Publisher {
                 .faults
                 .inject(FaultPoint::PaymentRelayPublish)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(PublishError::Fault)?;
             let mut headers = FieldTable::default();
             // The propagation-break fault: the message leaves without its
             // trace context, so the consumer starts a trace of its own.
@@ -132,8 +182,8 @@ impl Publisher {
                 .with_content_type(ShortString::from("application/json"))
                 .with_delivery_mode(2)
                 .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64);
-            let payload = serde_json::to_vec(&row.payload).map_err(|e| e.to_string())?;
-            let channel = self.channel().await.map_err(|e| e.to_string())?;
+            let payload = serde_json::to_vec(&row.payload)?;
+            let channel = self.channel().await?;
             let confirm = channel
                 .basic_publish(
                     ShortString::from(exchange.clone()),
@@ -145,18 +195,16 @@ impl Publisher {
                     &payload,
                     properties,
                 )
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?
+                .await?;
             match confirm {
                 Confirmation::Ack(None) => Ok(()),
-                Confirmation::Ack(Some(_)) => Err(format!(
-                    "unroutable: no queue is bound to {exchange} for {}",
-                    row.routing_key
-                )),
-                Confirmation::Nack(_) => Err("the broker refused the message (nack)".into()),
-                Confirmation::NotRequested => Err("publisher confirms are off".into()),
+                Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
+                    exchange,
+                    routing_key: row.routing_key.clone(),
+                }),
+                Confirmation::Nack(_) => Err(PublishError::Nacked),
+                Confirmation::NotRequested => Err(PublishError::ConfirmsOff),
             }
         }
         .with_context(cx.clone())
@@ -164,7 +212,7 @@ impl Publisher {
         match &result {
             Ok(()) => cx.span().set_status(Status::Ok),
             Err(e) => {
-                record_error(&cx, "PublishError", e);
+                record_error(&cx, "PublishError", &e.to_string());
                 // A broken channel is rebuilt on the next attempt.
                 self.channel = None;
             }
@@ -201,39 +249,33 @@ pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
 async fn publish_batch(
     pool: &PgPool,
     publisher: &tokio::sync::Mutex<Publisher>,
-) -> Result<usize, String> {
-    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+) -> Result<usize, RelayError> {
+    let mut tx = pool.begin().await?;
     let rows: Vec<OutboxRow> = sqlx::query_as(CLAIM_SQL)
         .bind(BATCH)
         .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let mut sent = 0;
     let mut failure = None;
     let mut publisher = publisher.lock().await;
     for row in &rows {
         match publisher.publish(row).await {
             Ok(()) => {
-                sqlx::query(SENT_SQL)
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                sqlx::query(SENT_SQL).bind(row.id).execute(&mut *tx).await?;
                 sent += 1;
             }
-            Err(e) => {
+            Err(source) => {
                 sqlx::query(FAILED_SQL)
                     .bind(row.id)
-                    .bind(&e)
+                    .bind(source.to_string())
                     .execute(&mut *tx)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                failure = Some(e);
+                    .await?;
+                failure = Some(RelayError::Publish { id: row.id, source });
                 break;
             }
         }
     }
-    tx.commit().await.map_err(|e| e.to_string())?;
+    tx.commit().await?;
     match failure {
         Some(e) => Err(e),
         None => Ok(sent),

@@ -2,11 +2,13 @@
 //! Every statement runs inside a db CLIENT span (see `tracelab_telemetry::db`).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use tracelab_db::{query_with_pause, query_with_pause_on};
 use tracelab_telemetry::db::{DbTarget, query_span};
 
 /// A line of an order, priced from the catalogue.
@@ -92,12 +94,6 @@ const SET_STATUS_SQL: &str =
 const RETRY_SQL: &str = "UPDATE orders SET status = 'processing', failure_code = NULL, updated_at = now() WHERE id = $1 AND status = 'failed'";
 const INSERT_PAYMENT_SQL: &str = "INSERT INTO payments (id, order_id, provider, transaction_id, amount, currency, card_last4, status) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, 'succeeded')";
-// Slow-query fault variants: the pause runs inside the database, so the
-// time shows in the db span, as a genuinely slow query's would.
-const SELECT_ORDER_SLOW_SQL: &str = "WITH pause AS (SELECT pg_sleep($2)) SELECT id, user_id, idempotency_key, amount, currency, \
-     status, failure_code, created_at FROM orders, pause WHERE id = $1";
-const COMPLETE_ORDER_SLOW_SQL: &str = "UPDATE orders SET status = 'completed', updated_at = now() \
-     FROM (SELECT pg_sleep($2)) AS pause WHERE id = $1";
 const LOCK_ORDER_SQL: &str = "SELECT id FROM orders WHERE id = $1 FOR UPDATE";
 
 const COMPLETE_ORDER_SQL: &str =
@@ -166,26 +162,27 @@ impl Store {
     }
 
     /// [`Store::find_order`], with the database pausing `pause_ms` first
-    /// (the slow-query fault).
+    /// (the slow-query fault: the time shows in the db span, as a genuinely
+    /// slow query's would).
     pub async fn find_order_paused(
         &self,
         id: Uuid,
         pause_ms: u64,
     ) -> Result<Option<OrderRow>, sqlx::Error> {
-        let sql = if pause_ms > 0 {
-            SELECT_ORDER_SLOW_SQL
-        } else {
-            SELECT_ORDER_SQL
-        };
-        query_span(&self.db, "SELECT", "orders", sql, || {
-            let query = sqlx::query_as(sql).bind(id);
-            let query = if pause_ms > 0 {
-                query.bind(pause_ms as f64 / 1000.0)
-            } else {
-                query
-            };
-            query.fetch_optional(&self.pool)
-        })
+        query_with_pause(
+            &self.db,
+            "SELECT",
+            "orders",
+            SELECT_ORDER_SQL,
+            Duration::from_millis(pause_ms),
+            &self.pool,
+            |mut conn, sql| async move {
+                sqlx::query_as(sql)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+            },
+        )
         .await
     }
 
@@ -278,6 +275,7 @@ impl Store {
     /// Writes the payment, completes the order and queues the event, all in
     /// one transaction: either the customer is charged and told, or neither
     /// is recorded.
+    /// `pause_ms` is the slow-query fault's pause before the order update.
     pub async fn save_payment(
         &self,
         payment: &PaymentRow,
@@ -297,20 +295,16 @@ impl Store {
                 .execute(&mut *tx)
         })
         .await?;
-        let complete = if pause_ms > 0 {
-            COMPLETE_ORDER_SLOW_SQL
-        } else {
-            COMPLETE_ORDER_SQL
-        };
-        query_span(&self.db, "UPDATE", "orders", complete, || {
-            let query = sqlx::query(complete).bind(payment.order_id);
-            let query = if pause_ms > 0 {
-                query.bind(pause_ms as f64 / 1000.0)
-            } else {
-                query
-            };
-            query.execute(&mut *tx)
-        })
+        // The slow-query fault pauses here, inside the transaction.
+        query_with_pause_on(
+            &self.db,
+            "UPDATE",
+            "orders",
+            COMPLETE_ORDER_SQL,
+            Duration::from_millis(pause_ms),
+            &mut tx,
+            |conn, sql| sqlx::query(sql).bind(payment.order_id).execute(conn),
+        )
         .await?;
         let trace_context = serde_json::to_value(&event.trace_context).unwrap_or_default();
         query_span(&self.db, "INSERT", "outbox", INSERT_OUTBOX_SQL, || {

@@ -23,7 +23,7 @@ use tracelab_contract::fault::{FaultKind, FaultPoint};
 use tracelab_contract::service::ServiceName;
 use tracelab_faults::FaultRegistry;
 use tracelab_service::{ApiError, App, Check, Json, health_response};
-use tracelab_telemetry::db::{DbTarget, query_span};
+use tracelab_telemetry::db::DbTarget;
 
 pub use config::Config;
 
@@ -71,12 +71,6 @@ pub struct Product {
     pub currency: String,
 }
 
-/// The same query with a server-side pause: the slow-query fault makes the
-/// database itself slow, so the time lands inside the db span.
-const SEARCH_SLOW_SQL: &str = "WITH pause AS (SELECT pg_sleep($3)) \
-     SELECT id, sku, name, description, price, currency FROM products, pause \
-     WHERE name ILIKE $1 OR description ILIKE $1 OR sku ILIKE $1 ORDER BY id LIMIT $2";
-
 const SEARCH_SQL: &str = "SELECT id, sku, name, description, price, currency FROM products \
      WHERE name ILIKE $1 OR description ILIKE $1 OR sku ILIKE $1 ORDER BY id LIMIT $2";
 
@@ -111,20 +105,23 @@ async fn search(
         Some(FaultKind::SlowQuery { ms }) => ms,
         _ => 0,
     };
-    let sql = if pause_ms > 0 {
-        SEARCH_SLOW_SQL
-    } else {
-        SEARCH_SQL
-    };
-    let products: Vec<Product> = query_span(&state.db, "SELECT", "products", sql, || {
-        let query = sqlx::query_as(sql).bind(&pattern).bind(limit);
-        let query = if pause_ms > 0 {
-            query.bind(pause_ms as f64 / 1000.0)
-        } else {
-            query
-        };
-        query.fetch_all(&state.pool)
-    })
+    // The slow-query fault makes the database itself slow, so the time
+    // lands inside the db span.
+    let products: Vec<Product> = tracelab_db::query_with_pause(
+        &state.db,
+        "SELECT",
+        "products",
+        SEARCH_SQL,
+        Duration::from_millis(pause_ms),
+        &state.pool,
+        |mut conn, sql| async move {
+            sqlx::query_as(sql)
+                .bind(&pattern)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await
+        },
+    )
     .await
     .map_err(|e| ApiError::internal("search_failed", e))?;
     let cx = opentelemetry::Context::current();

@@ -1,13 +1,22 @@
 //! Postgres for tracelab: a pool that waits briefly for the server, the
 //! embedded migrations in `migrations/` (schema and seed data for every
-//! service) and a health probe. (`tracelab up` creates and drops databases
-//! itself, with its own hints on how to start Postgres.)
+//! service), a health probe, and [`query_with_pause`], which runs a
+//! statement in its db span with the `slow_query` fault's pause. (`tracelab
+//! up` creates and drops databases itself, with its own hints on how to
+//! start Postgres; tests get a database of their own from
+//! `testing::TestDatabase`, feature `test-support`.)
 //!
 //! The services share one database but each owns its tables: search reads
 //! `products`, payment writes `orders`, `payments` and `outbox`,
 //! notification writes `notifications`.
 
+pub mod query;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
 use std::time::Duration;
+
+pub use query::{query_with_pause, query_with_pause_on};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
@@ -50,7 +59,16 @@ fn target(opts: &PgConnectOptions) -> String {
 ///
 /// Fails when the URL is invalid or the server stays unreachable.
 pub async fn connect(url: &str, max_connections: u32, wait: Duration) -> Result<PgPool, DbError> {
-    let opts = options(url)?.log_statements(tracing::log::LevelFilter::Trace);
+    connect_with(options(url)?, max_connections, wait).await
+}
+
+/// [`connect`] with options already parsed.
+async fn connect_with(
+    opts: PgConnectOptions,
+    max_connections: u32,
+    wait: Duration,
+) -> Result<PgPool, DbError> {
+    let opts = opts.log_statements(tracing::log::LevelFilter::Trace);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let attempt = PgPoolOptions::new()
@@ -78,16 +96,28 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// How long [`ping`] waits for Postgres to answer.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why [`ping`] found Postgres unhealthy.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    /// The probe query failed: no connection could be had, or the server
+    /// refused it.
+    #[error("SELECT 1 failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// No answer in time (a hung server, or a pool with no free connection).
+    #[error("no answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+}
+
 /// A cheap reachability probe for `/health`.
-pub async fn ping(pool: &PgPool) -> Result<(), String> {
-    match tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(pool),
-    )
-    .await
-    {
+///
+/// Fails when `SELECT 1` fails or takes longer than [`PING_TIMEOUT`].
+pub async fn ping(pool: &PgPool) -> Result<(), PingError> {
+    match tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out after 2 s".into()),
+        Ok(Err(e)) => Err(PingError::Query(e)),
+        Err(_) => Err(PingError::Timeout(PING_TIMEOUT)),
     }
 }

@@ -272,7 +272,7 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves and drains for at most 5 s, then
-    /// stops the background tasks (waiting up to 5 s for each).
+    /// stops the background tasks (waiting up to 5 s for them, together).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -285,15 +285,41 @@ impl App {
             .collect();
         let served = serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await;
         let _ = stop_tx.send(true);
-        for (name, task) in tasks {
+        // Side by side: one slow task must not eat the others' grace time.
+        futures::future::join_all(tasks.into_iter().map(|(name, task)| async move {
             if tokio::time::timeout(Duration::from_secs(5), task)
                 .await
                 .is_err()
             {
                 tracing::warn!(task = name, "background task did not stop within 5 s");
             }
-        }
+        }))
+        .await;
         served?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two tasks that ignore `stop`: each gets 5 s, both in the same 5 s.
+    #[tokio::test(start_paused = true)]
+    async fn background_tasks_get_their_grace_time_together() {
+        let app = App::bind(SocketAddr::from(([127, 0, 0, 1], 0)), Router::new())
+            .await
+            .unwrap();
+        let stubborn = |_stop| async { tokio::time::sleep(Duration::from_secs(60)).await };
+        let app = app
+            .with_background("one", stubborn)
+            .with_background("two", stubborn);
+        let started = tokio::time::Instant::now();
+        app.run_until(async {}).await.unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
     }
 }

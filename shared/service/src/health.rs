@@ -6,13 +6,24 @@ use serde_json::{Map, Value, json};
 
 /// One dependency's state.
 pub struct Check {
+    /// The dependency as `/health` names it, e.g. `postgres`.
     pub name: &'static str,
+    /// `Err` holds what `/health` shows for the failed dependency.
     pub result: Result<(), String>,
 }
 
 impl Check {
-    pub fn new(name: &'static str, result: Result<(), String>) -> Self {
-        Self { name, result }
+    /// A check named `name`; an error is shown by its `Display` text.
+    pub fn new(name: &'static str, result: Result<(), impl std::fmt::Display>) -> Self {
+        Self {
+            name,
+            result: result.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A check that always passes: a service with no dependency to probe.
+    pub fn ok(name: &'static str) -> Self {
+        Self::new(name, Ok::<(), String>(()))
     }
 }
 

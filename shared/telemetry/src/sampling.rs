@@ -15,13 +15,22 @@ use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SamplingResult, Should
 use serde::Deserialize;
 
 /// The parts of `sampling.yaml` a service needs.
+///
+/// Unknown keys are refused rather than ignored: a typo such as
+/// `per_servce` would otherwise silently leave the default rate in force.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SamplingFile {
     pub head_based: HeadBased,
+    /// Read by the collector (`lab/collector`), not by services; named here
+    /// only so that it counts as a known key.
+    #[serde(default, rename = "tail_based")]
+    _tail_based: Option<serde::de::IgnoredAny>,
 }
 
 /// `head_based:` in `sampling.yaml`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeadBased {
     #[serde(rename = "type", default = "probabilistic")]
     pub kind: String,
@@ -37,6 +46,9 @@ fn probabilistic() -> String {
     "probabilistic".into()
 }
 
+/// What [`SamplingFile::parse`] calls the text it was given, in errors.
+const INLINE: &str = "sampling file";
+
 /// Why a sampling file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SamplingError {
@@ -45,10 +57,14 @@ pub enum SamplingError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a valid sampling file: {source}")]
+    /// Not YAML, or not the expected shape: a missing or mistyped field, or
+    /// an unknown key (the message then lists the valid keys of its section).
+    #[error("{path}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
     Parse {
         path: String,
-        source: serde_yaml::Error,
+        /// 1-based line of the offending key or value, when known.
+        line: Option<usize>,
+        message: String,
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
@@ -57,34 +73,29 @@ pub enum SamplingError {
 impl SamplingFile {
     /// Reads and validates a sampling file.
     ///
-    /// Fails when the file is missing, is not YAML of the expected shape, or
-    /// holds a rate outside 0..=1.
+    /// Fails when the file is missing, is not YAML of the expected shape
+    /// (including an unknown key), or holds a rate outside 0..=1; the error
+    /// names the file and, for a shape error, the line.
     pub fn load(path: &Path) -> Result<Self, SamplingError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| SamplingError::Read {
             path: shown.clone(),
             source,
         })?;
-        Self::parse(&text).map_err(|e| match e {
-            SamplingError::Parse { source, .. } => SamplingError::Parse {
-                path: shown,
-                source,
-            },
-            SamplingError::Invalid { message, .. } => SamplingError::Invalid {
-                path: shown,
-                message,
-            },
-            other => other,
-        })
+        Self::parse_named(&text, &shown)
     }
 
-    /// Parses the YAML text of a sampling file.
+    /// Parses the YAML text of a sampling file; fails as [`SamplingFile::load`] does.
     pub fn parse(text: &str) -> Result<Self, SamplingError> {
-        let file: SamplingFile =
-            serde_yaml::from_str(text).map_err(|source| SamplingError::Parse {
-                path: String::new(),
-                source,
-            })?;
+        Self::parse_named(text, INLINE)
+    }
+
+    fn parse_named(text: &str, path: &str) -> Result<Self, SamplingError> {
+        let file: SamplingFile = serde_yaml::from_str(text).map_err(|e| parse_error(path, &e))?;
+        let invalid = |message: String| SamplingError::Invalid {
+            path: path.to_string(),
+            message,
+        };
         let head = &file.head_based;
         if head.kind != "probabilistic" {
             return Err(invalid(format!(
@@ -112,9 +123,22 @@ impl SamplingFile {
     }
 }
 
-fn invalid(message: String) -> SamplingError {
-    SamplingError::Invalid {
-        path: String::new(),
+/// serde_yaml's message already names the section and, for an unknown key,
+/// the valid ones (from the structs above, so it cannot drift); the line is
+/// moved to the front, next to the file name, where editors look for it.
+fn parse_error(path: &str, error: &serde_yaml::Error) -> SamplingError {
+    let text = error.to_string();
+    let line = error.location().map(|l| l.line());
+    let message = match error.location() {
+        Some(l) => text
+            .strip_suffix(&format!(" at line {} column {}", l.line(), l.column()))
+            .unwrap_or(&text)
+            .to_string(),
+        None => text,
+    };
+    SamplingError::Parse {
+        path: path.to_string(),
+        line,
         message,
     }
 }
@@ -276,5 +300,54 @@ tail_based: { policies: [] }
         assert!(err.to_string().contains("head_based.rate"), "{err}");
         assert!(SamplingFile::parse("head_based: { type: ratelimiting, rate: 1 }").is_err());
         assert!(SamplingFile::parse("nothing: here").is_err());
+    }
+
+    #[test]
+    fn a_typo_in_a_key_is_refused_with_file_line_and_valid_keys() {
+        let dir = std::env::temp_dir().join(format!("tracelab-sampling-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("typo.yaml");
+        std::fs::write(
+            &path,
+            "head_based:\n  type: probabilistic\n  rate: 0.1\n  per_servce:\n    search: 0.01\n",
+        )
+        .unwrap();
+        let err = SamplingFile::load(&path).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let SamplingError::Parse { line, .. } = &err else {
+            panic!("expected a parse error, got {err:?}");
+        };
+        assert_eq!(*line, Some(4), "{err}");
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!("{}, line 4: ", path.display())),
+            "{shown}"
+        );
+        assert!(shown.contains("per_servce"), "{shown}");
+        for key in ["type", "rate", "per_service", "per_route"] {
+            assert!(
+                shown.contains(&format!("`{key}`")),
+                "{key} missing: {shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_top_level_keys_are_refused_too() {
+        let err = SamplingFile::parse("head_based: { rate: 1 }\ntail_base: {}\n").unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.starts_with("sampling file, line 2: "), "{shown}");
+        assert!(shown.contains("tail_base"), "{shown}");
+        assert!(shown.contains("`tail_based`"), "{shown}");
+    }
+
+    #[test]
+    fn the_repository_sampling_files_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let lab = SamplingFile::load(&root.join("sampling.yaml")).unwrap();
+        assert_eq!(lab.head_based.rate, 1.0);
+        let lesson = SamplingFile::load(&root.join("sampling.lesson.yaml")).unwrap();
+        assert_eq!(lesson.head_based.rate, 0.1);
+        assert_eq!(lesson.head_based.per_service.get("search"), Some(&0.01));
     }
 }
