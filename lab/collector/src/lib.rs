@@ -296,7 +296,7 @@ impl Collector {
         let _ = self.shutdown_tx.send(true);
         let tasks = std::mem::take(&mut self.tasks);
         let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-        if tokio::time::timeout(SHUTDOWN_GRACE, futures_join_all(tasks))
+        if tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(tasks))
             .await
             .is_err()
         {
@@ -311,12 +311,6 @@ impl Collector {
 impl Drop for Collector {
     fn drop(&mut self) {
         let _ = self.shutdown_tx.send(true);
-    }
-}
-
-async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
-    for t in tasks {
-        let _ = t.await;
     }
 }
 

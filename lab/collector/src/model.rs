@@ -12,12 +12,12 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 /// A 16-byte W3C trace id.
-pub type TraceId = [u8; 16];
+pub(crate) type TraceId = [u8; 16];
 
 /// Resource of a span group, shared (`Arc`) by every trace that got spans from
 /// the same export request.
 #[derive(Debug)]
-pub struct ResourceInfo {
+pub(crate) struct ResourceInfo {
     pub resource: Resource,
     pub schema_url: String,
     /// `service.name` of the resource, or `""`.
@@ -25,7 +25,7 @@ pub struct ResourceInfo {
 }
 
 impl ResourceInfo {
-    pub fn new(resource: Resource, schema_url: String) -> Self {
+    pub(crate) fn new(resource: Resource, schema_url: String) -> Self {
         let service = find_attr(&resource.attributes, "service.name")
             .map(any_value_to_string)
             .unwrap_or_default();
@@ -43,26 +43,26 @@ impl ResourceInfo {
 
 /// Instrumentation scope of a span group.
 #[derive(Debug, PartialEq)]
-pub struct ScopeInfo {
+pub(crate) struct ScopeInfo {
     pub scope: InstrumentationScope,
     pub schema_url: String,
 }
 
 #[derive(Debug)]
-pub struct ScopeGroup {
+pub(crate) struct ScopeGroup {
     pub scope: Arc<ScopeInfo>,
     pub spans: Vec<Span>,
 }
 
 #[derive(Debug)]
-pub struct ResourceGroup {
+pub(crate) struct ResourceGroup {
     pub resource: Arc<ResourceInfo>,
     pub scopes: Vec<ScopeGroup>,
 }
 
 /// All spans of one trace received so far.
 #[derive(Debug)]
-pub struct TraceData {
+pub(crate) struct TraceData {
     pub groups: Vec<ResourceGroup>,
     pub span_count: usize,
     /// Earliest span start (ns since epoch); `u64::MAX` while empty.
@@ -88,14 +88,14 @@ impl Default for TraceData {
 }
 
 impl TraceData {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Adds one span under the given resource and scope. Returns false (and
     /// stores nothing) when a span with the same id is already in the trace:
     /// exporters retry, and a retried batch must not duplicate spans.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         resource: &Arc<ResourceInfo>,
         scope: &Arc<ScopeInfo>,
@@ -152,7 +152,7 @@ impl TraceData {
 
     /// Moves every span of `other` into `self` (dropping duplicates). Returns
     /// how many spans were added.
-    pub fn merge(&mut self, other: TraceData) -> usize {
+    pub(crate) fn merge(&mut self, other: TraceData) -> usize {
         let mut added = 0;
         for group in other.groups {
             for scope in group.scopes {
@@ -167,7 +167,7 @@ impl TraceData {
     }
 
     /// Duration from the earliest start to the latest end, in nanoseconds.
-    pub fn duration_ns(&self) -> u64 {
+    pub(crate) fn duration_ns(&self) -> u64 {
         if self.span_count == 0 {
             0
         } else {
@@ -176,7 +176,7 @@ impl TraceData {
     }
 
     /// Iterates over every span together with its resource.
-    pub fn spans(&self) -> impl Iterator<Item = (&ResourceInfo, &Span)> {
+    pub(crate) fn spans(&self) -> impl Iterator<Item = (&ResourceInfo, &Span)> {
         self.groups.iter().flat_map(|g| {
             g.scopes
                 .iter()
@@ -185,14 +185,14 @@ impl TraceData {
     }
 
     /// The root span (no parent); the earliest one if there are several.
-    pub fn root(&self) -> Option<(&ResourceInfo, &Span)> {
+    pub(crate) fn root(&self) -> Option<(&ResourceInfo, &Span)> {
         self.spans()
             .filter(|(_, s)| s.parent_span_id.is_empty())
             .min_by_key(|(_, s)| s.start_time_unix_nano)
     }
 
     /// Rebuilds OTLP `ResourceSpans` (for protobuf responses).
-    pub fn to_resource_spans(&self) -> Vec<ResourceSpans> {
+    pub(crate) fn to_resource_spans(&self) -> Vec<ResourceSpans> {
         self.groups
             .iter()
             .map(|g| ResourceSpans {
@@ -212,14 +212,14 @@ impl TraceData {
     }
 }
 
-pub fn status_code(span: &Span) -> StatusCode {
+pub(crate) fn status_code(span: &Span) -> StatusCode {
     span.status
         .as_ref()
         .and_then(|s| StatusCode::try_from(s.code).ok())
         .unwrap_or(StatusCode::Unset)
 }
 
-pub fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+pub(crate) fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     attrs
         .iter()
         .find(|kv| kv.key == key)
@@ -227,7 +227,7 @@ pub fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
 }
 
 /// Renders an attribute value as a plain string (for tag search and tag values).
-pub fn any_value_to_string(v: &AnyValue) -> String {
+pub(crate) fn any_value_to_string(v: &AnyValue) -> String {
     match &v.value {
         Some(Value::StringValue(s)) => s.clone(),
         Some(Value::BoolValue(b)) => b.to_string(),
@@ -260,7 +260,7 @@ pub fn any_value_to_string(v: &AnyValue) -> String {
 
 /// Parses a trace id as Tempo does: 1 to 32 hex digits, left-padded with
 /// zeros (so 64-bit ids from older tracers still resolve).
-pub fn parse_trace_id(s: &str) -> Option<TraceId> {
+pub(crate) fn parse_trace_id(s: &str) -> Option<TraceId> {
     if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }

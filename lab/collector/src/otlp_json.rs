@@ -30,7 +30,7 @@ use crate::model::{ResourceGroup, ScopeGroup, TraceData};
 /// # Errors
 /// When the body is not JSON or not of the request's shape; the message says
 /// where.
-pub fn decode_request(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+pub(crate) fn decode_request(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
     let mut v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     if !v.is_object() {
         return Err("invalid OTLP/JSON: the body must be a JSON object".into());
@@ -132,7 +132,7 @@ fn base64_id_to_hex(v: &mut Value, len: usize) {
 
 /// Serialises a trace as Tempo does: a list of `ResourceSpans` in OTLP/JSON
 /// with base64 ids.
-pub struct TempoBatches<'a>(pub &'a TraceData);
+pub(crate) struct TempoBatches<'a>(pub &'a TraceData);
 
 impl Serialize for TempoBatches<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -362,7 +362,7 @@ impl Serialize for JsonLink<'_> {
 }
 
 /// A list of OTLP/JSON `KeyValue`s.
-pub struct Attrs<'a>(pub &'a [KeyValue]);
+pub(crate) struct Attrs<'a>(pub &'a [KeyValue]);
 
 impl Serialize for Attrs<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -389,7 +389,7 @@ impl Serialize for JsonKeyValue<'_> {
 }
 
 /// One OTLP/JSON `AnyValue` (int64 as a string, bytes as base64).
-pub struct JsonAnyValue<'a>(pub &'a AnyValue);
+pub(crate) struct JsonAnyValue<'a>(pub &'a AnyValue);
 
 impl Serialize for JsonAnyValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -25,7 +25,7 @@ pub(crate) struct IngestOutcome {
 }
 
 impl Pipeline {
-    pub fn ingest(&self, req: ExportTraceServiceRequest) -> IngestOutcome {
+    pub(crate) fn ingest(&self, req: ExportTraceServiceRequest) -> IngestOutcome {
         let mut received = 0u64;
         let mut invalid = 0u64;
         let mut by_trace: HashMap<TraceId, TraceData> = HashMap::new();
@@ -83,7 +83,7 @@ impl Pipeline {
     }
 
     /// Stores fragments; returns the spans refused by the per-trace bound.
-    pub fn store_fragments(&self, fragments: Vec<(TraceId, TraceData)>) -> u64 {
+    pub(crate) fn store_fragments(&self, fragments: Vec<(TraceId, TraceData)>) -> u64 {
         if fragments.is_empty() {
             return 0;
         }
@@ -93,7 +93,7 @@ impl Pipeline {
     }
 
     /// Moves due tail-sampling decisions into the store.
-    pub fn tail_tick(&self, flush: bool) {
+    pub(crate) fn tail_tick(&self, flush: bool) {
         if let Some(tail) = &self.tail {
             let kept = tail.decide_due(Instant::now(), flush);
             let rejected = self.store_fragments(kept);

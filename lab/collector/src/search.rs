@@ -15,15 +15,15 @@ use crate::otlp_json::Attrs;
 use crate::traceql::{Attr, Query, QueryError, TraceCtx, parse, parse_go_duration};
 
 /// Tempo's name for a trace whose root span has not arrived.
-pub const ROOT_NOT_RECEIVED: &str = "<root span not yet received>";
+pub(crate) const ROOT_NOT_RECEIVED: &str = "<root span not yet received>";
 
 /// Default number of traces returned (as Tempo).
-pub const DEFAULT_LIMIT: usize = 20;
+pub(crate) const DEFAULT_LIMIT: usize = 20;
 /// Default spans per spanset (Tempo's `spss`).
-pub const DEFAULT_SPSS: usize = 3;
+pub(crate) const DEFAULT_SPSS: usize = 3;
 
 /// A parsed search request.
-pub struct SearchRequest {
+pub(crate) struct SearchRequest {
     tags: Vec<(String, String)>,
     query: Option<Query>,
     min_duration_ns: Option<u64>,
@@ -36,7 +36,7 @@ pub struct SearchRequest {
 
 /// Raw query-string parameters of `/api/search`.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct SearchParams {
+pub(crate) struct SearchParams {
     pub tags: Option<String>,
     pub q: Option<String>,
     #[serde(rename = "minDuration")]
@@ -55,7 +55,7 @@ impl SearchRequest {
     /// # Errors
     /// With a message for the user when a parameter is malformed or the
     /// TraceQL is outside the supported subset.
-    pub fn from_params(p: &SearchParams) -> Result<SearchRequest, QueryError> {
+    pub(crate) fn from_params(p: &SearchParams) -> Result<SearchRequest, QueryError> {
         let nonempty = |o: &Option<String>| {
             o.as_deref()
                 .map(str::trim)
@@ -126,7 +126,7 @@ impl SearchRequest {
     }
 
     /// Evaluates the request on one trace; `None` when it does not match.
-    pub fn eval(&self, trace_id: &[u8; 16], data: &TraceData) -> Option<TraceResult> {
+    pub(crate) fn eval(&self, trace_id: &[u8; 16], data: &TraceData) -> Option<TraceResult> {
         if data.span_count == 0 {
             return None;
         }
@@ -339,7 +339,7 @@ fn tag_matches(key: &str, value: &str, r: &ResourceInfo, s: &Span) -> bool {
 ///
 /// # Errors
 /// On a key without `=`, an empty key or an unterminated quote.
-pub fn parse_logfmt(s: &str) -> Result<Vec<(String, String)>, QueryError> {
+pub(crate) fn parse_logfmt(s: &str) -> Result<Vec<(String, String)>, QueryError> {
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
     let mut out = Vec::new();
@@ -396,20 +396,20 @@ pub fn parse_logfmt(s: &str) -> Result<Vec<(String, String)>, QueryError> {
 
 #[derive(Serialize, Default, Clone, Copy)]
 #[serde(rename_all = "camelCase")]
-pub struct ServiceStats {
+pub(crate) struct ServiceStats {
     span_count: u64,
     error_count: u64,
 }
 
 #[derive(Serialize, Clone)]
 #[serde(rename_all = "camelCase")]
-pub struct SpanSet {
+pub(crate) struct SpanSet {
     spans: Vec<ResultSpan>,
     matched: usize,
 }
 
 #[derive(Clone)]
-pub struct ResultSpan {
+pub(crate) struct ResultSpan {
     span_id: String,
     name: String,
     start_time_unix_nano: String,
@@ -433,7 +433,7 @@ impl Serialize for ResultSpan {
 /// One trace in a search response.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TraceResult {
+pub(crate) struct TraceResult {
     #[serde(rename = "traceID")]
     trace_id: String,
     root_service_name: String,

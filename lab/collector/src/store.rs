@@ -25,7 +25,7 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);
         }
@@ -59,7 +59,7 @@ pub(crate) struct InsertOutcome {
 }
 
 impl Store {
-    pub fn new(max_traces: usize, max_spans: usize) -> Self {
+    pub(crate) fn new(max_traces: usize, max_spans: usize) -> Self {
         Store {
             inner: RwLock::new(StoreInner::default()),
             max_traces: max_traces.max(1),
@@ -67,19 +67,19 @@ impl Store {
         }
     }
 
-    pub fn read(&self) -> RwLockReadGuard<'_, StoreInner> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, StoreInner> {
         // A panic while holding the lock cannot leave the maps inconsistent in
         // a way that matters for a lab store, so keep serving.
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn len(&self) -> (usize, usize) {
+    pub(crate) fn len(&self) -> (usize, usize) {
         let inner = self.read();
         (inner.traces.len(), inner.total_spans)
     }
 
     /// Inserts (or merges) fragments of traces under one lock.
-    pub fn insert(&self, fragments: Vec<(TraceId, TraceData)>) -> InsertOutcome {
+    pub(crate) fn insert(&self, fragments: Vec<(TraceId, TraceData)>) -> InsertOutcome {
         let mut out = InsertOutcome::default();
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         for (id, fragment) in fragments {

@@ -393,7 +393,7 @@ pub(crate) struct TailSampler {
 }
 
 impl TailSampler {
-    pub fn new(
+    pub(crate) fn new(
         policy: TailPolicy,
         max_traces: usize,
         max_spans: usize,
@@ -409,12 +409,12 @@ impl TailSampler {
     }
 
     /// How often the sampler should look for due decisions.
-    pub fn tick_interval(&self) -> Duration {
+    pub(crate) fn tick_interval(&self) -> Duration {
         (self.policy.decision_wait() / 10)
             .clamp(Duration::from_millis(5), Duration::from_millis(100))
     }
 
-    pub fn pending_traces(&self) -> usize {
+    pub(crate) fn pending_traces(&self) -> usize {
         self.lock().pending.len()
     }
 
@@ -426,7 +426,7 @@ impl TailSampler {
     /// now: late spans of kept traces, traces a policy keeps already (early
     /// keeps: every span received so far), and traces decided before their
     /// wait because the buffer hit its bounds.
-    pub fn offer(
+    pub(crate) fn offer(
         &self,
         fragments: Vec<(TraceId, TraceData)>,
         now: Instant,
@@ -506,7 +506,7 @@ impl TailSampler {
 
     /// Decides every trace whose wait is over at `now` (all of them when
     /// `flush`). Returns the kept traces.
-    pub fn decide_due(&self, now: Instant, flush: bool) -> Vec<(TraceId, TraceData)> {
+    pub(crate) fn decide_due(&self, now: Instant, flush: bool) -> Vec<(TraceId, TraceData)> {
         let wait = self.policy.decision_wait();
         let mut kept = Vec::new();
         let mut dropped_spans = 0u64;

@@ -34,7 +34,7 @@ use crate::model::{ResourceInfo, find_attr, status_code};
 
 /// A parse error; the message is shown to the user as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryError(pub String);
+pub(crate) struct QueryError(pub String);
 
 impl fmt::Display for QueryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -50,7 +50,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, QueryError> {
 
 /// A parsed query.
 #[derive(Debug)]
-pub enum Query {
+pub(crate) enum Query {
     Spanset(Expr),
     And(Box<Query>, Box<Query>),
     Or(Box<Query>, Box<Query>),
@@ -58,7 +58,7 @@ pub enum Query {
 
 /// A span filter inside `{ }`.
 #[derive(Debug)]
-pub enum Expr {
+pub(crate) enum Expr {
     Bool(bool),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
@@ -66,7 +66,7 @@ pub enum Expr {
 }
 
 #[derive(Debug)]
-pub struct Cond {
+pub(crate) struct Cond {
     pub attr: Attr,
     pub op: Op,
     pub value: Lit,
@@ -74,7 +74,7 @@ pub struct Cond {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Attr {
+pub(crate) enum Attr {
     Name,
     Status,
     StatusMessage,
@@ -91,7 +91,7 @@ pub enum Attr {
 
 impl Attr {
     /// The key Tempo reports for this attribute in search results, if any.
-    pub fn result_key(&self) -> Option<&str> {
+    pub(crate) fn result_key(&self) -> Option<&str> {
         match self {
             Attr::Status => Some("status"),
             Attr::Kind => Some("kind"),
@@ -103,7 +103,7 @@ impl Attr {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     Eq,
     Ne,
     Gt,
@@ -115,7 +115,7 @@ pub enum Op {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Lit {
+pub(crate) enum Lit {
     Str(String),
     Int(i64),
     Float(f64),
@@ -129,7 +129,7 @@ pub enum Lit {
 
 /// Trace-level values the intrinsics `rootServiceName`, `rootName` and
 /// `traceDuration` compare against.
-pub struct TraceCtx<'a> {
+pub(crate) struct TraceCtx<'a> {
     pub root_service: Option<&'a str>,
     pub root_name: Option<&'a str>,
     pub duration_ns: u64,
@@ -336,7 +336,7 @@ fn is_ident_char(c: char) -> bool {
 
 /// Parses a Go duration (`300ms`, `1.5s`, `2h45m`, `100us`, `0`) into
 /// nanoseconds.
-pub fn parse_go_duration(s: &str) -> Option<u64> {
+pub(crate) fn parse_go_duration(s: &str) -> Option<u64> {
     let s = s.trim();
     if s == "0" {
         return Some(0);
@@ -390,7 +390,7 @@ struct Parser {
 /// # Errors
 /// On a syntax error or a construct outside the subset; the message says
 /// which.
-pub fn parse(input: &str) -> Result<Query, QueryError> {
+pub(crate) fn parse(input: &str) -> Result<Query, QueryError> {
     let toks = lex(input)?;
     if let Some(Tok::Unsupported(msg)) = toks.iter().find(|t| matches!(t, Tok::Unsupported(_))) {
         return err(format!("unsupported TraceQL: {msg}"));
@@ -734,7 +734,7 @@ impl Cond {
     }
 
     /// Whether the span (with its resource, in its trace) satisfies this.
-    pub fn matches(&self, res: &ResourceInfo, span: &Span, trace: &TraceCtx<'_>) -> bool {
+    pub(crate) fn matches(&self, res: &ResourceInfo, span: &Span, trace: &TraceCtx<'_>) -> bool {
         match &self.attr {
             Attr::Name => self.cmp_str(Some(&span.name)),
             Attr::StatusMessage => self.cmp_str(Some(
@@ -853,7 +853,7 @@ fn cmp_f64(op: Op, a: f64, b: f64) -> bool {
 }
 
 impl Expr {
-    pub fn matches(&self, res: &ResourceInfo, span: &Span, trace: &TraceCtx<'_>) -> bool {
+    pub(crate) fn matches(&self, res: &ResourceInfo, span: &Span, trace: &TraceCtx<'_>) -> bool {
         match self {
             Expr::Bool(b) => *b,
             Expr::And(a, b) => a.matches(res, span, trace) && b.matches(res, span, trace),
@@ -878,7 +878,7 @@ impl Query {
     /// Evaluates the query on a trace. `spans` lists the trace's spans;
     /// returns the indexes of the matched spans (sorted, deduplicated), or
     /// `None` when the trace does not match.
-    pub fn eval(
+    pub(crate) fn eval(
         &self,
         spans: &[(&ResourceInfo, &Span)],
         trace: &TraceCtx<'_>,
@@ -907,7 +907,7 @@ impl Query {
     }
 
     /// The conditions of the query, for choosing which attributes to show.
-    pub fn conds(&self) -> Vec<&Cond> {
+    pub(crate) fn conds(&self) -> Vec<&Cond> {
         let mut out = Vec::new();
         self.collect(&mut out);
         out

@@ -63,20 +63,6 @@ impl ApiError {
     }
 }
 
-/// The JSON body of an error response, also used to parse upstream errors.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ErrorDetail {
-    pub code: String,
-    pub message: String,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = if self.status.is_server_error() {

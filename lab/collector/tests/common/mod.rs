@@ -15,17 +15,17 @@ use prost::Message;
 use serde_json::Value as Json;
 use tracelab_collector::{Collector, CollectorConfig};
 
-pub async fn start() -> Collector {
+pub(crate) async fn start() -> Collector {
     start_with(CollectorConfig::ephemeral()).await
 }
 
-pub async fn start_with(config: CollectorConfig) -> Collector {
+pub(crate) async fn start_with(config: CollectorConfig) -> Collector {
     Collector::start(config).await.expect("collector starts")
 }
 
 /// A random-looking but unique trace id per call (tests run in parallel in
 /// separate processes and share nothing, so a counter plus the pid is enough).
-pub fn trace_id() -> [u8; 16] {
+pub(crate) fn trace_id() -> [u8; 16] {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(1);
     let n = N.fetch_add(1, Ordering::Relaxed);
@@ -35,18 +35,18 @@ pub fn trace_id() -> [u8; 16] {
     id
 }
 
-pub fn span_id(n: u8) -> [u8; 8] {
+pub(crate) fn span_id(n: u8) -> [u8; 8] {
     [0xab, 0, 0, 0, 0, 0, 0, n]
 }
 
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
 }
 
-pub fn kv_str(k: &str, v: &str) -> KeyValue {
+pub(crate) fn kv_str(k: &str, v: &str) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue {
@@ -56,7 +56,7 @@ pub fn kv_str(k: &str, v: &str) -> KeyValue {
     }
 }
 
-pub fn kv_int(k: &str, v: i64) -> KeyValue {
+pub(crate) fn kv_int(k: &str, v: i64) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue {
@@ -66,7 +66,7 @@ pub fn kv_int(k: &str, v: i64) -> KeyValue {
     }
 }
 
-pub fn kv_bool(k: &str, v: bool) -> KeyValue {
+pub(crate) fn kv_bool(k: &str, v: bool) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue {
@@ -76,7 +76,7 @@ pub fn kv_bool(k: &str, v: bool) -> KeyValue {
     }
 }
 
-pub fn kv_f64(k: &str, v: f64) -> KeyValue {
+pub(crate) fn kv_f64(k: &str, v: f64) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue {
@@ -88,12 +88,12 @@ pub fn kv_f64(k: &str, v: f64) -> KeyValue {
 
 /// A span builder with sensible defaults.
 #[derive(Clone)]
-pub struct S {
+pub(crate) struct S {
     pub span: Span,
 }
 
 impl S {
-    pub fn new(trace: [u8; 16], id: u8, name: &str) -> S {
+    pub(crate) fn new(trace: [u8; 16], id: u8, name: &str) -> S {
         let start = now_ns();
         S {
             span: Span {
@@ -107,29 +107,29 @@ impl S {
             },
         }
     }
-    pub fn parent(mut self, id: u8) -> S {
+    pub(crate) fn parent(mut self, id: u8) -> S {
         self.span.parent_span_id = span_id(id).to_vec();
         self
     }
-    pub fn kind(mut self, k: SpanKind) -> S {
+    pub(crate) fn kind(mut self, k: SpanKind) -> S {
         self.span.kind = k as i32;
         self
     }
-    pub fn start(mut self, start_ns: u64) -> S {
+    pub(crate) fn start(mut self, start_ns: u64) -> S {
         let d = self.span.end_time_unix_nano - self.span.start_time_unix_nano;
         self.span.start_time_unix_nano = start_ns;
         self.span.end_time_unix_nano = start_ns + d;
         self
     }
-    pub fn ms(mut self, ms: u64) -> S {
+    pub(crate) fn ms(mut self, ms: u64) -> S {
         self.span.end_time_unix_nano = self.span.start_time_unix_nano + ms * 1_000_000;
         self
     }
-    pub fn attr(mut self, kv: KeyValue) -> S {
+    pub(crate) fn attr(mut self, kv: KeyValue) -> S {
         self.span.attributes.push(kv);
         self
     }
-    pub fn error(mut self, msg: &str) -> S {
+    pub(crate) fn error(mut self, msg: &str) -> S {
         self.span.status = Some(Status {
             code: StatusCode::Error as i32,
             message: msg.into(),
@@ -139,13 +139,13 @@ impl S {
 }
 
 /// One export request: a resource with `service.name` and the spans.
-pub fn request(service: &str, spans: Vec<S>) -> ExportTraceServiceRequest {
+pub(crate) fn request(service: &str, spans: Vec<S>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![resource_spans(service, spans)],
     }
 }
 
-pub fn resource_spans(service: &str, spans: Vec<S>) -> ResourceSpans {
+pub(crate) fn resource_spans(service: &str, spans: Vec<S>) -> ResourceSpans {
     ResourceSpans {
         resource: Some(Resource {
             attributes: vec![kv_str("service.name", service), kv_int("process.pid", 4242)],
@@ -164,7 +164,7 @@ pub fn resource_spans(service: &str, spans: Vec<S>) -> ResourceSpans {
     }
 }
 
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -172,7 +172,7 @@ pub fn client() -> reqwest::Client {
 }
 
 /// POSTs a protobuf export and asserts 200.
-pub async fn post_proto(c: &Collector, req: &ExportTraceServiceRequest) {
+pub(crate) async fn post_proto(c: &Collector, req: &ExportTraceServiceRequest) {
     let resp = client()
         .post(format!("http://{}/v1/traces", c.otlp_http_addr()))
         .header("content-type", "application/x-protobuf")
@@ -184,7 +184,7 @@ pub async fn post_proto(c: &Collector, req: &ExportTraceServiceRequest) {
 }
 
 /// GET on the Tempo API, returning status and JSON body (Null if not JSON).
-pub async fn get(c: &Collector, path_and_query: &str) -> (u16, Json) {
+pub(crate) async fn get(c: &Collector, path_and_query: &str) -> (u16, Json) {
     let resp = client()
         .get(format!("http://{}{}", c.api_addr(), path_and_query))
         .send()
@@ -195,12 +195,12 @@ pub async fn get(c: &Collector, path_and_query: &str) -> (u16, Json) {
     (status, serde_json::from_str(&text).unwrap_or(Json::Null))
 }
 
-pub async fn get_trace(c: &Collector, id: &[u8; 16]) -> (u16, Json) {
+pub(crate) async fn get_trace(c: &Collector, id: &[u8; 16]) -> (u16, Json) {
     get(c, &format!("/api/traces/{}", hex::encode(id))).await
 }
 
 /// Search with query parameters given as pairs (encoded properly).
-pub async fn search(c: &Collector, params: &[(&str, &str)]) -> (u16, Json) {
+pub(crate) async fn search(c: &Collector, params: &[(&str, &str)]) -> (u16, Json) {
     let url =
         reqwest::Url::parse_with_params(&format!("http://{}/api/search", c.api_addr()), params)
             .unwrap();
@@ -211,7 +211,7 @@ pub async fn search(c: &Collector, params: &[(&str, &str)]) -> (u16, Json) {
 }
 
 /// Trace ids (hex) in a search response, in order.
-pub fn ids(body: &Json) -> Vec<String> {
+pub(crate) fn ids(body: &Json) -> Vec<String> {
     body["traces"]
         .as_array()
         .unwrap_or_else(|| panic!("no traces array in {body}"))
@@ -221,7 +221,7 @@ pub fn ids(body: &Json) -> Vec<String> {
 }
 
 /// All spans of a Tempo trace body (`batches` or `resourceSpans`), flattened.
-pub fn spans_of(batches: &Json) -> Vec<Json> {
+pub(crate) fn spans_of(batches: &Json) -> Vec<Json> {
     batches
         .as_array()
         .unwrap()
@@ -231,7 +231,7 @@ pub fn spans_of(batches: &Json) -> Vec<Json> {
         .collect()
 }
 
-pub fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }

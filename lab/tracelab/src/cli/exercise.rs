@@ -9,6 +9,7 @@ use chrono::Utc;
 use clap::{Args, Subcommand};
 
 use super::args::{LabArgs, parse_rate};
+use super::signal::shutdown_signal;
 use crate::exercise::{Begin, Exercises, Graded, HistoryEntry, Outcome, pick};
 use crate::format::human_secs;
 use crate::load::{LoadConfig, Mix, Progress, Route, run_until};
@@ -397,7 +398,7 @@ pub async fn background_load(
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+            () = shutdown_signal() => {
                 interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             () = over => {}
