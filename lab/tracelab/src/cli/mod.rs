@@ -167,4 +167,173 @@ mod tests {
         assert!(parse_items("").is_err());
         assert!(parse_items("1x-1").is_err());
     }
+
+    /// Values a person (or a script gone wrong) may pass to any flag.
+    const HOSTILE: &[&str] = &[
+        "inf",
+        "-inf",
+        "nan",
+        "NaN",
+        "1e30",
+        "1e309",
+        "-1",
+        "0",
+        "-0",
+        "",
+        " ",
+        "0x10",
+        "18446744073709551616",
+        "9223372036854775807ms",
+        "99999999999999999999h",
+        "10000000000000000000s",
+        "604801s",
+        "3.5s",
+        "-5s",
+        "1s1s",
+        "ms",
+        "1",
+        "1e-400",
+        "\u{ff15}",
+        "\u{1f4a5}",
+        "=",
+        "a=b",
+        "1x0",
+        "::",
+        "http://",
+        "999999",
+    ];
+
+    /// Every flag and positional of every command, with every hostile value:
+    /// clap's value parsers never panic, whatever they decide.
+    #[test]
+    fn no_flag_value_panics_the_parser() {
+        fn walk(cmd: &clap::Command, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+            for arg in cmd.get_arguments() {
+                if !arg.get_action().takes_values() {
+                    continue;
+                }
+                for value in HOSTILE {
+                    let mut argv = vec!["tracelab".to_string()];
+                    argv.extend(path.iter().cloned());
+                    match arg.get_long() {
+                        Some(long) => argv.push(format!("--{long}={value}")),
+                        None => argv.push((*value).to_string()),
+                    }
+                    out.push(argv);
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                path.push(sub.get_name().to_string());
+                walk(sub, path, out);
+                path.pop();
+            }
+        }
+        let mut cases = Vec::new();
+        walk(&Cli::command(), &mut Vec::new(), &mut cases);
+        assert!(cases.len() > 500, "{} cases", cases.len());
+        for argv in cases {
+            let parsed = std::panic::catch_unwind(|| Cli::try_parse_from(&argv));
+            assert!(parsed.is_ok(), "parsing {argv:?} panicked");
+        }
+    }
+
+    /// A deterministic stream of short strings built from the pieces that
+    /// make durations and numbers (splitmix64, so a failure replays).
+    fn random_values(n: usize) -> Vec<String> {
+        const PIECES: &[&str] = &[
+            "0",
+            "1",
+            "7",
+            "30",
+            "500",
+            "99999",
+            "18446744073709551615",
+            "h",
+            "m",
+            "s",
+            "ms",
+            "d",
+            ".",
+            "5",
+            "e",
+            "e9",
+            "-",
+            "+",
+            "inf",
+            "nan",
+            " ",
+            "_",
+        ];
+        let mut state: u64 = 0x5EED;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        (0..n)
+            .map(|_| {
+                let len = 1 + (next() % 5) as usize;
+                (0..len)
+                    .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// What the commands compute from duration and rate flags never panics:
+    /// an accepted duration is at most a week and can be added to a clock,
+    /// an accepted rate is finite and positive and schedules a whole run.
+    #[test]
+    fn accepted_durations_and_rates_are_safe_to_compute_with() {
+        use std::time::{Duration, Instant};
+
+        use crate::load::schedule::{send_offset, slots_within};
+
+        let mut values: Vec<String> = HOSTILE.iter().map(|v| (*v).to_string()).collect();
+        values.extend(random_values(20_000));
+        let mut accepted = (0, 0);
+        for v in &values {
+            if let Ok(d) = args::duration_arg(v) {
+                accepted.0 += 1;
+                assert!(d <= args::MAX_FLAG_DURATION, "{v:?} gave {d:?}");
+                let _ = Instant::now() + d;
+                let _ = tokio::time::Instant::now() + d;
+                let _ = chrono::Utc::now().timestamp() - d.as_secs() as i64;
+            }
+            if let Ok(rate) = args::parse_rate(v) {
+                accepted.1 += 1;
+                assert!(rate.is_finite() && rate > 0.0, "{v:?} gave {rate}");
+                let slots = slots_within(args::MAX_FLAG_DURATION, rate);
+                let _ = send_offset(slots, rate);
+                let _ = Duration::from_secs_f64(rate.clamp(0.05, 50.0) * 3.0);
+            }
+        }
+        // The stream does reach the accepting side of both parsers.
+        assert!(accepted.0 > 100 && accepted.1 > 100, "{accepted:?}");
+    }
+
+    #[test]
+    fn duration_flags_take_the_fault_grammar() {
+        let cli = parse(&[
+            "trace",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "--wait",
+            "1m30s",
+        ])
+        .unwrap();
+        let Command::Trace(t) = cli.command else {
+            panic!()
+        };
+        assert_eq!(t.wait, std::time::Duration::from_secs(90));
+        for bad in ["inf", "1e30", "15", "nan", "8d", "169h"] {
+            let err = parse(&["checkout", "--wait", bad]).unwrap_err().to_string();
+            assert!(err.contains("--wait"), "{bad}: {err}");
+        }
+        assert!(parse(&["health", "http://h/health", "--timeout", "nan"]).is_err());
+        assert!(parse(&["traces", "--since", "5"]).is_err());
+        assert!(parse(&["traces", "--since", "5m"]).is_ok());
+        assert!(parse(&["exercise", "start", "--rate", "nan"]).is_err());
+    }
 }
