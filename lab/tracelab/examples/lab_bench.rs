@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tracelab::supervisor::{Lab, LabOptions, SERVICES};
-use tracelab_client::{TempoClient, Trace};
+use tracelab_client::{TempoClient, Trace, gateway};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -96,14 +96,7 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let tempo = TempoClient::new(&lab.tempo_url())?;
     let gw = lab.gateway_url();
-    let login: Value = http
-        .post(format!("{gw}/api/login"))
-        .json(&json!({"username": "alice", "password": "alice-password"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = login["token"].as_str().unwrap_or_default().to_string();
+    let token = gateway::login(&http, &gw, "alice", &gateway::demo_password("alice")).await?;
     let (mut total, mut provider, mut rest, mut sync_ready, mut all_ready) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..checkouts {

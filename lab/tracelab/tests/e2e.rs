@@ -15,6 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use tracelab::supervisor::{Lab, LabOptions, SERVICES, default_bin_dir};
+use tracelab_client::gateway;
 use tracelab_client::{Span, SpanKind, StatusCode as SpanStatus, TempoClient, Trace};
 
 async fn start_lab() -> Lab {
@@ -36,16 +37,14 @@ async fn start_lab() -> Lab {
 }
 
 async fn login(lab: &Lab) -> String {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{}/api/login", lab.gateway_url()))
-        .json(&json!({"username": "alice", "password": "alice-password"}))
-        .send()
-        .await
-        .expect("gateway answers")
-        .json()
-        .await
-        .expect("login JSON");
-    body["token"].as_str().expect("token").to_string()
+    gateway::login(
+        &reqwest::Client::new(),
+        &lab.gateway_url(),
+        "alice",
+        &gateway::demo_password("alice"),
+    )
+    .await
+    .expect("alice logs in")
 }
 
 struct Answer {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use tracelab::supervisor::{Lab, LabOptions, SERVICES, default_bin_dir};
-use tracelab_client::gateway::checkout_trace_complete;
+use tracelab_client::gateway::{self, checkout_trace_complete};
 use tracelab_client::{SpanKind, TempoClient};
 
 /// Fails the test, saying how to build them, when a service binary is missing.
@@ -58,16 +58,9 @@ async fn lab_starts_serves_a_checkout_and_stops_clean() {
 
     let http = reqwest::Client::new();
     let gw = lab.gateway_url();
-    let login: Value = http
-        .post(format!("{gw}/api/login"))
-        .json(&json!({"username": "alice", "password": "alice-password"}))
-        .send()
+    let token = gateway::login(&http, &gw, "alice", &gateway::demo_password("alice"))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().expect("token").to_string();
+        .expect("alice logs in");
     let resp = http
         .post(format!("{gw}/api/checkout"))
         .bearer_auth(&token)
