@@ -19,7 +19,7 @@ pub struct ScenarioArgs {
     #[arg(long, value_name = "DIR", global = true)]
     pub scenarios: Option<PathBuf>,
     /// Language of the texts [default: from $LANG].
-    #[arg(long, value_enum, global = true)]
+    #[arg(long, global = true, value_name = "en|ja")]
     pub lang: Option<Lang>,
 }
 

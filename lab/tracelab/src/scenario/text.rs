@@ -47,7 +47,7 @@ impl Text {
 }
 
 /// Output language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lang {
     /// English.
@@ -57,8 +57,22 @@ pub enum Lang {
     Ja,
 }
 
+impl std::str::FromStr for Lang {
+    type Err = String;
+
+    /// `en` or `ja` (case and blanks do not matter).
+    fn from_str(s: &str) -> Result<Lang, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "en" => Ok(Lang::En),
+            "ja" => Ok(Lang::Ja),
+            _ => Err(format!("expected en or ja, got {s:?}")),
+        }
+    }
+}
+
 impl Lang {
-    /// `ja` when `$LANG`/`$LC_ALL` starts with `ja`, else English.
+    /// `ja` when `$TRACELAB_LANG`, else `$LC_ALL`, else `$LANG` starts with
+    /// `ja`; English otherwise.
     pub fn from_env() -> Lang {
         let lang = std::env::var("TRACELAB_LANG")
             .or_else(|_| std::env::var("LC_ALL"))
@@ -75,6 +89,13 @@ impl Lang {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn languages_read_from_text() {
+        assert_eq!(" JA ".parse(), Ok(Lang::Ja));
+        assert_eq!("en".parse(), Ok(Lang::En));
+        assert!("fr".parse::<Lang>().unwrap_err().contains("en or ja"));
+    }
 
     #[test]
     fn unfolds_japanese_lines() {
