@@ -130,15 +130,16 @@ pub async fn run(args: ExerciseArgs) -> anyhow::Result<ExitCode> {
             })
         }
         ExerciseCommand::Reveal(t) => {
-            let (scenario, entry) = ex.reveal(&catalog, &t.admin_token).await?;
+            let revealed = ex.reveal(&catalog, &t.admin_token).await?;
+            let scenario = &revealed.scenario;
             println!(
                 "exercise #{}: {} — {}",
-                entry.number,
+                revealed.entry.number,
                 scenario.id,
                 scenario.title.get(lang)
             );
-            print_solution(&scenario, lang);
-            println!("\nthe faults are cleared.");
+            print_solution(scenario, lang);
+            print_cleared(revealed.clear_error.as_deref(), "");
             Ok(ExitCode::SUCCESS)
         }
         ExerciseCommand::Status => {
@@ -149,6 +150,16 @@ pub async fn run(args: ExerciseArgs) -> anyhow::Result<ExitCode> {
             print_history(&ex.history()?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Says whether the scenario's faults are gone, and what to do if not.
+fn print_cleared(clear_error: Option<&str>, next: &str) {
+    match clear_error {
+        None => println!("\nthe faults are cleared.{next}"),
+        Some(e) => println!(
+            "\nthe faults could not be cleared ({e}); clear them with `tracelab fault clear all`.{next}"
+        ),
     }
 }
 
@@ -183,7 +194,10 @@ fn print_grade(g: &Graded, lang: Lang) {
                 if wrong == 1 { "" } else { "s" }
             );
             print_solution(&g.scenario, lang);
-            println!("\nthe faults are cleared. Next: tracelab exercise start --random");
+            print_cleared(
+                g.clear_error.as_deref(),
+                " Next: tracelab exercise start --random",
+            );
         }
         Grade::NeedsOperation => println!(
             "right service. Which operation? Answer again with the span name, e.g. \

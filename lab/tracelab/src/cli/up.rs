@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context as _, bail};
 use clap::Args;
 use reqwest::Url;
 
@@ -64,7 +65,13 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         default.is_file().then_some(default)
     });
     if args.bin_dir.is_none() {
-        supervisor::build_services_when_run_by_cargo()?;
+        if let Some(mut build) = supervisor::services_build_when_run_by_cargo() {
+            println!("building the services (cargo build --workspace --bins)…");
+            let status = build.status().context("running cargo build")?;
+            if !status.success() {
+                bail!("building the services failed ({status})");
+            }
+        }
     }
     let opts = LabOptions {
         bin_dir: args

@@ -16,7 +16,7 @@
 pub mod play;
 pub mod state;
 
-pub use play::{Begin, Exercises, Graded, pick};
+pub use play::{Begin, Exercises, Graded, Revealed, pick};
 pub use state::{
     Attempt, ExerciseState, HistoryEntry, Outcome, digest, exercise_running, state_dir,
 };

@@ -41,6 +41,20 @@ pub struct Graded {
     pub scenario: Scenario,
     /// The history entry, when the answer ended the exercise.
     pub finished: Option<HistoryEntry>,
+    /// Why the scenario's faults are still set, when the answer ended the
+    /// exercise but clearing them failed (the lab is gone, say).
+    pub clear_error: Option<String>,
+}
+
+/// The result of `reveal`.
+#[derive(Debug, Clone)]
+pub struct Revealed {
+    /// The scenario, with its answer.
+    pub scenario: Scenario,
+    /// The history entry of the given-up exercise.
+    pub entry: HistoryEntry,
+    /// Why the scenario's faults are still set, when clearing them failed.
+    pub clear_error: Option<String>,
 }
 
 /// Exercise state in one directory.
@@ -280,18 +294,18 @@ impl Exercises {
                 grade,
                 scenario,
                 finished: None,
+                clear_error: None,
             });
         }
         let finished = self.finish(&state, &scenario.id, Outcome::Solved)?;
         // The answer is recorded first: a lab that is gone must not cost
         // the learner a solved exercise.
-        if let Err(e) = scenario.stop(&Self::client_for(&state, token)?).await {
-            eprintln!("note: could not clear the scenario's faults: {e:#}");
-        }
+        let clear_error = Self::clear(&scenario, &state, token).await;
         Ok(Graded {
             grade,
             scenario,
             finished: Some(finished),
+            clear_error,
         })
     }
 
@@ -299,18 +313,25 @@ impl Exercises {
     ///
     /// # Errors
     /// No exercise running.
-    pub async fn reveal(
-        &self,
-        catalog: &Catalog,
-        token: &str,
-    ) -> anyhow::Result<(Scenario, HistoryEntry)> {
+    pub async fn reveal(&self, catalog: &Catalog, token: &str) -> anyhow::Result<Revealed> {
         let state = self.require_current()?;
         let scenario = self.scenario_of(&state, catalog)?.clone();
         let entry = self.finish(&state, &scenario.id, Outcome::Revealed)?;
-        if let Err(e) = scenario.stop(&Self::client_for(&state, token)?).await {
-            eprintln!("note: could not clear the scenario's faults: {e:#}");
-        }
-        Ok((scenario, entry))
+        let clear_error = Self::clear(&scenario, &state, token).await;
+        Ok(Revealed {
+            scenario,
+            entry,
+            clear_error,
+        })
+    }
+
+    /// Clears the scenario's faults; the reason when that failed.
+    async fn clear(scenario: &Scenario, state: &ExerciseState, token: &str) -> Option<String> {
+        let cleared = match Self::client_for(state, token) {
+            Ok(client) => scenario.stop(&client).await,
+            Err(e) => Err(e),
+        };
+        cleared.err().map(|e| format!("{e:#}"))
     }
 }
 

@@ -3,42 +3,29 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 /// When `tracelab` itself was started by `cargo run` from this workspace,
-/// builds the service binaries first (same profile), so `cargo run -p
-/// tracelab -- up` on a fresh clone is the only command needed and a code
-/// change is never served by a stale binary. Does nothing otherwise.
-///
-/// # Errors
-/// When the build fails (cargo's own output says why).
-pub fn build_services_when_run_by_cargo() -> anyhow::Result<()> {
-    let (Some(cargo), Some(manifest_dir)) = (
-        std::env::var_os("CARGO"),
-        std::env::var_os("CARGO_MANIFEST_DIR"),
-    ) else {
-        return Ok(());
-    };
+/// the command that builds the service binaries (same profile), so `cargo
+/// run -p tracelab -- up` on a fresh clone is the only command needed and a
+/// code change is never served by a stale binary. `None` otherwise.
+pub fn services_build_when_run_by_cargo() -> Option<std::process::Command> {
+    let cargo = std::env::var_os("CARGO")?;
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")?;
     let workspace = PathBuf::from(manifest_dir).join("../../Cargo.toml");
     if !workspace.is_file() {
-        return Ok(());
+        return None;
     }
-    let release = default_bin_dir().ends_with("release");
     let mut build = std::process::Command::new(cargo);
     build
         .arg("build")
         .arg("--manifest-path")
         .arg(&workspace)
         .args(["--workspace", "--bins", "--quiet"]);
-    if release {
+    if default_bin_dir().ends_with("release") {
         build.arg("--release");
     }
-    println!("building the services (cargo build --workspace --bins)…");
-    let status = build.status().context("running cargo build")?;
-    if !status.success() {
-        anyhow::bail!("building the services failed ({status})");
-    }
-    Ok(())
+    Some(build)
 }
 
 /// Where the service binaries are: `$TRACELAB_BIN_DIR` if set, else the

@@ -32,7 +32,7 @@ mod lab;
 mod logs;
 mod options;
 
-pub use binaries::{build_services_when_run_by_cargo, default_bin_dir};
+pub use binaries::{default_bin_dir, services_build_when_run_by_cargo};
 pub use lab::Lab;
 pub use logs::{condense_log, listening_addr, print_prefixed};
 pub use options::{
