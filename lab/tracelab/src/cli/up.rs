@@ -64,13 +64,13 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let default = PathBuf::from("sampling.yaml");
         default.is_file().then_some(default)
     });
-    if args.bin_dir.is_none() {
-        if let Some(mut build) = supervisor::services_build_when_run_by_cargo() {
-            println!("building the services (cargo build --workspace --bins)…");
-            let status = build.status().context("running cargo build")?;
-            if !status.success() {
-                bail!("building the services failed ({status})");
-            }
+    if args.bin_dir.is_none()
+        && let Some(mut build) = supervisor::services_build_when_run_by_cargo()
+    {
+        println!("building the services (cargo build --workspace --bins)…");
+        let status = build.status().context("running cargo build")?;
+        if !status.success() {
+            bail!("building the services failed ({status})");
         }
     }
     let opts = LabOptions {
