@@ -3,7 +3,8 @@
 //! The layers, each importing only from the ones below it:
 //!
 //! - [`cli`]: the command line, one file per command; the only layer that
-//!   knows clap and prints.
+//!   knows clap and prints (below it, only the supervisor's log sink and the
+//!   load generator's progress line write, where their caller points them).
 //! - [`supervisor`]: starts and stops the whole lab (embedded collector +
 //!   the six service binaries) on localhost; `tracelab up` and the
 //!   end-to-end tests use it.

@@ -316,6 +316,44 @@ fn layers_import_only_downwards() {
     );
 }
 
+/// The files outside `cli/` (and `main.rs`) whose non-test code contains
+/// any of `needles`.
+fn outside_cli_using(src: &Path, needles: &[&str]) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let module = module_of(src, &file);
+        if module == "cli"
+            || module.starts_with("cli::")
+            || module.is_empty() && file.ends_with("main.rs")
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let code: String = code
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if needles.iter().any(|n| code.contains(n)) {
+            found.push(file.display().to_string());
+        }
+    }
+    found
+}
+
+#[test]
+fn only_the_cli_knows_clap_and_prints() {
+    let src = src();
+    assert_eq!(outside_cli_using(&src, &["clap"]), Vec::<String>::new());
+    // The two sinks a caller points somewhere (the children's log lines, the
+    // load generator's progress line) write; nothing else below cli/ does.
+    let printing = outside_cli_using(&src, &["println!", "eprintln!", "print!(", "eprint!("]);
+    assert_eq!(printing, Vec::<String>::new());
+}
+
 #[test]
 fn the_checker_sees_circles_and_upward_imports() {
     // A throwaway crate tree: load ↔ cli through a grouped and a `super` path.
