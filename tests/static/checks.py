@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SCHEMA_PATH = HERE / "compose-spec.json"
 LESSON_TEMPO_FIXTURE = HERE / "lesson-tempo-config.yaml"
+IMAGES_PATH = HERE / "images.yaml"
 
 MEMORY_BUDGET_BYTES = 2 * 1024**3  # the issue: all limits together under 2 GiB
 
@@ -188,6 +189,20 @@ def is_one_shot(service: dict) -> bool:
 # compose: structure
 
 
+def built_images(compose: dict) -> set[str]:
+    """Image names some service of the stack builds from this repository."""
+    return {
+        svc["image"]
+        for svc in compose.get("services", {}).values()
+        if "build" in svc and svc.get("image")
+    }
+
+
+def runs_our_image(svc: dict, compose: dict) -> bool:
+    """Whether the service builds, or runs an image another service builds."""
+    return "build" in svc or svc.get("image") in built_images(compose)
+
+
 def check_schema(compose: dict, schema: dict) -> list[str]:
     import jsonschema
 
@@ -203,11 +218,14 @@ def check_schema(compose: dict, schema: dict) -> list[str]:
 
 def check_images_pinned(compose: dict) -> list[str]:
     problems = []
+    ours = built_images(compose)
     for name, svc in compose.get("services", {}).items():
         image = svc.get("image")
         if "build" in svc:
             if not image:
                 problems.append(f"{name}: a built service needs an `image:` name so all services share one build")
+            continue
+        if image in ours:
             continue
         if not image:
             problems.append(f"{name}: no image")
@@ -473,7 +491,7 @@ def check_env_vars(compose: dict, root: Path = REPO) -> list[str]:
     problems = []
     bins = workspace_bins(root)
     for name, svc in compose.get("services", {}).items():
-        if "build" not in svc:
+        if not runs_our_image(svc, compose):
             continue
         binary = compose_binary(svc)
         crate = bins.get(binary or "")
@@ -591,7 +609,7 @@ def check_dockerfile(compose: dict, dockerfile: str, root: Path = REPO) -> list[
         problems.append(f"Dockerfile: copies target/release/{b}, which no workspace crate builds")
     # Every binary a tracelab container runs must be built and copied.
     for name, svc in compose.get("services", {}).items():
-        if "build" not in svc:
+        if not runs_our_image(svc, compose):
             continue
         for b in sorted(binaries_used(svc)):
             if b not in produced:
@@ -744,6 +762,106 @@ def check_grafana(compose: dict, root: Path = REPO) -> list[str]:
 
 # ---------------------------------------------------------------------------
 # Tempo
+
+
+def load_images() -> dict:
+    return load_yaml(IMAGES_PATH)
+
+
+def _has_tool(facts: dict, exe: str) -> bool:
+    tools = facts.get("tools") or []
+    return exe in tools or exe.rsplit("/", 1)[-1] in tools
+
+
+def check_image_facts(compose: dict, images: dict) -> list[str]:
+    """Every image has an entry in images.yaml; every healthcheck of a
+    verified image only calls what that image has; at most one service builds
+    each image tag."""
+    problems = []
+    services = compose.get("services", {})
+    for name, svc in services.items():
+        image = svc.get("image")
+        if not image:
+            continue
+        facts = images.get(image)
+        if facts is None:
+            problems.append(
+                f"{name}: image {image} has no entry in tests/static/images.yaml "
+                "(read its Dockerfile at that tag: shell, tools, user)"
+            )
+            continue
+        test = healthcheck_test(svc)
+        if test is None or not facts.get("verified"):
+            continue
+        kind, args = test[0], test[1:]
+        if kind == "CMD-SHELL":
+            if not facts.get("shell"):
+                problems.append(f"{name}: CMD-SHELL healthcheck, but image {image} has no shell")
+            continue
+        if not args:
+            problems.append(f"{name}: healthcheck runs nothing")
+            continue
+        exe = args[0]
+        if exe in SHELLS or exe.endswith("/sh"):
+            if not facts.get("shell") or not _has_tool(facts, exe):
+                problems.append(f"{name}: healthcheck runs {exe!r}, but image {image} has no shell at that path")
+                continue
+            script = args[2] if len(args) > 2 and args[1] == "-c" else ""
+            for word in shell_commands(script):
+                if word not in SHELL_WORDS and not _has_tool(facts, word):
+                    problems.append(f"{name}: healthcheck calls {word!r}, which image {image} does not have")
+        elif not _has_tool(facts, exe):
+            problems.append(
+                f"{name}: healthcheck runs {exe!r}, which image {image} does not have "
+                f"(it has: {', '.join(facts.get('tools') or []) or 'nothing listed'})"
+            )
+    builders: dict[str, list[str]] = {}
+    for name, svc in services.items():
+        if "build" in svc and svc.get("image"):
+            builders.setdefault(svc["image"], []).append(name)
+    for image, names in sorted(builders.items()):
+        if len(names) > 1:
+            problems.append(
+                f"image {image} is built by {len(names)} services ({', '.join(sorted(names))}); "
+                "put `build:` on one: parallel exports of one tag fail with the containerd image store"
+            )
+    return problems
+
+
+def unverified_images(images: dict) -> list[str]:
+    return sorted(name for name, facts in images.items() if not facts.get("verified"))
+
+
+def dotted_or_none(d, path: str):
+    try:
+        return dotted(d, path)
+    except KeyError:
+        return None
+
+
+def check_exemplar_label(tempo: dict, datasources: dict) -> list[str]:
+    """Grafana's exemplar link reads the label Tempo's metrics-generator writes."""
+    label = dotted_or_none(tempo, "overrides.defaults.metrics_generator.trace_id_label_name") or "traceID"
+    problems = []
+    for ds in datasources.get("datasources", []):
+        for dest in (ds.get("jsonData") or {}).get("exemplarTraceIdDestinations") or []:
+            if dest.get("name") != label:
+                problems.append(
+                    f"datasource {ds.get('name')}: exemplar label {dest.get('name')!r}, but Tempo writes "
+                    f"{label!r} (overrides.defaults.metrics_generator.trace_id_label_name; unset means traceID)"
+                )
+    return problems
+
+
+def check_query_end_cutoff(tempo: dict) -> list[str]:
+    """Tempo 3 ends every search `query_end_cutoff` before now: set it on purpose."""
+    value = dotted_or_none(tempo, "query_frontend.query_end_cutoff")
+    if value is None:
+        return ["tempo: query_frontend.query_end_cutoff is unset (Tempo's default hides the last 30 s from search)"]
+    ms = parse_duration_ms(value)
+    if ms is None or ms <= 0:
+        return [f"tempo: query_frontend.query_end_cutoff {value!r} must be a duration above 0 (live_store.fail_on_high_lag needs one)"]
+    return []
 
 
 def lesson_tempo_config() -> dict:
@@ -923,6 +1041,7 @@ def summary(root: Path = REPO) -> str:
         f"containers: {len(services)} ({len(services) - len(one_shot)} long-running, one-shot: {', '.join(one_shot)})",
         f"memory limits: {memory_total_mib(compose):.0f} MiB of {MEMORY_BUDGET_BYTES / 1024**2:.0f} MiB",
         "host ports: " + ", ".join(f"{p} {n}" for n, s in services.items() for p in host_ports(s)),
+        "images not yet checked against their upstream source: " + (", ".join(unverified_images(load_images())) or "none"),
     ]
     return "\n".join(lines)
 
@@ -943,7 +1062,13 @@ def all_problems(root: Path = REPO) -> dict[str, list[str]]:
         "env": check_env_vars(compose, root),
         "dockerfile": check_dockerfile(compose, (root / "Dockerfile").read_text(encoding="utf-8"), root),
         "grafana": check_grafana(compose, root),
-        "tempo": check_tempo(load_yaml(root / "tempo-config.yaml"), compose, lesson_tempo_config()),
+        "tempo": check_tempo(load_yaml(root / "tempo-config.yaml"), compose, lesson_tempo_config())
+        + check_query_end_cutoff(load_yaml(root / "tempo-config.yaml")),
+        "image facts": check_image_facts(compose, load_images()),
+        "exemplars": check_exemplar_label(
+            load_yaml(root / "tempo-config.yaml"),
+            load_yaml(root / "grafana/provisioning/datasources/datasources.yaml"),
+        ),
         "collector": check_collector(collector, compose),
         "sampling": check_sampling_agreement(sampling, collector)
         + check_sampling_values(sampling, load_yaml(root / "sampling.lesson.yaml"), names),

@@ -344,7 +344,9 @@ def test_dockerfile_builds_and_copies_every_binary_compose_runs(compose, dockerf
 
 
 def test_compose_binaries_are_found(compose):
-    used = set().union(*(checks.binaries_used(s) for s in compose["services"].values() if "build" in s))
+    used = set().union(
+        *(checks.binaries_used(s) for s in compose["services"].values() if checks.runs_our_image(s, compose))
+    )
     assert used == {"gateway", "auth", "search", "payment", "payment-provider", "notification", "tracelab"}
 
 
@@ -581,3 +583,78 @@ def test_documented_memory_total_matches_the_compose_file(compose):
     total = f"{checks.memory_total_mib(compose):.0f} MiB"
     assert total in (REPO / "docs/docker.md").read_text(encoding="utf-8"), f"docs/docker.md should say {total}"
     assert total in (REPO / "docker-compose.yml").read_text(encoding="utf-8"), f"the compose header should say {total}"
+
+
+# ---------------------------------------------------------------- image facts
+
+
+@pytest.fixture(scope="module")
+def images() -> dict:
+    return checks.load_images()
+
+
+@pytest.fixture(scope="module")
+def datasources() -> dict:
+    return checks.load_yaml(REPO / "grafana/provisioning/datasources/datasources.yaml")
+
+
+def test_healthchecks_use_only_what_their_images_have(compose, images):
+    assert checks.check_image_facts(compose, images) == []
+
+
+def test_every_verified_image_cites_its_sources(images):
+    for name, facts in images.items():
+        if facts.get("verified"):
+            assert facts.get("sources"), name
+            assert "shell" in facts and facts.get("tools"), name
+        else:
+            assert facts.get("why"), name
+
+
+def test_a_shell_healthcheck_on_a_distroless_image_is_reported(broken, images):
+    # What the stack shipped before: Tempo's image has no busybox and no wget.
+    broken["services"]["tempo"]["healthcheck"]["test"] = [
+        "CMD", "/busybox/sh", "-c", "wget -q -O /dev/null http://127.0.0.1:3200/ready",
+    ]
+    assert_reports(checks.check_image_facts(broken, images), "tempo", "/busybox/sh", "no shell")
+
+
+def test_cmd_shell_and_missing_tools_are_reported(broken, images):
+    broken["services"]["tempo"]["healthcheck"]["test"] = ["CMD-SHELL", "/tempo -health"]
+    broken["services"]["gateway"]["healthcheck"]["test"] = ["CMD", "curl", "-f", "http://127.0.0.1:8080/health"]
+    assert_reports(
+        checks.check_image_facts(broken, images),
+        "tempo: CMD-SHELL healthcheck, but image grafana/tempo:3.0.0 has no shell",
+        "gateway: healthcheck runs 'curl'",
+    )
+
+
+def test_an_image_without_facts_is_reported(broken, images):
+    broken["services"]["grafana"]["image"] = "grafana/grafana:13.0.0"
+    assert_reports(checks.check_image_facts(broken, images), "grafana/grafana:13.0.0", "images.yaml")
+
+
+def test_two_builders_of_one_tag_are_reported(broken, images):
+    broken["services"]["auth"]["build"] = {"context": ".", "dockerfile": "Dockerfile"}
+    assert_reports(checks.check_image_facts(broken, images), "tracelab:dev", "auth", "gateway")
+
+
+def test_exemplar_label_matches_tempo(tempo, datasources):
+    assert checks.check_exemplar_label(tempo, datasources) == []
+
+
+def test_exemplar_label_mismatch_is_reported(tempo, datasources):
+    unset = copy.deepcopy(tempo)
+    del unset["overrides"]["defaults"]["metrics_generator"]["trace_id_label_name"]
+    assert_reports(checks.check_exemplar_label(unset, datasources), "trace_id", "traceID")
+
+
+def test_query_end_cutoff_is_set_on_purpose(tempo):
+    assert checks.check_query_end_cutoff(tempo) == []
+    unset = copy.deepcopy(tempo)
+    del unset["query_frontend"]
+    assert_reports(checks.check_query_end_cutoff(unset), "query_end_cutoff", "30 s")
+    zero = copy.deepcopy(tempo)
+    zero["query_frontend"]["query_end_cutoff"] = "0s"
+    assert_reports(checks.check_query_end_cutoff(zero), "above 0")
+
