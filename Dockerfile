@@ -58,6 +58,9 @@ COPY --from=builder \
 # Default sampling policy; docker-compose.yml bind-mounts the repo's copy over it
 # so an edit needs only a restart, not a rebuild.
 COPY sampling.yaml /etc/tracelab/sampling.yaml
+# The scenario catalog, for `tracelab scenario` and `tracelab exercise` in a
+# container (TRACELAB_SCENARIOS points here in docker-compose.yml).
+COPY scenarios /etc/tracelab/scenarios
 ENV TRACELAB_SAMPLING_FILE=/etc/tracelab/sampling.yaml
 USER 10001:10001
 WORKDIR /tmp

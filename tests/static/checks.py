@@ -414,6 +414,18 @@ def workspace_bins(root: Path = REPO) -> dict[str, Crate]:
 ENV_READ = re.compile(r"""env::var(?:_os)?\s*\(\s*"([A-Za-z_][A-Za-z0-9_]*)"\s*\)""")
 
 
+CLAP_ENV = re.compile(r'\benv\s*=\s*"([A-Za-z_][A-Za-z0-9_]*)"')
+
+
+def cli_env_reads(crate_dir: Path) -> set[str]:
+    """Env names the CLI's flags read (`#[arg(env = "NAME")]`) or its code reads."""
+    names: set[str] = set()
+    for path in sorted((crate_dir / "src").rglob("*.rs")):
+        text = path.read_text(encoding="utf-8")
+        names |= set(CLAP_ENV.findall(text)) | set(ENV_READ.findall(text))
+    return names
+
+
 def env_reads(path: Path) -> set[str]:
     return set(ENV_READ.findall(path.read_text(encoding="utf-8")))
 
@@ -496,8 +508,14 @@ def check_env_vars(compose: dict, root: Path = REPO) -> list[str]:
         binary = compose_binary(svc)
         crate = bins.get(binary or "")
         given = set(environment(svc))
+        if crate is not None and crate.dir.parts[0] == "lab" and binary == "tracelab":
+            # The CLI reads its environment through clap (`env = "NAME"`).
+            reads = cli_env_reads(root / crate.dir)
+            for var in sorted(given - reads):
+                problems.append(f"{name}: docker-compose.yml sets {var}, which the tracelab CLI never reads")
+            continue
         if crate is None or crate.dir.parts[0] != "services":
-            # The CLI and shell loops read no service config: they get flags.
+            # Shell loops and other binaries read no service config: they get flags.
             if given:
                 problems.append(f"{name}: runs {binary!r}, not a service, yet is given env {sorted(given)}")
             continue

@@ -323,10 +323,27 @@ def test_shared_config_counts_only_for_crates_that_depend_on_it(env_fixture):
     assert_reports(checks.check_env_vars(good, root), "sets OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
-def test_cli_container_gets_no_service_env(env_fixture):
+def test_cli_container_gets_no_env_the_cli_does_not_read(env_fixture):
     root, good = env_fixture
     good["services"]["load"]["environment"] = {"DATABASE_URL": "x"}
-    assert_reports(checks.check_env_vars(good, root), "load: runs 'tracelab', not a service")
+    assert_reports(
+        checks.check_env_vars(good, root), "load: docker-compose.yml sets DATABASE_URL, which the tracelab CLI never reads"
+    )
+
+
+def test_a_shell_loop_given_service_env_is_reported(env_fixture):
+    root, good = env_fixture
+    good["services"]["loop"] = {"image": "x:dev", "command": ["sh", "-c", "sleep 1"], "environment": {"A": "1"}}
+    assert_reports(checks.check_env_vars(good, root), "loop: runs 'sh', not a service")
+
+
+def test_the_cli_container_gets_only_env_the_cli_reads(compose):
+    load = compose["services"]["load"]
+    assert {"TRACELAB_COMPOSE", "TRACELAB_SCENARIOS"} <= set(checks.environment(load))
+    assert checks.check_env_vars(compose) == []
+    broken = copy.deepcopy(compose)
+    broken["services"]["load"]["environment"]["OTEL_SERVICE_NAME"] = "load"
+    assert_reports(checks.check_env_vars(broken), "load: docker-compose.yml sets OTEL_SERVICE_NAME, which the tracelab CLI never reads")
 
 
 def test_architecture_tables_are_read():

@@ -11,7 +11,7 @@ use tracelab_contract::fault::duration;
 use crate::fault::FaultClient;
 use tracelab_contract::service::ServiceName;
 
-use crate::fault::service_names;
+use crate::fault::{canonical_service, service_names};
 use crate::supervisor::{DEFAULT_ADMIN_TOKEN, Ports};
 
 /// Tempo API of a lab started with the contract's ports.
@@ -147,8 +147,18 @@ pub(crate) fn parse_trace_id_arg(s: &str) -> Result<String, String> {
 #[derive(Debug, Args)]
 pub struct LabArgs {
     /// Host the lab's services listen on.
-    #[arg(long, env = "TRACELAB_HOST", default_value = "127.0.0.1")]
+    #[arg(
+        long,
+        env = "TRACELAB_HOST",
+        default_value = "127.0.0.1",
+        conflicts_with = "compose"
+    )]
     pub host: String,
+    /// Reach each service by its name on the Docker Compose network
+    /// (`http://payment:8083`, Tempo at `http://tempo:3200`): for commands run
+    /// inside the stack, e.g. `docker compose exec load tracelab fault list`.
+    #[arg(long, env = "TRACELAB_COMPOSE")]
+    pub compose: bool,
     /// Token of the services' admin (fault) API.
     #[arg(long, env = "TRACELAB_ADMIN_TOKEN", default_value = DEFAULT_ADMIN_TOKEN, hide_env_values = true)]
     pub admin_token: String,
@@ -166,7 +176,10 @@ impl LabArgs {
         } else {
             ports.for_service(service).unwrap_or(0)
         };
-        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+        let host = if self.compose {
+            // Compose names each container's DNS entry after its service.
+            canonical_service(service).unwrap_or(service).to_string()
+        } else if self.host.contains(':') && !self.host.starts_with('[') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()

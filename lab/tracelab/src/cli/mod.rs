@@ -336,4 +336,27 @@ mod tests {
         assert!(parse(&["traces", "--since", "5m"]).is_ok());
         assert!(parse(&["exercise", "start", "--rate", "nan"]).is_err());
     }
+
+    #[test]
+    fn compose_mode_reaches_services_by_name() {
+        let cli = parse(&["fault", "list", "--compose"]).unwrap();
+        let Command::Fault(f) = cli.command else {
+            panic!()
+        };
+        let fault::FaultCommand::List(list) = f.command else {
+            panic!()
+        };
+        assert_eq!(list.lab.url("payment"), "http://payment:8083");
+        assert_eq!(list.lab.url("provider"), "http://payment-provider:8090");
+        assert_eq!(list.lab.url("tempo"), "http://tempo:3200");
+        let cli = parse(&["fault", "list", "--host", "10.0.0.5"]).unwrap();
+        let Command::Fault(f) = cli.command else {
+            panic!()
+        };
+        let fault::FaultCommand::List(list) = f.command else {
+            panic!()
+        };
+        assert_eq!(list.lab.url("payment"), "http://10.0.0.5:8083");
+        assert!(parse(&["fault", "list", "--compose", "--host", "x"]).is_err());
+    }
 }
