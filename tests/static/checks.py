@@ -846,6 +846,27 @@ def check_image_facts(compose: dict, images: dict) -> list[str]:
     return problems
 
 
+def check_data_volumes(compose: dict, images: dict) -> list[str]:
+    """A named volume holds an image's data only where that image keeps it."""
+    problems = []
+    for name, svc in compose.get("services", {}).items():
+        data = (images.get(svc.get("image")) or {}).get("data")
+        if not data:
+            continue
+        targets = []
+        for v in svc.get("volumes") or []:
+            if isinstance(v, str) and not v.startswith((".", "/")):
+                targets.append(v.split(":")[1])
+            elif isinstance(v, dict) and v.get("type") == "volume":
+                targets.append(v.get("target"))
+        if data not in targets:
+            problems.append(
+                f"{name}: image {svc['image']} keeps its data in {data}, but no named volume mounts there "
+                f"(mounted: {', '.join(t for t in targets if t) or 'none'}); the data would not survive a restart"
+            )
+    return problems
+
+
 def unverified_images(images: dict) -> list[str]:
     return sorted(name for name, facts in images.items() if not facts.get("verified"))
 
@@ -1082,7 +1103,7 @@ def all_problems(root: Path = REPO) -> dict[str, list[str]]:
         "grafana": check_grafana(compose, root),
         "tempo": check_tempo(load_yaml(root / "tempo-config.yaml"), compose, lesson_tempo_config())
         + check_query_end_cutoff(load_yaml(root / "tempo-config.yaml")),
-        "image facts": check_image_facts(compose, load_images()),
+        "image facts": check_image_facts(compose, load_images()) + check_data_volumes(compose, load_images()),
         "exemplars": check_exemplar_label(
             load_yaml(root / "tempo-config.yaml"),
             load_yaml(root / "grafana/provisioning/datasources/datasources.yaml"),

@@ -675,3 +675,17 @@ def test_query_end_cutoff_is_set_on_purpose(tempo):
     zero["query_frontend"]["query_end_cutoff"] = "0s"
     assert_reports(checks.check_query_end_cutoff(zero), "above 0")
 
+
+def test_data_volumes_mount_where_the_image_keeps_data(compose, images):
+    assert checks.check_data_volumes(compose, images) == []
+    broken = copy.deepcopy(compose)
+    # The mount a move to Postgres 18 asks for (docker-library/postgres
+    # 18/alpine3.23/Dockerfile: PGDATA /var/lib/postgresql/18/docker, VOLUME
+    # /var/lib/postgresql) is wrong for the 17.6 image this stack pins.
+    broken["services"]["postgres"]["volumes"] = ["postgres-data:/var/lib/postgresql"]
+    assert_reports(checks.check_data_volumes(broken, images), "postgres", "/var/lib/postgresql/data")
+
+
+def test_tempo_sends_no_usage_report(tempo):
+    assert tempo["usage_report"]["reporting_enabled"] is False
+
