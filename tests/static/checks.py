@@ -149,14 +149,23 @@ def environment(service: dict) -> dict[str, str]:
     return {str(k): ("" if v is None else str(v)) for k, v in env.items()}
 
 
-def host_ports(service: dict) -> list[int]:
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def interpolate(text: str, env: dict[str, str] | None = None) -> str:
+    """Compose's `${VAR}` / `${VAR:-default}` with `env` (default: none set)."""
+    env = env or {}
+    return INTERPOLATION.sub(lambda m: env.get(m.group(1), m.group(2) or ""), text)
+
+
+def host_ports(service: dict, env: dict[str, str] | None = None) -> list[int]:
     out = []
     for p in service.get("ports") or []:
         if isinstance(p, dict):
             if p.get("published") is not None:
-                out.append(int(str(p["published"]).split("-")[0]))
+                out.append(int(interpolate(str(p["published"]), env).split("-")[0]))
             continue
-        parts = str(p).split("/")[0].split(":")
+        parts = interpolate(str(p), env).split("/")[0].split(":")
         if len(parts) >= 2:  # [ip:]host:container
             out.append(int(parts[-2].split("-")[0]))
     return out
@@ -296,6 +305,17 @@ def memory_total_mib(compose: dict) -> float:
 
 def check_ports(compose: dict, expected: dict[int, str] = EXPECTED_HOST_PORTS) -> list[str]:
     problems = []
+    for name, svc in compose.get("services", {}).items():
+        for p in svc.get("ports") or []:
+            if isinstance(p, dict):
+                published = str(p.get("published", ""))
+            else:  # [ip:]published:target[/proto]
+                published = re.sub(r"^[0-9.]+:", "", str(p).split("/")[0].rsplit(":", 1)[0])
+            if not re.fullmatch(r"\$\{TRACELAB_[A-Z0-9_]+_HOST_PORT:-\d+\}", published):
+                problems.append(
+                    f"{name}: host port {published!r} cannot be moved; write it as "
+                    "${TRACELAB_<NAME>_HOST_PORT:-<port>} so .env can change it"
+                )
     seen: dict[int, str] = {}
     for name, svc in compose.get("services", {}).items():
         for port in host_ports(svc):

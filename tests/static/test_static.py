@@ -184,6 +184,17 @@ def test_host_ports_are_unique_and_as_documented(compose):
     assert checks.check_ports(compose) == []
 
 
+def test_a_host_port_that_cannot_be_moved_is_reported(broken):
+    broken["services"]["grafana"]["ports"] = ["3000:3000"]
+    assert_reports(checks.check_ports(broken), "grafana: host port '3000' cannot be moved")
+
+
+def test_host_ports_move_with_their_variables(compose):
+    ports = checks.host_ports(compose["services"]["gateway"], {"TRACELAB_GATEWAY_HOST_PORT": "18080"})
+    assert ports == [18080]
+    assert checks.host_ports(compose["services"]["gateway"]) == [8080]
+
+
 def test_duplicate_host_port_is_reported(broken):
     broken["services"]["prometheus"]["ports"] = ["3000:9090"]
     assert_reports(checks.check_ports(broken), "host port 3000 is published by both")
