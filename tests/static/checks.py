@@ -887,6 +887,34 @@ def check_data_volumes(compose: dict, images: dict) -> list[str]:
     return problems
 
 
+def check_rabbitmq(compose: dict, root: Path = REPO) -> list[str]:
+    """RabbitMQ keeps its data per node name and needs an absolute memory
+    watermark well under its container limit."""
+    problems = []
+    svc = compose.get("services", {}).get("rabbitmq")
+    if svc is None:
+        return ["no rabbitmq service"]
+    if not svc.get("hostname"):
+        problems.append("rabbitmq: no fixed `hostname:`; the node name (rabbit@<hostname>) and its data change with every new container")
+    limit = memory_limit(svc)
+    limit_bytes = parse_size(limit) if limit is not None else None
+    watermark = None
+    for _, source, target in bind_mounts({"services": {"rabbitmq": svc}}):
+        if target.startswith("/etc/rabbitmq/conf.d/") and (root / source).is_file():
+            for line in (root / source).read_text(encoding="utf-8").splitlines():
+                m = re.match(r"\s*vm_memory_high_watermark\.absolute\s*=\s*(\d+)\s*(MiB|MB|GiB|GB)?\s*$", line)
+                if m:
+                    unit = {"MiB": 1024**2, "MB": 10**6, "GiB": 1024**3, "GB": 10**9, None: 1}[m.group(2)]
+                    watermark = int(m.group(1)) * unit
+    if watermark is None:
+        problems.append("rabbitmq: no vm_memory_high_watermark.absolute in a mounted conf.d file")
+    elif limit_bytes is None or watermark > 0.75 * limit_bytes:
+        problems.append(
+            f"rabbitmq: memory watermark {watermark} bytes is not under 75% of the container limit {limit}"
+        )
+    return problems
+
+
 def unverified_images(images: dict) -> list[str]:
     return sorted(name for name, facts in images.items() if not facts.get("verified"))
 
@@ -1124,6 +1152,7 @@ def all_problems(root: Path = REPO) -> dict[str, list[str]]:
         "tempo": check_tempo(load_yaml(root / "tempo-config.yaml"), compose, lesson_tempo_config())
         + check_query_end_cutoff(load_yaml(root / "tempo-config.yaml")),
         "image facts": check_image_facts(compose, load_images()) + check_data_volumes(compose, load_images()),
+        "rabbitmq": check_rabbitmq(compose, root),
         "exemplars": check_exemplar_label(
             load_yaml(root / "tempo-config.yaml"),
             load_yaml(root / "grafana/provisioning/datasources/datasources.yaml"),

@@ -700,3 +700,14 @@ def test_data_volumes_mount_where_the_image_keeps_data(compose, images):
 def test_tempo_sends_no_usage_report(tempo):
     assert tempo["usage_report"]["reporting_enabled"] is False
 
+
+def test_rabbitmq_has_a_fixed_node_and_an_absolute_watermark(compose):
+    assert checks.check_rabbitmq(compose) == []
+    broken = copy.deepcopy(compose)
+    del broken["services"]["rabbitmq"]["hostname"]
+    broken["services"]["rabbitmq"]["deploy"]["resources"]["limits"]["memory"] = "200M"
+    assert_reports(checks.check_rabbitmq(broken), "hostname", "not under 75%")
+    unmounted = copy.deepcopy(compose)
+    unmounted["services"]["rabbitmq"]["volumes"] = ["rabbitmq-data:/var/lib/rabbitmq"]
+    assert_reports(checks.check_rabbitmq(unmounted), "vm_memory_high_watermark.absolute")
+
