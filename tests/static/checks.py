@@ -369,6 +369,24 @@ def bind_mounts(compose: dict) -> list[tuple[str, str, str]]:
     return out
 
 
+def check_selinux_labels(compose: dict) -> list[str]:
+    """Every bind mount asks for an SELinux relabel (`z`), or SELinux hosts
+    (Fedora, RHEL) refuse the container its own config files."""
+    problems = []
+    for name, svc in compose.get("services", {}).items():
+        for vol in svc.get("volumes") or []:
+            if isinstance(vol, dict):
+                if vol.get("type") == "bind" and (vol.get("bind") or {}).get("selinux") not in ("z", "Z"):
+                    problems.append(f"{name}: bind mount {vol.get('source')} has no `bind: {{selinux: z}}`")
+                continue
+            parts = str(vol).split(":")
+            if parts[0].startswith((".", "/", "~")):
+                mode = parts[2].split(",") if len(parts) > 2 else []
+                if "z" not in mode and "Z" not in mode:
+                    problems.append(f"{name}: bind mount {parts[0]} has no `z` in its mode (e.g. `:ro,z`)")
+    return problems
+
+
 def check_mounts_exist(compose: dict, root: Path = REPO) -> list[str]:
     problems = []
     for name, source, _ in bind_mounts(compose):
@@ -1145,7 +1163,7 @@ def all_problems(root: Path = REPO) -> dict[str, list[str]]:
         "memory": check_memory(compose),
         "ports": check_ports(compose),
         "network/volumes": check_network_and_volumes(compose),
-        "mounts": check_mounts_exist(compose, root),
+        "mounts": check_mounts_exist(compose, root) + check_selinux_labels(compose),
         "env": check_env_vars(compose, root),
         "dockerfile": check_dockerfile(compose, (root / "Dockerfile").read_text(encoding="utf-8"), root),
         "grafana": check_grafana(compose, root),

@@ -711,3 +711,15 @@ def test_rabbitmq_has_a_fixed_node_and_an_absolute_watermark(compose):
     unmounted["services"]["rabbitmq"]["volumes"] = ["rabbitmq-data:/var/lib/rabbitmq"]
     assert_reports(checks.check_rabbitmq(unmounted), "vm_memory_high_watermark.absolute")
 
+
+def test_bind_mounts_are_relabelled_for_selinux(compose):
+    assert checks.check_selinux_labels(compose) == []
+    broken = copy.deepcopy(compose)
+    broken["services"]["tempo"]["volumes"][0] = "./tempo-config.yaml:/etc/tempo/tempo-config.yaml:ro"
+    del broken["services"]["rabbitmq"]["volumes"][1]["bind"]
+    assert_reports(
+        checks.check_selinux_labels(broken),
+        "tempo: bind mount ./tempo-config.yaml has no `z`",
+        "rabbitmq: bind mount ./rabbitmq/30-tracelab.conf has no",
+    )
+
