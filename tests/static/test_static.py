@@ -8,8 +8,8 @@ can pass vacuously.
 from __future__ import annotations
 
 import copy
-import re
 import json
+import re
 import shutil
 import subprocess
 import sys
