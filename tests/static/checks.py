@@ -387,6 +387,28 @@ def check_selinux_labels(compose: dict) -> list[str]:
     return problems
 
 
+def check_mounts_readable(compose: dict, root: Path = REPO) -> list[str]:
+    """Bind-mounted files are readable by any user: the images run as their
+    own non-root users (tests/static/images.yaml), not as the file's owner."""
+    import stat
+
+    problems = []
+    for name, source, _ in bind_mounts(compose):
+        path = root / source
+        if not path.exists():
+            continue
+        paths = [path, *sorted(path.rglob("*"))] if path.is_dir() else [path]
+        for p in paths:
+            mode = p.stat().st_mode
+            need = stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0)
+            if mode & need != need:
+                problems.append(
+                    f"{name}: {p.relative_to(root)} is mode {stat.filemode(mode)}; the container's user "
+                    f"cannot {'list' if p.is_dir() else 'read'} it (chmod o+r{'x' if p.is_dir() else ''})"
+                )
+    return problems
+
+
 def check_mounts_exist(compose: dict, root: Path = REPO) -> list[str]:
     problems = []
     for name, source, _ in bind_mounts(compose):
@@ -1163,7 +1185,9 @@ def all_problems(root: Path = REPO) -> dict[str, list[str]]:
         "memory": check_memory(compose),
         "ports": check_ports(compose),
         "network/volumes": check_network_and_volumes(compose),
-        "mounts": check_mounts_exist(compose, root) + check_selinux_labels(compose),
+        "mounts": check_mounts_exist(compose, root)
+        + check_selinux_labels(compose)
+        + check_mounts_readable(compose, root),
         "env": check_env_vars(compose, root),
         "dockerfile": check_dockerfile(compose, (root / "Dockerfile").read_text(encoding="utf-8"), root),
         "grafana": check_grafana(compose, root),

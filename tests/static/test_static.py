@@ -769,3 +769,11 @@ def test_docker_compose_resolves_the_stack(compose, tmp_path):
     )
     assert out.returncode != 0 and "tracelab-imag" in out.stderr, out.stderr
 
+
+def test_bind_mounted_files_are_readable_by_the_containers_users(compose, tmp_path):
+    assert checks.check_mounts_readable(compose) == []
+    (tmp_path / "tempo-config.yaml").write_text("x: 1\n")
+    (tmp_path / "tempo-config.yaml").chmod(0o600)
+    only_tempo = {"services": {"tempo": compose["services"]["tempo"]}}
+    assert_reports(checks.check_mounts_readable(only_tempo, tmp_path), "tempo: tempo-config.yaml is mode -rw-------")
+
