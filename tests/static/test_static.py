@@ -654,7 +654,7 @@ def test_cmd_shell_and_missing_tools_are_reported(broken, images):
     broken["services"]["gateway"]["healthcheck"]["test"] = ["CMD", "curl", "-f", "http://127.0.0.1:8080/health"]
     assert_reports(
         checks.check_image_facts(broken, images),
-        "tempo: CMD-SHELL healthcheck, but image grafana/tempo:3.0.0 has no shell",
+        "tempo: CMD-SHELL healthcheck, but image grafana/tempo:3.0.3 has no shell",
         "gateway: healthcheck runs 'curl'",
     )
 
