@@ -692,11 +692,10 @@ def test_query_end_cutoff_is_set_on_purpose(tempo):
 def test_data_volumes_mount_where_the_image_keeps_data(compose, images):
     assert checks.check_data_volumes(compose, images) == []
     broken = copy.deepcopy(compose)
-    # The mount a move to Postgres 18 asks for (docker-library/postgres
-    # 18/alpine3.23/Dockerfile: PGDATA /var/lib/postgresql/18/docker, VOLUME
-    # /var/lib/postgresql) is wrong for the 17.6 image this stack pins.
-    broken["services"]["postgres"]["volumes"] = ["postgres-data:/var/lib/postgresql"]
-    assert_reports(checks.check_data_volumes(broken, images), "postgres", "/var/lib/postgresql/data")
+    # Where Postgres 17 kept its data: a mount left there by a version bump
+    # misses the 18 image's data directory (/var/lib/postgresql/18/docker).
+    broken["services"]["postgres"]["volumes"] = ["postgres-data:/var/lib/postgresql/data"]
+    assert_reports(checks.check_data_volumes(broken, images), "postgres", "keeps its data in /var/lib/postgresql,")
 
 
 def test_tempo_sends_no_usage_report(tempo):
