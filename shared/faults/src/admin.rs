@@ -296,6 +296,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_put_without_for_answers_when_the_fault_expires() {
+        let (app, registry) = app();
+        let (status, value) = call(
+            &app,
+            Method::PUT,
+            "/admin/faults",
+            Some(TOKEN),
+            Some(r#"{"point":"auth.verify","kind":"outage"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+        assert_eq!(value["for"], "15m");
+        let set_at: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(value["set_at"].clone()).unwrap();
+        let expires_at: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(value["expires_at"].clone()).unwrap();
+        assert_eq!(expires_at - set_at, chrono::Duration::minutes(15));
+
+        let (status, value) = call(
+            &app,
+            Method::PUT,
+            "/admin/faults",
+            Some(TOKEN),
+            Some(r#"{"point":"auth.verify","kind":"outage","for":"never"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+        assert_eq!(value["for"], "never");
+        assert_eq!(value["expires_at"], Value::Null);
+        assert_eq!(registry.list()[0].expires_at, None);
+
+        let (_, report) = call(&app, Method::GET, "/admin/faults", Some(TOKEN), None).await;
+        assert_eq!(report["faults"][0]["for"], "never");
+    }
+
+    #[tokio::test]
     async fn the_scheme_must_be_bearer() {
         let (app, _) = app();
         let request = Request::get("/admin/faults")

@@ -749,6 +749,42 @@ mod tests {
         assert!(!registry.clear(DB), "nothing left to clear");
     }
 
+    /// A spec without `for` (the admin API's PUT, the CLI without
+    /// `--for`) still goes away by itself: a forgotten fault must not
+    /// break the lab for good.
+    #[test]
+    fn a_fault_without_for_expires_after_the_default_lifetime() {
+        let (registry, clock) = manual();
+        let active = registry
+            .set(spec(DB, json!({"kind":"latency","ms":5})))
+            .unwrap();
+        let lifetime = tracelab_contract::fault::limits::DEFAULT_FAULT_LIFETIME;
+        assert_eq!(lifetime, Duration::from_secs(15 * 60));
+        assert_eq!(
+            active.expires_at.unwrap() - active.set_at,
+            chrono::Duration::from_std(lifetime).unwrap()
+        );
+        clock.advance(lifetime - Duration::from_millis(1));
+        assert_eq!(registry.check(DB), Some(latency(5)));
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(registry.check(DB), None);
+        assert!(registry.list().is_empty());
+    }
+
+    #[test]
+    fn a_fault_for_never_stays_until_cleared() {
+        let (registry, clock) = manual();
+        let active = registry
+            .set(spec(DB, json!({"kind":"latency","ms":5,"for":"never"})))
+            .unwrap();
+        assert_eq!(active.expires_at, None);
+        clock.advance(Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(registry.check(DB), Some(latency(5)));
+        assert_eq!(registry.list()[0].expires_at, None);
+        assert!(registry.clear(DB));
+        assert_eq!(registry.check(DB), None);
+    }
+
     #[test]
     fn schedules_switch_on_and_off() {
         let (registry, clock) = manual();

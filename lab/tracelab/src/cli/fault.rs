@@ -3,6 +3,8 @@
 //! ```text
 //! tracelab fault points                                  # every point and the kinds acting there
 //! tracelab fault set payment.save latency ms=800 --for 5m
+//! tracelab fault set auth.verify error                   # expires by itself after 15m
+//! tracelab fault set provider.charge outage --for never  # stays until cleared
 //! tracelab fault set provider.charge outage --probability 0.3
 //! tracelab fault set --spec faults.yaml                  # one spec or a list, JSON or YAML
 //! tracelab fault list                                    # every service (or: tracelab fault list payment)
@@ -72,8 +74,9 @@ pub struct FaultSetArgs {
     /// Kind parameters as KEY=VALUE, e.g. ms=800 jitter_ms=100.
     #[arg(value_name = "KEY=VALUE")]
     pub params: Vec<String>,
-    /// How long the fault stays set, e.g. 30s, 5m, 1h [default: until cleared].
-    #[arg(long = "for", value_name = "DURATION")]
+    /// How long the fault stays set, e.g. 30s, 5m, 1h, or `never` to keep it
+    /// until cleared [default: 15m].
+    #[arg(long = "for", value_name = "DURATION|never")]
     pub duration: Option<String>,
     /// Chance the fault fires on a given request, 0..1.
     #[arg(long)]
@@ -192,7 +195,7 @@ async fn list(args: FaultListArgs) -> anyhow::Result<ExitCode> {
                     let left = (at - now).num_seconds().max(0);
                     format!("in {}", human_secs(left as u64))
                 }
-                None => "when cleared".into(),
+                None => "never".into(),
             };
             println!(
                 "{:<17} {:<24} {:<18} {:<28} {:>5} {:<8} {expires}",
@@ -268,7 +271,7 @@ async fn set(args: FaultSetArgs) -> anyhow::Result<ExitCode> {
                 ", until {}",
                 at.with_timezone(&chrono::Local).format("%H:%M:%S")
             )),
-            None => line.push_str(", until cleared"),
+            None => line.push_str(", until cleared (never expires)"),
         }
         println!("{line}  [{} ms]", took.as_millis());
     }
@@ -293,4 +296,77 @@ async fn clear(args: FaultClearArgs) -> anyhow::Result<ExitCode> {
     }
     println!("cleared {total} fault{}", if total == 1 { "" } else { "s" });
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use tracelab_contract::fault::duration;
+    use tracelab_contract::fault::limits::DEFAULT_FAULT_LIFETIME;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn set_args(argv: &[&str]) -> FaultSetArgs {
+        let cli = Cli::try_parse_from([&["tracelab", "fault", "set"], argv].concat()).unwrap();
+        let Command::Fault(FaultArgs {
+            command: FaultCommand::Set(args),
+        }) = cli.command
+        else {
+            panic!("not fault set")
+        };
+        args
+    }
+
+    fn spec_of(args: &FaultSetArgs) -> tracelab_contract::fault::FaultSpec {
+        spec_from_args(
+            args.point.as_deref().unwrap(),
+            args.kind.as_deref().unwrap(),
+            &args.params,
+            args.duration.as_deref(),
+            args.probability,
+            args.schedule.as_deref(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn for_never_and_the_default_lifetime() {
+        let args = set_args(&["payment.save", "latency", "ms=5", "--for", "never"]);
+        assert_eq!(spec_of(&args).duration, None, "--for never: until cleared");
+        let args = set_args(&["payment.save", "latency", "ms=5", "--for", "90s"]);
+        assert_eq!(
+            spec_of(&args).duration,
+            Some(std::time::Duration::from_secs(90))
+        );
+        let args = set_args(&["payment.save", "latency", "ms=5"]);
+        assert_eq!(spec_of(&args).duration, Some(DEFAULT_FAULT_LIFETIME));
+        let args = set_args(&["payment.save", "latency", "ms=5", "--for", "forever"]);
+        let err = spec_from_args(
+            "payment.save",
+            "latency",
+            &args.params,
+            args.duration.as_deref(),
+            None,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("or never"), "{err}");
+    }
+
+    #[test]
+    fn the_for_help_names_the_default_and_never() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("fault")
+            .and_then(|c| c.find_subcommand_mut("set"))
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let default = format!("[default: {}]", duration::format(DEFAULT_FAULT_LIFETIME));
+        assert!(help.contains(&default), "{help}");
+        assert!(help.contains("`never`"), "{help}");
+    }
 }

@@ -220,6 +220,17 @@ mod tests {
     }
 
     #[test]
+    fn lifetimes_from_arguments() {
+        let spec = |d: Option<&str>| {
+            spec_from_args("payment.save", "dead_letter", &[], d, None, None).map(|s| s.duration)
+        };
+        assert_eq!(spec(Some("never")).unwrap(), None);
+        assert_eq!(spec(Some("1h")).unwrap(), Some(Duration::from_secs(3600)));
+        assert_eq!(spec(None).unwrap(), Some(Duration::from_secs(15 * 60)));
+        assert!(spec(Some("0s")).is_err());
+    }
+
+    #[test]
     fn parses_spec_files() {
         let yaml = "- {point: payment.save, kind: latency, ms: 800}\n- {service: provider, point: provider.charge, kind: outage}\n";
         let specs = parse_specs(yaml).unwrap();

@@ -27,6 +27,10 @@
 //!
 //! Faults are read with `tracelab-contract` (`FaultSpec`), so a wrong field
 //! is named with the file and the fault's position; each fault's point must
+//! exist and its kind must act there. A scenario's fault without `for`
+//! stays until the scenario is stopped (`for: never`), where a fault set by
+//! hand expires after 15 minutes: `scenario stop` and the end of an
+//! exercise clear them, and an exercise must not lose its cause halfway.
 //!
 //! The parts: [`text`] (bilingual texts), [`model`] (a scenario file and its
 //! rules), [`answer`] (answer keys and grading), [`catalog`] (a directory of

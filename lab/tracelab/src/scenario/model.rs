@@ -140,6 +140,7 @@ impl Scenario {
         let raw: RawScenario = serde_yaml::from_str(text)?;
         let mut faults = Vec::new();
         for (i, value) in raw.faults.into_iter().enumerate() {
+            let value = until_stopped_unless_timed(value);
             let (service, spec) = spec_from_value(value).with_context(|| format!("faults[{i}]"))?;
             check_point_and_kind(&spec).with_context(|| format!("faults[{i}]"))?;
             faults.push(ScenarioFault { service, spec });
@@ -330,6 +331,21 @@ impl Scenario {
     }
 }
 
+/// A scenario's fault without `for` stays until the scenario stops
+/// (`for: never`), unlike a fault set by hand, which expires after 15
+/// minutes. A scenario has its own end: `scenario stop`, and an exercise
+/// once solved or revealed, clear every fault it set. Expiring under a
+/// learner in the middle of an exercise would take the symptom away and
+/// leave traces that no longer show the cause. A file may still give a
+/// fault a `for` of its own.
+fn until_stopped_unless_timed(mut value: Value) -> Value {
+    if let Value::Object(map) = &mut value {
+        map.entry("for")
+            .or_insert_with(|| Value::from(tracelab_contract::fault::duration::NEVER));
+    }
+    value
+}
+
 fn check_text(field: &str, text: &Text) -> anyhow::Result<()> {
     if text.en.trim().is_empty() || text.ja.trim().is_empty() {
         bail!("{field}: needs both en and ja");
@@ -373,6 +389,17 @@ signature:
         assert_eq!(s.faults[0].service, "payment");
         assert_eq!(s.traffic, Traffic::default());
         assert_eq!(s.services().into_iter().collect::<Vec<_>>(), ["payment"]);
+    }
+
+    #[test]
+    fn scenario_faults_stay_until_stopped_unless_timed() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.faults[0].spec.duration, None, "for: never");
+        let timed = parse(&MINIMAL.replace("ms: 800}", "ms: 800, for: 10m}")).unwrap();
+        assert_eq!(
+            timed.faults[0].spec.duration,
+            Some(std::time::Duration::from_secs(600))
+        );
     }
 
     #[test]

@@ -94,6 +94,40 @@ pub fn format(d: Duration) -> String {
     out
 }
 
+/// The word that makes a fault permanent: `for: never`, `--for never`.
+pub const NEVER: &str = "never";
+
+/// Parses a fault's lifetime, the value of `for`: a duration as [`parse`]
+/// reads it (`Some`), or [`NEVER`] (`None`: until cleared).
+///
+/// Fails as [`parse`] does; the message also offers `never`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tracelab_contract::fault::duration;
+///
+/// assert_eq!(duration::parse_lifetime("5m"), Ok(Some(Duration::from_secs(300))));
+/// assert_eq!(duration::parse_lifetime("never"), Ok(None));
+/// ```
+pub fn parse_lifetime(input: &str) -> Result<Option<Duration>, DurationError> {
+    if input.trim() == NEVER {
+        return Ok(None);
+    }
+    parse(input).map(Some).map_err(|mut e| {
+        e.reason
+            .push_str(", or never for a fault that stays until cleared");
+        e
+    })
+}
+
+/// Formats a lifetime so that [`parse_lifetime`] reads it back.
+pub fn format_lifetime(lifetime: Option<Duration>) -> String {
+    match lifetime {
+        Some(d) => format(d),
+        None => NEVER.to_string(),
+    }
+}
+
 /// `#[serde(with = "tracelab_contract::fault::duration::serde_duration")]` for a `Duration`
 /// written as a human string.
 pub mod serde_duration {
@@ -113,29 +147,25 @@ pub mod serde_duration {
     }
 }
 
-/// `#[serde(with = "tracelab_contract::fault::duration::serde_opt_duration")]` for an
-/// `Option<Duration>` written as a human string (absent or `null`: `None`).
-pub mod serde_opt_duration {
+/// `#[serde(with = "tracelab_contract::fault::duration::serde_lifetime")]` for
+/// a fault's `for`, an `Option<Duration>` where `None` is written `never`.
+/// A missing field is the caller's business (`#[serde(default = ..)]`);
+/// `null` is refused, because it used to mean "until cleared" and must not
+/// quietly turn into a default lifetime now.
+pub mod serde_lifetime {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// Writes `Some(d)` as [`super::format`] does, `None` as null.
+    /// Writes `Some(d)` as [`super::format`] does, `None` as `never`.
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&super::format(*d)),
-            None => s.serialize_none(),
-        }
+        s.serialize_str(&super::format_lifetime(*d))
     }
 
-    /// Reads a string with [`super::parse`], null or absent as `None`.
+    /// Reads a string with [`super::parse_lifetime`]; fails with its message.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            Some(text) => super::parse(&text)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-            None => Ok(None),
-        }
+        let text = String::deserialize(d)?;
+        super::parse_lifetime(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -193,5 +223,17 @@ mod tests {
         assert_eq!(format(Duration::from_secs(90)), "1m30s");
         assert_eq!(format(Duration::from_millis(1500)), "1s500ms");
         assert_eq!(format(Duration::from_secs(3600)), "1h");
+    }
+
+    #[test]
+    fn lifetimes_are_durations_or_never() {
+        assert_eq!(parse_lifetime("15m"), Ok(Some(Duration::from_secs(900))));
+        assert_eq!(parse_lifetime(" never "), Ok(None));
+        for lifetime in [None, Some(Duration::from_millis(1500))] {
+            assert_eq!(parse_lifetime(&format_lifetime(lifetime)), Ok(lifetime));
+        }
+        let err = parse_lifetime("forever").unwrap_err();
+        assert!(err.to_string().contains("or never"), "{err}");
+        assert!(parse_lifetime("Never").is_err(), "one spelling only");
     }
 }

@@ -1,5 +1,14 @@
 //! The ranges [`super::FaultSpec::validate`] enforces, so a typo such as
-//! `ms: 80000000` is refused instead of hanging a service for a day.
+//! `ms: 80000000` is refused instead of hanging a service for a day, and
+//! the lifetime a fault gets when its spec does not say.
+
+use std::time::Duration;
+
+/// How long a fault stays set when its spec has no `for`: a fault someone
+/// forgot (or set through the admin API and walked away from) must not
+/// break the lab for good. Long enough for a learner to look at it; a
+/// fault meant to stay says `for: never`.
+pub const DEFAULT_FAULT_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 /// Longest delay any `ms`-style parameter may ask for: a minute is already
 /// far beyond every timeout in the lab.

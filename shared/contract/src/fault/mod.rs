@@ -5,9 +5,10 @@
 //! faults (registry, admin router) is `tracelab-faults`, in the services.
 //!
 //! A fault is an injection point (e.g. `payment.save`), a [`FaultKind`]
-//! with its parameters, a probability, an optional lifetime (`for: 5m`) and
-//! an optional on/off [`Schedule`]. The same shape is read from scenario
-//! files (JSON or YAML), the CLI and `PUT /admin/faults`:
+//! with its parameters, a probability, a lifetime (`for: 5m`; left out:
+//! [`limits::DEFAULT_FAULT_LIFETIME`], 15 minutes; `for: never` until
+//! cleared) and an optional on/off [`Schedule`]. The same shape is read
+//! from scenario files (JSON or YAML), the CLI and `PUT /admin/faults`:
 //!
 //! ```
 //! use std::time::Duration;

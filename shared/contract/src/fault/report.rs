@@ -15,7 +15,8 @@ pub struct ActiveFault {
     pub spec: FaultSpec,
     /// When it was set.
     pub set_at: DateTime<Utc>,
-    /// When `for` runs out; absent when the fault stays until cleared.
+    /// When `for` runs out; `None` (`null`) for a `for: never` fault,
+    /// which stays until cleared.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
     /// Whether the fault is in effect right now: `false` while its schedule

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::duration::{serde_duration, serde_opt_duration};
+use super::duration::{serde_duration, serde_lifetime};
 use super::limits::{
-    MAX_CLOCK_SKEW_MS, MAX_CONNECTIONS, MAX_CPU_BURN_MS, MAX_HANG_MS, MAX_MS, MAX_RETRIES,
-    MAX_RETRY_AFTER_S,
+    DEFAULT_FAULT_LIFETIME, MAX_CLOCK_SKEW_MS, MAX_CONNECTIONS, MAX_CPU_BURN_MS, MAX_HANG_MS,
+    MAX_MS, MAX_RETRIES, MAX_RETRY_AFTER_S,
 };
 use super::point::{FaultPoint, UnknownPoint};
 
@@ -147,6 +147,9 @@ fn default_cardinality_attribute() -> String {
 }
 fn default_probability() -> f64 {
     1.0
+}
+fn default_lifetime() -> Option<Duration> {
+    Some(DEFAULT_FAULT_LIFETIME)
 }
 
 impl FaultKind {
@@ -387,14 +390,12 @@ pub struct FaultSpec {
     /// Chance that an active fault fires on a given check, 0..=1 (default 1).
     #[serde(default = "default_probability")]
     pub probability: f64,
-    /// How long the fault stays set (`"5m"`, `"30s"`, `"1500ms"`, `"1h"`);
-    /// absent: until cleared.
-    #[serde(
-        default,
-        rename = "for",
-        with = "serde_opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// How long the fault stays set (`"5m"`, `"30s"`, `"1500ms"`, `"1h"`),
+    /// `None` for a fault that stays until cleared, written `"never"`.
+    /// Absent from the text: [`DEFAULT_FAULT_LIFETIME`] (15 minutes), so a
+    /// permanent fault is always asked for by name. Always written out, so
+    /// a report says how long each fault lives.
+    #[serde(rename = "for", with = "serde_lifetime")]
     pub duration: Option<Duration>,
     /// Optional on/off cycle within that time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -412,7 +413,7 @@ struct RawSpec {
     kind: FaultKind,
     #[serde(default = "default_probability")]
     probability: f64,
-    #[serde(default, rename = "for", with = "serde_opt_duration")]
+    #[serde(default = "default_lifetime", rename = "for", with = "serde_lifetime")]
     duration: Option<Duration>,
     #[serde(default)]
     schedule: Option<Schedule>,
@@ -453,13 +454,14 @@ impl<'de> Deserialize<'de> for FaultSpec {
 }
 
 impl FaultSpec {
-    /// A spec at `point` (a [`FaultPoint`] or a name) firing always, for ever.
+    /// A spec at `point` (a [`FaultPoint`] or a name) firing always, for
+    /// [`DEFAULT_FAULT_LIFETIME`] as a spec without `for` does.
     pub fn new(point: impl Into<String>, kind: FaultKind) -> Self {
         Self {
             point: point.into(),
             kind,
             probability: 1.0,
-            duration: None,
+            duration: default_lifetime(),
             schedule: None,
         }
     }
@@ -473,6 +475,12 @@ impl FaultSpec {
     /// Sets how long the fault stays set.
     pub fn with_duration(mut self, duration: Duration) -> Self {
         self.duration = Some(duration);
+        self
+    }
+
+    /// Makes the fault stay until cleared (`for: never`).
+    pub fn until_cleared(mut self) -> Self {
+        self.duration = None;
         self
     }
 
@@ -721,6 +729,7 @@ mod tests {
             let written = serde_json::to_value(&spec).unwrap();
             let mut expected = with_point(value.clone());
             expected["probability"] = json!(1.0);
+            expected["for"] = json!("15m");
             assert_eq!(written, expected, "written form");
             let back: FaultSpec = serde_json::from_value(written).unwrap();
             assert_eq!(back, spec);
@@ -764,7 +773,11 @@ mod tests {
             }
         );
         assert_eq!(spec.probability, 1.0);
-        assert_eq!(spec.duration, None);
+        assert_eq!(
+            spec.duration,
+            Some(Duration::from_secs(15 * 60)),
+            "without `for` a fault expires after 15 minutes"
+        );
         assert_eq!(spec.schedule, None);
         assert_eq!(
             parse(json!({"kind":"outage"})).kind,
@@ -815,6 +828,40 @@ mod tests {
         let err = FaultSpec::from_value(json!({"point":"p.x","kind":"drop_spans","for":300}))
             .unwrap_err();
         assert!(matches!(err, FaultError::Parse(_)), "{err}");
+    }
+
+    #[test]
+    fn for_never_keeps_a_fault_until_cleared() {
+        let spec = FaultSpec::from_value(json!({"point":"p.x","kind":"drop_spans","for":"never"}))
+            .unwrap();
+        assert_eq!(spec.duration, None);
+        assert_eq!(serde_json::to_value(&spec).unwrap()["for"], "never");
+        let yaml: FaultSpec =
+            serde_yaml::from_str("{point: p.x, kind: drop_spans, for: never}").unwrap();
+        assert_eq!(yaml, spec);
+        assert_eq!(
+            FaultSpec::new("p.x", FaultKind::DropSpans).until_cleared(),
+            spec
+        );
+        assert_eq!(
+            FaultSpec::new("p.x", FaultKind::DropSpans).duration,
+            Some(DEFAULT_FAULT_LIFETIME),
+            "built in code, a spec gets the default lifetime too"
+        );
+    }
+
+    #[test]
+    fn a_null_or_misspelt_lifetime_is_refused() {
+        // `null` once meant "until cleared": it must not quietly become 15m.
+        for (value, expected) in [
+            (json!(null), "invalid type: null"),
+            (json!("forever"), "or never"),
+            (json!("Never"), "or never"),
+        ] {
+            let err = FaultSpec::from_value(json!({"point":"p.x","kind":"drop_spans","for":value}))
+                .unwrap_err();
+            assert!(err.to_string().contains(expected), "{value}: {err}");
+        }
     }
 
     #[test]
