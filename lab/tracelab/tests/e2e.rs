@@ -664,6 +664,28 @@ async fn bad_input_gets_json_4xx_and_the_services_stay_healthy() {
     // The admin API is not reachable without its token.
     let a = answer(http.get(format!("{gw}/admin/faults")).send().await.unwrap()).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // The W3C harness endpoint is off unless switched on: no service, the
+    // gateway's public port included, forwards a caller's JSON anywhere.
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}/v1/charges", elsewhere.local_addr().unwrap());
+    for (name, url) in lab.services() {
+        let a = answer(
+            http.post(format!("{url}/_w3c/test"))
+                .json(&json!([{"url": target, "arguments": {"amount": 100}}]))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{name}: {}", a.body);
+        assert_eq!(a.body["error"]["code"], "not_found", "{name}");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), elsewhere.accept())
+            .await
+            .is_err(),
+        "nothing was forwarded"
+    );
 
     for (name, url) in lab.services() {
         let health = http.get(format!("{url}/health")).send().await.unwrap();
@@ -793,9 +815,33 @@ async fn capture_one_request(listener: tokio::net::TcpListener) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_w3c_harness_endpoint_propagates_the_context() {
-    let lab = start_lab().await;
+    // The harness's server, and a server it must never reach.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let callback = format!("http://{}/callback", listener.local_addr().unwrap());
+    let harness = format!("http://{}", listener.local_addr().unwrap());
+    let callback = format!("{harness}/callback");
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let foreign = format!("http://{}/v1/charges", elsewhere.local_addr().unwrap());
+    let mut opts = LabOptions::for_tests();
+    opts.extra_env
+        .push(("TRACELAB_W3C_HARNESS".into(), harness.clone()));
+    let lab = Lab::start(opts).await.expect("lab starts");
+
+    let refused = reqwest::Client::new()
+        .post(format!("{}/_w3c/test", lab.gateway_url()))
+        .json(&json!([{"url": foreign, "arguments": {"amount": 100}}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "target_not_allowed", "{body}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), elsewhere.accept())
+            .await
+            .is_err(),
+        "nothing reached the foreign address"
+    );
+
     let captured = tokio::spawn(capture_one_request(listener));
     let response = reqwest::Client::new()
         .post(format!("{}/_w3c/test", lab.gateway_url()))

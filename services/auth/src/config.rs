@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use tracelab_contract::service::ServiceName;
+use tracelab_service::W3cHarness;
 use tracelab_telemetry::config::{ConfigError, parse_or};
 
 /// The development secret used when none is configured (the service warns).
@@ -13,10 +14,13 @@ pub struct Config {
     pub listen: SocketAddr,
     pub token_secret: String,
     pub token_ttl_secs: i64,
+    /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
+    pub w3c_harness: W3cHarness,
 }
 
 impl Config {
-    /// Reads `TRACELAB_LISTEN`, `TRACELAB_TOKEN_SECRET`, `TRACELAB_TOKEN_TTL_SECS`.
+    /// Reads `TRACELAB_LISTEN`, `TRACELAB_TOKEN_SECRET`, `TRACELAB_TOKEN_TTL_SECS`,
+    /// `TRACELAB_W3C_HARNESS`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let listen = tracelab_service::config::listen(ServiceName::Auth.default_port())?;
         let token_secret = std::env::var("TRACELAB_TOKEN_SECRET")
@@ -46,6 +50,7 @@ impl Config {
             listen,
             token_secret,
             token_ttl_secs,
+            w3c_harness: tracelab_service::config::w3c_harness()?,
         })
     }
 }

@@ -25,7 +25,7 @@ use opentelemetry::trace::TraceContextExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use tracelab_service::{ApiError, App, Check, Json, health_response};
+use tracelab_service::{ApiError, App, Check, Json, W3cHarness, health_response};
 
 pub use config::Config;
 use token::{Claims, Signer};
@@ -81,8 +81,8 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), admin)
+pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
+    tracelab_service::app::service_router(routes(state), w3c, admin)
 }
 
 async fn health() -> Response {
@@ -174,7 +174,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         tracing::warn!("TRACELAB_TOKEN_SECRET is not set: using the development secret");
     }
     let (faults, admin) = tracelab_faults::for_service(ServiceName::Auth);
-    let router = router(AppState::new(&config, faults), admin);
+    let router = router(AppState::new(&config, faults), &config.w3c_harness, admin);
     Ok(App::bind(config.listen, router).await?)
 }
 
@@ -193,6 +193,7 @@ mod tests {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 token_secret: "test-secret-0123456789".into(),
                 token_ttl_secs: ttl,
+                w3c_harness: W3cHarness::off(),
             },
             FaultRegistry::new(ServiceName::Auth),
         ))

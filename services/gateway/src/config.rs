@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tracelab_contract::service::ServiceName;
+use tracelab_service::W3cHarness;
 use tracelab_telemetry::config::{ConfigError, parse_or};
 
 #[derive(Debug, Clone)]
@@ -13,6 +14,8 @@ pub struct Config {
     pub search_url: String,
     pub payment_url: String,
     pub upstream_timeout: Duration,
+    /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
+    pub w3c_harness: W3cHarness,
 }
 
 fn url(
@@ -33,7 +36,8 @@ fn url(
 
 impl Config {
     /// Reads `TRACELAB_LISTEN`, `TRACELAB_AUTH_URL`, `TRACELAB_SEARCH_URL`,
-    /// `TRACELAB_PAYMENT_URL`, `TRACELAB_UPSTREAM_TIMEOUT_MS`.
+    /// `TRACELAB_PAYMENT_URL`, `TRACELAB_UPSTREAM_TIMEOUT_MS`, and the common
+    /// `TRACELAB_W3C_HARNESS`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let listen = tracelab_service::config::listen(ServiceName::Gateway.default_port())?;
         let auth_url = url(
@@ -69,6 +73,7 @@ impl Config {
             search_url,
             payment_url,
             upstream_timeout: Duration::from_millis(timeout_ms),
+            w3c_harness: tracelab_service::config::w3c_harness()?,
         })
     }
 }

@@ -75,8 +75,8 @@ pub fn routes(state: AppState) -> Router {
 }
 
 pub fn router(state: AppState, admin: Router) -> Router {
-    let client = state.client.clone();
-    tracelab_service::app::standard(routes(state), StandardLimits::default(), client, admin)
+    let w3c = state.config.w3c_harness.clone();
+    tracelab_service::app::standard(routes(state), StandardLimits::default(), &w3c, admin)
 }
 
 async fn health(State(state): State<AppState>) -> Response {

@@ -11,6 +11,7 @@ use axum::http::Request;
 use tower::ServiceExt;
 
 use tracelab_contract::service::ServiceName;
+use tracelab_service::W3cHarness;
 
 use super::*;
 
@@ -108,6 +109,7 @@ impl Upstreams {
             search_url: self.url.clone(),
             payment_url: self.url.clone(),
             upstream_timeout: Duration::from_secs(5),
+            w3c_harness: W3cHarness::off(),
         };
         AppState::new(config, FaultRegistry::new(ServiceName::Gateway)).unwrap()
     }

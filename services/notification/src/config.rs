@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use tracelab_contract::defaults;
 use tracelab_contract::service::ServiceName;
+use tracelab_service::W3cHarness;
 use tracelab_service::config as common;
 use tracelab_telemetry::config::{ConfigError, parse_or};
 
@@ -16,12 +17,14 @@ pub struct Config {
     pub exchange: String,
     pub queue: String,
     pub prefetch: u16,
+    /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
+    pub w3c_harness: W3cHarness,
 }
 
 impl Config {
     /// Reads `TRACELAB_QUEUE`, `TRACELAB_PREFETCH`, and the common
     /// `TRACELAB_LISTEN`, `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`, `AMQP_URL`,
-    /// `TRACELAB_EXCHANGE` (through `tracelab_service::config`).
+    /// `TRACELAB_EXCHANGE`, `TRACELAB_W3C_HARNESS` (through `tracelab_service::config`).
     pub fn from_env() -> Result<Self, ConfigError> {
         let queue = std::env::var("TRACELAB_QUEUE")
             .ok()
@@ -40,6 +43,7 @@ impl Config {
             ));
         }
         Ok(Self {
+            w3c_harness: common::w3c_harness()?,
             listen: common::listen(ServiceName::Notification.default_port())?,
             database_url: common::database_url(),
             db_pool_size: common::db_pool_size(5)?,

@@ -21,7 +21,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use tracelab_contract::service::ServiceName;
-use tracelab_service::{App, Check, health_response};
+use tracelab_service::{App, Check, W3cHarness, health_response};
 use tracelab_telemetry::db::DbTarget;
 
 pub use config::Config;
@@ -39,8 +39,8 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), admin)
+pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
+    tracelab_service::app::service_router(routes(state), w3c, admin)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -87,9 +87,10 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         stats: stats.clone(),
     };
     consumer.declare().await?;
-    Ok(
-        App::bind(config.listen, router(AppState { pool, stats }, admin))
-            .await?
-            .with_background("consumer", move |stop| consumer.run(stop)),
+    Ok(App::bind(
+        config.listen,
+        router(AppState { pool, stats }, &config.w3c_harness, admin),
     )
+    .await?
+    .with_background("consumer", move |stop| consumer.run(stop)))
 }

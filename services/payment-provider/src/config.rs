@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
 use tracelab_contract::service::ServiceName;
+use tracelab_service::W3cHarness;
 use tracelab_telemetry::config::ConfigError;
 
 #[derive(Debug, Clone)]
@@ -11,10 +12,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Simulated processing time per charge, in milliseconds.
     pub latency_ms: RangeInclusive<u64>,
+    /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
+    pub w3c_harness: W3cHarness,
 }
 
 impl Config {
-    /// Reads `TRACELAB_LISTEN` and `TRACELAB_PROVIDER_LATENCY_MS` (`"100-200"` or `"150"`).
+    /// Reads `TRACELAB_LISTEN`, `TRACELAB_PROVIDER_LATENCY_MS` (`"100-200"` or
+    /// `"150"`) and `TRACELAB_W3C_HARNESS`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let listen = tracelab_service::config::listen(ServiceName::PaymentProvider.default_port())?;
         let raw = std::env::var("TRACELAB_PROVIDER_LATENCY_MS")
@@ -27,7 +31,11 @@ impl Config {
                 "expected MIN-MAX or N in milliseconds, MIN <= MAX",
             )
         })?;
-        Ok(Self { listen, latency_ms })
+        Ok(Self {
+            listen,
+            latency_ms,
+            w3c_harness: tracelab_service::config::w3c_harness()?,
+        })
     }
 }
 

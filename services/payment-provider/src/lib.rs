@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tracelab_contract::fault::{FaultKind, FaultPoint};
 use tracelab_contract::service::ServiceName;
 use tracelab_faults::FaultRegistry;
-use tracelab_service::{ApiError, App, Check, RawBody, health_response};
+use tracelab_service::{ApiError, App, Check, RawBody, W3cHarness, health_response};
 
 pub use config::Config;
 
@@ -69,8 +69,8 @@ pub fn routes(state: AppState) -> Router {
 }
 
 /// The full router as served.
-pub fn router(state: AppState, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), admin)
+pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
+    tracelab_service::app::service_router(routes(state), w3c, admin)
 }
 
 async fn health() -> Response {
@@ -277,7 +277,7 @@ async fn charge(state: &AppState, request: ChargeRequest) -> (StatusCode, Value)
 /// Fails when the address cannot be bound.
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let (faults, admin) = tracelab_faults::for_service(ServiceName::PaymentProvider);
-    let router = router(AppState::new(&config, faults), admin);
+    let router = router(AppState::new(&config, faults), &config.w3c_harness, admin);
     Ok(App::bind(config.listen, router).await?)
 }
 
@@ -294,6 +294,7 @@ mod tests {
             &Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 latency_ms: 0..=0,
+                w3c_harness: W3cHarness::off(),
             },
             FaultRegistry::new(ServiceName::PaymentProvider),
         )

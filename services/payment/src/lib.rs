@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use tracelab_contract::service::ServiceName;
 use tracelab_faults::FaultRegistry;
-use tracelab_service::{ApiError, App, Check, Json, health_response};
+use tracelab_service::{ApiError, App, Check, Json, W3cHarness, health_response};
 use tracelab_telemetry::db::DbTarget;
 
 pub use config::Config;
@@ -68,8 +68,8 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), admin)
+pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
+    tracelab_service::app::service_router(routes(state), w3c, admin)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -507,9 +507,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         state.publisher.clone(),
         state.relay_wakeup.clone(),
     );
-    Ok(App::bind(config.listen, router(state, admin))
-        .await?
-        .with_background("outbox relay", move |stop| {
-            relay::run(pool, publisher, wakeup, stop)
-        }))
+    Ok(
+        App::bind(config.listen, router(state, &config.w3c_harness, admin))
+            .await?
+            .with_background("outbox relay", move |stop| {
+                relay::run(pool, publisher, wakeup, stop)
+            }),
+    )
 }

@@ -115,7 +115,7 @@ async fn pay(state: &AppState, key: Option<&str>, body: &str) -> (StatusCode, Va
 }
 
 async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
-    let response = router(state.clone(), Router::new())
+    let response = router(state.clone(), &W3cHarness::off(), Router::new())
         .oneshot(request)
         .await
         .unwrap();

@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use tracelab_contract::fault::{FaultKind, FaultPoint};
 use tracelab_contract::service::ServiceName;
 use tracelab_faults::FaultRegistry;
-use tracelab_service::{ApiError, App, Check, Json, health_response};
+use tracelab_service::{ApiError, App, Check, Json, W3cHarness, health_response};
 use tracelab_telemetry::db::DbTarget;
 
 pub use config::Config;
@@ -41,8 +41,8 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), admin)
+pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
+    tracelab_service::app::service_router(routes(state), w3c, admin)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -149,5 +149,5 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         db: DbTarget::from_url(&config.database_url),
         pool,
     };
-    Ok(App::bind(config.listen, router(state, admin)).await?)
+    Ok(App::bind(config.listen, router(state, &config.w3c_harness, admin)).await?)
 }

@@ -9,14 +9,13 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use http::StatusCode;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use tracelab_telemetry::server::server_span;
 
-use crate::error::{ApiError, Json};
+use crate::error::ApiError;
+use crate::w3c::W3cHarness;
 
 /// Limits every service applies to incoming requests.
 #[derive(Debug, Clone, Copy)]
@@ -36,17 +35,13 @@ impl Default for StandardLimits {
 
 /// Wraps a service's routes with what every service has: JSON 404/405, a
 /// body limit, a request timeout, the SERVER span (outermost, so it records
-/// the status the client really got) and the W3C test-harness endpoint.
-/// `admin` (the fault API) is merged after the layers: admin calls must
-/// never show up in the traces a learner is investigating.
-pub fn standard(
-    routes: Router,
-    limits: StandardLimits,
-    client: reqwest_middleware::ClientWithMiddleware,
-    admin: Router,
-) -> Router {
+/// the status the client really got) and, when `w3c` is on, the W3C
+/// test-harness endpoint. `admin` (the fault API) is merged after the
+/// layers: admin calls must never show up in the traces a learner is
+/// investigating.
+pub fn standard(routes: Router, limits: StandardLimits, w3c: &W3cHarness, admin: Router) -> Router {
     let traced = routes
-        .route("/_w3c/test", post(w3c_test).with_state(client))
+        .merge(w3c.routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(limits.request_timeout, timeout))
@@ -106,31 +101,6 @@ async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Res
         )
         .into_response(),
     }
-}
-
-/// One entry of the W3C trace-context test harness request.
-#[derive(Debug, Deserialize)]
-struct W3cCall {
-    url: String,
-    #[serde(default)]
-    arguments: serde_json::Value,
-}
-
-/// `POST /_w3c/test`: for each `{url, arguments}`, POST `arguments` as JSON
-/// to `url` with the current context propagated, then answer 200.
-async fn w3c_test(
-    State(client): State<reqwest_middleware::ClientWithMiddleware>,
-    Json(calls): Json<Vec<W3cCall>>,
-) -> Result<StatusCode, ApiError> {
-    for call in calls {
-        let url = reqwest::Url::parse(&call.url)
-            .map_err(|e| ApiError::bad_request("invalid_url", format!("{}: {e}", call.url)))?;
-        // The harness judges the headers we send, not the replies we get.
-        if let Err(e) = client.post(url).json(&call.arguments).send().await {
-            tracing::warn!(error = %e, "w3c harness callback failed");
-        }
-    }
-    Ok(StatusCode::OK)
 }
 
 /// Binds `addr` (port 0 picks one) and logs the `listening` line that
@@ -222,12 +192,9 @@ impl Service {
     }
 }
 
-/// [`standard`] with the default limits and a traced client for the W3C
-/// harness endpoint: what a service without outgoing HTTP calls needs.
-pub fn service_router(routes: Router, admin: Router) -> Router {
-    let client = tracelab_telemetry::client::traced_client(Duration::from_secs(5))
-        .expect("a TLS-less reqwest client always builds");
-    standard(routes, StandardLimits::default(), client, admin)
+/// [`standard`] with the default limits.
+pub fn service_router(routes: Router, w3c: &W3cHarness, admin: Router) -> Router {
+    standard(routes, StandardLimits::default(), w3c, admin)
 }
 
 type Background =

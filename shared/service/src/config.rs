@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use tracelab_contract::defaults;
 use tracelab_telemetry::config::{ConfigError, parse_or};
 
+use crate::w3c::W3cHarness;
+
 fn non_empty(value: Result<String, std::env::VarError>) -> Option<String> {
     value.ok().filter(|s| !s.trim().is_empty())
 }
@@ -57,4 +59,12 @@ pub fn amqp_url() -> String {
 /// `TRACELAB_EXCHANGE`, or `tracelab.events`: the topic exchange of the lab's events.
 pub fn exchange() -> String {
     non_empty(std::env::var("TRACELAB_EXCHANGE")).unwrap_or_else(|| defaults::EXCHANGE.into())
+}
+
+/// `TRACELAB_W3C_HARNESS`: the W3C trace-context test suite's server
+/// (`http://127.0.0.1:7777`), the one address `POST /_w3c/test` may forward
+/// to; unset or empty, the endpoint is off. Fails on a value that is not
+/// such a URL.
+pub fn w3c_harness() -> Result<W3cHarness, ConfigError> {
+    W3cHarness::from_value(std::env::var("TRACELAB_W3C_HARNESS").ok())
 }

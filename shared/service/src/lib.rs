@@ -7,15 +7,18 @@
 //! - [`error::Json`]: a JSON extractor whose rejections use that shape.
 //! - [`health`]: the `/health` report.
 //! - [`app`]: standard layers (SERVER span, body limit, timeout, JSON 404/405),
-//!   the W3C test-harness endpoint, binding with the `listening` log line, and
-//!   serving with graceful shutdown.
+//!   binding with the `listening` log line, and serving with graceful shutdown.
+//! - [`w3c`]: the W3C test-harness endpoint, off unless `TRACELAB_W3C_HARNESS`
+//!   names the test suite's server, and then forwarding only there.
 
 pub mod amqp;
 pub mod app;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod w3c;
 
 pub use app::{App, Service, StandardLimits, bind, serve};
 pub use error::{ApiError, Json, RawBody};
 pub use health::{Check, health_response};
+pub use w3c::W3cHarness;
