@@ -183,6 +183,16 @@ async fn wait_for_rows(lab: &Lab, table: &str, order_id: &str, expected: i64) {
     }
 }
 
+/// Outbox rows (published or not) carrying the order's event.
+async fn outbox_rows(lab: &Lab, order_id: &str) -> i64 {
+    db_count(
+        lab,
+        "SELECT count(*) FROM outbox WHERE payload->>'order_id' = $1::text",
+        order_id,
+    )
+    .await
+}
+
 async fn db_count(lab: &Lab, sql: &str, order_id: &str) -> i64 {
     let mut conn = sqlx::PgConnection::connect(lab.database_url())
         .await
@@ -428,16 +438,7 @@ async fn a_declined_card_is_an_error_trace_a_402_and_no_notification() {
     assert!(trace.find("savePaymentResult").is_none(), "nothing saved");
     // The answer came after payment's transaction: no payment and no outbox
     // row now means nothing is ever published or consumed for this order.
-    assert_eq!(
-        db_count(
-            &lab,
-            "SELECT count(*) FROM outbox WHERE payload->>'order_id' = $1::text",
-            &order_id
-        )
-        .await,
-        0,
-        "nothing to publish"
-    );
+    assert_eq!(outbox_rows(&lab, &order_id).await, 0, "nothing to publish");
     assert_eq!(rows_for_order(&lab, "notifications", &order_id).await, 0);
     assert_eq!(rows_for_order(&lab, "payments", &order_id).await, 0);
     lab.stop().await.expect("lab stops");
@@ -492,15 +493,7 @@ async fn the_same_idempotency_key_charges_and_notifies_once() {
     let order_id = first.body["order_id"].as_str().unwrap().to_string();
     wait_for_rows(&lab, "notifications", &order_id, 1).await;
     assert_eq!(rows_for_order(&lab, "payments", &order_id).await, 1);
-    assert_eq!(
-        db_count(
-            &lab,
-            "SELECT count(*) FROM outbox WHERE payload->>'order_id' = $1::text",
-            &order_id
-        )
-        .await,
-        1
-    );
+    assert_eq!(outbox_rows(&lab, &order_id).await, 1);
     assert_eq!(rows_for_order(&lab, "notifications", &order_id).await, 1);
     lab.stop().await.expect("lab stops");
 }

@@ -2,22 +2,14 @@
 //! `tracelab` crate reads, through clap (`env = "NAME"`) or `std::env`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
+use common::rust_files;
 
 /// Variables set by cargo or the OS that the crate reads for its own
 /// mechanics, not as configuration.
 const NOT_CONFIG: &[&str] = &["CARGO", "CARGO_MANIFEST_DIR", "HOME"];
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The quoted names after `env = `, `env::var(`, `env::var_os(` and
 /// `try_from_env(` in `code`.

@@ -13,6 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::rust_files;
+
 /// The top-level modules from the edge down. A module may import only from
 /// modules listed after it.
 const LAYERS: &[&str] = &[
@@ -42,17 +45,6 @@ fn module_of(src: &Path, file: &Path) -> String {
         parts.pop();
     }
     parts.join("::")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// The paths (`a::b::c`) written after `crate::` or `super::` in `code`,
