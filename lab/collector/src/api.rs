@@ -19,6 +19,7 @@ use crate::model::{any_value_to_string, parse_trace_id, status_code};
 use crate::otlp_json::TempoBatches;
 use crate::pipeline::Pipeline;
 use crate::search::{SearchParams, SearchRequest, no_control_chars};
+use crate::traceql::QueryError;
 
 /// Upper bound on tag names / values returned, so a high-cardinality
 /// attribute (a lesson in itself) cannot produce a huge response.
@@ -360,18 +361,16 @@ fn tag_source(tag: &str) -> TagSource {
     }
 }
 
-/// The tag of a tag-values request, refused (400) when it holds control
-/// characters, like search parameters.
-fn checked_tag(tag: &str) -> Result<TagSource, Response> {
-    no_control_chars("tag", tag)
-        .map(|()| tag_source(tag))
-        .map_err(|e| api_error(StatusCode::BAD_REQUEST, "bad_tag", e.0))
+/// The tag of a tag-values request; control characters are refused as in
+/// search parameters.
+fn checked_tag(tag: &str) -> Result<TagSource, QueryError> {
+    no_control_chars("tag", tag).map(|()| tag_source(tag))
 }
 
 async fn tag_values_v1(State(p): State<Arc<Pipeline>>, Path(tag): Path<String>) -> Response {
     let source = match checked_tag(&tag) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_tag", e.0),
     };
     let values: Vec<String> = tag_values(&p, &source).into_keys().collect();
     json_body(json!({ "tagValues": values }).to_string())
@@ -380,7 +379,7 @@ async fn tag_values_v1(State(p): State<Arc<Pipeline>>, Path(tag): Path<String>) 
 async fn tag_values_v2(State(p): State<Arc<Pipeline>>, Path(tag): Path<String>) -> Response {
     let source = match checked_tag(&tag) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_tag", e.0),
     };
     let values: Vec<_> = tag_values(&p, &source)
         .into_iter()
