@@ -972,4 +972,33 @@ tail_based:
         assert_eq!(out[0].0[0], 1, "the oldest pending trace is decided first");
         assert_eq!(s.pending_traces(), 2);
     }
+
+    #[test]
+    fn buffer_bytes_are_bounded_too() {
+        // Same policy, a buffer bounded only in bytes: room for two of these
+        // one-span traces, not three.
+        let policy = TailPolicy::from_yaml_str(
+            "tail_based:\n  decision_wait_ms: 60000\n  policies:\n    - { type: latency, latency: { threshold_ms: 0, upper_threshold_ms: 1000 } }\n",
+        )
+        .unwrap()
+        .unwrap();
+        let one = frag(9, 1, 1, false).1.bytes;
+        let bounds = Bounds {
+            max_traces: 1000,
+            max_spans: 1000,
+            max_bytes: 2 * one + one / 2,
+        };
+        let s = TailSampler::new(policy, bounds, Arc::new(Counters::default()));
+        let now = Instant::now();
+        let out = s.offer(vec![frag(1, 1, 1, false), frag(2, 1, 1, false)], now);
+        assert!(out.is_empty());
+        assert_eq!(s.pending_traces(), 2);
+        let out = s.offer(vec![frag(3, 1, 1, false)], now);
+        assert_eq!(ids(&out), vec![1], "the oldest is decided to make room");
+        assert_eq!(s.pending_traces(), 2);
+        assert!(s.lock().pending_bytes <= bounds.max_bytes);
+        // Deciding the rest gives every byte back.
+        s.decide_due(now, true);
+        assert_eq!(s.lock().pending_bytes, 0);
+    }
 }
