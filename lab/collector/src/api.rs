@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,8 @@ use serde_json::json;
 use crate::model::{any_value_to_string, parse_trace_id, status_code};
 use crate::otlp_json::TempoBatches;
 use crate::pipeline::Pipeline;
-use crate::search::{SearchParams, SearchRequest};
+use crate::search::{SearchParams, SearchRequest, no_control_chars};
+use crate::traceql::QueryError;
 
 /// Upper bound on tag names / values returned, so a high-cardinality
 /// attribute (a lesson in itself) cannot produce a huge response.
@@ -151,7 +153,16 @@ async fn trace_v2(
     })
 }
 
-async fn search(State(p): State<Arc<Pipeline>>, Query(params): Query<SearchParams>) -> Response {
+async fn search(
+    State(p): State<Arc<Pipeline>>,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Response {
+    // A query string that is not UTF-8 or not form-encoded gets the same
+    // JSON error shape as every other bad parameter.
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.body_text()),
+    };
     let req = match SearchRequest::from_params(&params) {
         Ok(r) => r,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.0),
@@ -350,13 +361,27 @@ fn tag_source(tag: &str) -> TagSource {
     }
 }
 
+/// The tag of a tag-values request; control characters are refused as in
+/// search parameters.
+fn checked_tag(tag: &str) -> Result<TagSource, QueryError> {
+    no_control_chars("tag", tag).map(|()| tag_source(tag))
+}
+
 async fn tag_values_v1(State(p): State<Arc<Pipeline>>, Path(tag): Path<String>) -> Response {
-    let values: Vec<String> = tag_values(&p, &tag_source(&tag)).into_keys().collect();
+    let source = match checked_tag(&tag) {
+        Ok(s) => s,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_tag", e.0),
+    };
+    let values: Vec<String> = tag_values(&p, &source).into_keys().collect();
     json_body(json!({ "tagValues": values }).to_string())
 }
 
 async fn tag_values_v2(State(p): State<Arc<Pipeline>>, Path(tag): Path<String>) -> Response {
-    let values: Vec<_> = tag_values(&p, &tag_source(&tag))
+    let source = match checked_tag(&tag) {
+        Ok(s) => s,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_tag", e.0),
+    };
+    let values: Vec<_> = tag_values(&p, &source)
         .into_iter()
         .map(|(value, ty)| json!({"type": ty, "value": value}))
         .collect();

@@ -2,7 +2,8 @@
 //! in-process (and `tracelab collector` runs alone) in place of an
 //! OpenTelemetry Collector plus Tempo. It receives OTLP traces over HTTP
 //! (`POST /v1/traces`, protobuf or JSON, optionally gzip) and gRPC, keeps them
-//! in a bounded in-memory store (oldest traces evicted first), optionally
+//! in an in-memory store bounded in traces, spans and bytes (oldest traces
+//! evicted first; decompressed request bodies are bounded too), optionally
 //! applies the tail sampling policies of `sampling.yaml`, and answers the
 //! subset of Tempo's HTTP API the lab tools and Grafana use: trace by id (v1
 //! and v2 shapes, JSON or protobuf), `/api/search` with tags, durations and
@@ -18,7 +19,8 @@
 //! in Tempo 3); value a "string", number, duration (`500ms`, `1m30s`),
 //! `true`/`false`, `nil`, `error`/`ok`/`unset` or a span kind. Pipelines,
 //! aggregates, structural operators, arithmetic and negation are refused with
-//! a 400 that names them.
+//! a 400 that names them, as is nesting deeper than 64 levels of `(` / `{`
+//! and any control character other than tab and newline.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -74,8 +76,11 @@ pub use otlp_http::MAX_BODY_BYTES;
 pub use tail::{DEFAULT_DECISION_WAIT_MS, SpanStatus, TailPolicy, TailRule};
 
 use pipeline::Pipeline;
-use store::{Counters, Store};
+use store::{Bounds, Counters, Store};
 use tail::TailSampler;
+
+/// Default of [`CollectorConfig::max_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 /// How long [`Collector::shutdown`] waits for open connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -93,6 +98,14 @@ pub struct CollectorConfig {
     pub max_traces: usize,
     /// Most spans kept over all traces; also the most spans one trace may hold.
     pub max_spans: usize,
+    /// Most bytes kept over all traces, by an estimate of each span's memory
+    /// (its strings, ids, attributes, events and links, plus fixed
+    /// overheads); also the most one trace may hold. The tail sampler's
+    /// buffer of undecided traces has the same bound. Span counts alone do
+    /// not bound memory (one span may carry megabytes of attributes), so
+    /// this is the bound that does. Default 256 MiB: about 200,000 spans of
+    /// a typical lab trace, and still a small share of a laptop's memory.
+    pub max_bytes: usize,
     /// Tail sampling; `None` stores every trace immediately.
     pub tail: Option<TailPolicy>,
 }
@@ -106,6 +119,7 @@ impl Default for CollectorConfig {
             api: local(defaults::TEMPO_PORT),
             max_traces: 10_000,
             max_spans: 1_000_000,
+            max_bytes: DEFAULT_MAX_BYTES,
             tail: None,
         }
     }
@@ -133,9 +147,14 @@ pub struct Stats {
     pub traces_stored: u64,
     /// Spans currently in the store.
     pub spans_stored: u64,
-    /// Traces evicted to respect `max_traces` / `max_spans`.
+    /// Estimated bytes held by the stored spans (bounded by `max_bytes`).
+    pub bytes_stored: u64,
+    /// Traces evicted to respect `max_traces` / `max_spans` / `max_bytes`.
     pub traces_evicted: u64,
-    /// Spans refused: invalid trace/span ids, or over the per-trace bound.
+    /// Of `traces_evicted`, those evicted only because of `max_bytes`.
+    pub traces_evicted_for_bytes: u64,
+    /// Spans refused: invalid trace/span ids, or over the per-trace span or
+    /// byte bound.
     pub spans_rejected: u64,
     /// Traces the tail sampler decided to keep (early keeps included).
     pub tail_sampled_traces: u64,
@@ -158,7 +177,9 @@ pub(crate) fn stats_of(p: &Pipeline) -> Stats {
         spans_received: c.spans_received.load(Ordering::Relaxed),
         traces_stored: traces as u64,
         spans_stored: spans as u64,
+        bytes_stored: p.store.bytes() as u64,
         traces_evicted: c.traces_evicted.load(Ordering::Relaxed),
+        traces_evicted_for_bytes: c.traces_evicted_for_bytes.load(Ordering::Relaxed),
         spans_rejected: c.spans_rejected.load(Ordering::Relaxed),
         tail_sampled_traces: c.tail_sampled_traces.load(Ordering::Relaxed),
         tail_early_kept_traces: c.tail_early_kept_traces.load(Ordering::Relaxed),
@@ -194,16 +215,17 @@ impl Collector {
         let api_addr = api_listener.local_addr()?;
 
         let counters = Arc::new(Counters::default());
-        let tail = config.tail.clone().map(|policy| {
-            TailSampler::new(
-                policy,
-                config.max_traces,
-                config.max_spans,
-                counters.clone(),
-            )
-        });
+        let bounds = Bounds {
+            max_traces: config.max_traces,
+            max_spans: config.max_spans,
+            max_bytes: config.max_bytes,
+        };
+        let tail = config
+            .tail
+            .clone()
+            .map(|policy| TailSampler::new(policy, bounds, counters.clone()));
         let pipeline = Arc::new(Pipeline {
-            store: Store::new(config.max_traces, config.max_spans),
+            store: Store::new(bounds),
             tail,
             counters,
         });

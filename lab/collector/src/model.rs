@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, EntityRef, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -71,6 +71,9 @@ pub(crate) struct TraceData {
     pub end_ns: u64,
     /// Whether any span has status ERROR (tail sampling and search use it).
     pub has_error: bool,
+    /// Estimated heap bytes held by this trace (see [`span_bytes`]); the
+    /// store's byte bound sums these.
+    pub bytes: usize,
     span_ids: HashSet<[u8; 8]>,
 }
 
@@ -82,6 +85,7 @@ impl Default for TraceData {
             start_ns: u64::MAX,
             end_ns: 0,
             has_error: false,
+            bytes: TRACE_OVERHEAD_BYTES,
             span_ids: HashSet::new(),
         }
     }
@@ -114,6 +118,7 @@ impl TraceData {
             self.has_error = true;
         }
         self.span_count += 1;
+        self.bytes += span_bytes(&span) + SPAN_ID_ENTRY_BYTES;
 
         // Look for an existing group: pointer equality is the common case
         // (same export request), value equality catches a later request from
@@ -125,6 +130,10 @@ impl TraceData {
         {
             Some(i) => &mut self.groups[i],
             None => {
+                // Counted once per trace that refers to it, although traces
+                // of one request share it: an over- rather than an
+                // under-estimate, and eviction frees what it counted.
+                self.bytes += size_of::<ResourceGroup>() + resource_bytes(resource);
                 self.groups.push(ResourceGroup {
                     resource: resource.clone(),
                     scopes: Vec::new(),
@@ -139,6 +148,7 @@ impl TraceData {
         {
             Some(i) => &mut group.scopes[i],
             None => {
+                self.bytes += size_of::<ScopeGroup>() + scope_bytes(scope);
                 group.scopes.push(ScopeGroup {
                     scope: scope.clone(),
                     spans: Vec::new(),
@@ -209,6 +219,104 @@ impl TraceData {
                     .collect(),
             })
             .collect()
+    }
+}
+
+/// Fixed cost of one stored trace besides its spans: the trace record, its
+/// slot in the store's map and eviction queue (with their spare capacity).
+const TRACE_OVERHEAD_BYTES: usize = 256;
+
+/// Cost of remembering one span id for de-duplication (a hash set entry
+/// with its control byte and spare capacity).
+const SPAN_ID_ENTRY_BYTES: usize = 16;
+
+/// Estimated memory held by one stored span: the struct itself plus every
+/// heap allocation it owns (ids, name, trace state, attributes, events,
+/// links, status message), by capacity, since that is what is allocated.
+///
+/// It is an estimate, not an allocator measurement (allocator rounding and
+/// fragmentation are not counted), but it grows with every byte a client can
+/// make the collector keep, which is what a byte bound needs.
+pub(crate) fn span_bytes(span: &Span) -> usize {
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    size_of::<Span>()
+        + span.trace_id.capacity()
+        + span.span_id.capacity()
+        + span.trace_state.capacity()
+        + span.parent_span_id.capacity()
+        + span.name.capacity()
+        + attrs_bytes(&span.attributes)
+        + span.events.capacity() * size_of::<Event>()
+        + span
+            .events
+            .iter()
+            .map(|e| e.name.capacity() + attrs_bytes(&e.attributes))
+            .sum::<usize>()
+        + span.links.capacity() * size_of::<Link>()
+        + span
+            .links
+            .iter()
+            .map(|l| {
+                l.trace_id.capacity()
+                    + l.span_id.capacity()
+                    + l.trace_state.capacity()
+                    + attrs_bytes(&l.attributes)
+            })
+            .sum::<usize>()
+        + span.status.as_ref().map_or(0, |s| s.message.capacity())
+}
+
+fn resource_bytes(r: &ResourceInfo) -> usize {
+    size_of::<ResourceInfo>()
+        + attrs_bytes(&r.resource.attributes)
+        + r.resource.entity_refs.capacity() * size_of::<EntityRef>()
+        + r.resource
+            .entity_refs
+            .iter()
+            .map(|e| {
+                e.schema_url.capacity()
+                    + e.r#type.capacity()
+                    + strings_bytes(&e.id_keys)
+                    + strings_bytes(&e.description_keys)
+            })
+            .sum::<usize>()
+        + r.schema_url.capacity()
+        + r.service.capacity()
+}
+
+fn strings_bytes(v: &Vec<String>) -> usize {
+    v.capacity() * size_of::<String>() + v.iter().map(String::capacity).sum::<usize>()
+}
+
+fn scope_bytes(s: &ScopeInfo) -> usize {
+    size_of::<ScopeInfo>()
+        + s.scope.name.capacity()
+        + s.scope.version.capacity()
+        + attrs_bytes(&s.scope.attributes)
+        + s.schema_url.capacity()
+}
+
+fn attrs_bytes(attrs: &Vec<KeyValue>) -> usize {
+    attrs.capacity() * size_of::<KeyValue>()
+        + attrs
+            .iter()
+            .map(|kv| kv.key.capacity() + kv.value.as_ref().map_or(0, value_heap_bytes))
+            .sum::<usize>()
+}
+
+/// Heap bytes of an attribute value. Recursive, but only as deep as the
+/// value's nesting, which the decoders bound (prost and serde_json both stop
+/// at about 100 levels).
+fn value_heap_bytes(v: &AnyValue) -> usize {
+    match &v.value {
+        Some(Value::StringValue(s)) => s.capacity(),
+        Some(Value::BytesValue(b)) => b.capacity(),
+        Some(Value::ArrayValue(a)) => {
+            a.values.capacity() * size_of::<AnyValue>()
+                + a.values.iter().map(value_heap_bytes).sum::<usize>()
+        }
+        Some(Value::KvlistValue(kv)) => attrs_bytes(&kv.values),
+        _ => 0,
     }
 }
 

@@ -73,7 +73,7 @@ impl Pipeline {
         }
         if over_bound > 0 {
             message.push(format!(
-                "{over_bound} span(s) over the per-trace span limit"
+                "{over_bound} span(s) over the per-trace span or byte limit"
             ));
         }
         IngestOutcome {
@@ -89,6 +89,10 @@ impl Pipeline {
         }
         let out = self.store.insert(fragments);
         Counters::add(&self.counters.traces_evicted, out.evicted);
+        Counters::add(
+            &self.counters.traces_evicted_for_bytes,
+            out.evicted_for_bytes,
+        );
         out.rejected
     }
 

@@ -56,6 +56,20 @@ impl SearchRequest {
     /// With a message for the user when a parameter is malformed or the
     /// TraceQL is outside the supported subset.
     pub(crate) fn from_params(p: &SearchParams) -> Result<SearchRequest, QueryError> {
+        for (name, value) in [
+            ("tags", &p.tags),
+            ("q", &p.q),
+            ("minDuration", &p.min_duration),
+            ("maxDuration", &p.max_duration),
+            ("limit", &p.limit),
+            ("start", &p.start),
+            ("end", &p.end),
+            ("spss", &p.spss),
+        ] {
+            if let Some(v) = value {
+                no_control_chars(name, v)?;
+            }
+        }
         let nonempty = |o: &Option<String>| {
             o.as_deref()
                 .map(str::trim)
@@ -332,6 +346,31 @@ fn tag_matches(key: &str, value: &str, r: &ResourceInfo, s: &Span) -> bool {
         .into_iter()
         .flatten()
         .any(|v| any_value_to_string(v) == value),
+    }
+}
+
+/// Refuses control characters (NUL, ESC, DEL, ...) in user input; tab and
+/// line breaks stay allowed, since multi-line TraceQL is common.
+///
+/// No query can mean them, and passed further they end up in places that
+/// choke on them (a NUL is refused by Postgres text, breaks C strings and
+/// log lines), so they get a clear 400 here instead of a 500 somewhere else.
+///
+/// # Errors
+/// Naming `what`, the character and its position (1-based, in characters).
+pub(crate) fn no_control_chars(what: &str, s: &str) -> Result<(), QueryError> {
+    let found = s
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
+    match found {
+        Some((at, c)) => Err(QueryError(format!(
+            "{what} contains the control character U+{:04X} at character {}: \
+             control characters other than tab and newline are not allowed",
+            c as u32,
+            at + 1
+        ))),
+        None => Ok(()),
     }
 }
 

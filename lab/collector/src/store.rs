@@ -1,16 +1,19 @@
 //! Bounded in-memory trace store.
 //!
 //! Traces are keyed by trace id; spans that arrive later (an async consumer,
-//! a slow exporter) merge into the trace they belong to. When either bound
-//! (`max_traces`, `max_spans`) is exceeded the oldest traces by first-seen
-//! time are evicted, so memory never grows without limit. Inserts take effect
+//! a slow exporter) merge into the trace they belong to. When any bound
+//! (`max_traces`, `max_spans`, `max_bytes`) is exceeded the oldest traces by
+//! first-seen time are evicted, so memory never grows without limit. Spans
+//! are counted but vary enormously in size (one attribute may hold
+//! megabytes), so the bound that really caps memory is `max_bytes`, on the
+//! estimate of [`crate::model::span_bytes`]. Inserts take effect
 //! immediately: there is no batching between "received" and "queryable".
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
-use crate::model::{TraceData, TraceId};
+use crate::model::{TraceData, TraceId, span_bytes};
 
 /// Counters shared by receivers, the tail sampler and the store.
 #[derive(Debug, Default)]
@@ -18,6 +21,7 @@ pub(crate) struct Counters {
     pub spans_received: AtomicU64,
     pub spans_rejected: AtomicU64,
     pub traces_evicted: AtomicU64,
+    pub traces_evicted_for_bytes: AtomicU64,
     pub tail_sampled_traces: AtomicU64,
     pub tail_early_kept_traces: AtomicU64,
     pub tail_dropped_traces: AtomicU64,
@@ -42,28 +46,51 @@ pub(crate) struct StoreInner {
     /// Trace ids in first-seen order: the eviction queue.
     order: VecDeque<TraceId>,
     total_spans: usize,
+    /// Sum of the stored traces' `TraceData::bytes`.
+    total_bytes: usize,
+}
+
+/// The bounds of a store (and of the tail sampler's buffer).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub max_traces: usize,
+    pub max_spans: usize,
+    pub max_bytes: usize,
+}
+
+impl Bounds {
+    /// The bounds with each at least 1, so a zero in the config cannot make
+    /// every insert evict everything in a loop.
+    pub(crate) fn at_least_one(self) -> Self {
+        Bounds {
+            max_traces: self.max_traces.max(1),
+            max_spans: self.max_spans.max(1),
+            max_bytes: self.max_bytes.max(1),
+        }
+    }
 }
 
 pub(crate) struct Store {
     inner: RwLock<StoreInner>,
-    max_traces: usize,
-    max_spans: usize,
+    bounds: Bounds,
 }
 
 /// What one insert did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct InsertOutcome {
-    /// Spans refused because their trace alone already holds `max_spans`.
+    /// Spans refused because their trace alone would hold more than
+    /// `max_spans` spans or `max_bytes` bytes.
     pub rejected: u64,
     pub evicted: u64,
+    /// Of `evicted`, the traces evicted only because of `max_bytes`.
+    pub evicted_for_bytes: u64,
 }
 
 impl Store {
-    pub(crate) fn new(max_traces: usize, max_spans: usize) -> Self {
+    pub(crate) fn new(bounds: Bounds) -> Self {
         Store {
             inner: RwLock::new(StoreInner::default()),
-            max_traces: max_traces.max(1),
-            max_spans: max_spans.max(1),
+            bounds: bounds.at_least_one(),
         }
     }
 
@@ -78,23 +105,38 @@ impl Store {
         (inner.traces.len(), inner.total_spans)
     }
 
+    /// Estimated bytes held by the stored traces.
+    pub(crate) fn bytes(&self) -> usize {
+        self.read().total_bytes
+    }
+
     /// Inserts (or merges) fragments of traces under one lock.
     pub(crate) fn insert(&self, fragments: Vec<(TraceId, TraceData)>) -> InsertOutcome {
+        let Bounds {
+            max_traces,
+            max_spans,
+            max_bytes,
+        } = self.bounds;
         let mut out = InsertOutcome::default();
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         for (id, fragment) in fragments {
             let entry = match inner.traces.get_mut(&id) {
                 Some(existing) => {
-                    // One trace may never hold more than max_spans: refuse the
-                    // excess instead of evicting the whole store for it.
-                    let room = self.max_spans.saturating_sub(existing.data.span_count);
-                    let fragment = truncate(fragment, room, &mut out.rejected);
+                    // One trace may never hold more than max_spans or
+                    // max_bytes: refuse the excess instead of evicting the
+                    // whole store for it.
+                    let span_room = max_spans.saturating_sub(existing.data.span_count);
+                    let byte_room = max_bytes.saturating_sub(existing.data.bytes);
+                    let fragment = truncate(fragment, span_room, byte_room, &mut out.rejected);
+                    let bytes_before = existing.data.bytes;
                     let added = existing.data.merge(fragment);
+                    let grown = existing.data.bytes - bytes_before;
                     inner.total_spans += added;
+                    inner.total_bytes += grown;
                     continue;
                 }
                 None => {
-                    let fragment = truncate(fragment, self.max_spans, &mut out.rejected);
+                    let fragment = truncate(fragment, max_spans, max_bytes, &mut out.rejected);
                     if fragment.span_count == 0 {
                         continue;
                     }
@@ -102,42 +144,62 @@ impl Store {
                 }
             };
             inner.total_spans += entry.data.span_count;
+            inner.total_bytes += entry.data.bytes;
             inner.traces.insert(id, entry);
             inner.order.push_back(id);
         }
-        while inner.traces.len() > self.max_traces || inner.total_spans > self.max_spans {
+        loop {
+            let over_count = inner.traces.len() > max_traces || inner.total_spans > max_spans;
+            let over_bytes = inner.total_bytes > max_bytes;
+            if !(over_count || over_bytes) {
+                break;
+            }
             let Some(oldest) = inner.order.pop_front() else {
                 break;
             };
             if let Some(t) = inner.traces.remove(&oldest) {
                 inner.total_spans -= t.data.span_count;
+                inner.total_bytes -= t.data.bytes;
                 out.evicted += 1;
+                if !over_count {
+                    out.evicted_for_bytes += 1;
+                }
             }
         }
         out
     }
 }
 
-/// Keeps at most `room` spans of `fragment`, counting the rest as rejected.
-fn truncate(fragment: TraceData, room: usize, rejected: &mut u64) -> TraceData {
-    if fragment.span_count <= room {
+/// Keeps at most `span_room` spans of `fragment` and about `byte_room`
+/// estimated bytes (a span that would cross it is left out, but the
+/// resource and scope records a kept span brings may add a little), counting
+/// the rest as rejected.
+fn truncate(
+    fragment: TraceData,
+    span_room: usize,
+    byte_room: usize,
+    rejected: &mut u64,
+) -> TraceData {
+    if fragment.span_count <= span_room && fragment.bytes <= byte_room {
         return fragment;
     }
-    *rejected += (fragment.span_count - room) as u64;
+    let total = fragment.span_count;
     let mut kept = TraceData::new();
-    let mut left = room;
     'outer: for group in fragment.groups {
         for scope in group.scopes {
             for span in scope.spans {
-                if left == 0 {
+                if kept.span_count == span_room {
                     break 'outer;
                 }
-                if kept.push(&group.resource, &scope.scope, span) {
-                    left -= 1;
+                // Skipped, not a stop: a smaller span later may still fit.
+                if kept.bytes + span_bytes(&span) > byte_room {
+                    continue;
                 }
+                kept.push(&group.resource, &scope.scope, span);
             }
         }
     }
+    *rejected += (total - kept.span_count) as u64;
     kept
 }
 
@@ -148,6 +210,14 @@ mod tests {
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::Span;
     use std::sync::Arc;
+
+    fn spans_only(max_traces: usize, max_spans: usize) -> Bounds {
+        Bounds {
+            max_traces,
+            max_spans,
+            max_bytes: usize::MAX,
+        }
+    }
 
     fn fragment(trace: u8, spans: u8) -> (TraceId, TraceData) {
         let res = Arc::new(ResourceInfo::new(Resource::default(), String::new()));
@@ -174,7 +244,7 @@ mod tests {
 
     #[test]
     fn evicts_oldest_when_trace_bound_exceeded() {
-        let store = Store::new(3, 1000);
+        let store = Store::new(spans_only(3, 1000));
         for t in 1..=5 {
             store.insert(vec![fragment(t, 2)]);
         }
@@ -188,7 +258,7 @@ mod tests {
 
     #[test]
     fn evicts_oldest_when_span_bound_exceeded() {
-        let store = Store::new(100, 10);
+        let store = Store::new(spans_only(100, 10));
         for t in 1..=4 {
             store.insert(vec![fragment(t, 4)]);
         }
@@ -198,7 +268,7 @@ mod tests {
 
     #[test]
     fn merges_later_spans_and_drops_duplicates() {
-        let store = Store::new(10, 100);
+        let store = Store::new(spans_only(10, 100));
         store.insert(vec![fragment(7, 2)]);
         // Same span ids again (an exporter retry) plus one new span.
         store.insert(vec![fragment(7, 3)]);
@@ -210,9 +280,87 @@ mod tests {
 
     #[test]
     fn one_trace_never_exceeds_span_bound() {
-        let store = Store::new(10, 5);
+        let store = Store::new(spans_only(10, 5));
         let out = store.insert(vec![fragment(9, 8)]);
         assert_eq!(out.rejected, 3);
         assert_eq!(store.len(), (1, 5));
+    }
+
+    /// A trace of `spans` spans, each with a `kib` KiB attribute.
+    fn heavy(trace: u8, spans: u8, kib: usize) -> (TraceId, TraceData) {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+        let (id, light) = fragment(trace, spans);
+        let mut data = TraceData::new();
+        for g in light.groups {
+            for s in g.scopes {
+                for mut span in s.spans {
+                    span.attributes.push(KeyValue {
+                        key: "payload".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue("x".repeat(kib * 1024))),
+                        }),
+                        ..Default::default()
+                    });
+                    data.push(&g.resource, &s.scope, span);
+                }
+            }
+        }
+        (id, data)
+    }
+
+    fn sum_of_traces(store: &Store) -> usize {
+        store.read().traces.values().map(|t| t.data.bytes).sum()
+    }
+
+    #[test]
+    fn byte_bound_evicts_oldest_and_the_estimate_stays_consistent() {
+        let max_bytes = 100 * 1024;
+        let store = Store::new(Bounds {
+            max_traces: 1000,
+            max_spans: 1000,
+            max_bytes,
+        });
+        let mut evicted_for_bytes = 0;
+        for t in 1..=100 {
+            let out = store.insert(vec![heavy(t, 2, 4)]);
+            evicted_for_bytes += out.evicted_for_bytes;
+            // Later spans of an older trace merge and count too.
+            if t > 1 {
+                store.insert(vec![heavy(t - 1, 3, 1)]);
+            }
+            assert!(
+                store.bytes() <= max_bytes,
+                "{} > {max_bytes}",
+                store.bytes()
+            );
+            assert_eq!(store.bytes(), sum_of_traces(&store));
+        }
+        let inner = store.read();
+        assert!(inner.traces.contains_key(&[100; 16]));
+        assert!(!inner.traces.contains_key(&[1; 16]));
+        assert!(inner.traces.len() >= 5, "{}", inner.traces.len());
+        assert!(evicted_for_bytes >= 90, "{evicted_for_bytes}");
+        // The estimate counts at least the payloads it holds.
+        let payload: usize = inner.traces.values().map(|t| t.data.span_count).sum();
+        assert!(inner.total_bytes > payload * 1024);
+    }
+
+    #[test]
+    fn one_trace_never_exceeds_byte_bound() {
+        let store = Store::new(Bounds {
+            max_traces: 10,
+            max_spans: 1000,
+            max_bytes: 50 * 1024,
+        });
+        let out = store.insert(vec![heavy(3, 20, 4)]);
+        assert!(out.rejected > 0 && out.rejected < 20, "{out:?}");
+        assert!(store.bytes() <= 50 * 1024);
+        // Adding to it later is refused the same way.
+        let (_, spans_before) = store.len();
+        let out = store.insert(vec![heavy(3, 30, 4)]);
+        assert!(out.rejected >= 30 - spans_before as u64, "{out:?}");
+        assert!(store.bytes() <= 50 * 1024);
+        assert_eq!(store.len(), (1, spans_before));
     }
 }

@@ -32,7 +32,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::model::{TraceData, TraceId, status_code};
-use crate::store::Counters;
+use crate::store::{Bounds, Counters};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
@@ -353,6 +353,8 @@ struct State {
     order: VecDeque<(Instant, u64, TraceId)>,
     next_seq: u64,
     pending_spans: usize,
+    /// Sum of the pending traces' estimated bytes.
+    pending_bytes: usize,
     decisions: HashMap<TraceId, bool>,
     decision_order: VecDeque<TraceId>,
 }
@@ -389,21 +391,24 @@ pub(crate) struct TailSampler {
     state: Mutex<State>,
     max_traces: usize,
     max_spans: usize,
+    max_bytes: usize,
     counters: Arc<Counters>,
 }
 
 impl TailSampler {
-    pub(crate) fn new(
-        policy: TailPolicy,
-        max_traces: usize,
-        max_spans: usize,
-        counters: Arc<Counters>,
-    ) -> Self {
+    /// A sampler whose buffer of undecided traces has the store's bounds.
+    pub(crate) fn new(policy: TailPolicy, bounds: Bounds, counters: Arc<Counters>) -> Self {
+        let Bounds {
+            max_traces,
+            max_spans,
+            max_bytes,
+        } = bounds.at_least_one();
         TailSampler {
             policy,
             state: Mutex::new(State::default()),
-            max_traces: max_traces.max(1),
-            max_spans: max_spans.max(1),
+            max_traces,
+            max_spans,
+            max_bytes,
             counters,
         }
     }
@@ -450,11 +455,14 @@ impl TailSampler {
                 order,
                 next_seq,
                 pending_spans,
+                pending_bytes,
                 ..
             } = &mut *st;
             let keep_now = match pending.get_mut(&id) {
                 Some(p) => {
+                    let bytes_before = p.data.bytes;
                     *pending_spans += p.data.merge(frag);
+                    *pending_bytes += p.data.bytes - bytes_before;
                     p.seen = p.seen.union(seen);
                     self.policy.keep_early(&id, &p.data, p.seen)
                 }
@@ -467,6 +475,7 @@ impl TailSampler {
                 }
                 None => {
                     *pending_spans += frag.span_count;
+                    *pending_bytes += frag.bytes;
                     order.push_back((now, *next_seq, id));
                     pending.insert(
                         id,
@@ -482,13 +491,17 @@ impl TailSampler {
             };
             if keep_now && let Some(p) = st.pending.remove(&id) {
                 st.pending_spans -= p.data.span_count;
+                st.pending_bytes -= p.data.bytes;
                 st.remember(id, true, self.max_traces);
                 to_store.push((id, p.data));
                 early_kept += 1;
             }
         }
         // Bounded buffer: decide the oldest traces early rather than grow.
-        while st.pending.len() > self.max_traces || st.pending_spans > self.max_spans {
+        while st.pending.len() > self.max_traces
+            || st.pending_spans > self.max_spans
+            || st.pending_bytes > self.max_bytes
+        {
             let Some((_, seq, id)) = st.order.pop_front() else {
                 break;
             };
@@ -539,6 +552,7 @@ impl TailSampler {
         }
         let pending = st.pending.remove(&id)?;
         st.pending_spans -= pending.data.span_count;
+        st.pending_bytes -= pending.data.bytes;
         let keep = self.policy.keep(&id, &pending.data);
         st.remember(id, keep, self.max_traces);
         if keep {
@@ -713,7 +727,15 @@ tail_based:
     fn sampler_with(yaml_policies: &str, max_traces: usize) -> TailSampler {
         let yaml = format!("tail_based:\n  decision_wait_ms: 1000\n  policies:\n{yaml_policies}");
         let policy = TailPolicy::from_yaml_str(&yaml).unwrap().unwrap();
-        TailSampler::new(policy, max_traces, 100_000, Arc::new(Counters::default()))
+        TailSampler::new(
+            policy,
+            Bounds {
+                max_traces,
+                max_spans: 100_000,
+                max_bytes: usize::MAX,
+            },
+            Arc::new(Counters::default()),
+        )
     }
 
     /// Errors, latency over 500 ms, `pct` % of the rest; a 1 s decision wait.
@@ -931,7 +953,12 @@ tail_based:
         )
         .unwrap()
         .unwrap();
-        let s = TailSampler::new(policy, 2, 1000, Arc::new(Counters::default()));
+        let bounds = Bounds {
+            max_traces: 2,
+            max_spans: 1000,
+            max_bytes: usize::MAX,
+        };
+        let s = TailSampler::new(policy, bounds, Arc::new(Counters::default()));
         let now = Instant::now();
         let out = s.offer(
             vec![
@@ -944,5 +971,34 @@ tail_based:
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0[0], 1, "the oldest pending trace is decided first");
         assert_eq!(s.pending_traces(), 2);
+    }
+
+    #[test]
+    fn buffer_bytes_are_bounded_too() {
+        // Same policy, a buffer bounded only in bytes: room for two of these
+        // one-span traces, not three.
+        let policy = TailPolicy::from_yaml_str(
+            "tail_based:\n  decision_wait_ms: 60000\n  policies:\n    - { type: latency, latency: { threshold_ms: 0, upper_threshold_ms: 1000 } }\n",
+        )
+        .unwrap()
+        .unwrap();
+        let one = frag(9, 1, 1, false).1.bytes;
+        let bounds = Bounds {
+            max_traces: 1000,
+            max_spans: 1000,
+            max_bytes: 2 * one + one / 2,
+        };
+        let s = TailSampler::new(policy, bounds, Arc::new(Counters::default()));
+        let now = Instant::now();
+        let out = s.offer(vec![frag(1, 1, 1, false), frag(2, 1, 1, false)], now);
+        assert!(out.is_empty());
+        assert_eq!(s.pending_traces(), 2);
+        let out = s.offer(vec![frag(3, 1, 1, false)], now);
+        assert_eq!(ids(&out), vec![1], "the oldest is decided to make room");
+        assert_eq!(s.pending_traces(), 2);
+        assert!(s.lock().pending_bytes <= bounds.max_bytes);
+        // Deciding the rest gives every byte back.
+        s.decide_due(now, true);
+        assert_eq!(s.lock().pending_bytes, 0);
     }
 }

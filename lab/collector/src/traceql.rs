@@ -48,20 +48,34 @@ fn err<T>(msg: impl Into<String>) -> Result<T, QueryError> {
     Err(QueryError(msg.into()))
 }
 
+/// Deepest nesting of `(` and `{` a query may use.
+///
+/// The parser, evaluation and `Drop` all recurse once per level, so an
+/// unbounded nesting (`{ ((((...` sent by anyone who can reach the API) would
+/// overflow the stack and abort the whole process. Hand-written queries nest
+/// a handful of levels; 64 leaves room for generated ones while keeping the
+/// recursion a few tens of KiB deep, far from a Tokio worker's 2 MiB stack.
+pub(crate) const MAX_DEPTH: usize = 64;
+
 /// A parsed query.
+///
+/// `And` / `Or` hold all their operands in one list (`a && b && c` is one
+/// node, not a chain), so the tree is only as deep as the query's nesting,
+/// which the parser bounds by [`MAX_DEPTH`]; a long flat chain cannot make
+/// evaluation or `Drop` recurse deeply.
 #[derive(Debug)]
 pub(crate) enum Query {
     Spanset(Expr),
-    And(Box<Query>, Box<Query>),
-    Or(Box<Query>, Box<Query>),
+    And(Vec<Query>),
+    Or(Vec<Query>),
 }
 
-/// A span filter inside `{ }`.
+/// A span filter inside `{ }` (n-ary like [`Query`], for the same reason).
 #[derive(Debug)]
 pub(crate) enum Expr {
     Bool(bool),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
     Cond(Cond),
 }
 
@@ -154,13 +168,17 @@ enum Tok {
     Unsupported(&'static str),
 }
 
-fn lex(input: &str) -> Result<Vec<Tok>, QueryError> {
+/// Splits the query into tokens, each with the offset (in characters) where
+/// it starts, so errors can say where they are.
+fn lex(input: &str) -> Result<(Vec<Tok>, Vec<usize>), QueryError> {
     let chars: Vec<char> = input.chars().collect();
     let mut out = Vec::new();
+    let mut offsets = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
+        let start = i;
         match c {
             c if c.is_whitespace() => i += 1,
             '{' => {
@@ -326,8 +344,10 @@ fn lex(input: &str) -> Result<Vec<Tok>, QueryError> {
             }
             other => return err(format!("unexpected character {other:?}")),
         }
+        // Each step adds at most one token, which started at `start`.
+        offsets.resize(out.len(), start);
     }
-    Ok(out)
+    Ok((out, offsets))
 }
 
 fn is_ident_char(c: char) -> bool {
@@ -382,7 +402,11 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<u64> {
 
 struct Parser {
     toks: Vec<Tok>,
+    /// Character offset of each token in the query.
+    offsets: Vec<usize>,
     pos: usize,
+    /// Open `(` and `{` around the current position.
+    depth: usize,
 }
 
 /// Parses a TraceQL query of the supported subset.
@@ -391,14 +415,19 @@ struct Parser {
 /// On a syntax error or a construct outside the subset; the message says
 /// which.
 pub(crate) fn parse(input: &str) -> Result<Query, QueryError> {
-    let toks = lex(input)?;
+    let (toks, offsets) = lex(input)?;
     if let Some(Tok::Unsupported(msg)) = toks.iter().find(|t| matches!(t, Tok::Unsupported(_))) {
         return err(format!("unsupported TraceQL: {msg}"));
     }
     if toks.is_empty() {
         return err("empty query: use `{}` to match every trace");
     }
-    let mut p = Parser { toks, pos: 0 };
+    let mut p = Parser {
+        toks,
+        offsets,
+        pos: 0,
+        depth: 0,
+    };
     let q = p.spansets()?;
     if let Some(t) = p.peek() {
         return err(format!(
@@ -445,31 +474,56 @@ impl Parser {
         }
     }
 
+    /// Opens one level of nesting at the token just consumed (a `(` or `{`).
+    ///
+    /// # Errors
+    /// Past [`MAX_DEPTH`] levels, naming the limit and where it was crossed.
+    fn enter(&mut self) -> Result<(), QueryError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let at = self.offsets.get(self.pos - 1).copied().unwrap_or(0);
+            return err(format!(
+                "query nested too deeply: more than {MAX_DEPTH} levels of `(` and `{{` \
+                 (the limit is {MAX_DEPTH}); level {} opens at character {}",
+                self.depth,
+                at + 1
+            ));
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
     fn spansets(&mut self) -> Result<Query, QueryError> {
-        let mut left = self.spanset_and()?;
+        let mut any = vec![self.spanset_and()?];
         while self.peek() == Some(&Tok::OrOr) {
             self.pos += 1;
-            let right = self.spanset_and()?;
-            left = Query::Or(Box::new(left), Box::new(right));
+            any.push(self.spanset_and()?);
         }
-        Ok(left)
+        Ok(if any.len() == 1 {
+            any.pop().expect("one operand")
+        } else {
+            Query::Or(any)
+        })
     }
 
     fn spanset_and(&mut self) -> Result<Query, QueryError> {
-        let mut left = self.spanset()?;
+        let mut all = vec![self.spanset()?];
         loop {
             match self.peek() {
                 Some(Tok::AndAnd) => {
                     self.pos += 1;
-                    let right = self.spanset()?;
-                    left = Query::And(Box::new(left), Box::new(right));
+                    all.push(self.spanset()?);
                 }
                 Some(Tok::Op(Op::Gt | Op::Lt)) => {
                     return err(
                         "unsupported TraceQL: structural operators (`>>`, `<<`, `>`, `<`, `~`) are not supported",
                     );
                 }
-                _ => return Ok(left),
+                _ if all.len() == 1 => return Ok(all.pop().expect("one operand")),
+                _ => return Ok(Query::And(all)),
             }
         }
     }
@@ -481,13 +535,17 @@ impl Parser {
                     self.pos += 1;
                     return Ok(Query::Spanset(Expr::Bool(true)));
                 }
+                self.enter()?;
                 let e = self.expr()?;
                 self.expect(Tok::RBrace, "`}` closing the spanset")?;
+                self.leave();
                 Ok(Query::Spanset(e))
             }
             Some(Tok::LParen) => {
+                self.enter()?;
                 let q = self.spansets()?;
                 self.expect(Tok::RParen, "`)`")?;
+                self.leave();
                 Ok(q)
             }
             Some(Tok::Ident(id)) if is_aggregate(&id) => err(format!(
@@ -502,30 +560,38 @@ impl Parser {
     }
 
     fn expr(&mut self) -> Result<Expr, QueryError> {
-        let mut left = self.expr_and()?;
+        let mut any = vec![self.expr_and()?];
         while self.peek() == Some(&Tok::OrOr) {
             self.pos += 1;
-            let right = self.expr_and()?;
-            left = Expr::Or(Box::new(left), Box::new(right));
+            any.push(self.expr_and()?);
         }
-        Ok(left)
+        Ok(if any.len() == 1 {
+            any.pop().expect("one operand")
+        } else {
+            Expr::Or(any)
+        })
     }
 
     fn expr_and(&mut self) -> Result<Expr, QueryError> {
-        let mut left = self.term()?;
+        let mut all = vec![self.term()?];
         while self.peek() == Some(&Tok::AndAnd) {
             self.pos += 1;
-            let right = self.term()?;
-            left = Expr::And(Box::new(left), Box::new(right));
+            all.push(self.term()?);
         }
-        Ok(left)
+        Ok(if all.len() == 1 {
+            all.pop().expect("one operand")
+        } else {
+            Expr::And(all)
+        })
     }
 
     fn term(&mut self) -> Result<Expr, QueryError> {
         match self.next() {
             Some(Tok::LParen) => {
+                self.enter()?;
                 let e = self.expr()?;
                 self.expect(Tok::RParen, "`)`")?;
+                self.leave();
                 Ok(e)
             }
             Some(Tok::Ident(id))
@@ -856,8 +922,8 @@ impl Expr {
     pub(crate) fn matches(&self, res: &ResourceInfo, span: &Span, trace: &TraceCtx<'_>) -> bool {
         match self {
             Expr::Bool(b) => *b,
-            Expr::And(a, b) => a.matches(res, span, trace) && b.matches(res, span, trace),
-            Expr::Or(a, b) => a.matches(res, span, trace) || b.matches(res, span, trace),
+            Expr::And(all) => all.iter().all(|e| e.matches(res, span, trace)),
+            Expr::Or(any) => any.iter().any(|e| e.matches(res, span, trace)),
             Expr::Cond(c) => c.matches(res, span, trace),
         }
     }
@@ -865,9 +931,10 @@ impl Expr {
     fn conds<'a>(&'a self, out: &mut Vec<&'a Cond>) {
         match self {
             Expr::Bool(_) => {}
-            Expr::And(a, b) | Expr::Or(a, b) => {
-                a.conds(out);
-                b.conds(out);
+            Expr::And(es) | Expr::Or(es) => {
+                for e in es {
+                    e.conds(out);
+                }
             }
             Expr::Cond(c) => out.push(c),
         }
@@ -893,16 +960,24 @@ impl Query {
                     .collect();
                 (!hits.is_empty()).then_some(hits)
             }
-            Query::And(a, b) => {
-                let left = a.eval(spans, trace)?;
-                let right = b.eval(spans, trace)?;
-                Some(union(left, right))
+            // Every side must match; the spanset is all their spans.
+            Query::And(all) => {
+                let mut hits = Vec::new();
+                for q in all {
+                    hits = union(hits, q.eval(spans, trace)?);
+                }
+                Some(hits)
             }
-            Query::Or(a, b) => match (a.eval(spans, trace), b.eval(spans, trace)) {
-                (Some(l), Some(r)) => Some(union(l, r)),
-                (Some(x), None) | (None, Some(x)) => Some(x),
-                (None, None) => None,
-            },
+            // At least one side must match; the spanset is the matching sides' spans.
+            Query::Or(any) => {
+                let mut hits = None;
+                for q in any {
+                    if let Some(h) = q.eval(spans, trace) {
+                        hits = Some(union(hits.unwrap_or_default(), h));
+                    }
+                }
+                hits
+            }
         }
     }
 
@@ -916,9 +991,10 @@ impl Query {
     fn collect<'a>(&'a self, out: &mut Vec<&'a Cond>) {
         match self {
             Query::Spanset(e) => e.conds(out),
-            Query::And(a, b) | Query::Or(a, b) => {
-                a.collect(out);
-                b.collect(out);
+            Query::And(qs) | Query::Or(qs) => {
+                for q in qs {
+                    q.collect(out);
+                }
             }
         }
     }
@@ -1099,6 +1175,61 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "should fail: {bad}");
         }
+    }
+
+    /// `{ ` followed by `levels - 1` opening parentheses around `true`.
+    fn nested(levels: usize, closed: bool) -> String {
+        let inner = levels - 1;
+        let mut q = format!("{{ {}true", "(".repeat(inner));
+        if closed {
+            q.push_str(&")".repeat(inner));
+            q.push_str(" }");
+        }
+        q
+    }
+
+    #[test]
+    fn nesting_is_bounded_with_a_message_naming_limit_and_position() {
+        // At the limit: parses and evaluates.
+        let r = res("payment");
+        let s = span("a", SpanKind::Server, 10, false, vec![]);
+        assert!(matches(&nested(MAX_DEPTH, true), &r, &s));
+        let spansets = format!(
+            "{}{{ true }}{}",
+            "(".repeat(MAX_DEPTH - 1),
+            ")".repeat(MAX_DEPTH - 1)
+        );
+        assert!(matches(&spansets, &r, &s));
+
+        // One past the limit, in a spanset and between spansets.
+        let e = parse(&nested(MAX_DEPTH + 1, true)).unwrap_err().to_string();
+        assert!(e.contains("nested too deeply") && e.contains("64"), "{e}");
+        // `{` at 1, a space, then `(` number k opens level k + 1 at 2 + k.
+        assert!(e.contains("character 66"), "{e}");
+        let e = parse(&format!("{}{{}}", "(".repeat(MAX_DEPTH + 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nested too deeply"), "{e}");
+
+        // Far past it (this overflowed the stack and aborted the process).
+        let e = parse(&nested(100_000, false)).unwrap_err().to_string();
+        assert!(e.contains("nested too deeply"), "{e}");
+        let e = parse(&"(".repeat(100_000)).unwrap_err().to_string();
+        assert!(e.contains("nested too deeply"), "{e}");
+    }
+
+    #[test]
+    fn long_flat_chains_stay_shallow() {
+        // A left-deep tree of 100k nodes would overflow the stack when
+        // evaluated or dropped; the n-ary nodes keep this one two levels deep.
+        let r = res("payment");
+        let s = span("a", SpanKind::Server, 10, false, vec![]);
+        let conds = vec!["kind = server"; 100_000].join(" && ");
+        assert!(matches(&format!("{{ {conds} || false }}"), &r, &s));
+        let spansets = vec!["{ kind = server }"; 100_000].join(" && ");
+        assert!(matches(&spansets, &r, &s));
+        let spansets = vec!["{ kind = client }"; 100_000].join(" || ");
+        assert!(!matches(&spansets, &r, &s));
     }
 
     #[test]

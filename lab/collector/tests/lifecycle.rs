@@ -134,6 +134,105 @@ async fn span_bound_evicts_and_caps_a_single_trace() {
     assert_eq!(stats.spans_rejected, 5);
 }
 
+/// A gzip request whose spans carry `kib` KiB of (compressible) attribute
+/// each: small on the wire, large in memory.
+fn gzip_request(t: [u8; 16], spans: u8, kib: usize) -> Vec<u8> {
+    use prost::Message;
+    let filler = "x".repeat(kib * 1024);
+    let req = request(
+        "x",
+        (1..=spans)
+            .map(|i| S::new(t, i, "big").attr(kv_str("payload", &filler)))
+            .collect(),
+    );
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&req.encode_to_vec()).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn byte_bound_holds_whatever_is_sent_and_keeps_the_newest_traces() {
+    const MAX_BYTES: usize = 2 * 1024 * 1024;
+    let c = start_with(CollectorConfig {
+        max_bytes: MAX_BYTES,
+        ..CollectorConfig::ephemeral()
+    })
+    .await;
+    let url = format!("http://{}/v1/traces", c.otlp_http_addr());
+    // 200 traces of 4 spans x 64 KiB: about 50 MiB in memory, 25 times the
+    // bound, from well under 1 MiB of gzip on the wire.
+    let mut sent = Vec::new();
+    let mut wire = 0;
+    for _ in 0..200 {
+        let t = trace_id();
+        let body = gzip_request(t, 4, 64);
+        wire += body.len();
+        let resp = client()
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "gzip")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        sent.push(t);
+        let stats = c.stats();
+        assert!(stats.bytes_stored <= MAX_BYTES as u64, "{stats:?}");
+    }
+    assert!(wire < 1024 * 1024, "{wire} bytes of gzip");
+    let stats = c.stats();
+    // Each trace is about 260 KB: the bound holds 7 of them.
+    assert!(stats.bytes_stored > (MAX_BYTES / 2) as u64, "{stats:?}");
+    assert!(stats.traces_stored >= 4, "{stats:?}");
+    assert_eq!(stats.traces_evicted, 200 - stats.traces_stored);
+    assert_eq!(stats.traces_evicted_for_bytes, stats.traces_evicted);
+    // The newest traces are the ones kept.
+    let kept = stats.traces_stored as usize;
+    for t in &sent[200 - kept..] {
+        assert_eq!(get_trace(&c, t).await.0, 200);
+    }
+    assert_eq!(get_trace(&c, &sent[200 - kept - 1]).await.0, 404);
+    assert_eq!(get_trace(&c, &sent[0]).await.0, 404);
+    let (status, body) = get(&c, "/api/tracelab/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["bytes_stored"], stats.bytes_stored);
+    assert_eq!(
+        body["traces_evicted_for_bytes"],
+        stats.traces_evicted_for_bytes
+    );
+
+    // One trace bigger than the whole bound keeps what fits and refuses the
+    // rest, instead of emptying the store for nothing.
+    let huge = trace_id();
+    let body = gzip_request(huge, 40, 64);
+    let resp = client()
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let stats = c.stats();
+    assert!(stats.bytes_stored <= MAX_BYTES as u64, "{stats:?}");
+    assert!(stats.spans_rejected > 0, "{stats:?}");
+    let (status, body) = get_trace(&c, &huge).await;
+    assert_eq!(status, 200);
+    let spans = spans_of(&body["batches"]).len();
+    assert!((20..40).contains(&spans), "{spans} spans kept");
+}
+
+#[test]
+fn default_byte_bound_is_documented_value() {
+    assert_eq!(CollectorConfig::default().max_bytes, 256 * 1024 * 1024);
+    assert_eq!(
+        CollectorConfig::default().max_bytes,
+        tracelab_collector::DEFAULT_MAX_BYTES
+    );
+}
+
 #[tokio::test]
 async fn shutdown_releases_the_ports_and_stats_are_served() {
     let c = start().await;

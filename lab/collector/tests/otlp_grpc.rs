@@ -56,3 +56,30 @@ async fn grpc_export_plain_and_gzip() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn grpc_decompressed_size_is_bounded() {
+    let c = start().await;
+    let client = TraceServiceClient::connect(format!("http://{}", c.otlp_grpc_addr()))
+        .await
+        .expect("grpc connect");
+    // A message whose attribute decompresses to more than the limit, from a
+    // few tens of KiB of gzip on the wire: tonic stops decompressing at the
+    // limit (RESOURCE_EXHAUSTED) rather than inflating it in memory.
+    let filler = "x".repeat(tracelab_collector::MAX_BODY_BYTES + 1024);
+    let t = trace_id();
+    let mut gz = client
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_encoding_message_size(usize::MAX);
+    let err = gz
+        .export(request(
+            "payment",
+            vec![S::new(t, 1, "a").attr(kv_str("payload", &filler))],
+        ))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert_eq!(c.stats().spans_received, 0);
+    assert_eq!(get_trace(&c, &t).await.0, 404);
+    c.shutdown().await;
+}

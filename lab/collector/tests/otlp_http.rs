@@ -448,3 +448,39 @@ async fn trace_by_id_in_protobuf_when_asked() {
         span_id(1).to_vec()
     );
 }
+
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_with_413_and_nothing_is_kept() {
+    let c = start().await;
+    // 64 MiB of zeros (four times the limit) is about 64 KiB of gzip. The
+    // body is cut off at the limit while decompressing, never held whole.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1024 * 1024];
+    for _ in 0..64 {
+        e.write_all(&zeros).unwrap();
+    }
+    let bomb = e.finish().unwrap();
+    assert!(bomb.len() < 256 * 1024, "{} bytes", bomb.len());
+    for ct in ["application/x-protobuf", "application/json"] {
+        let resp = client()
+            .post(format!("http://{}/v1/traces", c.otlp_http_addr()))
+            .header("content-type", ct)
+            .header("content-encoding", "gzip")
+            .body(bomb.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 413, "{ct}");
+        let text = String::from_utf8_lossy(&resp.bytes().await.unwrap()).into_owned();
+        assert!(
+            text.contains(&tracelab_collector::MAX_BODY_BYTES.to_string()),
+            "{text}"
+        );
+    }
+    assert_eq!(c.stats().spans_received, 0);
+    assert_eq!(c.stats().bytes_stored, 0);
+    // Still serving.
+    let t = trace_id();
+    post_proto(&c, &request("gateway", vec![S::new(t, 1, "ok")])).await;
+    assert_eq!(get_trace(&c, &t).await.0, 200);
+}

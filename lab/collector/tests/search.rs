@@ -398,3 +398,60 @@ async fn root_not_yet_received() {
     let (_, body) = search(&c, &[("q", "{}")]).await;
     assert_eq!(body["traces"][0]["rootServiceName"], "gateway");
 }
+
+#[tokio::test]
+async fn deeply_nested_traceql_is_a_400_and_the_collector_survives() {
+    let f = fixture().await;
+    // 1,500 levels overflowed the parser's stack and aborted the process.
+    // 20,000 (three bytes each, encoded) is about as many as fit in a URI;
+    // the parser's unit tests go to 100,000.
+    let deep = format!("{{ {}", "(".repeat(20_000));
+    let (status, body) = search(&f.c, &[("q", &deep)]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_query");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("nested too deeply") && msg.contains("64") && msg.contains("character"),
+        "{msg}"
+    );
+
+    // At the limit (the spanset's `{` plus 63 parentheses) it still works.
+    let at_limit = format!("{{ {}kind = server{} }}", "(".repeat(63), ")".repeat(63));
+    assert_eq!(found(&f, &[("q", &at_limit)]).await.len(), 4);
+    // And the collector keeps answering.
+    assert_eq!(found(&f, &[]).await.len(), 4);
+}
+
+#[tokio::test]
+async fn control_characters_are_a_400_naming_them() {
+    let f = fixture().await;
+    for (param, value, shown) in [
+        ("q", "{ name = \"a\0b\" }", "U+0000"),
+        ("q", "{ status = error }\0", "U+0000"),
+        ("tags", "service.name=pay\u{1b}ment", "U+001B"),
+        ("tags", "service.name=\"\u{7f}\"", "U+007F"),
+        ("minDuration", "1\0s", "U+0000"),
+    ] {
+        let (status, body) = search(&f.c, &[(param, value)]).await;
+        assert_eq!(status, 400, "{param}={value:?}: {body}");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(shown) && msg.contains(param) && msg.contains("control character"),
+            "{msg}"
+        );
+    }
+    for path in [
+        "/api/search/tag/service.na%00me/values",
+        "/api/v2/search/tag/span.x%01/values",
+    ] {
+        let (status, body) = get(&f.c, path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_tag");
+    }
+    // Not UTF-8 at all: the same JSON error shape.
+    let (status, body) = get(&f.c, "/api/search?q=%FF").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "bad_query");
+    // Tabs and newlines are fine (multi-line TraceQL).
+    assert_eq!(found(&f, &[("q", "{\n\tkind = server\n}")]).await.len(), 4);
+}

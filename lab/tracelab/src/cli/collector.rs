@@ -59,6 +59,7 @@ pub(super) async fn run(args: CollectorArgs) -> anyhow::Result<ExitCode> {
         api: args.api,
         max_traces: args.max_traces.unwrap_or(defaults.max_traces),
         max_spans: args.max_spans.unwrap_or(defaults.max_spans),
+        max_bytes: defaults.max_bytes,
         tail,
     };
     let collector = Collector::start(config)

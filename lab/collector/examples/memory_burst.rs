@@ -1,0 +1,131 @@
+//! Memory of the embedded collector after a burst of small gzip requests
+//! that inflate to large spans (issue 12: 185 KB of gzip took the collector
+//! from 11.5 MB to 229 MB before the store had a byte bound).
+//!
+//! ```text
+//! cargo run -p tracelab-collector --example memory_burst [MAX_BYTES_MIB] [REQUESTS]
+//! ```
+//!
+//! `MAX_BYTES_MIB` 0 means no byte bound (the behaviour before it existed).
+//! Prints the gzip bytes sent, the store's byte estimate and the process's
+//! resident memory (Linux `/proc/self/status`) before, after and at peak.
+//! The collector and the client share the process, so the figures include
+//! the client's few buffers.
+
+use std::io::Write;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use tracelab_collector::{Collector, CollectorConfig};
+
+/// Spans per request and the size of each one's attribute: 15 MiB per
+/// request, under the 16 MiB decompressed body limit.
+const SPANS: u8 = 15;
+const ATTR_BYTES: usize = 1024 * 1024;
+
+/// `VmRSS` and `VmHWM` (peak) of this process, in MiB.
+fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn gzip_request(n: u32) -> Vec<u8> {
+    let mut trace_id = [0u8; 16];
+    trace_id[..4].copy_from_slice(&(n + 1).to_be_bytes());
+    trace_id[15] = 1;
+    let filler = "x".repeat(ATTR_BYTES);
+    let spans = (1..=SPANS)
+        .map(|s| Span {
+            trace_id: trace_id.to_vec(),
+            span_id: vec![s, 0, 0, 0, 0, 0, 0, 1],
+            name: "burst".into(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![KeyValue {
+                key: "payload".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(filler.clone())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&req.encode_to_vec()).expect("in memory");
+    e.finish().expect("in memory")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let max_mib: usize = args.next().map_or(Ok(256), |a| a.parse())?;
+    let requests: u32 = args.next().map_or(Ok(40), |a| a.parse())?;
+    let max_bytes = if max_mib == 0 {
+        usize::MAX
+    } else {
+        max_mib * 1024 * 1024
+    };
+    let collector = Collector::start(CollectorConfig {
+        max_bytes,
+        ..CollectorConfig::ephemeral()
+    })
+    .await?;
+    let url = format!("http://{}/v1/traces", collector.otlp_http_addr());
+    let client = reqwest::Client::new();
+    let (before, _) = rss_mib();
+    let mut wire = 0;
+    for n in 0..requests {
+        let body = gzip_request(n);
+        wire += body.len();
+        let resp = client
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "gzip")
+            .body(body)
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "export: {}", resp.status());
+    }
+    let (after, peak) = rss_mib();
+    let stats = collector.stats();
+    println!(
+        "| max_bytes | gzip sent | inflated | store estimate | traces kept/evicted | RSS before | RSS after | RSS peak |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {:.0} KB | {} MiB | {:.1} MiB | {}/{} | {before:.1} MiB | {after:.1} MiB | {peak:.1} MiB |",
+        if max_mib == 0 {
+            "none".to_string()
+        } else {
+            format!("{max_mib} MiB")
+        },
+        wire as f64 / 1000.0,
+        requests as usize * SPANS as usize * ATTR_BYTES / (1024 * 1024),
+        stats.bytes_stored as f64 / (1024.0 * 1024.0),
+        stats.traces_stored,
+        stats.traces_evicted,
+    );
+    collector.shutdown().await;
+    Ok(())
+}
