@@ -34,6 +34,10 @@ pub struct CollectorArgs {
     /// Maximum spans kept in memory [default: the collector's].
     #[arg(long)]
     pub max_spans: Option<usize>,
+    /// Most memory the stored traces may take, in MiB (an estimate of their
+    /// heap size; the oldest traces go first) [default: the collector's].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_mib: Option<u32>,
     /// Log format [default: text on a terminal, json otherwise].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -59,7 +63,9 @@ pub(super) async fn run(args: CollectorArgs) -> anyhow::Result<ExitCode> {
         api: args.api,
         max_traces: args.max_traces.unwrap_or(defaults.max_traces),
         max_spans: args.max_spans.unwrap_or(defaults.max_spans),
-        max_bytes: defaults.max_bytes,
+        max_bytes: args
+            .max_mib
+            .map_or(defaults.max_bytes, |mib| mib as usize * 1024 * 1024),
         tail,
     };
     let collector = Collector::start(config)

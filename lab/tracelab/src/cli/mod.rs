@@ -156,6 +156,13 @@ mod tests {
         assert_eq!(c.api.port(), 0);
         assert_eq!(c.otlp_http.port(), 4318);
         assert!(parse(&["collector", "--api", "localhost"]).is_err());
+        let cli = parse(&["collector", "--max-mib", "64"]).unwrap();
+        let Command::Collector(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!(c.max_mib, Some(64));
+        assert!(parse(&["collector", "--max-mib", "0"]).is_err());
+        assert!(parse(&["collector", "--max-mib", "1e9"]).is_err());
     }
 
     #[test]
