@@ -176,6 +176,9 @@ impl Lab {
             ("TRACELAB_QUEUE".into(), opts.queue.clone()),
             ("TRACELAB_ADMIN_TOKEN".into(), opts.admin_token.clone()),
         ];
+        if name == "auth" {
+            env.push(("TRACELAB_TOKEN_SECRET".into(), opts.token_secret.clone()));
+        }
         if self.collector.is_some() {
             // The embedded collector speaks OTLP/HTTP on the endpoint we give.
             env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()));

@@ -149,6 +149,10 @@ pub struct LabOptions {
     pub log: LogSink,
     /// Token of the services' admin (fault) API.
     pub admin_token: String,
+    /// The secret auth signs and checks tokens with. `Default` draws a new
+    /// random one for every lab, so a token cannot be forged from the
+    /// development secret published in the source.
+    pub token_secret: String,
     /// Drop the database, and delete the exchange and the queues, in
     /// [`Lab::stop`] (and on drop). Set by `for_tests`, so test runs leave
     /// nothing behind in Postgres or RabbitMQ.
@@ -174,6 +178,7 @@ impl Default for LabOptions {
             extra_env: Vec::new(),
             log: LogSink::Prefix,
             admin_token: DEFAULT_ADMIN_TOKEN.to_string(),
+            token_secret: random_secret(),
             drop_database: false,
             startup_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
@@ -206,6 +211,15 @@ impl LabOptions {
             ..LabOptions::default()
         }
     }
+}
+
+/// 64 hex digits from two v4 UUIDs: 244 random bits from the OS.
+pub(super) fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// Replaces the database name (the URL path) of a Postgres URL.
@@ -299,5 +313,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_lab_gets_its_own_token_secret() {
+        let (a, b) = (LabOptions::default(), LabOptions::for_tests());
+        assert_eq!(a.token_secret.len(), 64);
+        assert_ne!(a.token_secret, b.token_secret);
+        assert_ne!(a.token_secret, LabOptions::default().token_secret);
+        assert!(a.token_secret.bytes().all(|c| c.is_ascii_hexdigit()));
     }
 }
