@@ -649,6 +649,15 @@ async fn bad_input_gets_json_4xx_and_the_services_stay_healthy() {
     )
     .await;
     expect(&a, StatusCode::BAD_REQUEST, "invalid_limit");
+    // A NUL reached Postgres before, which refuses it: a 500.
+    let a = answer(
+        http.get(format!("{gw}/api/products?q=tea%00"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(&a, StatusCode::BAD_REQUEST, "invalid_query");
     let a = answer(
         http.get(format!("{gw}/api/orders/not-a-uuid"))
             .bearer_auth(&token)

@@ -81,6 +81,18 @@ async fn search(
     let Query(params) =
         params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let q = params.q.trim();
+    // Postgres refuses a NUL in text, and no product name holds a control
+    // character: say so here instead of failing in the database.
+    if let Some((at, c)) = q.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "q must not contain control characters (U+{:04X} at character {})",
+                c as u32,
+                at + 1
+            ),
+        ));
+    }
     if q.chars().count() > 100 {
         return Err(ApiError::bad_request(
             "query_too_long",
@@ -150,4 +162,78 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         pool,
     };
     Ok(App::bind(config.listen, router(state, &config.w3c_harness, admin)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use sqlx::postgres::PgPoolOptions;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A state whose database fails if it is ever used: a request refused
+    /// by validation never gets that far.
+    fn state_without_database() -> AppState {
+        let url = "postgres://postgres@127.0.0.1:1/unreachable";
+        AppState {
+            faults: FaultRegistry::new(ServiceName::Search),
+            pool: PgPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(2))
+                .connect_lazy(url)
+                .unwrap(),
+            db: DbTarget::from_url(url),
+        }
+    }
+
+    async fn get(uri: &str) -> (StatusCode, serde_json::Value) {
+        let resp = routes(state_without_database())
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn control_characters_in_q_are_a_400_not_a_database_error() {
+        for q in ["tea%00", "%00", "te%07a", "matcha%1b%5b2J"] {
+            let (status, body) = get(&format!("/products?q={q}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
+            assert_eq!(body["error"]["code"], "invalid_query", "{q}: {body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("control characters")),
+                "{q}: {body}"
+            );
+        }
+        let (_, body) = get("/products?q=tea%00").await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("U+0000 at character 4")),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_bad_input_is_refused_before_the_database() {
+        let (status, body) = get(&format!("/products?q={}", "a".repeat(101))).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("query_too_long"))
+        );
+        let (status, body) = get("/products?q=tea&limit=0").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_limit"))
+        );
+    }
 }
