@@ -907,9 +907,22 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_consumer_keeps_goin
     .await
     .expect("RabbitMQ is running on 127.0.0.1:5672");
     let channel = conn.create_channel().await.unwrap();
+    // Well-formed JSON with a NUL in user_id: invalid (Postgres refuses NUL),
+    // so poison at once, not a transient failure retried.
+    let nul_user = json!({
+        "event_id": "00000000-0000-4000-8000-000000000001",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "order_id": "00000000-0000-4000-8000-000000000002",
+        "payment_id": "00000000-0000-4000-8000-000000000003",
+        "user_id": "u-1001\u{0}",
+        "amount": 100,
+        "currency": "JPY"
+    })
+    .to_string();
     for poison in [
         &b"not json at all"[..],
         br#"{"event_id":"also not a uuid"}"#,
+        nul_user.as_bytes(),
     ] {
         channel
             .basic_publish(
@@ -937,14 +950,14 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_consumer_keeps_goin
             .unwrap()
         {
             parked.push(message.delivery.data.clone());
-            if parked.len() == 2 {
+            if parked.len() == 3 {
                 break;
             }
         } else {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    assert_eq!(parked.len(), 2, "both poison messages are parked in {dlq}");
+    assert_eq!(parked.len(), 3, "every poison message is parked in {dlq}");
     assert_eq!(
         parked[0], b"not json at all",
         "nothing the producer sent is lost"
@@ -992,7 +1005,11 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_consumer_keeps_goin
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(health["dead_lettered"], 2, "{health}");
+    assert_eq!(health["dead_lettered"], 3, "{health}");
+    assert_eq!(
+        health["requeued"], 0,
+        "poison is parked at once, never retried: {health}"
+    );
     assert_eq!(health["processed"], 1, "{health}");
     let _ = conn.close(200, ShortString::from("done")).await;
     lab.stop().await.expect("lab stops");

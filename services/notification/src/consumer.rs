@@ -38,6 +38,8 @@ pub struct Stats {
     pub processed: AtomicU64,
     pub duplicates: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Deliveries put back once after a transient failure.
+    pub requeued: AtomicU64,
 }
 
 /// What the consumer needs.
@@ -232,6 +234,7 @@ impl Consumer {
                     delivery.reject(BasicRejectOptions { requeue: false }).await
                 } else {
                     tracing::warn!(reason = %reason, "failed; requeued once");
+                    self.stats.requeued.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     delivery
                         .nack(BasicNackOptions {
@@ -267,10 +270,8 @@ impl Consumer {
             Ok(event) => event,
             Err(e) => return Outcome::Poison(format!("unreadable payment.completed event: {e}")),
         };
-        if event.amount <= 0 || event.user_id.is_empty() {
-            return Outcome::Poison(
-                "payment.completed event with an empty user or a non-positive amount".into(),
-            );
+        if let Err(invalid) = event.validate() {
+            return Outcome::Poison(invalid.to_string());
         }
         let cx = Context::current();
         cx.span().set_attribute(KeyValue::new(

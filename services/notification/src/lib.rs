@@ -57,6 +57,7 @@ async fn health(State(state): State<AppState>) -> Response {
             "processed": state.stats.processed.load(Ordering::Relaxed),
             "duplicates": state.stats.duplicates.load(Ordering::Relaxed),
             "dead_lettered": state.stats.dead_lettered.load(Ordering::Relaxed),
+            "requeued": state.stats.requeued.load(Ordering::Relaxed),
         })),
     )
 }

@@ -74,6 +74,62 @@ pub struct PaymentCompleted {
     pub transaction_id: Option<String>,
 }
 
+/// Why a `payment.completed` event cannot be processed, whatever happens
+/// later: the consumer parks it in the dead-letter queue instead of retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid payment.completed event: {0}")]
+pub struct InvalidEvent(pub String);
+
+/// The longest `user_id` an event may carry (the demo ids are `u-1001`).
+pub const MAX_USER_ID_CHARS: usize = 64;
+/// The longest `transaction_id` an event may carry.
+pub const MAX_TRANSACTION_ID_CHARS: usize = 128;
+
+impl PaymentCompleted {
+    /// Checks what serde cannot: sizes, characters and ranges. A NUL or a
+    /// megabyte-long id would otherwise reach the database, fail there, and
+    /// be retried as if the failure were passing.
+    ///
+    /// # Errors
+    /// [`InvalidEvent`] naming the field and what is wrong with it.
+    pub fn validate(&self) -> Result<(), InvalidEvent> {
+        let text = |field: &str, value: &str, max: usize| {
+            if value.is_empty() {
+                return Err(InvalidEvent(format!("{field} is empty")));
+            }
+            if value.chars().count() > max {
+                return Err(InvalidEvent(format!(
+                    "{field} is longer than {max} characters"
+                )));
+            }
+            if let Some(c) = value.chars().find(|c| c.is_control()) {
+                return Err(InvalidEvent(format!(
+                    "{field} contains the control character U+{:04X}",
+                    c as u32
+                )));
+            }
+            Ok(())
+        };
+        text("user_id", &self.user_id, MAX_USER_ID_CHARS)?;
+        if let Some(tx) = &self.transaction_id {
+            text("transaction_id", tx, MAX_TRANSACTION_ID_CHARS)?;
+        }
+        if self.amount <= 0 {
+            return Err(InvalidEvent(format!(
+                "amount {} is not positive",
+                self.amount
+            )));
+        }
+        if !(self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase())) {
+            return Err(InvalidEvent(format!(
+                "currency {:?} is not an ISO 4217 code",
+                self.currency
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +209,24 @@ mod tests {
             dlq_name(crate::defaults::QUEUE),
             "notification.payment-completed.dlq"
         );
+    }
+
+    #[test]
+    fn validation_refuses_what_would_fail_in_the_database() {
+        assert_eq!(event().validate(), Ok(()));
+        let with = |f: fn(&mut PaymentCompleted)| {
+            let mut e = event();
+            f(&mut e);
+            e.validate().unwrap_err().to_string()
+        };
+        assert!(
+            with(|e| e.user_id = "u\0".into())
+                .contains("user_id contains the control character U+0000")
+        );
+        assert!(with(|e| e.user_id = "x".repeat(5 * 1024 * 1024)).contains("longer than 64"));
+        assert!(with(|e| e.user_id.clear()).contains("user_id is empty"));
+        assert!(with(|e| e.amount = 0).contains("not positive"));
+        assert!(with(|e| e.currency = "yen".into()).contains("ISO 4217"));
+        assert!(with(|e| e.transaction_id = Some("ch\u{1b}".into())).contains("transaction_id"));
     }
 }
