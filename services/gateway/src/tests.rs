@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::Request;
-use tower::ServiceExt;
 
 use tracelab_contract::service::ServiceName;
 use tracelab_service::W3cHarness;
+
+use tracelab_service::testing::call_json;
 
 use super::*;
 
@@ -134,17 +135,7 @@ fn retry_storm_at(state: &AppState, point: &str, retries: u32) {
 
 /// Sends `request` through the full router and reads the JSON answer.
 async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
-    let response = router(state.clone(), Router::new())
-        .oneshot(request)
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (status, body)
+    call_json(router(state.clone(), Router::new()), request).await
 }
 
 fn checkout(token: Option<&str>, key: Option<&str>, body: &str) -> Request<Body> {

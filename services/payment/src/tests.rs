@@ -13,11 +13,12 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tower::ServiceExt;
 
 use tracelab_db::testing::TestDatabase;
 
 use tracelab_contract::service::ServiceName;
+
+use tracelab_service::testing::call_json;
 
 use super::*;
 
@@ -115,17 +116,11 @@ async fn pay(state: &AppState, key: Option<&str>, body: &str) -> (StatusCode, Va
 }
 
 async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
-    let response = router(state.clone(), &W3cHarness::off(), Router::new())
-        .oneshot(request)
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (status, body)
+    call_json(
+        router(state.clone(), &W3cHarness::off(), Router::new()),
+        request,
+    )
+    .await
 }
 
 /// The JSON error shape every 4xx uses: `{"error":{"code","message"}}`.

@@ -171,7 +171,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use sqlx::postgres::PgPoolOptions;
-    use tower::ServiceExt as _;
+    use tracelab_service::testing::call_json;
 
     use super::*;
 
@@ -190,15 +190,8 @@ mod tests {
     }
 
     async fn get(uri: &str) -> (StatusCode, serde_json::Value) {
-        let resp = routes(state_without_database())
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        (status, serde_json::from_slice(&body).unwrap())
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        call_json(routes(state_without_database()), request).await
     }
 
     #[tokio::test]

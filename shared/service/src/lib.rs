@@ -16,6 +16,8 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod health;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod w3c;
 
 pub use app::{App, Service, StandardLimits, bind, serve};
