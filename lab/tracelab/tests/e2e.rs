@@ -359,15 +359,16 @@ async fn a_checkout_is_one_connected_trace_across_http_and_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_signed_with_the_published_development_secret_is_refused() {
     let lab = start_lab().await;
-    // What anyone can do with the source: sign bob's identity with the
-    // development secret it contains. The lab's auth has its own secret.
+    // What anyone could do with the source before: sign bob's identity with
+    // the development secret it published. Every auth now has its own secret.
     let now = chrono::Utc::now().timestamp();
-    let forged = auth::token::Signer::new(auth::config::DEV_SECRET).issue(&auth::token::Claims {
-        sub: "u-1002".into(),
-        name: "bob".into(),
-        iat: now,
-        exp: now + 600,
-    });
+    let forged =
+        auth::token::Signer::new("tracelab-dev-secret-change-me").issue(&auth::token::Claims {
+            sub: "u-1002".into(),
+            name: "bob".into(),
+            iat: now,
+            exp: now + 600,
+        });
     let body = json!({"amount": 100, "currency": "JPY", "card": "4242424242424242"});
     let refused = checkout(&lab, &forged, "forged-1", body.clone()).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);

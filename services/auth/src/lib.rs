@@ -170,8 +170,11 @@ async fn verify(
 ///
 /// Fails when the address cannot be bound.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    if config.token_secret == config::DEV_SECRET {
-        tracing::warn!("TRACELAB_TOKEN_SECRET is not set: using the development secret");
+    if config.token_secret_is_random {
+        tracing::info!(
+            "TRACELAB_TOKEN_SECRET is not set: tokens are signed with a secret drawn at start \
+             and end when auth restarts"
+        );
     }
     let (faults, admin) = tracelab_faults::for_service(ServiceName::Auth);
     let router = router(AppState::new(&config, faults), &config.w3c_harness, admin);
@@ -192,6 +195,7 @@ mod tests {
             &Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 token_secret: "test-secret-0123456789".into(),
+                token_secret_is_random: false,
                 token_ttl_secs: ttl,
                 w3c_harness: W3cHarness::off(),
             },
