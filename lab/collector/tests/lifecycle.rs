@@ -167,14 +167,7 @@ async fn byte_bound_holds_whatever_is_sent_and_keeps_the_newest_traces() {
         let t = trace_id();
         let body = gzip_request(t, 4, 64);
         wire += body.len();
-        let resp = client()
-            .post(&url)
-            .header("content-type", "application/x-protobuf")
-            .header("content-encoding", "gzip")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_gzip(&url, body).await;
         assert_eq!(resp.status(), 200);
         sent.push(t);
         let stats = c.stats();
@@ -206,14 +199,7 @@ async fn byte_bound_holds_whatever_is_sent_and_keeps_the_newest_traces() {
     // rest, instead of emptying the store for nothing.
     let huge = trace_id();
     let body = gzip_request(huge, 40, 64);
-    let resp = client()
-        .post(&url)
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "gzip")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_gzip(&url, body).await;
     assert_eq!(resp.status(), 200);
     let stats = c.stats();
     assert!(stats.bytes_stored <= MAX_BYTES as u64, "{stats:?}");
@@ -264,4 +250,16 @@ async fn start_fails_when_a_port_is_taken() {
     .err()
     .expect("bind error");
     assert!(format!("{err:#}").contains("Tempo API"), "{err:#}");
+}
+
+/// POSTs a gzipped OTLP/protobuf export request.
+async fn post_gzip(url: &str, body: Vec<u8>) -> reqwest::Response {
+    client()
+        .post(url)
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }

@@ -12,7 +12,7 @@ use axum::http::Request;
 use tracelab_contract::service::ServiceName;
 use tracelab_service::W3cHarness;
 
-use tracelab_service::testing::call_json;
+use tracelab_service::testing::{assert_error, call_json};
 
 use super::*;
 
@@ -147,18 +147,6 @@ fn checkout(token: Option<&str>, key: Option<&str>, body: &str) -> Request<Body>
         request = request.header("idempotency-key", key);
     }
     request.body(Body::from(body.to_string())).unwrap()
-}
-
-/// The JSON error shape every 4xx uses: `{"error":{"code","message"}}`.
-fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
-    assert_eq!(status, expected, "{body}");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "no message: {body}"
-    );
 }
 
 fn headers_with_key(key: &str) -> HeaderMap {

@@ -18,7 +18,7 @@ use tracelab_db::testing::TestDatabase;
 
 use tracelab_contract::service::ServiceName;
 
-use tracelab_service::testing::call_json;
+use tracelab_service::testing::{assert_error, call_json};
 
 use super::*;
 
@@ -121,18 +121,6 @@ async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
         request,
     )
     .await
-}
-
-/// The JSON error shape every 4xx uses: `{"error":{"code","message"}}`.
-fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
-    assert_eq!(status, expected, "{body}");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "no message: {body}"
-    );
 }
 
 fn code(result: Result<impl std::fmt::Debug, ApiError>) -> &'static str {

@@ -22,3 +22,19 @@ pub async fn call_json(router: Router, request: Request<Body>) -> (StatusCode, V
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
     (status, body)
 }
+
+/// Asserts the JSON error shape every 4xx answer uses,
+/// `{"error":{"code","message"}}`, with this status and code and a message.
+///
+/// # Panics
+/// When the answer differs, showing the body.
+pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "no message: {body}"
+    );
+}
