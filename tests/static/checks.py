@@ -1197,6 +1197,20 @@ def check_s3_store(compose: dict, tempo: dict, images: dict) -> list[str]:
     return problems
 
 
+def check_docs_name_the_s3_account(compose: dict, images: dict, docs: dict[str, str]) -> list[str]:
+    """The docs that tell a learner the store's root account give the one
+    docker-compose.yml sets (docs: file name -> text)."""
+    store = compose.get("services", {}).get("s3", {})
+    sf = (images.get(store.get("image")) or {}).get("s3") or {}
+    env = environment(store)
+    problems = []
+    for var in sf.get("credentials_env") or []:
+        for name, text in docs.items():
+            if f"{env.get(var)}" not in text:
+                problems.append(f"{name}: does not give {var} {env.get(var)!r}, the s3 store's root account in docker-compose.yml")
+    return problems
+
+
 def lesson_block_from_text(text: str) -> dict:
     """The lesson's tempo-config.yaml block ("# tempo-config.yaml" up to the next prose line)."""
     start = text.index("# tempo-config.yaml")
@@ -1346,7 +1360,9 @@ def all_problems(root: Path = REPO) -> dict[str, list[str]]:
         "grafana": check_grafana(compose, root),
         "tempo": check_tempo(load_yaml(root / "tempo-config.yaml"), compose, lesson_tempo_config())
         + check_query_end_cutoff(load_yaml(root / "tempo-config.yaml")),
-        "s3 store": check_s3_store(compose, load_yaml(root / "tempo-config.yaml"), load_images()),
+        "s3 store": check_s3_store(compose, load_yaml(root / "tempo-config.yaml"), load_images())
+        + check_docs_name_the_s3_account(compose, load_images(), {
+            name: (root / name).read_text(encoding="utf-8") for name in ("README.md", "docs/docker.md")}),
         "image facts": check_image_facts(compose, load_images()) + check_data_volumes(compose, load_images()),
         "rabbitmq": check_rabbitmq(compose, root),
         "exemplars": check_exemplar_label(

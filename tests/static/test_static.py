@@ -858,3 +858,15 @@ def test_the_s3_image_has_no_curl(broken, images):
 def test_an_s3_image_without_facts_is_reported(broken, tempo, images):
     broken["services"]["s3"]["image"] = "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z"
     assert_reports(checks.check_s3_store(broken, tempo, images), "has no verified `s3:` facts")
+
+
+def test_the_docs_give_the_s3_root_account(compose, images):
+    docs = {name: (REPO / name).read_text(encoding="utf-8") for name in ("README.md", "docs/docker.md")}
+    assert checks.check_docs_name_the_s3_account(compose, images, docs) == []
+    broken = copy.deepcopy(compose)
+    broken["services"]["s3"]["environment"]["ROOT_SECRET_ACCESS_KEY"] = "changed-secret"
+    assert_reports(
+        checks.check_docs_name_the_s3_account(broken, images, docs),
+        "README.md: does not give ROOT_SECRET_ACCESS_KEY 'changed-secret'",
+        "docs/docker.md: does not give ROOT_SECRET_ACCESS_KEY",
+    )
