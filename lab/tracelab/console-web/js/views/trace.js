@@ -78,7 +78,12 @@ export function render(main, route) {
       lastCount = next.spans.length;
       stable = 0;
       model = next;
+      // The drawing's cost, for scripts and the browser's performance panel:
+      // model (buildTrace above) excluded, DOM built and laid out included.
+      const t0 = performance.now();
       draw();
+      void body.offsetHeight;
+      performance.measure('tracelab.trace.draw', { start: t0, end: performance.now(), detail: { spans: model.spans.length } });
     } else {
       stable += 1;
     }
