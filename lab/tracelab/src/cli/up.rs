@@ -12,6 +12,9 @@ use reqwest::Url;
 use super::args::{PortArgs, default_gateway, default_tempo, duration_arg, parse_key_value};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
+use crate::console::{self, ConsoleConfig, ConsoleState, LabRecord, ProcessStatus};
+use crate::exercise::state_dir;
+use crate::scenario::Catalog;
 use crate::supervisor::{self, Lab, LabOptions, LogSink, print_prefixed};
 
 /// `tracelab up`
@@ -54,6 +57,12 @@ pub struct UpArgs {
     /// How long every service may take to be healthy, e.g. 60s.
     #[arg(long, default_value = "60s", value_parser = duration_arg, value_name = "DURATION")]
     pub startup_timeout: Duration,
+    /// Port of the lab console, the lab's one URL (0 = any free port).
+    #[arg(long, env = "TRACELAB_CONSOLE_PORT", default_value_t = console::DEFAULT_PORT)]
+    pub console_port: u16,
+    /// Scenario directory of the console [default: $TRACELAB_SCENARIOS, ./scenarios, or the workspace's].
+    #[arg(long, value_name = "DIR")]
+    pub scenarios: Option<PathBuf>,
     /// Ports (0 = any free port).
     #[command(flatten)]
     pub ports: PortArgs,
@@ -73,6 +82,26 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             bail!("building the services failed ({status})");
         }
     }
+    // The console's port first: a taken port is reported before anything starts.
+    let console_listener = tokio::net::TcpListener::bind((args.bind, args.console_port))
+        .await
+        .with_context(|| {
+            format!(
+                "binding the lab console to {}:{} (another lab running? pick another --console-port, or 0)",
+                args.bind, args.console_port
+            )
+        })?;
+    let catalog = match Catalog::load_or_default(args.scenarios.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: the console has no scenarios: {e:#}");
+            Catalog {
+                scenarios: Vec::new(),
+                dir: args.scenarios.clone().unwrap_or_else(Catalog::default_dir),
+            }
+        }
+    };
+    let exercise_dir = state_dir()?;
     let opts = LabOptions {
         bin_dir: args
             .bin_dir
@@ -102,15 +131,53 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         opts.bin_dir.display()
     );
     let lab = tokio::select! {
-        lab = Lab::start(opts) => lab?,
+        lab = Lab::start(opts.clone()) => lab?,
         () = shutdown_signal() => {
             println!("interrupted while starting; stopped");
             return Ok(ExitCode::from(130));
         }
     };
-    print_up_banner(&lab);
-
     let mut lab = lab;
+    let config = ConsoleConfig::for_lab(&lab, &opts, catalog, exercise_dir);
+    let processes = config.processes.clone().unwrap_or_default();
+    processes.set(ProcessStatus::of_lab(&mut lab));
+    let console_state = ConsoleState::new(config)?;
+    let console_url = format!(
+        "http://{}",
+        console_listener
+            .local_addr()
+            .context("the console's address")?
+    )
+    .replace("0.0.0.0", "127.0.0.1");
+    let (console_stop, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    let console_task = tokio::spawn(console::serve(console_listener, console_state, async {
+        let _ = console_stopped.await;
+    }));
+    let record = LabRecord {
+        console: console_url.clone(),
+        pid: std::process::id(),
+        started_at: chrono::Utc::now(),
+        gateway: Some(lab.gateway_url()),
+        tempo: Some(lab.tempo_url()),
+        admin_urls: lab
+            .services()
+            .into_iter()
+            .map(|(n, u)| (n.to_string(), u))
+            .collect(),
+        admin_token: Some(lab.admin_token().to_string()),
+    };
+    let recorded = record.write();
+    print_up_banner(&lab, &console_url);
+    match &recorded {
+        Ok(path) => println!(
+            "(recorded in {}: later commands find this lab)\n",
+            path.display()
+        ),
+        Err(e) => println!(
+            "(could not record the lab: {e:#}; pass --lab {console_url} to the commands)\n"
+        ),
+    }
+
     let mut reported = std::collections::HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let signal = shutdown_signal();
@@ -119,6 +186,7 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         tokio::select! {
             () = &mut signal => break,
             _ = tick.tick() => {
+                processes.set(ProcessStatus::of_lab(&mut lab));
                 for (name, status) in lab.exited() {
                     if reported.insert(name) {
                         print_prefixed("lab", &format!(
@@ -133,6 +201,15 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     println!("\nstopping tracelab…");
     let t = Instant::now();
+    if recorded.is_ok() {
+        record.remove_if_ours();
+    }
+    let _ = console_stop.send(());
+    match console_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("the lab console stopped with an error: {e:#}"),
+        Err(e) => eprintln!("the lab console's task failed: {e}"),
+    }
     match lab.stop().await {
         Ok(()) => {
             println!("tracelab stopped cleanly in {} ms", t.elapsed().as_millis());
@@ -145,13 +222,14 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_up_banner(lab: &Lab) {
-    let mut rows: Vec<(String, String)> = lab
-        .services()
-        .into_iter()
-        .rev()
-        .map(|(n, u)| (n.to_string(), u))
-        .collect();
+fn print_up_banner(lab: &Lab, console_url: &str) {
+    let mut rows: Vec<(String, String)> = vec![("console".into(), console_url.to_string())];
+    rows.extend(
+        lab.services()
+            .into_iter()
+            .rev()
+            .map(|(n, u)| (n.to_string(), u)),
+    );
     rows.push(("tempo api".into(), lab.tempo_url()));
     rows.push(("otlp/http".into(), lab.otlp_http_endpoint()));
     if let Some(c) = lab.collector() {
@@ -172,6 +250,7 @@ fn print_up_banner(lab: &Lab) {
     if lab.tempo_url() != default_tempo() {
         flags.push_str(&format!(" --tempo {}", lab.tempo_url()));
     }
+    println!("\nThe lab's one URL: {console_url} (the console; the CLI's lab commands use it)");
     println!("\nTry:  cargo run -p tracelab -- checkout{flags}");
     println!(
         "      cargo run -p tracelab -- traces{}",
