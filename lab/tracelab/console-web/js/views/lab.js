@@ -88,14 +88,21 @@ async function drawHealth(box) {
       h('thead', {}, h('tr', {}, ['lab.service', 'lab.status', 'lab.checks', 'lab.exported', 'lab.dropped', 'lab.process'].map((k) => h('th', { scope: 'col' }, t(k))))),
       h('tbody', {}, (lab.services || []).map((s) => {
         const ok = s.health_status === 200;
+        // The services' /health carries their exporter's counters (spans_exported,
+        // spans_failed, spans_dropped_by_fault, ...): every counter that lost
+        // spans adds to "dropped"; the full list is the cell's tooltip.
         const tel = s.health?.telemetry || {};
+        const exported = tel.spans_exported ?? tel.exported;
+        const lost = Object.entries(tel).filter(([k, v]) => /dropped|failed/.test(k) && typeof v === 'number');
+        const dropped = lost.length ? lost.reduce((n, [, v]) => n + v, 0) : undefined;
+        const counters = Object.entries(tel).map(([k, v]) => `${k}: ${v}`).join('\n');
         const checks = Object.entries(s.health?.checks || {}).map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`).join(', ');
         return h('tr', { class: ok ? '' : 'is-err', dataset: { service: s.name } },
           h('th', { scope: 'row' }, s.name),
           h('td', { class: ok ? 'ok' : 'error' }, ok ? `✓ ${t('lab.up')}` : `✕ ${s.error || s.health_status || t('lab.down')}`),
           h('td', {}, checks),
-          h('td', { class: 'num exported' }, tel.exported ?? '–'),
-          h('td', { class: `num dropped${tel.dropped ? ' error' : ''}` }, tel.dropped ?? '–'),
+          h('td', { class: 'num exported', title: counters }, exported ?? '–'),
+          h('td', { class: `num dropped${dropped ? ' error' : ''}`, title: counters }, dropped ?? '–'),
           h('td', {}, s.process ? `${s.process.running ? '▶' : '■'} ${s.process.pid ?? ''}` : '–'));
       }))));
 }

@@ -53,7 +53,7 @@ const fn etag_bytes(bytes: &[u8]) -> [u8; 18] {
 }
 
 macro_rules! asset {
-    ($path:literal, $type:literal) => {{
+    ($path:literal, $type:expr) => {{
         const BYTES: &[u8] = include_bytes!(concat!("../../../console-web/", $path));
         const ETAG: [u8; 18] = etag_bytes(BYTES);
         Asset {
@@ -161,11 +161,6 @@ fn serve(a: &'static Asset, request: &HeaderMap) -> Response {
     response
 }
 
-/// The page's own weight: every embedded file, in bytes.
-pub(crate) fn total_bytes() -> usize {
-    ASSETS.iter().map(|a| a.bytes.len()).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,7 +196,7 @@ mod tests {
 
     #[test]
     fn the_page_weighs_less_than_300_kb() {
-        let total = total_bytes();
+        let total: usize = ASSETS.iter().map(|a| a.bytes.len()).sum();
         assert!(total > 10_000, "the page is suspiciously small: {total} B");
         assert!(total < 300 * 1024, "the page weighs {total} B, over 300 KB");
     }
