@@ -62,9 +62,11 @@ export function percentile(values, q) {
 }
 
 const COLUMN = { gateway: 0, auth: 1, search: 1, payment: 1, 'payment-provider': 2, postgresql: 2, rabbitmq: 2, notification: 3 };
-const ROW = { gateway: 1, auth: 0, search: 2, payment: 1, 'payment-provider': 0, postgresql: 1, rabbitmq: 2, notification: 2 };
-const W = 960;
-const H = 380;
+// Laid out so that no two edges cross: the broker level with payment and
+// notification, the database level with search.
+const ROW = { gateway: 1, auth: 0, search: 2, payment: 1, 'payment-provider': 0, postgresql: 2, rabbitmq: 1, notification: 1 };
+const W = 1180;
+const H = 400;
 
 /** The graph as an SVG: boxes for services, a cylinder for a database, a pipe for the broker. */
 export function drawGraph(graph, fmt) {
@@ -73,9 +75,9 @@ export function drawGraph(graph, fmt) {
   for (const n of graph.nodes) {
     const col = COLUMN[n.name] ?? 3;
     const row = ROW[n.name] ?? (extra++ % 2 === 0 ? 0 : 1);
-    pos.set(n.name, { x: 40 + col * 250, y: 40 + row * 130 });
+    pos.set(n.name, { x: 30 + col * 320, y: 40 + row * 130 });
   }
-  const bw = 170;
+  const bw = 150;
   const bh = 44;
   const svg = h('svg:svg', { viewBox: `0 0 ${W} ${H}`, class: 'map', role: 'img', 'aria-label': t('lab.mapLabel') },
     h('svg:defs', {}, h('svg:marker', { id: 'arrow', viewBox: '0 0 10 10', refX: '10', refY: '5', markerWidth: '8', markerHeight: '8', orient: 'auto-start-reverse' },
@@ -96,8 +98,9 @@ export function drawGraph(graph, fmt) {
     svg.append(h('svg:g', { class: `edge${bad ? ' bad' : ''}`, dataset: { from: e.from, to: e.to } },
       h('svg:title', {}, `${e.from} → ${e.to}: ${e.count}`),
       h('svg:path', { d, fill: 'none', stroke: bad ? '#D55E00' : '#555', 'stroke-width': String(1.5 + Math.min(4, e.rate)), 'stroke-dasharray': e.to === 'rabbitmq' || e.from === 'rabbitmq' ? '6 4' : null, 'marker-end': 'url(#arrow)' }),
-      h('svg:text', { x: String(mx), y: String(my), 'text-anchor': 'middle', class: 'edge-label' },
-        `${fmt.rate(e.rate)} · ${bad ? '✕ ' : ''}${(e.errorRate * 100).toFixed(0)}% · p95 ${fmt.ms(e.p95)}`)));
+      h('svg:text', { x: String(mx), y: String(my - 12), 'text-anchor': 'middle', class: 'edge-label' },
+        h('svg:tspan', { x: String(mx) }, fmt.rate(e.rate)),
+        h('svg:tspan', { x: String(mx), dy: '13' }, `${bad ? '✕ ' : ''}${(e.errorRate * 100).toFixed(0)}% · p95 ${fmt.ms(e.p95)}`))));
   }
   for (const n of graph.nodes) {
     const p = pos.get(n.name);
