@@ -133,7 +133,7 @@ const CASES = {
     await wholeCheckout(a.trace_id);
     const { page, errors } = await openPage(browser);
     await page.goto(`${consoleUrl()}/#/traces`);
-    await page.locator('.examples button', { hasText: 'checkouts' }).click();
+    await page.locator('.examples button', { hasText: /^checkouts$/ }).click();
     await page.locator(`.trace-list tr[data-trace-id="${a.trace_id}"]`).waitFor();
     const row = page.locator(`.trace-list tr[data-trace-id="${a.trace_id}"] td`);
     assert.match(await row.nth(0).textContent(), /gateway.*POST \/api\/checkout/);
