@@ -76,11 +76,12 @@ export function render(main) {
       mount(service, names.map((n) => h('option', { value: n }, n)));
       fillOps();
     };
-    if (state.ops) fillServices();
-    else {
+    const reload = () => {
       mount(service, h('option', { value: '' }, t('loading')));
       observedOperations().then((ops) => { state.ops = ops; if (!stopped) fillServices(); });
-    }
+    };
+    if (state.ops && state.ops.size) fillServices(); else reload();
+    const again = h('button', { type: 'button', class: 'link', onclick: reload }, t('exercise.reloadLists'));
     const form = h('form', { class: 'grid-form answer', onsubmit: async (e) => {
       e.preventDefault();
       const body = { service: service.value };
@@ -97,7 +98,7 @@ export function render(main) {
         }
       } catch (err) { mount(grade, h('p', { class: 'error' }, `${t('error')}: ${err.message}`)); }
     } },
-    h('label', { for: 'ans-service' }, t('lab.service')), service,
+    h('label', { for: 'ans-service' }, t('lab.service')), h('span', {}, service, ' ', again),
     h('label', { for: 'ans-operation' }, t('exercise.operation')), operation,
     h('label', { for: 'ans-trace' }, t('exercise.traceId')), traceId,
     h('span'), h('button', { type: 'submit', class: 'primary', dataset: { exercise: 'answer' } }, t('exercise.answer')));

@@ -23,10 +23,10 @@ export function render(main) {
       h('h2', { id: 'actions-h' }, t('lab.actions')),
       h('p', { class: 'muted' }, t('lab.actionsIntro')),
       h('div', { class: 'buttons' },
-        actionButton('checkout', t('lab.checkout'), actionOut),
-        actionButton('declined-checkout', t('lab.declined'), actionOut),
-        actionButton('search', t('lab.search'), actionOut),
-        actionButton('burst', t('lab.burst'), actionOut)),
+        actionButton('checkout', t('lab.checkout'), actionOut, soon),
+        actionButton('declined-checkout', t('lab.declined'), actionOut, soon),
+        actionButton('search', t('lab.search'), actionOut, soon),
+        actionButton('burst', t('lab.burst'), actionOut, soon)),
       actionOut),
     h('section', { 'aria-labelledby': 'map-h' },
       h('h2', { id: 'map-h' }, t('lab.map')), mapBox, mapNote),
@@ -36,16 +36,22 @@ export function render(main) {
 
   let stopped = false;
   let timer = null;
+  // After an action, its trace joins the map as soon as it reached the collector.
+  let pending = null;
+  function soon() {
+    clearTimeout(pending);
+    pending = setTimeout(() => { if (!stopped) drawMap(mapBox, mapNote); }, 1500);
+  }
   const loadUi = loadPanel(loadBox);
   const tick = async () => {
     await Promise.all([drawHealth(health), drawMap(mapBox, mapNote), loadUi.refresh()]);
     if (!stopped) timer = setTimeout(tick, REFRESH_MS);
   };
   tick();
-  return () => { stopped = true; clearTimeout(timer); };
+  return () => { stopped = true; clearTimeout(timer); clearTimeout(pending); };
 }
 
-function actionButton(action, label, out) {
+function actionButton(action, label, out, after) {
   const btn = h('button', { type: 'button', class: 'action', dataset: { action } }, label);
   btn.addEventListener('click', async () => {
     btn.disabled = true;
@@ -54,6 +60,7 @@ function actionButton(action, label, out) {
       const a = await post(`/api/actions/${action}`, {});
       mount(out, action === 'burst' ? burstResult(a) : actionResult(a));
       out.querySelector('a')?.focus();
+      after();
     } catch (e) {
       mount(out, h('p', { class: 'error', role: 'alert' }, `${t('error')}: ${e.message}`));
     } finally {
