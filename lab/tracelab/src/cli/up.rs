@@ -13,7 +13,9 @@ use tokio::sync::broadcast::error::RecvError;
 use super::args::{PortArgs, default_gateway, default_tempo, duration_arg, parse_key_value};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
-
+use crate::console::{self, ConsoleConfig, ConsoleState, LabRecord};
+use crate::exercise::state_dir;
+use crate::scenario::Catalog;
 use crate::supervisor::{self, Lab, LabEvent, LabOptions, LabStatus, LogSink, print_prefixed};
 
 /// `tracelab up`
@@ -56,12 +58,18 @@ pub struct UpArgs {
     /// How long every service may take to be healthy, e.g. 60s.
     #[arg(long, default_value = "60s", value_parser = duration_arg, value_name = "DURATION")]
     pub startup_timeout: Duration,
+    /// Port of the lab console, the lab's one URL (0 = any free port).
+    #[arg(long, env = "TRACELAB_CONSOLE_PORT", default_value_t = console::DEFAULT_PORT)]
+    pub console_port: u16,
+    /// Scenario directory of the console [default: $TRACELAB_SCENARIOS, ./scenarios, or the workspace's].
+    #[arg(long, value_name = "DIR")]
+    pub scenarios: Option<PathBuf>,
     /// Ports (0 = any free port).
     #[command(flatten)]
     pub ports: PortArgs,
 }
 pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    init_logging(LogFormat::Text, Some("lab"), args.quiet);
+    init_logging(LogFormat::Text, Some("collector"), args.quiet);
     let sampling_file = args.sampling_file.clone().or_else(|| {
         let default = PathBuf::from("sampling.yaml");
         default.is_file().then_some(default)
@@ -75,6 +83,26 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             bail!("building the services failed ({status})");
         }
     }
+    // The console's port first: a taken port is reported before anything starts.
+    let console_listener = tokio::net::TcpListener::bind((args.bind, args.console_port))
+        .await
+        .with_context(|| {
+            format!(
+                "binding the lab console to {}:{} (another lab running? pick another --console-port, or 0)",
+                args.bind, args.console_port
+            )
+        })?;
+    let catalog = match Catalog::load_or_default(args.scenarios.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: the console has no scenarios: {e:#}");
+            Catalog {
+                scenarios: Vec::new(),
+                dir: args.scenarios.clone().unwrap_or_else(Catalog::default_dir),
+            }
+        }
+    };
+    let exercise_dir = state_dir()?;
     let opts = LabOptions {
         bin_dir: args
             .bin_dir
@@ -104,13 +132,49 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         opts.bin_dir.display()
     );
     let lab = tokio::select! {
-        lab = Lab::start(opts) => lab?,
+        lab = Lab::start(opts.clone()) => lab?,
         () = shutdown_signal() => {
             println!("interrupted while starting; stopped");
             return Ok(ExitCode::from(130));
         }
     };
-    print_up_banner(&lab);
+    let config = ConsoleConfig::for_lab(&lab, &opts, catalog, exercise_dir);
+    let console_state = ConsoleState::new(config)?;
+    let console_url = format!(
+        "http://{}",
+        console_listener
+            .local_addr()
+            .context("the console's address")?
+    )
+    .replace("0.0.0.0", "127.0.0.1");
+    let (console_stop, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    let console_task = tokio::spawn(console::serve(console_listener, console_state, async {
+        let _ = console_stopped.await;
+    }));
+    let record = LabRecord {
+        console: console_url.clone(),
+        pid: std::process::id(),
+        started_at: chrono::Utc::now(),
+        gateway: Some(lab.gateway_url()),
+        tempo: Some(lab.tempo_url()),
+        admin_urls: lab
+            .services()
+            .into_iter()
+            .map(|(n, u)| (n.to_string(), u))
+            .collect(),
+        admin_token: Some(lab.admin_token().to_string()),
+    };
+    let recorded = record.write();
+    print_up_banner(&lab, &console_url);
+    match &recorded {
+        Ok(path) => println!(
+            "(recorded in {}: later commands find this lab)\n",
+            path.display()
+        ),
+        Err(e) => println!(
+            "(could not record the lab: {e:#}; pass --lab {console_url} to the commands)\n"
+        ),
+    }
 
     let mut events = lab.subscribe();
     let signal = shutdown_signal();
@@ -130,6 +194,15 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let status = lab.status();
     println!("\nstopping tracelab…");
     let t = Instant::now();
+    if recorded.is_ok() {
+        record.remove_if_ours();
+    }
+    let _ = console_stop.send(());
+    match console_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("the lab console stopped with an error: {e:#}"),
+        Err(e) => eprintln!("the lab console's task failed: {e}"),
+    }
     let stopped = lab.stop().await;
     if status.total_restarts() > 0 {
         println!("{}", restart_summary(&status));
@@ -199,13 +272,14 @@ fn restart_summary(status: &LabStatus) -> String {
     out
 }
 
-fn print_up_banner(lab: &Lab) {
-    let mut rows: Vec<(String, String)> = lab
-        .services()
-        .into_iter()
-        .rev()
-        .map(|(n, u)| (n.to_string(), u))
-        .collect();
+fn print_up_banner(lab: &Lab, console_url: &str) {
+    let mut rows: Vec<(String, String)> = vec![("console".into(), console_url.to_string())];
+    rows.extend(
+        lab.services()
+            .into_iter()
+            .rev()
+            .map(|(n, u)| (n.to_string(), u)),
+    );
     rows.push(("tempo api".into(), lab.tempo_url()));
     rows.push(("otlp/http".into(), lab.otlp_http_endpoint()));
     if let Some(c) = lab.collector() {
@@ -226,6 +300,7 @@ fn print_up_banner(lab: &Lab) {
     if lab.tempo_url() != default_tempo() {
         flags.push_str(&format!(" --tempo {}", lab.tempo_url()));
     }
+    println!("\nThe lab's one URL: {console_url} (the console; the CLI's lab commands use it)");
     println!("\nTry:  cargo run -p tracelab -- checkout{flags}");
     println!(
         "      cargo run -p tracelab -- traces{}",
