@@ -19,12 +19,17 @@ pub struct Config {
     pub provider_timeout: Duration,
     /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
     pub w3c_harness: W3cHarness,
+    /// `TRACELAB_ADMIN_LISTEN`, `TRACELAB_ADMIN_TOKEN` (or `_FILE`): the
+    /// fault API's own listener and token.
+    pub admin: tracelab_service::config::Admin,
 }
 
 impl Config {
     /// Reads `TRACELAB_PROVIDER_URL`, `TRACELAB_PROVIDER_TIMEOUT_MS`, and the
-    /// common `TRACELAB_LISTEN`, `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`,
-    /// `AMQP_URL`, `TRACELAB_EXCHANGE`, `TRACELAB_W3C_HARNESS` (through `tracelab_service::config`).
+    /// common `TRACELAB_LISTEN`, `TRACELAB_ADMIN_LISTEN`, `TRACELAB_ADMIN_TOKEN`
+    /// (or `_FILE`), `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`, `AMQP_URL`,
+    /// `TRACELAB_EXCHANGE` (named after the lab's database unless set),
+    /// `TRACELAB_W3C_HARNESS` (through `tracelab_service::config`).
     pub fn from_env() -> Result<Self, ConfigError> {
         let provider_url = std::env::var("TRACELAB_PROVIDER_URL")
             .ok()
@@ -38,13 +43,15 @@ impl Config {
             std::env::var("TRACELAB_PROVIDER_TIMEOUT_MS").ok(),
             3000_u64,
         )?;
+        let database_url = common::database_url();
         Ok(Self {
             w3c_harness: common::w3c_harness()?,
             listen: common::listen(ServiceName::Payment.default_port())?,
-            database_url: common::database_url(),
+            admin: common::admin(ServiceName::Payment)?,
             db_pool_size: common::db_pool_size(10)?,
             amqp_url: common::amqp_url(),
-            exchange: common::exchange(),
+            exchange: common::exchange(&database_url),
+            database_url,
             provider_url: provider_url.trim_end_matches('/').to_string(),
             provider_timeout: Duration::from_millis(timeout_ms),
         })

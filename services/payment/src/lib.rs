@@ -68,8 +68,8 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), w3c, admin)
+pub fn router(state: AppState, w3c: &W3cHarness) -> Router {
+    tracelab_service::app::service_router(routes(state), w3c)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -486,7 +486,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let connection =
         tracelab_service::amqp::connect(&config.amqp_url, "payment", Duration::from_secs(10))
             .await?;
-    let (faults, admin) = tracelab_faults::for_service(ServiceName::Payment);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Payment, &config.admin.token);
     let state = AppState {
         faults: faults.clone(),
         store: Store {
@@ -507,11 +507,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         state.publisher.clone(),
         state.relay_wakeup.clone(),
     );
-    Ok(
-        App::bind(config.listen, router(state, &config.w3c_harness, admin))
-            .await?
-            .with_background("outbox relay", move |stop| {
-                relay::run(pool, publisher, wakeup, stop)
-            }),
-    )
+    Ok(App::bind(config.listen, router(state, &config.w3c_harness))
+        .await?
+        .with_admin(config.admin.listen, admin)
+        .await?
+        .with_background("outbox relay", move |stop| {
+            relay::run(pool, publisher, wakeup, stop)
+        }))
 }

@@ -12,7 +12,8 @@ use reqwest::Url;
 use super::args::{PortArgs, default_gateway, default_tempo, duration_arg, parse_key_value};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
-use crate::supervisor::{self, Lab, LabOptions, LogSink, print_prefixed};
+use crate::supervisor::{self, Lab, LabOptions, LabRecord, LogSink, print_prefixed};
+use tracelab_contract::defaults::MIN_ADMIN_TOKEN_LEN;
 
 /// `tracelab up`
 #[derive(Debug, Args)]
@@ -23,12 +24,14 @@ pub struct UpArgs {
     /// RabbitMQ URL.
     #[arg(long, env = "AMQP_URL", default_value = supervisor::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
-    /// Topic exchange for payment events.
-    #[arg(long, env = "TRACELAB_EXCHANGE", default_value = supervisor::DEFAULT_EXCHANGE)]
-    pub exchange: String,
-    /// Notification queue.
-    #[arg(long, env = "TRACELAB_QUEUE", default_value = supervisor::DEFAULT_QUEUE)]
-    pub queue: String,
+    /// Topic exchange for payment events [default: the lab's own,
+    /// tracelab.events.<lab id>, named after its database].
+    #[arg(long, env = "TRACELAB_EXCHANGE")]
+    pub exchange: Option<String>,
+    /// Notification queue [default: the lab's own,
+    /// notification.payment-completed.<lab id>].
+    #[arg(long, env = "TRACELAB_QUEUE")]
+    pub queue: Option<String>,
     /// Send spans to this external collector (OTLP/HTTP base URL) instead of
     /// starting the embedded one.
     #[arg(long, env = "TRACELAB_OTLP_ENDPOINT", value_name = "URL")]
@@ -39,9 +42,10 @@ pub struct UpArgs {
     /// Address every listener binds to.
     #[arg(long, env = "TRACELAB_BIND_HOST", default_value = "127.0.0.1")]
     pub bind: IpAddr,
-    /// Token of the services' admin (fault) API.
-    #[arg(long, env = "TRACELAB_ADMIN_TOKEN", default_value = supervisor::DEFAULT_ADMIN_TOKEN)]
-    pub admin_token: String,
+    /// Token of the services' admin (fault) API [default: a random one for
+    /// this lab, recorded for the other commands].
+    #[arg(long, env = "TRACELAB_ADMIN_TOKEN", hide_env_values = true, value_parser = admin_token_arg)]
+    pub admin_token: Option<String>,
     /// Directory of the service binaries [default: next to this executable].
     #[arg(long, env = "TRACELAB_BIN_DIR", value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
@@ -92,11 +96,18 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         } else {
             LogSink::Prefix
         },
-        admin_token: args.admin_token.clone(),
         drop_database: false,
         startup_timeout: args.startup_timeout,
         ..LabOptions::default()
     };
+    let opts = match &args.admin_token {
+        Some(token) => LabOptions {
+            admin_token: token.clone(),
+            ..opts
+        },
+        None => opts,
+    };
+    let record_opts = opts.clone();
     println!(
         "starting tracelab (services from {})…",
         opts.bin_dir.display()
@@ -108,7 +119,23 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(130));
         }
     };
-    print_up_banner(&lab);
+    // Where the lab is and its admin token, for `fault`, `scenario` and
+    // `exercise` in another terminal. Without it the lab still runs; those
+    // commands then need the token and ports as flags.
+    let record = LabRecord::of(&lab, &record_opts);
+    let record_path = match LabRecord::default_path().and_then(|path| {
+        record.save(&path)?;
+        Ok(path)
+    }) {
+        Ok(path) => Some(path),
+        Err(e) => {
+            eprintln!(
+                "warning: the lab is not recorded, so `tracelab fault` and co. need --admin-token: {e:#}"
+            );
+            None
+        }
+    };
+    print_up_banner(&lab, record_path.as_deref());
 
     let mut lab = lab;
     let mut reported = std::collections::HashSet::new();
@@ -133,7 +160,13 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     println!("\nstopping tracelab…");
     let t = Instant::now();
-    match lab.stop().await {
+    let stopped = lab.stop().await;
+    if let Some(path) = &record_path
+        && let Err(e) = record.remove(path)
+    {
+        eprintln!("warning: {e:#}");
+    }
+    match stopped {
         Ok(()) => {
             println!("tracelab stopped cleanly in {} ms", t.elapsed().as_millis());
             Ok(ExitCode::SUCCESS)
@@ -145,7 +178,18 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_up_banner(lab: &Lab) {
+/// A token for `--admin-token`: as long as the services require.
+fn admin_token_arg(s: &str) -> Result<String, String> {
+    let token = s.trim();
+    if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+        return Err(format!(
+            "the admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters (leave it out for a random one)"
+        ));
+    }
+    Ok(token.to_string())
+}
+
+fn print_up_banner(lab: &Lab, record: Option<&std::path::Path>) {
     let mut rows: Vec<(String, String)> = lab
         .services()
         .into_iter()
@@ -158,6 +202,17 @@ fn print_up_banner(lab: &Lab) {
         rows.push(("otlp/grpc".into(), format!("http://{}", c.otlp_grpc_addr())));
     }
     rows.push(("database".into(), lab.database_url().to_string()));
+    rows.push((
+        "exchange, queue".into(),
+        format!("{}, {}", lab.exchange(), lab.queue()),
+    ));
+    rows.push((
+        "admin api".into(),
+        match record {
+            Some(path) => format!("loopback only; addresses and token in {}", path.display()),
+            None => "loopback only".into(),
+        },
+    ));
     println!(
         "\ntracelab is up: all services healthy in {:.1}s\n",
         lab.startup_duration().as_secs_f64()

@@ -15,6 +15,8 @@ pub(super) struct ChildProc {
     pub(super) child: Child,
     pub(super) pid: Option<u32>,
     pub(super) url: String,
+    /// Its admin listener's base URL, once it logged one.
+    pub(super) admin_url: String,
     /// The `TRACELAB_LISTEN` it was given, for hints.
     pub(super) listen: String,
     pub(super) logs: LogTail,

@@ -18,7 +18,7 @@ use super::child::{ChildProc, describe_status, send_sigterm};
 use super::deps::{
     check_postgres_and_create_db, check_rabbitmq, delete_broker_objects, drop_database,
 };
-use super::logs::{LogTail, lock, print_prefixed, read_lines};
+use super::logs::{Listening, LogTail, lock, print_prefixed, read_lines};
 use super::options::{LOG_TAIL_LINES, LabOptions, LogSink, SERVICES, STAGES};
 
 /// A running lab. Stop it with [`Lab::stop`]; dropping it kills the children.
@@ -81,8 +81,8 @@ impl Lab {
             tempo_url: String::new(),
             database_url: opts.database_url.clone(),
             admin_token: opts.admin_token.clone(),
-            exchange: opts.exchange.clone(),
-            queue: opts.queue.clone(),
+            exchange: opts.exchange_name(),
+            queue: opts.queue_name(),
             amqp_url: opts.amqp_url.clone(),
             drop_database: opts.drop_database,
             stop_grace: opts.stop_grace,
@@ -172,8 +172,12 @@ impl Lab {
             ),
             ("DATABASE_URL".into(), opts.database_url.clone()),
             ("AMQP_URL".into(), opts.amqp_url.clone()),
-            ("TRACELAB_EXCHANGE".into(), opts.exchange.clone()),
-            ("TRACELAB_QUEUE".into(), opts.queue.clone()),
+            (
+                "TRACELAB_ADMIN_LISTEN".into(),
+                SocketAddr::new(admin_host(opts.bind_host), 0).to_string(),
+            ),
+            ("TRACELAB_EXCHANGE".into(), self.exchange.clone()),
+            ("TRACELAB_QUEUE".into(), self.queue.clone()),
             ("TRACELAB_ADMIN_TOKEN".into(), opts.admin_token.clone()),
         ];
         if name == "auth" {
@@ -211,7 +215,7 @@ impl Lab {
         bin_dir: &Path,
         env: Vec<(String, String)>,
         sink: LogSink,
-    ) -> anyhow::Result<(usize, oneshot::Receiver<SocketAddr>)> {
+    ) -> anyhow::Result<(usize, oneshot::Receiver<Listening>)> {
         let path = bin_path(bin_dir, name);
         let listen = env
             .iter()
@@ -248,6 +252,7 @@ impl Lab {
             pid: child.id(),
             child,
             url: String::new(),
+            admin_url: String::new(),
             listen,
             logs,
             readers,
@@ -259,7 +264,7 @@ impl Lab {
     /// Polls them together, so the first one to exit is reported at once.
     async fn wait_listening(
         &mut self,
-        mut pending: Vec<(usize, oneshot::Receiver<SocketAddr>)>,
+        mut pending: Vec<(usize, oneshot::Receiver<Listening>)>,
         deadline: Instant,
         reach_host: IpAddr,
     ) -> anyhow::Result<()> {
@@ -279,13 +284,16 @@ impl Lab {
                     );
                 }
                 match rx.try_recv() {
-                    Ok(addr) => {
+                    Ok(Listening { addr, admin }) => {
                         let host = if addr.ip().is_unspecified() {
                             reach_host
                         } else {
                             addr.ip()
                         };
                         proc.url = format!("http://{}", SocketAddr::new(host, addr.port()));
+                        if let Some(admin) = admin {
+                            proc.admin_url = format!("http://{admin}");
+                        }
                         self.lab_log(&format!("{name} listening on {addr}"));
                         pending.swap_remove(i);
                     }
@@ -397,6 +405,17 @@ impl Lab {
             .iter()
             .find(|c| c.name == name && !c.url.is_empty())
             .map(|c| c.url.clone())
+    }
+
+    /// `(service name, admin API base URL)` in start order: where the
+    /// fault API listens, on loopback, apart from the public port. Give it
+    /// to `FaultClient::new` with [`Lab::admin_token`].
+    pub fn admin_urls(&self) -> Vec<(&'static str, String)> {
+        self.children
+            .iter()
+            .filter(|c| !c.admin_url.is_empty())
+            .map(|c| (c.name, c.admin_url.clone()))
+            .collect()
     }
 
     /// The RabbitMQ exchange payment publishes to.
@@ -596,6 +615,15 @@ impl Drop for Lab {
             })
             .join();
         }
+    }
+}
+
+/// Where the admin listeners bind: loopback, whatever the public listeners
+/// bind to, so `--bind 0.0.0.0` never puts the fault API on the network.
+fn admin_host(bind: IpAddr) -> IpAddr {
+    match bind {
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
     }
 }
 

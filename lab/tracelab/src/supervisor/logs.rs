@@ -22,13 +22,21 @@ pub(super) fn lock(logs: &LogTail) -> std::sync::MutexGuard<'_, VecDeque<String>
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What a child's `"listening"` line says: its public address and, when
+/// it has one, its admin listener's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Listening {
+    pub(super) addr: SocketAddr,
+    pub(super) admin: Option<SocketAddr>,
+}
+
 /// Reads a child's output line by line: keeps the tail, reports the
-/// `"listening"` address once, and prints when the sink says so.
+/// `"listening"` addresses once, and prints when the sink says so.
 pub(super) async fn read_lines(
     name: &'static str,
     stream: impl AsyncRead + Unpin,
     logs: LogTail,
-    tx: Arc<Mutex<Option<oneshot::Sender<SocketAddr>>>>,
+    tx: Arc<Mutex<Option<oneshot::Sender<Listening>>>>,
     sink: LogSink,
 ) {
     let mut lines = BufReader::new(stream).lines();
@@ -44,7 +52,8 @@ pub(super) async fn read_lines(
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             if let Some(sender) = sender {
-                let _ = sender.send(addr);
+                let admin = json.as_ref().and_then(listening_admin_addr);
+                let _ = sender.send(Listening { addr, admin });
             }
         }
         if sink == LogSink::Prefix {
@@ -65,6 +74,15 @@ pub(super) async fn read_lines(
 /// The address of a `{"message":"listening","addr":"ip:port"}` log line.
 /// Also accepts the fields nested under `"fields"` (tracing's unflattened JSON).
 pub fn listening_addr(v: &serde_json::Value) -> Option<SocketAddr> {
+    listening_field(v, "addr")
+}
+
+/// The admin listener's address in the same line, `"admin_addr"`.
+pub fn listening_admin_addr(v: &serde_json::Value) -> Option<SocketAddr> {
+    listening_field(v, "admin_addr")
+}
+
+fn listening_field(v: &serde_json::Value, field: &str) -> Option<SocketAddr> {
     let fields = v.get("fields").unwrap_or(v);
     let message = v
         .get("message")
@@ -74,8 +92,8 @@ pub fn listening_addr(v: &serde_json::Value) -> Option<SocketAddr> {
         return None;
     }
     fields
-        .get("addr")
-        .or_else(|| v.get("addr"))?
+        .get(field)
+        .or_else(|| v.get(field))?
         .as_str()?
         .parse()
         .ok()
@@ -181,6 +199,14 @@ mod tests {
             listening_addr(&json!({"message":"listening","addr":"nope"})),
             None
         );
+        let both =
+            json!({"message":"listening","addr":"0.0.0.0:8080","admin_addr":"127.0.0.1:41000"});
+        assert_eq!(listening_addr(&both), Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(
+            listening_admin_addr(&both),
+            Some("127.0.0.1:41000".parse().unwrap())
+        );
+        assert_eq!(listening_admin_addr(&flat), None);
     }
 
     #[test]

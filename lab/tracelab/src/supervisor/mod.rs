@@ -6,8 +6,11 @@
 //! an external OTLP endpoint is given), then spawns the six service binaries as
 //! child processes, leaves first (payment-provider, auth, search, notification;
 //! then payment; then gateway), each wired to the real bound addresses of the
-//! ones it calls. It learns each child's address from its `"listening"` log
-//! line (so port 0 works) and returns once every `/health` answers 200.
+//! ones it calls. It learns each child's addresses, public and admin, from
+//! its `"listening"` log line (so port 0 works) and returns once every
+//! `/health` answers 200. Every admin listener is on loopback, on a free
+//! port; [`Lab::admin_urls`] says where, and `tracelab up` records it with
+//! the lab's admin token in a [`LabRecord`] for the later commands.
 //!
 //! [`Lab::stop`] sends SIGTERM in reverse order (gateway first, so no request
 //! is cut in half), waits a bounded grace period, kills what is left, shuts the
@@ -31,11 +34,13 @@ mod deps;
 mod lab;
 mod logs;
 mod options;
+mod record;
 
 pub use binaries::{default_bin_dir, services_build_when_run_by_cargo};
 pub use lab::Lab;
-pub use logs::{condense_log, listening_addr, print_prefixed};
+pub use logs::{condense_log, listening_addr, listening_admin_addr, print_prefixed};
 pub use options::{
-    DEFAULT_ADMIN_TOKEN, DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_EXCHANGE, DEFAULT_QUEUE,
-    LOG_TAIL_LINES, LabOptions, LogSink, Ports, SERVICES,
+    DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, LOG_TAIL_LINES, LabOptions, LogSink, Ports, SERVICES,
+    random_secret,
 };
+pub use record::{LabRecord, ensure_token_file, state_dir};
