@@ -4,7 +4,7 @@
 //! after its database, so two labs on one broker never take each other's).
 //!
 //! Needs Postgres and RabbitMQ on localhost and the service binaries
-//! (`cargo build --workspace --bins`).
+//! (`cargo build --workspace --bins`); `Lab::start` says which is missing.
 
 use std::time::Duration;
 
@@ -12,22 +12,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::Connection as _;
 use tracelab::scenario::traffic::Driver;
-use tracelab::supervisor::{Lab, LabOptions, SERVICES, default_bin_dir};
-
-fn require_binaries() {
-    let dir = default_bin_dir();
-    let missing: Vec<&str> = SERVICES
-        .iter()
-        .copied()
-        .filter(|s| !dir.join(s).is_file())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "service binaries missing in {}: {} (run `cargo build --workspace --bins`)",
-        dir.display(),
-        missing.join(", ")
-    );
-}
+use tracelab::supervisor::{Lab, LabOptions, SERVICES};
 
 async fn get(url: &str, token: Option<&str>) -> (StatusCode, Value) {
     let mut request = reqwest::Client::new().get(url);
@@ -44,7 +29,6 @@ async fn get(url: &str, token: Option<&str>) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_is_on_loopback_listeners_of_its_own_behind_the_lab_s_token() {
-    require_binaries();
     let lab = Lab::start(LabOptions::for_tests())
         .await
         .expect("the lab starts (Postgres and RabbitMQ must be running)");
@@ -92,14 +76,15 @@ async fn the_admin_api_is_on_loopback_listeners_of_its_own_behind_the_lab_s_toke
 /// lab, all eight landing in their own lab by chance is 1 in 256.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_labs_on_one_broker_never_take_each_other_s_events() {
-    require_binaries();
     let defaults = LabOptions::default();
     let options = || LabOptions {
         exchange: defaults.exchange.clone(),
         queue: defaults.queue.clone(),
         ..LabOptions::for_tests()
     };
-    let (a, b) = tokio::join!(Lab::start(options()), Lab::start(options()));
+    let (opts_a, opts_b) = (options(), options());
+    let amqp_url = opts_a.amqp_url.clone();
+    let (a, b) = tokio::join!(Lab::start(opts_a), Lab::start(opts_b));
     let (a, b) = (a.expect("lab a starts"), b.expect("lab b starts"));
     assert_ne!(a.exchange(), b.exchange());
     assert_ne!(a.queue(), b.queue());
@@ -123,7 +108,7 @@ async fn two_labs_on_one_broker_never_take_each_other_s_events() {
     }
     for lab in [&a, &b] {
         let dlq = tracelab::scenario::signature::DlqProbe::depth(
-            &LabOptions::for_tests().amqp_url,
+            &amqp_url,
             &format!("{}.dlq", lab.queue()),
         )
         .await
