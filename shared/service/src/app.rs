@@ -254,19 +254,18 @@ impl App {
             .expect("a bound listener has an address")
     }
 
-    /// Logs the `listening` line (`addr`, and `admin_addr` with an admin
-    /// listener) that `tracelab up` and the tests read to learn the real
-    /// addresses, serves both listeners until `shutdown` resolves and drains
-    /// them for at most 5 s, then stops the background tasks (waiting up to
-    /// 5 s for them, together).
+    /// Logs a `listening` line per listener (`addr`; the admin one also
+    /// `listener=admin`) that `tracelab up` and the tests read to learn the
+    /// real addresses, serves both listeners until `shutdown` resolves and
+    /// drains them for at most 5 s, then stops the background tasks
+    /// (waiting up to 5 s for them, together).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let addr = self.local_addr();
-        match self.admin_addr() {
-            Some(admin) => tracing::info!(addr = %addr, admin_addr = %admin, "listening"),
-            None => tracing::info!(addr = %addr, "listening"),
+        tracing::info!(addr = %self.local_addr(), "listening");
+        if let Some(admin) = self.admin_addr() {
+            tracing::info!(listener = "admin", addr = %admin, "listening");
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tasks: Vec<_> = self
