@@ -69,6 +69,45 @@ async fn the_admin_api_is_on_loopback_listeners_of_its_own_behind_the_lab_s_toke
     lab.stop().await.expect("the lab stops");
 }
 
+/// A service that crashes comes back with its admin listener where the lab
+/// recorded it (the supervisor pins `TRACELAB_ADMIN_LISTEN` to the address
+/// bound first), so `tracelab fault` keeps working after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_service_keeps_its_admin_listener() {
+    use tracelab::supervisor::LabEvent;
+
+    let lab = Lab::start(LabOptions::for_tests())
+        .await
+        .expect("the lab starts (Postgres and RabbitMQ must be running)");
+    let token = lab.admin_token().to_string();
+    let before = lab.admin_urls();
+    let (_, admin) = before.iter().find(|(n, _)| *n == "auth").unwrap().clone();
+    let mut events = lab.subscribe();
+    let pid = lab.pid("auth").expect("auth runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(LabEvent::Recovered { child, .. }) = events.recv().await
+                && child == "auth"
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("auth is restarted");
+    assert_ne!(lab.pid("auth"), Some(pid), "a new process");
+    assert_eq!(lab.admin_urls(), before);
+    let (status, body) = get(&format!("{admin}/admin/faults"), Some(&token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["service"], "auth");
+    lab.stop().await.expect("the lab stops");
+}
+
 /// Two labs on one broker, each with its exchange and queue named the way
 /// a lab's are by default: every lab's checkouts are notified in that lab,
 /// none in the other, and nothing is dead-lettered. Sharing one queue, the
