@@ -104,6 +104,7 @@ async fn the_console_works_in_chromium() {
         .arg("console.test.mjs")
         .current_dir(browser_dir())
         .env("TRACELAB_CONSOLE_URL", &url)
+        .env("TRACELAB_OTLP_URL", lab.otlp_http_endpoint())
         .env("TRACELAB_CHROMIUM", &chromium)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

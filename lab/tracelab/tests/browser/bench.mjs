@@ -55,12 +55,14 @@ const base = consoleUrl();
 {
   const { page } = await openPage(browser);
   const files = new Map();
-  page.on('response', async (r) => {
+  const reads = [];
+  page.on('response', (r) => {
     const u = new URL(r.url());
-    if (u.origin === base && !u.pathname.startsWith('/api/')) files.set(u.pathname, (await r.body()).length);
+    if (u.origin === base && !u.pathname.startsWith('/api/')) reads.push(r.body().then((b) => files.set(u.pathname, b.length)));
   });
   await page.goto(`${base}/#/lab`, { waitUntil: 'networkidle' });
   for (const v of ['traces', 'faults', 'exercise', 'compare']) await page.goto(`${base}/#/${v}`, { waitUntil: 'networkidle' });
+  await Promise.all(reads);
   const total = [...files.values()].reduce((a, b) => a + b, 0);
   console.log(`page weight: ${(total / 1024).toFixed(1)} KB in ${files.size} files (uncompressed)`);
   await page.context().close();

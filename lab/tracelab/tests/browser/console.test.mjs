@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { launch, openPage, api, until, traceSpans, shown, consoleUrl } from './harness.mjs';
 
@@ -105,6 +106,41 @@ const CASES = {
     // Hops: one per call between services, the queue hop included.
     const hops = await page.locator('.hops tbody tr').count();
     assert.equal(hops, spans.filter((s) => s.parentSpanId && byId.get(s.parentSpanId)?.service !== s.service).length);
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  },
+
+  // Names, attributes and services from a trace are text, never markup.
+  async escaping(browser) {
+    const otlp = process.env.TRACELAB_OTLP_URL;
+    assert.ok(otlp, 'TRACELAB_OTLP_URL is set (the collector\'s OTLP/HTTP base URL)');
+    const traceId = randomBytes(16).toString('hex');
+    const root = randomBytes(8).toString('hex');
+    const child = randomBytes(8).toString('hex');
+    const now = BigInt(Date.now()) * 1000000n;
+    const evil = '<img src=x onerror="window.__owned=1">"&\'';
+    const span = (id, parent, name, kind) => ({
+      traceId, spanId: id, parentSpanId: parent, name, kind,
+      startTimeUnixNano: String(now), endTimeUnixNano: String(now + 5000000n),
+      attributes: [{ key: 'note', value: { stringValue: evil } }],
+    });
+    const body = { resourceSpans: [
+      { resource: { attributes: [{ key: 'service.name', value: { stringValue: 'svc<b>"x' } }] }, scopeSpans: [{ spans: [span(root, '', `root ${evil}`, 2)] }] },
+      { resource: { attributes: [{ key: 'service.name', value: { stringValue: '<i>other</i>' } }] }, scopeSpans: [{ spans: [span(child, root, `child ${evil}`, 2)] }] },
+    ] };
+    const res = await fetch(`${otlp.replace(/\/$/, '')}/v1/traces`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal(res.status, 200, await res.text());
+    await until('the hostile trace', async () => (await traceSpans(traceId)).length === 2);
+    const { page, errors } = await openPage(browser);
+    await page.goto(`${consoleUrl()}/#/trace/${traceId}`);
+    await until('2 rows', async () => (await rows(page).count()) === 2);
+    await page.click(`.wf-row[data-span-id="${child}"]`);
+    await page.locator('.span-detail').waitFor();
+    assert.equal(await page.locator('.wf-row[data-span-id="' + child + '"]').getAttribute('data-name'), `child ${evil}`);
+    assert.equal(await page.locator('.wf-row[data-span-id="' + child + '"] .name').textContent(), `child ${evil}`);
+    assert.equal(await page.locator('.hops tbody tr td').first().locator('.svc').textContent(), 'svc<b>"x');
+    assert.equal(await page.locator('main img, main b, main i').count(), 0, 'no markup from the trace');
+    assert.equal(await page.evaluate(() => window.__owned), undefined);
     assert.deepEqual(errors, []);
     await page.context().close();
   },
