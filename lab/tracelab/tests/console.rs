@@ -107,6 +107,31 @@ impl Console {
     }
 }
 
+/// Reads `path` of the Tempo API through the console and directly until
+/// both answers are the same (spans of the traffic above may still be
+/// landing between two reads); returns the answer.
+async fn same_as_tempo(c: &Console, path: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, through) = c.get(&format!("/api/tempo{path}")).await;
+        assert_eq!(status, 200, "{through}");
+        let direct: Value = reqwest::get(format!("{}{path}", c.lab.tempo_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if through == direct {
+            return through;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: the console's answer differs from Tempo's:\n{through}\n{direct}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Asserts the services' JSON error shape with this status and code.
 #[track_caller]
 fn assert_error(answer: &(u16, Value), status: u16, code: &str) {
@@ -209,30 +234,18 @@ async fn lab_tempo_actions_faults_and_load() {
         )
         .await
         .expect("the checkout's trace is complete");
-    let direct: Value = reqwest::get(format!("{}/api/traces/{trace_id}", c.lab.tempo_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (status, through) = c.get(&format!("/api/tempo/api/traces/{trace_id}")).await;
-    assert_eq!(status, 200);
-    assert_eq!(through, direct);
+    let through = same_as_tempo(&c, &format!("/api/traces/{trace_id}")).await;
+    assert!(
+        through["batches"].as_array().is_some_and(|b| b.len() >= 5),
+        "{through}"
+    );
     let query = "/api/search?q=%7B%20resource.service.name%20%3D%20%22gateway%22%20%7D&limit=3";
-    let direct: Value = reqwest::get(format!("{}{query}", c.lab.tempo_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (status, through) = c.get(&format!("/api/tempo{query}")).await;
-    assert_eq!(status, 200);
+    let through = same_as_tempo(&c, query).await;
     assert_eq!(
         through["traces"].as_array().map(Vec::len),
         Some(3),
         "{through}"
     );
-    assert_eq!(through, direct);
     let (status, _) = c
         .get("/api/tempo/api/traces/00000000000000000000000000000001")
         .await;
@@ -395,6 +408,275 @@ async fn lab_tempo_actions_faults_and_load() {
         &c.call("DELETE", "/api/lab", None).await,
         405,
         "method_not_allowed",
+    );
+    c.stop().await;
+}
+
+/// Runs the `tracelab` binary against the console; returns success and output.
+async fn cli(c: &Console, args: &[&str]) -> (bool, String) {
+    let mut argv = vec![args[0], "--lab", c.url()];
+    argv.extend(&args[1..]);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
+        .args(&argv)
+        .env("TRACELAB_LANG", "en")
+        .env_remove("TRACELAB_URL")
+        .output()
+        .await
+        .expect("tracelab runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_and_one_exercise_for_every_client() {
+    let c = start().await;
+
+    // The catalog: summaries keep the answer back, a scenario in full has it.
+    let (status, list) = c.get("/api/scenarios").await;
+    assert_eq!(status, 200);
+    let scenarios = list["scenarios"].as_array().unwrap();
+    assert!(scenarios.len() >= 16, "{list}");
+    for s in scenarios {
+        assert!(
+            s["title"]["ja"].is_string() && s["symptom"]["en"].is_string(),
+            "{s}"
+        );
+        assert!(
+            s.get("answer").is_none() && s.get("faults").is_none(),
+            "{s}"
+        );
+    }
+    let (status, full) = c.get("/api/scenarios/payment-save-slow").await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["answer"]["service"], "payment");
+    assert_eq!(full["faults"][0]["service"], "payment");
+    assert_eq!(full["hints"].as_array().map(Vec::len), Some(3));
+    assert_error(&c.get("/api/scenarios/nope").await, 404, "unknown_scenario");
+
+    // No exercise yet.
+    let (status, none) = c.get("/api/exercise").await;
+    assert_eq!((status, none["exercise"].clone()), (200, Value::Null));
+    assert_error(
+        &c.post("/api/exercise/answer", json!({"service": "auth"}))
+            .await,
+        409,
+        "no_exercise",
+    );
+    assert_error(
+        &c.post("/api/exercise/hint", json!({})).await,
+        409,
+        "no_exercise",
+    );
+    assert_error(
+        &c.post("/api/exercise/reveal", json!({})).await,
+        409,
+        "no_exercise",
+    );
+
+    // A scenario, openly.
+    let (status, started) = c
+        .post("/api/scenarios/payment-save-slow/start", json!({}))
+        .await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["set"][0]["service"], "payment");
+    assert_eq!(started["set"][0]["fault"]["point"], "payment.save");
+    assert_eq!(c.get("/api/faults").await.1["count"], 1);
+    let (status, stopped) = c
+        .post("/api/scenarios/stop", json!({"id": "payment-save-slow"}))
+        .await;
+    assert_eq!(
+        (status, stopped["stopped"].clone()),
+        (200, json!("payment-save-slow"))
+    );
+    assert_eq!(c.get("/api/faults").await.1["count"], 0);
+    assert_error(
+        &c.post("/api/scenarios/nope/start", json!({})).await,
+        404,
+        "unknown_scenario",
+    );
+
+    // Verification: its answer key on this lab.
+    assert_error(
+        &c.post("/api/scenarios/nope/verify", json!({})).await,
+        404,
+        "unknown_scenario",
+    );
+    assert_error(
+        &c.post(
+            "/api/scenarios/auth-verify-errors/verify",
+            json!({"timeout_ms": 0}),
+        )
+        .await,
+        400,
+        "invalid_body",
+    );
+    let (status, verified) = c
+        .post(
+            "/api/scenarios/auth-verify-errors/verify",
+            json!({"timeout_ms": 20000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["passed"], true, "{}", verified["report"]);
+
+    // An exercise: started here, seen by the CLI, hints from the CLI seen here.
+    let (status, ex) = c
+        .post(
+            "/api/exercise",
+            json!({"scenario": "auth-verify-errors", "load": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{ex}");
+    assert_eq!(ex["number"], 1);
+    assert_eq!(ex["load"], Value::Null);
+    assert!(!ex.to_string().contains("auth-verify-errors"), "{ex}");
+    let symptom = ex["symptom"]["en"].as_str().unwrap().trim().to_string();
+    assert_error(
+        &c.post("/api/exercise", json!({"scenario": "provider-slow"}))
+            .await,
+        409,
+        "exercise_running",
+    );
+    assert_error(
+        &c.post("/api/scenarios/provider-slow/start", json!({}))
+            .await,
+        409,
+        "exercise_running",
+    );
+    let (_, hidden) = c.get("/api/faults").await;
+    assert_eq!(hidden["hidden"], true, "{hidden}");
+    assert_eq!(hidden["services"], json!([]), "{hidden}");
+    assert!(hidden["count"].as_u64().unwrap() >= 1, "{hidden}");
+    assert_eq!(c.get("/api/faults?peek=true").await.1["hidden"], false);
+
+    let (ok, out) = cli(&c, &["exercise", "status"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("exercise #1 running"), "{out}");
+    let first_line = symptom.lines().next().unwrap();
+    assert!(
+        out.contains(first_line),
+        "the CLI shows the console's symptom:\n{out}"
+    );
+    let (ok, out) = cli(&c, &["exercise", "hint"]).await;
+    assert!(ok && out.contains("hint 1/3"), "{out}");
+    let (_, now) = c.get("/api/exercise").await;
+    assert_eq!(
+        now["exercise"]["hints"].as_array().map(Vec::len),
+        Some(1),
+        "{now}"
+    );
+
+    // Answers: refused input, wrong, half right, right with a proving trace.
+    let unknown = c
+        .post("/api/exercise/answer", json!({"service": "nope"}))
+        .await;
+    assert_error(&unknown, 400, "unknown_service");
+    assert_eq!(unknown.1["error"]["field"], "service");
+    assert_error(
+        &c.post(
+            "/api/exercise/answer",
+            json!({"service": "auth", "operation": "POST /verify", "trace_id": "xyz"}),
+        )
+        .await,
+        400,
+        "invalid_trace_id",
+    );
+    let (status, wrong) = c
+        .post("/api/exercise/answer", json!({"service": "search"}))
+        .await;
+    assert_eq!(status, 200, "{wrong}");
+    assert_eq!(
+        (wrong["grade"].clone(), wrong["correct"].clone()),
+        (json!("wrong"), json!(false))
+    );
+    assert_eq!(wrong["solution"], Value::Null);
+    let (_, half) = c
+        .post("/api/exercise/answer", json!({"service": "auth"}))
+        .await;
+    assert_eq!(half["grade"], "needs_operation", "{half}");
+
+    let (_, action) = c.post("/api/actions/checkout", json!({})).await;
+    let trace_id = action["trace_id"].as_str().unwrap().to_string();
+    let ok = (200..300).contains(&action["status"].as_u64().unwrap());
+    TempoClient::new(&c.lab.tempo_url())
+        .unwrap()
+        .wait_for_trace(
+            &trace_id,
+            |t| checkout_trace_complete(t, ok),
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the checkout's trace");
+    let (status, right) = c
+        .post(
+            "/api/exercise/answer",
+            json!({"service": "auth", "operation": "POST /verify", "trace_id": trace_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{right}");
+    assert_eq!(right["correct"], true, "{right}");
+    assert_eq!(right["trace"]["found"], true, "{right}");
+    assert_eq!(right["trace"]["has_answered_span"], true, "{right}");
+    let solution = &right["solution"];
+    assert_eq!(solution["scenario"]["id"], "auth-verify-errors");
+    assert_eq!(solution["faults_cleared"], true, "{solution}");
+    assert_eq!(solution["hints_used"], 1);
+    let link = solution["query_link"].as_str().unwrap();
+    assert!(link.starts_with("/api/tempo/api/search?q="), "{link}");
+    let (status, found) = c.get(link).await;
+    assert_eq!(status, 200, "{found}");
+    assert!(found["traces"].is_array(), "{found}");
+    assert_eq!(c.get("/api/faults").await.1["count"], 0);
+    assert_eq!(c.get("/api/exercise").await.1["exercise"], Value::Null);
+
+    // A second exercise with the console's background load, given up.
+    assert_error(
+        &c.post("/api/exercise", json!({"load": {"rate": 0}})).await,
+        400,
+        "invalid_body",
+    );
+    let (status, ex) = c
+        .post("/api/exercise", json!({"seed": 3, "load": {"rate": 1}}))
+        .await;
+    assert_eq!(status, 201, "{ex}");
+    assert_eq!(ex["seed"], 3);
+    assert_eq!(ex["load"]["rate"], 1.0, "{ex}");
+    let (_, load) = c.get("/api/load").await;
+    assert_eq!(load["running"], true, "{load}");
+    assert_eq!(
+        load["owner"],
+        json!({"by": "exercise", "exercise": 2}),
+        "{load}"
+    );
+    let (status, revealed) = c.post("/api/exercise/reveal", json!({})).await;
+    assert_eq!(status, 200, "{revealed}");
+    assert_eq!(revealed["outcome"], "revealed");
+    assert!(revealed["scenario"]["id"].is_string());
+    assert_eq!(c.get("/api/load").await.1["running"], false);
+
+    let (status, history) = c.get("/api/exercise/history").await;
+    assert_eq!(status, 200);
+    let outcomes: Vec<&Value> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["outcome"])
+        .collect();
+    assert_eq!(
+        outcomes,
+        [&json!("solved"), &json!("revealed")],
+        "{history}"
+    );
+    assert_eq!(history["solved"], 1);
+    assert!(history["mean_secs"].as_f64().unwrap() > 0.0, "{history}");
+    let (ok, out) = cli(&c, &["exercise", "history"]).await;
+    assert!(
+        ok && out.contains("auth-verify-errors") && out.contains("revealed"),
+        "{out}"
     );
     c.stop().await;
 }
