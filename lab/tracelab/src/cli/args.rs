@@ -8,6 +8,7 @@ use clap::Args;
 use reqwest::Url;
 use tracelab_contract::fault::duration;
 
+use crate::console::{ConsoleClient, LabRecord};
 use crate::fault::FaultClient;
 use tracelab_contract::service::ServiceName;
 
@@ -141,6 +142,40 @@ pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 pub(crate) fn parse_trace_id_arg(s: &str) -> Result<String, String> {
     tracelab_client::parse_trace_id(s).map_err(|e| e.to_string())
+}
+
+/// Where the lab is: its console, the lab's one URL.
+#[derive(Debug, Clone, Args)]
+pub struct LabUrlArg {
+    /// The lab's URL (its console) [default: the lab `tracelab up` recorded,
+    /// else http://127.0.0.1:7070].
+    #[arg(long = "lab", env = "TRACELAB_URL", value_name = "URL", global = true)]
+    pub lab: Option<Url>,
+}
+
+impl LabUrlArg {
+    /// The console's URL: `--lab` / `TRACELAB_URL`, else the record of a
+    /// running `tracelab up`, else the default.
+    ///
+    /// # Errors
+    /// When the record exists but cannot be read.
+    pub fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.lab {
+            return Ok(url.as_str().trim_end_matches('/').to_string());
+        }
+        Ok(match LabRecord::read_live()? {
+            Some(record) => record.console,
+            None => crate::console::default_url(),
+        })
+    }
+
+    /// A client of the lab's console; requests may take `timeout`.
+    ///
+    /// # Errors
+    /// As [`LabUrlArg::url`], or a bad URL.
+    pub fn client(&self, timeout: Duration) -> anyhow::Result<ConsoleClient> {
+        ConsoleClient::new(&self.url()?, timeout)
+    }
 }
 
 /// Where the lab's services are, for the commands that talk to a running lab.

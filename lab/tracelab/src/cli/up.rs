@@ -12,7 +12,7 @@ use reqwest::Url;
 use super::args::{PortArgs, default_gateway, default_tempo, duration_arg, parse_key_value};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
-use crate::console::{self, ConsoleConfig, ConsoleState, LabRecord, ProcessStatus};
+use crate::console::{self, ConsoleConfig, ConsoleState, LabRecord, ProcessStatus, RunningConsole};
 use crate::exercise::state_dir;
 use crate::scenario::Catalog;
 use crate::supervisor::{self, Lab, LabOptions, LogSink, print_prefixed};
@@ -142,17 +142,8 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let processes = config.processes.clone().unwrap_or_default();
     processes.set(ProcessStatus::of_lab(&mut lab));
     let console_state = ConsoleState::new(config)?;
-    let console_url = format!(
-        "http://{}",
-        console_listener
-            .local_addr()
-            .context("the console's address")?
-    )
-    .replace("0.0.0.0", "127.0.0.1");
-    let (console_stop, console_stopped) = tokio::sync::oneshot::channel::<()>();
-    let console_task = tokio::spawn(console::serve(console_listener, console_state, async {
-        let _ = console_stopped.await;
-    }));
+    let console = RunningConsole::start(console_listener, console_state)?;
+    let console_url = console.url().to_string();
     let record = LabRecord {
         console: console_url.clone(),
         pid: std::process::id(),
@@ -204,11 +195,8 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     if recorded.is_ok() {
         record.remove_if_ours();
     }
-    let _ = console_stop.send(());
-    match console_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("the lab console stopped with an error: {e:#}"),
-        Err(e) => eprintln!("the lab console's task failed: {e}"),
+    if let Err(e) = console.stop().await {
+        eprintln!("the lab console stopped with an error: {e:#}");
     }
     match lab.stop().await {
         Ok(()) => {
