@@ -17,7 +17,10 @@ const base = consoleUrl();
 const good = await api('POST', '/api/actions/checkout', {});
 const bad = await api('POST', '/api/actions/declined-checkout', {});
 await until('the checkout trace', async () => (await traceSpans(good.trace_id)).some((s) => s.name === 'INSERT notifications'));
-await until('the declined checkout trace', async () => (await traceSpans(bad.trace_id)).some((s) => s.service === 'payment-provider'));
+await until('the declined checkout trace', async () => {
+  const s = await traceSpans(bad.trace_id);
+  return s.some((x) => x.service === 'payment-provider') && s.some((x) => !x.parentSpanId);
+});
 await api('POST', '/api/actions/search', {});
 
 const browser = await launch();

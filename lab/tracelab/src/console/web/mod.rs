@@ -106,7 +106,10 @@ pub(crate) fn router() -> Router {
 }
 
 async fn index(headers: HeaderMap) -> Response {
-    serve(find("index.html").expect("index.html is embedded"), &headers)
+    serve(
+        find("index.html").expect("index.html is embedded"),
+        &headers,
+    )
 }
 
 async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
@@ -241,7 +244,11 @@ mod tests {
         let body = axum::body::to_bytes(res.into_body(), usize::MAX)
             .await
             .unwrap();
-        assert!(std::str::from_utf8(&body).unwrap().contains("assets/js/app.js"));
+        assert!(
+            std::str::from_utf8(&body)
+                .unwrap()
+                .contains("assets/js/app.js")
+        );
 
         let js = get("/assets/js/views/trace.js", None).await;
         assert_eq!(js.status(), StatusCode::OK);
