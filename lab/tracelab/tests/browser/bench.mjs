@@ -58,7 +58,7 @@ const base = consoleUrl();
   const reads = [];
   page.on('response', (r) => {
     const u = new URL(r.url());
-    if (u.origin === base && !u.pathname.startsWith('/api/')) reads.push(r.body().then((b) => files.set(u.pathname, b.length)));
+    if (u.origin === base && !u.pathname.startsWith('/api/')) reads.push(r.body().then((b) => files.set(u.pathname, b.length), () => null));
   });
   await page.goto(`${base}/#/lab`, { waitUntil: 'networkidle' });
   for (const v of ['traces', 'faults', 'exercise', 'compare']) await page.goto(`${base}/#/${v}`, { waitUntil: 'networkidle' });
