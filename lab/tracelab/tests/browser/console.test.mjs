@@ -110,6 +110,54 @@ const CASES = {
     await page.context().close();
   },
 
+  // The trace model on a hand-made trace: ids, tree, self time, the
+  // critical path, the hops and their traceparent, the queue hop's wait.
+  async model() {
+    const { buildTrace } = await import(join(WEB, 'js', 'model.js'));
+    const b64 = (hex) => Buffer.from(hex, 'hex').toString('base64');
+    const tid = '0af7651916cd43dd8448eb211c80319c';
+    const ms = (n) => String(1_700_000_000_000_000_000n + BigInt(Math.round(n * 1e6)));
+    const span = (id, parent, name, kind, from, to, extra = {}) => ({
+      traceId: b64(tid), spanId: b64(id), parentSpanId: parent ? b64(parent) : '', name, kind,
+      startTimeUnixNano: ms(from), endTimeUnixNano: ms(to), flags: 257, ...extra,
+    });
+    const res = (service, spans) => ({ resource: { attributes: [{ key: 'service.name', value: { stringValue: service } }] }, scopeSpans: [{ spans }] });
+    const m = buildTrace({ trace: { resourceSpans: [
+      res('gateway', [
+        span('00000000000000a1', null, 'POST /api/checkout', 'SPAN_KIND_SERVER', 0, 100),
+        span('00000000000000c1', '00000000000000a1', 'POST /payments', 'SPAN_KIND_CLIENT', 10, 60),
+        span('00000000000000c2', '00000000000000a1', 'POST /verify', 'SPAN_KIND_CLIENT', 5, 20, { status: { code: 'STATUS_CODE_ERROR', message: 'x' } }),
+        span('00000000000000c3', '00000000000000a1', 'late', 'SPAN_KIND_INTERNAL', 70, 90),
+      ]),
+      res('payment', [
+        span('00000000000000b1', '00000000000000c1', 'POST /payments', 'SPAN_KIND_SERVER', 12, 58),
+        span('00000000000000b2', '00000000000000b1', 'publish payment.completed', 'SPAN_KIND_PRODUCER', 40, 50),
+      ]),
+      res('notification', [span('00000000000000d1', '00000000000000b2', 'process payment.completed', 'SPAN_KIND_CONSUMER', 80, 95)]),
+    ] } });
+    assert.equal(m.traceId, tid);
+    assert.equal(m.spans.length, 7);
+    assert.deepEqual(m.spans.map((sp) => [sp.name, sp.depth]), [
+      ['POST /api/checkout', 0], ['POST /verify', 1], ['POST /payments', 1], ['POST /payments', 2],
+      ['publish payment.completed', 3], ['process payment.completed', 4], ['late', 1]]);
+    const by = (svc, name) => m.spans.find((sp) => sp.service === svc && sp.name === name);
+    const root = by('gateway', 'POST /api/checkout');
+    // Children cover 5-60 and 70-90: 75 of the root's 100 ms.
+    assert.equal(Math.round(root.selfTime), 25);
+    assert.equal(m.errors, 1);
+    // Walking back from the root's end: late (70-90), then POST /payments (10-60), then POST /verify (5-20).
+    assert.deepEqual(m.spans.filter((sp) => sp.critical).map((sp) => `${sp.service} ${sp.name}`).sort(), [
+      'gateway POST /api/checkout', 'gateway POST /payments', 'gateway POST /verify', 'gateway late',
+      'payment POST /payments', 'payment publish payment.completed'].sort());
+    assert.deepEqual(m.hops.map((hp) => [hp.from.spanId, hp.to.spanId, hp.via, hp.traceparent]), [
+      ['00000000000000c1', '00000000000000b1', 'http', `00-${tid}-00000000000000c1-01`],
+      ['00000000000000b2', '00000000000000d1', 'amqp', `00-${tid}-00000000000000b2-01`]]);
+    assert.equal(Math.round(m.hops[1].wait), 40, 'publish started at 40 ms, processing at 80 ms');
+    assert.equal(root.label, 'A');
+    assert.equal(by('payment', 'POST /payments').label, 'C');
+    assert.equal(by('notification', 'process payment.completed').label, 'F');
+  },
+
   // Names, attributes and services from a trace are text, never markup.
   async escaping(browser) {
     const otlp = process.env.TRACELAB_OTLP_URL;
