@@ -41,12 +41,19 @@ export function render(main, route) {
     mount(detail, spanDetail(model, sp));
   };
 
+  let hopsTimer = null;
   const draw = () => {
+    // The hops table (below the waterfall, hundreds of rows in a big trace)
+    // follows in a task of its own, so the waterfall is on screen first.
+    const hops = h('div', { class: 'hops-slot' });
     mount(body,
       summary(model),
       legend(model),
       waterfall(model, { onSelect: select, selected }),
-      hopsTable(model));
+      hops);
+    const drawn = model;
+    clearTimeout(hopsTimer);
+    hopsTimer = setTimeout(() => { if (!stopped) mount(hops, hopsTable(drawn)); }, 0);
     const sp = selected && model.byId.get(selected);
     if (sp) mount(detail, spanDetail(model, sp));
   };
@@ -79,7 +86,8 @@ export function render(main, route) {
       stable = 0;
       model = next;
       // The drawing's cost, for scripts and the browser's performance panel:
-      // model (buildTrace above) excluded, DOM built and laid out included.
+      // model (buildTrace above) excluded, the waterfall's DOM built and laid
+      // out included (the hops table comes after).
       const t0 = performance.now();
       draw();
       void body.offsetHeight;
@@ -93,7 +101,7 @@ export function render(main, route) {
     if (!done) timer = setTimeout(poll, POLL_MS);
   };
   poll();
-  return () => { stopped = true; clearTimeout(timer); };
+  return () => { stopped = true; clearTimeout(timer); clearTimeout(hopsTimer); };
 }
 
 function summary(m) {
