@@ -11,6 +11,7 @@ use clap::Args;
 use reqwest::Url;
 use tracelab_contract::fault::duration;
 
+use crate::console::ConsoleClient;
 use crate::fault::FaultClient;
 use tracelab_contract::service::ServiceName;
 
@@ -221,6 +222,39 @@ fn recorded_lab() -> Option<LabRecord> {
             eprintln!("warning: {e:#}");
             None
         }
+    }
+}
+
+/// Where the lab is: its console, the lab's one URL.
+#[derive(Debug, Clone, Args)]
+pub struct LabUrlArg {
+    /// The lab's URL (its console) [default: the lab `tracelab up` recorded,
+    /// else http://127.0.0.1:7070].
+    #[arg(long = "lab", env = "TRACELAB_URL", value_name = "URL", global = true)]
+    pub lab: Option<Url>,
+}
+
+impl LabUrlArg {
+    /// The console's URL: `--lab` / `TRACELAB_URL`, else the record of a
+    /// running `tracelab up`, else the default.
+    ///
+    /// # Errors
+    /// When the record exists but cannot be read.
+    pub fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.lab {
+            return Ok(url.as_str().trim_end_matches('/').to_string());
+        }
+        Ok(LabRecord::read_live()?
+            .and_then(|record| record.console)
+            .unwrap_or_else(crate::console::default_url))
+    }
+
+    /// A client of the lab's console; requests may take `timeout`.
+    ///
+    /// # Errors
+    /// As [`LabUrlArg::url`], or a bad URL.
+    pub fn client(&self, timeout: Duration) -> anyhow::Result<ConsoleClient> {
+        ConsoleClient::new(&self.url()?, timeout)
     }
 }
 

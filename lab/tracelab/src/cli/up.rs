@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::args::{PortArgs, default_gateway, default_tempo, duration_arg, parse_key_value};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
-use crate::console::{self, ConsoleConfig, ConsoleState};
+use crate::console::{self, ConsoleConfig, ConsoleState, RunningConsole};
 use crate::exercise::state_dir;
 use crate::scenario::Catalog;
 use crate::supervisor::{
@@ -153,17 +153,8 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let config = ConsoleConfig::for_lab(&lab, &opts, catalog, exercise_dir);
     let console_state = ConsoleState::new(config)?;
-    let console_url = format!(
-        "http://{}",
-        console_listener
-            .local_addr()
-            .context("the console's address")?
-    )
-    .replace("0.0.0.0", "127.0.0.1");
-    let (console_stop, console_stopped) = tokio::sync::oneshot::channel::<()>();
-    let console_task = tokio::spawn(console::serve(console_listener, console_state, async {
-        let _ = console_stopped.await;
-    }));
+    let console = RunningConsole::start(console_listener, console_state)?;
+    let console_url = console.url().to_string();
     // Where the lab is, its console and its admin token, for `fault`,
     // `scenario` and `exercise` in another terminal. Without it the lab
     // still runs; those commands then need `--lab` or the token and ports.
@@ -203,11 +194,8 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let status = lab.status();
     println!("\nstopping tracelab…");
     let t = Instant::now();
-    let _ = console_stop.send(());
-    match console_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("the lab console stopped with an error: {e:#}"),
-        Err(e) => eprintln!("the lab console's task failed: {e}"),
+    if let Err(e) = console.stop().await {
+        eprintln!("the lab console stopped with an error: {e:#}");
     }
     let stopped = lab.stop().await;
     if let Some(path) = &record_path
