@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod args;
 pub mod checkout;
 pub mod collector;
+pub mod console;
 pub mod exercise;
 pub mod fault;
 pub mod health;
@@ -41,6 +42,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Run the embedded collector alone (OTLP in, Tempo API out), until Ctrl-C.
     Collector(collector::CollectorArgs),
+    /// Serve the lab console for a lab started elsewhere (compose), until Ctrl-C.
+    Console(console::ConsoleArgs),
     /// Exit 0 if URL answers 2xx within the timeout, 1 otherwise (Docker healthcheck).
     Health(health::HealthArgs),
     /// Show one trace as a waterfall.
@@ -66,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Collector(args) => collector::run(args).await,
+        Command::Console(args) => console::run(args).await,
         Command::Health(args) => Ok(health::run(args).await),
         Command::Trace(args) => trace::run(args).await,
         Command::Traces(args) => traces::run(args).await,
