@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use reqwest::Url;
 
-use super::args::{default_gateway, default_tempo, parse_key_value, url};
+use super::args::{TokenArgs, default_gateway, default_tempo, parse_key_value, url};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
 use crate::console::{self, ConsoleConfig, ConsoleState, Mode, VerifyBackends};
@@ -39,9 +39,9 @@ pub struct ConsoleArgs {
     /// service's own URL (repeatable, or comma separated).
     #[arg(long = "admin", env = "TRACELAB_CONSOLE_ADMIN", value_delimiter = ',', value_parser = parse_service_url, value_name = "NAME=URL")]
     pub admin: Vec<(String, Url)>,
-    /// Token of the services' admin (fault) API (the console keeps it).
-    #[arg(long, env = "TRACELAB_ADMIN_TOKEN", default_value = crate::supervisor::DEFAULT_ADMIN_TOKEN, hide_env_values = true)]
-    pub admin_token: String,
+    /// The services' admin (fault) API token (the console keeps it).
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Scenario directory [default: $TRACELAB_SCENARIOS, ./scenarios, or the workspace's].
     #[arg(long, value_name = "DIR")]
     pub scenarios: Option<PathBuf>,
@@ -52,7 +52,7 @@ pub struct ConsoleArgs {
     #[arg(long, env = "AMQP_URL")]
     pub amqp_url: Option<String>,
     /// The notification queue (its DLQ is `<queue>.dlq`).
-    #[arg(long, env = "TRACELAB_QUEUE", default_value = crate::supervisor::DEFAULT_QUEUE)]
+    #[arg(long, env = "TRACELAB_QUEUE", default_value = tracelab_contract::defaults::QUEUE)]
     pub queue: String,
 }
 
@@ -128,7 +128,7 @@ pub(super) async fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
         tempo: args.tempo.as_str().trim_end_matches('/').to_string(),
         services,
         admin,
-        admin_token: args.admin_token.clone(),
+        admin_token: args.token.token()?,
         catalog,
         state_dir: state_dir()?,
         processes: None,

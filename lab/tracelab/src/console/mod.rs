@@ -10,9 +10,10 @@
 //! console, so they see the same exercise. The routes are listed in
 //! `docs/console-api.md`.
 //!
-//! The parts: [`api`] (the `/api/...` routes), `web` (the page), [`record`]
-//! (where `tracelab up` writes down the lab it started, for later commands)
-//! and [`client`] (the CLI's client of the API).
+//! The parts: [`api`] (the `/api/...` routes), `web` (the page) and
+//! [`client`] (the CLI's client of the API). `tracelab up` writes the
+//! console's URL into the lab record (`crate::supervisor::LabRecord`), where
+//! later commands find it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,11 +31,9 @@ use crate::supervisor::{ChildState, ChildStatus, Lab, LabMonitor, LabOptions};
 
 pub mod api;
 pub mod client;
-pub mod record;
 mod web;
 
 pub use client::ConsoleClient;
-pub use record::LabRecord;
 
 /// The console's default port: clear of the gateway (8080), the services
 /// (8081-8090), Tempo (3200), OTLP (4317/4318), Grafana (3000), Prometheus
@@ -147,7 +146,11 @@ impl ConsoleConfig {
             mode: Mode::Native,
             gateway: lab.gateway_url(),
             tempo: lab.tempo_url(),
-            admin: services.clone(),
+            admin: lab
+                .admin_urls()
+                .into_iter()
+                .map(|(n, u)| (n.to_string(), u))
+                .collect(),
             services,
             admin_token: lab.admin_token().to_string(),
             catalog,
