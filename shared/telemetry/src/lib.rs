@@ -139,11 +139,13 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
     }
     .map_err(|e| InitError::Exporter(e.to_string()))?;
 
-    let processor = stats::export_pipeline(
-        exporter,
-        stats::QueueSettings::default(),
-        stats::global_counters(),
-    );
+    let defaults = stats::QueueSettings::default();
+    let settings = stats::QueueSettings {
+        max_queue: config.max_queue,
+        max_batch: defaults.max_batch.min(config.max_queue),
+        ..defaults
+    };
+    let processor = stats::export_pipeline(exporter, settings, stats::global_counters());
 
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
