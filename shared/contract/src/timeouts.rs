@@ -73,6 +73,11 @@ pub fn check_payment(
     Ok(())
 }
 
+// payment's request layer cuts at deadline + margin; the gateway must wait
+// longer than that, and a pool wait must end before a provider call would.
+const _: () = assert!(GATEWAY_PAYMENT_TIMEOUT_MS > PAYMENT_DEADLINE_MS + MARGIN_MS);
+const _: () = assert!(DB_ACQUIRE_TIMEOUT_MS < PROVIDER_TIMEOUT_MS);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,10 +91,6 @@ mod tests {
             RECONCILE_AFTER_MS,
         )
         .unwrap();
-        // payment's request layer cuts at deadline + margin; the gateway
-        // must wait longer than that.
-        assert!(GATEWAY_PAYMENT_TIMEOUT_MS > PAYMENT_DEADLINE_MS + MARGIN_MS);
-        assert!(DB_ACQUIRE_TIMEOUT_MS < PROVIDER_TIMEOUT_MS);
     }
 
     #[test]
