@@ -362,6 +362,37 @@ async fn lab_tempo_actions_faults_and_load() {
         "{cleared}"
     );
 
+    // The CLI sets and clears through the console.
+    let (ok, out) = cli(
+        &c,
+        &[
+            "fault",
+            "set",
+            "search.query",
+            "latency",
+            "ms=5",
+            "--for",
+            "1m",
+        ],
+    )
+    .await;
+    assert!(
+        ok && out.contains("set search.query latency") && out.contains("ms=5 on search"),
+        "{out}"
+    );
+    let (_, list) = c.get("/api/faults").await;
+    assert_eq!(list["count"], 1, "{list}");
+    let (ok, out) = cli(&c, &["fault", "list"]).await;
+    assert!(ok && out.contains("search.query"), "{out}");
+    let (ok, out) = cli(&c, &["fault", "set", "payment.save", "dead_letter"]).await;
+    assert!(
+        !ok && out.contains("lock_contention"),
+        "refused locally, kinds named: {out}"
+    );
+    let (ok, out) = cli(&c, &["fault", "clear", "all"]).await;
+    assert!(ok && out.contains("cleared 1 fault"), "{out}");
+    assert_eq!(c.get("/api/faults").await.1["count"], 0);
+
     // Load: start, watch the live summary, stop.
     assert_error(
         &c.post("/api/load", json!({"rate": 0})).await,
@@ -456,6 +487,18 @@ async fn scenarios_and_one_exercise_for_every_client() {
     assert_eq!(full["faults"][0]["service"], "payment");
     assert_eq!(full["hints"].as_array().map(Vec::len), Some(3));
     assert_error(&c.get("/api/scenarios/nope").await, 404, "unknown_scenario");
+    let (ok, out) = cli(&c, &["scenario", "list"]).await;
+    assert!(ok && out.contains("payment-save-slow"), "{out}");
+    let (ok, out) = cli(&c, &["scenario", "show", "payment-save-slow"]).await;
+    assert!(
+        ok && out.contains("answer: payment / savePaymentResult"),
+        "{out}"
+    );
+    let (ok, out) = cli(&c, &["scenario", "show", "payment-save-slo"]).await;
+    assert!(
+        !ok && out.contains("did you mean payment-save-slow"),
+        "{out}"
+    );
 
     // No exercise yet.
     let (status, none) = c.get("/api/exercise").await;

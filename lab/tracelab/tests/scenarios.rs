@@ -343,29 +343,6 @@ async fn exercises_are_graded_and_recorded() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
-/// The port flags that point the CLI at a test lab.
-fn lab_flags(lab: &Lab) -> Vec<String> {
-    let port = |url: &str| {
-        url.rsplit(':')
-            .next()
-            .unwrap()
-            .trim_end_matches('/')
-            .to_string()
-    };
-    let mut flags = Vec::new();
-    for (name, url) in lab.services() {
-        let flag = match name {
-            "payment-provider" => "--provider-port".to_string(),
-            other => format!("--{other}-port"),
-        };
-        flags.push(flag);
-        flags.push(port(&url));
-    }
-    flags.push("--tempo-port".into());
-    flags.push(port(&lab.tempo_url()));
-    flags
-}
-
 fn cli(home: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"));
     cmd.env("TRACELAB_HOME", home)
@@ -407,7 +384,6 @@ async fn exercise_cli_works_across_terminals() {
     let (mut lab, opts) = start_lab().await;
     let home = temp_home();
     let console = start_console(&mut lab, &opts, &home);
-    let flags = lab_flags(&lab);
     let lab_url = console.url().to_string();
     // `--lab` before the positionals: `answer`'s operation takes the rest.
     let with_lab = |args: &[&str]| -> Vec<String> {
@@ -470,10 +446,7 @@ async fn exercise_cli_works_across_terminals() {
     let (ok, out) = run(with_lab(&["exercise", "hint"])).await;
     assert!(ok && out.contains("hint 1/3"), "{out}");
 
-    let mut list_args = vec!["fault", "list"];
-    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-    list_args.extend(&flag_refs);
-    let (ok, out) = run(list_args.iter().map(|a| a.to_string()).collect()).await;
+    let (ok, out) = run(with_lab(&["fault", "list"])).await;
     assert!(ok && out.contains("details hidden"), "{out}");
     assert!(!out.contains("provider.charge"), "{out}");
 

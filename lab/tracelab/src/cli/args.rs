@@ -1,5 +1,5 @@
 //! Argument groups and value parsers shared by several commands: where the
-//! lab is (ports, host, admin token, Tempo), how output looks.
+//! lab is (its console, `up`'s ports, Tempo), how output looks.
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
@@ -9,11 +9,8 @@ use reqwest::Url;
 use tracelab_contract::fault::duration;
 
 use crate::console::{ConsoleClient, LabRecord};
-use crate::fault::FaultClient;
+use crate::supervisor::Ports;
 use tracelab_contract::service::ServiceName;
-
-use crate::fault::{canonical_service, service_names};
-use crate::supervisor::{DEFAULT_ADMIN_TOKEN, Ports};
 
 /// Tempo API of a lab started with the contract's ports.
 pub fn default_tempo() -> String {
@@ -175,67 +172,6 @@ impl LabUrlArg {
     /// As [`LabUrlArg::url`], or a bad URL.
     pub fn client(&self, timeout: Duration) -> anyhow::Result<ConsoleClient> {
         ConsoleClient::new(&self.url()?, timeout)
-    }
-}
-
-/// Where the lab's services are, for the commands that talk to a running lab.
-#[derive(Debug, Args)]
-pub struct LabArgs {
-    /// Host the lab's services listen on.
-    #[arg(
-        long,
-        env = "TRACELAB_HOST",
-        default_value = "127.0.0.1",
-        conflicts_with = "compose"
-    )]
-    pub host: String,
-    /// Reach each service by its name on the Docker Compose network
-    /// (`http://payment:8083`, Tempo at `http://tempo:3200`): for commands run
-    /// inside the stack, e.g. `docker compose exec load tracelab fault list`.
-    #[arg(long, env = "TRACELAB_COMPOSE")]
-    pub compose: bool,
-    /// Token of the services' admin (fault) API.
-    #[arg(long, env = "TRACELAB_ADMIN_TOKEN", default_value = DEFAULT_ADMIN_TOKEN, hide_env_values = true)]
-    pub admin_token: String,
-    /// Ports of the running lab (the same flags and variables as `tracelab up`).
-    #[command(flatten, next_help_heading = "Lab ports")]
-    pub ports: PortArgs,
-}
-
-impl LabArgs {
-    /// Base URL of a service (or `tempo`).
-    pub fn url(&self, service: &str) -> String {
-        let ports = self.ports.ports();
-        let port = if service == "tempo" {
-            ports.tempo
-        } else {
-            ports.for_service(service).unwrap_or(0)
-        };
-        let host = if self.compose {
-            // Compose names each container's DNS entry after its service.
-            canonical_service(service).unwrap_or(service).to_string()
-        } else if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        format!("http://{host}:{port}")
-    }
-
-    /// The six services' base URLs.
-    pub fn service_urls(&self) -> Vec<(String, String)> {
-        service_names()
-            .iter()
-            .map(|s| (s.to_string(), self.url(s)))
-            .collect()
-    }
-
-    /// An admin client for the six services.
-    ///
-    /// # Errors
-    /// When the HTTP client cannot be built.
-    pub fn fault_client(&self) -> anyhow::Result<FaultClient> {
-        FaultClient::new(self.service_urls(), &self.admin_token)
     }
 }
 

@@ -17,6 +17,4 @@ pub mod play;
 pub mod state;
 
 pub use play::{Begin, Exercises, Graded, Revealed, pick};
-pub use state::{
-    Attempt, ExerciseState, HistoryEntry, Outcome, digest, exercise_running, state_dir,
-};
+pub use state::{Attempt, ExerciseState, HistoryEntry, Outcome, digest, state_dir};

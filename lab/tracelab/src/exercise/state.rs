@@ -30,11 +30,6 @@ pub fn state_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".tracelab"))
 }
 
-/// Whether an exercise is running (its state file exists).
-pub fn exercise_running() -> bool {
-    state_dir().is_ok_and(|d| d.join(CURRENT).is_file())
-}
-
 /// The digest naming a scenario in the state file.
 pub fn digest(id: &str) -> String {
     hex::encode(Sha256::digest(format!("tracelab-exercise:{id}").as_bytes()))
