@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tracelab::console::{ConsoleConfig, ConsoleState, ProcessStatus, RunningConsole};
+use tracelab::console::{ConsoleConfig, ConsoleState, RunningConsole};
 use tracelab::scenario::Catalog;
 use tracelab::supervisor::{Lab, LabOptions};
 use tracelab_client::TempoClient;
@@ -36,7 +36,7 @@ async fn start() -> Console {
     let mut opts = LabOptions::for_tests();
     // A token no answer could contain by chance.
     opts.admin_token = format!("admin-{}", uuid::Uuid::new_v4().simple());
-    let mut lab = Lab::start(opts.clone()).await.unwrap_or_else(|e| {
+    let lab = Lab::start(opts.clone()).await.unwrap_or_else(|e| {
         panic!(
             "the console tests need a running lab and could not start one: {e:#}\n\
              (build the services with `cargo build --workspace --bins`; start Postgres and RabbitMQ)"
@@ -48,9 +48,6 @@ async fn start() -> Console {
     ));
     let catalog = Catalog::load(&catalog_dir()).expect("the catalog loads");
     let config = ConsoleConfig::for_lab(&lab, &opts, catalog, home.clone());
-    if let Some(p) = &config.processes {
-        p.set(ProcessStatus::of_lab(&mut lab));
-    }
     let state = ConsoleState::new(config).expect("console state");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let console = RunningConsole::start(listener, state).expect("console starts");

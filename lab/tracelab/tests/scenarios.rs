@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tracelab::console::{ConsoleConfig, ConsoleState, ProcessStatus, RunningConsole};
+use tracelab::console::{ConsoleConfig, ConsoleState, RunningConsole};
 use tracelab::scenario::verify::{Target, verify};
 use tracelab::scenario::{Catalog, Category, Pitfall};
 use tracelab::supervisor::{Lab, LabOptions};
@@ -364,11 +364,8 @@ async fn run_cli(home: &Path, args: &[&str]) -> (bool, String) {
 }
 
 /// A lab console for `lab`, keeping its exercise state in `home`.
-fn start_console(lab: &mut Lab, opts: &LabOptions, home: &Path) -> RunningConsole {
+fn start_console(lab: &Lab, opts: &LabOptions, home: &Path) -> RunningConsole {
     let config = ConsoleConfig::for_lab(lab, opts, catalog(), home.to_path_buf());
-    if let Some(p) = &config.processes {
-        p.set(ProcessStatus::of_lab(lab));
-    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -381,9 +378,9 @@ fn start_console(lab: &mut Lab, opts: &LabOptions, home: &Path) -> RunningConsol
 /// console; a correct answer ends the load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exercise_cli_works_across_terminals() {
-    let (mut lab, opts) = start_lab().await;
+    let (lab, opts) = start_lab().await;
     let home = temp_home();
-    let console = start_console(&mut lab, &opts, &home);
+    let console = start_console(&lab, &opts, &home);
     let lab_url = console.url().to_string();
     // `--lab` before the positionals: `answer`'s operation takes the rest.
     let with_lab = |args: &[&str]| -> Vec<String> {

@@ -15,7 +15,7 @@
 //! and [`client`] (the CLI's client of the API).
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use crate::exercise::Exercises;
 use crate::fault::FaultClient;
 use crate::scenario::Catalog;
-use crate::supervisor::{Lab, LabOptions};
+use crate::supervisor::{ChildState, ChildStatus, Lab, LabMonitor, LabOptions};
 
 pub mod api;
 pub mod client;
@@ -65,57 +65,29 @@ pub enum Mode {
 pub struct ProcessStatus {
     /// Service (binary name).
     pub name: String,
-    /// Process id.
+    /// Process id, while a process runs.
     pub pid: Option<u32>,
-    /// Whether it still runs.
+    /// What the supervisor is doing with it.
+    pub state: ChildState,
+    /// Whether a process of it runs now.
     pub running: bool,
-    /// How it ended, when it did.
+    /// How its last process ended, when one did.
     pub exit: Option<String>,
-    /// How often the supervisor restarted it; `None` while the supervisor
-    /// does not restart services.
-    pub restarts: Option<u32>,
+    /// How often the supervisor restarted it.
+    pub restarts: u32,
 }
 
 impl ProcessStatus {
-    /// The processes of a running lab.
-    ///
-    /// This is the one place the console reads the supervisor: when `Lab`
-    /// reports restarts, they are filled in here.
-    pub fn of_lab(lab: &mut Lab) -> Vec<ProcessStatus> {
-        let exited = lab.exited();
-        lab.services()
-            .into_iter()
-            .map(|(name, _)| {
-                let exit = exited
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, status)| status.clone());
-                ProcessStatus {
-                    name: name.to_string(),
-                    pid: lab.pid(name),
-                    running: exit.is_none(),
-                    exit,
-                    restarts: None,
-                }
-            })
-            .collect()
-    }
-}
-
-/// The supervisor's latest view of the service processes, shared between
-/// `tracelab up` (which refreshes it) and the console (which reports it).
-#[derive(Debug, Clone, Default)]
-pub struct Processes(Arc<RwLock<Vec<ProcessStatus>>>);
-
-impl Processes {
-    /// Replaces the view.
-    pub fn set(&self, statuses: Vec<ProcessStatus>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = statuses;
-    }
-
-    /// The current view.
-    pub fn get(&self) -> Vec<ProcessStatus> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The console's view of one child of the supervisor.
+    pub fn of_child(child: &ChildStatus) -> ProcessStatus {
+        ProcessStatus {
+            name: child.name.clone(),
+            pid: child.pid,
+            state: child.state,
+            running: matches!(child.state, ChildState::Starting | ChildState::Running),
+            exit: child.last_exit.as_ref().map(|e| e.reason.clone()),
+            restarts: child.restarts,
+        }
     }
 }
 
@@ -151,7 +123,7 @@ pub struct ConsoleConfig {
     /// Where the exercise state and history are kept.
     pub state_dir: PathBuf,
     /// The supervisor's view of the processes (native only).
-    pub processes: Option<Processes>,
+    pub processes: Option<LabMonitor>,
     /// Postgres and RabbitMQ for `scenario verify`, when known.
     pub verify: Option<VerifyBackends>,
 }
@@ -180,7 +152,7 @@ impl ConsoleConfig {
             admin_token: lab.admin_token().to_string(),
             catalog,
             state_dir,
-            processes: Some(Processes::default()),
+            processes: Some(lab.monitor()),
             verify: Some(VerifyBackends {
                 database_url: lab.database_url().to_string(),
                 amqp_url: opts.amqp_url.clone(),

@@ -49,7 +49,7 @@ pub struct ServiceView {
 pub(crate) async fn get_lab(State(state): State<ConsoleState>) -> ApiResult<LabView> {
     let inner = &state.inner;
     let config = &inner.config;
-    let processes = config.processes.as_ref().map(|p| p.get());
+    let processes = config.processes.as_ref().map(|m| m.status());
     let processes = &processes;
     let probes = config.services.iter().map(|(name, url)| async move {
         let (health_status, health, error) = probe(&inner.http, url).await;
@@ -61,7 +61,8 @@ pub(crate) async fn get_lab(State(state): State<ConsoleState>) -> ApiResult<LabV
             error,
             process: processes
                 .as_ref()
-                .and_then(|ps| ps.iter().find(|p| p.name == *name).cloned()),
+                .and_then(|ps| ps.child(name))
+                .map(ProcessStatus::of_child),
         }
     });
     let services = futures::future::join_all(probes).await;

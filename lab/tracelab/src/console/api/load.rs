@@ -207,9 +207,7 @@ impl LoadRunner {
         let mut slot = self.run.lock().await;
         let run = slot.as_mut()?;
         run.reap().await;
-        if run.task.is_none() {
-            return None;
-        }
+        run.task.as_ref()?;
         run.finish().await;
         Some(run.status())
     }
