@@ -78,9 +78,37 @@ impl PortArgs {
 /// Where to find Tempo's API.
 #[derive(Debug, Args)]
 pub struct TempoArg {
-    /// Tempo API base URL (the embedded collector or a real Tempo).
-    #[arg(long, env = "TRACELAB_TEMPO_URL", default_value_t = url(&default_tempo()), value_name = "URL")]
-    pub tempo: Url,
+    /// Tempo API base URL (the embedded collector or a real Tempo) [default:
+    /// the lab `tracelab up` recorded, else http://127.0.0.1:3200].
+    #[arg(long, env = "TRACELAB_TEMPO_URL", value_name = "URL")]
+    pub tempo: Option<Url>,
+}
+
+impl TempoArg {
+    /// `--tempo` / `TRACELAB_TEMPO_URL`, else the recorded lab's, else the contract's.
+    pub fn url(&self) -> String {
+        match &self.tempo {
+            Some(u) => u.as_str().trim_end_matches('/').to_string(),
+            None => recorded_lab()
+                .and_then(|r| r.tempo)
+                .unwrap_or_else(default_tempo),
+        }
+    }
+}
+
+/// The record of a running `tracelab up`, if any (a damaged one counts as none).
+pub(crate) fn recorded_lab() -> Option<LabRecord> {
+    LabRecord::read_live().ok().flatten()
+}
+
+/// A gateway flag's value, else the recorded lab's gateway, else the contract's.
+pub(crate) fn gateway_or_recorded(flag: Option<&Url>) -> String {
+    match flag {
+        Some(u) => u.as_str().trim_end_matches('/').to_string(),
+        None => recorded_lab()
+            .and_then(|r| r.gateway)
+            .unwrap_or_else(default_gateway),
+    }
 }
 
 /// How wide and colorful the output is.
