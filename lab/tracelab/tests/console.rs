@@ -720,3 +720,175 @@ async fn scenarios_and_one_exercise_for_every_client() {
     );
     c.stop().await;
 }
+
+/// Drops what `tracelab up` left behind for a test: its database, queues
+/// and exchange (`up` keeps them, as a learner's lab should).
+async fn drop_lab_data(opts: &LabOptions) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    use lapin::types::ShortString;
+    use sqlx::Connection as _;
+    let db = opts.database_url.rsplit('/').next().unwrap().to_string();
+    let server = opts.database_url.replace(&format!("/{db}"), "/postgres");
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
+        let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await;
+    }
+    if let Ok(conn) =
+        lapin::Connection::connect(&opts.amqp_url, lapin::ConnectionProperties::default()).await
+        && let Ok(channel) = conn.create_channel().await
+    {
+        for q in [opts.queue.clone(), format!("{}.dlq", opts.queue)] {
+            let _ = channel
+                .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = channel
+            .exchange_delete(
+                ShortString::from(opts.exchange.clone()),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+}
+
+/// `tracelab up` serves the console, records where it is, and later
+/// commands find it with no flag; stopping `up` removes the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_the_console_and_records_it() {
+    let opts = LabOptions::for_tests();
+    let dir = std::env::temp_dir().join(format!(
+        "tracelab-up-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let state = dir.join("state");
+    let record = state.join("tracelab/lab.json");
+    let mut args: Vec<String> = [
+        "up",
+        "--quiet",
+        "--console-port",
+        "0",
+        "--database-url",
+        &opts.database_url,
+        "--amqp-url",
+        &opts.amqp_url,
+        "--exchange",
+        &opts.exchange,
+        "--queue",
+        &opts.queue,
+        "--bin-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(
+        tracelab::supervisor::default_bin_dir()
+            .display()
+            .to_string(),
+    );
+    for port in [
+        "gateway",
+        "auth",
+        "search",
+        "payment",
+        "notification",
+        "provider",
+        "otlp-http",
+        "otlp-grpc",
+        "tempo",
+    ] {
+        args.push(format!("--{port}-port"));
+        args.push("0".into());
+    }
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
+        .args(&args)
+        .env("XDG_STATE_HOME", &state)
+        .env("TRACELAB_HOME", dir.join("home"))
+        .env("TRACELAB_SCENARIOS", catalog_dir())
+        .env_remove("TRACELAB_CONSOLE_PORT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tracelab up runs");
+
+    // The record appears once the lab and its console are up.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let recorded: Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&record)
+            && let Ok(v) = serde_json::from_str(&text)
+        {
+            break v;
+        }
+        if let Ok(Some(status)) = up.try_wait() {
+            let out = up.wait_with_output().await.unwrap();
+            panic!(
+                "tracelab up exited ({status}) before recording the lab:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record at {}",
+            record.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&record).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the record holds the admin token");
+    }
+    let console = recorded["console"].as_str().unwrap().to_string();
+    assert!(
+        console.starts_with("http://127.0.0.1:") && !console.ends_with(":0"),
+        "{recorded}"
+    );
+    assert_eq!(recorded["pid"], up.id().unwrap());
+
+    let lab: Value = reqwest::get(format!("{console}/api/lab"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lab["mode"], "native", "{lab}");
+    assert_eq!(lab["gateway"], recorded["gateway"], "{lab}");
+    let services = lab["services"].as_array().unwrap();
+    assert_eq!(services.len(), 6, "{lab}");
+    assert!(services.iter().all(|s| s["health_status"] == 200), "{lab}");
+
+    // A later command, with no flag, finds the lab through the record.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
+        .args(["exercise", "status"])
+        .env("XDG_STATE_HOME", &state)
+        .env_remove("TRACELAB_URL")
+        .output()
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("no exercise running"),
+        "{text}"
+    );
+
+    // Ctrl-C: the lab stops, the record goes.
+    let pid = up.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), up.wait())
+        .await
+        .expect("tracelab up stops after SIGINT")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!record.exists(), "the record outlived its lab");
+    drop_lab_data(&opts).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
