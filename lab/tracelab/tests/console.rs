@@ -360,6 +360,37 @@ async fn lab_tempo_actions_faults_and_load() {
         "{cleared}"
     );
 
+    // The CLI sets and clears through the console.
+    let (ok, out) = cli(
+        &c,
+        &[
+            "fault",
+            "set",
+            "search.query",
+            "latency",
+            "ms=5",
+            "--for",
+            "1m",
+        ],
+    )
+    .await;
+    assert!(
+        ok && out.contains("set search.query latency") && out.contains("ms=5 on search"),
+        "{out}"
+    );
+    let (_, list) = c.get("/api/faults").await;
+    assert_eq!(list["count"], 1, "{list}");
+    let (ok, out) = cli(&c, &["fault", "list"]).await;
+    assert!(ok && out.contains("search.query"), "{out}");
+    let (ok, out) = cli(&c, &["fault", "set", "payment.save", "dead_letter"]).await;
+    assert!(
+        !ok && out.contains("lock_contention"),
+        "refused locally, kinds named: {out}"
+    );
+    let (ok, out) = cli(&c, &["fault", "clear", "all"]).await;
+    assert!(ok && out.contains("cleared 1 fault"), "{out}");
+    assert_eq!(c.get("/api/faults").await.1["count"], 0);
+
     // Load: start, watch the live summary, stop.
     assert_error(
         &c.post("/api/load", json!({"rate": 0})).await,
@@ -454,6 +485,18 @@ async fn scenarios_and_one_exercise_for_every_client() {
     assert_eq!(full["faults"][0]["service"], "payment");
     assert_eq!(full["hints"].as_array().map(Vec::len), Some(3));
     assert_error(&c.get("/api/scenarios/nope").await, 404, "unknown_scenario");
+    let (ok, out) = cli(&c, &["scenario", "list"]).await;
+    assert!(ok && out.contains("payment-save-slow"), "{out}");
+    let (ok, out) = cli(&c, &["scenario", "show", "payment-save-slow"]).await;
+    assert!(
+        ok && out.contains("answer: payment / savePaymentResult"),
+        "{out}"
+    );
+    let (ok, out) = cli(&c, &["scenario", "show", "payment-save-slo"]).await;
+    assert!(
+        !ok && out.contains("did you mean payment-save-slow"),
+        "{out}"
+    );
 
     // No exercise yet.
     let (status, none) = c.get("/api/exercise").await;
@@ -677,4 +720,176 @@ async fn scenarios_and_one_exercise_for_every_client() {
         "{out}"
     );
     c.stop().await;
+}
+
+/// Drops what `tracelab up` left behind for a test: its database, queues
+/// and exchange (`up` keeps them, as a learner's lab should).
+async fn drop_lab_data(opts: &LabOptions) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    use lapin::types::ShortString;
+    use sqlx::Connection as _;
+    let db = opts.database_url.rsplit('/').next().unwrap().to_string();
+    let server = opts.database_url.replace(&format!("/{db}"), "/postgres");
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
+        let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await;
+    }
+    if let Ok(conn) =
+        lapin::Connection::connect(&opts.amqp_url, lapin::ConnectionProperties::default()).await
+        && let Ok(channel) = conn.create_channel().await
+    {
+        let queue = opts.queue_name();
+        for q in [queue.clone(), format!("{queue}.dlq")] {
+            let _ = channel
+                .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = channel
+            .exchange_delete(
+                ShortString::from(opts.exchange_name()),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+}
+
+/// `tracelab up` serves the console, records where it is, and later
+/// commands find it with no flag; stopping `up` removes the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_the_console_and_records_it() {
+    let opts = LabOptions::for_tests();
+    let dir = std::env::temp_dir().join(format!(
+        "tracelab-up-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let record = dir.join("home").join("lab.json");
+    let (exchange, queue) = (opts.exchange_name(), opts.queue_name());
+    let mut args: Vec<String> = [
+        "up",
+        "--quiet",
+        "--console-port",
+        "0",
+        "--database-url",
+        &opts.database_url,
+        "--amqp-url",
+        &opts.amqp_url,
+        "--exchange",
+        &exchange,
+        "--queue",
+        &queue,
+        "--bin-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(
+        tracelab::supervisor::default_bin_dir()
+            .display()
+            .to_string(),
+    );
+    for port in [
+        "gateway",
+        "auth",
+        "search",
+        "payment",
+        "notification",
+        "provider",
+        "otlp-http",
+        "otlp-grpc",
+        "tempo",
+    ] {
+        args.push(format!("--{port}-port"));
+        args.push("0".into());
+    }
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
+        .args(&args)
+        .env("TRACELAB_HOME", dir.join("home"))
+        .env("TRACELAB_SCENARIOS", catalog_dir())
+        .env_remove("TRACELAB_CONSOLE_PORT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tracelab up runs");
+
+    // The record appears once the lab and its console are up.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let recorded: Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&record)
+            && let Ok(v) = serde_json::from_str(&text)
+        {
+            break v;
+        }
+        if let Ok(Some(status)) = up.try_wait() {
+            let out = up.wait_with_output().await.unwrap();
+            panic!(
+                "tracelab up exited ({status}) before recording the lab:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record at {}",
+            record.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&record).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the record holds the admin token");
+    }
+    let console = recorded["console"].as_str().unwrap().to_string();
+    assert!(
+        console.starts_with("http://127.0.0.1:") && !console.ends_with(":0"),
+        "{recorded}"
+    );
+    assert_eq!(recorded["pid"], up.id().unwrap());
+
+    let lab: Value = reqwest::get(format!("{console}/api/lab"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lab["mode"], "native", "{lab}");
+    assert_eq!(lab["gateway"], recorded["gateway"], "{lab}");
+    let services = lab["services"].as_array().unwrap();
+    assert_eq!(services.len(), 6, "{lab}");
+    assert!(services.iter().all(|s| s["health_status"] == 200), "{lab}");
+
+    // A later command, with no flag, finds the lab through the record.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
+        .args(["exercise", "status"])
+        .env("TRACELAB_HOME", dir.join("home"))
+        .env_remove("TRACELAB_URL")
+        .output()
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("no exercise running"),
+        "{text}"
+    );
+
+    // Ctrl-C: the lab stops, the record goes.
+    let pid = up.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), up.wait())
+        .await
+        .expect("tracelab up stops after SIGINT")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!record.exists(), "the record outlived its lab");
+    drop_lab_data(&opts).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -343,15 +343,6 @@ async fn exercises_are_graded_and_recorded() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
-/// What `tracelab up` leaves for the other commands: the lab's record
-/// (admin URLs and token, gateway, Tempo) in `home`, the CLI's state
-/// directory. With it, the CLI needs no flags.
-fn record_lab(lab: &Lab, opts: &LabOptions, home: &Path) {
-    tracelab::supervisor::LabRecord::of(lab, opts)
-        .save(&home.join("lab.json"))
-        .unwrap();
-}
-
 fn cli(home: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"));
     cmd.env("TRACELAB_HOME", home)
@@ -373,7 +364,7 @@ async fn run_cli(home: &Path, args: &[&str]) -> (bool, String) {
 }
 
 /// A lab console for `lab`, keeping its exercise state in `home`.
-fn start_console(lab: &mut Lab, opts: &LabOptions, home: &Path) -> RunningConsole {
+fn start_console(lab: &Lab, opts: &LabOptions, home: &Path) -> RunningConsole {
     let config = ConsoleConfig::for_lab(lab, opts, catalog(), home.to_path_buf());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -387,13 +378,9 @@ fn start_console(lab: &mut Lab, opts: &LabOptions, home: &Path) -> RunningConsol
 /// console; a correct answer ends the load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exercise_cli_works_across_terminals() {
-    let (mut lab, opts) = start_lab().await;
+    let (lab, opts) = start_lab().await;
     let home = temp_home();
-    // Without the record, the CLI has no token to use, and says how to get one.
-    let (ok, out) = run_cli(&home, &["fault", "list"]).await;
-    assert!(!ok && out.contains("no admin token"), "{out}");
-    record_lab(&lab, &opts, &home);
-    let console = start_console(&mut lab, &opts, &home);
+    let console = start_console(&lab, &opts, &home);
     let lab_url = console.url().to_string();
     // `--lab` before the positionals: `answer`'s operation takes the rest.
     let with_lab = |args: &[&str]| -> Vec<String> {
@@ -456,17 +443,9 @@ async fn exercise_cli_works_across_terminals() {
     let (ok, out) = run(with_lab(&["exercise", "hint"])).await;
     assert!(ok && out.contains("hint 1/3"), "{out}");
 
-    // `fault` finds the lab's admin listeners and token in the record.
-    let (ok, out) = run_cli(&home, &["fault", "list"]).await;
+    let (ok, out) = run(with_lab(&["fault", "list"])).await;
     assert!(ok && out.contains("details hidden"), "{out}");
     assert!(!out.contains("provider.charge"), "{out}");
-    // A token given on the command line wins over the recorded one.
-    let wrong = ["fault", "list", "--admin-token", "not-the-lab-s-token"];
-    let (ok, out) = run_cli(&home, &wrong).await;
-    assert!(
-        !ok && out.contains("refused the admin token (401)"),
-        "{out}"
-    );
 
     let (ok, out) = run(with_lab(&["exercise", "answer", "search"])).await;
     assert!(!ok, "a wrong answer exits non-zero:\n{out}");
