@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::Request;
 use tower::ServiceExt;
 
-use tracelab_contract::fault::{FaultKind, FaultPoint, FaultSpec};
+use tracelab_contract::fault::{FaultKind, FaultSpec};
 use tracelab_db::testing::TestDatabase;
 
 use crate::store::PaymentRow;
@@ -274,8 +274,9 @@ async fn a_provider_that_does_not_answer_leaves_the_order_for_the_next_pass() {
     abandon(&db, order.id).await;
     provider
         .faults
+        // The provider's own point, named as a learner types it.
         .set(FaultSpec::new(
-            FaultPoint::ProviderCharge.name(),
+            "provider.charge",
             FaultKind::Outage { status: 503 },
         ))
         .unwrap();
