@@ -15,6 +15,8 @@
 //! - [`load`]: the open-loop load generator for the gateway.
 //! - [`fault`]: the services' injection points, fault specs as people write
 //!   them, and the client of the services' admin API.
+//! - [`dlq`]: the notification dead-letter queue: list it, replay
+//!   messages back to work.
 //! - [`format`]: small text helpers.
 //!
 //! Below them, the `tracelab-client` crate talks to a running lab (the Tempo
@@ -35,6 +37,7 @@
 //! start`, `rabbitmq-server -detached`).
 
 pub mod cli;
+pub mod dlq;
 pub mod exercise;
 pub mod fault;
 pub mod format;

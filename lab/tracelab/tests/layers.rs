@@ -25,6 +25,7 @@ const LAYERS: &[&str] = &[
     "load",
     "supervisor",
     "fault",
+    "dlq",
     "format",
 ];
 

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod args;
 pub mod checkout;
 pub mod collector;
+pub mod dlq;
 pub mod exercise;
 pub mod fault;
 pub mod health;
@@ -57,6 +58,8 @@ pub enum Command {
     Scenario(scenario::ScenarioArgs),
     /// Play a hidden scenario: find the cause from the traces, with hints.
     Exercise(exercise::ExerciseArgs),
+    /// The notification dead-letter queue: list it, replay messages back to work.
+    Dlq(dlq::DlqArgs),
 }
 /// Runs a parsed command line.
 ///
@@ -74,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fault(args) => fault::run(args).await,
         Command::Scenario(args) => scenario::run(args).await,
         Command::Exercise(args) => exercise::run(args).await,
+        Command::Dlq(args) => dlq::run(args).await,
     }
 }
 
