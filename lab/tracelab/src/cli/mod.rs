@@ -6,10 +6,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod admin_token;
 pub mod args;
 pub mod checkout;
 pub mod collector;
+<<<<<<< HEAD
 pub mod dlq;
+=======
+pub mod console;
+>>>>>>> main
 pub mod exercise;
 pub mod fault;
 pub mod health;
@@ -42,6 +47,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Run the embedded collector alone (OTLP in, Tempo API out), until Ctrl-C.
     Collector(collector::CollectorArgs),
+    /// Serve the lab console for a lab started elsewhere (compose), until Ctrl-C.
+    Console(console::ConsoleArgs),
     /// Exit 0 if URL answers 2xx within the timeout, 1 otherwise (Docker healthcheck).
     Health(health::HealthArgs),
     /// Show one trace as a waterfall.
@@ -58,8 +65,13 @@ pub enum Command {
     Scenario(scenario::ScenarioArgs),
     /// Play a hidden scenario: find the cause from the traces, with hints.
     Exercise(exercise::ExerciseArgs),
+<<<<<<< HEAD
     /// The notification dead-letter queue: list it, replay messages back to work.
     Dlq(dlq::DlqArgs),
+=======
+    /// Print a random admin token, or make sure a file holds one (compose's init step).
+    AdminToken(admin_token::AdminTokenArgs),
+>>>>>>> main
 }
 /// Runs a parsed command line.
 ///
@@ -69,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Collector(args) => collector::run(args).await,
+        Command::Console(args) => console::run(args).await,
         Command::Health(args) => Ok(health::run(args).await),
         Command::Trace(args) => trace::run(args).await,
         Command::Traces(args) => traces::run(args).await,
@@ -77,7 +90,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fault(args) => fault::run(args).await,
         Command::Scenario(args) => scenario::run(args).await,
         Command::Exercise(args) => exercise::run(args).await,
+<<<<<<< HEAD
         Command::Dlq(args) => dlq::run(args).await,
+=======
+        Command::AdminToken(args) => admin_token::run(args),
+>>>>>>> main
     }
 }
 
@@ -360,6 +377,11 @@ mod tests {
         assert_eq!(list.lab.url("payment"), "http://payment:8083");
         assert_eq!(list.lab.url("provider"), "http://payment-provider:8090");
         assert_eq!(list.lab.url("tempo"), "http://tempo:3200");
+        assert_eq!(list.lab.admin_url("payment"), "http://payment:8183");
+        assert_eq!(
+            list.lab.admin_url("provider"),
+            "http://payment-provider:8190"
+        );
         let cli = parse(&["fault", "list", "--host", "10.0.0.5"]).unwrap();
         let Command::Fault(f) = cli.command else {
             panic!()
@@ -368,6 +390,7 @@ mod tests {
             panic!()
         };
         assert_eq!(list.lab.url("payment"), "http://10.0.0.5:8083");
+        assert_eq!(list.lab.admin_url("gateway"), "http://10.0.0.5:8180");
         assert!(parse(&["fault", "list", "--compose", "--host", "x"]).is_err());
     }
 }
