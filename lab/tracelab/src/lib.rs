@@ -42,11 +42,8 @@
 //! start`, `rabbitmq-server -detached`).
 
 pub mod cli;
-<<<<<<< HEAD
-pub mod dlq;
-=======
 pub mod console;
->>>>>>> main
+pub mod dlq;
 pub mod exercise;
 pub mod fault;
 pub mod format;

@@ -294,6 +294,10 @@ async fn a_stray_event_is_poison_and_once_its_order_exists_a_replay_is_consumed_
         queue: topology.queue.clone(),
         prefetch: 1,
         w3c_harness: tracelab_service::W3cHarness::off(),
+        admin: tracelab_service::config::Admin {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: tracelab_service::config::AdminToken::random(),
+        },
     };
     let app = notification::build(config)
         .await

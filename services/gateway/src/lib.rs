@@ -76,15 +76,11 @@ pub fn routes(state: AppState) -> Router {
 
 pub fn router(state: AppState) -> Router {
     let w3c = state.config.w3c_harness.clone();
-<<<<<<< HEAD
     let limits = StandardLimits {
         request_timeout: state.config.request_timeout(),
         ..StandardLimits::default()
     };
-    tracelab_service::app::standard(routes(state), limits, &w3c, admin)
-=======
-    tracelab_service::app::standard(routes(state), StandardLimits::default(), &w3c)
->>>>>>> main
+    tracelab_service::app::standard(routes(state), limits, &w3c)
 }
 
 async fn health(State(state): State<AppState>) -> Response {

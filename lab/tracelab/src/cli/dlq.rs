@@ -11,20 +11,50 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use super::args::recorded_lab;
 use crate::dlq::{DlqTarget, Selection, list, replay};
-use crate::supervisor::{DEFAULT_AMQP_URL, DEFAULT_QUEUE};
+use crate::supervisor::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL};
 
 /// `tracelab dlq`
 #[derive(Debug, Args)]
 pub struct DlqArgs {
     #[command(subcommand)]
     pub command: DlqCommand,
-    /// RabbitMQ of the lab.
-    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, global = true)]
-    pub amqp_url: String,
-    /// The notification queue (its DLQ is `<queue>.dlq`).
-    #[arg(long, env = "TRACELAB_QUEUE", default_value = DEFAULT_QUEUE, global = true)]
-    pub queue: String,
+    /// RabbitMQ of the lab [default: the recorded lab's, else the contract's].
+    #[arg(long, env = "AMQP_URL", global = true)]
+    pub amqp_url: Option<String>,
+    /// The notification queue (its DLQ is `<queue>.dlq`) [default: the
+    /// recorded lab's, else the lab's own, named after its database].
+    #[arg(long, env = "TRACELAB_QUEUE", global = true)]
+    pub queue: Option<String>,
+    /// Postgres of the lab, which names its queue [default: the recorded
+    /// lab's, else the contract's].
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+}
+
+impl DlqArgs {
+    /// The DLQ of the lab the flags name, else the one `tracelab up` recorded.
+    fn target(&self) -> DlqTarget {
+        let recorded = recorded_lab();
+        let database_url = self
+            .database_url
+            .clone()
+            .or_else(|| recorded.as_ref().map(|r| r.database_url.clone()))
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+        DlqTarget {
+            amqp_url: self
+                .amqp_url
+                .clone()
+                .or_else(|| recorded.as_ref().map(|r| r.amqp_url.clone()))
+                .unwrap_or_else(|| DEFAULT_AMQP_URL.to_string()),
+            queue: self
+                .queue
+                .clone()
+                .or_else(|| recorded.as_ref().map(|r| r.queue.clone()))
+                .unwrap_or_else(|| tracelab_contract::messaging::lab_queue(&database_url)),
+        }
+    }
 }
 
 /// The `dlq` subcommands.
@@ -58,10 +88,7 @@ pub enum DlqCommand {
 /// # Errors
 /// RabbitMQ unreachable, no such queue, an id that matches nothing.
 pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
-    let target = DlqTarget {
-        amqp_url: args.amqp_url,
-        queue: args.queue,
-    };
+    let target = args.target();
     match args.command {
         DlqCommand::List { limit, json } => {
             let parked = list(&target, limit).await?;

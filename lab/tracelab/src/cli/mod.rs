@@ -10,11 +10,8 @@ pub mod admin_token;
 pub mod args;
 pub mod checkout;
 pub mod collector;
-<<<<<<< HEAD
-pub mod dlq;
-=======
 pub mod console;
->>>>>>> main
+pub mod dlq;
 pub mod exercise;
 pub mod fault;
 pub mod health;
@@ -65,13 +62,10 @@ pub enum Command {
     Scenario(scenario::ScenarioArgs),
     /// Play a hidden scenario: find the cause from the traces, with hints.
     Exercise(exercise::ExerciseArgs),
-<<<<<<< HEAD
-    /// The notification dead-letter queue: list it, replay messages back to work.
-    Dlq(dlq::DlqArgs),
-=======
     /// Print a random admin token, or make sure a file holds one (compose's init step).
     AdminToken(admin_token::AdminTokenArgs),
->>>>>>> main
+    /// The notification dead-letter queue: list it, replay messages back to work.
+    Dlq(dlq::DlqArgs),
 }
 /// Runs a parsed command line.
 ///
@@ -90,11 +84,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fault(args) => fault::run(args).await,
         Command::Scenario(args) => scenario::run(args).await,
         Command::Exercise(args) => exercise::run(args).await,
-<<<<<<< HEAD
-        Command::Dlq(args) => dlq::run(args).await,
-=======
         Command::AdminToken(args) => admin_token::run(args),
->>>>>>> main
+        Command::Dlq(args) => dlq::run(args).await,
     }
 }
 
