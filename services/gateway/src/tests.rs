@@ -388,7 +388,7 @@ async fn a_retry_storm_with_no_success_answers_like_the_first_attempt() {
 async fn a_payment_in_progress_reaches_the_client_with_its_retry_after() {
     let upstreams = Upstreams::start(always(StatusCode::CONFLICT)).await;
     let state = upstreams.gateway();
-    let response = router(state, Router::new())
+    let response = router(state)
         .oneshot(checkout(
             Some(TOKEN),
             Some("key-busy"),
@@ -412,6 +412,10 @@ fn the_gateway_waits_longer_than_payment_and_its_own_limit_covers_both_calls() {
             tracelab_contract::timeouts::GATEWAY_PAYMENT_TIMEOUT_MS,
         ),
         w3c_harness: W3cHarness::off(),
+        admin: tracelab_service::config::Admin {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: tracelab_service::config::AdminToken::random(),
+        },
     };
     assert!(
         config.request_timeout() > config.upstream_timeout + config.payment_timeout,

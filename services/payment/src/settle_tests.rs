@@ -35,6 +35,10 @@ impl RealProvider {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             latency_ms: latency_ms..=latency_ms,
             w3c_harness: W3cHarness::off(),
+            admin: tracelab_service::config::Admin {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                token: tracelab_service::config::AdminToken::random(),
+            },
         };
         let app =
             payment_provider::routes(payment_provider::AppState::new(&config, faults.clone()));
