@@ -84,6 +84,7 @@ fn state(pool: PgPool, database_url: &str, provider_url: &str) -> AppState {
             "tracelab.test",
             faults,
         ))),
+        settings: Settings::defaults(),
     }
 }
 
@@ -439,6 +440,7 @@ async fn a_checkout_in_progress_is_not_charged_twice() {
             amount: 300,
             currency: "JPY".into(),
             items: Vec::new(),
+            trace_context: Default::default(),
         })
         .await
         .unwrap();

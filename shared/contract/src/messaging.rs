@@ -1,5 +1,5 @@
 //! What travels through RabbitMQ: the routing key, the dead-letter queue's
-//! name, and the one event, [`PaymentCompleted`], which payment writes to
+//! name and the headers of a dead-lettered message, and the one event, [`PaymentCompleted`], which payment writes to
 //! its outbox and notification reads from its queue. Both sides use this
 //! type, so a field renamed on one side is a compile error on the other,
 //! not a poison message at run time.
@@ -22,6 +22,56 @@ pub const DLQ_SUFFIX: &str = ".dlq";
 /// are parked for a person to read (`notification.payment-completed.dlq`).
 pub fn dlq_name(queue: &str) -> String {
     format!("{queue}{DLQ_SUFFIX}")
+}
+
+/// Header notification sets on a message it dead-letters: a
+/// [`FailureKind`] (`poison` or `transient`), so a replay can tell a
+/// message that will fail again from one whose cause may have passed.
+pub const FAILURE_KIND_HEADER: &str = "x-tracelab-failure";
+/// Header with why the message was dead-lettered (at most
+/// [`MAX_REASON_CHARS`] characters).
+pub const FAILURE_REASON_HEADER: &str = "x-tracelab-reason";
+/// Header naming the work queue a dead-lettered message came from.
+pub const FAILED_QUEUE_HEADER: &str = "x-tracelab-queue";
+/// Header with the exchange the message was first published to.
+pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-tracelab-exchange";
+/// Header with the routing key the message was first published with.
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-tracelab-routing-key";
+/// Header counting how often a message was replayed from the dead-letter
+/// queue.
+pub const REPLAYS_HEADER: &str = "x-tracelab-replays";
+/// The longest reason kept in [`FAILURE_REASON_HEADER`].
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// It can never be processed as it is (unreadable, invalid, for an
+    /// order that does not exist): replaying it fails again.
+    Poison,
+    /// Processing failed twice for a reason outside the message (the
+    /// database was down): replay it once the cause has passed.
+    Transient,
+}
+
+impl FailureKind {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Poison => "poison",
+            Self::Transient => "transient",
+        }
+    }
+
+    /// The kind a header value names.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "poison" => Some(Self::Poison),
+            "transient" => Some(Self::Transient),
+            _ => None,
+        }
+    }
 }
 
 /// A payment went through: published by payment's outbox relay with
@@ -201,6 +251,14 @@ mod tests {
         no_user.as_object_mut().unwrap().remove("user_id");
         let err = serde_json::from_value::<PaymentCompleted>(no_user).unwrap_err();
         assert!(err.to_string().contains("missing field `user_id`"), "{err}");
+    }
+
+    #[test]
+    fn failure_kinds_round_trip_their_header_values() {
+        for kind in [FailureKind::Poison, FailureKind::Transient] {
+            assert_eq!(FailureKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(FailureKind::parse("other"), None);
     }
 
     #[test]

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use reqwest::Url;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::args::{PortArgs, default_gateway, default_tempo, duration_arg, parse_key_value};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
-use crate::supervisor::{self, Lab, LabOptions, LogSink, print_prefixed};
+
+use crate::supervisor::{self, Lab, LabEvent, LabOptions, LabStatus, LogSink, print_prefixed};
 
 /// `tracelab up`
 #[derive(Debug, Args)]
@@ -59,7 +61,7 @@ pub struct UpArgs {
     pub ports: PortArgs,
 }
 pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    init_logging(LogFormat::Text, Some("collector"), args.quiet);
+    init_logging(LogFormat::Text, Some("lab"), args.quiet);
     let sampling_file = args.sampling_file.clone().or_else(|| {
         let default = PathBuf::from("sampling.yaml");
         default.is_file().then_some(default)
@@ -110,30 +112,29 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     print_up_banner(&lab);
 
-    let mut lab = lab;
-    let mut reported = std::collections::HashSet::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut events = lab.subscribe();
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
         tokio::select! {
             () = &mut signal => break,
-            _ = tick.tick() => {
-                for (name, status) in lab.exited() {
-                    if reported.insert(name) {
-                        print_prefixed("lab", &format!(
-                            "⚠ {name} exited ({status}); the rest keeps running. Last lines:\n{}",
-                            lab.logs(name).iter().rev().take(10).rev()
-                                .map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
-                        ));
-                    }
+            event = events.recv() => match event {
+                Ok(event) => print_prefixed("lab", &describe_event(&event)),
+                Err(RecvError::Lagged(n)) => {
+                    print_prefixed("lab", &format!("({n} restart events not shown: too many at once)"));
                 }
-            }
+                Err(RecvError::Closed) => break,
+            },
         }
     }
+    let status = lab.status();
     println!("\nstopping tracelab…");
     let t = Instant::now();
-    match lab.stop().await {
+    let stopped = lab.stop().await;
+    if status.total_restarts() > 0 {
+        println!("{}", restart_summary(&status));
+    }
+    match stopped {
         Ok(()) => {
             println!("tracelab stopped cleanly in {} ms", t.elapsed().as_millis());
             Ok(ExitCode::SUCCESS)
@@ -143,6 +144,59 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// One line (and a child's last log lines) for an exit or a recovery.
+fn describe_event(event: &LabEvent) -> String {
+    match event {
+        LabEvent::Exited {
+            child,
+            reason,
+            restart,
+            delay_ms,
+            last_lines,
+        } => {
+            let mut text = format!(
+                "⚠ {child} exited ({reason}); restarting in {:.1} s (restart {restart})",
+                *delay_ms as f64 / 1000.0
+            );
+            if !last_lines.is_empty() {
+                text.push_str(". Last lines:");
+                for line in last_lines {
+                    let line = match serde_json::from_str::<serde_json::Value>(line) {
+                        Ok(v) if v.is_object() => supervisor::condense_log(&v),
+                        _ => line.clone(),
+                    };
+                    text.push_str(&format!("\n    {line}"));
+                }
+            }
+            text
+        }
+        LabEvent::Recovered {
+            child,
+            restarts,
+            pid,
+            down_ms,
+        } => format!(
+            "✓ {child} is healthy again, {:.1} s after it exited (pid {}, restarts so far: {restarts})",
+            *down_ms as f64 / 1000.0,
+            pid.map_or_else(|| "?".to_string(), |p| p.to_string())
+        ),
+    }
+}
+
+/// The children that were restarted while the lab ran, with their last exit.
+fn restart_summary(status: &LabStatus) -> String {
+    let mut out = String::from("restarts while the lab ran:");
+    for c in status.children.iter().filter(|c| c.restarts > 0) {
+        let last = c
+            .last_exit
+            .as_ref()
+            .map(|e| format!("last exit {} at {}", e.reason, e.at.format("%H:%M:%S")))
+            .unwrap_or_default();
+        out.push_str(&format!("\n  {:<18} {:>3}  {last}", c.name, c.restarts));
+    }
+    out
 }
 
 fn print_up_banner(lab: &Lab) {
@@ -155,7 +209,7 @@ fn print_up_banner(lab: &Lab) {
     rows.push(("tempo api".into(), lab.tempo_url()));
     rows.push(("otlp/http".into(), lab.otlp_http_endpoint()));
     if let Some(c) = lab.collector() {
-        rows.push(("otlp/grpc".into(), format!("http://{}", c.otlp_grpc_addr())));
+        rows.push(("otlp/grpc".into(), format!("http://{}", c.otlp_grpc)));
     }
     rows.push(("database".into(), lab.database_url().to_string()));
     println!(

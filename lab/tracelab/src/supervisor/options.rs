@@ -9,6 +9,7 @@ use tracelab_contract::defaults;
 use tracelab_contract::service::ServiceName;
 
 use super::binaries::default_bin_dir;
+use super::restart::RestartPolicy;
 
 /// The six services, in start order: leaves first, gateway last.
 pub const SERVICES: [&str; 6] = [
@@ -161,6 +162,12 @@ pub struct LabOptions {
     pub startup_timeout: Duration,
     /// How long each stop stage waits after SIGTERM before killing.
     pub stop_grace: Duration,
+    /// How a child that exits while the lab is up is started again.
+    pub restart: RestartPolicy,
+    /// The `tracelab` binary that runs the embedded collector
+    /// (`tracelab collector`). `None`: this executable if it is `tracelab`,
+    /// else `tracelab` in `bin_dir` or in [`default_bin_dir`].
+    pub collector_bin: Option<PathBuf>,
 }
 
 impl Default for LabOptions {
@@ -182,6 +189,8 @@ impl Default for LabOptions {
             drop_database: false,
             startup_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
+            restart: RestartPolicy::default(),
+            collector_bin: None,
         }
     }
 }
