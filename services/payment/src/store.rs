@@ -427,7 +427,7 @@ impl Store {
             "orders",
             COMPLETE_ORDER_SQL,
             Duration::from_millis(pause_ms),
-            &mut **tx,
+            tx,
             |conn, sql| sqlx::query(sql).bind(payment.order_id).execute(conn),
         )
         .await?;
