@@ -673,3 +673,15 @@ fn reachable_host(bind: IpAddr) -> IpAddr {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Lab>();
+        shareable::<LabMonitor>();
+    }
+}
