@@ -10,7 +10,12 @@
 //! - no order was charged twice, no charge lacks its payment row, and every
 //!   payment has exactly one notification (2xx or not: a checkout whose
 //!   answer was lost may still have been paid);
-//! - the dead-letter queue is empty: every event was one to deliver.
+//! - every checkout that failed, sent again with its Idempotency-Key as a
+//!   client would (honouring `Retry-After`), gets a 2xx in the end, never
+//!   409 or 5xx forever, and then holds to the rules above;
+//! - nothing waits in the dead-letter queue that was not delivered: a
+//!   message there whose event has its notification (a second copy of an
+//!   event the outbox relay published again) is counted, not failed.
 //!
 //! The waits wait for exactly these conditions and stop at a deadline; the
 //! counts are then taken once and every violation is reported together.
@@ -20,14 +25,26 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection as _, PgConnection, Row as _};
+use tracelab_contract::timeouts;
+
+use futures::StreamExt as _;
 
 use super::harness::ChaosLab;
-use super::load::{Checkout, quantile};
-use super::rabbitmq::queue_depth;
+use super::load::{Checkout, Client, quantile};
+use super::rabbitmq::peek_queue;
 
 /// How long orders may stay `processing` after the load stops: payment's
-/// reconciler finishes an order once it is older than its threshold.
-pub(crate) const SETTLE_LIMIT: Duration = Duration::from_secs(90);
+/// reconciler settles an order untouched for `RECONCILE_AFTER_MS`, on its
+/// next round; an attempt may have begun up to `PAYMENT_DEADLINE_MS`
+/// before. Plus 30 s for a busy machine.
+const SETTLE_LIMIT: Duration = Duration::from_millis(
+    timeouts::RECONCILE_AFTER_MS
+        + 2 * timeouts::RECONCILE_INTERVAL_MS
+        + timeouts::PAYMENT_DEADLINE_MS
+        + 30_000,
+);
+/// How long a failed checkout is retried with its key for a final answer.
+const RETRY_LIMIT: Duration = Duration::from_secs(60);
 /// How long the last events may take to become notifications.
 const DELIVERY_LIMIT: Duration = Duration::from_secs(60);
 
@@ -57,7 +74,8 @@ struct Violations {
     duplicate_notification: Vec<String>,
     stuck: Vec<String>,
     no_order_id: Vec<String>,
-    dead_lettered: u32,
+    never_final: Vec<String>,
+    dead_lettered_undelivered: Vec<String>,
 }
 
 impl Violations {
@@ -72,7 +90,8 @@ impl Violations {
             + self.duplicate_notification.len()
             + self.stuck.len()
             + self.no_order_id.len()
-            + self.dead_lettered as usize
+            + self.never_final.len()
+            + self.dead_lettered_undelivered.len()
     }
 
     fn details(&self) -> String {
@@ -106,18 +125,19 @@ impl Violations {
             ),
             ("orders still processing", &self.stuck),
             ("2xx checkouts without an order id", &self.no_order_id),
+            (
+                "failed checkouts that got no 2xx when sent again with their key",
+                &self.never_final,
+            ),
+            (
+                "dead-lettered messages whose event was never delivered",
+                &self.dead_lettered_undelivered,
+            ),
         ] {
             if !list.is_empty() {
                 let shown: Vec<&str> = list.iter().take(10).map(String::as_str).collect();
                 let _ = writeln!(out, "  {what}: {} (e.g. {})", list.len(), shown.join(", "));
             }
-        }
-        if self.dead_lettered > 0 {
-            let _ = writeln!(
-                out,
-                "  messages left in the dead-letter queue: {}",
-                self.dead_lettered
-            );
         }
         out
     }
@@ -131,6 +151,7 @@ struct Db {
     key_to_order: BTreeMap<String, String>,
     payments: BTreeMap<String, Vec<String>>,
     notifications: BTreeMap<String, usize>,
+    notified_events: BTreeSet<String>,
 }
 
 async fn read_db(url: &str) -> Db {
@@ -151,6 +172,7 @@ async fn read_db(url: &str) -> Db {
         key_to_order: BTreeMap::new(),
         payments: BTreeMap::new(),
         notifications: BTreeMap::new(),
+        notified_events: BTreeSet::new(),
     };
     for row in sqlx::query("SELECT id::text AS id, idempotency_key, status FROM orders")
         .fetch_all(&mut conn)
@@ -183,6 +205,12 @@ async fn read_db(url: &str) -> Db {
         db.notifications
             .insert(row.get("order_id"), usize::try_from(n).unwrap_or(0));
     }
+    db.notified_events = sqlx::query_scalar("SELECT event_id::text FROM notifications")
+        .fetch_all(&mut conn)
+        .await
+        .expect("reading notification event ids")
+        .into_iter()
+        .collect();
     let _ = conn.close().await;
     db
 }
@@ -215,23 +243,52 @@ async fn scalar(url: &str, sql: &'static str) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-/// Waits for the lab to settle after `checkouts` (the load stopped), then
-/// checks every invariant, prints the report and fails on any violation.
-pub(crate) async fn check(chaos: &ChaosLab, fault: &str, checkouts: &[Checkout], t: &Timeline) {
-    let name = chaos.name;
-    let url = chaos.database_url();
-    let settle_start = Instant::now();
+/// Waits until no charge is in flight at the tap and no order is
+/// `processing`; returns how many orders still were at the deadline.
+async fn settle(chaos: &ChaosLab, url: &str) -> usize {
     // Charges still on their way through the tap are part of the count.
     let in_flight = wait_zero(Duration::from_secs(60), || async { chaos.tap.in_flight() }).await;
-    assert_eq!(in_flight, 0, "[{name}] charges still in flight after 60 s");
-    let stuck_left = wait_zero(SETTLE_LIMIT, || {
+    assert_eq!(
+        in_flight, 0,
+        "[{}] charges still in flight after 60 s",
+        chaos.name
+    );
+    wait_zero(SETTLE_LIMIT, || {
         scalar(
-            &url,
+            url,
             "SELECT count(*) FROM orders WHERE status = 'processing'",
         )
     })
-    .await;
+    .await
+}
+
+/// Waits for the lab to settle after `checkouts` (the load stopped), sends
+/// every failed one again with its key through `client`, then checks every
+/// invariant, prints the report and fails on any violation.
+pub(crate) async fn check(
+    chaos: &ChaosLab,
+    fault: &str,
+    checkouts: &[Checkout],
+    client: &Client,
+    t: &Timeline,
+) {
+    let name = chaos.name;
+    let url = chaos.database_url();
+    let settle_start = Instant::now();
+    let stuck_left = settle(chaos, &url).await;
     let settled = settle_start.elapsed();
+
+    // What a client does with an error: send the same checkout again.
+    let failed: Vec<&Checkout> = checkouts.iter().filter(|c| !c.ok()).collect();
+    let retry_start = Instant::now();
+    let retried: Vec<Checkout> = futures::stream::iter(failed.iter().copied())
+        .map(|c| client.retry_until_final(c, RETRY_LIMIT))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let retry_time = retry_start.elapsed();
+    let stuck_after_retries = settle(chaos, &url).await;
+
     let undelivered = wait_zero(DELIVERY_LIMIT, || {
         scalar(
             &url,
@@ -245,15 +302,32 @@ pub(crate) async fn check(chaos: &ChaosLab, fault: &str, checkouts: &[Checkout],
     let db = read_db(&url).await;
     let charges = chaos.tap.succeeded_by_order();
     let dlq = format!("{}.dlq", chaos.lab.queue());
-    let dead_lettered = queue_depth(&chaos.rabbit.amqp_url(), &dlq)
+    let parked = peek_queue(&chaos.rabbit.amqp_url(), &dlq)
         .await
         .unwrap_or_else(|e| panic!("[{name}] reading the dead-letter queue: {e:#}"));
 
-    let mut v = Violations {
-        dead_lettered,
-        ..Violations::default()
-    };
-    let ok: Vec<&Checkout> = checkouts.iter().filter(|c| c.ok()).collect();
+    let mut v = Violations::default();
+    let mut parked_delivered = 0;
+    for body in &parked {
+        let event = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|e| e["event_id"].as_str().map(str::to_string));
+        match event {
+            Some(id) if db.notified_events.contains(&id) => parked_delivered += 1,
+            Some(id) => v.dead_lettered_undelivered.push(id),
+            None => v
+                .dead_lettered_undelivered
+                .push(String::from_utf8_lossy(body).chars().take(80).collect()),
+        }
+    }
+    for c in retried.iter().filter(|c| !c.ok()) {
+        v.never_final.push(format!("{} ({})", c.key, c.label()));
+    }
+    let ok: Vec<&Checkout> = checkouts
+        .iter()
+        .chain(retried.iter())
+        .filter(|c| c.ok())
+        .collect();
     for c in &ok {
         let Some(order) = c.order_id().map(str::to_string) else {
             v.no_order_id.push(c.key.clone());
@@ -303,18 +377,25 @@ pub(crate) async fn check(chaos: &ChaosLab, fault: &str, checkouts: &[Checkout],
         }
     }
 
-    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
-    for c in checkouts {
-        *tally.entry(c.label()).or_default() += 1;
-    }
-    let latencies: Vec<Duration> = ok.iter().map(|c| c.latency).collect();
+    let tally = |list: &mut dyn Iterator<Item = &Checkout>| {
+        let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+        for c in list {
+            *tally.entry(c.label()).or_default() += 1;
+        }
+        tally
+    };
+    let answers = tally(&mut checkouts.iter());
+    let latencies: Vec<Duration> = checkouts
+        .iter()
+        .filter(|c| c.ok())
+        .map(|c| c.latency)
+        .collect();
     let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "[{name}] CHAOS REPORT: {fault}\n  checkouts: {} sent, {} 2xx, answers {tally:?}; 2xx p50 {:.0} ms, p99 {:.0} ms",
+        "[{name}] CHAOS REPORT: {fault}\n  checkouts: {} sent, answers {answers:?}; 2xx p50 {:.0} ms, p99 {:.0} ms",
         checkouts.len(),
-        ok.len(),
         quantile(&latencies, 0.5).as_secs_f64() * 1000.0,
         quantile(&latencies, 0.99).as_secs_f64() * 1000.0,
     );
@@ -349,13 +430,20 @@ pub(crate) async fn check(chaos: &ChaosLab, fault: &str, checkouts: &[Checkout],
         db.notification_lag.0,
         db.notification_lag.1,
     );
+    let _ = writeln!(
+        report,
+        "  the {} failed checkouts sent again with their keys: answers {:?} (within {}); orders processing after that: {stuck_after_retries}",
+        failed.len(),
+        tally(&mut retried.iter()),
+        secs(retry_time),
+    );
     for note in &t.notes {
         let _ = writeln!(report, "  {note}");
     }
     let double = v.double_charge.len();
     let _ = writeln!(
         report,
-        "  lost {} (no payment {}, no notification {}), duplicated {} (payments {}, notifications {}), double charges {double}, charges without payment {}, stuck {} (left after {}: {stuck_left}), dead-lettered {}, undelivered after {}: {undelivered}",
+        "  lost {} (no payment {}, no notification {}), duplicated {} (payments {}, notifications {}), double charges {double}, charges without payment {}, stuck {} (left after {}: {stuck_left}), never a 2xx on retry {}, dead-lettered {} ({} of them delivered by another copy), undelivered after {}: {undelivered}",
         v.lost_payment.len() + v.missing_notification.len(),
         v.lost_payment.len(),
         v.missing_notification.len(),
@@ -365,7 +453,9 @@ pub(crate) async fn check(chaos: &ChaosLab, fault: &str, checkouts: &[Checkout],
         v.charge_without_payment.len(),
         v.stuck.len(),
         secs(SETTLE_LIMIT),
-        v.dead_lettered,
+        v.never_final.len(),
+        parked.len(),
+        parked_delivered,
         secs(DELIVERY_LIMIT),
     );
     println!("{report}");

@@ -41,6 +41,8 @@ pub(crate) enum Outcome {
 #[derive(Debug, Clone)]
 pub(crate) struct Checkout {
     pub(crate) key: String,
+    /// Which demo user (index into the load's tokens) sent it.
+    pub(crate) user: usize,
     pub(crate) sent: Instant,
     pub(crate) latency: Duration,
     pub(crate) outcome: Outcome,
@@ -82,8 +84,46 @@ impl Checkout {
     }
 }
 
+/// How to send a checkout again as the same user, once the load stopped.
+#[derive(Clone)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+    url: String,
+    tokens: Vec<String>,
+}
+
+impl Client {
+    /// Sends `checkout` again with its key and user, as a client does
+    /// after an error, until the answer is final: while it is 409 or 5xx
+    /// or nothing, waits for `Retry-After` (1 s without one) and tries
+    /// again, up to `limit`. Returns the last attempt.
+    pub(crate) async fn retry_until_final(&self, checkout: &Checkout, limit: Duration) -> Checkout {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (attempt, retry_after) = send_once(
+                &self.http,
+                &self.url,
+                &self.tokens[checkout.user],
+                checkout.user,
+                checkout.key.clone(),
+            )
+            .await;
+            let again = match &attempt.outcome {
+                Outcome::Status { status, .. } => *status == 409 || *status >= 500,
+                Outcome::Transport(_) => true,
+            };
+            let wait = retry_after.unwrap_or(Duration::from_secs(1));
+            if !again || Instant::now() + wait >= deadline {
+                return attempt;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// The running load.
 pub(crate) struct CheckoutLoad {
+    client: Client,
     done: Arc<Mutex<Vec<Checkout>>>,
     stop: watch::Sender<bool>,
     scheduler: tokio::task::JoinHandle<Vec<tokio::task::JoinHandle<()>>>,
@@ -110,6 +150,11 @@ impl CheckoutLoad {
         let done: Arc<Mutex<Vec<Checkout>>> = Arc::default();
         let (stop, mut stopped) = watch::channel(false);
         let url = format!("{}/api/checkout", gateway_url.trim_end_matches('/'));
+        let client = Client {
+            http: http.clone(),
+            url: url.clone(),
+            tokens: tokens.clone(),
+        };
         let sink = done.clone();
         let scheduler = tokio::spawn(async move {
             let t0 = tokio::time::Instant::now();
@@ -120,17 +165,19 @@ impl CheckoutLoad {
                     _ = tokio::time::sleep_until(due) => {}
                     _ = stopped.wait_for(|s| *s) => break,
                 }
-                let token = tokens[(i as usize) % tokens.len()].clone();
+                let user = (i as usize) % tokens.len();
                 tasks.push(tokio::spawn(send(
                     http.clone(),
                     url.clone(),
-                    token,
+                    tokens[user].clone(),
+                    user,
                     sink.clone(),
                 )));
             }
             tasks
         });
         CheckoutLoad {
+            client,
             done,
             stop,
             scheduler,
@@ -173,33 +220,63 @@ impl CheckoutLoad {
     }
 
     /// Stops sending and waits for every request in flight to be answered
-    /// (or to time out); returns every checkout, in the order answered.
-    pub(crate) async fn stop(self) -> Vec<Checkout> {
+    /// (or to time out); returns every checkout, in the order answered,
+    /// and the client to send them again with.
+    pub(crate) async fn stop(self) -> (Vec<Checkout>, Client) {
         self.stop.send_replace(true);
         let tasks = self.scheduler.await.expect("load scheduler");
         for task in tasks {
             let _ = task.await;
         }
-        self.done
+        let done = self
+            .done
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        (done, self.client)
     }
 }
 
-async fn send(http: reqwest::Client, url: String, token: String, sink: Arc<Mutex<Vec<Checkout>>>) {
+async fn send(
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    user: usize,
+    sink: Arc<Mutex<Vec<Checkout>>>,
+) {
     let key = uuid::Uuid::new_v4().to_string();
+    let (checkout, _) = send_once(&http, &url, &token, user, key).await;
+    sink.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(checkout);
+}
+
+/// One checkout with `key`; also returns the answer's `Retry-After`.
+async fn send_once(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    user: usize,
+    key: String,
+) -> (Checkout, Option<Duration>) {
     let sent = Instant::now();
     let result = http
-        .post(&url)
-        .bearer_auth(&token)
+        .post(url)
+        .bearer_auth(token)
         .header("Idempotency-Key", &key)
         .json(&json!({"amount": 4980, "currency": "JPY", "card": "4242424242424242"}))
         .send()
         .await;
+    let mut retry_after = None;
     let outcome = match result {
         Ok(response) => {
             let status = response.status().as_u16();
+            retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+                .map(Duration::from_secs);
             let body: Value = response.json().await.unwrap_or(Value::Null);
             let text = |v: &Value| v.as_str().map(str::to_string);
             Outcome::Status {
@@ -213,13 +290,12 @@ async fn send(http: reqwest::Client, url: String, token: String, sink: Arc<Mutex
     };
     let checkout = Checkout {
         key,
+        user,
         sent,
         latency: sent.elapsed(),
         outcome,
     };
-    sink.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(checkout);
+    (checkout, retry_after)
 }
 
 /// The `q` quantile (0..=1) of `latencies`, nearest rank; zero when empty.

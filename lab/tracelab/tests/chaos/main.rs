@@ -59,9 +59,9 @@ async fn recover(
     fault_at: Instant,
     lifted_at: Instant,
     notes: Vec<String>,
-) -> (Vec<load::Checkout>, Timeline) {
+) -> (Vec<load::Checkout>, load::Client, Timeline) {
     let ok_again_at = load.wait_ok_since(lifted_at, AFTER, RECOVER_LIMIT).await;
-    let checkouts = load.stop().await;
+    let (checkouts, client) = load.stop().await;
     let timeline = Timeline {
         fault_at,
         lifted_at,
@@ -80,7 +80,7 @@ async fn recover(
             .collect::<Vec<_>>(),
         chaos.logs()
     );
-    (checkouts, timeline)
+    (checkouts, client, timeline)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,18 +101,18 @@ async fn broker_restart_under_load() {
         down.as_secs_f64(),
         (lifted_at - fault_at - down).as_secs_f64()
     )];
-    let (checkouts, timeline) = recover(&chaos, load, fault_at, lifted_at, notes).await;
+    let (checkouts, client, timeline) = recover(&chaos, load, fault_at, lifted_at, notes).await;
     check(
         &chaos,
         "RabbitMQ restarted under load",
         &checkouts,
+        &client,
         &timeline,
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs payments-end (issue 12): a 10 s outage leaves orders processing (6 in a run) and charges without a payment row (4)"]
 async fn postgres_outage_longer_than_the_pool_timeout() {
     let mut chaos = ChaosLab::start("postgres outage", Spans::Embedded).await;
     let load = chaos.start_load(RATE, WARM).await;
@@ -126,7 +126,8 @@ async fn postgres_outage_longer_than_the_pool_timeout() {
         .await
         .expect("the private Postgres starts again");
     let lifted_at = Instant::now();
-    let (checkouts, timeline) = recover(&chaos, load, fault_at, lifted_at, Vec::new()).await;
+    let (checkouts, client, timeline) =
+        recover(&chaos, load, fault_at, lifted_at, Vec::new()).await;
     check(
         &chaos,
         &format!(
@@ -134,13 +135,13 @@ async fn postgres_outage_longer_than_the_pool_timeout() {
             (lifted_at - fault_at).as_secs_f64()
         ),
         &checkouts,
+        &client,
         &timeline,
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs supervisor (issue 12): the lab does not restart a killed service yet"]
 async fn kill_9_notification_under_load() {
     let chaos = ChaosLab::start("kill -9 notification", Spans::Embedded).await;
     let load = chaos.start_load(RATE, WARM).await;
@@ -152,18 +153,18 @@ async fn kill_9_notification_under_load() {
         "notification running and healthy again {:.1} s after the kill",
         (back_at - killed_at).as_secs_f64()
     )];
-    let (checkouts, timeline) = recover(&chaos, load, killed_at, killed_at, notes).await;
+    let (checkouts, client, timeline) = recover(&chaos, load, killed_at, killed_at, notes).await;
     check(
         &chaos,
         "kill -9 notification under load",
         &checkouts,
+        &client,
         &timeline,
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs supervisor and payments-end (issue 12): the lab does not restart a killed service, nothing finishes an order left processing"]
 async fn kill_9_payment_under_load() {
     let chaos = ChaosLab::start("kill -9 payment", Spans::Embedded).await;
     let load = chaos.start_load(RATE, WARM).await;
@@ -173,8 +174,15 @@ async fn kill_9_payment_under_load() {
         "payment running and healthy again {:.1} s after the kill",
         (back_at - killed_at).as_secs_f64()
     )];
-    let (checkouts, timeline) = recover(&chaos, load, killed_at, killed_at, notes).await;
-    check(&chaos, "kill -9 payment under load", &checkouts, &timeline).await;
+    let (checkouts, client, timeline) = recover(&chaos, load, killed_at, killed_at, notes).await;
+    check(
+        &chaos,
+        "kill -9 payment under load",
+        &checkouts,
+        &client,
+        &timeline,
+    )
+    .await;
 }
 
 /// How long each phase of the blackhole test measures latency.
@@ -251,11 +259,12 @@ async fn collector_blackhole_under_load() {
             spans_back.as_secs_f64()
         ),
     ];
-    let (checkouts, timeline) = recover(&chaos, load, fault_at, lifted_at, notes).await;
+    let (checkouts, client, timeline) = recover(&chaos, load, fault_at, lifted_at, notes).await;
     check(
         &chaos,
         "collector blackholed under load",
         &checkouts,
+        &client,
         &timeline,
     )
     .await;

@@ -265,3 +265,28 @@ pub(crate) async fn queue_depth(amqp_url: &str, queue: &str) -> anyhow::Result<u
     let _ = conn.close(200, "done".into()).await;
     Ok(declared?.message_count())
 }
+
+/// The bodies of the messages waiting in `queue`, left where they are:
+/// each is fetched unacknowledged, and closing the channel puts them back.
+///
+/// # Errors
+/// When the node cannot be reached or the queue does not exist.
+pub(crate) async fn peek_queue(amqp_url: &str, queue: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let conn = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .context("connecting to the private RabbitMQ")?;
+    let channel = conn.create_channel().await?;
+    let mut bodies = Vec::new();
+    while let Some(message) = channel
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await
+        .with_context(|| format!("reading queue {queue}"))?
+    {
+        bodies.push(message.delivery.data.clone());
+    }
+    let _ = conn.close(200, "peeked".into()).await;
+    Ok(bodies)
+}
