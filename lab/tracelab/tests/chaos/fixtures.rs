@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::{Connection as _, PgConnection};
 
 use super::postgres::{self, PrivatePostgres};
-use super::procs::group_members;
+use super::procs::{OWNER_FILE, SCRATCH_ENV, Scratch, group_members, processes_of, reap_orphans};
 use super::rabbitmq::{self, PrivateRabbit, queue_depth};
 
 async fn pg_answers(url: &str) -> bool {
@@ -31,6 +31,10 @@ async fn count_rows(url: &str) -> i64 {
 async fn private_postgres_stops_restarts_and_dies_to_kill_9_keeping_its_data() {
     let mut pg = PrivatePostgres::start().await.expect("private Postgres");
     assert_ne!(pg.port(), 5432, "never the machine's server");
+    assert!(
+        processes_of(pg.dir()).contains(&pg.pid().unwrap()),
+        "an orphaned postmaster would be found and reaped"
+    );
     let url = pg.url("postgres");
     let mut conn = PgConnection::connect(&url).await.expect("connects");
     sqlx::raw_sql("CREATE TABLE chaos_probe (n int); INSERT INTO chaos_probe VALUES (1)")
@@ -73,6 +77,12 @@ async fn two_private_rabbitmq_nodes_coexist_and_restart_alone() {
     assert_ne!(a.node(), b.node());
     assert_ne!(a.amqp_url(), b.amqp_url());
     assert!(!a.amqp_url().contains(":5672/"), "never the machine's node");
+    let found = processes_of(a.dir());
+    let members = group_members(a.pid().unwrap());
+    assert!(
+        members.len() > 1 && members.iter().all(|p| found.contains(p)),
+        "every process of an orphaned node would be found and reaped: {members:?} vs {found:?}"
+    );
 
     // A durable queue with a persistent message on a; b knows nothing of it.
     let conn = lapin::Connection::connect(&a.amqp_url(), lapin::ConnectionProperties::default())
@@ -171,4 +181,44 @@ async fn a_panicking_test_leaves_no_server_and_no_directory() {
         assert!(group_members(pid).is_empty(), "process group {pid} is gone");
         assert!(!dir.exists(), "{} is gone", dir.display());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_test_process_left_is_reaped_by_the_next_one() {
+    // A scratch directory whose owner is gone, as after a test process was
+    // SIGKILLed with its servers running: one found by its environment,
+    // one by its command line.
+    let scratch = Scratch::new("reap").expect("scratch dir");
+    let dir = scratch.path().to_path_buf();
+    std::fs::write(dir.join(OWNER_FILE), "4194305 1").unwrap();
+    let by_env = std::process::Command::new("sleep")
+        .arg("300")
+        .env(SCRATCH_ENV, &dir)
+        .spawn()
+        .expect("sleep");
+    let by_cmdline = std::process::Command::new("tail")
+        .arg("-f")
+        .arg(dir.join(OWNER_FILE))
+        .spawn()
+        .expect("tail");
+    let mut children = [by_env, by_cmdline];
+    reap_orphans();
+    for child in &mut children {
+        let status = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the orphaned process was killed");
+        assert!(!status.success(), "{status}");
+    }
+    assert!(!dir.exists(), "{} removed", dir.display());
+    // A live owner's directory is left alone.
+    let live = Scratch::new("reap").expect("scratch dir");
+    reap_orphans();
+    assert!(live.path().exists());
 }

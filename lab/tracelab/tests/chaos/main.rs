@@ -45,9 +45,14 @@ const WARM: usize = 20;
 const AFTER: usize = 20;
 /// How long the lab may take to serve checkouts again after a fault.
 const RECOVER_LIMIT: Duration = Duration::from_secs(90);
-/// How long Postgres stays down: longer than the services' pool acquire
-/// timeout (5 s), so requests waiting for a connection give up.
+/// How long Postgres stays down: longer than every pool's acquire timeout
+/// (payment's `DB_ACQUIRE_TIMEOUT_MS`, 2 s; the shared pool's default, 5 s,
+/// for search and notification), so requests waiting for a connection give
+/// up, and the 10 s outage.
 const POSTGRES_OUTAGE: Duration = Duration::from_secs(10);
+const _: () = assert!(
+    POSTGRES_OUTAGE.as_millis() > 2 * tracelab_contract::timeouts::DB_ACQUIRE_TIMEOUT_MS as u128
+);
 /// How long the lab may take to restart a killed service.
 const RESTART_LIMIT: Duration = Duration::from_secs(60);
 

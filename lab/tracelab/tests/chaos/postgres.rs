@@ -18,8 +18,8 @@ use anyhow::{Context as _, bail};
 use sqlx::Connection as _;
 
 use super::procs::{
-    Scratch, ServerProcess, check_deadline, free_port, log_tail, on_path, running_as_root,
-    system_user,
+    SCRATCH_ENV, Scratch, ServerProcess, check_deadline, free_port, log_tail, on_path,
+    running_as_root, system_user,
 };
 
 /// How long a start may take before the fixture gives up.
@@ -74,7 +74,9 @@ impl PrivatePostgres {
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }
-        command.current_dir(self.scratch.path());
+        command
+            .current_dir(self.scratch.path())
+            .env(SCRATCH_ENV, self.scratch.path());
         command
     }
 

@@ -21,23 +21,42 @@ pub(crate) fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0 to pick a free port")
 }
 
+/// Scratch directories start with this, in the system's temp dir.
+const SCRATCH_PREFIX: &str = "tracelab-chaos-";
+/// The file in a scratch directory naming the test process that owns it.
+pub(crate) const OWNER_FILE: &str = "owner";
+/// Set to a scratch directory in the environment of every server run from
+/// it, and inherited by what the server starts: how the processes a dead
+/// test left behind are found.
+pub(crate) const SCRATCH_ENV: &str = "TRACELAB_CHAOS_SCRATCH";
+
 /// A directory under the system's temp dir, unique per call, removed with
 /// everything in it on drop.
+///
+/// Drop does not run when the test process itself is killed (SIGKILL, a
+/// harness timeout): then its servers outlive it. So each directory names
+/// its owner (pid and start time), and every new one first reaps the
+/// directories whose owner is gone, killing the processes that carry the
+/// directory in [`SCRATCH_ENV`].
 pub(crate) struct Scratch {
     path: PathBuf,
 }
 
 impl Scratch {
-    /// Creates `<tmp>/tracelab-chaos-<what>-<uuid>`.
+    /// Reaps what dead test processes left, then creates
+    /// `<tmp>/tracelab-chaos-<what>-<uuid>` owned by this process.
     ///
     /// # Errors
     /// When the directory cannot be created.
     pub(crate) fn new(what: &str) -> anyhow::Result<Scratch> {
+        reap_orphans();
         let path = std::env::temp_dir().join(format!(
-            "tracelab-chaos-{what}-{}",
+            "{SCRATCH_PREFIX}{what}-{}",
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        std::fs::write(path.join(OWNER_FILE), process_identity(std::process::id()))
+            .with_context(|| format!("writing the owner of {}", path.display()))?;
         Ok(Scratch { path })
     }
 
@@ -50,6 +69,73 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// `<pid> <start time in clock ticks since boot>`: a process, told apart
+/// from a later one that got the same pid. Empty when it does not exist.
+pub(crate) fn process_identity(pid: u32) -> String {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return String::new();
+    };
+    // Field 22 (starttime), the 20th after the parenthesized command name.
+    let start = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .unwrap_or("");
+    format!("{pid} {start}")
+}
+
+/// Removes the scratch directories of test processes that no longer run,
+/// after killing the processes started from them (servers left running).
+pub(crate) fn reap_orphans() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_scratch = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(SCRATCH_PREFIX));
+        let Ok(owner) = std::fs::read_to_string(path.join(OWNER_FILE)) else {
+            // Not ours, or being created right now: leave it.
+            continue;
+        };
+        let pid = owner.split_whitespace().next().and_then(|p| p.parse().ok());
+        let alive = pid.is_some_and(|pid| process_identity(pid) == owner.trim());
+        if !is_scratch || alive {
+            continue;
+        }
+        for pid in processes_of(&path) {
+            signal(pid, "KILL");
+        }
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}
+
+/// Processes whose environment has [`SCRATCH_ENV`] set to `dir`, or whose
+/// command line names it (Postgres writes its process titles over its
+/// environment; the postmaster's `-D` names the directory), except epmd: a
+/// node starts the machine's port mapper when none runs, and it serves
+/// every node, so it stays.
+pub(crate) fn processes_of(dir: &Path) -> Vec<u32> {
+    let needle = format!("{SCRATCH_ENV}={}\0", dir.display()).into_bytes();
+    let path = dir.display().to_string();
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc_dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let ours = std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_slice()))
+                || std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&path));
+            let epmd = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "epmd");
+            ours && !epmd
+        })
+        .collect()
 }
 
 /// Sends `signal` (`TERM`, `INT`, `KILL`, ...) to one process.

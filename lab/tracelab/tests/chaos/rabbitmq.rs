@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use super::procs::{Scratch, ServerProcess, check_deadline, free_port, log_tail, on_path};
+use super::procs::{
+    SCRATCH_ENV, Scratch, ServerProcess, check_deadline, free_port, log_tail, on_path,
+};
 
 /// How long a start may take: an Erlang node boots in 3-10 s on a busy
 /// two-core machine.
@@ -94,6 +96,7 @@ impl PrivateRabbit {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", dir.join("home"))
+            .env(SCRATCH_ENV, dir)
             .env("LANG", "C.UTF-8")
             .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_USE_LONGNAME", "false")
