@@ -114,6 +114,44 @@ impl ChaosLab {
         }
     }
 
+    /// Spans the collector behind the gate received so far (0 without one).
+    pub(crate) fn collector_spans(&self) -> u64 {
+        self.collector
+            .as_ref()
+            .map_or(0, |c| c.stats().spans_received)
+    }
+
+    /// Per service, the spans its exporter gave up on or dropped from a
+    /// full queue, from the `telemetry` counters of its `/health`:
+    /// `gateway failed 12 dropped 0, ...`.
+    pub(crate) async fn span_loss(&self) -> String {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("reqwest client");
+        let mut out = Vec::new();
+        for (service, url) in self.lab.services() {
+            let health: Option<serde_json::Value> =
+                match http.get(format!("{url}/health")).send().await {
+                    Ok(r) => r.json().await.ok(),
+                    Err(_) => None,
+                };
+            let count = |key: &str| {
+                health
+                    .as_ref()
+                    .and_then(|h| h["telemetry"][key].as_u64())
+                    .map_or("?".to_string(), |n| n.to_string())
+            };
+            out.push(format!(
+                "{service} failed {} dropped {} queued {}",
+                count("spans_failed"),
+                count("spans_dropped_queue_full"),
+                count("spans_queued")
+            ));
+        }
+        out.join(", ")
+    }
+
     /// Starts the checkout load at `rate` a second and waits until `warm`
     /// checkouts succeeded, so the fault hits a lab under steady load.
     pub(crate) async fn start_load(&self, rate: f64, warm: usize) -> CheckoutLoad {

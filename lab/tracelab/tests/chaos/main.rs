@@ -192,6 +192,9 @@ async fn kill_9_payment_under_load() {
 
 /// How long each phase of the blackhole test measures latency.
 const LATENCY_WINDOW: Duration = Duration::from_secs(20);
+/// After the gate closes, how long bytes it already passed may take to be
+/// counted by the collector.
+const BLACKHOLE_SETTLE: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_blackhole_under_load() {
@@ -202,9 +205,25 @@ async fn collector_blackhole_under_load() {
     // the measurement is the experiment's design, not a wait for something.
     let healthy_from = Instant::now();
     tokio::time::sleep(LATENCY_WINDOW).await;
+    let before = chaos.collector_spans();
+    assert!(
+        before > 0,
+        "[{}] no span reached the collector through the open gate",
+        chaos.name
+    );
     let fault_at = Instant::now();
     gate.set(GateMode::Blackhole);
-    tokio::time::sleep(LATENCY_WINDOW).await;
+    // Anything already in the collector's socket lands within this.
+    tokio::time::sleep(BLACKHOLE_SETTLE).await;
+    let sealed = chaos.collector_spans();
+    tokio::time::sleep(LATENCY_WINDOW.saturating_sub(fault_at.elapsed())).await;
+    assert_eq!(
+        chaos.collector_spans(),
+        sealed,
+        "[{}] spans reached the collector through the blackholed gate",
+        chaos.name
+    );
+    let loss = chaos.span_loss().await;
     gate.set(GateMode::Forward);
     let lifted_at = Instant::now();
 
@@ -263,6 +282,7 @@ async fn collector_blackhole_under_load() {
             "spans reach the collector again {:.1} s after the blackhole ends",
             spans_back.as_secs_f64()
         ),
+        format!("spans the services lost during the blackhole, from their /health: {loss}"),
     ];
     let (checkouts, client, timeline) = recover(&chaos, load, fault_at, lifted_at, notes).await;
     check(
