@@ -35,14 +35,26 @@ use load::{CheckoutLoad, quantile};
 use otlp_gate::GateMode;
 
 /// Checkouts a second: steady, and gentle enough for five of these labs
-/// at once on a two-core machine.
+/// at once on a two-core machine. `TRACELAB_CHAOS_RATE` sets another (the
+/// issue's figures were taken at 27).
 const RATE: f64 = 10.0;
+
+fn rate() -> f64 {
+    match std::env::var("TRACELAB_CHAOS_RATE") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|r: &f64| *r > 0.0)
+            .unwrap_or_else(|| panic!("TRACELAB_CHAOS_RATE={v:?} is not a positive number")),
+        Err(_) => RATE,
+    }
+}
 /// Successful checkouts before the fault.
 const WARM: usize = 20;
-/// Successful checkouts sent after the fault is lifted before the load
-/// stops: the lab serves again, and the tail of the load crosses the
-/// recovery.
-const AFTER: usize = 20;
+/// Seconds' worth of successful checkouts (at the load's rate) sent after
+/// the fault is lifted before the load stops: the lab serves again, and the
+/// load goes on across the recovery.
+const AFTER_SECS: f64 = 5.0;
 /// How long the lab may take to serve checkouts again after a fault.
 const RECOVER_LIMIT: Duration = Duration::from_secs(90);
 /// How long Postgres stays down: longer than every pool's acquire timeout
@@ -56,8 +68,8 @@ const _: () = assert!(
 /// How long the lab may take to restart a killed service.
 const RESTART_LIMIT: Duration = Duration::from_secs(60);
 
-/// Waits for [`AFTER`] checkouts sent after the lift to succeed, stops the
-/// load and returns every checkout with the timeline.
+/// Waits for [`AFTER_SECS`] worth of checkouts sent after the lift to
+/// succeed, stops the load and returns every checkout with the timeline.
 async fn recover(
     chaos: &ChaosLab,
     load: CheckoutLoad,
@@ -65,7 +77,8 @@ async fn recover(
     lifted_at: Instant,
     notes: Vec<String>,
 ) -> (Vec<load::Checkout>, load::Client, Timeline) {
-    let ok_again_at = load.wait_ok_since(lifted_at, AFTER, RECOVER_LIMIT).await;
+    let after = (rate() * AFTER_SECS).ceil() as usize;
+    let ok_again_at = load.wait_ok_since(lifted_at, after, RECOVER_LIMIT).await;
     let (checkouts, client) = load.stop().await;
     let timeline = Timeline {
         fault_at,
@@ -75,7 +88,7 @@ async fn recover(
     };
     assert!(
         ok_again_at.is_some(),
-        "[{}] fewer than {AFTER} checkouts sent after the fault succeeded within {RECOVER_LIMIT:?}; \
+        "[{}] fewer than {after} checkouts sent after the fault succeeded within {RECOVER_LIMIT:?}; \
          answers since: {:?}\n{}",
         chaos.name,
         checkouts
@@ -91,7 +104,7 @@ async fn recover(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_under_load() {
     let mut chaos = ChaosLab::start("broker restart", Spans::Embedded).await;
-    let load = chaos.start_load(RATE, WARM).await;
+    let load = chaos.start_load(rate(), WARM).await;
     let fault_at = Instant::now();
     chaos.rabbit.stop().await;
     let down = fault_at.elapsed();
@@ -120,7 +133,7 @@ async fn broker_restart_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_longer_than_the_pool_timeout() {
     let mut chaos = ChaosLab::start("postgres outage", Spans::Embedded).await;
-    let load = chaos.start_load(RATE, WARM).await;
+    let load = chaos.start_load(rate(), WARM).await;
     let fault_at = Instant::now();
     chaos.postgres.stop().await;
     // The outage itself: a fixed length is the fault being injected.
@@ -149,7 +162,7 @@ async fn postgres_outage_longer_than_the_pool_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_notification_under_load() {
     let chaos = ChaosLab::start("kill -9 notification", Spans::Embedded).await;
-    let load = chaos.start_load(RATE, WARM).await;
+    let load = chaos.start_load(rate(), WARM).await;
     let (pid, killed_at) = chaos.kill_service("notification");
     let back_at = chaos
         .wait_restarted("notification", pid, RESTART_LIMIT)
@@ -158,7 +171,7 @@ async fn kill_9_notification_under_load() {
         "notification running and healthy again {:.1} s after the kill",
         (back_at - killed_at).as_secs_f64()
     )];
-    let (checkouts, client, timeline) = recover(&chaos, load, killed_at, killed_at, notes).await;
+    let (checkouts, client, timeline) = recover(&chaos, load, killed_at, back_at, notes).await;
     check(
         &chaos,
         "kill -9 notification under load",
@@ -172,14 +185,14 @@ async fn kill_9_notification_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_payment_under_load() {
     let chaos = ChaosLab::start("kill -9 payment", Spans::Embedded).await;
-    let load = chaos.start_load(RATE, WARM).await;
+    let load = chaos.start_load(rate(), WARM).await;
     let (pid, killed_at) = chaos.kill_service("payment");
     let back_at = chaos.wait_restarted("payment", pid, RESTART_LIMIT).await;
     let notes = vec![format!(
         "payment running and healthy again {:.1} s after the kill",
         (back_at - killed_at).as_secs_f64()
     )];
-    let (checkouts, client, timeline) = recover(&chaos, load, killed_at, killed_at, notes).await;
+    let (checkouts, client, timeline) = recover(&chaos, load, killed_at, back_at, notes).await;
     check(
         &chaos,
         "kill -9 payment under load",
@@ -200,7 +213,7 @@ const BLACKHOLE_SETTLE: Duration = Duration::from_secs(2);
 async fn collector_blackhole_under_load() {
     let chaos = ChaosLab::start("collector blackhole", Spans::Gated).await;
     let gate = chaos.gate.as_ref().expect("a gated lab has a gate");
-    let load = chaos.start_load(RATE, WARM).await;
+    let load = chaos.start_load(rate(), WARM).await;
     // The healthy baseline and the blackhole are windows of equal length:
     // the measurement is the experiment's design, not a wait for something.
     let healthy_from = Instant::now();
