@@ -597,6 +597,141 @@ def check_env_vars(compose: dict, root: Path = REPO) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
+# the services' admin (fault) API: its own port, never published; its token
+# from .env or the file a one-shot job generates, never written here
+
+ADMIN_LISTEN_VAR = "TRACELAB_ADMIN_LISTEN"
+ADMIN_TOKEN_VAR = "TRACELAB_ADMIN_TOKEN"
+ADMIN_TOKEN_FILE_VAR = "TRACELAB_ADMIN_TOKEN_FILE"
+# The only values TRACELAB_ADMIN_TOKEN may have in the compose file: taken
+# from .env or the shell, never a token written in the file.
+ADMIN_TOKEN_FROM_ENV = re.compile(r"\$\{TRACELAB_ADMIN_TOKEN(:?-)?\}")
+
+
+def port_of(address: str) -> int | None:
+    m = re.search(r":(\d+)$", address.strip())
+    return int(m.group(1)) if m else None
+
+
+def container_ports(service: dict) -> set[int]:
+    """The container-side ports a service publishes to the host."""
+    out = set()
+    for p in service.get("ports") or []:
+        if isinstance(p, dict):
+            if p.get("target") is not None:
+                out.add(int(p["target"]))
+            continue
+        target = interpolate(str(p)).split("/")[0].split(":")[-1]
+        if target.split("-")[0].isdigit():
+            out.add(int(target.split("-")[0]))
+    return out
+
+
+def named_volume_mounts(service: dict) -> list[tuple[str, str, bool]]:
+    """(volume, target, read_only) for every named volume a service mounts."""
+    out = []
+    for v in service.get("volumes") or []:
+        if isinstance(v, dict):
+            if v.get("type") == "volume":
+                out.append((str(v.get("source")), str(v.get("target")), bool(v.get("read_only"))))
+            continue
+        parts = str(v).split(":")
+        if len(parts) >= 2 and not parts[0].startswith((".", "/", "~")):
+            mode = parts[2].split(",") if len(parts) > 2 else []
+            out.append((parts[0], parts[1], "ro" in mode))
+    return out
+
+
+def token_writers(compose: dict, volume: str, directory: str, path: str) -> list[str]:
+    """One-shot jobs that mount `volume` writable at `directory` and run
+    `tracelab admin-token --file <path>`."""
+    found = []
+    for name, svc in compose.get("services", {}).items():
+        cmd = as_list(svc.get("entrypoint")) or as_list(svc.get("command"))
+        writes = cmd[:2] == ["tracelab", "admin-token"] and "--file" in cmd and path in cmd
+        mounted = (volume, directory, False) in named_volume_mounts(svc)
+        if is_one_shot(svc) and writes and mounted:
+            found.append(name)
+    return found
+
+
+def check_admin_api(compose: dict, dockerfile: str) -> list[str]:
+    problems = []
+    services = compose.get("services", {})
+    token_dirs = set()
+    for name, svc in services.items():
+        if not runs_our_image(svc, compose):
+            continue
+        env = environment(svc)
+        listen = env.get("TRACELAB_LISTEN")
+        if listen is not None:
+            admin = env.get(ADMIN_LISTEN_VAR)
+            if not admin:
+                problems.append(
+                    f"{name}: no {ADMIN_LISTEN_VAR}: its admin API would listen on the container's own "
+                    "loopback, out of the CLI's reach"
+                )
+            elif port_of(admin) == port_of(listen):
+                problems.append(f"{name}: {ADMIN_LISTEN_VAR} is its public port: the admin API needs one of its own")
+            elif port_of(admin) in container_ports(svc):
+                problems.append(
+                    f"{name}: publishes its admin port {port_of(admin)} to the host; the admin API stays on the "
+                    "compose network"
+                )
+        if ADMIN_TOKEN_VAR in env and not ADMIN_TOKEN_FROM_ENV.fullmatch(env[ADMIN_TOKEN_VAR]):
+            problems.append(
+                f"{name}: {ADMIN_TOKEN_VAR} is written in docker-compose.yml; take it from .env "
+                "(${TRACELAB_ADMIN_TOKEN:-}) or leave it to the generated file"
+            )
+        path = env.get(ADMIN_TOKEN_FILE_VAR)
+        if not path:
+            if listen is not None:
+                problems.append(
+                    f"{name}: no {ADMIN_TOKEN_FILE_VAR}: without a token in .env it would draw one nobody holds"
+                )
+            continue
+        directory = path.rsplit("/", 1)[0]
+        mounts = [m for m in named_volume_mounts(svc) if m[1] == directory]
+        if not mounts:
+            problems.append(f"{name}: {ADMIN_TOKEN_FILE_VAR}={path}, but no named volume is mounted at {directory}")
+            continue
+        volume, _, read_only = mounts[0]
+        if not read_only:
+            problems.append(f"{name}: mounts {volume} writable; only the init job writes the admin token")
+        writers = token_writers(compose, volume, directory, path)
+        if not writers:
+            problems.append(
+                f"{name}: no one-shot job writes {path} (`tracelab admin-token --file {path}` with "
+                f"{volume} mounted at {directory})"
+            )
+            continue
+        token_dirs.add(directory)
+        deps = svc.get("depends_on") or {}
+        if not isinstance(deps, dict) or not any(
+            (deps.get(w) or {}).get("condition") == "service_completed_successfully" for w in writers
+        ):
+            problems.append(
+                f"{name}: reads {path} but does not wait for {writers[0]} (condition: service_completed_successfully)"
+            )
+    # A fresh named volume takes the owner of the image's directory: the init
+    # job runs as the image's user, so that user must own it.
+    stages = dockerfile_stages(dockerfile)
+    runtime = stages[-1]["ins"] if stages else []
+    users = [a for i, a in runtime if i == "USER"]
+    uid = users[-1].split(":")[0] if users else "root"
+    runs = " ; ".join(a for i, a in runtime if i == "RUN")
+    for directory in sorted(token_dirs):
+        made = re.search(rf"mkdir\s+(-p\s+)?{re.escape(directory)}(\s|$)", runs)
+        owned = re.search(rf"chown\s+(-R\s+)?{re.escape(uid)}(:\S+)?\s+{re.escape(directory)}(\s|$)", runs)
+        if not (made and owned):
+            problems.append(
+                f"Dockerfile: the runtime stage must create {directory} owned by its user {uid} "
+                "(mkdir, chown), or admin-token-init cannot write the token into a fresh volume"
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------
 # Dockerfile
 
 
@@ -1357,6 +1492,7 @@ def all_problems(root: Path = REPO) -> dict[str, list[str]]:
         + check_mounts_readable(compose, root),
         "env": check_env_vars(compose, root),
         "dockerfile": check_dockerfile(compose, (root / "Dockerfile").read_text(encoding="utf-8"), root),
+        "admin api": check_admin_api(compose, (root / "Dockerfile").read_text(encoding="utf-8")),
         "grafana": check_grafana(compose, root),
         "tempo": check_tempo(load_yaml(root / "tempo-config.yaml"), compose, lesson_tempo_config())
         + check_query_end_cutoff(load_yaml(root / "tempo-config.yaml")),

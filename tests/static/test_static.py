@@ -126,9 +126,9 @@ def test_built_service_needs_an_image_name(broken):
 def test_every_service_has_a_healthcheck_or_says_why(compose):
     assert checks.check_healthchecks(compose) == []
     exempt = {n for n, s in compose["services"].items() if checks.NO_HEALTHCHECK_FIELD in s}
-    # Exemptions are explicit and few: the one-shot bucket job, and the collector
-    # whose scratch image cannot run a probe.
-    assert exempt == {"s3-init", "otel-collector"}
+    # Exemptions are explicit and few: the one-shot bucket and admin token jobs,
+    # and the collector whose scratch image cannot run a probe.
+    assert exempt == {"s3-init", "admin-token-init", "otel-collector"}
 
 
 def test_missing_healthcheck_is_reported(broken):
@@ -364,6 +364,52 @@ def test_architecture_tables_are_read():
     assert "TRACELAB_LISTEN" in common
     assert "DATABASE_URL" in per_service["payment"] and "DATABASE_URL" in per_service["notification"]
     assert checks.required_env("gateway") >= {"TRACELAB_AUTH_URL", "TRACELAB_LISTEN", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+
+
+# ---------------------------------------------------------------- admin API
+
+
+def test_the_admin_api_stays_on_the_compose_network_behind_a_generated_token(compose, dockerfile):
+    assert checks.check_admin_api(compose, dockerfile) == []
+    services = [n for n, s in compose["services"].items() if "TRACELAB_LISTEN" in checks.environment(s)]
+    assert len(services) == 6, services
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda c: c["services"]["gateway"]["ports"].append("8180:8180"), "gateway: publishes its admin port 8180"),
+        (lambda c: c["services"]["payment"].__setitem__("ports", ["127.0.0.1:18183:8183"]),
+         "payment: publishes its admin port 8183"),
+        (lambda c: c["services"]["auth"]["environment"].__setitem__("TRACELAB_ADMIN_LISTEN", "0.0.0.0:8081"),
+         "auth: TRACELAB_ADMIN_LISTEN is its public port"),
+        (lambda c: c["services"]["search"]["environment"].pop("TRACELAB_ADMIN_LISTEN"), "search: no TRACELAB_ADMIN_LISTEN"),
+        (lambda c: c["services"]["auth"]["environment"].__setitem__("TRACELAB_ADMIN_TOKEN", "tracelab-admin"),
+         "auth: TRACELAB_ADMIN_TOKEN is written in docker-compose.yml"),
+        (lambda c: c["services"]["load"]["environment"].__setitem__("TRACELAB_ADMIN_TOKEN", "${OTHER:-x}"),
+         "load: TRACELAB_ADMIN_TOKEN is written"),
+        (lambda c: c["services"]["notification"]["environment"].pop("TRACELAB_ADMIN_TOKEN_FILE"),
+         "notification: no TRACELAB_ADMIN_TOKEN_FILE"),
+        (lambda c: c["services"]["payment"]["volumes"].__setitem__(1, "admin-token:/var/lib/tracelab-admin"),
+         "payment: mounts admin-token writable"),
+        (lambda c: c["services"]["payment"]["volumes"].pop(1), "payment: TRACELAB_ADMIN_TOKEN_FILE=/var/lib/tracelab-admin/token, but no named volume"),
+        (lambda c: c["services"]["gateway"]["depends_on"].pop("admin-token-init"), "gateway: reads /var/lib/tracelab-admin/token but does not wait"),
+        (lambda c: c["services"].pop("admin-token-init"), "no one-shot job writes /var/lib/tracelab-admin/token"),
+    ],
+)
+def test_admin_api_problems_are_reported(broken, dockerfile, mutate, needle):
+    mutate(broken)
+    assert_reports(checks.check_admin_api(broken, dockerfile), needle)
+
+
+def test_a_token_volume_the_image_user_cannot_write_is_reported(compose, dockerfile):
+    without = "\n".join(
+        line for line in dockerfile.splitlines() if "tracelab-admin" not in line and "chmod 0700" not in line
+    )
+    assert_reports(
+        checks.check_admin_api(compose, without),
+        "Dockerfile: the runtime stage must create /var/lib/tracelab-admin owned by its user 10001",
+    )
 
 
 # ---------------------------------------------------------------- Dockerfile

@@ -5,14 +5,19 @@
 //! - [`cli`]: the command line, one file per command; the only layer that
 //!   knows clap and prints (below it, only the supervisor's log sink and the
 //!   load generator's progress line write, where their caller points them).
-//! - [`supervisor`]: starts and stops the whole lab (embedded collector +
-//!   the six service binaries) on localhost; `tracelab up` and the
-//!   end-to-end tests use it.
+//! - [`console`]: the lab console, the lab's one URL: an HTTP API doing
+//!   what the CLI does to a lab (health, faults, scenarios, exercises with
+//!   their state, load, one-shot actions, traces through the Tempo API) and
+//!   the web page; `tracelab up` and `tracelab console` serve it, the CLI's
+//!   lab commands are its clients.
 //! - [`exercise`]: plays a scenario blind (state, grading, history).
 //! - [`scenario`]: the scenario catalog (`scenarios/*.yaml`), the traffic
 //!   that makes a scenario visible, its trace signature checks, and the
 //!   answer-key verification.
 //! - [`load`]: the open-loop load generator for the gateway.
+//! - [`supervisor`]: starts and stops the whole lab (embedded collector +
+//!   the six service binaries) on localhost; `tracelab up` and the
+//!   end-to-end tests use it.
 //! - [`fault`]: the services' injection points, fault specs as people write
 //!   them, and the client of the services' admin API.
 //! - [`format`]: small text helpers.
@@ -35,6 +40,7 @@
 //! start`, `rabbitmq-server -detached`).
 
 pub mod cli;
+pub mod console;
 pub mod exercise;
 pub mod fault;
 pub mod format;

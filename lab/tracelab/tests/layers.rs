@@ -20,6 +20,7 @@ use common::rust_files;
 /// modules listed after it.
 const LAYERS: &[&str] = &[
     "cli",
+    "console",
     "exercise",
     "scenario",
     "load",

@@ -225,7 +225,7 @@ async fn exercises_are_graded_and_recorded() {
 
     let catalog = catalog();
     let (lab, _opts) = start_lab().await;
-    let client = FaultClient::new(lab.services(), lab.admin_token()).unwrap();
+    let client = FaultClient::new(lab.admin_urls(), lab.admin_token()).unwrap();
     let home = temp_home();
     let ex = Exercises::new(&home);
     let begin = |id: &'static str, force: bool| {
@@ -342,27 +342,13 @@ async fn exercises_are_graded_and_recorded() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
-/// The port flags that point the CLI at a test lab.
-fn lab_flags(lab: &Lab) -> Vec<String> {
-    let port = |url: &str| {
-        url.rsplit(':')
-            .next()
-            .unwrap()
-            .trim_end_matches('/')
-            .to_string()
-    };
-    let mut flags = Vec::new();
-    for (name, url) in lab.services() {
-        let flag = match name {
-            "payment-provider" => "--provider-port".to_string(),
-            other => format!("--{other}-port"),
-        };
-        flags.push(flag);
-        flags.push(port(&url));
-    }
-    flags.push("--tempo-port".into());
-    flags.push(port(&lab.tempo_url()));
-    flags
+/// What `tracelab up` leaves for the other commands: the lab's record
+/// (admin URLs and token, gateway, Tempo) in `home`, the CLI's state
+/// directory. With it, the CLI needs no flags.
+fn record_lab(lab: &Lab, opts: &LabOptions, home: &Path) {
+    tracelab::supervisor::LabRecord::of(lab, opts)
+        .save(&home.join("lab.json"))
+        .unwrap();
 }
 
 fn cli(home: &Path) -> tokio::process::Command {
@@ -390,20 +376,22 @@ async fn run_cli(home: &Path, args: &[&str]) -> (bool, String) {
 /// in others; a correct answer ends the load by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exercise_cli_works_across_terminals() {
-    let (lab, _opts) = start_lab().await;
+    let (lab, opts) = start_lab().await;
     let home = temp_home();
-    let flags = lab_flags(&lab);
-    let mut start_args = vec![
-        "exercise".to_string(),
-        "start".into(),
-        "--scenario".into(),
-        "provider-slow".into(),
-        "--rate".into(),
-        "2".into(),
+    // Without the record, the CLI has no token to use, and says how to get one.
+    let (ok, out) = run_cli(&home, &["fault", "list"]).await;
+    assert!(!ok && out.contains("no admin token"), "{out}");
+    record_lab(&lab, &opts, &home);
+    let start_args = [
+        "exercise",
+        "start",
+        "--scenario",
+        "provider-slow",
+        "--rate",
+        "2",
     ];
-    start_args.extend(flags.iter().cloned());
     let mut start = cli(&home)
-        .args(&start_args)
+        .args(start_args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -442,12 +430,16 @@ async fn exercise_cli_works_across_terminals() {
     let (ok, out) = run_cli(&home, &["exercise", "hint"]).await;
     assert!(ok && out.contains("hint 1/3"), "{out}");
 
-    let mut list_args = vec!["fault", "list"];
-    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-    list_args.extend(&flag_refs);
-    let (ok, out) = run_cli(&home, &list_args).await;
+    let (ok, out) = run_cli(&home, &["fault", "list"]).await;
     assert!(ok && out.contains("details hidden"), "{out}");
     assert!(!out.contains("provider.charge"), "{out}");
+    // A token given on the command line wins over the recorded one.
+    let wrong = ["fault", "list", "--admin-token", "not-the-lab-s-token"];
+    let (ok, out) = run_cli(&home, &wrong).await;
+    assert!(
+        !ok && out.contains("refused the admin token (401)"),
+        "{out}"
+    );
 
     let (ok, out) = run_cli(&home, &["exercise", "answer", "search"]).await;
     assert!(!ok, "a wrong answer exits non-zero:\n{out}");
@@ -503,7 +495,7 @@ async fn the_first_request_after_fault_set_shows_the_fault() {
     use tracelab::scenario::traffic::Driver;
 
     let (lab, opts) = start_lab().await;
-    let client = FaultClient::new(lab.services(), lab.admin_token()).unwrap();
+    let client = FaultClient::new(lab.admin_urls(), lab.admin_token()).unwrap();
     let driver = Driver::new(&lab.gateway_url()).unwrap();
     // Warm up: logins cached, connections open.
     assert!(driver.checkout("4242424242424242").await.ok());
@@ -554,7 +546,7 @@ async fn the_first_request_after_fault_set_shows_the_fault() {
 
     // notification acts on the queue: the first checkout after the PUT
     // must end in the dead-letter queue.
-    let dlq = format!("{}.dlq", opts.queue);
+    let dlq = format!("{}.dlq", lab.queue());
     let before = DlqProbe::depth(&opts.amqp_url, &dlq).await.unwrap();
     let spec =
         spec_from_args("notification.consume", "dead_letter", &[], None, None, None).unwrap();

@@ -16,6 +16,9 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
     pub w3c_harness: W3cHarness,
+    /// `TRACELAB_ADMIN_LISTEN`, `TRACELAB_ADMIN_TOKEN` (or `_FILE`): the
+    /// fault API's own listener and token.
+    pub admin: tracelab_service::config::Admin,
 }
 
 fn url(
@@ -74,6 +77,7 @@ impl Config {
             payment_url,
             upstream_timeout: Duration::from_millis(timeout_ms),
             w3c_harness: tracelab_service::config::w3c_harness()?,
+            admin: tracelab_service::config::admin(ServiceName::Gateway)?,
         })
     }
 }

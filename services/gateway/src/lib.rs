@@ -74,9 +74,9 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, admin: Router) -> Router {
+pub fn router(state: AppState) -> Router {
     let w3c = state.config.w3c_harness.clone();
-    tracelab_service::app::standard(routes(state), StandardLimits::default(), &w3c, admin)
+    tracelab_service::app::standard(routes(state), StandardLimits::default(), &w3c)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -380,12 +380,16 @@ async fn order(
     Ok(with_trace_id(status, body))
 }
 
-/// Builds the clients and binds (port 0 allowed).
+/// Builds the clients and binds the public and the admin listener (port 0
+/// allowed).
 ///
-/// Fails when the address cannot be bound.
+/// Fails when an address cannot be bound.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let listen = config.listen;
-    let (faults, admin) = tracelab_faults::for_service(ServiceName::Gateway);
-    let router = router(AppState::new(config, faults)?, admin);
-    Ok(App::bind(listen, router).await?)
+    let (listen, admin_listen) = (config.listen, config.admin.listen);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Gateway, &config.admin.token);
+    let router = router(AppState::new(config, faults)?);
+    Ok(App::bind(listen, router)
+        .await?
+        .with_admin(admin_listen, admin)
+        .await?)
 }

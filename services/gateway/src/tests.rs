@@ -111,6 +111,10 @@ impl Upstreams {
             payment_url: self.url.clone(),
             upstream_timeout: Duration::from_secs(5),
             w3c_harness: W3cHarness::off(),
+            admin: tracelab_service::config::Admin {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                token: tracelab_service::config::AdminToken::random(),
+            },
         };
         AppState::new(config, FaultRegistry::new(ServiceName::Gateway)).unwrap()
     }
@@ -135,7 +139,7 @@ fn retry_storm_at(state: &AppState, point: &str, retries: u32) {
 
 /// Sends `request` through the full router and reads the JSON answer.
 async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
-    call_json(router(state.clone(), Router::new()), request).await
+    call_json(router(state.clone()), request).await
 }
 
 fn checkout(token: Option<&str>, key: Option<&str>, body: &str) -> Request<Body> {

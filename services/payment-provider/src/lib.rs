@@ -76,8 +76,8 @@ pub fn routes(state: AppState) -> Router {
 }
 
 /// The full router as served.
-pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), w3c, admin)
+pub fn router(state: AppState, w3c: &W3cHarness) -> Router {
+    tracelab_service::app::service_router(routes(state), w3c)
 }
 
 async fn health() -> Response {
@@ -407,9 +407,13 @@ async fn charge(state: &AppState, request: ChargeRequest, charge_id: String) -> 
 ///
 /// Fails when the address cannot be bound.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let (faults, admin) = tracelab_faults::for_service(ServiceName::PaymentProvider);
-    let router = router(AppState::new(&config, faults), &config.w3c_harness, admin);
-    Ok(App::bind(config.listen, router).await?)
+    let token = &config.admin.token;
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::PaymentProvider, token);
+    let router = router(AppState::new(&config, faults), &config.w3c_harness);
+    Ok(App::bind(config.listen, router)
+        .await?
+        .with_admin(config.admin.listen, admin)
+        .await?)
 }
 
 #[cfg(test)]
@@ -430,6 +434,10 @@ mod tests {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 latency_ms: ms..=ms,
                 w3c_harness: W3cHarness::off(),
+                admin: tracelab_service::config::Admin {
+                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    token: tracelab_service::config::AdminToken::random(),
+                },
             },
             FaultRegistry::new(ServiceName::PaymentProvider),
         )

@@ -30,6 +30,9 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
     pub w3c_harness: W3cHarness,
+    /// `TRACELAB_ADMIN_LISTEN`, `TRACELAB_ADMIN_TOKEN` (or `_FILE`): the
+    /// fault API's own listener and token.
+    pub admin: tracelab_service::config::Admin,
 }
 
 /// A positive number of milliseconds from `name`, or `default`.
@@ -45,8 +48,10 @@ impl Config {
     /// Reads `TRACELAB_PROVIDER_URL`, `TRACELAB_PROVIDER_TIMEOUT_MS`,
     /// `TRACELAB_DB_ACQUIRE_TIMEOUT_MS`, `TRACELAB_PAYMENT_DEADLINE_MS`,
     /// `TRACELAB_RECONCILE_AFTER_MS`, `TRACELAB_RECONCILE_INTERVAL_MS`, and
-    /// the common `TRACELAB_LISTEN`, `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`,
-    /// `AMQP_URL`, `TRACELAB_EXCHANGE`, `TRACELAB_W3C_HARNESS` (through
+    /// the common `TRACELAB_LISTEN`, `TRACELAB_ADMIN_LISTEN`,
+    /// `TRACELAB_ADMIN_TOKEN` (or `_FILE`), `DATABASE_URL`,
+    /// `TRACELAB_DB_POOL_SIZE`, `AMQP_URL`, `TRACELAB_EXCHANGE` (named after
+    /// the lab's database unless set), `TRACELAB_W3C_HARNESS` (through
     /// `tracelab_service::config`).
     ///
     /// Fails on a malformed value, and when the time limits are not ordered
@@ -60,17 +65,19 @@ impl Config {
         reqwest::Url::parse(&provider_url).map_err(|e| {
             ConfigError::new("TRACELAB_PROVIDER_URL", provider_url.clone(), e.to_string())
         })?;
+        let database_url = common::database_url();
         let config = Self {
             w3c_harness: common::w3c_harness()?,
             listen: common::listen(ServiceName::Payment.default_port())?,
-            database_url: common::database_url(),
+            admin: common::admin(ServiceName::Payment)?,
             db_pool_size: common::db_pool_size(10)?,
             db_acquire_timeout: millis(
                 "TRACELAB_DB_ACQUIRE_TIMEOUT_MS",
                 timeouts::DB_ACQUIRE_TIMEOUT_MS,
             )?,
             amqp_url: common::amqp_url(),
-            exchange: common::exchange(),
+            exchange: common::exchange(&database_url),
+            database_url,
             provider_url: provider_url.trim_end_matches('/').to_string(),
             provider_timeout: millis(
                 "TRACELAB_PROVIDER_TIMEOUT_MS",

@@ -120,12 +120,12 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
+pub fn router(state: AppState, w3c: &W3cHarness) -> Router {
     let limits = StandardLimits {
         request_timeout: state.settings.request_timeout(),
         ..StandardLimits::default()
     };
-    tracelab_service::app::standard(routes(state), limits, w3c, admin)
+    tracelab_service::app::standard(routes(state), limits, w3c)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -647,7 +647,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let connection =
         tracelab_service::amqp::connect(&config.amqp_url, "payment", Duration::from_secs(10))
             .await?;
-    let (faults, admin) = tracelab_faults::for_service(ServiceName::Payment);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Payment, &config.admin.token);
     let state = AppState {
         faults: faults.clone(),
         store: Store {
@@ -670,20 +670,20 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         state.publisher.clone(),
         state.relay_wakeup.clone(),
     );
-    Ok(
-        App::bind(config.listen, router(state, &config.w3c_harness, admin))
-            .await?
-            .with_background("outbox relay", move |stop| {
-                relay::run(pool, publisher, wakeup, stop)
-            })
-            .with_background("reconciler", move |stop| {
-                let settings = reconciler.settings;
-                reconcile::run(
-                    reconciler,
-                    settings.reconcile_after,
-                    settings.reconcile_interval,
-                    stop,
-                )
-            }),
-    )
+    Ok(App::bind(config.listen, router(state, &config.w3c_harness))
+        .await?
+        .with_admin(config.admin.listen, admin)
+        .await?
+        .with_background("outbox relay", move |stop| {
+            relay::run(pool, publisher, wakeup, stop)
+        })
+        .with_background("reconciler", move |stop| {
+            let settings = reconciler.settings;
+            reconcile::run(
+                reconciler,
+                settings.reconcile_after,
+                settings.reconcile_interval,
+                stop,
+            )
+        }))
 }

@@ -117,11 +117,7 @@ pub(crate) async fn pay(state: &AppState, key: Option<&str>, body: &str) -> (Sta
 }
 
 async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
-    call_json(
-        router(state.clone(), &W3cHarness::off(), Router::new()),
-        request,
-    )
-    .await
+    call_json(router(state.clone(), &W3cHarness::off()), request).await
 }
 
 fn code(result: Result<impl std::fmt::Debug, ApiError>) -> &'static str {

@@ -39,10 +39,6 @@ pub const RECONCILE_AFTER_MS: u64 = 30_000;
 /// How often the reconciler looks (`TRACELAB_RECONCILE_INTERVAL_MS`).
 pub const RECONCILE_INTERVAL_MS: u64 = 2_000;
 
-// payment's request layer cuts at its deadline + margin; the gateway must
-// wait longer than that (checked when this crate compiles).
-const _: () = assert!(GATEWAY_PAYMENT_TIMEOUT_MS > PAYMENT_DEADLINE_MS + MARGIN_MS);
-
 /// The gateway's own request timeout: a checkout calls auth, then payment,
 /// and must get payment's answer (even a timeout) before it gives up.
 pub fn gateway_request_timeout_ms(upstream_ms: u64, payment_ms: u64) -> u64 {
@@ -83,6 +79,11 @@ pub fn check_payment(
     }
     Ok(())
 }
+
+// payment's request layer cuts at deadline + margin; the gateway must wait
+// longer than that, and a pool wait must end before a provider call would.
+const _: () = assert!(GATEWAY_PAYMENT_TIMEOUT_MS > PAYMENT_DEADLINE_MS + MARGIN_MS);
+const _: () = assert!(DB_ACQUIRE_TIMEOUT_MS < PROVIDER_TIMEOUT_MS);
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,12 @@
 //! Argument groups and value parsers shared by several commands: where the
-//! lab is (ports, host, admin token, Tempo), how output looks.
+//! lab is (the record `tracelab up` wrote, or ports, host, admin token,
+//! Tempo), how output looks.
 
 use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::{Context as _, bail};
 use clap::Args;
 use reqwest::Url;
 use tracelab_contract::fault::duration;
@@ -12,7 +15,7 @@ use crate::fault::FaultClient;
 use tracelab_contract::service::ServiceName;
 
 use crate::fault::{canonical_service, service_names};
-use crate::supervisor::{DEFAULT_ADMIN_TOKEN, Ports};
+use crate::supervisor::{LabRecord, Ports};
 
 /// Tempo API of a lab started with the contract's ports.
 pub fn default_tempo() -> String {
@@ -29,52 +32,67 @@ pub(crate) fn url(text: &str) -> Url {
     Url::parse(text).unwrap_or_else(|e| unreachable!("the contract's URL {text:?}: {e}"))
 }
 
-/// Per-listener ports of `tracelab up`.
+/// Per-listener ports of `tracelab up` (and, given to a lab command, where
+/// that lab's services are).
 #[derive(Debug, Args)]
 pub struct PortArgs {
-    /// gateway port.
-    #[arg(long, env = "TRACELAB_GATEWAY_PORT", default_value_t = Ports::CONTRACT.gateway)]
-    pub gateway_port: u16,
-    /// auth port.
-    #[arg(long, env = "TRACELAB_AUTH_PORT", default_value_t = Ports::CONTRACT.auth)]
-    pub auth_port: u16,
-    /// search port.
-    #[arg(long, env = "TRACELAB_SEARCH_PORT", default_value_t = Ports::CONTRACT.search)]
-    pub search_port: u16,
-    /// payment port.
-    #[arg(long, env = "TRACELAB_PAYMENT_PORT", default_value_t = Ports::CONTRACT.payment)]
-    pub payment_port: u16,
-    /// notification port.
-    #[arg(long, env = "TRACELAB_NOTIFICATION_PORT", default_value_t = Ports::CONTRACT.notification)]
-    pub notification_port: u16,
-    /// payment-provider port.
-    #[arg(long, env = "TRACELAB_PROVIDER_PORT", default_value_t = Ports::CONTRACT.provider)]
-    pub provider_port: u16,
-    /// Embedded collector OTLP/HTTP port.
-    #[arg(long, env = "TRACELAB_OTLP_HTTP_PORT", default_value_t = Ports::CONTRACT.otlp_http)]
-    pub otlp_http_port: u16,
-    /// Embedded collector OTLP/gRPC port.
-    #[arg(long, env = "TRACELAB_OTLP_GRPC_PORT", default_value_t = Ports::CONTRACT.otlp_grpc)]
-    pub otlp_grpc_port: u16,
-    /// Embedded collector Tempo API port.
-    #[arg(long, env = "TRACELAB_TEMPO_PORT", default_value_t = Ports::CONTRACT.tempo)]
-    pub tempo_port: u16,
+    #[arg(long, env = "TRACELAB_GATEWAY_PORT", value_name = "PORT", help = port_help("gateway", Ports::CONTRACT.gateway))]
+    pub gateway_port: Option<u16>,
+    #[arg(long, env = "TRACELAB_AUTH_PORT", value_name = "PORT", help = port_help("auth", Ports::CONTRACT.auth))]
+    pub auth_port: Option<u16>,
+    #[arg(long, env = "TRACELAB_SEARCH_PORT", value_name = "PORT", help = port_help("search", Ports::CONTRACT.search))]
+    pub search_port: Option<u16>,
+    #[arg(long, env = "TRACELAB_PAYMENT_PORT", value_name = "PORT", help = port_help("payment", Ports::CONTRACT.payment))]
+    pub payment_port: Option<u16>,
+    #[arg(long, env = "TRACELAB_NOTIFICATION_PORT", value_name = "PORT", help = port_help("notification", Ports::CONTRACT.notification))]
+    pub notification_port: Option<u16>,
+    #[arg(long, env = "TRACELAB_PROVIDER_PORT", value_name = "PORT", help = port_help("payment-provider", Ports::CONTRACT.provider))]
+    pub provider_port: Option<u16>,
+    #[arg(long, env = "TRACELAB_OTLP_HTTP_PORT", value_name = "PORT", help = port_help("Embedded collector OTLP/HTTP", Ports::CONTRACT.otlp_http))]
+    pub otlp_http_port: Option<u16>,
+    #[arg(long, env = "TRACELAB_OTLP_GRPC_PORT", value_name = "PORT", help = port_help("Embedded collector OTLP/gRPC", Ports::CONTRACT.otlp_grpc))]
+    pub otlp_grpc_port: Option<u16>,
+    #[arg(long, env = "TRACELAB_TEMPO_PORT", value_name = "PORT", help = port_help("Embedded collector Tempo API", Ports::CONTRACT.tempo))]
+    pub tempo_port: Option<u16>,
+}
+
+fn port_help(what: &str, port: u16) -> String {
+    format!("{what} port [default: {port}]")
 }
 
 impl PortArgs {
-    /// The ports as the supervisor takes them.
+    /// The ports as the supervisor takes them: those given, the contract's
+    /// for the rest.
     pub fn ports(&self) -> Ports {
+        let c = Ports::CONTRACT;
         Ports {
-            gateway: self.gateway_port,
-            auth: self.auth_port,
-            search: self.search_port,
-            payment: self.payment_port,
-            notification: self.notification_port,
-            provider: self.provider_port,
-            otlp_http: self.otlp_http_port,
-            otlp_grpc: self.otlp_grpc_port,
-            tempo: self.tempo_port,
+            gateway: self.gateway_port.unwrap_or(c.gateway),
+            auth: self.auth_port.unwrap_or(c.auth),
+            search: self.search_port.unwrap_or(c.search),
+            payment: self.payment_port.unwrap_or(c.payment),
+            notification: self.notification_port.unwrap_or(c.notification),
+            provider: self.provider_port.unwrap_or(c.provider),
+            otlp_http: self.otlp_http_port.unwrap_or(c.otlp_http),
+            otlp_grpc: self.otlp_grpc_port.unwrap_or(c.otlp_grpc),
+            tempo: self.tempo_port.unwrap_or(c.tempo),
         }
+    }
+
+    /// Whether any port was given (flag or variable).
+    pub fn any_given(&self) -> bool {
+        [
+            self.gateway_port,
+            self.auth_port,
+            self.search_port,
+            self.payment_port,
+            self.notification_port,
+            self.provider_port,
+            self.otlp_http_port,
+            self.otlp_grpc_port,
+            self.tempo_port,
+        ]
+        .iter()
+        .any(Option::is_some)
     }
 }
 /// Where to find Tempo's API.
@@ -143,64 +161,176 @@ pub(crate) fn parse_trace_id_arg(s: &str) -> Result<String, String> {
     tracelab_client::parse_trace_id(s).map_err(|e| e.to_string())
 }
 
-/// Where the lab's services are, for the commands that talk to a running lab.
+/// The admin token, for the commands that set or clear faults.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Token of the services' admin (fault) API [default: the one `tracelab
+    /// up` recorded for its lab].
+    #[arg(long, env = "TRACELAB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A file holding the admin token (compose's generated one), read when
+    /// no --admin-token is given.
+    #[arg(long, env = "TRACELAB_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token: `--admin-token`, else the file's, else the one in the
+    /// record `tracelab up` wrote.
+    ///
+    /// # Errors
+    /// An unreadable or empty file, or no token anywhere.
+    pub fn token(&self) -> anyhow::Result<String> {
+        self.token_with(recorded_lab().as_ref())
+    }
+
+    fn token_with(&self, record: Option<&LabRecord>) -> anyhow::Result<String> {
+        if let Some(token) = self.admin_token.as_deref().filter(|t| !t.trim().is_empty()) {
+            return Ok(token.trim().to_string());
+        }
+        if let Some(path) = self
+            .admin_token_file
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the admin token from {}", path.display()))?;
+            let token = text.trim();
+            if token.is_empty() {
+                bail!("{} holds no admin token", path.display());
+            }
+            return Ok(token.to_string());
+        }
+        match record {
+            Some(record) => Ok(record.admin_token.clone()),
+            None => bail!(
+                "no admin token: start the lab with `tracelab up` (it records its token), \
+                 or pass the lab's token with --admin-token or TRACELAB_ADMIN_TOKEN"
+            ),
+        }
+    }
+}
+
+/// The lab `tracelab up` recorded, if any. An unreadable record counts as
+/// none, with a warning: the flags can still say where the lab is.
+fn recorded_lab() -> Option<LabRecord> {
+    let path = LabRecord::default_path().ok()?;
+    match LabRecord::load(&path) {
+        Ok(record) => record,
+        Err(e) => {
+            eprintln!("warning: {e:#}");
+            None
+        }
+    }
+}
+
+/// Where the lab's services are, for the commands that talk to a running
+/// lab. With no flag, the lab `tracelab up` recorded (its admin listeners
+/// are on free ports), else the contract's ports on 127.0.0.1.
 #[derive(Debug, Args)]
 pub struct LabArgs {
-    /// Host the lab's services listen on.
-    #[arg(
-        long,
-        env = "TRACELAB_HOST",
-        default_value = "127.0.0.1",
-        conflicts_with = "compose"
-    )]
-    pub host: String,
+    /// Host the lab's services listen on [default: the recorded lab's, else
+    /// 127.0.0.1].
+    #[arg(long, env = "TRACELAB_HOST", conflicts_with = "compose")]
+    pub host: Option<String>,
     /// Reach each service by its name on the Docker Compose network
-    /// (`http://payment:8083`, Tempo at `http://tempo:3200`): for commands run
-    /// inside the stack, e.g. `docker compose exec load tracelab fault list`.
+    /// (`http://payment:8083`, its admin API at `http://payment:8183`,
+    /// Tempo at `http://tempo:3200`): for commands run inside the stack,
+    /// e.g. `docker compose exec load tracelab fault list`.
     #[arg(long, env = "TRACELAB_COMPOSE")]
     pub compose: bool,
-    /// Token of the services' admin (fault) API.
-    #[arg(long, env = "TRACELAB_ADMIN_TOKEN", default_value = DEFAULT_ADMIN_TOKEN, hide_env_values = true)]
-    pub admin_token: String,
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Ports of the running lab (the same flags and variables as `tracelab up`).
     #[command(flatten, next_help_heading = "Lab ports")]
     pub ports: PortArgs,
 }
 
 impl LabArgs {
-    /// Base URL of a service (or `tempo`).
-    pub fn url(&self, service: &str) -> String {
-        let ports = self.ports.ports();
-        let port = if service == "tempo" {
-            ports.tempo
+    /// The lab `tracelab up` recorded, unless a flag says where the lab is.
+    pub fn recorded(&self) -> Option<LabRecord> {
+        if self.addressed() {
+            None
         } else {
-            ports.for_service(service).unwrap_or(0)
-        };
-        let host = if self.compose {
-            // Compose names each container's DNS entry after its service.
-            canonical_service(service).unwrap_or(service).to_string()
-        } else if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        format!("http://{host}:{port}")
+            recorded_lab()
+        }
     }
 
-    /// The six services' base URLs.
-    pub fn service_urls(&self) -> Vec<(String, String)> {
+    /// Whether a flag (or its variable) says where the lab is.
+    fn addressed(&self) -> bool {
+        self.compose || self.host.is_some() || self.ports.any_given()
+    }
+
+    /// Base URL of a service (or `tempo`).
+    pub fn url(&self, service: &str) -> String {
+        self.url_in(self.recorded().as_ref(), service)
+    }
+
+    fn url_in(&self, record: Option<&LabRecord>, service: &str) -> String {
+        let recorded = record.and_then(|r| match service {
+            "tempo" => Some(r.tempo.clone()),
+            _ => r.services.get(canonical_service(service)?).cloned(),
+        });
+        recorded.unwrap_or_else(|| {
+            let ports = self.ports.ports();
+            let port = if service == "tempo" {
+                ports.tempo
+            } else {
+                ports.for_service(service).unwrap_or(0)
+            };
+            format!("http://{}:{port}", self.host_of(service))
+        })
+    }
+
+    /// Base URL of a service's admin (fault) API.
+    pub fn admin_url(&self, service: &str) -> String {
+        self.admin_url_in(self.recorded().as_ref(), service)
+    }
+
+    fn admin_url_in(&self, record: Option<&LabRecord>, service: &str) -> String {
+        let recorded = record.and_then(|r| r.admin.get(canonical_service(service)?).cloned());
+        recorded.unwrap_or_else(|| {
+            let port = service
+                .parse::<ServiceName>()
+                .map(ServiceName::default_admin_port)
+                .unwrap_or(0);
+            format!("http://{}:{port}", self.host_of(service))
+        })
+    }
+
+    fn host_of(&self, service: &str) -> String {
+        if self.compose {
+            // Compose names each container's DNS entry after its service.
+            return canonical_service(service).unwrap_or(service).to_string();
+        }
+        let host = self
+            .host
+            .as_deref()
+            .unwrap_or(tracelab_contract::defaults::HOST);
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        }
+    }
+
+    /// The six services' admin API base URLs.
+    pub fn admin_urls(&self) -> Vec<(String, String)> {
+        let record = self.recorded();
         service_names()
             .iter()
-            .map(|s| (s.to_string(), self.url(s)))
+            .map(|s| (s.to_string(), self.admin_url_in(record.as_ref(), s)))
             .collect()
     }
 
     /// An admin client for the six services.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built.
+    /// No admin token to be found ([`TokenArgs::token`]), or the HTTP
+    /// client cannot be built.
     pub fn fault_client(&self) -> anyhow::Result<FaultClient> {
-        FaultClient::new(self.service_urls(), &self.admin_token)
+        let token = self.token.token()?;
+        FaultClient::new(self.admin_urls(), &token)
     }
 }
 
@@ -241,4 +371,107 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         return Err(format!("at most 1000000 requests per second, got {s}"));
     }
     Ok(rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        lab: LabArgs,
+    }
+
+    fn parse(args: &[&str]) -> LabArgs {
+        Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .unwrap()
+            .lab
+    }
+
+    fn record() -> LabRecord {
+        LabRecord {
+            gateway: "http://127.0.0.1:18080".into(),
+            tempo: "http://127.0.0.1:13200".into(),
+            services: BTreeMap::from([
+                ("gateway".into(), "http://127.0.0.1:18080".into()),
+                ("payment-provider".into(), "http://127.0.0.1:18090".into()),
+            ]),
+            admin: BTreeMap::from([
+                ("gateway".into(), "http://127.0.0.1:40001".into()),
+                ("payment-provider".into(), "http://127.0.0.1:40006".into()),
+            ]),
+            admin_token: "the-recorded-lab-s-token".into(),
+            database_url: String::new(),
+            amqp_url: String::new(),
+            exchange: String::new(),
+            queue: String::new(),
+            console: None,
+            pid: None,
+        }
+    }
+
+    /// With no flag, the recorded lab: its admin listeners on free ports.
+    #[test]
+    fn the_recorded_lab_is_found_with_no_flags() {
+        let lab = parse(&[]);
+        if lab.addressed() || lab.token.admin_token.is_some() {
+            return; // TRACELAB_* set in this environment: not this case.
+        }
+        let r = record();
+        assert_eq!(
+            lab.admin_url_in(Some(&r), "provider"),
+            "http://127.0.0.1:40006"
+        );
+        assert_eq!(lab.url_in(Some(&r), "gateway"), "http://127.0.0.1:18080");
+        assert_eq!(lab.url_in(Some(&r), "tempo"), "http://127.0.0.1:13200");
+        assert_eq!(
+            lab.token.token_with(Some(&r)).unwrap(),
+            "the-recorded-lab-s-token"
+        );
+        // No record: the contract's ports, and no token to guess.
+        assert_eq!(lab.admin_url_in(None, "payment"), "http://127.0.0.1:8183");
+        let err = lab.token.token_with(None).unwrap_err().to_string();
+        assert!(
+            err.contains("no admin token") && err.contains("tracelab up"),
+            "{err}"
+        );
+    }
+
+    /// A flag that says where the lab is, or what the token is, wins.
+    #[test]
+    fn flags_win_over_the_record() {
+        for flags in [
+            &["--host", "10.0.0.5"][..],
+            &["--compose"],
+            &["--payment-port", "9999"],
+        ] {
+            assert!(parse(flags).addressed(), "{flags:?}");
+        }
+        let r = record();
+        let lab = parse(&["--admin-token", "given-on-the-command-line"]);
+        assert_eq!(
+            lab.token.token_with(Some(&r)).unwrap(),
+            "given-on-the-command-line"
+        );
+
+        let dir = std::env::temp_dir().join(format!("tracelab-args-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "from-the-token-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        let lab = parse(&["--admin-token-file", path]);
+        assert_eq!(
+            lab.token.token_with(Some(&r)).unwrap(),
+            "from-the-token-file"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let err = lab.token.token_with(Some(&r)).unwrap_err().to_string();
+        assert!(err.contains("holds no admin token"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

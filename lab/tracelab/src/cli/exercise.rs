@@ -8,7 +8,7 @@ use anyhow::bail;
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
-use super::args::{LabArgs, parse_rate};
+use super::args::{LabArgs, TokenArgs, parse_rate};
 use super::signal::shutdown_signal;
 use crate::exercise::{Begin, Exercises, Graded, HistoryEntry, Outcome, pick};
 use crate::format::human_secs;
@@ -82,14 +82,6 @@ pub struct AnswerArgs {
     pub token: TokenArgs,
 }
 
-/// The admin token, to clear the faults at the end.
-#[derive(Debug, Args)]
-pub struct TokenArgs {
-    /// Token of the services' admin (fault) API.
-    #[arg(long, env = "TRACELAB_ADMIN_TOKEN", default_value = crate::supervisor::DEFAULT_ADMIN_TOKEN, hide_env_values = true)]
-    pub admin_token: String,
-}
-
 /// Runs `tracelab exercise ...`.
 ///
 /// # Errors
@@ -117,7 +109,7 @@ pub async fn run(args: ExerciseArgs) -> anyhow::Result<ExitCode> {
             let graded = ex
                 .answer(
                     &catalog,
-                    &a.token.admin_token,
+                    &a.token.token()?,
                     &a.service,
                     operation.as_deref(),
                 )
@@ -130,7 +122,7 @@ pub async fn run(args: ExerciseArgs) -> anyhow::Result<ExitCode> {
             })
         }
         ExerciseCommand::Reveal(t) => {
-            let revealed = ex.reveal(&catalog, &t.admin_token).await?;
+            let revealed = ex.reveal(&catalog, &t.token()?).await?;
             let scenario = &revealed.scenario;
             println!(
                 "exercise #{}: {} — {}",

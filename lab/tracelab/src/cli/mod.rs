@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod admin_token;
 pub mod args;
 pub mod checkout;
 pub mod collector;
+pub mod console;
 pub mod exercise;
 pub mod fault;
 pub mod health;
@@ -41,6 +43,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Run the embedded collector alone (OTLP in, Tempo API out), until Ctrl-C.
     Collector(collector::CollectorArgs),
+    /// Serve the lab console for a lab started elsewhere (compose), until Ctrl-C.
+    Console(console::ConsoleArgs),
     /// Exit 0 if URL answers 2xx within the timeout, 1 otherwise (Docker healthcheck).
     Health(health::HealthArgs),
     /// Show one trace as a waterfall.
@@ -57,6 +61,8 @@ pub enum Command {
     Scenario(scenario::ScenarioArgs),
     /// Play a hidden scenario: find the cause from the traces, with hints.
     Exercise(exercise::ExerciseArgs),
+    /// Print a random admin token, or make sure a file holds one (compose's init step).
+    AdminToken(admin_token::AdminTokenArgs),
 }
 /// Runs a parsed command line.
 ///
@@ -66,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Collector(args) => collector::run(args).await,
+        Command::Console(args) => console::run(args).await,
         Command::Health(args) => Ok(health::run(args).await),
         Command::Trace(args) => trace::run(args).await,
         Command::Traces(args) => traces::run(args).await,
@@ -74,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fault(args) => fault::run(args).await,
         Command::Scenario(args) => scenario::run(args).await,
         Command::Exercise(args) => exercise::run(args).await,
+        Command::AdminToken(args) => admin_token::run(args),
     }
 }
 
@@ -356,6 +364,11 @@ mod tests {
         assert_eq!(list.lab.url("payment"), "http://payment:8083");
         assert_eq!(list.lab.url("provider"), "http://payment-provider:8090");
         assert_eq!(list.lab.url("tempo"), "http://tempo:3200");
+        assert_eq!(list.lab.admin_url("payment"), "http://payment:8183");
+        assert_eq!(
+            list.lab.admin_url("provider"),
+            "http://payment-provider:8190"
+        );
         let cli = parse(&["fault", "list", "--host", "10.0.0.5"]).unwrap();
         let Command::Fault(f) = cli.command else {
             panic!()
@@ -364,6 +377,7 @@ mod tests {
             panic!()
         };
         assert_eq!(list.lab.url("payment"), "http://10.0.0.5:8083");
+        assert_eq!(list.lab.admin_url("gateway"), "http://10.0.0.5:8180");
         assert!(parse(&["fault", "list", "--compose", "--host", "x"]).is_err());
     }
 }

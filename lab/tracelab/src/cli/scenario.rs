@@ -68,15 +68,18 @@ pub struct VerifyArgs {
     /// How long a running scenario may take to show its signature.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_arg)]
     pub timeout: std::time::Duration,
-    /// Postgres of the lab (for the one-charge-per-key invariant).
-    #[arg(long, env = "DATABASE_URL", default_value = crate::supervisor::DEFAULT_DATABASE_URL)]
-    pub database_url: String,
-    /// RabbitMQ of the lab (for the dead-letter queue depth).
-    #[arg(long, env = "AMQP_URL", default_value = crate::supervisor::DEFAULT_AMQP_URL)]
-    pub amqp_url: String,
-    /// The notification queue (its DLQ is `<queue>.dlq`).
-    #[arg(long, env = "TRACELAB_QUEUE", default_value = crate::supervisor::DEFAULT_QUEUE)]
-    pub queue: String,
+    /// Postgres of the lab (for the one-charge-per-key invariant) [default:
+    /// the recorded lab's, else the contract's].
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// RabbitMQ of the lab (for the dead-letter queue depth) [default: the
+    /// recorded lab's, else the contract's].
+    #[arg(long, env = "AMQP_URL")]
+    pub amqp_url: Option<String>,
+    /// The notification queue (its DLQ is `<queue>.dlq`) [default: the
+    /// recorded lab's, else the lab's own, named after its database].
+    #[arg(long, env = "TRACELAB_QUEUE")]
+    pub queue: Option<String>,
     #[command(flatten)]
     pub lab: LabArgs,
 }
@@ -159,12 +162,28 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn verify_cli(catalog: &Catalog, args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let recorded = args.lab.recorded();
+    let database_url = args
+        .database_url
+        .clone()
+        .or_else(|| recorded.as_ref().map(|r| r.database_url.clone()))
+        .unwrap_or_else(|| crate::supervisor::DEFAULT_DATABASE_URL.to_string());
+    let amqp_url = args
+        .amqp_url
+        .clone()
+        .or_else(|| recorded.as_ref().map(|r| r.amqp_url.clone()))
+        .unwrap_or_else(|| crate::supervisor::DEFAULT_AMQP_URL.to_string());
+    let queue = args
+        .queue
+        .clone()
+        .or_else(|| recorded.as_ref().map(|r| r.queue.clone()))
+        .unwrap_or_else(|| tracelab_contract::messaging::lab_queue(&database_url));
     let target = Target {
         gateway: args.lab.url("gateway"),
         tempo: tracelab_client::TempoClient::new(&args.lab.url("tempo"))?,
         faults: args.lab.fault_client()?,
-        database_url: Some(args.database_url.clone()),
-        dlq: Some((args.amqp_url.clone(), format!("{}.dlq", args.queue))),
+        database_url: Some(database_url),
+        dlq: Some((amqp_url, tracelab_contract::messaging::dlq_name(&queue))),
     };
     let scenarios: Vec<&Scenario> = if args.id == "all" {
         catalog.scenarios.iter().collect()

@@ -95,8 +95,8 @@ impl Lab {
             tempo_url: String::new(),
             database_url: opts.database_url.clone(),
             admin_token: opts.admin_token.clone(),
-            exchange: opts.exchange.clone(),
-            queue: opts.queue.clone(),
+            exchange: opts.exchange_name(),
+            queue: opts.queue_name(),
             amqp_url: opts.amqp_url.clone(),
             drop_database: opts.drop_database,
             stop_grace: opts.stop_grace,
@@ -186,10 +186,16 @@ impl Lab {
             args: Vec::new(),
             env,
             env_remove: Vec::new(),
-            listeners: vec![Listener {
-                name: None,
-                pin: Pin::Env("TRACELAB_LISTEN"),
-            }],
+            listeners: vec![
+                Listener {
+                    name: None,
+                    pin: Pin::Env("TRACELAB_LISTEN"),
+                },
+                Listener {
+                    name: Some(ADMIN_LISTENER),
+                    pin: Pin::Env("TRACELAB_ADMIN_LISTEN"),
+                },
+            ],
             health_path: "/health",
             listen_hint: listen,
         }
@@ -209,8 +215,12 @@ impl Lab {
             ),
             ("DATABASE_URL".into(), opts.database_url.clone()),
             ("AMQP_URL".into(), opts.amqp_url.clone()),
-            ("TRACELAB_EXCHANGE".into(), opts.exchange.clone()),
-            ("TRACELAB_QUEUE".into(), opts.queue.clone()),
+            (
+                "TRACELAB_ADMIN_LISTEN".into(),
+                SocketAddr::new(admin_host(opts.bind_host), 0).to_string(),
+            ),
+            ("TRACELAB_EXCHANGE".into(), self.exchange.clone()),
+            ("TRACELAB_QUEUE".into(), self.queue.clone()),
             ("TRACELAB_ADMIN_TOKEN".into(), opts.admin_token.clone()),
         ];
         if name == "auth" {
@@ -418,6 +428,19 @@ impl Lab {
             .iter()
             .find(|c| c.name == name && !c.url.is_empty())
             .map(|c| c.url.clone())
+    }
+
+    /// `(service name, admin API base URL)` in start order: where the
+    /// fault API listens, on loopback, apart from the public port. Give it
+    /// to `FaultClient::new` with [`Lab::admin_token`].
+    pub fn admin_urls(&self) -> Vec<(&'static str, String)> {
+        self.children
+            .iter()
+            .filter_map(|c| {
+                let addr = bound_address(&c.bound, Some(ADMIN_LISTENER))?;
+                Some((c.name, format!("http://{addr}")))
+            })
+            .collect()
     }
 
     /// The RabbitMQ exchange payment publishes to.
@@ -663,6 +686,18 @@ impl Drop for Lab {
             })
             .join();
         }
+    }
+}
+
+/// The `listener` of a service's admin `"listening"` line.
+const ADMIN_LISTENER: &str = "admin";
+
+/// Where the admin listeners bind: loopback, whatever the public listeners
+/// bind to, so `--bind 0.0.0.0` never puts the fault API on the network.
+fn admin_host(bind: IpAddr) -> IpAddr {
+    match bind {
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
     }
 }
 

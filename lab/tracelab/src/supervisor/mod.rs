@@ -10,7 +10,10 @@
 //! gateway), each wired to the real bound addresses of the ones it calls. It
 //! learns each child's addresses from its `"listening"` log lines (so port 0
 //! works) and returns once every `/health` (the collector's `/ready`)
-//! answers 200.
+//! answers 200. A service's admin listener is on loopback, on a free port
+//! (its `"listening"` line names it `admin`); [`Lab::admin_urls`] says
+//! where, and `tracelab up` records it with the lab's admin token in a
+//! [`LabRecord`] for the later commands.
 //!
 //! While the lab is up, a keeper task per child notices when it exits and
 //! starts it again on the same addresses, after a delay that doubles with
@@ -49,6 +52,7 @@ mod keeper;
 mod lab;
 mod logs;
 mod options;
+mod record;
 mod restart;
 mod spawner;
 mod spec;
@@ -59,8 +63,9 @@ pub use collector::{COLLECTOR, CollectorAddrs};
 pub use lab::{Lab, LabMonitor};
 pub use logs::{condense_log, listening_addr, print_prefixed};
 pub use options::{
-    DEFAULT_ADMIN_TOKEN, DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_EXCHANGE, DEFAULT_QUEUE,
-    LOG_TAIL_LINES, LabOptions, LogSink, Ports, SERVICES,
+    DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, LOG_TAIL_LINES, LabOptions, LogSink, Ports, SERVICES,
+    random_secret,
 };
+pub use record::{LabRecord, ensure_token_file, state_dir};
 pub use restart::RestartPolicy;
 pub use status::{ChildState, ChildStatus, ExitInfo, LabEvent, LabStatus};
