@@ -428,6 +428,10 @@ async fn a_supervisor_killed_with_sigkill_takes_its_children_along() {
     require_binaries();
     // A test lab's names, for a real `tracelab up` on free ports.
     let opts = LabOptions::for_tests();
+    // Its own state directory: a killed `tracelab up` cannot tidy up after
+    // itself, and must not leave anything where other tests or labs look.
+    let home =
+        std::env::temp_dir().join(format!("tracelab-home-{}", uuid::Uuid::new_v4().simple()));
     let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"));
     up.arg("up")
         .args(["--database-url", &opts.database_url])
@@ -451,6 +455,7 @@ async fn a_supervisor_killed_with_sigkill_takes_its_children_along() {
     }
     let mut supervisor = up
         .env("NO_COLOR", "1")
+        .env("TRACELAB_HOME", &home)
         .env_remove("TRACELAB_SAMPLING_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -482,6 +487,7 @@ async fn a_supervisor_killed_with_sigkill_takes_its_children_along() {
                 .status();
         }
         remove_lab_data(&opts).await;
+        let _ = std::fs::remove_dir_all(&home);
         panic!("tracelab up did not come up:\n{}", output.join("\n"));
     }
     let mut names: Vec<&str> = children.iter().map(|(_, exe)| exe.as_str()).collect();
@@ -508,6 +514,7 @@ async fn a_supervisor_killed_with_sigkill_takes_its_children_along() {
             .status();
     }
     remove_lab_data(&opts).await;
+    let _ = std::fs::remove_dir_all(&home);
     assert!(
         orphans.is_empty(),
         "orphans of a killed supervisor: {orphans:?}"

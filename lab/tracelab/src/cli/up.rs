@@ -251,10 +251,14 @@ fn describe_event(event: &LabEvent) -> String {
             delay_ms,
             last_lines,
         } => {
-            let mut text = format!(
-                "⚠ {child} exited ({reason}); restarting in {:.1} s (restart {restart})",
-                *delay_ms as f64 / 1000.0
-            );
+            let delay = *delay_ms as f64 / 1000.0;
+            let mut text = if reason.starts_with("could not start") {
+                format!("⚠ {child}: {reason}; trying again in {delay:.1} s (restart {restart})")
+            } else {
+                format!(
+                    "⚠ {child} exited ({reason}); restarting in {delay:.1} s (restart {restart})"
+                )
+            };
             if !last_lines.is_empty() {
                 text.push_str(". Last lines:");
                 for line in last_lines {
@@ -344,4 +348,50 @@ fn print_up_banner(lab: &Lab, console_url: &str, record: Option<&std::path::Path
         }
     );
     println!("Press Ctrl-C to stop.\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_lines_say_why_when_and_which_restart() {
+        let exited = LabEvent::Exited {
+            child: "payment".into(),
+            reason: "SIGKILL".into(),
+            restart: 2,
+            delay_ms: 1000,
+            last_lines: vec![
+                r#"{"level":"INFO","message":"listening","addr":"127.0.0.1:8083"}"#.into(),
+                "plain text".into(),
+            ],
+        };
+        assert_eq!(
+            describe_event(&exited),
+            "⚠ payment exited (SIGKILL); restarting in 1.0 s (restart 2). Last lines:\n    \
+             INFO  listening addr=127.0.0.1:8083\n    plain text"
+        );
+        let unstartable = LabEvent::Exited {
+            child: "payment".into(),
+            reason: "could not start /x/payment: No such file or directory".into(),
+            restart: 3,
+            delay_ms: 2000,
+            last_lines: Vec::new(),
+        };
+        assert_eq!(
+            describe_event(&unstartable),
+            "⚠ payment: could not start /x/payment: No such file or directory; \
+             trying again in 2.0 s (restart 3)"
+        );
+        let recovered = LabEvent::Recovered {
+            child: "payment".into(),
+            restarts: 2,
+            pid: Some(41),
+            down_ms: 1300,
+        };
+        assert_eq!(
+            describe_event(&recovered),
+            "✓ payment is healthy again, 1.3 s after it exited (pid 41, restarts so far: 2)"
+        );
+    }
 }
