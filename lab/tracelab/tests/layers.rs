@@ -26,6 +26,7 @@ const LAYERS: &[&str] = &[
     "load",
     "supervisor",
     "fault",
+    "dlq",
     "format",
 ];
 

@@ -137,6 +137,10 @@ mod tests {
             reconcile_after: Duration::from_millis(timeouts::RECONCILE_AFTER_MS),
             reconcile_interval: Duration::from_millis(timeouts::RECONCILE_INTERVAL_MS),
             w3c_harness: W3cHarness::off(),
+            admin: tracelab_service::config::Admin {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                token: tracelab_service::config::AdminToken::random(),
+            },
         }
     }
 

@@ -164,7 +164,7 @@ async fn pay_with_headers(
         .header("idempotency-key", key)
         .body(Body::from(body.to_string()))
         .unwrap();
-    let response = router(state.clone(), &W3cHarness::off(), Router::new())
+    let response = router(state.clone(), &W3cHarness::off())
         .oneshot(request)
         .await
         .unwrap();

@@ -213,7 +213,7 @@ impl TokenArgs {
 
 /// The lab `tracelab up` recorded, if any. An unreadable record counts as
 /// none, with a warning: the flags can still say where the lab is.
-fn recorded_lab() -> Option<LabRecord> {
+pub(crate) fn recorded_lab() -> Option<LabRecord> {
     let path = LabRecord::default_path().ok()?;
     match LabRecord::load(&path) {
         Ok(record) => record,

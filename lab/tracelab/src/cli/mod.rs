@@ -11,6 +11,7 @@ pub mod args;
 pub mod checkout;
 pub mod collector;
 pub mod console;
+pub mod dlq;
 pub mod exercise;
 pub mod fault;
 pub mod health;
@@ -63,6 +64,8 @@ pub enum Command {
     Exercise(exercise::ExerciseArgs),
     /// Print a random admin token, or make sure a file holds one (compose's init step).
     AdminToken(admin_token::AdminTokenArgs),
+    /// The notification dead-letter queue: list it, replay messages back to work.
+    Dlq(dlq::DlqArgs),
 }
 /// Runs a parsed command line.
 ///
@@ -82,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scenario(args) => scenario::run(args).await,
         Command::Exercise(args) => exercise::run(args).await,
         Command::AdminToken(args) => admin_token::run(args),
+        Command::Dlq(args) => dlq::run(args).await,
     }
 }
 
