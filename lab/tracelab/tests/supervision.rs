@@ -409,14 +409,15 @@ async fn remove_lab_data(opts: &LabOptions) {
         lapin::Connection::connect(&opts.amqp_url, lapin::ConnectionProperties::default()).await
         && let Ok(channel) = conn.create_channel().await
     {
-        for q in [opts.queue.clone(), format!("{}.dlq", opts.queue)] {
+        let queue = opts.queue_name();
+        for q in [queue.clone(), format!("{queue}.dlq")] {
             let _ = channel
                 .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
                 .await;
         }
         let _ = channel
             .exchange_delete(
-                ShortString::from(opts.exchange.clone()),
+                ShortString::from(opts.exchange_name()),
                 ExchangeDeleteOptions::default(),
             )
             .await;
@@ -436,7 +437,9 @@ async fn a_supervisor_killed_with_sigkill_takes_its_children_along() {
     up.arg("up")
         .args(["--database-url", &opts.database_url])
         .args(["--amqp-url", &opts.amqp_url])
-        .args(["--exchange", &opts.exchange, "--queue", &opts.queue])
+        .args(["--exchange", &opts.exchange_name()])
+        .args(["--queue", &opts.queue_name()])
+        .args(["--console-port", "0"])
         .arg("--bin-dir")
         .arg(default_bin_dir())
         .arg("--quiet");

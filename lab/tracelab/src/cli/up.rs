@@ -75,7 +75,8 @@ pub struct UpArgs {
     pub ports: PortArgs,
 }
 pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    init_logging(LogFormat::Text, Some("collector"), args.quiet);
+    // The supervisor's own lines (the collector runs as a child now).
+    init_logging(LogFormat::Text, Some("lab"), args.quiet);
     let sampling_file = args.sampling_file.clone().or_else(|| {
         let default = PathBuf::from("sampling.yaml");
         default.is_file().then_some(default)
