@@ -80,7 +80,14 @@ pub enum ConsumeError {
     /// The broker ended the subscription (e.g. the queue was deleted).
     #[error("the broker cancelled the consumer")]
     Cancelled,
+    /// Connecting, declaring and subscribing took longer than
+    /// [`SETUP_TIMEOUT`] (a broker still booting can leave them unanswered).
+    #[error("setting up the subscription took over {} s", SETUP_TIMEOUT.as_secs())]
+    SetupTimeout,
 }
+
+/// How long one broker session may take to start consuming.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a notification was not stored; the delivery is retried once.
 #[derive(Debug, thiserror::Error)]
@@ -138,26 +145,38 @@ impl Consumer {
 
     /// One broker session: returns `Ok` when `stop` turned true.
     async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), ConsumeError> {
-        let conn = amqp::connect(&self.amqp_url, "notification", Duration::from_secs(2)).await?;
-        let channel = conn.create_channel().await?;
-        amqp::declare_consumer_queue(&channel, &self.exchange, &self.queue, PAYMENT_COMPLETED)
-            .await?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await?;
-        // Dead-lettering publishes here, with confirms, before the ack.
-        let dead_letters = conn.create_channel().await?;
-        dead_letters
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        let mut deliveries = channel
-            .basic_consume(
-                ShortString::from(self.queue.clone()),
-                ShortString::from("notification"),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // A broker that is still booting may accept the connection and then
+        // leave a declare or a consume unanswered: give the whole set-up a
+        // deadline, so the consumer reconnects instead of waiting forever.
+        let setup = async {
+            let conn =
+                amqp::connect(&self.amqp_url, "notification", Duration::from_secs(2)).await?;
+            let channel = conn.create_channel().await?;
+            amqp::declare_consumer_queue(&channel, &self.exchange, &self.queue, PAYMENT_COMPLETED)
+                .await?;
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            // Dead-lettering publishes here, with confirms, before the ack.
+            let dead_letters = conn.create_channel().await?;
+            dead_letters
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let deliveries = channel
+                .basic_consume(
+                    ShortString::from(self.queue.clone()),
+                    ShortString::from("notification"),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, ConsumeError>((conn, channel, dead_letters, deliveries))
+        };
+        let (conn, channel, dead_letters, mut deliveries) =
+            match tokio::time::timeout(SETUP_TIMEOUT, setup).await {
+                Ok(session) => session?,
+                Err(_) => return Err(ConsumeError::SetupTimeout),
+            };
         self.stats.connected.store(true, Ordering::Relaxed);
         tracing::info!(queue = %self.queue, "consuming");
         loop {
