@@ -15,6 +15,7 @@ use prost::Message;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::metrics::{MetricsParams, MetricsRequest};
 use crate::model::{any_value_to_string, parse_trace_id, status_code};
 use crate::otlp_json::TempoBatches;
 use crate::pipeline::Pipeline;
@@ -66,6 +67,8 @@ pub(crate) fn router(pipeline: Arc<Pipeline>) -> Router {
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
         .route("/api/search", get(search))
+        .route("/api/metrics/query_range", get(metrics_range))
+        .route("/api/metrics/query", get(metrics_instant))
         .route("/api/search/tags", get(tags_v1))
         .route("/api/v2/search/tags", get(tags_v2))
         .route("/api/search/tag/{tag}/values", get(tag_values_v1))
@@ -234,6 +237,47 @@ async fn search(
         })
         .to_string(),
     )
+}
+
+async fn metrics_range(
+    State(p): State<Arc<Pipeline>>,
+    params: Result<Query<MetricsParams>, QueryRejection>,
+) -> Response {
+    metrics(&p, params, false)
+}
+
+async fn metrics_instant(
+    State(p): State<Arc<Pipeline>>,
+    params: Result<Query<MetricsParams>, QueryRejection>,
+) -> Response {
+    metrics(&p, params, true)
+}
+
+fn metrics(
+    p: &Pipeline,
+    params: Result<Query<MetricsParams>, QueryRejection>,
+    instant: bool,
+) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.body_text()),
+    };
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let req = match MetricsRequest::from_params(&params, instant, now_ns) {
+        Ok(r) => r,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.0),
+    };
+    let store = p.store.read();
+    let answer = crate::metrics::evaluate(&req, store.traces.iter().map(|(id, t)| (id, &t.data)));
+    drop(store);
+    let body = if instant {
+        answer.instant_json()
+    } else {
+        answer.range_json(&req)
+    };
+    json_body(body.to_string())
 }
 
 #[derive(Deserialize)]

@@ -50,6 +50,7 @@
 //! in `tail_early_kept_traces` (they are part of `tail_sampled_traces`).
 
 mod api;
+mod metrics;
 mod model;
 mod otlp_grpc;
 mod otlp_http;

@@ -14,7 +14,6 @@ use super::lex::Scope;
 
 /// A whole query.
 #[derive(Debug)]
-#[allow(dead_code)] // metrics and hints are read by the metrics API (next commit)
 pub(crate) struct Root {
     pub pipeline: Pipeline,
     pub metrics: Option<Metrics>,
@@ -339,7 +338,6 @@ impl Field {
 
 /// A metrics function after the spanset pipeline.
 #[derive(Debug)]
-#[allow(dead_code)] // read by the metrics API (next commit)
 pub(crate) struct Metrics {
     pub func: MetricsFn,
     pub by: Vec<Field>,
@@ -349,7 +347,6 @@ pub(crate) struct Metrics {
 }
 
 #[derive(Debug)]
-#[allow(dead_code)] // read by the metrics API (next commit)
 pub(crate) enum MetricsFn {
     Rate,
     CountOverTime,
@@ -363,7 +360,6 @@ pub(crate) enum MetricsFn {
     Compare(Box<SpansetExpr>, usize, u64, u64),
 }
 
-#[allow(dead_code)] // read by the metrics API (next commit)
 impl MetricsFn {
     pub(crate) fn name(&self) -> &'static str {
         match self {

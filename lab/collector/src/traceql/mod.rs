@@ -34,10 +34,13 @@ mod value;
 
 use std::fmt;
 
-pub(crate) use ast::{AttrRef, Field, Intrinsic, Root, Stage, Static};
+pub(crate) use ast::{
+    AttrRef, Field, Intrinsic, Metrics, MetricsFn, Root, SecondStage, Stage, Static,
+};
 pub(crate) use eval::{Eval, Spanset, TraceView};
 pub(crate) use lex::Scope;
 pub(crate) use parse::parse;
+pub(crate) use value::{Val, compare};
 
 /// A parse error; the message is shown to the user as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
