@@ -220,16 +220,22 @@ async fn search(
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.0),
     };
     let store = p.store.read();
-    let mut results: Vec<_> = store
+    // Match first, then build results for the `limit` most recent only
+    // (most recent first, as Tempo).
+    let mut hits: Vec<(u64, &[u8; 16])> = store
         .traces
         .iter()
-        .filter_map(|(id, t)| req.eval(id, &t.data))
+        .filter(|(id, t)| req.matches(id, &t.data))
+        .map(|(id, t)| (t.data.start_ns, id))
+        .collect();
+    hits.sort_unstable_by(|a, b| b.cmp(a));
+    let results: Vec<_> = hits
+        .iter()
+        .take(req.limit)
+        .filter_map(|(_, id)| req.eval(id, &store.traces[*id].data))
         .collect();
     let inspected = store.traces.len();
     drop(store);
-    // Most recent first, as Tempo.
-    results.sort_by_key(|r| std::cmp::Reverse(r.start_ns));
-    results.truncate(req.limit);
     json_body(
         json!({
             "traces": results,

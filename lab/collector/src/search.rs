@@ -152,6 +152,32 @@ impl SearchRequest {
         })
     }
 
+    /// Whether the trace matches, without building a result (the search
+    /// builds results only for the `limit` most recent matches).
+    pub(crate) fn matches(&self, trace_id: &[u8; 16], data: &TraceData) -> bool {
+        if data.span_count == 0 {
+            return false;
+        }
+        let duration_ns = data.duration_ns();
+        if self.min_duration_ns.is_some_and(|m| duration_ns < m)
+            || self.max_duration_ns.is_some_and(|m| duration_ns > m)
+            || self.start_ns.is_some_and(|s| data.end_ns < s)
+            || self.end_ns.is_some_and(|e| data.start_ns >= e)
+        {
+            return false;
+        }
+        if !self.tags.is_empty() {
+            return self.eval(trace_id, data).is_some();
+        }
+        match &self.query {
+            Some(q) => {
+                let view = TraceView::new(trace_id, data);
+                !Eval { view: &view }.run(&q.pipeline).is_empty()
+            }
+            None => true,
+        }
+    }
+
     /// Evaluates the request on one trace; `None` when it does not match.
     pub(crate) fn eval(&self, trace_id: &[u8; 16], data: &TraceData) -> Option<TraceResult> {
         if data.span_count == 0 {
@@ -297,7 +323,6 @@ impl SearchRequest {
                 .unwrap_or_else(|| ROOT_NOT_RECEIVED.into()),
             root_trace_name: root.map(|r| r.span.name.clone()).unwrap_or_default(),
             start_time_unix_nano: data.start_ns.to_string(),
-            start_ns: data.start_ns,
             duration_ms: duration_ns / 1_000_000,
             span_set: span_sets[0].clone(),
             span_sets,
@@ -583,8 +608,6 @@ pub(crate) struct TraceResult {
     root_service_name: String,
     root_trace_name: String,
     start_time_unix_nano: String,
-    #[serde(skip)]
-    pub start_ns: u64,
     duration_ms: u64,
     /// Deprecated single spanset Tempo still sends next to `spanSets`.
     span_set: SpanSet,
