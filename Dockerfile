@@ -62,6 +62,12 @@ COPY sampling.yaml /etc/tracelab/sampling.yaml
 # container (TRACELAB_SCENARIOS points here in docker-compose.yml).
 COPY scenarios /etc/tracelab/scenarios
 ENV TRACELAB_SAMPLING_FILE=/etc/tracelab/sampling.yaml
+# Where compose's admin-token volume is mounted: owned by the runtime user, so
+# a fresh volume (Docker copies this directory's owner and mode into it) lets
+# admin-token-init, running as that user, write the token there.
+RUN mkdir -p /var/lib/tracelab-admin \
+ && chown 10001:10001 /var/lib/tracelab-admin \
+ && chmod 0700 /var/lib/tracelab-admin
 USER 10001:10001
 WORKDIR /tmp
 # No curl in the image: the CLI probes the service's own /health (2xx = healthy).

@@ -36,16 +36,16 @@ EXPECTED_HOST_PORTS = {
     8080: "gateway",
     3200: "tempo",
     15672: "rabbitmq",
-    9001: "minio",
+    7070: "console",
 }
 
 # A service may go without a healthcheck only if it says why, in this field.
 NO_HEALTHCHECK_FIELD = "x-tracelab-no-healthcheck"
 
-# Lesson values that the lab has to change to run against MinIO instead of AWS.
+# Lesson values that the lab has to change to run against its own S3 store instead of AWS.
 TEMPO_LESSON_OVERRIDES = {
-    "storage.trace.s3.endpoint": "the S3 endpoint is the MinIO container, not AWS",
-    "storage.trace.s3.region": "MinIO only accepts requests signed for its own region",
+    "storage.trace.s3.endpoint": "the S3 endpoint is the compose stack's store, not AWS",
+    "storage.trace.s3.region": "the store only accepts requests signed for its own region",
 }
 
 # What the shell of a `sh -c` command may call besides workspace binaries.
@@ -598,6 +598,141 @@ def check_env_vars(compose: dict, root: Path = REPO) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
+# the services' admin (fault) API: its own port, never published; its token
+# from .env or the file a one-shot job generates, never written here
+
+ADMIN_LISTEN_VAR = "TRACELAB_ADMIN_LISTEN"
+ADMIN_TOKEN_VAR = "TRACELAB_ADMIN_TOKEN"
+ADMIN_TOKEN_FILE_VAR = "TRACELAB_ADMIN_TOKEN_FILE"
+# The only values TRACELAB_ADMIN_TOKEN may have in the compose file: taken
+# from .env or the shell, never a token written in the file.
+ADMIN_TOKEN_FROM_ENV = re.compile(r"\$\{TRACELAB_ADMIN_TOKEN(:?-)?\}")
+
+
+def port_of(address: str) -> int | None:
+    m = re.search(r":(\d+)$", address.strip())
+    return int(m.group(1)) if m else None
+
+
+def container_ports(service: dict) -> set[int]:
+    """The container-side ports a service publishes to the host."""
+    out = set()
+    for p in service.get("ports") or []:
+        if isinstance(p, dict):
+            if p.get("target") is not None:
+                out.add(int(p["target"]))
+            continue
+        target = interpolate(str(p)).split("/")[0].split(":")[-1]
+        if target.split("-")[0].isdigit():
+            out.add(int(target.split("-")[0]))
+    return out
+
+
+def named_volume_mounts(service: dict) -> list[tuple[str, str, bool]]:
+    """(volume, target, read_only) for every named volume a service mounts."""
+    out = []
+    for v in service.get("volumes") or []:
+        if isinstance(v, dict):
+            if v.get("type") == "volume":
+                out.append((str(v.get("source")), str(v.get("target")), bool(v.get("read_only"))))
+            continue
+        parts = str(v).split(":")
+        if len(parts) >= 2 and not parts[0].startswith((".", "/", "~")):
+            mode = parts[2].split(",") if len(parts) > 2 else []
+            out.append((parts[0], parts[1], "ro" in mode))
+    return out
+
+
+def token_writers(compose: dict, volume: str, directory: str, path: str) -> list[str]:
+    """One-shot jobs that mount `volume` writable at `directory` and run
+    `tracelab admin-token --file <path>`."""
+    found = []
+    for name, svc in compose.get("services", {}).items():
+        cmd = as_list(svc.get("entrypoint")) or as_list(svc.get("command"))
+        writes = cmd[:2] == ["tracelab", "admin-token"] and "--file" in cmd and path in cmd
+        mounted = (volume, directory, False) in named_volume_mounts(svc)
+        if is_one_shot(svc) and writes and mounted:
+            found.append(name)
+    return found
+
+
+def check_admin_api(compose: dict, dockerfile: str) -> list[str]:
+    problems = []
+    services = compose.get("services", {})
+    token_dirs = set()
+    for name, svc in services.items():
+        if not runs_our_image(svc, compose):
+            continue
+        env = environment(svc)
+        listen = env.get("TRACELAB_LISTEN")
+        if listen is not None:
+            admin = env.get(ADMIN_LISTEN_VAR)
+            if not admin:
+                problems.append(
+                    f"{name}: no {ADMIN_LISTEN_VAR}: its admin API would listen on the container's own "
+                    "loopback, out of the CLI's reach"
+                )
+            elif port_of(admin) == port_of(listen):
+                problems.append(f"{name}: {ADMIN_LISTEN_VAR} is its public port: the admin API needs one of its own")
+            elif port_of(admin) in container_ports(svc):
+                problems.append(
+                    f"{name}: publishes its admin port {port_of(admin)} to the host; the admin API stays on the "
+                    "compose network"
+                )
+        if ADMIN_TOKEN_VAR in env and not ADMIN_TOKEN_FROM_ENV.fullmatch(env[ADMIN_TOKEN_VAR]):
+            problems.append(
+                f"{name}: {ADMIN_TOKEN_VAR} is written in docker-compose.yml; take it from .env "
+                "(${TRACELAB_ADMIN_TOKEN:-}) or leave it to the generated file"
+            )
+        path = env.get(ADMIN_TOKEN_FILE_VAR)
+        if not path:
+            if listen is not None:
+                problems.append(
+                    f"{name}: no {ADMIN_TOKEN_FILE_VAR}: without a token in .env it would draw one nobody holds"
+                )
+            continue
+        directory = path.rsplit("/", 1)[0]
+        mounts = [m for m in named_volume_mounts(svc) if m[1] == directory]
+        if not mounts:
+            problems.append(f"{name}: {ADMIN_TOKEN_FILE_VAR}={path}, but no named volume is mounted at {directory}")
+            continue
+        volume, _, read_only = mounts[0]
+        if not read_only:
+            problems.append(f"{name}: mounts {volume} writable; only the init job writes the admin token")
+        writers = token_writers(compose, volume, directory, path)
+        if not writers:
+            problems.append(
+                f"{name}: no one-shot job writes {path} (`tracelab admin-token --file {path}` with "
+                f"{volume} mounted at {directory})"
+            )
+            continue
+        token_dirs.add(directory)
+        deps = svc.get("depends_on") or {}
+        if not isinstance(deps, dict) or not any(
+            (deps.get(w) or {}).get("condition") == "service_completed_successfully" for w in writers
+        ):
+            problems.append(
+                f"{name}: reads {path} but does not wait for {writers[0]} (condition: service_completed_successfully)"
+            )
+    # A fresh named volume takes the owner of the image's directory: the init
+    # job runs as the image's user, so that user must own it.
+    stages = dockerfile_stages(dockerfile)
+    runtime = stages[-1]["ins"] if stages else []
+    users = [a for i, a in runtime if i == "USER"]
+    uid = users[-1].split(":")[0] if users else "root"
+    runs = " ; ".join(a for i, a in runtime if i == "RUN")
+    for directory in sorted(token_dirs):
+        made = re.search(rf"mkdir\s+(-p\s+)?{re.escape(directory)}(\s|$)", runs)
+        owned = re.search(rf"chown\s+(-R\s+)?{re.escape(uid)}(:\S+)?\s+{re.escape(directory)}(\s|$)", runs)
+        if not (made and owned):
+            problems.append(
+                f"Dockerfile: the runtime stage must create {directory} owned by its user {uid} "
+                "(mkdir, chown), or admin-token-init cannot write the token into a fresh volume"
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------
 # Dockerfile
 
 
@@ -1014,13 +1149,12 @@ def check_tempo(tempo: dict, compose: dict, lesson: dict) -> list[str]:
         if host not in services:
             problems.append(f"tempo-config.yaml: S3 endpoint host {host!r} is not a compose service")
         if dotted(tempo, "storage.trace.s3.insecure") is not True:
-            problems.append("tempo-config.yaml: storage.trace.s3.insecure must be true for MinIO over plain HTTP")
+            problems.append("tempo-config.yaml: storage.trace.s3.insecure must be true: the store speaks plain HTTP")
     except KeyError as e:
         problems.append(f"tempo-config.yaml: {e.args[0]} missing")
     bucket = (tempo.get("storage", {}).get("trace", {}).get("s3", {}) or {}).get("bucket")
-    init_cmds = [" ".join(as_list(s.get("command"))) for s in services.values() if "mb" in as_list(s.get("command"))]
-    if not any(cmd.rstrip().endswith(f"/{bucket}") for cmd in init_cmds):
-        problems.append(f"docker-compose.yml: no one-shot `mc mb .../{bucket}` job creates Tempo's bucket")
+    if not bucket_jobs(compose, str(bucket)):
+        problems.append(f"docker-compose.yml: no one-shot job creates Tempo's bucket {bucket!r}")
     # ${VAR} needs -config.expand-env=true and the variable in tempo's environment.
     text_vars = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", yaml.safe_dump(tempo)))
     if text_vars:
@@ -1041,6 +1175,175 @@ def check_tempo(tempo: dict, compose: dict, lesson: dict) -> list[str]:
     for legacy in ("ingester", "compactor", "metrics_generator_client", "ingester_client"):
         if legacy in tempo:
             problems.append(f"tempo-config.yaml: `{legacy}` was removed in Tempo 3 (the pinned version)")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# The S3 store, its bucket job and Tempo's s3 block
+
+
+def job_text(svc: dict) -> str:
+    """A service's entrypoint and command as one string, as the container runs them."""
+    return " ".join(as_list(svc.get("entrypoint")) + as_list(svc.get("command")))
+
+
+def bucket_jobs(compose: dict, bucket: str) -> list[str]:
+    """One-shot services whose entrypoint or command names the bucket."""
+    word = re.compile(rf"(?<![\w.-]){re.escape(bucket)}(?![\w.-])")
+    return [
+        name for name, svc in compose.get("services", {}).items()
+        if is_one_shot(svc) and word.search(job_text(svc))
+    ]
+
+
+def flag_value(args: list[str], flag: str) -> str | None:
+    """The value of `--flag value` or `--flag=value` in an argument list."""
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def volume_targets(svc: dict) -> list[str]:
+    """Where the service's named volumes are mounted."""
+    targets = []
+    for v in svc.get("volumes") or []:
+        if isinstance(v, str) and not v.startswith((".", "/", "~")):
+            targets.append(v.split(":")[1])
+        elif isinstance(v, dict) and v.get("type") == "volume":
+            targets.append(str(v.get("target")))
+    return targets
+
+
+def job_executables(svc: dict) -> list[str]:
+    """What a one-shot job runs: its program, and every command of a `sh -c` script."""
+    cmd = as_list(svc.get("entrypoint")) + as_list(svc.get("command"))
+    if not cmd:
+        return []
+    if cmd[0] in SHELLS or cmd[0].endswith("/sh"):
+        script = cmd[2] if len(cmd) > 2 and cmd[1] == "-c" else ""
+        return [cmd[0], *(w for w in shell_commands(script) if w not in SHELL_WORDS)]
+    return [cmd[0]]
+
+
+def check_s3_store(compose: dict, tempo: dict, images: dict) -> list[str]:
+    """Tempo's s3 block, the store it names and the job that creates its
+    bucket agree with each other and with what the store's image does at its
+    pinned tag (the `s3:` facts in tests/static/images.yaml)."""
+    services = compose.get("services", {})
+    s3 = dotted_or_none(tempo, "storage.trace.s3") or {}
+    host, _, port = str(s3.get("endpoint", "")).partition(":")
+    store = services.get(host)
+    if store is None:
+        return [f"tempo-config.yaml: storage.trace.s3.endpoint {s3.get('endpoint')!r} is not a compose service"]
+    image = store.get("image")
+    facts = images.get(image) or {}
+    sf = facts.get("s3")
+    if not facts.get("verified") or not sf:
+        return [f"{host}: image {image} has no verified `s3:` facts in tests/static/images.yaml"]
+    problems = []
+    args = as_list(store.get("command"))
+
+    listen = flag_value(args, sf["port_flag"]) or f":{sf['default_port']}"
+    listen_port = listen.rsplit(":", 1)[-1]
+    if port != listen_port:
+        problems.append(f"tempo-config.yaml: the S3 endpoint's port is {port or 'missing'}, but {host} listens on {listen_port}")
+    region = flag_value(args, sf["region_flag"]) or sf["region"]
+    if s3.get("region") != region:
+        problems.append(
+            f"tempo-config.yaml: region {s3.get('region')!r}, but {host} accepts only requests signed for {region!r}"
+        )
+    if s3.get("forcepathstyle") is not True:
+        problems.append(
+            "tempo-config.yaml: storage.trace.s3.forcepathstyle must be true: the store serves "
+            f"http://{host}:{listen_port}/<bucket>, and no host <bucket>.{host} exists"
+        )
+
+    # One root account: the store reads it, the job and Tempo sign with it.
+    store_env, tempo_env = environment(store), environment(services.get("tempo", {}))
+    access_var, secret_var = sf["credentials_env"]
+    for var in (access_var, secret_var):
+        if not store_env.get(var):
+            problems.append(f"{host}: {var} is not set, so the store has no root account")
+    for key, var in (("access_key", access_var), ("secret_key", secret_var)):
+        m = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", str(s3.get(key, "")))
+        if not m:
+            problems.append(f"tempo-config.yaml: storage.trace.s3.{key} is not a ${{VAR}} from tempo's environment")
+        elif tempo_env.get(m.group(1)) != store_env.get(var):
+            problems.append(
+                f"tempo: {key} is ${{{m.group(1)}}} = {tempo_env.get(m.group(1))!r}, "
+                f"but {host}'s {var} is {store_env.get(var)!r}"
+            )
+
+    health = flag_value(args, sf["health_flag"])
+    url = next((a for a in healthcheck_test(store) or [] if re.match(r"https?://", a)), None)
+    if url:
+        m = re.match(r"https?://[^/:]+(?::(\d+))?(/.*)?$", url)
+        if health is None:
+            problems.append(f"{host}: the healthcheck GETs {url}, but without {sf['health_flag']} the store has no health route")
+        elif m and (m.group(1) != listen_port or m.group(2) != health):
+            problems.append(f"{host}: the healthcheck GETs {url}, but the store serves {health} on port {listen_port}")
+
+    after = sf["data_after"]
+    data = args[args.index(after) + 1] if after in args and args.index(after) + 1 < len(args) else None
+    if data is None:
+        problems.append(f"{host}: the command has no `{after} <directory>`")
+    elif data not in volume_targets(store):
+        problems.append(
+            f"{host}: the store keeps its buckets in {data}, but no named volume mounts there "
+            f"(mounted: {', '.join(volume_targets(store)) or 'none'}); the traces would not survive a restart"
+        )
+
+    bucket = str(s3.get("bucket"))
+    waits = {d for d, spec in (services.get("tempo", {}).get("depends_on") or {}).items()
+             if (spec or {}).get("condition") == "service_completed_successfully"}
+    jobs = [j for j in bucket_jobs(compose, bucket) if j in waits]
+    if not jobs:
+        problems.append(f"tempo: waits for no one-shot job (service_completed_successfully) that creates bucket {bucket!r}")
+    for name in jobs:
+        job = services[name]
+        text = job_text(job)
+        job_facts = images.get(job.get("image")) or {}
+        if job.get("image") == image:
+            cmd = as_list(job.get("command"))
+            if not job.get("entrypoint") and cmd and (cmd[0] in SHELLS or cmd[0].endswith("/sh")):
+                problems.append(
+                    f"{name}: runs {cmd[0]} as the command of {image}, whose entrypoint runs "
+                    f"`{facts.get('entrypoint_runs')} \"$@\"`; set `entrypoint:` to the shell"
+                )
+            for exe in job_executables(job):
+                if not _has_tool(job_facts, exe):
+                    problems.append(f"{name}: runs {exe!r}, which image {image} does not have")
+            if sf["create_bucket"] in text and not re.search(
+                    rf"{sf['list_buckets']}.*\|\|.*{sf['create_bucket']}", text, re.S):
+                problems.append(
+                    f"{name}: `{sf['create_bucket']}` fails on a bucket that exists (BucketAlreadyOwnedByYou), "
+                    f"so the second `docker compose up` would stop Tempo; check `{sf['list_buckets']}` first"
+                )
+            endpoint = environment(job).get(sf["admin_endpoint_env"])
+            if endpoint != f"http://{host}:{listen_port}":
+                problems.append(f"{name}: {sf['admin_endpoint_env']} is {endpoint!r}, the store is http://{host}:{listen_port}")
+            for var in (access_var, secret_var):
+                if environment(job).get(var) != store_env.get(var):
+                    problems.append(f"{name}: {var} differs from {host}'s, so its requests are refused")
+        if ((job.get("depends_on") or {}).get(host) or {}).get("condition") != "service_healthy":
+            problems.append(f"{name}: does not wait for {host} to be healthy")
+    return problems
+
+
+def check_docs_name_the_s3_account(compose: dict, images: dict, docs: dict[str, str]) -> list[str]:
+    """The docs that tell a learner the store's root account give the one
+    docker-compose.yml sets (docs: file name -> text)."""
+    store = compose.get("services", {}).get("s3", {})
+    sf = (images.get(store.get("image")) or {}).get("s3") or {}
+    env = environment(store)
+    problems = []
+    for var in sf.get("credentials_env") or []:
+        for name, text in docs.items():
+            if f"{env.get(var)}" not in text:
+                problems.append(f"{name}: does not give {var} {env.get(var)!r}, the s3 store's root account in docker-compose.yml")
     return problems
 
 
@@ -1173,6 +1476,69 @@ def summary(root: Path = REPO) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------
+# the lab console
+
+
+def listen_port(value: str) -> int | None:
+    """The port of an `ip:port` listen address."""
+    m = re.fullmatch(r".*:(\d+)", str(value).strip())
+    return int(m.group(1)) if m else None
+
+
+def check_console(compose: dict) -> list[str]:
+    """The console runs `tracelab console`, is published on 127.0.0.1 only (it
+    holds the admin token and drives faults), listens where it is published,
+    and knows every tracelab service at the port that service listens on."""
+    services = compose.get("services", {})
+    console = services.get("console")
+    if console is None:
+        return ["console: no `console` service: the lab's one URL (the console) is missing"]
+    problems = []
+    if as_list(console.get("command"))[:2] != ["tracelab", "console"]:
+        problems.append(f"console: runs {as_list(console.get('command'))}, not `tracelab console`")
+    env = environment(console)
+    inside = listen_port(env.get("TRACELAB_CONSOLE_LISTEN", ""))
+    ports = console.get("ports") or []
+    if not ports:
+        problems.append("console: not published on the host")
+    for p in ports:
+        if isinstance(p, dict):
+            host_ip, target = str(p.get("host_ip", "")), p.get("target")
+        else:
+            parts = interpolate(str(p)).split("/")[0].split(":")
+            host_ip = parts[0] if len(parts) == 3 else ""
+            target = parts[-1]
+        if host_ip != "127.0.0.1":
+            problems.append(
+                f"console: published as {p!r}; publish it on 127.0.0.1 only "
+                "(it holds the admin token and sets faults)"
+            )
+        if inside is None or str(target) != str(inside):
+            problems.append(
+                f"console: publishes container port {target} but listens on "
+                f"{env.get('TRACELAB_CONSOLE_LISTEN')!r} (TRACELAB_CONSOLE_LISTEN)"
+            )
+    given = {}
+    for item in env.get("TRACELAB_CONSOLE_SERVICES", "").split(","):
+        name, _, url = item.strip().partition("=")
+        if name:
+            given[name] = url
+    for name, svc in services.items():
+        listen = environment(svc).get("TRACELAB_LISTEN")
+        if svc is console or listen is None:
+            continue
+        want = f"http://{name}:{listen_port(listen)}"
+        if given.get(name) != want:
+            problems.append(
+                f"console: TRACELAB_CONSOLE_SERVICES gives {name} as {given.get(name)!r}, "
+                f"but {name} listens at {want}"
+            )
+    for name in sorted(set(given) - set(services)):
+        problems.append(f"console: TRACELAB_CONSOLE_SERVICES names {name}, which is no compose service")
+    return problems
+
+
 def all_problems(root: Path = REPO) -> dict[str, list[str]]:
     compose = load_compose(root)
     collector = load_yaml(root / "otel-collector.yaml")
@@ -1190,11 +1556,16 @@ def all_problems(root: Path = REPO) -> dict[str, list[str]]:
         + check_mounts_readable(compose, root),
         "env": check_env_vars(compose, root),
         "dockerfile": check_dockerfile(compose, (root / "Dockerfile").read_text(encoding="utf-8"), root),
+        "admin api": check_admin_api(compose, (root / "Dockerfile").read_text(encoding="utf-8")),
         "grafana": check_grafana(compose, root),
         "tempo": check_tempo(load_yaml(root / "tempo-config.yaml"), compose, lesson_tempo_config())
         + check_query_end_cutoff(load_yaml(root / "tempo-config.yaml")),
+        "s3 store": check_s3_store(compose, load_yaml(root / "tempo-config.yaml"), load_images())
+        + check_docs_name_the_s3_account(compose, load_images(), {
+            name: (root / name).read_text(encoding="utf-8") for name in ("README.md", "docs/docker.md")}),
         "image facts": check_image_facts(compose, load_images()) + check_data_volumes(compose, load_images()),
         "rabbitmq": check_rabbitmq(compose, root),
+        "console": check_console(compose),
         "exemplars": check_exemplar_label(
             load_yaml(root / "tempo-config.yaml"),
             load_yaml(root / "grafana/provisioning/datasources/datasources.yaml"),

@@ -126,9 +126,9 @@ def test_built_service_needs_an_image_name(broken):
 def test_every_service_has_a_healthcheck_or_says_why(compose):
     assert checks.check_healthchecks(compose) == []
     exempt = {n for n, s in compose["services"].items() if checks.NO_HEALTHCHECK_FIELD in s}
-    # Exemptions are explicit and few: the one-shot bucket job, and the collector
-    # whose scratch image cannot run a probe.
-    assert exempt == {"minio-init", "otel-collector"}
+    # Exemptions are explicit and few: the one-shot bucket and admin token jobs,
+    # and the collector whose scratch image cannot run a probe.
+    assert exempt == {"s3-init", "admin-token-init", "otel-collector"}
 
 
 def test_missing_healthcheck_is_reported(broken):
@@ -143,12 +143,12 @@ def test_disabled_healthcheck_is_reported(broken):
 
 def test_depends_on_list_and_wrong_conditions_are_reported(broken):
     broken["services"]["gateway"]["depends_on"] = ["auth"]
-    broken["services"]["tempo"]["depends_on"] = {"minio": {"condition": "service_completed_successfully"}}
+    broken["services"]["tempo"]["depends_on"] = {"s3": {"condition": "service_completed_successfully"}}
     broken["services"]["grafana"]["depends_on"]["tempo"] = {"condition": "service_started"}
     assert_reports(
         checks.check_healthchecks(broken),
         "gateway: depends_on as a list",
-        "tempo: waits for minio to complete",
+        "tempo: waits for s3 to complete",
         "grafana: depends on tempo only being started",
     )
 
@@ -203,8 +203,8 @@ def test_duplicate_host_port_is_reported(broken):
 
 
 def test_missing_documented_port_is_reported(broken):
-    del broken["services"]["minio"]["ports"]
-    assert_reports(checks.check_ports(broken), "9001")
+    del broken["services"]["rabbitmq"]["ports"]
+    assert_reports(checks.check_ports(broken), "host port 15672 should publish rabbitmq")
 
 
 def test_one_network_and_named_volumes(compose):
@@ -352,7 +352,7 @@ def test_a_shell_loop_given_service_env_is_reported(env_fixture):
 
 def test_the_cli_container_gets_only_env_the_cli_reads(compose):
     load = compose["services"]["load"]
-    assert {"TRACELAB_COMPOSE", "TRACELAB_SCENARIOS"} <= set(checks.environment(load))
+    assert {"TRACELAB_URL", "TRACELAB_GATEWAY_URL"} <= set(checks.environment(load))
     assert checks.check_env_vars(compose) == []
     broken = copy.deepcopy(compose)
     broken["services"]["load"]["environment"]["OTEL_SERVICE_NAME"] = "load"
@@ -364,6 +364,52 @@ def test_architecture_tables_are_read():
     assert "TRACELAB_LISTEN" in common
     assert "DATABASE_URL" in per_service["payment"] and "DATABASE_URL" in per_service["notification"]
     assert checks.required_env("gateway") >= {"TRACELAB_AUTH_URL", "TRACELAB_LISTEN", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+
+
+# ---------------------------------------------------------------- admin API
+
+
+def test_the_admin_api_stays_on_the_compose_network_behind_a_generated_token(compose, dockerfile):
+    assert checks.check_admin_api(compose, dockerfile) == []
+    services = [n for n, s in compose["services"].items() if "TRACELAB_LISTEN" in checks.environment(s)]
+    assert len(services) == 6, services
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda c: c["services"]["gateway"]["ports"].append("8180:8180"), "gateway: publishes its admin port 8180"),
+        (lambda c: c["services"]["payment"].__setitem__("ports", ["127.0.0.1:18183:8183"]),
+         "payment: publishes its admin port 8183"),
+        (lambda c: c["services"]["auth"]["environment"].__setitem__("TRACELAB_ADMIN_LISTEN", "0.0.0.0:8081"),
+         "auth: TRACELAB_ADMIN_LISTEN is its public port"),
+        (lambda c: c["services"]["search"]["environment"].pop("TRACELAB_ADMIN_LISTEN"), "search: no TRACELAB_ADMIN_LISTEN"),
+        (lambda c: c["services"]["auth"]["environment"].__setitem__("TRACELAB_ADMIN_TOKEN", "tracelab-admin"),
+         "auth: TRACELAB_ADMIN_TOKEN is written in docker-compose.yml"),
+        (lambda c: c["services"]["load"]["environment"].__setitem__("TRACELAB_ADMIN_TOKEN", "${OTHER:-x}"),
+         "load: TRACELAB_ADMIN_TOKEN is written"),
+        (lambda c: c["services"]["notification"]["environment"].pop("TRACELAB_ADMIN_TOKEN_FILE"),
+         "notification: no TRACELAB_ADMIN_TOKEN_FILE"),
+        (lambda c: c["services"]["payment"]["volumes"].__setitem__(1, "admin-token:/var/lib/tracelab-admin"),
+         "payment: mounts admin-token writable"),
+        (lambda c: c["services"]["payment"]["volumes"].pop(1), "payment: TRACELAB_ADMIN_TOKEN_FILE=/var/lib/tracelab-admin/token, but no named volume"),
+        (lambda c: c["services"]["gateway"]["depends_on"].pop("admin-token-init"), "gateway: reads /var/lib/tracelab-admin/token but does not wait"),
+        (lambda c: c["services"].pop("admin-token-init"), "no one-shot job writes /var/lib/tracelab-admin/token"),
+    ],
+)
+def test_admin_api_problems_are_reported(broken, dockerfile, mutate, needle):
+    mutate(broken)
+    assert_reports(checks.check_admin_api(broken, dockerfile), needle)
+
+
+def test_a_token_volume_the_image_user_cannot_write_is_reported(compose, dockerfile):
+    without = "\n".join(
+        line for line in dockerfile.splitlines() if "tracelab-admin" not in line and "chmod 0700" not in line
+    )
+    assert_reports(
+        checks.check_admin_api(compose, without),
+        "Dockerfile: the runtime stage must create /var/lib/tracelab-admin owned by its user 10001",
+    )
 
 
 # ---------------------------------------------------------------- Dockerfile
@@ -510,7 +556,8 @@ def test_changed_or_dropped_lesson_value_is_reported(tempo, compose):
     broken["storage"]["trace"]["s3"]["bucket"] = "traces"
     assert_reports(
         checks.check_tempo(broken, compose, checks.lesson_tempo_config()),
-        "rate_limit_bytes is 1", "stream_over_http_enabled is missing", "bucket", "mc mb",
+        "rate_limit_bytes is 1", "stream_over_http_enabled is missing", "bucket",
+        "no one-shot job creates Tempo's bucket 'traces'",
     )
 
 
@@ -776,3 +823,129 @@ def test_bind_mounted_files_are_readable_by_the_containers_users(compose, tmp_pa
     only_tempo = {"services": {"tempo": compose["services"]["tempo"]}}
     assert_reports(checks.check_mounts_readable(only_tempo, tmp_path), "tempo: tempo-config.yaml is mode -rw-------")
 
+
+
+# ---------------------------------------------------------------- the S3 store
+
+
+def test_s3_store_bucket_job_and_tempo_agree(compose, tempo, images):
+    assert checks.check_s3_store(compose, tempo, images) == []
+    assert checks.bucket_jobs(compose, tempo["storage"]["trace"]["s3"]["bucket"]) == ["s3-init"]
+
+
+def set_tempo_s3(**values):
+    def mutate(compose, tempo):
+        tempo["storage"]["trace"]["s3"].update(values)
+    return mutate
+
+
+def set_service(name, key, value):
+    def mutate(compose, tempo):
+        compose["services"][name][key] = value
+    return mutate
+
+
+def shell_as_command(compose, tempo):
+    """The job's script as `command: [/bin/sh, -c, ...]`, the image's entrypoint left in place."""
+    job = compose["services"]["s3-init"]
+    job["command"] = ["/bin/sh", "-c", job["command"][0]]
+    del job["entrypoint"]
+
+
+def drop_tempo_s3(key):
+    def mutate(compose, tempo):
+        del tempo["storage"]["trace"]["s3"][key]
+    return mutate
+
+
+S3_INIT_SCRIPT = "versitygw admin create-bucket --owner \"$ROOT_ACCESS_KEY_ID\" --bucket tempo-traces"
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        # Where MinIO listened: the store listens on 7070.
+        (set_tempo_s3(endpoint="s3:9000"), "port is 9000, but s3 listens on 7070"),
+        (set_tempo_s3(region="ap-northeast-1"), "accepts only requests signed for 'us-east-1'"),
+        (drop_tempo_s3("forcepathstyle"), "forcepathstyle must be true"),
+        # MinIO's variable names, which the store's container no longer sets.
+        (set_tempo_s3(access_key="${MINIO_ROOT_USER}"), "access_key is ${MINIO_ROOT_USER} = None"),
+        (set_tempo_s3(endpoint="minio:9000"), "'minio:9000' is not a compose service"),
+        (set_service("s3", "command", ["--port", ":7070", "posix", "/data"]), "without --health"),
+        (set_service("s3", "command", ["--port", ":7071", "--health", "/health", "posix", "/data"]),
+         "the store serves /health on port 7071"),
+        (set_service("s3", "volumes", ["s3-data:/var/lib/versitygw"]), "keeps its buckets in /data"),
+        (set_service("s3", "environment", {"GOMEMLIMIT": "128MiB"}), "ROOT_ACCESS_KEY_ID is not set"),
+        # Without the list-buckets guard the second `docker compose up` fails.
+        (set_service("s3-init", "command", [S3_INIT_SCRIPT]), "BucketAlreadyOwnedByYou"),
+        # Without the entrypoint override the image runs `versitygw sh -c ...`.
+        (shell_as_command, "runs /bin/sh as the command of versity/versitygw:v1.7.0"),
+        (set_service("s3-init", "command", ["curl -X PUT http://s3:7070/tempo-traces"]),
+         "runs 'curl', which image versity/versitygw:v1.7.0 does not have"),
+        (set_service("s3-init", "command", [S3_INIT_SCRIPT.replace("tempo-traces", "traces")]),
+         "creates bucket 'tempo-traces'"),
+        (set_service("s3-init", "environment", {"ROOT_ACCESS_KEY_ID": "tracelab", "ROOT_SECRET_ACCESS_KEY": "x",
+                                                 "ADMIN_ENDPOINT_URL": "http://minio:9000"}),
+         "ADMIN_ENDPOINT_URL is 'http://minio:9000'"),
+        (set_service("s3-init", "depends_on", {}), "s3-init: does not wait for s3 to be healthy"),
+    ],
+)
+def test_s3_store_mistakes_are_reported(compose, tempo, images, mutate, needle):
+    bad_compose, bad_tempo = copy.deepcopy(compose), copy.deepcopy(tempo)
+    mutate(bad_compose, bad_tempo)
+    assert_reports(checks.check_s3_store(bad_compose, bad_tempo, images), needle)
+
+
+def test_the_s3_image_has_no_curl(broken, images):
+    broken["services"]["s3"]["healthcheck"]["test"] = ["CMD", "curl", "-f", "http://127.0.0.1:7070/health"]
+    assert_reports(checks.check_image_facts(broken, images), "s3: healthcheck runs 'curl'")
+
+
+def test_an_s3_image_without_facts_is_reported(broken, tempo, images):
+    broken["services"]["s3"]["image"] = "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z"
+    assert_reports(checks.check_s3_store(broken, tempo, images), "has no verified `s3:` facts")
+
+
+def test_the_docs_give_the_s3_root_account(compose, images):
+    docs = {name: (REPO / name).read_text(encoding="utf-8") for name in ("README.md", "docs/docker.md")}
+    assert checks.check_docs_name_the_s3_account(compose, images, docs) == []
+    broken = copy.deepcopy(compose)
+    broken["services"]["s3"]["environment"]["ROOT_SECRET_ACCESS_KEY"] = "changed-secret"
+    assert_reports(
+        checks.check_docs_name_the_s3_account(broken, images, docs),
+        "README.md: does not give ROOT_SECRET_ACCESS_KEY 'changed-secret'",
+        "docs/docker.md: does not give ROOT_SECRET_ACCESS_KEY",
+    )
+
+
+# ---------------------------------------------------------------- the lab console
+
+def test_console_is_published_on_loopback_and_knows_every_service(compose):
+    assert checks.check_console(compose) == []
+    assert checks.host_ports(compose["services"]["console"]) == [7070]
+
+
+def test_console_published_on_every_interface_is_reported(broken):
+    broken["services"]["console"]["ports"] = ["${TRACELAB_CONSOLE_HOST_PORT:-7070}:7070"]
+    assert_reports(checks.check_console(broken), "publish it on 127.0.0.1 only")
+    broken["services"]["console"]["ports"] = [{"target": 7070, "published": "7070"}]
+    assert_reports(checks.check_console(broken), "publish it on 127.0.0.1 only")
+
+
+def test_console_listening_elsewhere_than_published_is_reported(broken):
+    broken["services"]["console"]["environment"]["TRACELAB_CONSOLE_LISTEN"] = "0.0.0.0:7071"
+    assert_reports(checks.check_console(broken), "publishes container port 7070 but listens on '0.0.0.0:7071'")
+
+
+def test_console_missing_or_misplacing_a_service_is_reported(broken):
+    env = broken["services"]["console"]["environment"]
+    env["TRACELAB_CONSOLE_SERVICES"] = env["TRACELAB_CONSOLE_SERVICES"].replace(
+        "payment=http://payment:8083", "payment=http://payment:9999"
+    ).replace(",notification=http://notification:8084", "")
+    assert_reports(
+        checks.check_console(broken),
+        "gives payment as 'http://payment:9999'",
+        "gives notification as None",
+    )
+    del broken["services"]["console"]
+    assert_reports(checks.check_console(broken), "no `console` service")

@@ -5,16 +5,23 @@
 //! - [`cli`]: the command line, one file per command; the only layer that
 //!   knows clap and prints (below it, only the supervisor's log sink and the
 //!   load generator's progress line write, where their caller points them).
-//! - [`supervisor`]: starts and stops the whole lab (embedded collector +
-//!   the six service binaries) on localhost; `tracelab up` and the
-//!   end-to-end tests use it.
+//! - [`console`]: the lab console, the lab's one URL: an HTTP API doing
+//!   what the CLI does to a lab (health, faults, scenarios, exercises with
+//!   their state, load, one-shot actions, traces through the Tempo API) and
+//!   the web page; `tracelab up` and `tracelab console` serve it, the CLI's
+//!   lab commands are its clients.
 //! - [`exercise`]: plays a scenario blind (state, grading, history).
 //! - [`scenario`]: the scenario catalog (`scenarios/*.yaml`), the traffic
 //!   that makes a scenario visible, its trace signature checks, and the
 //!   answer-key verification.
 //! - [`load`]: the open-loop load generator for the gateway.
+//! - [`supervisor`]: starts and stops the whole lab (embedded collector +
+//!   the six service binaries) on localhost; `tracelab up` and the
+//!   end-to-end tests use it.
 //! - [`fault`]: the services' injection points, fault specs as people write
 //!   them, and the client of the services' admin API.
+//! - [`dlq`]: the notification dead-letter queue: list it, replay
+//!   messages back to work.
 //! - [`format`]: small text helpers.
 //!
 //! Below them, the `tracelab-client` crate talks to a running lab (the Tempo
@@ -35,6 +42,8 @@
 //! start`, `rabbitmq-server -detached`).
 
 pub mod cli;
+pub mod console;
+pub mod dlq;
 pub mod exercise;
 pub mod fault;
 pub mod format;

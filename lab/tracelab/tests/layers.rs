@@ -20,11 +20,13 @@ use common::rust_files;
 /// modules listed after it.
 const LAYERS: &[&str] = &[
     "cli",
+    "console",
     "exercise",
     "scenario",
     "load",
     "supervisor",
     "fault",
+    "dlq",
     "format",
 ];
 

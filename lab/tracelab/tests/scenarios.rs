@@ -21,6 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tracelab::console::{ConsoleConfig, ConsoleState, RunningConsole};
 use tracelab::scenario::verify::{Target, verify};
 use tracelab::scenario::{Catalog, Category, Pitfall};
 use tracelab::supervisor::{Lab, LabOptions};
@@ -225,7 +226,7 @@ async fn exercises_are_graded_and_recorded() {
 
     let catalog = catalog();
     let (lab, _opts) = start_lab().await;
-    let client = FaultClient::new(lab.services(), lab.admin_token()).unwrap();
+    let client = FaultClient::new(lab.admin_urls(), lab.admin_token()).unwrap();
     let home = temp_home();
     let ex = Exercises::new(&home);
     let begin = |id: &'static str, force: bool| {
@@ -342,29 +343,6 @@ async fn exercises_are_graded_and_recorded() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
-/// The port flags that point the CLI at a test lab.
-fn lab_flags(lab: &Lab) -> Vec<String> {
-    let port = |url: &str| {
-        url.rsplit(':')
-            .next()
-            .unwrap()
-            .trim_end_matches('/')
-            .to_string()
-    };
-    let mut flags = Vec::new();
-    for (name, url) in lab.services() {
-        let flag = match name {
-            "payment-provider" => "--provider-port".to_string(),
-            other => format!("--{other}-port"),
-        };
-        flags.push(flag);
-        flags.push(port(&url));
-    }
-    flags.push("--tempo-port".into());
-    flags.push(port(&lab.tempo_url()));
-    flags
-}
-
 fn cli(home: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"));
     cmd.env("TRACELAB_HOME", home)
@@ -385,31 +363,54 @@ async fn run_cli(home: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// The exercise from the command line, across processes: `start` sends
-/// background load in one process while `hint`, `status` and `answer` run
-/// in others; a correct answer ends the load by itself.
+/// A lab console for `lab`, keeping its exercise state in `home`.
+fn start_console(lab: &Lab, opts: &LabOptions, home: &Path) -> RunningConsole {
+    let config = ConsoleConfig::for_lab(lab, opts, catalog(), home.to_path_buf());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    RunningConsole::start(listener, ConsoleState::new(config).unwrap()).unwrap()
+}
+
+/// The exercise from the command line, across processes: `start` returns
+/// once the console holds the exercise and sends its background load;
+/// `hint`, `status` and `answer` run in other processes against the same
+/// console; a correct answer ends the load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exercise_cli_works_across_terminals() {
-    let (lab, _opts) = start_lab().await;
+    let (lab, opts) = start_lab().await;
     let home = temp_home();
-    let flags = lab_flags(&lab);
-    let mut start_args = vec![
-        "exercise".to_string(),
-        "start".into(),
-        "--scenario".into(),
-        "provider-slow".into(),
-        "--rate".into(),
-        "2".into(),
-    ];
-    start_args.extend(flags.iter().cloned());
-    let mut start = cli(&home)
-        .args(&start_args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("exercise start runs");
+    let console = start_console(&lab, &opts, &home);
+    let lab_url = console.url().to_string();
+    // `--lab` before the positionals: `answer`'s operation takes the rest.
+    let with_lab = |args: &[&str]| -> Vec<String> {
+        let mut argv = vec![args[0].to_string(), "--lab".to_string(), lab_url.clone()];
+        argv.extend(args[1..].iter().map(|a| a.to_string()));
+        argv
+    };
+    let run = |args: Vec<String>| {
+        let home = home.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli(&home, &refs).await
+        }
+    };
 
-    // Wait until the exercise is recorded and load reaches the provider.
+    let (ok, out) = run(with_lab(&[
+        "exercise",
+        "start",
+        "--scenario",
+        "provider-slow",
+        "--rate",
+        "2",
+    ]))
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("exercise #1 started"), "{out}");
+    assert!(out.contains("symptom at the gateway"), "{out}");
+    assert!(out.contains("background load (2 checkout/s"), "{out}");
+
+    // Wait until the console's load reaches the slow provider.
     let tempo = tracelab_client::TempoClient::new(&lab.tempo_url()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -432,36 +433,30 @@ async fn exercise_cli_works_across_terminals() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
-    let (ok, out) = run_cli(&home, &["exercise", "status"]).await;
+    let (ok, out) = run(with_lab(&["exercise", "status"])).await;
     assert!(ok, "{out}");
     assert!(out.contains("exercise #1 running"), "{out}");
     assert!(
         !out.contains("POST /v1/charges") && !out.contains("provider-slow"),
         "status gives the answer away:\n{out}"
     );
-    let (ok, out) = run_cli(&home, &["exercise", "hint"]).await;
+    let (ok, out) = run(with_lab(&["exercise", "hint"])).await;
     assert!(ok && out.contains("hint 1/3"), "{out}");
 
-    let mut list_args = vec!["fault", "list"];
-    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-    list_args.extend(&flag_refs);
-    let (ok, out) = run_cli(&home, &list_args).await;
+    let (ok, out) = run(with_lab(&["fault", "list"])).await;
     assert!(ok && out.contains("details hidden"), "{out}");
     assert!(!out.contains("provider.charge"), "{out}");
 
-    let (ok, out) = run_cli(&home, &["exercise", "answer", "search"]).await;
+    let (ok, out) = run(with_lab(&["exercise", "answer", "search"])).await;
     assert!(!ok, "a wrong answer exits non-zero:\n{out}");
     assert!(out.contains("not it"), "{out}");
-    let (ok, out) = run_cli(
-        &home,
-        &[
-            "exercise",
-            "answer",
-            "payment-provider",
-            "POST",
-            "/v1/charges",
-        ],
-    )
+    let (ok, out) = run(with_lab(&[
+        "exercise",
+        "answer",
+        "payment-provider",
+        "POST",
+        "/v1/charges",
+    ]))
     .await;
     assert!(ok, "{out}");
     assert!(out.contains("correct!"), "{out}");
@@ -470,25 +465,25 @@ async fn exercise_cli_works_across_terminals() {
         "{out}"
     );
 
-    // The load in the first terminal notices and stops.
-    let status = tokio::time::timeout(Duration::from_secs(20), start.wait())
+    // The console's background load ended with the exercise.
+    let load: serde_json::Value = reqwest::get(format!("{lab_url}/api/load"))
         .await
-        .expect("exercise start ends once the exercise is solved")
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-    let mut stdout = String::new();
-    if let Some(mut out) = start.stdout.take() {
-        use tokio::io::AsyncReadExt as _;
-        let _ = out.read_to_string(&mut stdout).await;
-    }
-    assert!(status.success(), "{stdout}");
-    assert!(stdout.contains("the exercise is over"), "{stdout}");
-    assert!(stdout.contains("symptom at the gateway"), "{stdout}");
+    assert_eq!(load["running"], false, "{load}");
+    assert!(
+        load["summary"]["total"]["ok"].as_u64().unwrap() > 0,
+        "{load}"
+    );
 
-    let (ok, out) = run_cli(&home, &["exercise", "history"]).await;
+    let (ok, out) = run(with_lab(&["exercise", "history"])).await;
     assert!(
         ok && out.contains("provider-slow") && out.contains("solved"),
         "{out}"
     );
+    console.stop().await.expect("the console stops");
     lab.stop().await.expect("clean stop");
     let _ = std::fs::remove_dir_all(&home);
 }
@@ -503,7 +498,7 @@ async fn the_first_request_after_fault_set_shows_the_fault() {
     use tracelab::scenario::traffic::Driver;
 
     let (lab, opts) = start_lab().await;
-    let client = FaultClient::new(lab.services(), lab.admin_token()).unwrap();
+    let client = FaultClient::new(lab.admin_urls(), lab.admin_token()).unwrap();
     let driver = Driver::new(&lab.gateway_url()).unwrap();
     // Warm up: logins cached, connections open.
     assert!(driver.checkout("4242424242424242").await.ok());
@@ -554,7 +549,7 @@ async fn the_first_request_after_fault_set_shows_the_fault() {
 
     // notification acts on the queue: the first checkout after the PUT
     // must end in the dead-letter queue.
-    let dlq = format!("{}.dlq", opts.queue);
+    let dlq = format!("{}.dlq", lab.queue());
     let before = DlqProbe::depth(&opts.amqp_url, &dlq).await.unwrap();
     let spec =
         spec_from_args("notification.consume", "dead_letter", &[], None, None, None).unwrap();

@@ -20,10 +20,11 @@ fn closed_port() -> u16 {
         .port()
 }
 
-/// A script that claims `127.0.0.1:<port>` (where nothing answers) and sleeps.
+/// A script that claims `127.0.0.1:<port>` (where nothing answers), and an
+/// admin listener as a service does, and sleeps.
 fn listens_on(port: u16) -> String {
     format!(
-        r#"echo '{{"level":"INFO","message":"listening","addr":"127.0.0.1:{port}"}}'; exec sleep 30"#
+        r#"echo '{{"level":"INFO","message":"listening","addr":"127.0.0.1:{port}"}}'; echo '{{"level":"INFO","message":"listening","listener":"admin","addr":"127.0.0.1:{port}"}}'; exec sleep 30"#
     )
 }
 

@@ -16,6 +16,9 @@ pub struct Config {
     pub token_ttl_secs: i64,
     /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
     pub w3c_harness: W3cHarness,
+    /// `TRACELAB_ADMIN_LISTEN`, `TRACELAB_ADMIN_TOKEN` (or `_FILE`): the
+    /// fault API's own listener and token.
+    pub admin: tracelab_service::config::Admin,
 }
 
 impl Config {
@@ -43,6 +46,7 @@ impl Config {
             token_secret_is_random,
             token_ttl_secs,
             w3c_harness: tracelab_service::config::w3c_harness()?,
+            admin: tracelab_service::config::admin(ServiceName::Auth)?,
         })
     }
 }

@@ -81,8 +81,8 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), w3c, admin)
+pub fn router(state: AppState, w3c: &W3cHarness) -> Router {
+    tracelab_service::app::service_router(routes(state), w3c)
 }
 
 async fn health() -> Response {
@@ -176,9 +176,12 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
              and end when auth restarts"
         );
     }
-    let (faults, admin) = tracelab_faults::for_service(ServiceName::Auth);
-    let router = router(AppState::new(&config, faults), &config.w3c_harness, admin);
-    Ok(App::bind(config.listen, router).await?)
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Auth, &config.admin.token);
+    let router = router(AppState::new(&config, faults), &config.w3c_harness);
+    Ok(App::bind(config.listen, router)
+        .await?
+        .with_admin(config.admin.listen, admin)
+        .await?)
 }
 
 #[cfg(test)]
@@ -198,6 +201,10 @@ mod tests {
                 token_secret_is_random: false,
                 token_ttl_secs: ttl,
                 w3c_harness: W3cHarness::off(),
+                admin: tracelab_service::config::Admin {
+                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    token: tracelab_service::config::AdminToken::random(),
+                },
             },
             FaultRegistry::new(ServiceName::Auth),
         ))

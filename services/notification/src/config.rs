@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 
-use tracelab_contract::defaults;
 use tracelab_contract::service::ServiceName;
 use tracelab_service::W3cHarness;
 use tracelab_service::config as common;
@@ -19,17 +18,18 @@ pub struct Config {
     pub prefetch: u16,
     /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
     pub w3c_harness: W3cHarness,
+    /// `TRACELAB_ADMIN_LISTEN`, `TRACELAB_ADMIN_TOKEN` (or `_FILE`): the
+    /// fault API's own listener and token.
+    pub admin: tracelab_service::config::Admin,
 }
 
 impl Config {
-    /// Reads `TRACELAB_QUEUE`, `TRACELAB_PREFETCH`, and the common
-    /// `TRACELAB_LISTEN`, `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`, `AMQP_URL`,
-    /// `TRACELAB_EXCHANGE`, `TRACELAB_W3C_HARNESS` (through `tracelab_service::config`).
+    /// Reads `TRACELAB_PREFETCH`, and the common `TRACELAB_LISTEN`,
+    /// `TRACELAB_ADMIN_LISTEN`, `TRACELAB_ADMIN_TOKEN` (or `_FILE`),
+    /// `DATABASE_URL`, `TRACELAB_DB_POOL_SIZE`, `AMQP_URL`, `TRACELAB_EXCHANGE`,
+    /// `TRACELAB_QUEUE` (both named after the lab's database unless set),
+    /// `TRACELAB_W3C_HARNESS` (through `tracelab_service::config`).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let queue = std::env::var("TRACELAB_QUEUE")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| defaults::QUEUE.into());
         let prefetch = parse_or(
             "TRACELAB_PREFETCH",
             std::env::var("TRACELAB_PREFETCH").ok(),
@@ -42,14 +42,16 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let database_url = common::database_url();
         Ok(Self {
             w3c_harness: common::w3c_harness()?,
             listen: common::listen(ServiceName::Notification.default_port())?,
-            database_url: common::database_url(),
+            admin: common::admin(ServiceName::Notification)?,
             db_pool_size: common::db_pool_size(5)?,
             amqp_url: common::amqp_url(),
-            exchange: common::exchange(),
-            queue,
+            exchange: common::exchange(&database_url),
+            queue: common::queue(&database_url),
+            database_url,
             prefetch,
         })
     }

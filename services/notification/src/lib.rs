@@ -39,8 +39,8 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), w3c, admin)
+pub fn router(state: AppState, w3c: &W3cHarness) -> Router {
+    tracelab_service::app::service_router(routes(state), w3c)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -76,7 +76,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     .await?;
     tracelab_db::migrate(&pool).await?;
     let stats = Arc::new(Stats::default());
-    let (faults, admin) = tracelab_faults::for_service(ServiceName::Notification);
+    let token = &config.admin.token;
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Notification, token);
     let consumer = Consumer {
         faults,
         pool: pool.clone(),
@@ -90,8 +91,10 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     consumer.declare().await?;
     Ok(App::bind(
         config.listen,
-        router(AppState { pool, stats }, &config.w3c_harness, admin),
+        router(AppState { pool, stats }, &config.w3c_harness),
     )
+    .await?
+    .with_admin(config.admin.listen, admin)
     .await?
     .with_background("consumer", move |stop| consumer.run(stop)))
 }

@@ -14,6 +14,9 @@ pub struct Config {
     pub latency_ms: RangeInclusive<u64>,
     /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
     pub w3c_harness: W3cHarness,
+    /// `TRACELAB_ADMIN_LISTEN`, `TRACELAB_ADMIN_TOKEN` (or `_FILE`): the
+    /// fault API's own listener and token.
+    pub admin: tracelab_service::config::Admin,
 }
 
 impl Config {
@@ -35,6 +38,7 @@ impl Config {
             listen,
             latency_ms,
             w3c_harness: tracelab_service::config::w3c_harness()?,
+            admin: tracelab_service::config::admin(ServiceName::PaymentProvider)?,
         })
     }
 }

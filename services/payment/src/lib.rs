@@ -6,11 +6,16 @@
 //!   creates the order, runs [`process::process_payment`] and answers
 //!   `{order_id, payment_id, status, transaction_id, amount, currency}`;
 //!   402 JSON when the card is declined. The same user and key never charge
-//!   twice: a repeat replays the first result.
+//!   twice: a repeat replays the first result, and while the first is still
+//!   running it gets 409 `payment_in_progress` with `Retry-After`.
 //! - `GET /orders/{id}?user_id=` returns an order and its payment.
 //!
+//! The charge and its recording run in a task of their own: a client that
+//! hangs up (or a request past `TRACELAB_PAYMENT_DEADLINE_MS`, answered 503
+//! `payment_in_progress`) cannot leave a charge without its payment row.
 //! The payment row and a `payment.completed` outbox row commit in one
-//! transaction; [`relay`] publishes the outbox to RabbitMQ.
+//! transaction; [`relay`] publishes the outbox to RabbitMQ. [`reconcile`]
+//! settles every order left `processing` with the provider.
 //!
 //! Run: `cargo run -p payment` (127.0.0.1:8083; needs Postgres, RabbitMQ and
 //! payment-provider).
@@ -18,7 +23,10 @@
 pub mod config;
 pub mod process;
 pub mod provider;
+pub mod reconcile;
 pub mod relay;
+#[cfg(test)]
+mod settle_tests;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -32,15 +40,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use opentelemetry::Context;
+use opentelemetry::trace::FutureExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use tracelab_contract::service::ServiceName;
+use tracelab_contract::timeouts;
 use tracelab_faults::FaultRegistry;
-use tracelab_service::{ApiError, App, Check, Json, W3cHarness, health_response};
+use tracelab_service::{ApiError, App, Check, Json, StandardLimits, W3cHarness, health_response};
 use tracelab_telemetry::db::DbTarget;
+use tracelab_telemetry::propagation::inject_map;
 
 pub use config::Config;
 use process::PaymentError;
@@ -58,6 +70,46 @@ pub struct AppState {
     pub provider: ProviderClient,
     pub relay_wakeup: Arc<Notify>,
     pub publisher: Arc<tokio::sync::Mutex<relay::Publisher>>,
+    pub settings: Settings,
+}
+
+/// The time limits the handlers and the reconciler work to.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long `POST /payments` waits for its charge before answering 503
+    /// `payment_in_progress`.
+    pub deadline: Duration,
+    /// How long an order may stay `processing` untouched before the
+    /// reconciler settles it.
+    pub reconcile_after: Duration,
+    /// How often the reconciler looks.
+    pub reconcile_interval: Duration,
+}
+
+impl Settings {
+    /// The settings of `config`.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            deadline: config.deadline,
+            reconcile_after: config.reconcile_after,
+            reconcile_interval: config.reconcile_interval,
+        }
+    }
+
+    /// The contract's defaults.
+    pub fn defaults() -> Self {
+        Self {
+            deadline: Duration::from_millis(timeouts::PAYMENT_DEADLINE_MS),
+            reconcile_after: Duration::from_millis(timeouts::RECONCILE_AFTER_MS),
+            reconcile_interval: Duration::from_millis(timeouts::RECONCILE_INTERVAL_MS),
+        }
+    }
+
+    /// The request timeout of payment's listener: past the deadline, so a
+    /// request always gets payment's own answer first.
+    pub fn request_timeout(&self) -> Duration {
+        self.deadline + Duration::from_millis(timeouts::MARGIN_MS)
+    }
 }
 
 pub fn routes(state: AppState) -> Router {
@@ -68,8 +120,12 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), w3c, admin)
+pub fn router(state: AppState, w3c: &W3cHarness) -> Router {
+    let limits = StandardLimits {
+        request_timeout: state.settings.request_timeout(),
+        ..StandardLimits::default()
+    };
+    tracelab_service::app::standard(routes(state), limits, w3c)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -157,13 +213,19 @@ async fn create_payment(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(req): Json<PaymentRequest>,
-) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
-    let card = normalise_card(&req.card)?;
+) -> Result<Response, Response> {
+    let deadline = tokio::time::Instant::now() + state.settings.deadline;
+    let key = idempotency_key(&headers).map_err(IntoResponse::into_response)?;
+    let card = normalise_card(&req.card).map_err(IntoResponse::into_response)?;
     if req.user_id.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid_user", "user_id is required"));
+        return Err(ApiError::bad_request("invalid_user", "user_id is required").into_response());
     }
-    let (amount, currency, items) = price(&state, &req).await?;
+    let (amount, currency, items) = price(&state, &req)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let db_error = |e: sqlx::Error| ApiError::internal("database_error", e).into_response();
+    let mut trace_context = std::collections::HashMap::new();
+    inject_map(&Context::current(), &mut trace_context);
     let new_order = NewOrder {
         id: Uuid::new_v4(),
         user_id: req.user_id.clone(),
@@ -171,12 +233,13 @@ async fn create_payment(
         amount,
         currency,
         items,
+        trace_context,
     };
     let order = match state
         .store
         .create_order(&new_order)
         .await
-        .map_err(|e| ApiError::internal("database_error", e))?
+        .map_err(db_error)?
     {
         Created::New(id) => OrderRow {
             id,
@@ -188,13 +251,33 @@ async fn create_payment(
             failure_code: None,
             created_at: chrono::Utc::now(),
         },
-        Created::Existing(existing) => {
+        Created::Existing(mut existing) => {
             if existing.amount != new_order.amount || existing.currency != new_order.currency {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "idempotency_key_reused",
                     "this Idempotency-Key was already used for a different checkout",
-                ));
+                )
+                .into_response());
+            }
+            // An attempt that ended unsettled, or an order abandoned by a
+            // crashed process, is settled now: the retry gets the answer.
+            if existing.status == "processing"
+                && let Some(settled) =
+                    reconcile::settle_now(&state, existing.id, state.settings.reconcile_after)
+                        .await
+                        .map_err(db_error)?
+            {
+                tracing::info!(order_id = %existing.id, outcome = ?settled, "settled on retry");
+                existing = state
+                    .store
+                    .find_order(existing.id)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| {
+                        ApiError::internal("inconsistent_order", "settled order vanished")
+                            .into_response()
+                    })?;
             }
             match existing.status.as_str() {
                 "failed"
@@ -202,7 +285,7 @@ async fn create_payment(
                         .store
                         .reopen_failed(existing.id)
                         .await
-                        .map_err(|e| ApiError::internal("database_error", e))? =>
+                        .map_err(db_error)? =>
                 {
                     tracing::info!(order_id = %existing.id, "retrying a failed payment with the same key");
                     existing
@@ -211,7 +294,30 @@ async fn create_payment(
             }
         }
     };
-    match process::process_payment(&state, &order, &card).await {
+    // The charge and its recording run to completion in a task of their
+    // own: the client hanging up, or this handler giving up at the
+    // deadline, must not cut them between "charged" and "recorded".
+    let section = {
+        let (state, order) = (state.clone(), order.clone());
+        tokio::spawn(
+            async move { process::process_payment(&state, &order, &card).await }
+                .with_context(Context::current()),
+        )
+    };
+    let outcome = match tokio::time::timeout_at(deadline, section).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panicked)) => {
+            return Err(ApiError::internal("internal_error", panicked).into_response());
+        }
+        Err(_) => {
+            return Err(in_progress(
+                &state,
+                order.id,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ));
+        }
+    };
+    match outcome {
         Ok(payment) => Ok((
             StatusCode::CREATED,
             axum::Json(json!({
@@ -226,8 +332,41 @@ async fn create_payment(
             })),
         )
             .into_response()),
-        Err(err) => Err(payment_error(order.id, err)),
+        Err(err) => {
+            let unsettled = process::is_unsettled(&err);
+            let mut response = payment_error(order.id, err).into_response();
+            if unsettled {
+                // The outcome will be known after the reconciler's next pass.
+                retry_after(&mut response, &state);
+            }
+            Err(response)
+        }
     }
+}
+
+/// Sets `Retry-After` to the reconciler's interval.
+fn retry_after(response: &mut Response, state: &AppState) {
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(reconcile::retry_after_secs(
+            state.settings.reconcile_interval,
+        )),
+    );
+}
+
+/// `payment_in_progress` with `Retry-After`: 409 to a retry that found the
+/// first attempt still running, 503 to a request past its deadline.
+fn in_progress(state: &AppState, order_id: Uuid, status: StatusCode) -> Response {
+    let retry = reconcile::retry_after_secs(state.settings.reconcile_interval);
+    let mut response = ApiError::new(
+        status,
+        "payment_in_progress",
+        "a payment with this Idempotency-Key is in progress; retry with the same key for its result",
+    )
+    .with_details(json!({ "order_id": order_id, "retry_after": retry }))
+    .into_response();
+    retry_after(&mut response, state);
+    response
 }
 
 /// A priced checkout: the total, its currency and, for `items`, the lines.
@@ -395,11 +534,35 @@ fn payment_error(order_id: Uuid, err: PaymentError) -> ApiError {
         }
         PaymentError::Database(e) => ApiError::internal("database_error", e),
         PaymentError::Fault(injected) => injected.into(),
+        // Charged, recording failed: the reconciler records it shortly.
+        PaymentError::NotRecorded(cause) => {
+            tracelab_telemetry::span::record_error(
+                &Context::current(),
+                "payment_not_recorded",
+                &cause.to_string(),
+            );
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "payment_in_progress",
+                "the payment is being recorded; retry with the same Idempotency-Key for its result",
+            )
+            .with_details(order)
+        }
     }
 }
 
 /// Answers a repeated key with the first outcome, charging nothing.
-async fn replay(state: &AppState, order: OrderRow) -> Result<Response, ApiError> {
+async fn replay(state: &AppState, order: OrderRow) -> Result<Response, Response> {
+    replay_final(state, order.clone())
+        .await
+        .map_err(|e| match e {
+            None => in_progress(state, order.id, StatusCode::CONFLICT),
+            Some(e) => e.into_response(),
+        })
+}
+
+/// The first outcome of a finished order; `Err(None)` while it is in progress.
+async fn replay_final(state: &AppState, order: OrderRow) -> Result<Response, Option<ApiError>> {
     match order.status.as_str() {
         "completed" => {
             let payment = state
@@ -433,13 +596,9 @@ async fn replay(state: &AppState, order: OrderRow) -> Result<Response, ApiError>
                 order.failure_code.as_deref().unwrap_or("card_declined")
             ),
         )
-        .with_details(json!({ "order_id": order.id, "idempotent_replay": true }))),
-        _ => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "payment_in_progress",
-            "a payment with this Idempotency-Key is in progress; retry shortly",
-        )
-        .with_details(json!({ "order_id": order.id }))),
+        .with_details(json!({ "order_id": order.id, "idempotent_replay": true }))
+        .into()),
+        _ => Err(None),
     }
 }
 
@@ -471,14 +630,16 @@ async fn get_order(
 }
 
 /// Connects to Postgres and RabbitMQ (waiting up to 10 s each), migrates
-/// and binds. The outbox relay runs beside the HTTP server and stops after
-/// it has drained, publishing what is committed on its way out.
+/// and binds. The outbox relay and the reconciler run beside the HTTP
+/// server and stop after it has drained; the relay publishes what is
+/// committed on its way out.
 ///
 /// Fails when a dependency stays unreachable or the address is taken.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let pool = tracelab_db::connect(
+    let pool = tracelab_db::connect_with_acquire_timeout(
         &config.database_url,
         config.db_pool_size,
+        config.db_acquire_timeout,
         Duration::from_secs(10),
     )
     .await?;
@@ -486,7 +647,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let connection =
         tracelab_service::amqp::connect(&config.amqp_url, "payment", Duration::from_secs(10))
             .await?;
-    let (faults, admin) = tracelab_faults::for_service(ServiceName::Payment);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Payment, &config.admin.token);
     let state = AppState {
         faults: faults.clone(),
         store: Store {
@@ -501,17 +662,28 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             connection,
             faults,
         ))),
+        settings: Settings::of(&config),
     };
+    let reconciler = state.clone();
     let (pool, publisher, wakeup) = (
         state.store.pool.clone(),
         state.publisher.clone(),
         state.relay_wakeup.clone(),
     );
-    Ok(
-        App::bind(config.listen, router(state, &config.w3c_harness, admin))
-            .await?
-            .with_background("outbox relay", move |stop| {
-                relay::run(pool, publisher, wakeup, stop)
-            }),
-    )
+    Ok(App::bind(config.listen, router(state, &config.w3c_harness))
+        .await?
+        .with_admin(config.admin.listen, admin)
+        .await?
+        .with_background("outbox relay", move |stop| {
+            relay::run(pool, publisher, wakeup, stop)
+        })
+        .with_background("reconciler", move |stop| {
+            let settings = reconciler.settings;
+            reconcile::run(
+                reconciler,
+                settings.reconcile_after,
+                settings.reconcile_interval,
+                stop,
+            )
+        }))
 }

@@ -23,7 +23,7 @@ use tracelab_faults::Injected;
 
 use crate::AppState;
 use crate::provider::{ChargeError, PROVIDER_NAME};
-use crate::store::{OrderRow, OutboxEvent, PaymentRow};
+use crate::store::{OrderRow, OutboxEvent, PaymentRow, Saved};
 
 /// Why a payment did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +36,81 @@ pub enum PaymentError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Fault(#[from] Injected),
+    /// The card was charged but recording it failed: the reconciler will
+    /// record it.
+    #[error("charged, not recorded yet: {0}")]
+    NotRecorded(Box<PaymentError>),
+}
+
+/// How far a payment got before it failed: what a failure means for the
+/// card depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Nothing was sent to the provider: the card was not charged.
+    BeforeCharge,
+    /// The charge call was under way.
+    Charging,
+    /// The provider charged the card: only the recording is missing.
+    Charged,
+}
+
+/// What a failed payment leaves the order as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Final: `declined` or `failed` with a failure code.
+    Final(&'static str),
+    /// Unknown whether the card was charged (a timeout, a 5xx, a save that
+    /// failed after the charge): the order stays `processing`, marked for
+    /// the reconciler, which asks the provider and records what happened.
+    Unsettled,
+}
+
+/// The status and failure code a failed payment leaves its order with.
+fn ending(err: &PaymentError, stage: Stage) -> (Ending, &str) {
+    match (err, stage) {
+        (_, Stage::Charged) | (PaymentError::NotRecorded(_), _) => {
+            (Ending::Unsettled, "not_recorded")
+        }
+        (PaymentError::Charge(ChargeError::Timeout(_)), _) => {
+            (Ending::Unsettled, "provider_timeout")
+        }
+        (PaymentError::Charge(ChargeError::Unavailable(_)), _) => {
+            (Ending::Unsettled, "provider_unavailable")
+        }
+        (PaymentError::Charge(ChargeError::Declined { code, .. }), _) => {
+            (Ending::Final("declined"), code.as_str())
+        }
+        (PaymentError::Charge(ChargeError::Rejected { .. }), _) => {
+            (Ending::Final("declined"), "provider_rejected")
+        }
+        (PaymentError::Charge(ChargeError::RateLimited { .. }), _) => {
+            (Ending::Final("failed"), "provider_rate_limited")
+        }
+        (PaymentError::InvalidOrder(..), _) => (Ending::Final("failed"), "invalid_order"),
+        (PaymentError::Database(_), _) => (Ending::Final("failed"), "database_error"),
+        (PaymentError::Fault(_), _) => (Ending::Final("failed"), "internal_error"),
+    }
+}
+
+/// Whether a failure leaves the order for the reconciler (the client is
+/// told to retry with the same Idempotency-Key for the outcome).
+pub fn is_unsettled(err: &PaymentError) -> bool {
+    matches!(
+        err,
+        PaymentError::Charge(ChargeError::Timeout(_) | ChargeError::Unavailable(_))
+            | PaymentError::NotRecorded(_)
+    )
 }
 
 /// Runs the whole payment for an order already in `processing`.
 ///
 /// On failure the order is marked `declined` (final) or `failed` (a retry
-/// with the same Idempotency-Key may try again).
+/// with the same Idempotency-Key may try again), or, when it is unknown
+/// whether the card was charged, left `processing` for the reconciler
+/// (failures after the charge come back as [`PaymentError::NotRecorded`]).
+///
+/// The caller runs this in a task of its own, so a client that hangs up
+/// cannot cut it between "charged" and "recorded".
 pub async fn process_payment(
     state: &AppState,
     order: &OrderRow,
@@ -56,23 +125,28 @@ pub async fn process_payment(
         KeyValue::new("enduser.id", order.user_id.clone()),
     ];
     in_span("processPayment", SpanKind::Internal, attributes, |process_cx| async move {
-        let result = run_steps(state, order, card, &process_cx).await;
-        if let Err(err) = &result {
-            let (status, code) = match err {
-                PaymentError::Charge(ChargeError::Declined { code, .. }) => ("declined", code.as_str()),
-                PaymentError::Charge(ChargeError::Rejected { .. }) => ("declined", "provider_rejected"),
-                PaymentError::InvalidOrder(..) => ("failed", "invalid_order"),
-                PaymentError::Charge(ChargeError::RateLimited { .. }) => ("failed", "provider_rate_limited"),
-                PaymentError::Charge(ChargeError::Timeout(_)) => ("failed", "provider_timeout"),
-                PaymentError::Charge(ChargeError::Unavailable(_)) => ("failed", "provider_unavailable"),
-                PaymentError::Database(_) => ("failed", "database_error"),
-                PaymentError::Fault(_) => ("failed", "internal_error"),
-            };
-            if let Err(e) = state.store.set_status(order.id, status, Some(code)).await {
-                tracing::error!(order_id = %order.id, error = %e, "could not record the failed payment");
+        let mut stage = Stage::BeforeCharge;
+        let result = run_steps(state, order, card, &process_cx, &mut stage).await;
+        let Err(err) = result else {
+            return result;
+        };
+        let (end, code) = ending(&err, stage);
+        let recorded = match end {
+            Ending::Final(status) => state.store.set_status(order.id, status, Some(code)).await.map(|_| ()),
+            Ending::Unsettled => {
+                process_cx.span().set_attribute(KeyValue::new("payment.unsettled", code.to_string()));
+                state.store.mark_unsettled(order.id, code).await
             }
+        };
+        if let Err(e) = recorded {
+            // The order stays processing; the reconciler settles it once
+            // it has been untouched long enough.
+            tracing::error!(order_id = %order.id, error = %e, "could not record how the payment ended");
         }
-        result
+        Err(match stage {
+            Stage::Charged => PaymentError::NotRecorded(Box::new(err)),
+            _ => err,
+        })
     })
     .await
 }
@@ -82,6 +156,7 @@ async fn run_steps(
     order: &OrderRow,
     card: &str,
     process_cx: &opentelemetry::Context,
+    stage: &mut Stage,
 ) -> Result<PaymentRow, PaymentError> {
     // 1. validate the order
     let order = in_span(
@@ -117,6 +192,7 @@ async fn run_steps(
     let order = &order;
 
     // 2. call the external payment API
+    *stage = Stage::Charging;
     let charge = in_span(
         "callExternalPaymentAPI",
         SpanKind::Client,
@@ -134,7 +210,15 @@ async fn run_steps(
             Ok::<_, PaymentError>(charge)
         },
     )
-    .await?;
+    .await
+    .map_err(|e| {
+        // The fault at the call acts before anything is sent.
+        if matches!(e, PaymentError::Fault(_)) {
+            *stage = Stage::BeforeCharge;
+        }
+        e
+    })?;
+    *stage = Stage::Charged;
 
     // 3. save the result, with the event in the same transaction
     let payment = PaymentRow {
@@ -150,29 +234,8 @@ async fn run_steps(
             .to_string(),
         status: "succeeded".into(),
     };
-    let completed = PaymentCompleted {
-        event_id: Uuid::new_v4(),
-        occurred_at: chrono::Utc::now(),
-        order_id: order.id,
-        payment_id: payment.id,
-        user_id: order.user_id.clone(),
-        amount: order.amount,
-        currency: order.currency.clone(),
-        transaction_id: Some(payment.transaction_id.clone()),
-    };
-    // The relay publishes later from another task: the row carries
-    // processPayment's context so the PRODUCER span joins this trace.
-    let mut trace_context = HashMap::new();
-    inject_map(process_cx, &mut trace_context);
-    let event = OutboxEvent {
-        event_id: completed.event_id,
-        routing_key: PAYMENT_COMPLETED.to_string(),
-        // Ids, a timestamp, strings and a number: nothing that can fail to
-        // serialize, so this never panics.
-        payload: serde_json::to_value(&completed).expect("PaymentCompleted is plain data"),
-        trace_context,
-    };
-    in_span("savePaymentResult", SpanKind::Internal, vec![], |_| async {
+    let event = completed_event(order, &payment, process_cx);
+    let saved = in_span("savePaymentResult", SpanKind::Internal, vec![], |_| async {
         let mut pause_ms = 0;
         match state.faults.inject(FaultPoint::PaymentSave).await? {
             Some(FaultKind::SlowQuery { ms }) => pause_ms = ms,
@@ -193,10 +256,46 @@ async fn run_steps(
             }
             _ => {}
         }
-        state.store.save_payment(&payment, &event, pause_ms).await?;
-        Ok::<_, PaymentError>(())
+        Ok::<_, PaymentError>(state.store.save_payment(&payment, &event, pause_ms).await?)
     })
     .await?;
-    state.relay_wakeup.notify_one();
-    Ok(payment)
+    match saved {
+        Saved::Recorded => {
+            state.relay_wakeup.notify_one();
+            Ok(payment)
+        }
+        // The reconciler recorded this very charge while we were at it.
+        Saved::AlreadyRecorded(existing) => Ok(existing),
+    }
+}
+
+/// The `payment.completed` outbox row for `payment`, carrying the context
+/// of `cx` (processPayment's, or the reconciler's span): the relay
+/// publishes later from another task, and the row's context makes its
+/// PRODUCER span join that trace.
+pub fn completed_event(
+    order: &OrderRow,
+    payment: &PaymentRow,
+    cx: &opentelemetry::Context,
+) -> OutboxEvent {
+    let completed = PaymentCompleted {
+        event_id: Uuid::new_v4(),
+        occurred_at: chrono::Utc::now(),
+        order_id: order.id,
+        payment_id: payment.id,
+        user_id: order.user_id.clone(),
+        amount: order.amount,
+        currency: order.currency.clone(),
+        transaction_id: Some(payment.transaction_id.clone()),
+    };
+    let mut trace_context = HashMap::new();
+    inject_map(cx, &mut trace_context);
+    OutboxEvent {
+        event_id: completed.event_id,
+        routing_key: PAYMENT_COMPLETED.to_string(),
+        // Ids, a timestamp, strings and a number: nothing that can fail to
+        // serialize, so this never panics.
+        payload: serde_json::to_value(&completed).expect("PaymentCompleted is plain data"),
+        trace_context,
+    }
 }

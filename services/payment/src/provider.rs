@@ -9,7 +9,7 @@ use std::time::Duration;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use tracelab_telemetry::propagation::inject_http;
@@ -64,6 +64,54 @@ struct ProviderErrorBody {
 #[derive(Deserialize)]
 struct ChargeObject {
     id: String,
+}
+
+/// A charge as the provider's lookup shows it.
+#[derive(Debug, Deserialize)]
+struct FoundCharge {
+    id: String,
+    status: String,
+    #[serde(default)]
+    failure_code: Option<String>,
+    #[serde(default)]
+    failure_message: Option<String>,
+    #[serde(default)]
+    outcome: Option<Outcome>,
+    #[serde(default)]
+    payment_method_details: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Outcome {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChargeList {
+    data: Vec<FoundCharge>,
+}
+
+/// How the charge made with an order's idempotency key ended, as the
+/// provider tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The card was charged.
+    Succeeded {
+        transaction_id: String,
+        card_last4: String,
+    },
+    /// The charge was declined (`code` as the charge call would have
+    /// answered it).
+    Declined {
+        code: String,
+        decline_code: String,
+        message: String,
+    },
+    /// The provider is still processing it.
+    Pending,
+    /// The provider has no charge for this key: the card was not charged.
+    NotCharged,
 }
 
 /// HTTP client for the provider's `/v1/charges`.
@@ -181,8 +229,88 @@ impl ProviderClient {
                 }
             }
             429 => ChargeError::RateLimited { retry_after },
+            // idempotency_key_in_use: another attempt with this order's key
+            // is running at the provider; how it ends is not known yet.
+            409 => ChargeError::Unavailable(format!("{status}: {message}")),
             s if s >= 500 => ChargeError::Unavailable(format!("{status}: {message}")),
             s => ChargeError::Rejected { status: s, message },
+        })
+    }
+
+    /// Asks the provider how the charge made with `order_id` as its
+    /// idempotency key ended (`GET /v1/charges?idempotency_key=`), under the
+    /// span in `cx` (the reconciler's `lookupCharge`).
+    ///
+    /// Fails with [`ChargeError::Timeout`] or [`ChargeError::Unavailable`]
+    /// when the provider does not answer or answers an error: then nothing
+    /// is known, and the order must be left for a later look.
+    pub async fn find_charge(&self, cx: &Context, order_id: Uuid) -> Result<Lookup, ChargeError> {
+        let mut url = reqwest::Url::parse(&format!("{}/v1/charges", self.base_url))
+            .map_err(|e| ChargeError::Unavailable(format!("provider URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("idempotency_key", &order_id.to_string());
+        let span = cx.span();
+        span.set_attribute(KeyValue::new("http.request.method", "GET"));
+        span.set_attribute(KeyValue::new("url.full", url.to_string()));
+        let mut headers = http::HeaderMap::new();
+        inject_http(cx, &mut headers);
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                ChargeError::Timeout(self.timeout)
+            } else {
+                ChargeError::Unavailable(e.to_string())
+            }
+        };
+        let response = self
+            .http
+            .get(url)
+            .headers(headers)
+            .send()
+            .await
+            .map_err(failed)?;
+        let status = response.status();
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
+        let body = response.bytes().await.map_err(failed)?;
+        if !status.is_success() {
+            return Err(ChargeError::Unavailable(format!(
+                "charge lookup answered {status}"
+            )));
+        }
+        let list: ChargeList = serde_json::from_slice(&body)
+            .map_err(|e| ChargeError::Unavailable(format!("unreadable charge list: {e}")))?;
+        let Some(charge) = list.data.into_iter().next() else {
+            return Ok(Lookup::NotCharged);
+        };
+        span.set_attribute(KeyValue::new("payment.transaction_id", charge.id.clone()));
+        Ok(match charge.status.as_str() {
+            "succeeded" => Lookup::Succeeded {
+                card_last4: charge
+                    .payment_method_details
+                    .as_ref()
+                    .and_then(|d| d["card"]["last4"].as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                transaction_id: charge.id,
+            },
+            "failed" => {
+                let code = charge
+                    .failure_code
+                    .unwrap_or_else(|| "card_declined".into());
+                Lookup::Declined {
+                    decline_code: charge
+                        .outcome
+                        .and_then(|o| o.reason)
+                        .unwrap_or_else(|| code.clone()),
+                    message: charge
+                        .failure_message
+                        .unwrap_or_else(|| "Your card was declined.".into()),
+                    code,
+                }
+            }
+            _ => Lookup::Pending,
         })
     }
 }

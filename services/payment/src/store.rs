@@ -28,6 +28,8 @@ pub struct NewOrder {
     pub amount: i64,
     pub currency: String,
     pub items: Vec<PricedItem>,
+    /// W3C headers of the request creating it (for the reconciler's link).
+    pub trace_context: HashMap<String, String>,
 }
 
 /// An order as stored.
@@ -43,8 +45,19 @@ pub struct OrderRow {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// An order the reconciler holds locked, with the trace context of the
+/// request that created it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedOrder {
+    #[sqlx(flatten)]
+    pub order: OrderRow,
+    pub trace_context: serde_json::Value,
+    /// How long ago the order last changed, in milliseconds.
+    pub age_ms: i64,
+}
+
 /// A payment as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct PaymentRow {
     pub id: Uuid,
     pub order_id: Uuid,
@@ -65,6 +78,16 @@ pub enum Created {
     Existing(OrderRow),
 }
 
+/// What [`Store::save_payment`] did.
+#[derive(Debug)]
+pub enum Saved {
+    /// The payment, the completed order and the event are committed.
+    Recorded,
+    /// The order was already completed with this payment (the reconciler
+    /// recorded the same charge): nothing was written.
+    AlreadyRecorded(PaymentRow),
+}
+
 /// A row for the outbox, written in the payment's transaction.
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
@@ -82,22 +105,44 @@ pub struct Store {
 }
 
 const PRICE_SQL: &str = "SELECT id, price, currency FROM products WHERE id = ANY($1)";
-const INSERT_ORDER_SQL: &str = "INSERT INTO orders (id, user_id, idempotency_key, amount, currency, status) \
-     VALUES ($1, $2, $3, $4, $5, 'processing') ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id";
+const INSERT_ORDER_SQL: &str = "INSERT INTO orders (id, user_id, idempotency_key, amount, currency, status, trace_context) \
+     VALUES ($1, $2, $3, $4, $5, 'processing', $6) ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id";
 const INSERT_ITEMS_SQL: &str = "INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
      SELECT $1, * FROM UNNEST($2::bigint[], $3::int[], $4::bigint[])";
 const SELECT_ORDER_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at FROM orders WHERE id = $1";
 const SELECT_ORDER_BY_KEY_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at \
      FROM orders WHERE user_id = $1 AND idempotency_key = $2";
-const SET_STATUS_SQL: &str =
-    "UPDATE orders SET status = $2, failure_code = $3, updated_at = now() WHERE id = $1";
+// Only an order still processing ends unpaid: one the reconciler (or a
+// concurrent retry) completed stays completed.
+const SET_STATUS_SQL: &str = "UPDATE orders SET status = $2, failure_code = $3, updated_at = now() \
+     WHERE id = $1 AND status = 'processing'";
+// An attempt that ended without knowing whether the card was charged: the
+// order stays processing, and the code tells the reconciler to settle it
+// at its next pass instead of waiting for the order to look abandoned.
+const UNSETTLED_SQL: &str = "UPDATE orders SET failure_code = $2, updated_at = now() \
+     WHERE id = $1 AND status = 'processing'";
+// Settleable: an attempt ended unsettled, or nothing touched the order for
+// `$1` ms (its request died with its process). SKIP LOCKED: two payment
+// instances, or a retry settling the same order, never take the same row.
+const CLAIM_STUCK_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at, trace_context, \
+     (extract(epoch FROM now() - updated_at) * 1000)::bigint AS age_ms FROM orders \
+     WHERE status = 'processing' AND (failure_code IS NOT NULL OR updated_at < now() - make_interval(secs => $1 / 1000.0)) \
+     AND NOT (id = ANY($2)) ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED";
+const CLAIM_ONE_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at, trace_context, \
+     (extract(epoch FROM now() - updated_at) * 1000)::bigint AS age_ms FROM orders \
+     WHERE id = $2 AND status = 'processing' AND (failure_code IS NOT NULL OR updated_at < now() - make_interval(secs => $1 / 1000.0)) \
+     FOR UPDATE SKIP LOCKED";
 const RETRY_SQL: &str = "UPDATE orders SET status = 'processing', failure_code = NULL, updated_at = now() WHERE id = $1 AND status = 'failed'";
 const INSERT_PAYMENT_SQL: &str = "INSERT INTO payments (id, order_id, provider, transaction_id, amount, currency, card_last4, status) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, 'succeeded')";
 const LOCK_ORDER_SQL: &str = "SELECT id FROM orders WHERE id = $1 FOR UPDATE";
 
-const COMPLETE_ORDER_SQL: &str =
-    "UPDATE orders SET status = 'completed', updated_at = now() WHERE id = $1";
+// First in the payment's transaction, so it takes the order's row lock: a
+// reconciler settling the same order waits, or is waited for. An order
+// already completed (by the reconciler) is left alone; a `failed` one is
+// completed, because a charge that went through must be recorded.
+const COMPLETE_ORDER_SQL: &str = "UPDATE orders SET status = 'completed', failure_code = NULL, updated_at = now() \
+     WHERE id = $1 AND status <> 'completed'";
 const INSERT_OUTBOX_SQL: &str =
     "INSERT INTO outbox (event_id, routing_key, payload, trace_context) VALUES ($1, $2, $3, $4)";
 const SELECT_PAYMENT_SQL: &str = "SELECT id, order_id, provider, transaction_id, amount, currency, card_last4, status \
@@ -127,6 +172,7 @@ impl Store {
                     .bind(&order.idempotency_key)
                     .bind(order.amount)
                     .bind(&order.currency)
+                    .bind(serde_json::to_value(&order.trace_context).unwrap_or_default())
                     .fetch_optional(&mut *tx)
             })
             .await?;
@@ -244,13 +290,14 @@ impl Store {
         .await
     }
 
-    /// Records a final status for an order that did not complete.
+    /// Records a final status for an order that did not complete; `false`
+    /// when it was no longer processing (the reconciler settled it first).
     pub async fn set_status(
         &self,
         id: Uuid,
         status: &str,
         failure_code: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         query_span(&self.db, "UPDATE", "orders", SET_STATUS_SQL, || {
             sqlx::query(SET_STATUS_SQL)
                 .bind(id)
@@ -259,7 +306,71 @@ impl Store {
                 .execute(&self.pool)
         })
         .await
+        .map(|done| done.rows_affected() == 1)
+    }
+
+    /// [`Store::set_status`] inside the caller's transaction.
+    pub async fn set_status_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        id: Uuid,
+        status: &str,
+        failure_code: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        query_span(&self.db, "UPDATE", "orders", SET_STATUS_SQL, || {
+            sqlx::query(SET_STATUS_SQL)
+                .bind(id)
+                .bind(status)
+                .bind(failure_code)
+                .execute(&mut **tx)
+        })
+        .await
+        .map(|done| done.rows_affected() == 1)
+    }
+
+    /// Marks an order whose attempt ended without knowing whether the card
+    /// was charged (`code` says why): it stays processing, and the
+    /// reconciler settles it at its next pass.
+    pub async fn mark_unsettled(&self, id: Uuid, code: &str) -> Result<(), sqlx::Error> {
+        query_span(&self.db, "UPDATE", "orders", UNSETTLED_SQL, || {
+            sqlx::query(UNSETTLED_SQL)
+                .bind(id)
+                .bind(code)
+                .execute(&self.pool)
+        })
+        .await
         .map(|_| ())
+    }
+
+    /// Locks the oldest settleable order (one whose attempt ended unsettled, or untouched for `older_than`) not in
+    /// `skip`, in `tx`. Untraced, like the relay's polling: only the
+    /// settling of an order belongs in a trace.
+    pub async fn claim_stuck(
+        tx: &mut Transaction<'_, Postgres>,
+        older_than: Duration,
+        skip: &[Uuid],
+    ) -> Result<Option<ClaimedOrder>, sqlx::Error> {
+        sqlx::query_as(CLAIM_STUCK_SQL)
+            .bind(older_than.as_millis() as f64)
+            .bind(skip)
+            .fetch_optional(&mut **tx)
+            .await
+    }
+
+    /// Locks order `id` in `tx` if it is settleable and no one else holds it.
+    pub async fn claim_order(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        id: Uuid,
+        older_than: Duration,
+    ) -> Result<Option<ClaimedOrder>, sqlx::Error> {
+        query_span(&self.db, "SELECT", "orders", CLAIM_ONE_SQL, || {
+            sqlx::query_as(CLAIM_ONE_SQL)
+                .bind(older_than.as_millis() as f64)
+                .bind(id)
+                .fetch_optional(&mut **tx)
+        })
+        .await
     }
 
     /// Takes a failed order back to processing for a retry with the same
@@ -272,17 +383,57 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Writes the payment, completes the order and queues the event, all in
+    /// Completes the order, writes the payment and queues the event, all in
     /// one transaction: either the customer is charged and told, or neither
-    /// is recorded.
+    /// is recorded. When the order was already completed (the reconciler
+    /// recorded the same charge first), writes nothing and returns that
+    /// payment instead.
     /// `pause_ms` is the slow-query fault's pause before the order update.
     pub async fn save_payment(
         &self,
         payment: &PaymentRow,
         event: &OutboxEvent,
         pause_ms: u64,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Saved, sqlx::Error> {
         let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
+        if self
+            .save_payment_in(&mut tx, payment, event, pause_ms)
+            .await?
+        {
+            tx.commit().await?;
+            return Ok(Saved::Recorded);
+        }
+        tx.rollback().await?;
+        let existing = self
+            .find_payment(payment.order_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        Ok(Saved::AlreadyRecorded(existing))
+    }
+
+    /// [`Store::save_payment`]'s writes in the caller's transaction; `false`
+    /// (and nothing written) when the order is already completed.
+    pub async fn save_payment_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        payment: &PaymentRow,
+        event: &OutboxEvent,
+        pause_ms: u64,
+    ) -> Result<bool, sqlx::Error> {
+        // The slow-query fault pauses here, inside the transaction.
+        let completed = query_with_pause_on(
+            &self.db,
+            "UPDATE",
+            "orders",
+            COMPLETE_ORDER_SQL,
+            Duration::from_millis(pause_ms),
+            tx,
+            |conn, sql| sqlx::query(sql).bind(payment.order_id).execute(conn),
+        )
+        .await?;
+        if completed.rows_affected() == 0 {
+            return Ok(false);
+        }
         query_span(&self.db, "INSERT", "payments", INSERT_PAYMENT_SQL, || {
             sqlx::query(INSERT_PAYMENT_SQL)
                 .bind(payment.id)
@@ -292,19 +443,8 @@ impl Store {
                 .bind(payment.amount)
                 .bind(&payment.currency)
                 .bind(&payment.card_last4)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
         })
-        .await?;
-        // The slow-query fault pauses here, inside the transaction.
-        query_with_pause_on(
-            &self.db,
-            "UPDATE",
-            "orders",
-            COMPLETE_ORDER_SQL,
-            Duration::from_millis(pause_ms),
-            &mut tx,
-            |conn, sql| sqlx::query(sql).bind(payment.order_id).execute(conn),
-        )
         .await?;
         let trace_context = serde_json::to_value(&event.trace_context).unwrap_or_default();
         query_span(&self.db, "INSERT", "outbox", INSERT_OUTBOX_SQL, || {
@@ -313,10 +453,10 @@ impl Store {
                 .bind(&event.routing_key)
                 .bind(&event.payload)
                 .bind(&trace_context)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
         })
         .await?;
-        tx.commit().await
+        Ok(true)
     }
 
     /// The payment of an order, if it completed.

@@ -14,6 +14,9 @@ pub struct Config {
     pub db_pool_size: u32,
     /// `TRACELAB_W3C_HARNESS`: the W3C test harness endpoint, off unless set.
     pub w3c_harness: W3cHarness,
+    /// `TRACELAB_ADMIN_LISTEN`, `TRACELAB_ADMIN_TOKEN` (or `_FILE`): the
+    /// fault API's own listener and token.
+    pub admin: tracelab_service::config::Admin,
 }
 
 impl Config {
@@ -25,6 +28,7 @@ impl Config {
             listen: common::listen(ServiceName::Search.default_port())?,
             database_url: common::database_url(),
             db_pool_size: common::db_pool_size(5)?,
+            admin: common::admin(ServiceName::Search)?,
         })
     }
 }

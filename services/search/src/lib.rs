@@ -41,8 +41,8 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn router(state: AppState, w3c: &W3cHarness, admin: Router) -> Router {
-    tracelab_service::app::service_router(routes(state), w3c, admin)
+pub fn router(state: AppState, w3c: &W3cHarness) -> Router {
+    tracelab_service::app::service_router(routes(state), w3c)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -155,13 +155,16 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     )
     .await?;
     tracelab_db::migrate(&pool).await?;
-    let (faults, admin) = tracelab_faults::for_service(ServiceName::Search);
+    let (faults, admin) = tracelab_faults::for_service(ServiceName::Search, &config.admin.token);
     let state = AppState {
         faults,
         db: DbTarget::from_url(&config.database_url),
         pool,
     };
-    Ok(App::bind(config.listen, router(state, &config.w3c_harness, admin)).await?)
+    Ok(App::bind(config.listen, router(state, &config.w3c_harness))
+        .await?
+        .with_admin(config.admin.listen, admin)
+        .await?)
 }
 
 #[cfg(test)]

@@ -24,16 +24,22 @@ pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tracelab";
 /// localhost (`AMQP_URL`).
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// The bearer token of every service's admin (fault) API
-/// (`TRACELAB_ADMIN_TOKEN`). Services and `tracelab up` share this default
-/// so the lab works with no configuration; it guards against accidents,
-/// not attackers (everything listens on loopback).
-pub const ADMIN_TOKEN: &str = "tracelab-admin";
+// No admin token here: a token written in the source opens every lab's
+// admin API to whoever read it. A service without `TRACELAB_ADMIN_TOKEN`
+// draws a random one, and `tracelab up` draws one per lab.
 
-/// The topic exchange of the lab's events (`TRACELAB_EXCHANGE`).
+/// The shortest admin token a service takes (`TRACELAB_ADMIN_TOKEN`): the
+/// services refuse to start with a shorter one, and `tracelab up` refuses
+/// to pass one on.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// The start of the topic exchange's name (`TRACELAB_EXCHANGE`): a lab's
+/// exchange is this followed by its lab id,
+/// [`crate::messaging::lab_exchange`].
 pub const EXCHANGE: &str = "tracelab.events";
-/// notification's queue, bound to [`EXCHANGE`] for `payment.completed`
-/// (`TRACELAB_QUEUE`); its dead-letter queue is
+/// The start of notification's queue name (`TRACELAB_QUEUE`), bound to the
+/// exchange for `payment.completed`: a lab's queue is this followed by its
+/// lab id, [`crate::messaging::lab_queue`]; its dead-letter queue is
 /// [`crate::messaging::dlq_name`] of it.
 pub const QUEUE: &str = "notification.payment-completed";
 
@@ -63,11 +69,12 @@ mod tests {
     #[test]
     fn collector_ports_do_not_collide_with_services() {
         for service in ServiceName::ALL {
-            let port = service.default_port();
-            assert!(
-                ![OTLP_GRPC_PORT, OTLP_HTTP_PORT, TEMPO_PORT].contains(&port),
-                "{service} on {port}"
-            );
+            for port in [service.default_port(), service.default_admin_port()] {
+                assert!(
+                    ![OTLP_GRPC_PORT, OTLP_HTTP_PORT, TEMPO_PORT].contains(&port),
+                    "{service} on {port}"
+                );
+            }
         }
         assert_eq!(otlp_http_url(), "http://127.0.0.1:4318");
         assert_eq!(otlp_grpc_url(), "http://127.0.0.1:4317");

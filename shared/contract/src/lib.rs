@@ -2,7 +2,8 @@
 //! the console, the tests and the docs must agree on, declared once in code.
 //! Service names, default ports and URLs ([`service`], [`defaults`]), the
 //! gateway's routes ([`routes`]), the demo users ([`users`]), the event on
-//! the queue ([`messaging`]), and faults: the spec a learner writes, the
+//! the queue and its dead-letter headers ([`messaging`]), the checkout
+//! path's time limits in the order they give up ([`timeouts`]), and faults: the spec a learner writes, the
 //! catalogue of injection points and the admin API's answers ([`fault`]).
 //!
 //! Data only (serde, no runtime), so the CLI can depend on it without
@@ -18,4 +19,5 @@ pub mod fault;
 pub mod messaging;
 pub mod routes;
 pub mod service;
+pub mod timeouts;
 pub mod users;

@@ -1,11 +1,12 @@
 //! What travels through RabbitMQ: the routing key, the dead-letter queue's
-//! name, and the one event, [`PaymentCompleted`], which payment writes to
+//! name and the headers of a dead-lettered message, and the one event, [`PaymentCompleted`], which payment writes to
 //! its outbox and notification reads from its queue. Both sides use this
 //! type, so a field renamed on one side is a compile error on the other,
 //! not a poison message at run time.
 //!
-//! The exchange and queue names are configurable; their defaults are
-//! [`crate::defaults::EXCHANGE`] and [`crate::defaults::QUEUE`].
+//! The exchange and queue names are configurable; by default they belong
+//! to the lab ([`lab_exchange`], [`lab_queue`]), named after its database,
+//! so two labs sharing one broker never take each other's events.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,140 @@ pub const DLQ_SUFFIX: &str = ".dlq";
 /// are parked for a person to read (`notification.payment-completed.dlq`).
 pub fn dlq_name(queue: &str) -> String {
     format!("{queue}{DLQ_SUFFIX}")
+}
+
+/// The lab that the database at `database_url` belongs to, as it appears in
+/// its exchange and queue names: the database name (characters outside
+/// `A-Za-z0-9_-` as `_`, at most 64), `-`, and 8 hex digits of a hash of
+/// the server (host and port, 5432 when none is written) and the database.
+/// A lab is its database: the orders, the outbox and the notifications'
+/// idempotency keys live there, so the names stay the same across restarts
+/// and differ between two labs, even two whose databases are called the
+/// same on different servers. User, password and parameters do not count.
+///
+/// ```
+/// use tracelab_contract::messaging::{lab_exchange, lab_id, lab_queue};
+///
+/// let id = lab_id("postgres://postgres@127.0.0.1:5432/tracelab");
+/// assert!(id.starts_with("tracelab-") && id.len() == "tracelab-".len() + 8);
+/// assert_eq!(id, lab_id("postgres://other:secret@127.0.0.1/tracelab?sslmode=disable"));
+/// assert_ne!(id, lab_id("postgres://postgres@127.0.0.1:5432/lab2"));
+/// assert_ne!(id, lab_id("postgres://postgres@db.example:5432/tracelab"));
+/// assert_eq!(lab_exchange("postgres://h/x"), format!("tracelab.events.{}", lab_id("postgres://h/x")));
+/// assert_eq!(lab_queue("postgres://h/x"), format!("notification.payment-completed.{}", lab_id("postgres://h/x")));
+/// ```
+pub fn lab_id(database_url: &str) -> String {
+    let (server, database) = server_and_database(database_url);
+    let name: String = database
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = if name.is_empty() { "lab".into() } else { name };
+    let digest = fnv1a(format!("{server}/{database}").as_bytes());
+    format!("{name}-{:08x}", (digest >> 32) as u32 ^ digest as u32)
+}
+
+/// The lab's topic exchange: [`crate::defaults::EXCHANGE`]`.`[`lab_id`].
+pub fn lab_exchange(database_url: &str) -> String {
+    format!("{}.{}", crate::defaults::EXCHANGE, lab_id(database_url))
+}
+
+/// notification's queue in the lab: [`crate::defaults::QUEUE`]`.`[`lab_id`].
+pub fn lab_queue(database_url: &str) -> String {
+    format!("{}.{}", crate::defaults::QUEUE, lab_id(database_url))
+}
+
+/// `(host:port, database)` of a Postgres URL, `host` lowercased and the
+/// port 5432 when none is written. Not a URL: the whole text as the server.
+fn server_and_database(url: &str) -> (String, String) {
+    let Some((_, rest)) = url.trim().split_once("://") else {
+        return (url.trim().to_string(), String::new());
+    };
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let has_port = host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    let server = if has_port {
+        host_port.to_ascii_lowercase()
+    } else {
+        format!("{}:5432", host_port.to_ascii_lowercase())
+    };
+    let database = path
+        .strip_prefix('/')
+        .unwrap_or("")
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("");
+    (server, database.to_string())
+}
+
+/// 64-bit FNV-1a: a stable hash for a name, the same on every platform and
+/// in every release (std's hashers promise neither). Not for secrets.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Header notification sets on a message it dead-letters: a
+/// [`FailureKind`] (`poison` or `transient`), so a replay can tell a
+/// message that will fail again from one whose cause may have passed.
+pub const FAILURE_KIND_HEADER: &str = "x-tracelab-failure";
+/// Header with why the message was dead-lettered (at most
+/// [`MAX_REASON_CHARS`] characters).
+pub const FAILURE_REASON_HEADER: &str = "x-tracelab-reason";
+/// Header naming the work queue a dead-lettered message came from.
+pub const FAILED_QUEUE_HEADER: &str = "x-tracelab-queue";
+/// Header with the exchange the message was first published to.
+pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-tracelab-exchange";
+/// Header with the routing key the message was first published with.
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-tracelab-routing-key";
+/// Header counting how often a message was replayed from the dead-letter
+/// queue.
+pub const REPLAYS_HEADER: &str = "x-tracelab-replays";
+/// The longest reason kept in [`FAILURE_REASON_HEADER`].
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// It can never be processed as it is (unreadable, invalid, for an
+    /// order that does not exist): replaying it fails again.
+    Poison,
+    /// Processing failed twice for a reason outside the message (the
+    /// database was down): replay it once the cause has passed.
+    Transient,
+}
+
+impl FailureKind {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Poison => "poison",
+            Self::Transient => "transient",
+        }
+    }
+
+    /// The kind a header value names.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "poison" => Some(Self::Poison),
+            "transient" => Some(Self::Transient),
+            _ => None,
+        }
+    }
 }
 
 /// A payment went through: published by payment's outbox relay with
@@ -201,6 +336,55 @@ mod tests {
         no_user.as_object_mut().unwrap().remove("user_id");
         let err = serde_json::from_value::<PaymentCompleted>(no_user).unwrap_err();
         assert!(err.to_string().contains("missing field `user_id`"), "{err}");
+    }
+
+    #[test]
+    fn lab_names_follow_the_database() {
+        let id = lab_id("postgres://postgres@127.0.0.1:5432/tracelab");
+        // Stable: the same names after a restart and in every release, or
+        // a lab's queued events would wait in a queue nobody reads.
+        assert_eq!(id, "tracelab-dc7f9aeb");
+        assert_eq!(id, lab_id("postgresql://u:p@127.0.0.1/tracelab"));
+        assert_eq!(id, lab_id("postgres://127.0.0.1:5432/tracelab#x"));
+        // Two labs, never one name: another database, or another server.
+        let others = [
+            "postgres://postgres@127.0.0.1:5432/tracelab_test_1",
+            "postgres://postgres@127.0.0.1:5433/tracelab",
+            "postgres://postgres@postgres:5432/tracelab",
+        ];
+        for other in others {
+            assert_ne!(lab_id(other), id, "{other}");
+            assert_ne!(lab_queue(other), lab_queue("postgres://127.0.0.1/tracelab"));
+            assert_ne!(
+                lab_exchange(other),
+                lab_exchange("postgres://127.0.0.1/tracelab")
+            );
+        }
+        // Whatever the URL, a name RabbitMQ takes: short, plain characters.
+        for odd in [
+            "",
+            "not a url",
+            "postgres://h/",
+            "postgres://h/d b/ä?x=1",
+            "postgres://h:/db",
+        ] {
+            let id = lab_id(odd);
+            assert!(id.len() <= 64 + 9, "{odd}: {id}");
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "{odd}: {id}"
+            );
+        }
+        assert!(lab_id(&format!("postgres://h/{}", "x".repeat(300))).len() == 64 + 9);
+    }
+
+    #[test]
+    fn failure_kinds_round_trip_their_header_values() {
+        for kind in [FailureKind::Poison, FailureKind::Transient] {
+            assert_eq!(FailureKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(FailureKind::parse("other"), None);
     }
 
     #[test]

@@ -74,6 +74,22 @@ impl ServiceName {
         }
     }
 
+    /// The port of the service's admin (fault) API when
+    /// `TRACELAB_ADMIN_LISTEN` is unset: its own listener, apart from the
+    /// public one, so the admin API is never on a port a learner publishes.
+    /// `tracelab up` gives every admin listener a free port instead and
+    /// records where they are; compose uses these on its internal network.
+    pub const fn default_admin_port(self) -> u16 {
+        match self {
+            ServiceName::Gateway => 8180,
+            ServiceName::Auth => 8181,
+            ServiceName::Search => 8182,
+            ServiceName::Payment => 8183,
+            ServiceName::Notification => 8184,
+            ServiceName::PaymentProvider => 8190,
+        }
+    }
+
     /// The base URL its callers use by default, `http://127.0.0.1:<port>`
     /// (no trailing slash).
     pub fn default_url(self) -> String {
@@ -199,10 +215,11 @@ mod tests {
             assert_eq!(service.name().parse(), Ok(service));
             assert_eq!(service.to_string(), service.name());
             ports.push(service.default_port());
+            ports.push(service.default_admin_port());
         }
         ports.sort_unstable();
         ports.dedup();
-        assert_eq!(ports.len(), ServiceName::ALL.len(), "one port each");
+        assert_eq!(ports.len(), 2 * ServiceName::ALL.len(), "two ports each");
     }
 
     #[test]

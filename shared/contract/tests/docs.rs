@@ -1,6 +1,7 @@
 //! docs/architecture.md against the contract: the fault-point table is the
 //! catalogue's [`markdown_table`], and the ports and defaults it lists are
-//! the contract's.
+//! the contract's (and no admin token is documented as a default: there is
+//! none).
 //!
 //! When the catalogue changes, regenerate the table with
 //! `TRACELAB_UPDATE_DOCS=1 cargo test -p tracelab-contract --test docs`.
@@ -84,7 +85,12 @@ fn the_ports_table_is_the_contracts() {
         .collect();
     let mut expected: Vec<(String, u16)> = ServiceName::ALL
         .iter()
-        .map(|s| (s.name().to_string(), s.default_port()))
+        .flat_map(|s| {
+            [
+                (s.name().to_string(), s.default_port()),
+                (format!("{} admin", s.name()), s.default_admin_port()),
+            ]
+        })
         .collect();
     expected.extend([
         ("collector OTLP/gRPC".to_string(), defaults::OTLP_GRPC_PORT),
@@ -103,11 +109,13 @@ fn the_documented_defaults_are_the_contracts() {
     rows.extend(table_after(&text, "Per service:"));
     // (variable, default as the docs write it)
     let expected = [
-        ("TRACELAB_ADMIN_TOKEN", defaults::ADMIN_TOKEN.to_string()),
         ("DATABASE_URL", defaults::DATABASE_URL.to_string()),
         ("AMQP_URL", defaults::AMQP_URL.to_string()),
-        ("TRACELAB_EXCHANGE", defaults::EXCHANGE.to_string()),
-        ("TRACELAB_QUEUE", defaults::QUEUE.to_string()),
+        (
+            "TRACELAB_EXCHANGE",
+            format!("{}.<lab id>", defaults::EXCHANGE),
+        ),
+        ("TRACELAB_QUEUE", format!("{}.<lab id>", defaults::QUEUE)),
         ("TRACELAB_AUTH_URL", ServiceName::Auth.default_url()),
         ("TRACELAB_SEARCH_URL", ServiceName::Search.default_url()),
         ("TRACELAB_PAYMENT_URL", ServiceName::Payment.default_url()),
@@ -126,4 +134,20 @@ fn the_documented_defaults_are_the_contracts() {
             "{variable} should default to `{value}`: {row:?}"
         );
     }
+}
+
+#[test]
+fn no_admin_token_is_documented_as_a_default() {
+    let text = read_architecture();
+    let mut rows = table_after(&text, "Common to every service:");
+    rows.extend(table_after(&text, "## The CLI's environment"));
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "`TRACELAB_ADMIN_TOKEN`")
+        .expect("TRACELAB_ADMIN_TOKEN is documented");
+    assert!(row[1].starts_with("random"), "{row:?}");
+    assert!(
+        !text.contains("tracelab-admin"),
+        "the old default token is gone from the docs"
+    );
 }

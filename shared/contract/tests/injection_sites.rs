@@ -60,7 +60,7 @@ fn every_point_is_used_by_its_service_and_only_there() {
     for service in ServiceName::ALL {
         let dir = repo().join("services").join(service.name()).join("src");
         let code = code_under(&dir);
-        let registry = format!("tracelab_faults::for_service(ServiceName::{service:?})");
+        let registry = format!("tracelab_faults::for_service(ServiceName::{service:?},");
         if !code.contains(&registry) {
             problems.push(format!(
                 "{service}: does not build its registry with {registry}"

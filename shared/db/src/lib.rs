@@ -54,18 +54,43 @@ fn target(opts: &PgConnectOptions) -> String {
     )
 }
 
+/// How long a query waits for a pooled connection unless the service says
+/// otherwise ([`connect_with_acquire_timeout`]).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens a pool of at most `max_connections`, retrying for up to `wait`
 /// while the server comes up.
 ///
 /// Fails when the URL is invalid or the server stays unreachable.
 pub async fn connect(url: &str, max_connections: u32, wait: Duration) -> Result<PgPool, DbError> {
-    connect_with(options(url)?, max_connections, wait).await
+    connect_with(
+        options(url)?,
+        max_connections,
+        DEFAULT_ACQUIRE_TIMEOUT,
+        wait,
+    )
+    .await
+}
+
+/// [`connect`], with a query waiting at most `acquire_timeout` for a pooled
+/// connection (a service whose callers give up at a known time keeps this
+/// below it).
+///
+/// Fails when the URL is invalid or the server stays unreachable.
+pub async fn connect_with_acquire_timeout(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    wait: Duration,
+) -> Result<PgPool, DbError> {
+    connect_with(options(url)?, max_connections, acquire_timeout, wait).await
 }
 
 /// [`connect`] with options already parsed.
 async fn connect_with(
     opts: PgConnectOptions,
     max_connections: u32,
+    acquire_timeout: Duration,
     wait: Duration,
 ) -> Result<PgPool, DbError> {
     let opts = opts.log_statements(tracing::log::LevelFilter::Trace);
@@ -73,7 +98,7 @@ async fn connect_with(
     loop {
         let attempt = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(acquire_timeout)
             .connect_with(opts.clone())
             .await;
         match attempt {

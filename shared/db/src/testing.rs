@@ -58,9 +58,14 @@ impl TestDatabase {
             options.get_host(),
             options.get_port()
         );
-        let pool = crate::connect_with(options, 5, Duration::from_secs(5))
-            .await
-            .unwrap_or_else(|e| panic!("connecting to test database {name}: {e}"));
+        let pool = crate::connect_with(
+            options,
+            5,
+            crate::DEFAULT_ACQUIRE_TIMEOUT,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("connecting to test database {name}: {e}"));
         crate::migrate(&pool)
             .await
             .unwrap_or_else(|e| panic!("migrating test database {name}: {e}"));

@@ -32,8 +32,8 @@ use tracelab_service::{ApiError, Json};
 
 use crate::registry::FaultRegistry;
 
-/// The admin routes for `registry`, guarded by `admin_token`. Merge it into
-/// the service's router. An empty token refuses every request.
+/// The admin routes for `registry`, guarded by `admin_token`, for the
+/// service's admin listener. An empty token refuses every request.
 pub fn admin_router(registry: FaultRegistry, admin_token: String) -> Router {
     if admin_token.is_empty() {
         tracing::warn!("empty admin token: the fault admin API refuses every request");

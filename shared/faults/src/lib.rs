@@ -10,7 +10,8 @@
 //!
 //! ## Using it in a service
 //!
-//! A service takes its registry and admin router from [`for_service`] and
+//! A service takes its registry and admin router from [`for_service`],
+//! serves the router on its admin listener (never on the public one), and
 //! names points from the catalogue at its injection sites, so a misspelt
 //! point does not compile:
 //!
@@ -52,30 +53,42 @@ use tracelab_contract::service::ServiceName;
 
 /// What a service needs to take faults: its registry over the catalogue's
 /// points of `service`, with its `<service>.telemetry` point already
-/// followed by the tracing setup, and the admin router guarded by
-/// `TRACELAB_ADMIN_TOKEN`. Call inside a Tokio runtime.
+/// followed by the tracing setup, and the admin router guarded by `token`
+/// (the service's `tracelab_service::config::Admin` token), for its admin
+/// listener (`tracelab_service::App::with_admin`). Call inside a Tokio
+/// runtime.
 ///
 /// ```
 /// use tower::ServiceExt as _;
 /// use tracelab_contract::service::ServiceName;
+/// use tracelab_service::config::AdminToken;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let (faults, admin) = tracelab_faults::for_service(ServiceName::Search);
+/// // A service started without TRACELAB_ADMIN_TOKEN draws one at random.
+/// let token = AdminToken::random();
+/// let (faults, admin) = tracelab_faults::for_service(ServiceName::Search, &token);
 /// assert_eq!(faults.points().len(), 2);
-/// // `tracelab-admin` unless TRACELAB_ADMIN_TOKEN says otherwise.
-/// let token = tracelab_service::config::admin_token();
 /// let request = http::Request::get("/admin/faults")
-///     .header("authorization", format!("Bearer {token}"))
+///     .header("authorization", format!("Bearer {}", token.expose()))
 ///     .body(axum::body::Body::empty())
 ///     .unwrap();
 /// let response = admin.oneshot(request).await.unwrap();
 /// assert_eq!(response.status(), 200);
 /// # }
 /// ```
-pub fn for_service(service: ServiceName) -> (FaultRegistry, axum::Router) {
+pub fn for_service(
+    service: ServiceName,
+    token: &tracelab_service::config::AdminToken,
+) -> (FaultRegistry, axum::Router) {
     let registry = FaultRegistry::new(service);
     telemetry::follow(&registry, FaultPoint::telemetry_of(service));
-    let admin = admin_router(registry.clone(), tracelab_service::config::admin_token());
+    if token.is_random() {
+        tracing::info!(
+            "TRACELAB_ADMIN_TOKEN is not set: the admin API requires a token drawn at start, \
+             which nobody was given"
+        );
+    }
+    let admin = admin_router(registry.clone(), token.expose().to_string());
     (registry, admin)
 }

@@ -12,9 +12,11 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use tokio::net::TcpListener;
 
+use futures::FutureExt as _;
 use tracelab_telemetry::server::server_span;
 
 use crate::error::ApiError;
+use crate::serve::{ConnectionLimits, serve_with_limits};
 use crate::w3c::W3cHarness;
 
 /// Limits every service applies to incoming requests.
@@ -36,21 +38,30 @@ impl Default for StandardLimits {
 /// Wraps a service's routes with what every service has: JSON 404/405, a
 /// body limit, a request timeout, the SERVER span (outermost, so it records
 /// the status the client really got) and, when `w3c` is on, the W3C
-/// test-harness endpoint. `admin` (the fault API) is merged after the
-/// layers: admin calls must never show up in the traces a learner is
-/// investigating.
-pub fn standard(routes: Router, limits: StandardLimits, w3c: &W3cHarness, admin: Router) -> Router {
-    let traced = routes
+/// test-harness endpoint. The admin (fault) API is not here: it has its own
+/// listener ([`App::with_admin`]), so `/admin/...` on the public port is a
+/// 404 like any unknown route.
+pub fn standard(routes: Router, limits: StandardLimits, w3c: &W3cHarness) -> Router {
+    routes
         .merge(w3c.routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(limits.request_timeout, timeout))
         .layer(DefaultBodyLimit::max(limits.body_limit))
         .layer(from_fn_with_state(limits.body_limit, refuse_oversized))
-        .layer(from_fn(server_span));
+        .layer(from_fn(server_span))
+}
+
+/// The admin listener's router: `admin` (the fault API, which guards itself
+/// with the admin token) with JSON 404/405 and the body limit, and no SERVER
+/// span: admin calls must never show up in the traces a learner is
+/// investigating.
+pub fn admin_router(admin: Router, limits: StandardLimits) -> Router {
     admin
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_limit))
-        .merge(traced)
+        .layer(from_fn_with_state(limits.body_limit, refuse_oversized))
 }
 
 /// Answers a declared-too-large body with 413 JSON before any handler runs,
@@ -103,44 +114,30 @@ async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Res
     }
 }
 
-/// Binds `addr` (port 0 picks one) and logs the `listening` line that
-/// `tracelab up` and the tests read to learn the real address.
+/// Binds `addr` (port 0 picks one). [`App::run_until`] logs the real
+/// address in its `listening` line.
 ///
 /// Fails when the address is taken or not local.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "listening");
-    Ok(listener)
+    TcpListener::bind(addr).await
 }
 
-/// Serves `router` until `shutdown` resolves, then lets in-flight requests
-/// finish for at most `grace`.
+/// Serves `router` within the default [`ConnectionLimits`] until `shutdown`
+/// resolves, then lets in-flight requests finish for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-    let deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "drain grace period over, closing remaining connections");
-            Ok(())
-        }
-    }
+    serve_with_limits(
+        listener,
+        router,
+        ConnectionLimits::default(),
+        shutdown,
+        grace,
+    )
+    .await
 }
 
 /// What a service's `main` runs: telemetry first, then config, then the
@@ -193,19 +190,20 @@ impl Service {
 }
 
 /// [`standard`] with the default limits.
-pub fn service_router(routes: Router, w3c: &W3cHarness, admin: Router) -> Router {
-    standard(routes, StandardLimits::default(), w3c, admin)
+pub fn service_router(routes: Router, w3c: &W3cHarness) -> Router {
+    standard(routes, StandardLimits::default(), w3c)
 }
 
 type Background =
     Box<dyn FnOnce(tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> + Send>;
 
-/// A service ready to run: its bound listener, its router, and the
-/// background tasks (an outbox relay, a queue consumer) that start with it
-/// and stop after the HTTP side has drained.
+/// A service ready to run: its bound listener and router, its admin
+/// listener and router, and the background tasks (an outbox relay, a queue
+/// consumer) that start with it and stop after the HTTP side has drained.
 pub struct App {
     listener: TcpListener,
     router: Router,
+    admin: Option<(TcpListener, Router)>,
     background: Vec<(&'static str, Background)>,
 }
 
@@ -216,8 +214,26 @@ impl App {
         Ok(Self {
             listener: bind(addr).await?,
             router,
+            admin: None,
             background: Vec::new(),
         })
+    }
+
+    /// Serves `admin` (the fault API) on a listener of its own at `addr`
+    /// (port 0 allowed), never on the public one: bind it to loopback or to
+    /// a network only the lab's tools reach. Fails when the address cannot
+    /// be bound.
+    pub async fn with_admin(mut self, addr: SocketAddr, admin: Router) -> std::io::Result<Self> {
+        let listener = bind(addr).await?;
+        self.admin = Some((listener, admin_router(admin, StandardLimits::default())));
+        Ok(self)
+    }
+
+    /// The admin listener's address, once [`App::with_admin`] bound one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .map(|(l, _)| l.local_addr().expect("a bound listener has an address"))
     }
 
     /// Adds a task started by [`App::run_until`]; it must return soon after
@@ -238,19 +254,36 @@ impl App {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves and drains for at most 5 s, then
-    /// stops the background tasks (waiting up to 5 s for them, together).
+    /// Logs a `listening` line per listener (`addr`; the admin one also
+    /// `listener=admin`) that `tracelab up` and the tests read to learn the
+    /// real addresses, serves both listeners until `shutdown` resolves and
+    /// drains them for at most 5 s, then stops the background tasks
+    /// (waiting up to 5 s for them, together).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "listening");
+        if let Some(admin) = self.admin_addr() {
+            tracing::info!(listener = "admin", addr = %admin, "listening");
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tasks: Vec<_> = self
             .background
             .into_iter()
             .map(|(name, start)| (name, start(stop_rx.clone())))
             .collect();
-        let served = serve(self.listener, self.router, shutdown, Duration::from_secs(5)).await;
+        let shutdown = shutdown.shared();
+        let grace = Duration::from_secs(5);
+        let public = serve(self.listener, self.router, shutdown.clone(), grace);
+        let served = match self.admin {
+            Some((listener, router)) => {
+                let (public, admin) =
+                    tokio::join!(public, serve(listener, router, shutdown, grace));
+                public.and(admin)
+            }
+            None => public.await,
+        };
         let _ = stop_tx.send(true);
         // Side by side: one slow task must not eat the others' grace time.
         futures::future::join_all(tasks.into_iter().map(|(name, task)| async move {
@@ -269,7 +302,53 @@ impl App {
 
 #[cfg(test)]
 mod tests {
+    use axum::routing::get;
+
     use super::*;
+
+    /// `/admin/...` answers on the admin listener and nowhere else: on the
+    /// public port it is the JSON 404 of any unknown route.
+    #[tokio::test]
+    async fn the_admin_api_answers_on_its_own_listener_only() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let public = service_router(
+            Router::new().route("/health", get(|| async { "ok" })),
+            &W3cHarness::off(),
+        );
+        let admin = Router::new().route("/admin/faults", get(|| async { "faults" }));
+        let app = App::bind(any, public)
+            .await
+            .unwrap()
+            .with_admin(any, admin)
+            .await
+            .unwrap();
+        let (public, admin) = (app.local_addr(), app.admin_addr().unwrap());
+        assert_ne!(public.port(), admin.port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        let get = |url: String| async move {
+            let response = reqwest::get(url).await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        };
+        let (status, body) = get(format!("http://{public}/admin/faults")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], "not_found");
+        assert_eq!(
+            get(format!("http://{admin}/admin/faults")).await,
+            (StatusCode::OK, "faults".to_string())
+        );
+        let (status, body) = get(format!("http://{admin}/health")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(
+            get(format!("http://{public}/health")).await.0,
+            StatusCode::OK
+        );
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 
     /// Two tasks that ignore `stop`: each gets 5 s, both in the same 5 s.
     #[tokio::test(start_paused = true)]

@@ -191,7 +191,7 @@ mod tests {
 
     /// A service with no routes of its own and the harness as given.
     fn service(w3c: &W3cHarness) -> Router {
-        standard(Router::new(), StandardLimits::default(), w3c, Router::new())
+        standard(Router::new(), StandardLimits::default(), w3c)
     }
 
     async fn post_calls(app: Router, calls: serde_json::Value) -> (StatusCode, serde_json::Value) {

@@ -7,14 +7,16 @@
 //! `tracelab-faults`); [`ChaosProcessor`] and the sampler and server layer
 //! read them. With nothing set every check is one relaxed atomic load.
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+
+use crate::stats::SpanCounters;
 
 /// What is currently broken in this service's tracing.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,15 +52,18 @@ pub fn current() -> Option<TelemetryFaults> {
     FAULTS.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// Wraps the real span processor and applies [`TelemetryFaults`] at span end.
+/// Wraps the real span processor and applies [`TelemetryFaults`] at span
+/// end; counts every span that ends, and those the `drop_spans` fault
+/// discards, in `counters`.
 #[derive(Debug)]
 pub struct ChaosProcessor<P> {
     inner: P,
+    counters: Arc<SpanCounters>,
 }
 
 impl<P: SpanProcessor> ChaosProcessor<P> {
-    pub fn new(inner: P) -> Self {
-        Self { inner }
+    pub fn new(inner: P, counters: Arc<SpanCounters>) -> Self {
+        Self { inner, counters }
     }
 }
 
@@ -77,10 +82,10 @@ impl<P: SpanProcessor> SpanProcessor for ChaosProcessor<P> {
     }
 
     fn on_end(&self, mut span: SpanData) {
-        crate::stats::ENDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters.record_ended();
         if let Some(faults) = current() {
             if faults.drop_spans {
-                crate::stats::DROPPED_BY_FAULT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.counters.record_dropped_by_fault();
                 return;
             }
             if faults.clock_skew_ms != 0 {

@@ -35,6 +35,9 @@ pub struct TelemetryConfig {
     pub sampler: Option<SamplerOverride>,
     pub sampling_file: Option<PathBuf>,
     pub log_filter: String,
+    /// The export queue's size in spans (`OTEL_BSP_MAX_QUEUE_SIZE`); a
+    /// full queue drops spans and counts them.
+    pub max_queue: usize,
 }
 
 /// A configuration value that could not be used.
@@ -126,6 +129,18 @@ impl TelemetryConfig {
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "info".into());
+        let max_queue = parse_or(
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            std::env::var("OTEL_BSP_MAX_QUEUE_SIZE").ok(),
+            crate::stats::QueueSettings::default().max_queue,
+        )?;
+        if max_queue == 0 {
+            return Err(ConfigError::new(
+                "OTEL_BSP_MAX_QUEUE_SIZE",
+                "0",
+                "the export queue must hold at least one span",
+            ));
+        }
         Ok(Self {
             service_name,
             endpoint,
@@ -134,6 +149,7 @@ impl TelemetryConfig {
             sampler,
             sampling_file,
             log_filter,
+            max_queue,
         })
     }
 }

@@ -1,9 +1,10 @@
 //! Telemetry shared by every tracelab service.
 //!
 //! [`init`] reads the standard `OTEL_*` variables (see [`config`]), installs
-//! the W3C TraceContext + Baggage propagator, a tracer provider exporting
-//! OTLP (HTTP/protobuf by default, gRPC on request) through a batch
-//! processor, the head sampler from `sampling.yaml`, and JSON logs that
+//! the W3C TraceContext ([`tracecontext`], strict Level 2) + Baggage
+//! propagator, a tracer provider exporting OTLP (HTTP/protobuf by default,
+//! gRPC on request) through a bounded, counted batch queue ([`stats`]), the
+//! head sampler from `sampling.yaml`, and JSON logs that
 //! carry `trace_id`/`span_id`. It returns a [`Telemetry`] guard: call
 //! [`Telemetry::shutdown`] after the server has drained so the last spans
 //! are flushed (dropping the guard is not enough: the global provider keeps
@@ -25,6 +26,7 @@ pub mod server;
 pub mod shutdown;
 pub mod span;
 pub mod stats;
+pub mod tracecontext;
 
 use std::time::Duration;
 
@@ -32,10 +34,8 @@ use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::{KeyValue, global};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
-};
+use opentelemetry_sdk::propagation::BaggagePropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -92,7 +92,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
         .try_init();
 
     global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
+        Box::new(tracecontext::W3cTraceContext),
         Box::new(BaggagePropagator::new()),
     ]));
 
@@ -139,16 +139,13 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
     }
     .map_err(|e| InitError::Exporter(e.to_string()))?;
 
-    // A short delay keeps a checkout's trace readable within ~100 ms of the
-    // response, which matters more in a lab than a few extra export calls.
-    let batch = BatchSpanProcessor::builder(stats::CountingExporter::new(exporter))
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_scheduled_delay(Duration::from_millis(50))
-                .with_max_queue_size(8192)
-                .build(),
-        )
-        .build();
+    let defaults = stats::QueueSettings::default();
+    let settings = stats::QueueSettings {
+        max_queue: config.max_queue,
+        max_batch: defaults.max_batch.min(config.max_queue),
+        ..defaults
+    };
+    let processor = stats::export_pipeline(exporter, settings, stats::global_counters());
 
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
@@ -159,7 +156,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
         .build();
 
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(chaos::ChaosProcessor::new(batch))
+        .with_span_processor(processor)
         .with_sampler(sampler)
         .with_resource(resource)
         .build();

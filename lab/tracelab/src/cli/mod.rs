@@ -6,9 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod admin_token;
 pub mod args;
 pub mod checkout;
 pub mod collector;
+pub mod console;
+pub mod dlq;
 pub mod exercise;
 pub mod fault;
 pub mod health;
@@ -41,6 +44,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Run the embedded collector alone (OTLP in, Tempo API out), until Ctrl-C.
     Collector(collector::CollectorArgs),
+    /// Serve the lab console for a lab started elsewhere (compose), until Ctrl-C.
+    Console(console::ConsoleArgs),
     /// Exit 0 if URL answers 2xx within the timeout, 1 otherwise (Docker healthcheck).
     Health(health::HealthArgs),
     /// Show one trace as a waterfall.
@@ -57,6 +62,10 @@ pub enum Command {
     Scenario(scenario::ScenarioArgs),
     /// Play a hidden scenario: find the cause from the traces, with hints.
     Exercise(exercise::ExerciseArgs),
+    /// Print a random admin token, or make sure a file holds one (compose's init step).
+    AdminToken(admin_token::AdminTokenArgs),
+    /// The notification dead-letter queue: list it, replay messages back to work.
+    Dlq(dlq::DlqArgs),
 }
 /// Runs a parsed command line.
 ///
@@ -66,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Collector(args) => collector::run(args).await,
+        Command::Console(args) => console::run(args).await,
         Command::Health(args) => Ok(health::run(args).await),
         Command::Trace(args) => trace::run(args).await,
         Command::Traces(args) => traces::run(args).await,
@@ -74,6 +84,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fault(args) => fault::run(args).await,
         Command::Scenario(args) => scenario::run(args).await,
         Command::Exercise(args) => exercise::run(args).await,
+        Command::AdminToken(args) => admin_token::run(args),
+        Command::Dlq(args) => dlq::run(args).await,
     }
 }
 
@@ -345,25 +357,33 @@ mod tests {
     }
 
     #[test]
-    fn compose_mode_reaches_services_by_name() {
-        let cli = parse(&["fault", "list", "--compose"]).unwrap();
+    fn lab_commands_take_the_lab_url() {
+        let cli = parse(&["fault", "list", "--lab", "http://10.0.0.5:7070/"]).unwrap();
         let Command::Fault(f) = cli.command else {
             panic!()
         };
-        let fault::FaultCommand::List(list) = f.command else {
+        assert!(matches!(f.command, fault::FaultCommand::List(_)));
+        assert_eq!(f.lab.url().unwrap(), "http://10.0.0.5:7070");
+        // Global: before or after the subcommand.
+        let cli = parse(&[
+            "exercise",
+            "--lab",
+            "http://h:1",
+            "answer",
+            "auth",
+            "POST",
+            "/verify",
+        ])
+        .unwrap();
+        let Command::Exercise(e) = cli.command else {
             panic!()
         };
-        assert_eq!(list.lab.url("payment"), "http://payment:8083");
-        assert_eq!(list.lab.url("provider"), "http://payment-provider:8090");
-        assert_eq!(list.lab.url("tempo"), "http://tempo:3200");
-        let cli = parse(&["fault", "list", "--host", "10.0.0.5"]).unwrap();
-        let Command::Fault(f) = cli.command else {
+        assert_eq!(e.lab.url().unwrap(), "http://h:1");
+        let exercise::ExerciseCommand::Answer(a) = e.command else {
             panic!()
         };
-        let fault::FaultCommand::List(list) = f.command else {
-            panic!()
-        };
-        assert_eq!(list.lab.url("payment"), "http://10.0.0.5:8083");
-        assert!(parse(&["fault", "list", "--compose", "--host", "x"]).is_err());
+        assert_eq!(a.operation, ["POST", "/verify"]);
+        assert!(parse(&["scenario", "list", "--lab", "not a url"]).is_err());
+        assert!(parse(&["fault", "list", "--compose"]).is_err());
     }
 }

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,24 +15,9 @@ pub(super) const CURRENT: &str = "exercise.json";
 /// The finished exercises' file in the state directory.
 pub(super) const HISTORY: &str = "history.json";
 
-/// The state directory: `$TRACELAB_HOME`, else `~/.tracelab`.
-///
-/// # Errors
-/// When neither `TRACELAB_HOME` nor `HOME` is set.
-pub fn state_dir() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("TRACELAB_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|d| !d.is_empty())
-        .context("set TRACELAB_HOME (or HOME) for the exercise state")?;
-    Ok(PathBuf::from(home).join(".tracelab"))
-}
-
-/// Whether an exercise is running (its state file exists).
-pub fn exercise_running() -> bool {
-    state_dir().is_ok_and(|d| d.join(CURRENT).is_file())
-}
+/// The state directory, shared with the lab record: `$TRACELAB_HOME`,
+/// else `~/.tracelab`.
+pub use crate::supervisor::state_dir;
 
 /// The digest naming a scenario in the state file.
 pub fn digest(id: &str) -> String {
@@ -72,7 +56,7 @@ pub struct ExerciseState {
     pub hints_unlocked: usize,
     /// Answers given so far.
     pub attempts: Vec<Attempt>,
-    /// Where the faults were set: service → base URL.
+    /// Where the faults were set: service → admin API base URL.
     pub services: BTreeMap<String, String>,
     /// The gateway and Tempo the learner should look at.
     pub gateway: String,

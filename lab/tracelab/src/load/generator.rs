@@ -17,10 +17,13 @@ use super::config::{DECLINE_CARD, LoadConfig, Route, SEARCH_TERMS, User};
 use super::histogram::Histogram;
 use super::progress::{Snapshot, clear_progress, spawn_progress};
 use super::schedule::{RoutePicker, declines, mix64, send_offset, slots_within};
-use super::summary::{Latency, RouteSummary, Summary, rate};
+use super::summary::{Latency, LiveSummary, RouteSummary, Summary, rate};
 use tracelab_client::gateway::{self, LoginError, transport_kind};
 use tracelab_client::http_error_summary;
 use tracelab_contract::routes;
+
+/// How often [`run_watched`] publishes the summary so far.
+const LIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How many created orders are remembered for the `order` route.
 const ORDERS_KEPT: usize = 1024;
@@ -298,6 +301,19 @@ pub async fn run_until(
     config: LoadConfig,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
+    run_watched(config, stop, None).await
+}
+
+/// As [`run_until`], publishing the summary so far to `live` about once a
+/// second while it runs, and the final summary at the end.
+///
+/// # Errors
+/// As [`run_until`].
+pub async fn run_watched(
+    config: LoadConfig,
+    stop: impl Future<Output = ()>,
+    live: Option<LiveSummary>,
+) -> anyhow::Result<Summary> {
     let base = config.validate()?;
     let join = |path: &str| -> anyhow::Result<Url> {
         Url::parse(&format!("{}{path}", base.as_str().trim_end_matches('/')))
@@ -370,6 +386,7 @@ pub async fn run_until(
     let mut next: u64 = 0;
     let mut interrupted = false;
     let mut last_send = t0;
+    let mut published = t0;
     let sleep = tokio::time::sleep_until(t0);
     tokio::pin!(sleep);
 
@@ -451,6 +468,19 @@ pub async fn run_until(
         }
         // Reap finished tasks so the set does not grow over a long run.
         while tasks.try_join_next().is_some() {}
+        if let Some(live) = &live
+            && now.duration_since(published) >= LIVE_EVERY
+        {
+            published = now;
+            live.set(summarize(
+                &config,
+                &shared,
+                &slots,
+                now - t0,
+                false,
+                max_lag,
+            ));
+        }
     }
     let stopped_at = Instant::now();
 
@@ -475,14 +505,11 @@ pub async fn run_until(
         let planned = config.duration.unwrap_or_default();
         planned.max(last_send - t0)
     };
-    Ok(summarize(
-        &config,
-        &shared,
-        &slots,
-        elapsed,
-        interrupted,
-        max_lag,
-    ))
+    let summary = summarize(&config, &shared, &slots, elapsed, interrupted, max_lag);
+    if let Some(live) = &live {
+        live.set(summary.clone());
+    }
+    Ok(summary)
 }
 
 /// Logs every user in when checkout or order is in the mix (their tokens

@@ -33,6 +33,6 @@ pub use config::{
     DECLINE_CARD, DEFAULT_MIX, LoadConfig, Mix, Progress, Route, SEARCH_TERMS, User, parse_mix,
     parse_user,
 };
-pub use generator::{run, run_until};
+pub use generator::{run, run_until, run_watched};
 pub use histogram::Histogram;
-pub use summary::{Latency, RouteSummary, Summary};
+pub use summary::{Latency, LiveSummary, RouteSummary, Summary};

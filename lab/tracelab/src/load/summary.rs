@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -114,6 +115,23 @@ pub struct Summary {
     pub routes: Vec<RouteSummary>,
     /// All routes together.
     pub total: RouteSummary,
+}
+
+/// A run's summary so far, for a caller watching a run from elsewhere
+/// (the console's `GET /api/load`): the generator refreshes it about once
+/// a second while it sends, and leaves the final summary in it at the end.
+#[derive(Debug, Clone, Default)]
+pub struct LiveSummary(Arc<Mutex<Option<Summary>>>);
+
+impl LiveSummary {
+    /// The latest summary; `None` before the first refresh.
+    pub fn get(&self) -> Option<Summary> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn set(&self, summary: Summary) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
+    }
 }
 
 impl Summary {

@@ -14,6 +14,7 @@ use super::traffic::{Driver, RequestRecord, summarize};
 use crate::fault::FaultClient;
 use crate::supervisor::{Lab, LabOptions};
 use tracelab_client::TempoClient;
+use tracelab_contract::messaging::dlq_name;
 
 /// Where a lab is and how to reach its state.
 #[derive(Debug, Clone)]
@@ -39,9 +40,9 @@ impl Target {
         Ok(Target {
             gateway: lab.gateway_url(),
             tempo: TempoClient::new(&lab.tempo_url())?,
-            faults: FaultClient::new(lab.services(), lab.admin_token())?,
+            faults: FaultClient::new(lab.admin_urls(), lab.admin_token())?,
             database_url: Some(lab.database_url().to_string()),
-            dlq: Some((opts.amqp_url.clone(), format!("{}.dlq", opts.queue))),
+            dlq: Some((opts.amqp_url.clone(), dlq_name(lab.queue()))),
         })
     }
 }

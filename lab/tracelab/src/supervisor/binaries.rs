@@ -55,6 +55,44 @@ pub(super) fn bin_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// The `tracelab` binary whose `collector` command runs a lab's embedded
+/// collector: `configured` if given; else this process's own executable
+/// when it is `tracelab` (`tracelab up`); else `tracelab` in `bin_dir`, then
+/// in [`default_bin_dir`] (tests and examples, which run as other programs).
+///
+/// # Errors
+/// When none of them exists, saying how to build it.
+pub(super) fn collector_binary(
+    configured: Option<&Path>,
+    bin_dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    if let Some(path) = configured {
+        if !path.is_file() {
+            bail!("collector binary {} not found", path.display());
+        }
+        return Ok(path.to_path_buf());
+    }
+    let own = std::env::current_exe()
+        .ok()
+        .filter(|exe| exe.file_stem().is_some_and(|s| s == "tracelab"));
+    let candidates: Vec<PathBuf> = own
+        .into_iter()
+        .chain([
+            bin_path(bin_dir, "tracelab"),
+            bin_path(&default_bin_dir(), "tracelab"),
+        ])
+        .collect();
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(path) => Ok(path.clone()),
+        None => bail!(
+            "the tracelab binary, which runs the embedded collector (`tracelab collector`), \
+             is not in {}\n  build it with `cargo build --workspace --bins`, or send the spans \
+             to another collector (--otlp-endpoint)",
+            bin_dir.display()
+        ),
+    }
+}
+
 /// Fails naming every one of `services` that has no binary in `dir`.
 pub(super) fn check_binaries(dir: &Path, services: &[&str]) -> anyhow::Result<()> {
     let missing: Vec<&str> = services
@@ -84,6 +122,23 @@ mod tests {
             let dir = default_bin_dir();
             assert_ne!(dir.file_name().unwrap(), "deps", "{}", dir.display());
         }
+    }
+
+    #[test]
+    fn collector_binary_is_found_or_explained() {
+        let dir = std::env::temp_dir().join(format!("tracelab-bin-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = bin_path(&dir, "tracelab");
+        std::fs::write(&fake, "").unwrap();
+        assert_eq!(
+            collector_binary(Some(&fake), Path::new("/x")).unwrap(),
+            fake
+        );
+        let err = collector_binary(Some(&dir.join("nope")), Path::new("/x")).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        // This unit test binary is not `tracelab`: `bin_dir` is searched.
+        assert_eq!(collector_binary(None, &dir).unwrap(), fake);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,27 +1,78 @@
-//! One child process of the lab: its handle, its log tail, and how it ended.
+//! One child of the lab as the lab sees it: its name and URL, its log tail,
+//! its record (pid, state, restarts), and the keeper task that owns its
+//! process.
 
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::process::Child;
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
-use super::logs::{LogTail, lock};
+use super::exit::describe_status;
+use super::keeper::KeeperHandle;
+use super::logs::{Listening, LogTail, lock};
 use super::options::ERROR_TAIL_LINES;
+use super::spec::Listener;
+use super::status::{ChildState, ChildStatus, Record};
 
-/// A service process started by the lab.
+/// A child process started by the lab (a service or the collector).
 pub(super) struct ChildProc {
     pub(super) name: &'static str,
-    pub(super) child: Child,
-    pub(super) pid: Option<u32>,
+    /// Its base URL, from its first listener; empty until it listens.
     pub(super) url: String,
-    /// The `TRACELAB_LISTEN` it was given, for hints.
+    /// The addresses it was asked to bind, for hints.
     pub(super) listen: String,
+    pub(super) health_path: &'static str,
+    pub(super) listeners: Vec<Listener>,
     pub(super) logs: LogTail,
-    pub(super) readers: Vec<JoinHandle<()>>,
+    pub(super) record: Arc<Mutex<Record>>,
+    pub(super) keeper: KeeperHandle,
+    /// `"listening"` lines of its first process, until start-up has them.
+    pub(super) listening: mpsc::UnboundedReceiver<Listening>,
+    /// The listeners found so far.
+    pub(super) bound: Vec<Listening>,
 }
 
 impl ChildProc {
+    pub(super) fn record(&self) -> MutexGuard<'_, Record> {
+        self.record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.record().pid
+    }
+
+    pub(super) fn status(&self) -> ChildStatus {
+        self.record().snapshot(self.name, &self.url)
+    }
+
+    /// How its process ended, once it has and its last output is read.
+    pub(super) fn exited(&self) -> Option<String> {
+        let record = self.record();
+        if let Some(status) = record.exit_status {
+            return Some(describe_status(status));
+        }
+        (record.state == ChildState::Exited).then(|| {
+            record
+                .last_exit
+                .as_ref()
+                .map_or_else(|| "exited".to_string(), |e| e.reason.clone())
+        })
+    }
+
+    /// Takes the `"listening"` lines that came in; true once every listener
+    /// of the child has reported.
+    pub(super) fn collect_listening(&mut self) -> bool {
+        while let Ok(line) = self.listening.try_recv() {
+            if !self.bound.iter().any(|(name, _)| *name == line.0) {
+                self.bound.push(line);
+            }
+        }
+        self.listeners
+            .iter()
+            .all(|l| self.bound.iter().any(|(name, _)| name.as_deref() == l.name))
+    }
+
     pub(super) fn tail_lines(&self, n: usize) -> String {
         let logs = lock(&self.logs);
         let skip = logs.len().saturating_sub(n);
@@ -54,63 +105,5 @@ impl ChildProc {
         } else {
             format!("\n  last log lines of {}:\n{lines}", self.name)
         }
-    }
-
-    /// After the process exited: let the readers drain its last output, then
-    /// return the tail for an error message.
-    pub(super) async fn finish_and_tail(&mut self) -> String {
-        // Taken, so a second call does not poll finished handles again.
-        for r in std::mem::take(&mut self.readers) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), r).await;
-        }
-        self.tail_text()
-    }
-}
-/// How a child ended, for a person: the exit code, or the signal and what it
-/// usually means.
-pub(super) fn describe_status(status: ExitStatus) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt as _;
-        if let Some(sig) = status.signal() {
-            let name = match sig {
-                2 => " (SIGINT)",
-                6 => " (SIGABRT)",
-                9 => " (SIGKILL)",
-                11 => " (SIGSEGV)",
-                15 => " (SIGTERM: no graceful shutdown handler?)",
-                _ => "",
-            };
-            return format!("killed by signal {sig}{name}");
-        }
-    }
-    match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => status.to_string(),
-    }
-}
-
-/// SIGTERM without unsafe code or a signal crate: the `kill` utility.
-pub(super) fn send_sigterm(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn describes_exit_statuses() {
-        use std::os::unix::process::ExitStatusExt as _;
-        assert_eq!(
-            describe_status(ExitStatus::from_raw(3 << 8)),
-            "exit status 3"
-        );
-        assert!(describe_status(ExitStatus::from_raw(9)).contains("SIGKILL"));
     }
 }

@@ -1,30 +1,36 @@
-//! [`Lab`]: the running lab, its children and the embedded collector.
+//! [`Lab`]: the running lab, its children (the six services and the
+//! embedded collector), and what they are doing ([`Lab::status`]).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tokio::process::Command;
-use tokio::sync::oneshot;
-use tracelab_collector::{Collector, CollectorConfig, TailPolicy};
+use tokio::sync::broadcast;
+use tracelab_collector::TailPolicy;
 
-use super::binaries::{bin_path, check_binaries};
-use super::child::{ChildProc, describe_status, send_sigterm};
+use super::binaries::{bin_path, check_binaries, collector_binary};
+use super::child::ChildProc;
+use super::collector::{COLLECTOR, CollectorAddrs, collector_spec};
 use super::deps::{
     check_postgres_and_create_db, check_rabbitmq, delete_broker_objects, drop_database,
 };
-use super::logs::{LogTail, lock, print_prefixed, read_lines};
+use super::exit::send_signal;
+use super::keeper::{KeeperContext, StopOutcome, start_keeper, start_process};
+use super::logs::{LogTail, bound_address, lock, print_prefixed};
 use super::options::{LOG_TAIL_LINES, LabOptions, LogSink, SERVICES, STAGES};
+use super::restart::RestartPolicy;
+use super::spawner::Spawner;
+use super::spec::{ChildSpec, Listener, Pin};
+use super::status::{LabEvent, LabStatus, Record};
 
 /// A running lab. Stop it with [`Lab::stop`]; dropping it kills the children.
 pub struct Lab {
     children: Vec<ChildProc>,
-    collector: Option<Collector>,
+    collector: Option<CollectorAddrs>,
     otlp_endpoint: String,
     tempo_url: String,
     database_url: String,
@@ -37,6 +43,10 @@ pub struct Lab {
     startup: Duration,
     log: LogSink,
     stopped: bool,
+    restart: RestartPolicy,
+    spawner: Spawner,
+    http: reqwest::Client,
+    events: broadcast::Sender<LabEvent>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -57,23 +67,38 @@ impl std::fmt::Debug for Lab {
 }
 
 impl Lab {
-    /// Starts the lab and returns once every service answers `/health` 200.
+    /// Starts the lab and returns once every service answers `/health` 200
+    /// (and the embedded collector `/ready`). From then on a child that
+    /// exits is started again ([`LabOptions::restart`]).
     ///
     /// # Errors
-    /// When a service binary is missing (build them with `cargo build
-    /// --workspace --bins`), Postgres or RabbitMQ is unreachable (the message
-    /// says how to start them), the collector cannot bind, a child exits early
-    /// (with its exit status and last log lines), or a service is not healthy
-    /// within `startup_timeout` (naming it, with its last `/health` answer and
-    /// log lines). Whatever was started is stopped again before returning.
+    /// When a service binary or the `tracelab` binary that runs the collector
+    /// is missing (build them with `cargo build --workspace --bins`), Postgres
+    /// or RabbitMQ is unreachable (the message says how to start them), a
+    /// child exits early (with its exit status and last log lines; a port in
+    /// use is pointed out), or a child is not healthy within
+    /// `startup_timeout` (naming it, with its last health answer and log
+    /// lines). Whatever was started is stopped again before returning.
     pub async fn start(opts: LabOptions) -> anyhow::Result<Lab> {
         let t0 = Instant::now();
         let deadline = t0 + opts.startup_timeout;
         check_binaries(&opts.bin_dir, &SERVICES)?;
+        let collector_program = match opts.otlp_endpoint {
+            None => Some(collector_binary(
+                opts.collector_bin.as_deref(),
+                &opts.bin_dir,
+            )?),
+            Some(_) => None,
+        };
         // RabbitMQ first: a failed check must not leave a created database.
         check_rabbitmq(&opts.amqp_url).await?;
         check_postgres_and_create_db(&opts.database_url).await?;
 
+        let spawner = Spawner::start().context("starting the lab's spawning thread")?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .context("building HTTP client")?;
         let mut lab = Lab {
             children: Vec::new(),
             collector: None,
@@ -81,16 +106,20 @@ impl Lab {
             tempo_url: String::new(),
             database_url: opts.database_url.clone(),
             admin_token: opts.admin_token.clone(),
-            exchange: opts.exchange.clone(),
-            queue: opts.queue.clone(),
+            exchange: opts.exchange_name(),
+            queue: opts.queue_name(),
             amqp_url: opts.amqp_url.clone(),
             drop_database: opts.drop_database,
             stop_grace: opts.stop_grace,
             startup: Duration::ZERO,
             log: opts.log,
             stopped: false,
+            restart: opts.restart,
+            spawner,
+            http,
+            events: broadcast::channel(64).0,
         };
-        match lab.boot(&opts, deadline).await {
+        match lab.boot(&opts, collector_program, deadline).await {
             Ok(()) => {
                 lab.startup = t0.elapsed();
                 Ok(lab)
@@ -103,44 +132,40 @@ impl Lab {
         }
     }
 
-    async fn boot(&mut self, opts: &LabOptions, deadline: Instant) -> anyhow::Result<()> {
+    async fn boot(
+        &mut self,
+        opts: &LabOptions,
+        collector_program: Option<PathBuf>,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
         let reach_host = reachable_host(opts.bind_host);
-        match &opts.otlp_endpoint {
-            Some(endpoint) => {
+        match (&opts.otlp_endpoint, collector_program) {
+            (Some(endpoint), _) => {
                 self.otlp_endpoint = endpoint.trim_end_matches('/').to_string();
                 self.tempo_url =
                     format!("http://{}", SocketAddr::new(reach_host, opts.ports.tempo));
             }
-            None => {
-                let tail = match &opts.sampling_file {
-                    Some(path) => TailPolicy::from_sampling_file(path).with_context(|| {
+            (None, program) => {
+                let program = program.context("no collector binary")?;
+                // Checked here, for a clear message before anything starts.
+                if let Some(path) = &opts.sampling_file {
+                    TailPolicy::from_sampling_file(path).with_context(|| {
                         format!("reading tail sampling policy from {}", path.display())
-                    })?,
-                    None => None,
-                };
-                let config = CollectorConfig {
-                    otlp_http: SocketAddr::new(opts.bind_host, opts.ports.otlp_http),
-                    otlp_grpc: SocketAddr::new(opts.bind_host, opts.ports.otlp_grpc),
-                    api: SocketAddr::new(opts.bind_host, opts.ports.tempo),
-                    tail,
-                    ..CollectorConfig::default()
-                };
-                let collector = Collector::start(config)
-                    .await
-                    .context("starting the embedded collector (is another lab running? try other ports, e.g. --otlp-http-port)")?;
+                    })?;
+                }
+                self.lab_log(&format!("starting {COLLECTOR}"));
+                let idx = self.spawn(collector_spec(program, opts)).await?;
+                self.wait_listening(vec![idx], deadline, reach_host).await?;
+                let collector = CollectorAddrs::from_bound(&self.children[idx].bound)
+                    .context("the collector did not report its three listeners")?;
                 self.otlp_endpoint = format!(
                     "http://{}",
-                    SocketAddr::new(reach_host, collector.otlp_http_addr().port())
+                    SocketAddr::new(reach_host, collector.otlp_http.port())
                 );
-                self.tempo_url = format!(
-                    "http://{}",
-                    SocketAddr::new(reach_host, collector.api_addr().port())
-                );
+                self.tempo_url = self.children[idx].url.clone();
                 self.lab_log(&format!(
                     "collector listening: otlp http {}, grpc {}, tempo api {}",
-                    collector.otlp_http_addr(),
-                    collector.otlp_grpc_addr(),
-                    collector.api_addr()
+                    collector.otlp_http, collector.otlp_grpc, collector.api
                 ));
                 self.collector = Some(collector);
             }
@@ -149,13 +174,47 @@ impl Lab {
         for stage in STAGES {
             let mut pending = Vec::new();
             for &name in stage {
-                let env = self.child_env(name, opts);
+                let spec = self.service_spec(name, opts);
                 self.lab_log(&format!("starting {name}"));
-                pending.push(self.spawn(name, &opts.bin_dir, env, opts.log)?);
+                pending.push(self.spawn(spec).await?);
             }
             self.wait_listening(pending, deadline, reach_host).await?;
         }
-        self.wait_healthy(deadline).await
+        self.wait_healthy(deadline).await?;
+        // Up: from now on a child that exits is started again.
+        for c in &self.children {
+            c.keeper.supervise(c.url.clone(), c.bound.clone());
+        }
+        Ok(())
+    }
+
+    fn service_spec(&self, name: &'static str, opts: &LabOptions) -> ChildSpec {
+        let env = self.child_env(name, opts);
+        let listen = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "TRACELAB_LISTEN")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        ChildSpec {
+            name,
+            program: bin_path(&opts.bin_dir, name),
+            args: Vec::new(),
+            env,
+            env_remove: Vec::new(),
+            listeners: vec![
+                Listener {
+                    name: None,
+                    pin: Pin::Env("TRACELAB_LISTEN"),
+                },
+                Listener {
+                    name: Some(ADMIN_LISTENER),
+                    pin: Pin::Env("TRACELAB_ADMIN_LISTEN"),
+                },
+            ],
+            health_path: "/health",
+            listen_hint: listen,
+        }
     }
 
     fn child_env(&self, name: &str, opts: &LabOptions) -> Vec<(String, String)> {
@@ -172,8 +231,12 @@ impl Lab {
             ),
             ("DATABASE_URL".into(), opts.database_url.clone()),
             ("AMQP_URL".into(), opts.amqp_url.clone()),
-            ("TRACELAB_EXCHANGE".into(), opts.exchange.clone()),
-            ("TRACELAB_QUEUE".into(), opts.queue.clone()),
+            (
+                "TRACELAB_ADMIN_LISTEN".into(),
+                SocketAddr::new(admin_host(opts.bind_host), 0).to_string(),
+            ),
+            ("TRACELAB_EXCHANGE".into(), self.exchange.clone()),
+            ("TRACELAB_QUEUE".into(), self.queue.clone()),
             ("TRACELAB_ADMIN_TOKEN".into(), opts.admin_token.clone()),
         ];
         if name == "auth" {
@@ -203,83 +266,67 @@ impl Lab {
         env
     }
 
-    /// Spawns one child with piped output; returns its index and the channel
-    /// that receives its listening address.
-    fn spawn(
-        &mut self,
-        name: &'static str,
-        bin_dir: &Path,
-        env: Vec<(String, String)>,
-        sink: LogSink,
-    ) -> anyhow::Result<(usize, oneshot::Receiver<SocketAddr>)> {
-        let path = bin_path(bin_dir, name);
-        let listen = env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "TRACELAB_LISTEN")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        let mut child = Command::new(&path)
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawning {}", path.display()))?;
+    /// Starts one child and its keeper; returns its index.
+    async fn spawn(&mut self, spec: ChildSpec) -> anyhow::Result<usize> {
         let logs: LogTail = Arc::new(Mutex::new(VecDeque::new()));
-        let (tx, rx) = oneshot::channel();
-        let tx = Arc::new(Mutex::new(Some(tx)));
-        let mut readers = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(read_lines(
-                name,
-                out,
-                logs.clone(),
-                tx.clone(),
-                sink,
-            )));
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(read_lines(name, err, logs.clone(), tx, sink)));
-        }
+        let (process, listening) = start_process(&spec, &self.spawner, &logs, self.log)
+            .await
+            .with_context(|| format!("spawning {}", spec.program.display()))?;
+        let record = Arc::new(Mutex::new(Record::started(process.pid())));
+        let proc_listeners = spec.listeners.clone();
+        let (name, listen, health_path) = (spec.name, spec.listen_hint.clone(), spec.health_path);
+        let keeper = start_keeper(
+            KeeperContext {
+                spec,
+                record: record.clone(),
+                logs: logs.clone(),
+                sink: self.log,
+                policy: self.restart,
+                spawner: self.spawner.clone(),
+                http: self.http.clone(),
+                events: self.events.clone(),
+            },
+            process,
+        );
         self.children.push(ChildProc {
             name,
-            pid: child.id(),
-            child,
             url: String::new(),
             listen,
+            health_path,
+            listeners: proc_listeners,
             logs,
-            readers,
+            record,
+            keeper,
+            listening,
+            bound: Vec::new(),
         });
-        Ok((self.children.len() - 1, rx))
+        Ok(self.children.len() - 1)
     }
 
-    /// Waits until every child of a stage has logged its listening address.
-    /// Polls them together, so the first one to exit is reported at once.
+    /// Waits until every child of a stage has logged its listening
+    /// addresses. Polls them together, so the first one to exit is reported
+    /// at once.
     async fn wait_listening(
         &mut self,
-        mut pending: Vec<(usize, oneshot::Receiver<SocketAddr>)>,
+        mut pending: Vec<usize>,
         deadline: Instant,
         reach_host: IpAddr,
     ) -> anyhow::Result<()> {
-        use tokio::sync::oneshot::error::TryRecvError;
         loop {
             let mut i = 0;
             while i < pending.len() {
-                let (idx, rx) = &mut pending[i];
-                let proc = &mut self.children[*idx];
+                let proc = &mut self.children[pending[i]];
                 let name = proc.name;
-                if let Ok(Some(status)) = proc.child.try_wait() {
-                    let tail = proc.finish_and_tail().await;
+                if let Some(status) = proc.exited() {
                     bail!(
-                        "{name} exited early ({}){tail}{}",
-                        describe_status(status),
+                        "{name} exited early ({status}){}{}",
+                        proc.tail_text(),
                         proc.hint()
                     );
                 }
-                match rx.try_recv() {
-                    Ok(addr) => {
+                if proc.collect_listening() {
+                    let first = proc.listeners.first().and_then(|l| l.name);
+                    if let Some(addr) = bound_address(&proc.bound, first) {
                         let host = if addr.ip().is_unspecified() {
                             reach_host
                         } else {
@@ -287,11 +334,10 @@ impl Lab {
                         };
                         proc.url = format!("http://{}", SocketAddr::new(host, addr.port()));
                         self.lab_log(&format!("{name} listening on {addr}"));
-                        pending.swap_remove(i);
                     }
-                    // Closed: its output ended without the line; the exit check
-                    // above reports it once the process is gone.
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => i += 1,
+                    pending.swap_remove(i);
+                } else {
+                    i += 1;
                 }
             }
             if pending.is_empty() {
@@ -299,7 +345,7 @@ impl Lab {
             }
             if Instant::now() >= deadline {
                 let mut msg = String::new();
-                for (idx, _) in &pending {
+                for idx in &pending {
                     let proc = &self.children[*idx];
                     let _ = write!(
                         msg,
@@ -315,26 +361,26 @@ impl Lab {
     }
 
     async fn wait_healthy(&mut self, deadline: Instant) -> anyhow::Result<()> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .context("building HTTP client")?;
+        let http = self.http.clone();
         let mut healthy = vec![false; self.children.len()];
         let mut last_answer: Vec<String> = vec!["no answer yet".into(); self.children.len()];
         loop {
-            for (i, proc) in self.children.iter_mut().enumerate() {
+            for (i, proc) in self.children.iter().enumerate() {
                 if healthy[i] {
                     continue;
                 }
-                if let Ok(Some(status)) = proc.child.try_wait() {
-                    let tail = proc.finish_and_tail().await;
+                if let Some(status) = proc.exited() {
                     bail!(
-                        "{} exited while starting ({}){tail}",
+                        "{} exited while starting ({status}){}",
                         proc.name,
-                        describe_status(status)
+                        proc.tail_text()
                     );
                 }
-                match http.get(format!("{}/health", proc.url)).send().await {
+                match http
+                    .get(format!("{}{}", proc.url, proc.health_path))
+                    .send()
+                    .await
+                {
                     Ok(resp) if resp.status() == reqwest::StatusCode::OK => healthy[i] = true,
                     Ok(resp) => {
                         let status = resp.status();
@@ -354,9 +400,10 @@ impl Lab {
                     if !healthy[i] {
                         let _ = write!(
                             msg,
-                            "\n{} is not healthy: GET {}/health -> {}{}",
+                            "\n{} is not healthy: GET {}{} -> {}{}",
                             proc.name,
                             proc.url,
+                            proc.health_path,
                             last_answer[i],
                             proc.tail_text()
                         );
@@ -399,6 +446,19 @@ impl Lab {
             .map(|c| c.url.clone())
     }
 
+    /// `(service name, admin API base URL)` in start order: where the
+    /// fault API listens, on loopback, apart from the public port. Give it
+    /// to `FaultClient::new` with [`Lab::admin_token`].
+    pub fn admin_urls(&self) -> Vec<(&'static str, String)> {
+        self.children
+            .iter()
+            .filter_map(|c| {
+                let addr = bound_address(&c.bound, Some(ADMIN_LISTENER))?;
+                Some((c.name, format!("http://{addr}")))
+            })
+            .collect()
+    }
+
     /// The RabbitMQ exchange payment publishes to.
     pub fn exchange(&self) -> &str {
         &self.exchange
@@ -414,10 +474,11 @@ impl Lab {
         self.otlp_endpoint.clone()
     }
 
-    /// `(service name, base URL)` in start order.
+    /// `(service name, base URL)` of the six services, in start order.
     pub fn services(&self) -> Vec<(&'static str, String)> {
         self.children
             .iter()
+            .filter(|c| c.name != COLLECTOR)
             .map(|c| (c.name, c.url.clone()))
             .collect()
     }
@@ -432,14 +493,43 @@ impl Lab {
         &self.admin_token
     }
 
-    /// The embedded collector, `None` with an external OTLP endpoint.
-    pub fn collector(&self) -> Option<&Collector> {
-        self.collector.as_ref()
+    /// Where the embedded collector listens, `None` with an external OTLP
+    /// endpoint. It runs as the child [`COLLECTOR`] (`tracelab collector`).
+    pub fn collector(&self) -> Option<CollectorAddrs> {
+        self.collector
     }
 
-    /// The process id of a service.
+    /// The process id of a service, or of the collector (`"collector"`);
+    /// `None` while it is not running (waiting to be restarted).
     pub fn pid(&self, name: &str) -> Option<u32> {
-        self.children.iter().find(|c| c.name == name)?.pid
+        self.children.iter().find(|c| c.name == name)?.pid()
+    }
+
+    /// What every child is doing: state, pid, restarts, last exit.
+    pub fn status(&self) -> LabStatus {
+        LabStatus {
+            children: self.children.iter().map(ChildProc::status).collect(),
+        }
+    }
+
+    /// A handle on [`Lab::status`] and [`Lab::subscribe`] that can be kept
+    /// apart from the lab (in a web server's state, another task).
+    pub fn monitor(&self) -> LabMonitor {
+        LabMonitor {
+            children: self
+                .children
+                .iter()
+                .map(|c| (c.name, c.url.clone(), c.record.clone()))
+                .collect(),
+            events: self.events.clone(),
+        }
+    }
+
+    /// The lab's events from now on: children that exit and are restarted,
+    /// and their recovery. A receiver that falls more than 64 events behind
+    /// loses the oldest.
+    pub fn subscribe(&self) -> broadcast::Receiver<LabEvent> {
+        self.events.subscribe()
     }
 
     /// How long `start` took, from call to all healthy.
@@ -447,7 +537,8 @@ impl Lab {
         self.startup
     }
 
-    /// The last (up to [`LOG_TAIL_LINES`]) raw log lines of a service.
+    /// The last (up to [`LOG_TAIL_LINES`]) raw log lines of a service (or
+    /// the collector), across its restarts.
     pub fn logs(&self, name: &str) -> Vec<String> {
         self.children
             .iter()
@@ -470,25 +561,15 @@ impl Lab {
         out
     }
 
-    /// Checks that no child has exited; returns the ones that did.
-    pub fn exited(&mut self) -> Vec<(&'static str, String)> {
-        self.children
-            .iter_mut()
-            .filter_map(|c| match c.child.try_wait() {
-                Ok(Some(status)) => Some((c.name, describe_status(status))),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Stops the lab: SIGTERM to the gateway, then payment, then the leaves
-    /// (each stage waits up to `stop_grace`, then kills), then shuts the
-    /// collector down (last, so the services' final spans land), then drops a
-    /// test database.
+    /// Stops the lab: no more restarts, then SIGTERM to the gateway, then
+    /// payment, then the leaves (each stage waits up to `stop_grace`, then
+    /// kills), then the collector (last, so the services' final spans land),
+    /// then drops a test database.
     ///
     /// # Errors
-    /// After everything is stopped, when a service exited with a failure
+    /// After everything is stopped, when a child exited with a failure
     /// status, had to be killed, or the test database could not be dropped.
+    /// A child that had crashed and was waiting for its restart is not one.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop_inner(true).await
     }
@@ -498,47 +579,38 @@ impl Lab {
             return Ok(());
         }
         let mut problems = Vec::new();
-        // Reverse of the start stages: callers stop before the services they call.
-        for stage in STAGES.iter().rev() {
-            let procs: Vec<&mut ChildProc> = self
+        for c in &self.children {
+            c.keeper.hold();
+        }
+        // Reverse of the start stages: callers stop before the services they
+        // call, and the collector after them all.
+        let collector: &[&str] = &[COLLECTOR];
+        for stage in STAGES.iter().rev().copied().chain([collector]) {
+            let procs: Vec<&ChildProc> = self
                 .children
-                .iter_mut()
+                .iter()
                 .filter(|c| stage.contains(&c.name))
                 .collect();
-            if procs.is_empty() {
-                continue;
-            }
-            for p in &procs {
-                if let Some(pid) = p.pid {
-                    send_sigterm(pid);
-                }
-            }
-            // One deadline for the stage: they were all signalled together and
-            // shut down concurrently, so waiting in turn costs one grace period.
+            // Signalled together, they shut down concurrently: stopping a
+            // stage costs one grace period at most.
             let grace = self.stop_grace;
-            let deadline = tokio::time::Instant::now() + grace;
-            for p in procs {
+            let outcomes =
+                futures::future::join_all(procs.iter().map(|p| p.keeper.stop(grace))).await;
+            for (p, outcome) in procs.into_iter().zip(outcomes) {
                 let name = p.name;
-                match tokio::time::timeout_at(deadline, p.child.wait()).await {
-                    Ok(Ok(status)) if status.success() => {}
-                    Ok(Ok(status)) => problems.push(format!(
-                        "{name} exited with {} after SIGTERM{}",
-                        describe_status(status),
-                        p.finish_and_tail().await
+                match outcome {
+                    StopOutcome::Clean | StopOutcome::NotRunning => {}
+                    StopOutcome::Failed(status) => problems.push(format!(
+                        "{name} exited with {status} after SIGTERM{}",
+                        p.tail_text()
                     )),
-                    Ok(Err(e)) => problems.push(format!("{name}: {e}")),
-                    Err(_) => {
-                        let _ = p.child.kill().await;
-                        problems.push(format!(
-                            "{name} did not exit within {grace:.0?} of SIGTERM and was killed{}",
-                            p.tail_text()
-                        ));
-                    }
+                    StopOutcome::Error(e) => problems.push(format!("{name}: {e}")),
+                    StopOutcome::Killed => problems.push(format!(
+                        "{name} did not exit within {grace:.0?} of SIGTERM and was killed{}",
+                        p.tail_text()
+                    )),
                 }
             }
-        }
-        if let Some(collector) = self.collector.take() {
-            collector.shutdown().await;
         }
         if self.drop_database {
             if let Err(e) = drop_database(&self.database_url).await {
@@ -558,15 +630,49 @@ impl Lab {
     }
 }
 
+/// A lab's status and events, apart from the [`Lab`] (see [`Lab::monitor`]).
+#[derive(Debug, Clone)]
+pub struct LabMonitor {
+    children: Vec<(&'static str, String, Arc<Mutex<Record>>)>,
+    events: broadcast::Sender<LabEvent>,
+}
+
+impl LabMonitor {
+    /// As [`Lab::status`].
+    pub fn status(&self) -> LabStatus {
+        LabStatus {
+            children: self
+                .children
+                .iter()
+                .map(|(name, url, record)| {
+                    record
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .snapshot(name, url)
+                })
+                .collect(),
+        }
+    }
+
+    /// As [`Lab::subscribe`].
+    pub fn subscribe(&self) -> broadcast::Receiver<LabEvent> {
+        self.events.subscribe()
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         if self.stopped {
             return;
         }
-        // `kill_on_drop` would do this as the children drop; do it first so the
+        // Killed here and now, not as their keepers' tasks wind down, so the
         // database drop below is not racing live connections.
-        for c in &mut self.children {
-            let _ = c.child.start_kill();
+        for c in &self.children {
+            c.keeper.hold();
+            if let Some(pid) = c.pid() {
+                send_signal(pid, "KILL");
+            }
+            c.keeper.abort();
         }
         if self.drop_database {
             let url = self.database_url.clone();
@@ -599,10 +705,34 @@ impl Drop for Lab {
     }
 }
 
+/// The `listener` of a service's admin `"listening"` line.
+const ADMIN_LISTENER: &str = "admin";
+
+/// Where the admin listeners bind: loopback, whatever the public listeners
+/// bind to, so `--bind 0.0.0.0` never puts the fault API on the network.
+fn admin_host(bind: IpAddr) -> IpAddr {
+    match bind {
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
 fn reachable_host(bind: IpAddr) -> IpAddr {
     match bind {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Lab>();
+        shareable::<LabMonitor>();
     }
 }

@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
-
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 use super::options::{LOG_TAIL_LINES, LogSink};
 
@@ -22,13 +21,25 @@ pub(super) fn lock(logs: &LogTail) -> std::sync::MutexGuard<'_, VecDeque<String>
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Reads a child's output line by line: keeps the tail, reports the
-/// `"listening"` address once, and prints when the sink says so.
+/// A `"listening"` line: the listener's name (`None` when the line names
+/// none) and its bound address.
+pub(super) type Listening = (Option<String>, SocketAddr);
+
+/// The address a listener reported among `bound`.
+pub(super) fn bound_address(bound: &[Listening], listener: Option<&str>) -> Option<SocketAddr> {
+    bound
+        .iter()
+        .find(|(name, _)| name.as_deref() == listener)
+        .map(|(_, addr)| *addr)
+}
+
+/// Reads a child's output line by line: keeps the tail, reports every
+/// `"listening"` line, and prints when the sink says so.
 pub(super) async fn read_lines(
     name: &'static str,
     stream: impl AsyncRead + Unpin,
     logs: LogTail,
-    tx: Arc<Mutex<Option<oneshot::Sender<SocketAddr>>>>,
+    listening: mpsc::UnboundedSender<Listening>,
     sink: LogSink,
 ) {
     let mut lines = BufReader::new(stream).lines();
@@ -38,14 +49,11 @@ pub(super) async fn read_lines(
         } else {
             None
         };
-        if let Some(addr) = json.as_ref().and_then(listening_addr) {
-            let sender = tx
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some(sender) = sender {
-                let _ = sender.send(addr);
-            }
+        if let Some(v) = &json
+            && let Some(addr) = listening_addr(v)
+        {
+            // Nobody listens after start-up; that is fine.
+            let _ = listening.send((listener_name(v), addr));
         }
         if sink == LogSink::Prefix {
             let text = match &json {
@@ -79,6 +87,25 @@ pub fn listening_addr(v: &serde_json::Value) -> Option<SocketAddr> {
         .as_str()?
         .parse()
         .ok()
+}
+
+/// The `listener` field of a `"listening"` line (`otlp_http`, `api`, ...).
+fn listener_name(v: &serde_json::Value) -> Option<String> {
+    let fields = v.get("fields").unwrap_or(v);
+    fields
+        .get("listener")
+        .or_else(|| v.get("listener"))?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The last `n` lines of a child's tail.
+pub(super) fn last_lines(logs: &LogTail, n: usize) -> Vec<String> {
+    let logs = lock(logs);
+    logs.iter()
+        .skip(logs.len().saturating_sub(n))
+        .cloned()
+        .collect()
 }
 
 /// Condenses a JSON log line to `LEVEL message key=value ...`.
@@ -181,6 +208,9 @@ mod tests {
             listening_addr(&json!({"message":"listening","addr":"nope"})),
             None
         );
+        assert_eq!(listener_name(&flat), None);
+        let named = json!({"message":"listening","listener":"api","addr":"127.0.0.1:3200"});
+        assert_eq!(listener_name(&named).as_deref(), Some("api"));
     }
 
     #[test]

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tracelab_contract::defaults;
+use tracelab_contract::messaging;
 use tracelab_contract::service::ServiceName;
 
 use super::binaries::default_bin_dir;
+use super::restart::RestartPolicy;
 
 /// The six services, in start order: leaves first, gateway last.
 pub const SERVICES: [&str; 6] = [
@@ -29,8 +31,7 @@ pub(super) const STAGES: [&[&str]; 3] = [
 ];
 
 pub use tracelab_contract::defaults::{
-    ADMIN_TOKEN as DEFAULT_ADMIN_TOKEN, AMQP_URL as DEFAULT_AMQP_URL,
-    DATABASE_URL as DEFAULT_DATABASE_URL, EXCHANGE as DEFAULT_EXCHANGE, QUEUE as DEFAULT_QUEUE,
+    AMQP_URL as DEFAULT_AMQP_URL, DATABASE_URL as DEFAULT_DATABASE_URL,
 };
 /// How many log lines are kept per child for error messages and [`Lab::logs`].
 pub const LOG_TAIL_LINES: usize = 200;
@@ -129,10 +130,12 @@ pub struct LabOptions {
     pub database_url: String,
     /// RabbitMQ URL.
     pub amqp_url: String,
-    /// Topic exchange for payment events.
-    pub exchange: String,
-    /// Notification queue (its DLQ is `<queue>.dlq`).
-    pub queue: String,
+    /// Topic exchange for payment events. `None`: the lab's own, named
+    /// after its database ([`LabOptions::exchange_name`]).
+    pub exchange: Option<String>,
+    /// Notification queue (its DLQ is `<queue>.dlq`). `None`: the lab's
+    /// own, named after its database ([`LabOptions::queue_name`]).
+    pub queue: Option<String>,
     /// Ports; 0 = any free port.
     pub ports: Ports,
     /// An external collector's OTLP/HTTP base URL; when set, no embedded
@@ -147,7 +150,8 @@ pub struct LabOptions {
     pub extra_env: Vec<(String, String)>,
     /// Where child logs go.
     pub log: LogSink,
-    /// Token of the services' admin (fault) API.
+    /// Token of the services' admin (fault) API. `Default` draws a new
+    /// random one for every lab: there is no default token to know.
     pub admin_token: String,
     /// The secret auth signs and checks tokens with. `Default` draws a new
     /// random one for every lab, so a token cannot be forged from the
@@ -161,6 +165,12 @@ pub struct LabOptions {
     pub startup_timeout: Duration,
     /// How long each stop stage waits after SIGTERM before killing.
     pub stop_grace: Duration,
+    /// How a child that exits while the lab is up is started again.
+    pub restart: RestartPolicy,
+    /// The `tracelab` binary that runs the embedded collector
+    /// (`tracelab collector`). `None`: this executable if it is `tracelab`,
+    /// else `tracelab` in `bin_dir` or in [`default_bin_dir`].
+    pub collector_bin: Option<PathBuf>,
 }
 
 impl Default for LabOptions {
@@ -169,19 +179,21 @@ impl Default for LabOptions {
             bin_dir: default_bin_dir(),
             database_url: DEFAULT_DATABASE_URL.to_string(),
             amqp_url: DEFAULT_AMQP_URL.to_string(),
-            exchange: DEFAULT_EXCHANGE.to_string(),
-            queue: DEFAULT_QUEUE.to_string(),
+            exchange: None,
+            queue: None,
             ports: Ports::CONTRACT,
             otlp_endpoint: None,
             sampling_file: None,
             bind_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             extra_env: Vec::new(),
             log: LogSink::Prefix,
-            admin_token: DEFAULT_ADMIN_TOKEN.to_string(),
+            admin_token: random_secret(),
             token_secret: random_secret(),
             drop_database: false,
             startup_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
+            restart: RestartPolicy::default(),
+            collector_bin: None,
         }
     }
 }
@@ -203,8 +215,8 @@ impl LabOptions {
             database_url,
             amqp_url: std::env::var("TRACELAB_TEST_AMQP_URL")
                 .unwrap_or_else(|_| DEFAULT_AMQP_URL.to_string()),
-            exchange: format!("tracelab.test.{id}"),
-            queue: format!("notification.test.{id}"),
+            exchange: Some(format!("tracelab.test.{id}")),
+            queue: Some(format!("notification.test.{id}")),
             ports: Ports::ANY,
             log: LogSink::Quiet,
             drop_database: true,
@@ -213,8 +225,29 @@ impl LabOptions {
     }
 }
 
-/// 64 hex digits from two v4 UUIDs: 244 random bits from the OS.
-pub(super) fn random_secret() -> String {
+impl LabOptions {
+    /// The exchange payment publishes to: the one given, or the lab's own,
+    /// `tracelab.events.<lab id>` with the lab id of its database
+    /// (`tracelab_contract::messaging::lab_exchange`), so two labs sharing
+    /// a broker never share an exchange.
+    pub fn exchange_name(&self) -> String {
+        self.exchange
+            .clone()
+            .unwrap_or_else(|| messaging::lab_exchange(&self.database_url))
+    }
+
+    /// The queue notification consumes: the one given, or the lab's own,
+    /// `notification.payment-completed.<lab id>`.
+    pub fn queue_name(&self) -> String {
+        self.queue
+            .clone()
+            .unwrap_or_else(|| messaging::lab_queue(&self.database_url))
+    }
+}
+
+/// 64 hex digits from two v4 UUIDs: 244 random bits from the OS. What a
+/// lab's admin token and auth's token secret are made of.
+pub fn random_secret() -> String {
     format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -246,9 +279,12 @@ mod tests {
         assert_eq!(o.ports.provider, 8090);
         assert_eq!(o.ports.tempo, 3200);
         assert_eq!(o.database_url, DEFAULT_DATABASE_URL);
-        assert_eq!(o.exchange, "tracelab.events");
-        assert_eq!(o.queue, "notification.payment-completed");
-        assert_eq!(o.admin_token, "tracelab-admin");
+        let lab = messaging::lab_id(DEFAULT_DATABASE_URL);
+        assert_eq!(o.exchange_name(), format!("tracelab.events.{lab}"));
+        assert_eq!(
+            o.queue_name(),
+            format!("notification.payment-completed.{lab}")
+        );
         assert_eq!(o.log, LogSink::Prefix);
         assert!(!o.drop_database);
         assert_eq!(o.bind_host, IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -262,8 +298,8 @@ mod tests {
         assert_eq!(a.log, LogSink::Quiet);
         assert!(a.drop_database);
         assert_ne!(a.database_url, b.database_url);
-        assert_ne!(a.exchange, b.exchange);
-        assert_ne!(a.queue, b.queue);
+        assert_ne!(a.exchange_name(), b.exchange_name());
+        assert_ne!(a.queue_name(), b.queue_name());
         if std::env::var_os("TRACELAB_TEST_DATABASE_URL").is_none() {
             assert!(
                 a.database_url
@@ -313,6 +349,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Two labs on one broker: another database, another exchange and
+    /// queue, unless given.
+    #[test]
+    fn exchange_and_queue_are_the_lab_s_own() {
+        let lab = |db: &str| LabOptions {
+            database_url: format!("postgres://postgres@127.0.0.1:5432/{db}"),
+            ..LabOptions::default()
+        };
+        let (a, b) = (lab("tracelab"), lab("tracelab2"));
+        assert_ne!(a.exchange_name(), b.exchange_name());
+        assert_ne!(a.queue_name(), b.queue_name());
+        assert_eq!(a.queue_name(), lab("tracelab").queue_name(), "stable");
+        let given = LabOptions {
+            exchange: Some("x".into()),
+            queue: Some("q".into()),
+            ..lab("tracelab2")
+        };
+        assert_eq!(
+            (given.exchange_name(), given.queue_name()),
+            ("x".into(), "q".into())
+        );
+    }
+
+    #[test]
+    fn every_lab_gets_its_own_admin_token() {
+        let (a, b) = (LabOptions::default(), LabOptions::default());
+        assert_eq!(a.admin_token.len(), 64);
+        assert_ne!(a.admin_token, b.admin_token);
+        assert_ne!(a.admin_token, a.token_secret);
+        assert_ne!(LabOptions::for_tests().admin_token, a.admin_token);
     }
 
     #[test]

@@ -1,0 +1,161 @@
+// Lab view (#/lab): the live service map from recent traces, each service's
+// health and span export counters, the one-shot actions (each answers with
+// a link to its trace) and the load generator.
+import { h, mount, fmtMs } from '../dom.js';
+import { t } from '../i18n.js';
+import { get, post, del, search, fetchTrace } from '../api.js';
+import { buildTrace } from '../model.js';
+import { serviceGraph, drawGraph } from '../servicemap.js';
+
+const MAP_TRACES = 25;
+const MAP_WINDOW_SECS = 300;
+const REFRESH_MS = 5000;
+
+export function render(main) {
+  const mapBox = h('div', { class: 'map-box' }, h('p', { class: 'muted' }, t('loading')));
+  const mapNote = h('p', { class: 'muted map-note' });
+  const health = h('div', { class: 'health' }, h('p', { class: 'muted' }, t('loading')));
+  const actionOut = h('div', { class: 'action-out', role: 'status', 'aria-live': 'polite' });
+  const loadBox = h('div', { class: 'load' });
+  mount(main,
+    h('h1', {}, t('nav.lab')),
+    h('section', { class: 'actions', 'aria-labelledby': 'actions-h' },
+      h('h2', { id: 'actions-h' }, t('lab.actions')),
+      h('p', { class: 'muted' }, t('lab.actionsIntro')),
+      h('div', { class: 'buttons' },
+        actionButton('checkout', t('lab.checkout'), actionOut, soon),
+        actionButton('declined-checkout', t('lab.declined'), actionOut, soon),
+        actionButton('search', t('lab.search'), actionOut, soon),
+        actionButton('burst', t('lab.burst'), actionOut, soon)),
+      actionOut),
+    h('section', { 'aria-labelledby': 'map-h' },
+      h('h2', { id: 'map-h' }, t('lab.map')), mapBox, mapNote),
+    h('div', { class: 'two' },
+      h('section', { 'aria-labelledby': 'health-h' }, h('h2', { id: 'health-h' }, t('lab.health')), health),
+      h('section', { 'aria-labelledby': 'load-h' }, h('h2', { id: 'load-h' }, t('lab.load')), loadBox)));
+
+  let stopped = false;
+  let timer = null;
+  // After an action, its trace joins the map as soon as it reached the collector.
+  let pending = null;
+  function soon() {
+    clearTimeout(pending);
+    pending = setTimeout(() => { if (!stopped) drawMap(mapBox, mapNote); }, 1500);
+  }
+  const loadUi = loadPanel(loadBox);
+  const tick = async () => {
+    await Promise.all([drawHealth(health), drawMap(mapBox, mapNote), loadUi.refresh()]);
+    if (!stopped) timer = setTimeout(tick, REFRESH_MS);
+  };
+  tick();
+  return () => { stopped = true; clearTimeout(timer); clearTimeout(pending); };
+}
+
+function actionButton(action, label, out, after) {
+  const btn = h('button', { type: 'button', class: 'action', dataset: { action } }, label);
+  btn.addEventListener('click', async () => {
+    btn.disabled = true;
+    mount(out, h('p', { class: 'muted' }, t('lab.sending')));
+    try {
+      const a = await post(`/api/actions/${action}`, {});
+      mount(out, action === 'burst' ? burstResult(a) : actionResult(a));
+      out.querySelector('a')?.focus();
+      after();
+    } catch (e) {
+      mount(out, h('p', { class: 'error', role: 'alert' }, `${t('error')}: ${e.message}`));
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  return btn;
+}
+
+function actionResult(a) {
+  return h('p', { class: 'action-result', dataset: { traceId: a.trace_id || '' } },
+    h('code', {}, a.route), ' → ', h('strong', { class: a.status >= 400 ? 'error' : '' }, String(a.status)), ' ',
+    a.link ? h('a', { href: a.link, class: 'trace-link' }, t('lab.openTrace'), ' ', h('code', {}, a.trace_id)) : t('lab.noTrace'));
+}
+
+function burstResult(b) {
+  return h('div', {}, h('p', {}, t('lab.burstDone', { sent: b.sent, ok: b.ok })),
+    h('ul', { class: 'burst' }, (b.actions || []).slice(0, 10).map((a) => h('li', {}, actionResult(a)))));
+}
+
+async function drawHealth(box) {
+  let lab;
+  try {
+    lab = await get('/api/lab');
+  } catch (e) {
+    mount(box, h('p', { class: 'error' }, `${t('error')}: ${e.message}`));
+    return;
+  }
+  mount(box,
+    h('p', { class: 'muted' }, t('lab.mode', { mode: lab.mode })),
+    h('table', { class: 'health-table' },
+      h('thead', {}, h('tr', {}, ['lab.service', 'lab.status', 'lab.checks', 'lab.exported', 'lab.dropped', 'lab.process'].map((k) => h('th', { scope: 'col' }, t(k))))),
+      h('tbody', {}, (lab.services || []).map((s) => {
+        const ok = s.health_status === 200;
+        // The services' /health carries their exporter's counters (spans_exported,
+        // spans_failed, spans_dropped_by_fault, ...): every counter that lost
+        // spans adds to "dropped"; the full list is the cell's tooltip.
+        const tel = s.health?.telemetry || {};
+        const exported = tel.spans_exported ?? tel.exported;
+        const lost = Object.entries(tel).filter(([k, v]) => /dropped|failed/.test(k) && typeof v === 'number');
+        const dropped = lost.length ? lost.reduce((n, [, v]) => n + v, 0) : undefined;
+        const counters = Object.entries(tel).map(([k, v]) => `${k}: ${v}`).join('\n');
+        const checks = Object.entries(s.health?.checks || {}).map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`).join(', ');
+        return h('tr', { class: ok ? '' : 'is-err', dataset: { service: s.name } },
+          h('th', { scope: 'row' }, s.name),
+          h('td', { class: ok ? 'ok' : 'error' }, ok ? `✓ ${t('lab.up')}` : `✕ ${s.error || s.health_status || t('lab.down')}`),
+          h('td', {}, checks),
+          h('td', { class: 'num exported', title: counters }, exported ?? '–'),
+          h('td', { class: `num dropped${dropped ? ' error' : ''}`, title: counters }, dropped ?? '–'),
+          h('td', {}, s.process ? `${s.process.running ? '▶' : '■'} ${s.process.pid ?? ''}` : '–'));
+      }))));
+}
+
+async function drawMap(box, note) {
+  const end = Math.ceil(Date.now() / 1000);
+  let found;
+  try {
+    found = await search({ q: '{ }', start: end - MAP_WINDOW_SECS, end, limit: MAP_TRACES });
+  } catch (e) {
+    mount(box, h('p', { class: 'error' }, `${t('error')}: ${e.message}`));
+    return;
+  }
+  const ids = (found.traces || []).map((tr) => tr.traceID);
+  const bodies = await Promise.all(ids.map((id) => fetchTrace(id).catch(() => null)));
+  const traces = bodies.map((b) => b && buildTrace(b)).filter(Boolean);
+  if (!traces.length) {
+    mount(box, h('p', { class: 'muted' }, t('lab.mapEmpty')));
+    note.textContent = '';
+    return;
+  }
+  const graph = serviceGraph(traces);
+  const fmt = { rate: (r) => (r >= 1 ? `${r.toFixed(1)}/s` : `${(r * 60).toFixed(1)}/min`), ms: fmtMs };
+  mount(box, drawGraph(graph, fmt));
+  note.textContent = t('lab.mapNote', { n: graph.traces, secs: Math.round(graph.window) });
+}
+
+function loadPanel(box) {
+  const rate = h('input', { id: 'load-rate', type: 'number', min: '0.1', max: '200', step: '0.1', value: '2', inputmode: 'decimal' });
+  const status = h('div', { class: 'load-status', 'aria-live': 'polite' });
+  const start = h('button', { type: 'button', class: 'primary', dataset: { load: 'start' } }, t('lab.loadStart'));
+  const stopBtn = h('button', { type: 'button', dataset: { load: 'stop' } }, t('lab.loadStop'));
+  const show = (s) => {
+    const routes = s?.summary?.routes || [];
+    stopBtn.disabled = !s?.running;
+    mount(status,
+      h('p', { class: s?.running ? 'ok' : 'muted', dataset: { running: String(!!s?.running) } },
+        s?.running ? `▶ ${t('lab.loadOn', { rate: s.config?.rate ?? '?', mix: s.config?.mix ?? '' })}` : `■ ${t('lab.loadOff')}`),
+      routes.length ? h('table', {},
+        h('thead', {}, h('tr', {}, ['lab.route', 'lab.sent', 'lab.ok', 'lab.errors', 'p50', 'p95'].map((k) => h('th', { scope: 'col' }, k.startsWith('p') ? k : t(k))))),
+        h('tbody', {}, routes.map((r) => h('tr', {}, h('td', {}, r.route), h('td', { class: 'num' }, r.sent), h('td', { class: 'num' }, r.ok),
+          h('td', { class: `num${r.errors ? ' error' : ''}` }, r.errors), h('td', { class: 'num' }, fmtMs(r.latency_ms?.p50)), h('td', { class: 'num' }, fmtMs(r.latency_ms?.p95)))))) : null);
+  };
+  const fail = (e) => mount(status, h('p', { class: 'error', role: 'alert' }, `${t('error')}: ${e.message}`));
+  start.addEventListener('click', () => post('/api/load', { rate: Number(rate.value) }).then(show, fail));
+  stopBtn.addEventListener('click', () => del('/api/load').then(show, (e) => (e.code === 'no_load' ? show(null) : fail(e))));
+  mount(box, h('div', { class: 'row' }, h('label', { for: 'load-rate' }, t('lab.rate')), rate, start, stopBtn), status);
+  return { refresh: () => get('/api/load').then(show, () => null) };
+}
