@@ -15,6 +15,7 @@ use prost::Message;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::metrics::{MetricsParams, MetricsRequest};
 use crate::model::{any_value_to_string, parse_trace_id, status_code};
 use crate::otlp_json::TempoBatches;
 use crate::pipeline::Pipeline;
@@ -25,16 +26,39 @@ use crate::traceql::QueryError;
 /// attribute (a lesson in itself) cannot produce a huge response.
 const MAX_TAG_RESULTS: usize = 1000;
 
-const INTRINSICS: [&str; 8] = [
+/// The intrinsics Tempo 3.0 lists for `scope=intrinsic` (its
+/// `GetVirtualIntrinsicValues`), in its order: the unscoped names, then the
+/// scoped spellings.
+const INTRINSICS: [&str; 25] = [
     "duration",
-    "kind",
     "name",
-    "rootName",
-    "rootServiceName",
     "status",
     "statusMessage",
+    "kind",
+    "rootServiceName",
+    "rootName",
     "traceDuration",
+    "event:name",
+    "event:timeSinceStart",
+    "link:spanID",
+    "link:traceID",
+    "instrumentation:name",
+    "instrumentation:version",
+    "trace:id",
+    "span:id",
+    "span:parentID",
+    "span:status",
+    "span:statusMessage",
+    "span:duration",
+    "span:name",
+    "span:kind",
+    "trace:rootName",
+    "trace:rootService",
+    "trace:duration",
 ];
+
+/// Attribute scopes of the tag endpoints, in the order Tempo lists them.
+const SCOPES: [&str; 5] = ["resource", "span", "event", "link", "instrumentation"];
 
 pub(crate) fn router(pipeline: Arc<Pipeline>) -> Router {
     Router::new()
@@ -43,6 +67,8 @@ pub(crate) fn router(pipeline: Arc<Pipeline>) -> Router {
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
         .route("/api/search", get(search))
+        .route("/api/metrics/query_range", get(metrics_range))
+        .route("/api/metrics/query", get(metrics_instant))
         .route("/api/search/tags", get(tags_v1))
         .route("/api/v2/search/tags", get(tags_v2))
         .route("/api/search/tag/{tag}/values", get(tag_values_v1))
@@ -71,10 +97,14 @@ fn json_body(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// Looks a trace up and renders it; an unknown id is a 404, or, when
+/// `missing` is given, whatever it renders (Tempo's v2 endpoint answers 200
+/// with an empty trace).
 fn lookup(
     pipeline: &Pipeline,
     id: &str,
     render: impl FnOnce(&crate::model::TraceData) -> Response,
+    missing: Option<Box<dyn FnOnce() -> Response>>,
 ) -> Response {
     let Some(trace_id) = parse_trace_id(id) else {
         return api_error(
@@ -84,9 +114,10 @@ fn lookup(
         );
     };
     let store = pipeline.store.read();
-    match store.traces.get(&trace_id) {
-        Some(t) => render(&t.data),
-        None => api_error(
+    match (store.traces.get(&trace_id), missing) {
+        (Some(t), _) => render(&t.data),
+        (None, Some(missing)) => missing(),
+        (None, None) => api_error(
             StatusCode::NOT_FOUND,
             "trace_not_found",
             format!("trace {} not found", hex::encode(trace_id)),
@@ -119,20 +150,25 @@ async fn trace_v1(
     headers: HeaderMap,
 ) -> Response {
     let wants_proto = wants_protobuf(&headers);
-    lookup(&p, &id, |data| {
-        if wants_proto {
-            // Tempo's `Trace` message has the same wire shape as TracesData
-            // (field 1: repeated ResourceSpans).
-            protobuf_body(
-                TracesData {
-                    resource_spans: data.to_resource_spans(),
-                }
-                .encode_to_vec(),
-            )
-        } else {
-            json_body(json!({ "batches": TempoBatches(data) }).to_string())
-        }
-    })
+    lookup(
+        &p,
+        &id,
+        |data| {
+            if wants_proto {
+                // Tempo's `Trace` message has the same wire shape as TracesData
+                // (field 1: repeated ResourceSpans).
+                protobuf_body(
+                    TracesData {
+                        resource_spans: data.to_resource_spans(),
+                    }
+                    .encode_to_vec(),
+                )
+            } else {
+                json_body(json!({ "batches": TempoBatches(data) }).to_string())
+            }
+        },
+        None,
+    )
 }
 
 async fn trace_v2(
@@ -141,16 +177,32 @@ async fn trace_v2(
     headers: HeaderMap,
 ) -> Response {
     let wants_proto = wants_protobuf(&headers);
-    lookup(&p, &id, |data| {
-        if wants_proto {
-            let trace = TracesData {
-                resource_spans: data.to_resource_spans(),
-            };
-            protobuf_body(TraceByIdResponse { trace: Some(trace) }.encode_to_vec())
-        } else {
-            json_body(json!({ "trace": { "resourceSpans": TempoBatches(data) } }).to_string())
-        }
-    })
+    lookup(
+        &p,
+        &id,
+        |data| {
+            if wants_proto {
+                let trace = TracesData {
+                    resource_spans: data.to_resource_spans(),
+                };
+                protobuf_body(TraceByIdResponse { trace: Some(trace) }.encode_to_vec())
+            } else {
+                json_body(json!({ "trace": { "resourceSpans": TempoBatches(data) } }).to_string())
+            }
+        },
+        Some(Box::new(move || {
+            if wants_proto {
+                protobuf_body(
+                    TraceByIdResponse {
+                        trace: Some(TracesData::default()),
+                    }
+                    .encode_to_vec(),
+                )
+            } else {
+                json_body(json!({ "trace": {} }).to_string())
+            }
+        })),
+    )
 }
 
 async fn search(
@@ -168,16 +220,22 @@ async fn search(
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.0),
     };
     let store = p.store.read();
-    let mut results: Vec<_> = store
+    // Match first, then build results for the `limit` most recent only
+    // (most recent first, as Tempo).
+    let mut hits: Vec<(u64, &[u8; 16])> = store
         .traces
         .iter()
-        .filter_map(|(id, t)| req.eval(id, &t.data))
+        .filter(|(id, t)| req.matches(id, &t.data))
+        .map(|(id, t)| (t.data.start_ns, id))
+        .collect();
+    hits.sort_unstable_by(|a, b| b.cmp(a));
+    let results: Vec<_> = hits
+        .iter()
+        .take(req.limit)
+        .filter_map(|(_, id)| req.eval(id, &store.traces[*id].data))
         .collect();
     let inspected = store.traces.len();
     drop(store);
-    // Most recent first, as Tempo.
-    results.sort_by_key(|r| std::cmp::Reverse(r.start_ns));
-    results.truncate(req.limit);
     json_body(
         json!({
             "traces": results,
@@ -187,66 +245,137 @@ async fn search(
     )
 }
 
+async fn metrics_range(
+    State(p): State<Arc<Pipeline>>,
+    params: Result<Query<MetricsParams>, QueryRejection>,
+) -> Response {
+    metrics(&p, params, false)
+}
+
+async fn metrics_instant(
+    State(p): State<Arc<Pipeline>>,
+    params: Result<Query<MetricsParams>, QueryRejection>,
+) -> Response {
+    metrics(&p, params, true)
+}
+
+fn metrics(
+    p: &Pipeline,
+    params: Result<Query<MetricsParams>, QueryRejection>,
+    instant: bool,
+) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.body_text()),
+    };
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let req = match MetricsRequest::from_params(&params, instant, now_ns) {
+        Ok(r) => r,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.0),
+    };
+    let store = p.store.read();
+    let answer = crate::metrics::evaluate(&req, store.traces.iter().map(|(id, t)| (id, &t.data)));
+    drop(store);
+    let body = if instant {
+        answer.instant_json()
+    } else {
+        answer.range_json(&req)
+    };
+    json_body(body.to_string())
+}
+
 #[derive(Deserialize)]
 struct TagParams {
+    /// `resource`, `span`, `event`, `link`, `instrumentation`, `intrinsic`
+    /// or `none` (every scope).
     scope: Option<String>,
 }
 
-/// Scans the store for attribute keys: (span keys, resource keys).
-fn tag_names(p: &Pipeline) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut span_keys = BTreeSet::new();
-    let mut res_keys = BTreeSet::new();
+/// Scans the store for attribute keys, per scope (in [`SCOPES`] order).
+fn tag_names(p: &Pipeline) -> [BTreeSet<String>; 5] {
+    let mut out: [BTreeSet<String>; 5] = Default::default();
+    let mut add = |scope: usize, key: &String| {
+        let set = &mut out[scope];
+        if set.len() < MAX_TAG_RESULTS && !set.contains(key) {
+            set.insert(key.clone());
+        }
+    };
     let store = p.store.read();
     for t in store.traces.values() {
         for g in &t.data.groups {
             for kv in &g.resource.resource.attributes {
-                if res_keys.len() < MAX_TAG_RESULTS && !res_keys.contains(&kv.key) {
-                    res_keys.insert(kv.key.clone());
-                }
+                add(0, &kv.key);
             }
             for s in &g.scopes {
+                for kv in &s.scope.scope.attributes {
+                    add(4, &kv.key);
+                }
                 for span in &s.spans {
                     for kv in &span.attributes {
-                        if span_keys.len() < MAX_TAG_RESULTS && !span_keys.contains(&kv.key) {
-                            span_keys.insert(kv.key.clone());
+                        add(1, &kv.key);
+                    }
+                    for e in &span.events {
+                        for kv in &e.attributes {
+                            add(2, &kv.key);
+                        }
+                    }
+                    for l in &span.links {
+                        for kv in &l.attributes {
+                            add(3, &kv.key);
                         }
                     }
                 }
             }
         }
     }
-    (span_keys, res_keys)
+    out
 }
 
-async fn tags_v1(State(p): State<Arc<Pipeline>>) -> Response {
-    let (span_keys, res_keys) = tag_names(&p);
-    let all: BTreeSet<String> = span_keys
-        .into_iter()
-        .chain(res_keys)
-        .take(MAX_TAG_RESULTS)
-        .collect();
+fn bad_scope(want: &str) -> Response {
+    api_error(
+        StatusCode::BAD_REQUEST,
+        "bad_scope",
+        format!(
+            "unsupported scope {want:?}: use resource, span, event, link, instrumentation, \
+             intrinsic or none"
+        ),
+    )
+}
+
+async fn tags_v1(State(p): State<Arc<Pipeline>>, Query(q): Query<TagParams>) -> Response {
+    let want = q.scope.as_deref().unwrap_or("");
+    // As in Tempo, v1 lists intrinsics only when asked for them.
+    if want == "intrinsic" {
+        return json_body(json!({ "tagNames": INTRINSICS }).to_string());
+    }
+    let names = tag_names(&p);
+    let all: BTreeSet<String> = match SCOPES.iter().position(|s| *s == want) {
+        Some(i) => names[i].clone(),
+        None if matches!(want, "" | "none") => names.into_iter().flatten().collect(),
+        None => return bad_scope(want),
+    };
+    let all: Vec<String> = all.into_iter().take(MAX_TAG_RESULTS).collect();
     json_body(json!({ "tagNames": all }).to_string())
 }
 
 async fn tags_v2(State(p): State<Arc<Pipeline>>, Query(q): Query<TagParams>) -> Response {
-    let (span_keys, res_keys) = tag_names(&p);
-    let want = q.scope.as_deref().unwrap_or("all");
+    let want = q.scope.as_deref().unwrap_or("");
+    let all = matches!(want, "" | "none");
+    if !all && want != "intrinsic" && !SCOPES.contains(&want) {
+        return bad_scope(want);
+    }
+    let names = tag_names(&p);
     let mut scopes = Vec::new();
-    if matches!(want, "all" | "" | "resource") {
-        scopes.push(json!({"name": "resource", "tags": res_keys}));
+    for (name, tags) in SCOPES.iter().zip(names) {
+        // Unasked-for scopes with no keys are left out, as Tempo does.
+        if (all && !tags.is_empty()) || *name == want {
+            scopes.push(json!({"name": name, "tags": tags}));
+        }
     }
-    if matches!(want, "all" | "" | "span") {
-        scopes.push(json!({"name": "span", "tags": span_keys}));
-    }
-    if matches!(want, "all" | "" | "intrinsic") {
+    if all || want == "intrinsic" {
         scopes.push(json!({"name": "intrinsic", "tags": INTRINSICS}));
-    }
-    if scopes.is_empty() {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_scope",
-            format!("unsupported scope {want:?}: use resource, span or intrinsic"),
-        );
     }
     json_body(json!({ "scopes": scopes }).to_string())
 }
@@ -258,8 +387,14 @@ enum TagSource {
     Kind,
     RootService,
     RootName,
+    EventName,
+    InstrumentationName,
+    InstrumentationVersion,
     Span(String),
     Resource(String),
+    Event(String),
+    Link(String),
+    Instrumentation(String),
     Either(String),
 }
 
@@ -291,6 +426,29 @@ fn tag_values(p: &Pipeline, source: &TagSource) -> BTreeMap<String, &'static str
                         &s.name
                     };
                     add(v.clone(), "string");
+                }
+                continue;
+            }
+            TagSource::InstrumentationName
+            | TagSource::InstrumentationVersion
+            | TagSource::Instrumentation(_) => {
+                for g in &t.data.groups {
+                    for sc in &g.scopes {
+                        let scope = &sc.scope.scope;
+                        match source {
+                            TagSource::InstrumentationName => add(scope.name.clone(), "string"),
+                            TagSource::InstrumentationVersion => {
+                                add(scope.version.clone(), "string")
+                            }
+                            TagSource::Instrumentation(k) => {
+                                if let Some(v) = crate::model::find_attr(&scope.attributes, k) {
+                                    let (v, ty) = typed(v);
+                                    add(v, ty);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
                 }
                 continue;
             }
@@ -333,7 +491,36 @@ fn tag_values(p: &Pipeline, source: &TagSource) -> BTreeMap<String, &'static str
                         add(v, ty);
                     }
                 }
-                TagSource::RootService | TagSource::RootName => {}
+                TagSource::EventName => {
+                    for e in &s.events {
+                        add(e.name.clone(), "string");
+                    }
+                }
+                TagSource::Event(k) => {
+                    for v in s
+                        .events
+                        .iter()
+                        .filter_map(|e| crate::model::find_attr(&e.attributes, k))
+                    {
+                        let (v, ty) = typed(v);
+                        add(v, ty);
+                    }
+                }
+                TagSource::Link(k) => {
+                    for v in s
+                        .links
+                        .iter()
+                        .filter_map(|l| crate::model::find_attr(&l.attributes, k))
+                    {
+                        let (v, ty) = typed(v);
+                        add(v, ty);
+                    }
+                }
+                TagSource::RootService
+                | TagSource::RootName
+                | TagSource::InstrumentationName
+                | TagSource::InstrumentationVersion
+                | TagSource::Instrumentation(_) => {}
             }
         }
     }
@@ -347,11 +534,20 @@ fn tag_source(tag: &str) -> TagSource {
         "kind" | "span:kind" => TagSource::Kind,
         "rootServiceName" | "trace:rootService" => TagSource::RootService,
         "rootName" | "trace:rootName" => TagSource::RootName,
+        "event:name" => TagSource::EventName,
+        "instrumentation:name" => TagSource::InstrumentationName,
+        "instrumentation:version" => TagSource::InstrumentationVersion,
         _ => {
             if let Some(k) = tag.strip_prefix("span.") {
                 TagSource::Span(k.into())
             } else if let Some(k) = tag.strip_prefix("resource.") {
                 TagSource::Resource(k.into())
+            } else if let Some(k) = tag.strip_prefix("event.") {
+                TagSource::Event(k.into())
+            } else if let Some(k) = tag.strip_prefix("link.") {
+                TagSource::Link(k.into())
+            } else if let Some(k) = tag.strip_prefix("instrumentation.") {
+                TagSource::Instrumentation(k.into())
             } else if let Some(k) = tag.strip_prefix('.') {
                 TagSource::Either(k.into())
             } else {

@@ -10,17 +10,16 @@
 //! a TraceQL subset, and tag names/values (v1 and v2). One endpoint is
 //! tracelab's own: `GET /api/tracelab/stats` returns [`Stats`] as JSON.
 //!
-//! **TraceQL subset.** Spanset filters `{ cond && cond || (cond) }` joined by
-//! `&&` / `||` at the top level; `{}` matches every trace. A condition is
-//! `attr op value` with attr one of `name`, `status`, `statusMessage`,
-//! `kind`, `duration`, `rootServiceName`, `rootName`, `traceDuration` (or
-//! their `span:`/`trace:` spellings), `span.X`, `resource.X`, `.X` (either);
-//! op one of `= != > >= < <= =~ !~` (regular expressions fully anchored, as
-//! in Tempo 3); value a "string", number, duration (`500ms`, `1m30s`),
-//! `true`/`false`, `nil`, `error`/`ok`/`unset` or a span kind. Pipelines,
-//! aggregates, structural operators, arithmetic and negation are refused with
-//! a 400 that names them, as is nesting deeper than 64 levels of `(` / `{`
-//! and any control character other than tab and newline.
+//! **TraceQL.** The language of Tempo 3.0 (see the `traceql` module):
+//! spanset filters over intrinsics and attributes of every scope (span,
+//! resource, event, link, instrumentation), `&&` / `||` and the structural
+//! operators between spansets (`>`, `<`, `>>`, `<<`, `~`, their negations and
+//! union forms), pipelines (`| count() > 1`, `avg(duration) > 1s`,
+//! `by(...)`, `select(...)`, `coalesce()`), hints (`with(...)`). A syntax
+//! or type error is a 400 that names the problem and its position, as is
+//! nesting deeper than 64 levels of `(` / `{` and any control character
+//! other than tab and newline. Differences from Tempo's own answers are
+//! listed in `docs/traceql.md`.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -51,6 +50,7 @@
 //! in `tail_early_kept_traces` (they are part of `tail_sampled_traces`).
 
 mod api;
+mod metrics;
 mod model;
 mod otlp_grpc;
 mod otlp_http;

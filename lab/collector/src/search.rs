@@ -12,7 +12,10 @@ use serde::Serialize;
 
 use crate::model::{ResourceInfo, TraceData, any_value_to_string, find_attr, status_code};
 use crate::otlp_json::Attrs;
-use crate::traceql::{Attr, Query, QueryError, TraceCtx, parse, parse_go_duration};
+use crate::traceql::{
+    AttrRef, Eval, Field, Intrinsic, QueryError, Root, Scope, Spanset, Static, TraceView, parse,
+    parse_go_duration,
+};
 
 /// Tempo's name for a trace whose root span has not arrived.
 pub(crate) const ROOT_NOT_RECEIVED: &str = "<root span not yet received>";
@@ -25,7 +28,7 @@ pub(crate) const DEFAULT_SPSS: usize = 3;
 /// A parsed search request.
 pub(crate) struct SearchRequest {
     tags: Vec<(String, String)>,
-    query: Option<Query>,
+    query: Option<Root>,
     min_duration_ns: Option<u64>,
     max_duration_ns: Option<u64>,
     start_ns: Option<u64>,
@@ -81,7 +84,17 @@ impl SearchRequest {
             None => Vec::new(),
         };
         let query = match nonempty(&p.q) {
-            Some(q) => Some(parse(&q)?),
+            Some(q) => {
+                let root = parse(&q)?;
+                if root.is_metrics() {
+                    return Err(QueryError(
+                        "a metrics query (`| rate()`, `| count_over_time()`, ...) is answered by \
+                         /api/metrics/query_range and /api/metrics/query, not /api/search"
+                            .into(),
+                    ));
+                }
+                Some(root)
+            }
             None => None,
         };
         let dur = |name: &str, v: &Option<String>| -> Result<Option<u64>, QueryError> {
@@ -139,6 +152,32 @@ impl SearchRequest {
         })
     }
 
+    /// Whether the trace matches, without building a result (the search
+    /// builds results only for the `limit` most recent matches).
+    pub(crate) fn matches(&self, trace_id: &[u8; 16], data: &TraceData) -> bool {
+        if data.span_count == 0 {
+            return false;
+        }
+        let duration_ns = data.duration_ns();
+        if self.min_duration_ns.is_some_and(|m| duration_ns < m)
+            || self.max_duration_ns.is_some_and(|m| duration_ns > m)
+            || self.start_ns.is_some_and(|s| data.end_ns < s)
+            || self.end_ns.is_some_and(|e| data.start_ns >= e)
+        {
+            return false;
+        }
+        if !self.tags.is_empty() {
+            return self.eval(trace_id, data).is_some();
+        }
+        match &self.query {
+            Some(q) => {
+                let view = TraceView::new(trace_id, data);
+                !Eval { view: &view }.run(&q.pipeline).is_empty()
+            }
+            None => true,
+        }
+    }
+
     /// Evaluates the request on one trace; `None` when it does not match.
     pub(crate) fn eval(&self, trace_id: &[u8; 16], data: &TraceData) -> Option<TraceResult> {
         if data.span_count == 0 {
@@ -155,157 +194,225 @@ impl SearchRequest {
         {
             return None;
         }
-        let spans: Vec<(&ResourceInfo, &Span)> = data.spans().collect();
-        let root = data.root();
-        let ctx = TraceCtx {
-            root_service: root.map(|(r, _)| r.service.as_str()),
-            root_name: root.map(|(_, s)| s.name.as_str()),
-            duration_ns,
-        };
+        let view = TraceView::new(trace_id, data);
+        let spans = &view.spans;
 
         // Tags: every tag must be matched by some span of the trace (not
         // necessarily the same one), as in Tempo's tag search.
-        let mut matched: Vec<usize> = Vec::new();
-        if !self.tags.is_empty() {
-            for (k, v) in &self.tags {
-                let hits: Vec<usize> = spans
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (r, s))| tag_matches(k, v, r, s))
-                    .map(|(i, _)| i)
-                    .collect();
-                if hits.is_empty() {
-                    return None;
+        let mut matched: Vec<u32> = Vec::new();
+        for (k, v) in &self.tags {
+            let before = matched.len();
+            match k.as_str() {
+                "root.service.name" | "root.name" => {
+                    let have = if k == "root.name" {
+                        view.root_name()
+                    } else {
+                        view.root_service()
+                    };
+                    if view.root.is_none() || !have.contains(v.as_str()) {
+                        return None;
+                    }
+                    matched.extend(view.root.map(|r| r as u32));
                 }
-                matched.extend(hits);
+                _ => matched.extend(
+                    spans
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| tag_matches(k, v, s.res, s.span))
+                        .map(|(i, _)| i as u32),
+                ),
+            }
+            if matched.len() == before {
+                return None;
             }
         }
-        if let Some(q) = &self.query {
-            // With both tags and q, the spanset is what the TraceQL matched.
-            matched = q.eval(&spans, &ctx)?;
+        let mut sets: Vec<Spanset> = if let Some(q) = &self.query {
+            // With both tags and q, the spansets are what the TraceQL matched.
+            let sets = Eval { view: &view }.run(&q.pipeline);
+            if sets.is_empty() {
+                return None;
+            }
+            sets
         } else if self.tags.is_empty() {
-            matched = (0..spans.len()).collect();
+            vec![Spanset {
+                spans: (0..spans.len() as u32).collect(),
+                attrs: Vec::new(),
+            }]
+        } else {
+            matched.sort_unstable();
+            matched.dedup();
+            vec![Spanset {
+                spans: matched,
+                attrs: Vec::new(),
+            }]
+        };
+        for ss in &mut sets {
+            ss.spans
+                .sort_by_key(|&i| spans[i as usize].span.start_time_unix_nano);
         }
-        matched.sort_unstable();
-        matched.dedup();
-        matched.sort_by_key(|&i| spans[i].1.start_time_unix_nano);
 
         // Attributes shown per span: the ones the query or tags refer to,
         // plus service.name (Grafana shows it in the result table).
-        let mut keys: Vec<(Attr, String)> = Vec::new();
-        if let Some(q) = &self.query {
-            for c in q.conds() {
-                if let Some(k) = c.attr.result_key()
-                    && !keys.iter().any(|(_, have)| have == k)
-                {
-                    keys.push((c.attr.clone(), k.to_string()));
-                }
-            }
-        }
+        let mut keys: Vec<(Field, String)> = Vec::new();
+        let mut shown: Vec<(&Field, String)> = self
+            .query
+            .as_ref()
+            .map(|q| q.shown_fields())
+            .unwrap_or_default();
         for (k, _) in &self.tags {
-            if k != "name" && !keys.iter().any(|(_, have)| have == k) {
-                let attr = if k == "status" {
-                    Attr::Status
+            if k != "name" && !k.starts_with("root.") && !shown.iter().any(|(_, have)| have == k) {
+                let field = if k == "status" {
+                    Field::Intrinsic(Intrinsic::Status)
                 } else {
-                    Attr::Any(k.clone())
+                    Field::Attr(AttrRef {
+                        scope: Scope::Any,
+                        parent: false,
+                        name: k.clone(),
+                    })
                 };
-                keys.push((attr, k.clone()));
+                keys.push((field, k.clone()));
             }
         }
+        shown.extend(keys.iter().map(|(f, k)| (f, k.clone())));
+        let ev = Eval { view: &view };
 
-        let result_spans: Vec<ResultSpan> = matched
+        let span_sets: Vec<SpanSet> = sets
             .iter()
-            .take(self.spss)
-            .map(|&i| {
-                let (r, s) = spans[i];
-                ResultSpan {
-                    span_id: hex::encode(&s.span_id),
-                    name: s.name.clone(),
-                    start_time_unix_nano: s.start_time_unix_nano.to_string(),
-                    duration_nanos: s
-                        .end_time_unix_nano
-                        .saturating_sub(s.start_time_unix_nano)
-                        .to_string(),
-                    attributes: span_attributes(&keys, r, s),
-                }
+            .map(|ss| SpanSet {
+                spans: ss
+                    .spans
+                    .iter()
+                    .take(self.spss)
+                    .map(|&i| {
+                        let s = spans[i as usize];
+                        ResultSpan {
+                            span_id: hex::encode(&s.span.span_id),
+                            name: s.span.name.clone(),
+                            start_time_unix_nano: s.span.start_time_unix_nano.to_string(),
+                            duration_nanos: s
+                                .span
+                                .end_time_unix_nano
+                                .saturating_sub(s.span.start_time_unix_nano)
+                                .to_string(),
+                            attributes: span_attributes(&ev, &shown, i as usize),
+                        }
+                    })
+                    .collect(),
+                matched: ss.spans.len(),
+                attributes: ss
+                    .attrs
+                    .iter()
+                    .filter_map(|(k, v)| static_kv(k, v))
+                    .collect(),
             })
             .collect();
 
         let mut service_stats: BTreeMap<String, ServiceStats> = BTreeMap::new();
-        for (r, s) in &spans {
-            let st = service_stats.entry(r.service.clone()).or_default();
+        for s in spans {
+            let st = service_stats.entry(s.res.service.clone()).or_default();
             st.span_count += 1;
-            if status_code(s) == StatusCode::Error {
+            if status_code(s.span) == StatusCode::Error {
                 st.error_count += 1;
             }
         }
-        let span_set = SpanSet {
-            spans: result_spans,
-            matched: matched.len(),
-        };
+        let root = view.root.map(|r| spans[r]);
         Some(TraceResult {
             trace_id: hex::encode(trace_id),
             root_service_name: root
-                .map(|(r, _)| r.service.clone())
+                .map(|r| r.res.service.clone())
                 .unwrap_or_else(|| ROOT_NOT_RECEIVED.into()),
-            root_trace_name: root.map(|(_, s)| s.name.clone()).unwrap_or_default(),
+            root_trace_name: root.map(|r| r.span.name.clone()).unwrap_or_default(),
             start_time_unix_nano: data.start_ns.to_string(),
-            start_ns: data.start_ns,
             duration_ms: duration_ns / 1_000_000,
-            span_set: span_set.clone(),
-            span_sets: vec![span_set],
+            span_set: span_sets[0].clone(),
+            span_sets,
             service_stats,
         })
     }
 }
 
-fn span_attributes(keys: &[(Attr, String)], r: &ResourceInfo, s: &Span) -> Vec<KeyValue> {
-    let string_kv = |k: &str, v: &str| KeyValue {
-        key: k.to_string(),
-        value: Some(AnyValue {
-            value: Some(Av::StringValue(v.to_string())),
-        }),
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    for (attr, key) in keys {
-        let kv = match attr {
-            Attr::Status => Some(string_kv(key, status_word(status_code(s)))),
-            Attr::Kind => Some(string_kv(key, kind_word(s.kind))),
-            Attr::StatusMessage => s.status.as_ref().map(|st| string_kv(key, &st.message)),
-            Attr::Span(k) => find_attr(&s.attributes, k)
-                .cloned()
-                .map(|v| (k, v))
-                .map(to_kv),
-            Attr::Resource(k) => find_attr(&r.resource.attributes, k)
-                .cloned()
-                .map(|v| (k, v))
-                .map(to_kv),
-            Attr::Any(k) => find_attr(&s.attributes, k)
-                .or_else(|| find_attr(&r.resource.attributes, k))
-                .cloned()
-                .map(|v| (k, v))
-                .map(to_kv),
-            _ => None,
-        };
-        if let Some(kv) = kv
-            && !out.iter().any(|o: &KeyValue| o.key == kv.key)
-        {
-            out.push(kv);
+/// The shown fields' values on span `i` (nil ones left out), then its
+/// `service.name`.
+fn span_attributes(ev: &Eval<'_, '_>, shown: &[(&Field, String)], i: usize) -> Vec<KeyValue> {
+    let mut out: Vec<KeyValue> = Vec::new();
+    for (field, key) in shown {
+        if out.iter().any(|o| o.key == *key) {
+            continue;
         }
+        // Attribute values keep their OTLP type (arrays included).
+        let kv = match field {
+            Field::Attr(a) if !a.parent => {
+                let s = ev.view.spans[i];
+                let v = match a.scope {
+                    Scope::Span => find_attr(&s.span.attributes, &a.name),
+                    Scope::Resource => find_attr(&s.res.resource.attributes, &a.name),
+                    Scope::Any => find_attr(&s.span.attributes, &a.name)
+                        .or_else(|| find_attr(&s.res.resource.attributes, &a.name)),
+                    Scope::Instrumentation => find_attr(&s.scope.scope.attributes, &a.name),
+                    Scope::Event => s
+                        .span
+                        .events
+                        .iter()
+                        .find_map(|e| find_attr(&e.attributes, &a.name)),
+                    Scope::Link => s
+                        .span
+                        .links
+                        .iter()
+                        .find_map(|l| find_attr(&l.attributes, &a.name)),
+                };
+                v.cloned().map(|v| KeyValue {
+                    key: key.clone(),
+                    value: Some(v),
+                    ..Default::default()
+                })
+            }
+            f => static_kv(key, &ev.value(f, i).to_static()),
+        };
+        out.extend(kv);
     }
-    if !r.service.is_empty() && !out.iter().any(|o| o.key == "service.name") {
-        out.push(string_kv("service.name", &r.service));
+    let service = &ev.view.spans[i].res.service;
+    if !service.is_empty() && !out.iter().any(|o| o.key == "service.name") {
+        out.extend(static_kv("service.name", &Static::Str(service.clone())));
     }
     out
 }
 
-fn to_kv((k, v): (&String, AnyValue)) -> KeyValue {
-    KeyValue {
-        key: k.clone(),
-        value: Some(v),
+/// A value as an OTLP attribute: statuses and kinds as their words,
+/// durations as Go-style text (`1.5s`); nil as nothing.
+pub(crate) fn static_kv(key: &str, v: &Static) -> Option<KeyValue> {
+    let value = match v {
+        Static::Nil => return None,
+        Static::Int(i) => Av::IntValue(*i),
+        Static::Float(f) => Av::DoubleValue(*f),
+        Static::Str(s) => Av::StringValue(s.clone()),
+        Static::Bool(b) => Av::BoolValue(*b),
+        Static::Duration(d) => Av::StringValue(format_duration(*d)),
+        Static::Status(c) => Av::StringValue(
+            status_word(StatusCode::try_from(*c).unwrap_or(StatusCode::Unset)).into(),
+        ),
+        Static::Kind(k) => Av::StringValue(kind_word(*k).into()),
+    };
+    Some(KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
         ..Default::default()
-    }
+    })
+}
+
+/// `1.5s`, `250ms`, `3µs`, `42ns`: the largest unit that keeps it short.
+pub(crate) fn format_duration(ns: i64) -> String {
+    let a = ns.unsigned_abs() as f64;
+    let sign = if ns < 0 { "-" } else { "" };
+    let (v, unit) = if a >= 1e9 {
+        (a / 1e9, "s")
+    } else if a >= 1e6 {
+        (a / 1e6, "ms")
+    } else if a >= 1e3 {
+        (a / 1e3, "µs")
+    } else {
+        (a, "ns")
+    };
+    format!("{sign}{}{unit}", (v * 1000.0).round() / 1000.0)
 }
 
 fn status_word(c: StatusCode) -> &'static str {
@@ -327,26 +434,35 @@ fn kind_word(kind: i32) -> &'static str {
     }
 }
 
-/// A tag matches a span by its name (`name`), its status (`status`,
-/// `status.code`: error/ok/unset) or any span or resource attribute whose
-/// value, written as text, equals the tag's value.
+/// Whether a tag of a tag search (`tags=k=v`) matches a span, as Tempo
+/// matches them: `name` and `service.name` by substring (Tempo keeps them in
+/// their own columns and searches those with a substring predicate),
+/// `status.code` / `status` by the status word (`error`, `STATUS_CODE_ERROR`),
+/// `kind` by the kind word, and any other key by the exact value of a span
+/// or resource attribute. Tempo compares only string attributes there;
+/// here an int, float or bool attribute matches its text too (`code=500`),
+/// a documented difference. (`root.name` and `root.service.name` are
+/// trace-level and handled by the caller.)
 fn tag_matches(key: &str, value: &str, r: &ResourceInfo, s: &Span) -> bool {
     match key {
-        "name" => s.name == value,
+        "name" => s.name.contains(value),
+        "service.name" => r.service.contains(value) || span_attr_is(s, key, value),
         "status" | "status.code" => {
             let v = value.to_ascii_lowercase();
             let v = v.strip_prefix("status_code_").unwrap_or(&v);
             status_word(status_code(s)) == v
         }
         "kind" => kind_word(s.kind) == value.to_ascii_lowercase(),
-        _ => [
-            find_attr(&s.attributes, key),
-            find_attr(&r.resource.attributes, key),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|v| any_value_to_string(v) == value),
+        _ => {
+            span_attr_is(s, key, value)
+                || find_attr(&r.resource.attributes, key)
+                    .is_some_and(|v| any_value_to_string(v) == value)
+        }
     }
+}
+
+fn span_attr_is(s: &Span, key: &str, value: &str) -> bool {
+    find_attr(&s.attributes, key).is_some_and(|v| any_value_to_string(v) == value)
 }
 
 /// Refuses control characters (NUL, ESC, DEL, ...) in user input; tab and
@@ -440,11 +556,25 @@ pub(crate) struct ServiceStats {
     error_count: u64,
 }
 
-#[derive(Serialize, Clone)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone)]
 pub(crate) struct SpanSet {
     spans: Vec<ResultSpan>,
     matched: usize,
+    /// What the pipeline attached (`by(...)`, `count()`), as Tempo reports it.
+    attributes: Vec<KeyValue>,
+}
+
+impl Serialize for SpanSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("spans", &self.spans)?;
+        m.serialize_entry("matched", &self.matched)?;
+        if !self.attributes.is_empty() {
+            m.serialize_entry("attributes", &Attrs(&self.attributes))?;
+        }
+        m.end()
+    }
 }
 
 #[derive(Clone)]
@@ -478,8 +608,6 @@ pub(crate) struct TraceResult {
     root_service_name: String,
     root_trace_name: String,
     start_time_unix_nano: String,
-    #[serde(skip)]
-    pub start_ns: u64,
     duration_ms: u64,
     /// Deprecated single spanset Tempo still sends next to `spanSets`.
     span_set: SpanSet,
@@ -531,9 +659,9 @@ mod tests {
                 .contains("limit")
         );
         assert!(
-            p(|p| p.q = Some("{ status = error } | count() > 1".into()))
+            p(|p| p.q = Some("{ status = error } | rate()".into()))
                 .unwrap()
-                .contains("pipelines")
+                .contains("/api/metrics/query_range")
         );
         assert!(
             p(|p| {

@@ -294,20 +294,219 @@ async fn traceql_duration_and_attribute_queries() {
 }
 
 #[tokio::test]
-async fn unsupported_traceql_is_a_400_naming_the_feature() {
+async fn bad_traceql_is_a_400_naming_the_problem_and_where() {
     let f = fixture().await;
-    for (q, word) in [
-        ("{ status = error } | count() > 1", "pipelines"),
-        ("{ kind = server } >> { kind = client }", "structural"),
-        ("{ event.name = \"exception\" }", "event"),
-        ("{ status = broken }", "broken"),
-        ("{ name = \"x\" ", "`}`"),
+    for (q, words) in [
+        ("{ status = broken }", &["broken", "character 12"][..]),
+        ("{ name = \"x\" ", &["`}`", "character 13"][..]),
+        (
+            "{ } | select(span.a, b)",
+            &["unknown name `b`", "character 22"][..],
+        ),
+        ("{ status > error }", &["status", "character 10"][..]),
+        ("{ } | count()", &["comparison"][..]),
+        ("{ } | rate()", &["/api/metrics/query_range"][..]),
     ] {
         let (status, body) = search(&f.c, &[("q", q)]).await;
         assert_eq!(status, 400, "{q}");
+        assert_eq!(body["error"]["code"], "bad_query");
         let msg = body["error"]["message"].as_str().unwrap();
-        assert!(msg.contains(word), "{q}: {msg}");
+        for w in words {
+            assert!(msg.contains(w), "{q}: {msg}");
+        }
     }
+}
+
+#[tokio::test]
+async fn structural_pipeline_and_grouped_queries() {
+    let f = fixture().await;
+    let q = |query: &'static str| {
+        let f = &f;
+        async move { found(f, &[("q", query)]).await }
+    };
+    // The failed checkout: gateway server > payment server (error) > processPayment (error).
+    assert_eq!(
+        q("{ kind = server } >> { status = error }").await,
+        vec![f.failed_checkout.clone()]
+    );
+    assert_eq!(
+        q("{ status = error } | count() > 1").await,
+        vec![f.failed_checkout.clone()]
+    );
+    assert!(q("{ status = error } | count() > 2").await.is_empty());
+    let (_, body) = search(&f.c, &[("q", "{ status = error } !< { status = error }")]).await;
+    let set = &body["traces"][0]["spanSets"][0];
+    assert_eq!(set["matched"], 1);
+    assert_eq!(set["spans"][0]["name"], "processPayment");
+
+    // by() makes one spanset per group, each named by its group.
+    let (_, body) = search(
+        &f.c,
+        &[
+            (
+                "q",
+                "{ resource.service.name != \"search\" } | by(resource.service.name)",
+            ),
+            ("limit", "1"),
+        ],
+    )
+    .await;
+    let sets = body["traces"][0]["spanSets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2, "{body}");
+    assert_eq!(
+        sets[1]["attributes"],
+        json!([{"key": "by(resource.service.name)", "value": {"stringValue": "payment"}}])
+    );
+    assert_eq!(sets[1]["matched"], 2);
+
+    // select() adds its fields to the result spans.
+    let (_, body) = search(
+        &f.c,
+        &[
+            (
+                "q",
+                "{ name = \"POST /payments\" } | select(span.http.response.status_code, kind)",
+            ),
+            ("limit", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        body["traces"][0]["spanSets"][0]["spans"][0]["attributes"],
+        json!([
+            {"key": "http.response.status_code", "value": {"intValue": "500"}},
+            {"key": "kind", "value": {"stringValue": "server"}},
+            {"key": "service.name", "value": {"stringValue": "payment"}},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn tag_search_matches_as_tempo_does() {
+    let f = fixture().await;
+    // service.name and name by substring, root.* on the root span only.
+    assert_eq!(
+        found(&f, &[("tags", "service.name=pay")]).await,
+        vec![f.failed_checkout.clone(), f.ok_checkout.clone()]
+    );
+    assert_eq!(
+        found(&f, &[("tags", "root.service.name=gate")]).await,
+        vec![f.failed_checkout.clone(), f.ok_checkout.clone()]
+    );
+    assert!(
+        found(&f, &[("tags", "root.service.name=payment")])
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        found(&f, &[("tags", "root.name=products")]).await,
+        vec![f.fast_search.clone(), f.slow_search.clone()]
+    );
+    // Other attributes: the exact value.
+    assert!(
+        found(&f, &[("tags", "http.route=/api/check")])
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        found(&f, &[("tags", "http.route=/api/checkout")])
+            .await
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn tag_scopes_and_intrinsics() {
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    let c = start().await;
+    let t = trace_id();
+    let mut s = S::new(t, 1, "consume").kind(SpanKind::Consumer);
+    s.span.events.push(Event {
+        name: "exception".into(),
+        attributes: vec![kv_str("exception.type", "Timeout")],
+        ..Default::default()
+    });
+    s.span.links.push(Link {
+        trace_id: vec![3; 16],
+        span_id: vec![4; 8],
+        attributes: vec![kv_str("messaging.operation", "publish")],
+        ..Default::default()
+    });
+    post_proto(&c, &request("notification", vec![s])).await;
+
+    let (_, body) = get(&c, "/api/search/tags").await;
+    let names = body["tagNames"].as_array().unwrap();
+    for want in ["service.name", "exception.type", "messaging.operation"] {
+        assert!(names.contains(&json!(want)), "{want} in {body}");
+    }
+    let (_, body) = get(&c, "/api/search/tags?scope=intrinsic").await;
+    assert_eq!(body["tagNames"].as_array().unwrap().len(), 25, "{body}");
+
+    let (_, body) = get(&c, "/api/v2/search/tags").await;
+    let scope = |name: &str| {
+        body["scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {body}"))["tags"]
+            .clone()
+    };
+    assert_eq!(scope("event"), json!(["exception.type"]));
+    assert_eq!(scope("link"), json!(["messaging.operation"]));
+    let intrinsics = scope("intrinsic");
+    assert_eq!(intrinsics.as_array().unwrap().len(), 25);
+    for want in [
+        "span:status",
+        "trace:rootService",
+        "event:name",
+        "link:traceID",
+        "instrumentation:name",
+    ] {
+        assert!(
+            intrinsics.as_array().unwrap().contains(&json!(want)),
+            "{want}"
+        );
+    }
+    let (status, body) = get(&c, "/api/v2/search/tags?scope=bogus").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_scope"))
+    );
+
+    let (_, body) = get(&c, "/api/v2/search/tag/event:name/values").await;
+    assert_eq!(
+        body["tagValues"],
+        json!([{"type": "string", "value": "exception"}])
+    );
+    let (_, body) = get(&c, "/api/v2/search/tag/link.messaging.operation/values").await;
+    assert_eq!(
+        body["tagValues"],
+        json!([{"type": "string", "value": "publish"}])
+    );
+    assert_eq!(
+        found_in(
+            &c,
+            "{ event:name = \"exception\" && event.exception.type = \"Timeout\" }"
+        )
+        .await,
+        vec![hex::encode(t)]
+    );
+    assert_eq!(
+        found_in(
+            &c,
+            "{ link:traceID = \"03030303030303030303030303030303\" }"
+        )
+        .await,
+        vec![hex::encode(t)]
+    );
+}
+
+async fn found_in(c: &Collector, q: &str) -> Vec<String> {
+    let (status, body) = search(c, &[("q", q)]).await;
+    assert_eq!(status, 200, "{q}: {body}");
+    ids(&body)
 }
 
 #[tokio::test]
