@@ -68,7 +68,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn sample<'a>(run: &'a LabRun, route: Route) -> Option<&'a RouteSample> {
+fn sample(run: &LabRun, route: Route) -> Option<&RouteSample> {
     run.routes.iter().find(|s| s.route == route)
 }
 

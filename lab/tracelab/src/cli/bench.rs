@@ -18,7 +18,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
     /// How long each route is driven in each lab, e.g. 3s, 500ms.
-    #[arg(long, default_value = "3s", value_parser = duration_arg, value_name = "DURATION")]
+    #[arg(long, default_value = "3s", value_parser = positive_duration, value_name = "DURATION")]
     pub duration: Duration,
     /// Concurrent connections of the throughput runs.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -62,6 +62,15 @@ pub struct BenchArgs {
     /// Print the summary and every run as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A duration flag that must be longer than zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = duration_arg(s)?;
+    if d.is_zero() {
+        return Err("must be longer than 0".into());
+    }
+    Ok(d)
 }
 
 impl BenchArgs {
@@ -114,4 +123,59 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         print!("{}", report.render());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::{Cli, Command};
+    use crate::bench::{Mode, Route};
+
+    fn bench(args: &[&str]) -> Result<super::BenchArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["tracelab", "bench"].iter().chain(args))?;
+        match cli.command {
+            Command::Bench(b) => Ok(b),
+            other => panic!("not bench: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_measure_every_mode_on_both_routes() {
+        let opts = bench(&[]).unwrap().options();
+        assert_eq!(opts.modes, Mode::ALL.to_vec());
+        assert_eq!(opts.routes, Route::ALL.to_vec());
+        assert_eq!(opts.rounds, 3);
+    }
+
+    #[test]
+    fn flags_pick_modes_routes_and_lengths() {
+        let b = bench(&[
+            "--modes",
+            "off,100%,off",
+            "--login-only",
+            "--duration",
+            "500ms",
+            "--rounds",
+            "2",
+            "-e",
+            "OTEL_BSP_SCHEDULE_DELAY=200",
+        ])
+        .unwrap();
+        let opts = b.options();
+        assert_eq!(
+            opts.modes,
+            vec![Mode::Off, Mode::Full],
+            "duplicates removed"
+        );
+        assert_eq!(opts.routes, vec![Route::Login]);
+        assert_eq!(opts.duration.as_millis(), 500);
+        assert_eq!(
+            opts.extra_env,
+            vec![("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into())]
+        );
+        assert!(bench(&["--duration", "0s"]).is_err());
+        assert!(bench(&["--rounds", "0"]).is_err());
+        assert!(bench(&["--modes", "sometimes"]).is_err());
+    }
 }
