@@ -35,6 +35,12 @@ pub struct TelemetryConfig {
     pub sampler: Option<SamplerOverride>,
     pub sampling_file: Option<PathBuf>,
     pub log_filter: String,
+    /// The export queue and batches: the services' defaults
+    /// ([`crate::stats::QueueSettings`]) unless the standard
+    /// `OTEL_BSP_SCHEDULE_DELAY` (ms), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and
+    /// `OTEL_BSP_MAX_QUEUE_SIZE` say otherwise (`tracelab bench -e ...`
+    /// measures them).
+    pub queue: crate::stats::QueueSettings,
 }
 
 /// A configuration value that could not be used.
@@ -126,8 +132,27 @@ impl TelemetryConfig {
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "info".into());
+        let defaults = crate::stats::QueueSettings::default();
+        let queue = crate::stats::QueueSettings {
+            scheduled_delay: std::time::Duration::from_millis(parse_or(
+                "OTEL_BSP_SCHEDULE_DELAY",
+                std::env::var("OTEL_BSP_SCHEDULE_DELAY").ok(),
+                defaults.scheduled_delay.as_millis() as u64,
+            )?),
+            max_batch: positive(
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                std::env::var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").ok(),
+                defaults.max_batch,
+            )?,
+            max_queue: positive(
+                "OTEL_BSP_MAX_QUEUE_SIZE",
+                std::env::var("OTEL_BSP_MAX_QUEUE_SIZE").ok(),
+                defaults.max_queue,
+            )?,
+        };
         Ok(Self {
             service_name,
+            queue,
             endpoint,
             protocol,
             sdk_disabled,
@@ -136,6 +161,19 @@ impl TelemetryConfig {
             log_filter,
         })
     }
+}
+
+/// [`parse_or`] for a count that must be at least 1.
+fn positive(name: &'static str, raw: Option<String>, default: usize) -> Result<usize, ConfigError> {
+    let n = parse_or(name, raw.clone(), default)?;
+    if n == 0 {
+        return Err(ConfigError::new(
+            name,
+            raw.unwrap_or_default(),
+            "must be at least 1",
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_sampler(

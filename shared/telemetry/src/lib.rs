@@ -139,11 +139,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
     }
     .map_err(|e| InitError::Exporter(e.to_string()))?;
 
-    let processor = stats::export_pipeline(
-        exporter,
-        stats::QueueSettings::default(),
-        stats::global_counters(),
-    );
+    let processor = stats::export_pipeline(exporter, config.queue, stats::global_counters());
 
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
