@@ -36,6 +36,7 @@ EXPECTED_HOST_PORTS = {
     8080: "gateway",
     3200: "tempo",
     15672: "rabbitmq",
+    7070: "console",
 }
 
 # A service may go without a healthcheck only if it says why, in this field.
@@ -1475,6 +1476,69 @@ def summary(root: Path = REPO) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------
+# the lab console
+
+
+def listen_port(value: str) -> int | None:
+    """The port of an `ip:port` listen address."""
+    m = re.fullmatch(r".*:(\d+)", str(value).strip())
+    return int(m.group(1)) if m else None
+
+
+def check_console(compose: dict) -> list[str]:
+    """The console runs `tracelab console`, is published on 127.0.0.1 only (it
+    holds the admin token and drives faults), listens where it is published,
+    and knows every tracelab service at the port that service listens on."""
+    services = compose.get("services", {})
+    console = services.get("console")
+    if console is None:
+        return ["console: no `console` service: the lab's one URL (the console) is missing"]
+    problems = []
+    if as_list(console.get("command"))[:2] != ["tracelab", "console"]:
+        problems.append(f"console: runs {as_list(console.get('command'))}, not `tracelab console`")
+    env = environment(console)
+    inside = listen_port(env.get("TRACELAB_CONSOLE_LISTEN", ""))
+    ports = console.get("ports") or []
+    if not ports:
+        problems.append("console: not published on the host")
+    for p in ports:
+        if isinstance(p, dict):
+            host_ip, target = str(p.get("host_ip", "")), p.get("target")
+        else:
+            parts = interpolate(str(p)).split("/")[0].split(":")
+            host_ip = parts[0] if len(parts) == 3 else ""
+            target = parts[-1]
+        if host_ip != "127.0.0.1":
+            problems.append(
+                f"console: published as {p!r}; publish it on 127.0.0.1 only "
+                "(it holds the admin token and sets faults)"
+            )
+        if inside is None or str(target) != str(inside):
+            problems.append(
+                f"console: publishes container port {target} but listens on "
+                f"{env.get('TRACELAB_CONSOLE_LISTEN')!r} (TRACELAB_CONSOLE_LISTEN)"
+            )
+    given = {}
+    for item in env.get("TRACELAB_CONSOLE_SERVICES", "").split(","):
+        name, _, url = item.strip().partition("=")
+        if name:
+            given[name] = url
+    for name, svc in services.items():
+        listen = environment(svc).get("TRACELAB_LISTEN")
+        if svc is console or listen is None:
+            continue
+        want = f"http://{name}:{listen_port(listen)}"
+        if given.get(name) != want:
+            problems.append(
+                f"console: TRACELAB_CONSOLE_SERVICES gives {name} as {given.get(name)!r}, "
+                f"but {name} listens at {want}"
+            )
+    for name in sorted(set(given) - set(services)):
+        problems.append(f"console: TRACELAB_CONSOLE_SERVICES names {name}, which is no compose service")
+    return problems
+
+
 def all_problems(root: Path = REPO) -> dict[str, list[str]]:
     compose = load_compose(root)
     collector = load_yaml(root / "otel-collector.yaml")
@@ -1501,6 +1565,7 @@ def all_problems(root: Path = REPO) -> dict[str, list[str]]:
             name: (root / name).read_text(encoding="utf-8") for name in ("README.md", "docs/docker.md")}),
         "image facts": check_image_facts(compose, load_images()) + check_data_volumes(compose, load_images()),
         "rabbitmq": check_rabbitmq(compose, root),
+        "console": check_console(compose),
         "exemplars": check_exemplar_label(
             load_yaml(root / "tempo-config.yaml"),
             load_yaml(root / "grafana/provisioning/datasources/datasources.yaml"),

@@ -352,7 +352,7 @@ def test_a_shell_loop_given_service_env_is_reported(env_fixture):
 
 def test_the_cli_container_gets_only_env_the_cli_reads(compose):
     load = compose["services"]["load"]
-    assert {"TRACELAB_COMPOSE", "TRACELAB_SCENARIOS"} <= set(checks.environment(load))
+    assert {"TRACELAB_URL", "TRACELAB_GATEWAY_URL"} <= set(checks.environment(load))
     assert checks.check_env_vars(compose) == []
     broken = copy.deepcopy(compose)
     broken["services"]["load"]["environment"]["OTEL_SERVICE_NAME"] = "load"
@@ -916,3 +916,36 @@ def test_the_docs_give_the_s3_root_account(compose, images):
         "README.md: does not give ROOT_SECRET_ACCESS_KEY 'changed-secret'",
         "docs/docker.md: does not give ROOT_SECRET_ACCESS_KEY",
     )
+
+
+# ---------------------------------------------------------------- the lab console
+
+def test_console_is_published_on_loopback_and_knows_every_service(compose):
+    assert checks.check_console(compose) == []
+    assert checks.host_ports(compose["services"]["console"]) == [7070]
+
+
+def test_console_published_on_every_interface_is_reported(broken):
+    broken["services"]["console"]["ports"] = ["${TRACELAB_CONSOLE_HOST_PORT:-7070}:7070"]
+    assert_reports(checks.check_console(broken), "publish it on 127.0.0.1 only")
+    broken["services"]["console"]["ports"] = [{"target": 7070, "published": "7070"}]
+    assert_reports(checks.check_console(broken), "publish it on 127.0.0.1 only")
+
+
+def test_console_listening_elsewhere_than_published_is_reported(broken):
+    broken["services"]["console"]["environment"]["TRACELAB_CONSOLE_LISTEN"] = "0.0.0.0:7071"
+    assert_reports(checks.check_console(broken), "publishes container port 7070 but listens on '0.0.0.0:7071'")
+
+
+def test_console_missing_or_misplacing_a_service_is_reported(broken):
+    env = broken["services"]["console"]["environment"]
+    env["TRACELAB_CONSOLE_SERVICES"] = env["TRACELAB_CONSOLE_SERVICES"].replace(
+        "payment=http://payment:8083", "payment=http://payment:9999"
+    ).replace(",notification=http://notification:8084", "")
+    assert_reports(
+        checks.check_console(broken),
+        "gives payment as 'http://payment:9999'",
+        "gives notification as None",
+    )
+    del broken["services"]["console"]
+    assert_reports(checks.check_console(broken), "no `console` service")

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tracelab::supervisor::{Lab, LabOptions, SERVICES};
+use tracelab::supervisor::{COLLECTOR, Lab, LabOptions, SERVICES};
 use tracelab_client::{TempoClient, Trace, gateway};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -90,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         rss_total += kib;
         rss_rows.push((name, kib));
     }
+    let collector = lab.pid(COLLECTOR).map(rss_kib).unwrap_or(0);
     let own = rss_kib(std::process::id());
 
     // 3. checkouts
@@ -164,8 +165,13 @@ async fn main() -> anyhow::Result<()> {
         rss_total as f64 / 1024.0
     );
     println!(
-        "  {:<18} {:>7.1} MiB  (this process: embedded collector + bench client)",
-        "collector+bench",
+        "  {:<18} {:>7.1} MiB  (the embedded collector's process)",
+        COLLECTOR,
+        collector as f64 / 1024.0
+    );
+    println!(
+        "  {:<18} {:>7.1} MiB  (this process: the supervisor and the bench client)",
+        "supervisor+bench",
         own as f64 / 1024.0
     );
     Ok(())

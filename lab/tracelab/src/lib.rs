@@ -23,6 +23,8 @@
 //!   end-to-end tests use it.
 //! - [`fault`]: the services' injection points, fault specs as people write
 //!   them, and the client of the services' admin API.
+//! - [`dlq`]: the notification dead-letter queue: list it, replay
+//!   messages back to work.
 //! - [`format`]: small text helpers.
 //!
 //! Below them, the `tracelab-client` crate talks to a running lab (the Tempo
@@ -45,6 +47,7 @@
 pub mod bench;
 pub mod cli;
 pub mod console;
+pub mod dlq;
 pub mod exercise;
 pub mod fault;
 pub mod format;

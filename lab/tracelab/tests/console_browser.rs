@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tracelab::console::{ConsoleConfig, ConsoleState};
+use tracelab::console::{ConsoleConfig, ConsoleState, RunningConsole};
 use tracelab::scenario::Catalog;
 use tracelab::supervisor::{Lab, LabOptions, SERVICES, default_bin_dir};
 
@@ -94,16 +94,14 @@ async fn the_console_works_in_chromium() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port for the console");
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tracelab::console::serve(listener, state, async move {
-        let _ = stop_rx.await;
-    }));
+    let console = RunningConsole::start(listener, state).expect("the console serves");
+    let url = console.url().to_string();
 
     let run = tokio::process::Command::new(&node)
         .arg("console.test.mjs")
         .current_dir(browser_dir())
         .env("TRACELAB_CONSOLE_URL", &url)
+        .env("TRACELAB_OTLP_URL", lab.otlp_http_endpoint())
         .env("TRACELAB_CHROMIUM", &chromium)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -114,8 +112,7 @@ async fn the_console_works_in_chromium() {
         .expect("the browser tests finish within 5 minutes")
         .expect("node runs");
 
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    console.stop().await.expect("the console stops");
     let logs = lab.dump_logs();
     lab.stop().await.expect("the lab stops");
     let _ = std::fs::remove_dir_all(&state_dir);

@@ -27,6 +27,7 @@ const LAYERS: &[&str] = &[
     "load",
     "supervisor",
     "fault",
+    "dlq",
     "format",
 ];
 

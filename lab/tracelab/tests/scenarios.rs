@@ -21,6 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tracelab::console::{ConsoleConfig, ConsoleState, RunningConsole};
 use tracelab::scenario::verify::{Target, verify};
 use tracelab::scenario::{Catalog, Category, Pitfall};
 use tracelab::supervisor::{Lab, LabOptions};
@@ -342,15 +343,6 @@ async fn exercises_are_graded_and_recorded() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
-/// What `tracelab up` leaves for the other commands: the lab's record
-/// (admin URLs and token, gateway, Tempo) in `home`, the CLI's state
-/// directory. With it, the CLI needs no flags.
-fn record_lab(lab: &Lab, opts: &LabOptions, home: &Path) {
-    tracelab::supervisor::LabRecord::of(lab, opts)
-        .save(&home.join("lab.json"))
-        .unwrap();
-}
-
 fn cli(home: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"));
     cmd.env("TRACELAB_HOME", home)
@@ -371,33 +363,54 @@ async fn run_cli(home: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// The exercise from the command line, across processes: `start` sends
-/// background load in one process while `hint`, `status` and `answer` run
-/// in others; a correct answer ends the load by itself.
+/// A lab console for `lab`, keeping its exercise state in `home`.
+fn start_console(lab: &Lab, opts: &LabOptions, home: &Path) -> RunningConsole {
+    let config = ConsoleConfig::for_lab(lab, opts, catalog(), home.to_path_buf());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    RunningConsole::start(listener, ConsoleState::new(config).unwrap()).unwrap()
+}
+
+/// The exercise from the command line, across processes: `start` returns
+/// once the console holds the exercise and sends its background load;
+/// `hint`, `status` and `answer` run in other processes against the same
+/// console; a correct answer ends the load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exercise_cli_works_across_terminals() {
     let (lab, opts) = start_lab().await;
     let home = temp_home();
-    // Without the record, the CLI has no token to use, and says how to get one.
-    let (ok, out) = run_cli(&home, &["fault", "list"]).await;
-    assert!(!ok && out.contains("no admin token"), "{out}");
-    record_lab(&lab, &opts, &home);
-    let start_args = [
+    let console = start_console(&lab, &opts, &home);
+    let lab_url = console.url().to_string();
+    // `--lab` before the positionals: `answer`'s operation takes the rest.
+    let with_lab = |args: &[&str]| -> Vec<String> {
+        let mut argv = vec![args[0].to_string(), "--lab".to_string(), lab_url.clone()];
+        argv.extend(args[1..].iter().map(|a| a.to_string()));
+        argv
+    };
+    let run = |args: Vec<String>| {
+        let home = home.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli(&home, &refs).await
+        }
+    };
+
+    let (ok, out) = run(with_lab(&[
         "exercise",
         "start",
         "--scenario",
         "provider-slow",
         "--rate",
         "2",
-    ];
-    let mut start = cli(&home)
-        .args(start_args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("exercise start runs");
+    ]))
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("exercise #1 started"), "{out}");
+    assert!(out.contains("symptom at the gateway"), "{out}");
+    assert!(out.contains("background load (2 checkout/s"), "{out}");
 
-    // Wait until the exercise is recorded and load reaches the provider.
+    // Wait until the console's load reaches the slow provider.
     let tempo = tracelab_client::TempoClient::new(&lab.tempo_url()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -420,40 +433,30 @@ async fn exercise_cli_works_across_terminals() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
-    let (ok, out) = run_cli(&home, &["exercise", "status"]).await;
+    let (ok, out) = run(with_lab(&["exercise", "status"])).await;
     assert!(ok, "{out}");
     assert!(out.contains("exercise #1 running"), "{out}");
     assert!(
         !out.contains("POST /v1/charges") && !out.contains("provider-slow"),
         "status gives the answer away:\n{out}"
     );
-    let (ok, out) = run_cli(&home, &["exercise", "hint"]).await;
+    let (ok, out) = run(with_lab(&["exercise", "hint"])).await;
     assert!(ok && out.contains("hint 1/3"), "{out}");
 
-    let (ok, out) = run_cli(&home, &["fault", "list"]).await;
+    let (ok, out) = run(with_lab(&["fault", "list"])).await;
     assert!(ok && out.contains("details hidden"), "{out}");
     assert!(!out.contains("provider.charge"), "{out}");
-    // A token given on the command line wins over the recorded one.
-    let wrong = ["fault", "list", "--admin-token", "not-the-lab-s-token"];
-    let (ok, out) = run_cli(&home, &wrong).await;
-    assert!(
-        !ok && out.contains("refused the admin token (401)"),
-        "{out}"
-    );
 
-    let (ok, out) = run_cli(&home, &["exercise", "answer", "search"]).await;
+    let (ok, out) = run(with_lab(&["exercise", "answer", "search"])).await;
     assert!(!ok, "a wrong answer exits non-zero:\n{out}");
     assert!(out.contains("not it"), "{out}");
-    let (ok, out) = run_cli(
-        &home,
-        &[
-            "exercise",
-            "answer",
-            "payment-provider",
-            "POST",
-            "/v1/charges",
-        ],
-    )
+    let (ok, out) = run(with_lab(&[
+        "exercise",
+        "answer",
+        "payment-provider",
+        "POST",
+        "/v1/charges",
+    ]))
     .await;
     assert!(ok, "{out}");
     assert!(out.contains("correct!"), "{out}");
@@ -462,25 +465,25 @@ async fn exercise_cli_works_across_terminals() {
         "{out}"
     );
 
-    // The load in the first terminal notices and stops.
-    let status = tokio::time::timeout(Duration::from_secs(20), start.wait())
+    // The console's background load ended with the exercise.
+    let load: serde_json::Value = reqwest::get(format!("{lab_url}/api/load"))
         .await
-        .expect("exercise start ends once the exercise is solved")
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-    let mut stdout = String::new();
-    if let Some(mut out) = start.stdout.take() {
-        use tokio::io::AsyncReadExt as _;
-        let _ = out.read_to_string(&mut stdout).await;
-    }
-    assert!(status.success(), "{stdout}");
-    assert!(stdout.contains("the exercise is over"), "{stdout}");
-    assert!(stdout.contains("symptom at the gateway"), "{stdout}");
+    assert_eq!(load["running"], false, "{load}");
+    assert!(
+        load["summary"]["total"]["ok"].as_u64().unwrap() > 0,
+        "{load}"
+    );
 
-    let (ok, out) = run_cli(&home, &["exercise", "history"]).await;
+    let (ok, out) = run(with_lab(&["exercise", "history"])).await;
     assert!(
         ok && out.contains("provider-slow") && out.contains("solved"),
         "{out}"
     );
+    console.stop().await.expect("the console stops");
     lab.stop().await.expect("clean stop");
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -76,7 +76,11 @@ pub fn routes(state: AppState) -> Router {
 
 pub fn router(state: AppState) -> Router {
     let w3c = state.config.w3c_harness.clone();
-    tracelab_service::app::standard(routes(state), StandardLimits::default(), &w3c)
+    let limits = StandardLimits {
+        request_timeout: state.config.request_timeout(),
+        ..StandardLimits::default()
+    };
+    tracelab_service::app::standard(routes(state), limits, &w3c)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -107,6 +111,28 @@ fn with_trace_id(status: StatusCode, mut body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// An upstream's answer, passed on as it is.
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    /// The upstream's `Retry-After` (payment's `payment_in_progress`), kept
+    /// so the client learns when to retry its Idempotency-Key.
+    retry_after: Option<HeaderValue>,
+}
+
+impl Answer {
+    /// The answer for the client, with the trace id added.
+    fn respond(self) -> Response {
+        let mut response = with_trace_id(self.status, self.body);
+        if let Some(value) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
 /// Sends an upstream request; any HTTP answer is returned as-is (the
 /// upstream's JSON error shape is the same as ours), transport failures
 /// become 502/504.
@@ -115,7 +141,7 @@ async fn upstream(
     point: FaultPoint,
     service: &'static str,
     mut request: RequestBuilder,
-) -> Result<(StatusCode, Value), ApiError> {
+) -> Result<Answer, ApiError> {
     let mut extra_attempts = 0;
     match state.faults.inject(point).await? {
         Some(FaultKind::PropagationBreak) => request = request.with_extension(SkipPropagation),
@@ -135,7 +161,7 @@ async fn retry_storm(
     service: &'static str,
     request: RequestBuilder,
     extra: u32,
-) -> Result<(StatusCode, Value), ApiError> {
+) -> Result<Answer, ApiError> {
     let mut attempts = Vec::new();
     for _ in 0..extra {
         if let Some(copy) = request.try_clone() {
@@ -146,18 +172,15 @@ async fn retry_storm(
     let (first, others) = tokio::join!(first, futures::future::join_all(attempts));
     let success = others
         .into_iter()
-        .find_map(|r| r.ok().filter(|(status, _)| status.is_success()));
+        .find_map(|r| r.ok().filter(|answer| answer.status.is_success()));
     match (first, success) {
-        (Ok(answer), _) if answer.0.is_success() => Ok(answer),
+        (Ok(answer), _) if answer.status.is_success() => Ok(answer),
         (_, Some(answer)) => Ok(answer),
         (first, None) => first,
     }
 }
 
-async fn send(
-    service: &'static str,
-    request: RequestBuilder,
-) -> Result<(StatusCode, Value), ApiError> {
+async fn send(service: &'static str, request: RequestBuilder) -> Result<Answer, ApiError> {
     let response = request.send().await.map_err(|e| {
         let timed_out = match &e {
             reqwest_middleware::Error::Reqwest(e) => e.is_timeout(),
@@ -178,6 +201,7 @@ async fn send(
         }
     })?;
     let status = response.status();
+    let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
     let body = response.json::<Value>().await.map_err(|e| {
         ApiError::upstream(
             StatusCode::BAD_GATEWAY,
@@ -185,7 +209,11 @@ async fn send(
             format!("{service}: {e}"),
         )
     })?;
-    Ok((status, body))
+    Ok(Answer {
+        status,
+        body,
+        retry_after,
+    })
 }
 
 #[derive(Deserialize)]
@@ -198,7 +226,7 @@ async fn login(
     State(state): State<AppState>,
     Json(req): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let (status, body) = upstream(
+    let answer = upstream(
         &state,
         FaultPoint::GatewayAuth,
         "auth",
@@ -208,7 +236,7 @@ async fn login(
             .json(&json!({"username": req.username, "password": req.password})),
     )
     .await?;
-    Ok(with_trace_id(status, body))
+    Ok(answer.respond())
 }
 
 async fn products(
@@ -218,7 +246,7 @@ async fn products(
     let mut url = reqwest::Url::parse(&format!("{}/products", state.config.search_url))
         .map_err(|e| ApiError::internal("bad_upstream_url", e))?;
     url.set_query(query.0.as_deref());
-    let (status, body) = upstream(
+    let answer = upstream(
         &state,
         FaultPoint::GatewaySearch,
         "search",
@@ -228,7 +256,7 @@ async fn products(
             .with_extension(UrlTemplate("/products")),
     )
     .await?;
-    Ok(with_trace_id(status, body))
+    Ok(answer.respond())
 }
 
 /// The signed-in user, checked by auth.
@@ -254,7 +282,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, Res
     )
     .await;
     match result {
-        Ok((status, body)) if status.is_success() => match body["user_id"].as_str() {
+        Ok(answer) if answer.status.is_success() => match answer.body["user_id"].as_str() {
             Some(id) => {
                 opentelemetry::Context::current()
                     .span()
@@ -268,7 +296,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, Res
             )
             .into_response()),
         },
-        Ok((status, body)) => Err(with_trace_id(status, body)),
+        Ok(answer) => Err(answer.respond()),
         Err(e) => Err(e.into_response()),
     }
 }
@@ -338,19 +366,20 @@ async fn checkout(
     let user = authenticate(&state, &headers).await?;
     let (key, payload) =
         payment_request(&user.id, &headers, &body).map_err(IntoResponse::into_response)?;
-    let (status, body) = upstream(
+    let answer = upstream(
         &state,
         FaultPoint::GatewayPayment,
         "payment",
         state
             .client
             .post(format!("{}/payments", state.config.payment_url))
+            .timeout(state.config.payment_timeout)
             .header("idempotency-key", key)
             .json(&payload),
     )
     .await
     .map_err(IntoResponse::into_response)?;
-    Ok(with_trace_id(status, body))
+    Ok(answer.respond())
 }
 
 async fn order(
@@ -366,18 +395,19 @@ async fn order(
         .pop_if_empty()
         .push(&id);
     url.query_pairs_mut().append_pair("user_id", &user.id);
-    let (status, body) = upstream(
+    let answer = upstream(
         &state,
         FaultPoint::GatewayPayment,
         "payment",
         state
             .client
             .get(url)
+            .timeout(state.config.payment_timeout)
             .with_extension(UrlTemplate("/orders/{id}")),
     )
     .await
     .map_err(IntoResponse::into_response)?;
-    Ok(with_trace_id(status, body))
+    Ok(answer.respond())
 }
 
 /// Builds the clients and binds the public and the admin listener (port 0

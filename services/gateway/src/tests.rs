@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::Request;
+use tower::ServiceExt;
 
 use tracelab_contract::service::ServiceName;
 use tracelab_service::W3cHarness;
@@ -87,14 +88,25 @@ impl Upstreams {
         Self { url, seen }
     }
 
-    /// What the fake payment answers: a payment, or an error naming the attempt.
-    fn payment_answer(status: StatusCode, n: usize) -> (StatusCode, axum::Json<Value>) {
+    /// What the fake payment answers: a payment, or an error naming the
+    /// attempt (a 409 `payment_in_progress` with `Retry-After: 2`).
+    fn payment_answer(status: StatusCode, n: usize) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        if status == StatusCode::CONFLICT {
+            let error = json!({"error": {"code": "payment_in_progress", "message": "in progress"}});
+            return (
+                status,
+                [(http::header::RETRY_AFTER, "2")],
+                axum::Json(error),
+            )
+                .into_response();
+        }
         let answer = if status.is_success() {
             json!({"order_id": "o-1", "status": "completed", "attempt": n})
         } else {
             json!({"error": {"code": "boom", "message": format!("attempt {n} failed")}})
         };
-        (status, axum::Json(answer))
+        (status, axum::Json(answer)).into_response()
     }
 
     fn calls(&self, path: &str) -> Vec<Seen> {
@@ -110,6 +122,7 @@ impl Upstreams {
             search_url: self.url.clone(),
             payment_url: self.url.clone(),
             upstream_timeout: Duration::from_secs(5),
+            payment_timeout: Duration::from_secs(15),
             w3c_harness: W3cHarness::off(),
             admin: tracelab_service::config::Admin {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -124,6 +137,7 @@ fn always(status: StatusCode) -> fn(usize) -> StatusCode {
     match status {
         StatusCode::CREATED => |_| StatusCode::CREATED,
         StatusCode::INTERNAL_SERVER_ERROR => |_| StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::CONFLICT => |_| StatusCode::CONFLICT,
         other => panic!("no canned answer for {other}"),
     }
 }
@@ -364,8 +378,53 @@ async fn a_retry_storm_with_no_success_answers_like_the_first_attempt() {
         .post(format!("{}/payments", upstreams.url))
         .header("idempotency-key", "k")
         .json(&json!({"amount": 1}));
-    let (status, body) = retry_storm("payment", request, 2).await.unwrap();
+    let Answer { status, body, .. } = retry_storm("payment", request, 2).await.unwrap();
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["error"]["code"], "boom");
     assert_eq!(upstreams.calls("/payments").len(), 3);
+}
+
+#[tokio::test]
+async fn a_payment_in_progress_reaches_the_client_with_its_retry_after() {
+    let upstreams = Upstreams::start(always(StatusCode::CONFLICT)).await;
+    let state = upstreams.gateway();
+    let response = router(state)
+        .oneshot(checkout(
+            Some(TOKEN),
+            Some("key-busy"),
+            r#"{"amount": 4980, "currency": "JPY", "card": "4242424242424242"}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+}
+
+#[test]
+fn the_gateway_waits_longer_than_payment_and_its_own_limit_covers_both_calls() {
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        auth_url: String::new(),
+        search_url: String::new(),
+        payment_url: String::new(),
+        upstream_timeout: Duration::from_millis(tracelab_contract::timeouts::UPSTREAM_TIMEOUT_MS),
+        payment_timeout: Duration::from_millis(
+            tracelab_contract::timeouts::GATEWAY_PAYMENT_TIMEOUT_MS,
+        ),
+        w3c_harness: W3cHarness::off(),
+        admin: tracelab_service::config::Admin {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: tracelab_service::config::AdminToken::random(),
+        },
+    };
+    assert!(
+        config.request_timeout() > config.upstream_timeout + config.payment_timeout,
+        "{:?}",
+        config.request_timeout()
+    );
+    assert!(
+        config.payment_timeout.as_millis() as u64
+            > tracelab_contract::timeouts::PAYMENT_DEADLINE_MS
+                + tracelab_contract::timeouts::MARGIN_MS
+    );
 }

@@ -4,9 +4,17 @@
 //! carried in the AMQP headers, so the asynchronous hop stays in the
 //! checkout's trace. The notification row is written idempotently (unique
 //! `event_id`) and the message is acked only after the row is committed.
-//! A message that cannot be understood is rejected without requeue and
-//! dead-lettered to `<queue>.dlq`; a transient failure is retried once, then
-//! dead-lettered too. Either way the consumer keeps running.
+//! A message that can never be processed (unreadable, invalid, or for an
+//! order that does not exist in payment's `orders` table, which shares this
+//! database) is poison: dead-lettered to `<queue>.dlq` at once. A transient
+//! failure is retried once, then dead-lettered too. The consumer puts the
+//! message into the DLQ itself (publisher confirms, then ack) with headers
+//! saying which kind of failure it was, why, and where it came from
+//! (`tracelab_contract::messaging::FAILURE_KIND_HEADER` and the others), so
+//! a replay can tell the two apart; its own headers (`traceparent`) stay as
+//! they were. Should that publish fail, the delivery is rejected and the
+//! broker dead-letters it without those headers. Either way the consumer
+//! keeps running.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,17 +25,24 @@ use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
-use lapin::types::{FieldTable, ShortString};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Confirmation};
 use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
 use tracelab_contract::fault::{FaultKind, FaultPoint};
-use tracelab_contract::messaging::{PAYMENT_COMPLETED, PaymentCompleted, dlq_name};
+use tracelab_contract::messaging::{
+    FAILED_QUEUE_HEADER, FAILURE_KIND_HEADER, FAILURE_REASON_HEADER, FailureKind, MAX_REASON_CHARS,
+    ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, PAYMENT_COMPLETED, PaymentCompleted,
+    dlq_name,
+};
 use tracelab_faults::FaultRegistry;
 use tracelab_service::amqp;
 use tracelab_telemetry::db::DbTarget;
+use tracelab_telemetry::db::query_span;
 use tracelab_telemetry::propagation::extract_amqp;
 use tracelab_telemetry::span::{in_span, record_error, start_with_parent};
 
@@ -87,6 +102,7 @@ enum Outcome {
     Transient(String),
 }
 
+const ORDER_SQL: &str = "SELECT user_id, amount, currency FROM orders WHERE id = $1";
 const INSERT_SQL: &str = "INSERT INTO notifications (event_id, order_id, user_id, channel, recipient, subject, body) \
      VALUES ($1, $2, $3, 'email', $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
 
@@ -129,6 +145,11 @@ impl Consumer {
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
+        // Dead-lettering publishes here, with confirms, before the ack.
+        let dead_letters = conn.create_channel().await?;
+        dead_letters
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         let mut deliveries = channel
             .basic_consume(
                 ShortString::from(self.queue.clone()),
@@ -142,7 +163,7 @@ impl Consumer {
         loop {
             tokio::select! {
                 next = deliveries.next() => match next {
-                    Some(Ok(delivery)) => self.handle(delivery).await,
+                    Some(Ok(delivery)) => self.handle(delivery, &dead_letters).await,
                     Some(Err(e)) => return Err(e.into()),
                     None => return Err(ConsumeError::Cancelled),
                 },
@@ -155,7 +176,7 @@ impl Consumer {
         }
     }
 
-    async fn handle(&self, delivery: Delivery) {
+    async fn handle(&self, delivery: Delivery, dead_letters: &Channel) {
         // Faults that act before the CONSUMER span starts: a stalled
         // consumer leaves a gap after the PRODUCER span; a broken hop
         // starts a new trace.
@@ -223,7 +244,8 @@ impl Consumer {
                 span.set_attribute(KeyValue::new("messaging.rabbitmq.dead_lettered", true));
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(reason = %reason, queue = %dlq_name(&self.queue), "message dead-lettered");
-                delivery.reject(BasicRejectOptions { requeue: false }).await
+                self.dead_letter(&delivery, dead_letters, FailureKind::Poison, reason)
+                    .await
             }
             Outcome::Transient(reason) => {
                 record_error(&cx, "ProcessingError", reason);
@@ -231,7 +253,8 @@ impl Consumer {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     span.set_attribute(KeyValue::new("messaging.rabbitmq.dead_lettered", true));
                     tracing::warn!(reason = %reason, "failed twice; dead-lettered");
-                    delivery.reject(BasicRejectOptions { requeue: false }).await
+                    self.dead_letter(&delivery, dead_letters, FailureKind::Transient, reason)
+                        .await
                 } else {
                     tracing::warn!(reason = %reason, "failed; requeued once");
                     self.stats.requeued.fetch_add(1, Ordering::Relaxed);
@@ -249,6 +272,82 @@ impl Consumer {
             tracing::warn!(error = %e, "could not settle the delivery; the broker will redeliver it");
         }
         span.end();
+    }
+
+    /// Parks `delivery` in the DLQ with headers saying why, then acks it;
+    /// if the broker does not confirm that publish, rejects it instead (the
+    /// queue's dead-letter exchange parks it without those headers).
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        channel: &Channel,
+        kind: FailureKind,
+        reason: &str,
+    ) -> Result<bool, lapin::Error> {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let text = |value: &str| AMQPValue::LongString(value.to_owned().into());
+        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+        headers.insert(FAILURE_KIND_HEADER.into(), text(kind.as_str()));
+        headers.insert(FAILURE_REASON_HEADER.into(), text(&reason));
+        headers.insert(FAILED_QUEUE_HEADER.into(), text(&self.queue));
+        headers.insert(
+            ORIGINAL_EXCHANGE_HEADER.into(),
+            text(delivery.exchange.as_str()),
+        );
+        headers.insert(
+            ORIGINAL_ROUTING_KEY_HEADER.into(),
+            text(delivery.routing_key.as_str()),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        let published = async {
+            channel
+                .basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(dlq_name(&self.queue)),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &delivery.data,
+                    properties,
+                )
+                .await?
+                .await
+        }
+        .await;
+        match published {
+            Ok(Confirmation::Ack(None)) => delivery.ack(BasicAckOptions::default()).await,
+            other => {
+                tracing::warn!(outcome = ?other.map(|c| c.is_ack()), "could not park the message with its failure headers; rejecting it");
+                delivery.reject(BasicRejectOptions { requeue: false }).await
+            }
+        }
+    }
+
+    /// Whether `event` is for an order payment has: a forged or stray event
+    /// is poison. `Err` when the database cannot tell (transient).
+    async fn order_matches(&self, event: &PaymentCompleted) -> Result<Option<String>, sqlx::Error> {
+        let order: Option<(String, i64, String)> =
+            query_span(&self.db, "SELECT", "orders", ORDER_SQL, || {
+                sqlx::query_as(ORDER_SQL)
+                    .bind(event.order_id)
+                    .fetch_optional(&self.pool)
+            })
+            .await?;
+        Ok(match order {
+            None => Some(format!("no order {} exists", event.order_id)),
+            Some((user_id, amount, currency))
+                if user_id != event.user_id
+                    || amount != event.amount
+                    || currency != event.currency =>
+            {
+                Some(format!(
+                    "order {} does not match the event (user, amount or currency)",
+                    event.order_id
+                ))
+            }
+            Some(_) => None,
+        })
     }
 
     async fn process(&self, delivery: &Delivery) -> Outcome {
@@ -278,6 +377,11 @@ impl Consumer {
             "payment.order_id",
             event.order_id.to_string(),
         ));
+        match self.order_matches(&event).await {
+            Ok(None) => {}
+            Ok(Some(mismatch)) => return Outcome::Poison(mismatch),
+            Err(e) => return Outcome::Transient(format!("looking up the order: {e}")),
+        }
         let result = in_span(
             "sendEmail",
             SpanKind::Internal,

@@ -118,3 +118,48 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(deadline_ms: u64, acquire_ms: u64, provider_ms: u64) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: String::new(),
+            db_pool_size: 1,
+            db_acquire_timeout: Duration::from_millis(acquire_ms),
+            amqp_url: String::new(),
+            exchange: String::new(),
+            provider_url: String::new(),
+            provider_timeout: Duration::from_millis(provider_ms),
+            deadline: Duration::from_millis(deadline_ms),
+            reconcile_after: Duration::from_millis(timeouts::RECONCILE_AFTER_MS),
+            reconcile_interval: Duration::from_millis(timeouts::RECONCILE_INTERVAL_MS),
+            w3c_harness: W3cHarness::off(),
+            admin: tracelab_service::config::Admin {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                token: tracelab_service::config::AdminToken::random(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_deadline_must_exceed_the_work_below_it() {
+        config(
+            timeouts::PAYMENT_DEADLINE_MS,
+            timeouts::DB_ACQUIRE_TIMEOUT_MS,
+            timeouts::PROVIDER_TIMEOUT_MS,
+        )
+        .check_order()
+        .unwrap();
+        // The measured failure: a caller giving up exactly when the pool does.
+        let err = config(5_000, 5_000, 3_000).check_order().unwrap_err();
+        assert!(
+            err.to_string().contains("TRACELAB_PAYMENT_DEADLINE_MS"),
+            "{err}"
+        );
+        assert!(config(11_000, 2_000, 3_000).check_order().is_err());
+        config(11_001, 2_000, 3_000).check_order().unwrap();
+    }
+}

@@ -25,6 +25,8 @@ pub mod process;
 pub mod provider;
 pub mod reconcile;
 pub mod relay;
+#[cfg(test)]
+mod settle_tests;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,7 @@ use super::*;
 
 /// The card the fake provider declines (as the real mock does).
 const DECLINED_CARD: &str = "4000000000000002";
-const CARD: &str = "4242424242424242";
+pub(crate) const CARD: &str = "4242424242424242";
 
 /// A payment-provider stand-in that keeps every charge request it gets.
 struct Provider {
@@ -69,7 +69,7 @@ impl Provider {
     }
 }
 
-fn state(pool: PgPool, database_url: &str, provider_url: &str) -> AppState {
+pub(crate) fn state(pool: PgPool, database_url: &str, provider_url: &str) -> AppState {
     let faults = FaultRegistry::new(ServiceName::Payment);
     AppState {
         faults: faults.clone(),
@@ -108,7 +108,7 @@ async fn state_with_database() -> (AppState, TestDatabase, Provider) {
 }
 
 /// `POST /payments` through the full router.
-async fn pay(state: &AppState, key: Option<&str>, body: &str) -> (StatusCode, Value) {
+pub(crate) async fn pay(state: &AppState, key: Option<&str>, body: &str) -> (StatusCode, Value) {
     let mut request = Request::post("/payments").header("content-type", "application/json");
     if let Some(key) = key {
         request = request.header("idempotency-key", key);

@@ -9,8 +9,9 @@
 //!     4 pool waits + the charge 4 × DB_ACQUIRE_TIMEOUT_MS + PROVIDER_TIMEOUT_MS = 11 s
 //! ```
 //!
-//! Each service checks its own share at startup ([`check_payment`]); this
-//! module's tests check the defaults against each other.
+//! payment checks its own share at startup ([`check_payment`]); the
+//! defaults are checked against each other when this crate compiles and in
+//! its tests.
 
 /// How long payment waits for a pooled Postgres connection
 /// (`TRACELAB_DB_ACQUIRE_TIMEOUT_MS`).
@@ -37,6 +38,12 @@ pub const MARGIN_MS: u64 = 1_000;
 pub const RECONCILE_AFTER_MS: u64 = 30_000;
 /// How often the reconciler looks (`TRACELAB_RECONCILE_INTERVAL_MS`).
 pub const RECONCILE_INTERVAL_MS: u64 = 2_000;
+
+/// The gateway's own request timeout: a checkout calls auth, then payment,
+/// and must get payment's answer (even a timeout) before it gives up.
+pub fn gateway_request_timeout_ms(upstream_ms: u64, payment_ms: u64) -> u64 {
+    upstream_ms + payment_ms + MARGIN_MS
+}
 
 /// The longest payment's own work can take: up to four pool waits (price,
 /// create the order, validate, save) and the provider call.
@@ -91,6 +98,10 @@ mod tests {
             RECONCILE_AFTER_MS,
         )
         .unwrap();
+        assert!(
+            gateway_request_timeout_ms(UPSTREAM_TIMEOUT_MS, GATEWAY_PAYMENT_TIMEOUT_MS)
+                > GATEWAY_PAYMENT_TIMEOUT_MS + UPSTREAM_TIMEOUT_MS
+        );
     }
 
     #[test]

@@ -35,12 +35,15 @@ pub struct TelemetryConfig {
     pub sampler: Option<SamplerOverride>,
     pub sampling_file: Option<PathBuf>,
     pub log_filter: String,
-    /// The export queue and batches: the services' defaults
-    /// ([`crate::stats::QueueSettings`]) unless the standard
-    /// `OTEL_BSP_SCHEDULE_DELAY` (ms), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and
-    /// `OTEL_BSP_MAX_QUEUE_SIZE` say otherwise (`tracelab bench -e ...`
-    /// measures them).
-    pub queue: crate::stats::QueueSettings,
+    /// The export queue's size in spans (`OTEL_BSP_MAX_QUEUE_SIZE`); a
+    /// full queue drops spans and counts them.
+    pub max_queue: usize,
+    /// How long a span may wait for its export batch to fill
+    /// (`OTEL_BSP_SCHEDULE_DELAY`, ms).
+    pub scheduled_delay: std::time::Duration,
+    /// Spans per export call, at most (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`;
+    /// never more than the queue).
+    pub max_batch: usize,
 }
 
 /// A configuration value that could not be used.
@@ -132,33 +135,40 @@ impl TelemetryConfig {
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "info".into());
-        let defaults = crate::stats::QueueSettings::default();
-        let queue = crate::stats::QueueSettings {
-            scheduled_delay: std::time::Duration::from_millis(parse_or(
-                "OTEL_BSP_SCHEDULE_DELAY",
-                std::env::var("OTEL_BSP_SCHEDULE_DELAY").ok(),
-                defaults.scheduled_delay.as_millis() as u64,
-            )?),
-            max_batch: positive(
-                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-                std::env::var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").ok(),
-                defaults.max_batch,
-            )?,
-            max_queue: positive(
+        let max_queue = parse_or(
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            std::env::var("OTEL_BSP_MAX_QUEUE_SIZE").ok(),
+            crate::stats::QueueSettings::default().max_queue,
+        )?;
+        if max_queue == 0 {
+            return Err(ConfigError::new(
                 "OTEL_BSP_MAX_QUEUE_SIZE",
-                std::env::var("OTEL_BSP_MAX_QUEUE_SIZE").ok(),
-                defaults.max_queue,
-            )?,
-        };
+                "0",
+                "the export queue must hold at least one span",
+            ));
+        }
+        let defaults = crate::stats::QueueSettings::default();
+        let scheduled_delay = std::time::Duration::from_millis(parse_or(
+            "OTEL_BSP_SCHEDULE_DELAY",
+            std::env::var("OTEL_BSP_SCHEDULE_DELAY").ok(),
+            defaults.scheduled_delay.as_millis() as u64,
+        )?);
+        let max_batch = positive(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            std::env::var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").ok(),
+            defaults.max_batch,
+        )?;
         Ok(Self {
             service_name,
-            queue,
+            scheduled_delay,
+            max_batch,
             endpoint,
             protocol,
             sdk_disabled,
             sampler,
             sampling_file,
             log_filter,
+            max_queue,
         })
     }
 }

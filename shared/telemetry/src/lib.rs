@@ -139,7 +139,12 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
     }
     .map_err(|e| InitError::Exporter(e.to_string()))?;
 
-    let processor = stats::export_pipeline(exporter, config.queue, stats::global_counters());
+    let settings = stats::QueueSettings {
+        max_queue: config.max_queue,
+        max_batch: config.max_batch.min(config.max_queue),
+        scheduled_delay: config.scheduled_delay,
+    };
+    let processor = stats::export_pipeline(exporter, settings, stats::global_counters());
 
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())

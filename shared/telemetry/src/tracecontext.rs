@@ -31,26 +31,39 @@ pub const MAX_TRACESTATE_MEMBERS: usize = 32;
 pub const MAX_TRACESTATE_FIELD_LEN: usize = 256;
 
 /// A valid `traceparent`: the caller's trace id, its span (the parent of
-/// ours) and its sampled flag. Unknown flags are dropped, as the spec asks
-/// of a vendor that does not know them.
+/// ours) and the two flags Level 2 defines. Unknown flags are dropped, as
+/// the spec asks of a vendor that does not know them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceParent {
     /// `trace-id`, never all zeroes.
     pub trace_id: TraceId,
     /// `parent-id`, never all zeroes.
     pub parent_id: SpanId,
-    /// The `sampled` bit of `trace-flags`.
+    /// The `sampled` bit of `trace-flags` (`0x01`).
     pub sampled: bool,
+    /// The `random` bit of `trace-flags` (`0x02`, Level 2): the trace id's
+    /// right 7 bytes are random. Kept as long as the trace id is.
+    pub random: bool,
 }
+
+/// The flags [`TraceParent`] knows: sampled and random.
+const KNOWN_FLAGS: u8 = 0x03;
 
 impl TraceParent {
     /// The `traceparent` of `sc`, or `None` when `sc` is not valid.
     pub fn of(sc: &SpanContext) -> Option<Self> {
+        let flags = sc.trace_flags().to_u8();
         sc.is_valid().then(|| Self {
             trace_id: sc.trace_id(),
             parent_id: sc.span_id(),
-            sampled: sc.is_sampled(),
+            sampled: flags & 0x01 != 0,
+            random: flags & 0x02 != 0,
         })
+    }
+
+    /// `trace-flags` as one byte.
+    pub fn flags(&self) -> u8 {
+        u8::from(self.sampled) | u8::from(self.random) << 1
     }
 }
 
@@ -62,7 +75,7 @@ impl fmt::Display for TraceParent {
             "00-{}-{}-{:02x}",
             self.trace_id,
             self.parent_id,
-            u8::from(self.sampled)
+            self.flags()
         )
     }
 }
@@ -105,7 +118,8 @@ pub fn parse_traceparent(raw: &str) -> Option<TraceParent> {
     rest_ok.then(|| TraceParent {
         trace_id: TraceId::from(trace_id),
         parent_id: SpanId::from(parent_id as u64),
-        sampled: flags & 1 == 1,
+        sampled: flags & 0x01 != 0,
+        random: flags & 0x02 != 0,
     })
 }
 
@@ -302,13 +316,16 @@ pub fn is_valid_tracestate_value(value: &str) -> bool {
     }
 }
 
-/// A valid `tracestate` the SDK's `TraceState` refuses (it still follows
-/// the older key grammar), kept in the context of the trace it came with
-/// so [`W3cTraceContext`] passes it on unchanged.
+/// What the SDK's span contexts cannot carry on by themselves, kept in the
+/// context of the trace it came with so [`W3cTraceContext`] passes it on:
+/// a valid `tracestate` the SDK's `TraceState` refuses (it still follows
+/// the older key grammar), and the random flag (the SDK resets every flag
+/// of a span it does not sample).
 #[derive(Debug, Clone)]
-struct InheritedTraceState {
+struct Inherited {
     trace_id: TraceId,
-    header: Arc<str>,
+    random: bool,
+    tracestate: Option<Arc<str>>,
 }
 
 /// The remote context `parents` and `states` (every `traceparent` and
@@ -330,31 +347,26 @@ pub fn extract_remote<'a>(
         // parse tracestate.
         return cx.clone();
     };
-    let flags = if parent.sampled {
-        TraceFlags::SAMPLED
-    } else {
-        TraceFlags::default()
-    };
+    let flags = TraceFlags::new(parent.flags() & KNOWN_FLAGS);
     let list = parse_tracestate(states).unwrap_or(TraceStateList::EMPTY);
-    let (state, inherited) = if list.is_empty() {
+    let (state, refused) = if list.is_empty() {
         (TraceState::default(), None)
     } else {
         match TraceState::from_key_value(list.members().iter().copied()) {
             Ok(state) => (state, None),
-            Err(_) => (
-                TraceState::default(),
-                Some(InheritedTraceState {
-                    trace_id: parent.trace_id,
-                    header: list.header().into(),
-                }),
-            ),
+            Err(_) => (TraceState::default(), Some(list.header().into())),
         }
     };
     let sc = SpanContext::new(parent.trace_id, parent.parent_id, flags, true, state);
     let cx = cx.with_remote_span_context(sc);
-    match inherited {
-        Some(inherited) => cx.with_value(inherited),
-        None => cx,
+    if parent.random || refused.is_some() {
+        cx.with_value(Inherited {
+            trace_id: parent.trace_id,
+            random: parent.random,
+            tracestate: refused,
+        })
+    } else {
+        cx
     }
 }
 
@@ -367,23 +379,24 @@ static FIELDS: LazyLock<[String; 2]> =
     LazyLock::new(|| [TRACEPARENT.to_owned(), TRACESTATE.to_owned()]);
 
 impl TextMapPropagator for W3cTraceContext {
-    /// Sets `traceparent` (version 00, only the sampled flag) and, when the
+    /// Sets `traceparent` (version 00, the sampled and random flags) and, when the
     /// trace has one, `tracestate`; nothing for an invalid span context.
     fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
         let span = cx.span();
         let sc = span.span_context();
-        let Some(parent) = TraceParent::of(sc) else {
+        let Some(mut parent) = TraceParent::of(sc) else {
             return;
         };
+        let inherited = cx
+            .get::<Inherited>()
+            .filter(|i| i.trace_id == sc.trace_id());
+        parent.random |= inherited.is_some_and(|i| i.random);
         injector.set(TRACEPARENT, parent.to_string());
         let state = sc.trace_state().header();
         if !state.is_empty() {
             injector.set(TRACESTATE, state);
-        } else if let Some(inherited) = cx
-            .get::<InheritedTraceState>()
-            .filter(|i| i.trace_id == sc.trace_id())
-        {
-            injector.set(TRACESTATE, inherited.header.to_string());
+        } else if let Some(header) = inherited.and_then(|i| i.tracestate.as_deref()) {
+            injector.set(TRACESTATE, header.to_owned());
         }
     }
 
@@ -440,7 +453,7 @@ mod tests {
         assert_eq!(
             validate_traceparent(future).as_deref(),
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            "flags other than sampled are not passed on"
+            "flags other than sampled and random are not passed on"
         );
         let unsampled = parse_traceparent(SUITE_PARENT).unwrap();
         assert!(!unsampled.sampled);
@@ -701,6 +714,24 @@ mod tests {
                 "our own span"
             );
             assert_eq!(out["tracestate"], format!("{key}=1,bar=2"));
+        }
+    }
+
+    /// Level 2: "random flag ... SHOULD be propagated" with the trace id
+    /// (the suite's `test_propagates_random_flag`).
+    #[test]
+    fn the_random_flag_travels_with_the_trace_id() {
+        for (flags, out_flags) in [("02", "02"), ("03", "03"), ("0b", "03"), ("08", "00")] {
+            let inbound = format!("00-12345678901234567890123456789012-1234567890123456-{flags}");
+            let out = passed_on(&[("traceparent", &inbound)]);
+            assert!(
+                out["traceparent"].starts_with("00-12345678901234567890123456789012-"),
+                "{out:?}"
+            );
+            assert!(
+                out["traceparent"].ends_with(&format!("-{out_flags}")),
+                "{flags}: {out:?}"
+            );
         }
     }
 

@@ -47,8 +47,9 @@ fn reference_traceparent(raw: &str) -> Option<String> {
     if trace == "0".repeat(32) || parent == "0".repeat(16) {
         return None;
     }
-    let sampled = u8::from_str_radix(flags, 16).unwrap() & 1;
-    Some(format!("00-{trace}-{parent}-0{sampled}"))
+    // Level 2 knows two flags, sampled (0x01) and random (0x02).
+    let known = u8::from_str_radix(flags, 16).unwrap() & 0x03;
+    Some(format!("00-{trace}-{parent}-{known:02x}"))
 }
 
 /// `tracestate` as the spec's prose reads (see `tracecontext`): the kept
@@ -195,9 +196,10 @@ proptest! {
         let raw = format!("00-{trace:032x}-{parent:016x}-{flags:02x}");
         let p = parse_traceparent(&raw).expect("a well-formed traceparent parses");
         prop_assert_eq!(p.sampled, flags & 1 == 1);
+        prop_assert_eq!(p.random, flags & 2 == 2);
         let again = parse_traceparent(&p.to_string()).unwrap();
         prop_assert_eq!(again, p);
-        if flags <= 1 {
+        if flags <= 3 {
             prop_assert_eq!(p.to_string(), raw);
         }
     }

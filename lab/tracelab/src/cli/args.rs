@@ -1,6 +1,5 @@
 //! Argument groups and value parsers shared by several commands: where the
-//! lab is (the record `tracelab up` wrote, or ports, host, admin token,
-//! Tempo), how output looks.
+//! lab is (its console, `up`'s ports, Tempo), how output looks.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -11,11 +10,9 @@ use clap::Args;
 use reqwest::Url;
 use tracelab_contract::fault::duration;
 
-use crate::fault::FaultClient;
-use tracelab_contract::service::ServiceName;
-
-use crate::fault::{canonical_service, service_names};
+use crate::console::ConsoleClient;
 use crate::supervisor::{LabRecord, Ports};
+use tracelab_contract::service::ServiceName;
 
 /// Tempo API of a lab started with the contract's ports.
 pub fn default_tempo() -> String {
@@ -98,9 +95,37 @@ impl PortArgs {
 /// Where to find Tempo's API.
 #[derive(Debug, Args)]
 pub struct TempoArg {
-    /// Tempo API base URL (the embedded collector or a real Tempo).
-    #[arg(long, env = "TRACELAB_TEMPO_URL", default_value_t = url(&default_tempo()), value_name = "URL")]
-    pub tempo: Url,
+    /// Tempo API base URL (the embedded collector or a real Tempo) [default:
+    /// the lab `tracelab up` recorded, else http://127.0.0.1:3200].
+    #[arg(long, env = "TRACELAB_TEMPO_URL", value_name = "URL")]
+    pub tempo: Option<Url>,
+}
+
+impl TempoArg {
+    /// `--tempo` / `TRACELAB_TEMPO_URL`, else the recorded lab's, else the contract's.
+    pub fn url(&self) -> String {
+        match &self.tempo {
+            Some(u) => u.as_str().trim_end_matches('/').to_string(),
+            None => recorded_lab()
+                .map(|r| r.tempo)
+                .unwrap_or_else(default_tempo),
+        }
+    }
+}
+
+/// The record of a running `tracelab up`, if any (a damaged one counts as none).
+pub(crate) fn recorded_lab() -> Option<LabRecord> {
+    LabRecord::read_live().ok().flatten()
+}
+
+/// A gateway flag's value, else the recorded lab's gateway, else the contract's.
+pub(crate) fn gateway_or_recorded(flag: Option<&Url>) -> String {
+    match flag {
+        Some(u) => u.as_str().trim_end_matches('/').to_string(),
+        None => recorded_lab()
+            .map(|r| r.gateway)
+            .unwrap_or_else(default_gateway),
+    }
 }
 
 /// How wide and colorful the output is.
@@ -211,126 +236,36 @@ impl TokenArgs {
     }
 }
 
-/// The lab `tracelab up` recorded, if any. An unreadable record counts as
-/// none, with a warning: the flags can still say where the lab is.
-fn recorded_lab() -> Option<LabRecord> {
-    let path = LabRecord::default_path().ok()?;
-    match LabRecord::load(&path) {
-        Ok(record) => record,
-        Err(e) => {
-            eprintln!("warning: {e:#}");
-            None
-        }
-    }
+/// Where the lab is: its console, the lab's one URL.
+#[derive(Debug, Clone, Args)]
+pub struct LabUrlArg {
+    /// The lab's URL (its console) [default: the lab `tracelab up` recorded,
+    /// else http://127.0.0.1:7070].
+    #[arg(long = "lab", env = "TRACELAB_URL", value_name = "URL", global = true)]
+    pub lab: Option<Url>,
 }
 
-/// Where the lab's services are, for the commands that talk to a running
-/// lab. With no flag, the lab `tracelab up` recorded (its admin listeners
-/// are on free ports), else the contract's ports on 127.0.0.1.
-#[derive(Debug, Args)]
-pub struct LabArgs {
-    /// Host the lab's services listen on [default: the recorded lab's, else
-    /// 127.0.0.1].
-    #[arg(long, env = "TRACELAB_HOST", conflicts_with = "compose")]
-    pub host: Option<String>,
-    /// Reach each service by its name on the Docker Compose network
-    /// (`http://payment:8083`, its admin API at `http://payment:8183`,
-    /// Tempo at `http://tempo:3200`): for commands run inside the stack,
-    /// e.g. `docker compose exec load tracelab fault list`.
-    #[arg(long, env = "TRACELAB_COMPOSE")]
-    pub compose: bool,
-    #[command(flatten)]
-    pub token: TokenArgs,
-    /// Ports of the running lab (the same flags and variables as `tracelab up`).
-    #[command(flatten, next_help_heading = "Lab ports")]
-    pub ports: PortArgs,
-}
-
-impl LabArgs {
-    /// The lab `tracelab up` recorded, unless a flag says where the lab is.
-    pub fn recorded(&self) -> Option<LabRecord> {
-        if self.addressed() {
-            None
-        } else {
-            recorded_lab()
-        }
-    }
-
-    /// Whether a flag (or its variable) says where the lab is.
-    fn addressed(&self) -> bool {
-        self.compose || self.host.is_some() || self.ports.any_given()
-    }
-
-    /// Base URL of a service (or `tempo`).
-    pub fn url(&self, service: &str) -> String {
-        self.url_in(self.recorded().as_ref(), service)
-    }
-
-    fn url_in(&self, record: Option<&LabRecord>, service: &str) -> String {
-        let recorded = record.and_then(|r| match service {
-            "tempo" => Some(r.tempo.clone()),
-            _ => r.services.get(canonical_service(service)?).cloned(),
-        });
-        recorded.unwrap_or_else(|| {
-            let ports = self.ports.ports();
-            let port = if service == "tempo" {
-                ports.tempo
-            } else {
-                ports.for_service(service).unwrap_or(0)
-            };
-            format!("http://{}:{port}", self.host_of(service))
-        })
-    }
-
-    /// Base URL of a service's admin (fault) API.
-    pub fn admin_url(&self, service: &str) -> String {
-        self.admin_url_in(self.recorded().as_ref(), service)
-    }
-
-    fn admin_url_in(&self, record: Option<&LabRecord>, service: &str) -> String {
-        let recorded = record.and_then(|r| r.admin.get(canonical_service(service)?).cloned());
-        recorded.unwrap_or_else(|| {
-            let port = service
-                .parse::<ServiceName>()
-                .map(ServiceName::default_admin_port)
-                .unwrap_or(0);
-            format!("http://{}:{port}", self.host_of(service))
-        })
-    }
-
-    fn host_of(&self, service: &str) -> String {
-        if self.compose {
-            // Compose names each container's DNS entry after its service.
-            return canonical_service(service).unwrap_or(service).to_string();
-        }
-        let host = self
-            .host
-            .as_deref()
-            .unwrap_or(tracelab_contract::defaults::HOST);
-        if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        }
-    }
-
-    /// The six services' admin API base URLs.
-    pub fn admin_urls(&self) -> Vec<(String, String)> {
-        let record = self.recorded();
-        service_names()
-            .iter()
-            .map(|s| (s.to_string(), self.admin_url_in(record.as_ref(), s)))
-            .collect()
-    }
-
-    /// An admin client for the six services.
+impl LabUrlArg {
+    /// The console's URL: `--lab` / `TRACELAB_URL`, else the record of a
+    /// running `tracelab up`, else the default.
     ///
     /// # Errors
-    /// No admin token to be found ([`TokenArgs::token`]), or the HTTP
-    /// client cannot be built.
-    pub fn fault_client(&self) -> anyhow::Result<FaultClient> {
-        let token = self.token.token()?;
-        FaultClient::new(self.admin_urls(), &token)
+    /// When the record exists but cannot be read.
+    pub fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.lab {
+            return Ok(url.as_str().trim_end_matches('/').to_string());
+        }
+        Ok(LabRecord::read_live()?
+            .and_then(|record| record.console)
+            .unwrap_or_else(crate::console::default_url))
+    }
+
+    /// A client of the lab's console; requests may take `timeout`.
+    ///
+    /// # Errors
+    /// As [`LabUrlArg::url`], or a bad URL.
+    pub fn client(&self, timeout: Duration) -> anyhow::Result<ConsoleClient> {
+        ConsoleClient::new(&self.url()?, timeout)
     }
 }
 
@@ -384,27 +319,21 @@ mod tests {
     #[derive(Debug, Parser)]
     struct Cli {
         #[command(flatten)]
-        lab: LabArgs,
+        token: TokenArgs,
     }
 
-    fn parse(args: &[&str]) -> LabArgs {
+    fn parse(args: &[&str]) -> TokenArgs {
         Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
             .unwrap()
-            .lab
+            .token
     }
 
     fn record() -> LabRecord {
         LabRecord {
             gateway: "http://127.0.0.1:18080".into(),
             tempo: "http://127.0.0.1:13200".into(),
-            services: BTreeMap::from([
-                ("gateway".into(), "http://127.0.0.1:18080".into()),
-                ("payment-provider".into(), "http://127.0.0.1:18090".into()),
-            ]),
-            admin: BTreeMap::from([
-                ("gateway".into(), "http://127.0.0.1:40001".into()),
-                ("payment-provider".into(), "http://127.0.0.1:40006".into()),
-            ]),
+            services: BTreeMap::from([("gateway".into(), "http://127.0.0.1:18080".into())]),
+            admin: BTreeMap::from([("gateway".into(), "http://127.0.0.1:40001".into())]),
             admin_token: "the-recorded-lab-s-token".into(),
             database_url: String::new(),
             amqp_url: String::new(),
@@ -415,47 +344,27 @@ mod tests {
         }
     }
 
-    /// With no flag, the recorded lab: its admin listeners on free ports.
+    /// The token `tracelab console` keeps: the flag, else the file, else
+    /// the recorded lab's; with none, an error that says where to get one.
     #[test]
-    fn the_recorded_lab_is_found_with_no_flags() {
-        let lab = parse(&[]);
-        if lab.addressed() || lab.token.admin_token.is_some() {
-            return; // TRACELAB_* set in this environment: not this case.
+    fn the_token_comes_from_the_flag_the_file_or_the_record() {
+        let none = parse(&[]);
+        if none.admin_token.is_some() || none.admin_token_file.is_some() {
+            return; // TRACELAB_ADMIN_TOKEN* set in this environment: not this case.
         }
         let r = record();
         assert_eq!(
-            lab.admin_url_in(Some(&r), "provider"),
-            "http://127.0.0.1:40006"
-        );
-        assert_eq!(lab.url_in(Some(&r), "gateway"), "http://127.0.0.1:18080");
-        assert_eq!(lab.url_in(Some(&r), "tempo"), "http://127.0.0.1:13200");
-        assert_eq!(
-            lab.token.token_with(Some(&r)).unwrap(),
+            none.token_with(Some(&r)).unwrap(),
             "the-recorded-lab-s-token"
         );
-        // No record: the contract's ports, and no token to guess.
-        assert_eq!(lab.admin_url_in(None, "payment"), "http://127.0.0.1:8183");
-        let err = lab.token.token_with(None).unwrap_err().to_string();
+        let err = none.token_with(None).unwrap_err().to_string();
         assert!(
             err.contains("no admin token") && err.contains("tracelab up"),
             "{err}"
         );
-    }
-
-    /// A flag that says where the lab is, or what the token is, wins.
-    #[test]
-    fn flags_win_over_the_record() {
-        for flags in [
-            &["--host", "10.0.0.5"][..],
-            &["--compose"],
-            &["--payment-port", "9999"],
-        ] {
-            assert!(parse(flags).addressed(), "{flags:?}");
-        }
-        let r = record();
-        let lab = parse(&["--admin-token", "given-on-the-command-line"]);
+        let given = parse(&["--admin-token", "given-on-the-command-line"]);
         assert_eq!(
-            lab.token.token_with(Some(&r)).unwrap(),
+            given.token_with(Some(&r)).unwrap(),
             "given-on-the-command-line"
         );
 
@@ -463,14 +372,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("token");
         std::fs::write(&file, "from-the-token-file\n").unwrap();
-        let path = file.to_str().unwrap();
-        let lab = parse(&["--admin-token-file", path]);
+        let from_file = parse(&["--admin-token-file", file.to_str().unwrap()]);
         assert_eq!(
-            lab.token.token_with(Some(&r)).unwrap(),
+            from_file.token_with(Some(&r)).unwrap(),
             "from-the-token-file"
         );
         std::fs::write(&file, "\n").unwrap();
-        let err = lab.token.token_with(Some(&r)).unwrap_err().to_string();
+        let err = from_file.token_with(Some(&r)).unwrap_err().to_string();
         assert!(err.contains("holds no admin token"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }

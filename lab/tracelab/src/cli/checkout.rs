@@ -13,14 +13,14 @@ use tracelab_client::gateway::{
 };
 use tracelab_client::{TempoClient, TraceWaitTimeout, http_error_summary, render_waterfall};
 
-use super::args::{DisplayArgs, TempoArg, default_gateway, duration_arg, url};
+use super::args::{DisplayArgs, TempoArg, duration_arg, gateway_or_recorded};
 
 /// `tracelab checkout`
 #[derive(Debug, Args)]
 pub struct CheckoutArgs {
-    /// Gateway base URL.
-    #[arg(long, env = "TRACELAB_GATEWAY_URL", default_value_t = url(&default_gateway()), value_name = "URL")]
-    pub gateway: Url,
+    /// Gateway base URL [default: the lab `tracelab up` recorded, else http://127.0.0.1:8080].
+    #[arg(long, env = "TRACELAB_GATEWAY_URL", value_name = "URL")]
+    pub gateway: Option<Url>,
     #[command(flatten)]
     pub tempo: TempoArg,
     /// Demo user (alice, bob, carol).
@@ -112,7 +112,8 @@ pub(super) async fn run(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("building HTTP client")?;
     // 1. Log in.
-    let base = args.gateway.as_str();
+    let gateway = gateway_or_recorded(args.gateway.as_ref());
+    let base = gateway.as_str();
     let password = args
         .password
         .clone()
@@ -166,7 +167,7 @@ pub(super) async fn run(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
     }
 
     // 3. Wait for the trace to be complete, then show it.
-    let tempo = TempoClient::new(args.tempo.tempo.as_str())?;
+    let tempo = TempoClient::new(&args.tempo.url())?;
     let succeeded = status.is_success();
     let wait = args.wait;
     println!(

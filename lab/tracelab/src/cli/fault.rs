@@ -10,15 +10,18 @@
 //! tracelab fault list                                    # every service (or: tracelab fault list payment)
 //! tracelab fault clear payment.save                      # one point; a service name or `all` clears more
 //! ```
+//!
+//! Every command but `points` is a client of the lab console (`--lab`).
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
-use super::args::LabArgs;
+use super::args::LabUrlArg;
+use crate::console::ConsoleClient;
+use crate::console::api::faults::{Cleared, ClearedPoint, FaultList, SetFault};
 use crate::fault::{
     GENERIC_KINDS, canonical_service, check_point_and_kind, params_text, parse_specs, point,
     service_names, service_of_point, spec_from_args,
@@ -31,6 +34,8 @@ use tracelab_contract::fault::FaultPoint;
 pub struct FaultArgs {
     #[command(subcommand)]
     pub command: FaultCommand,
+    #[command(flatten)]
+    pub lab: LabUrlArg,
 }
 
 /// The `fault` subcommands.
@@ -58,8 +63,6 @@ pub struct FaultListArgs {
     /// Show the faults even while an exercise is running (gives its answer away).
     #[arg(long)]
     pub peek: bool,
-    #[command(flatten)]
-    pub lab: LabArgs,
 }
 
 /// `tracelab fault set`
@@ -93,8 +96,6 @@ pub struct FaultSetArgs {
     /// Send the spec even if the kind has no effect at that point.
     #[arg(long)]
     pub force: bool,
-    #[command(flatten)]
-    pub lab: LabArgs,
 }
 
 /// `tracelab fault clear`
@@ -103,8 +104,6 @@ pub struct FaultClearArgs {
     /// A point (payment.save), a service (payment), or `all`.
     #[arg(default_value = "all")]
     pub target: String,
-    #[command(flatten)]
-    pub lab: LabArgs,
 }
 
 /// Runs `tracelab fault ...`.
@@ -117,9 +116,9 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<ExitCode> {
             print_points();
             Ok(ExitCode::SUCCESS)
         }
-        FaultCommand::List(a) => list(a).await,
-        FaultCommand::Set(a) => set(a).await,
-        FaultCommand::Clear(a) => clear(a).await,
+        FaultCommand::List(a) => list(a, &args.lab).await,
+        FaultCommand::Set(a) => set(a, &args.lab).await,
+        FaultCommand::Clear(a) => clear(a, &args.lab).await,
     }
 }
 
@@ -154,31 +153,36 @@ fn selected_services(target: &str) -> anyhow::Result<Vec<&'static str>> {
     Ok(vec![svc])
 }
 
-async fn list(args: FaultListArgs) -> anyhow::Result<ExitCode> {
-    let client = args.lab.fault_client()?;
+fn console(lab: &LabUrlArg) -> anyhow::Result<ConsoleClient> {
+    lab.client(Duration::from_secs(30))
+}
+
+async fn list(args: FaultListArgs, lab: &LabUrlArg) -> anyhow::Result<ExitCode> {
     let services = selected_services(&args.service)?;
-    let hidden = !args.peek && crate::exercise::exercise_running();
-    let mut reports = Vec::new();
-    for s in services {
-        reports.push((s, client.list(s).await?));
-    }
-    if hidden {
-        let n: usize = reports.iter().map(|(_, r)| r.faults.len()).sum();
+    let path = if args.peek {
+        "/api/faults?peek=true"
+    } else {
+        "/api/faults"
+    };
+    let list: FaultList = console(lab)?.get(path).await?;
+    if list.hidden {
         println!(
-            "an exercise is running: {n} fault(s) set, details hidden (that would be the answer).\n\
-             `tracelab exercise status` shows your progress; add --peek to show them anyway."
+            "an exercise is running: {} fault(s) set, details hidden (that would be the answer).\n\
+             `tracelab exercise status` shows your progress; add --peek to show them anyway.",
+            list.count
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let reports: Vec<_> = list
+        .services
+        .into_iter()
+        .filter(|s| services.contains(&s.service.as_str()))
+        .collect();
     if args.json {
-        let out: Vec<Value> = reports
-            .iter()
-            .map(|(_, r)| serde_json::to_value(r).unwrap_or(Value::Null))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&reports)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let total: usize = reports.iter().map(|(_, r)| r.faults.len()).sum();
+    let total: usize = reports.iter().map(|r| r.faults.len()).sum();
     if total == 0 {
         println!("no faults set");
         return Ok(ExitCode::SUCCESS);
@@ -188,7 +192,7 @@ async fn list(args: FaultListArgs) -> anyhow::Result<ExitCode> {
         "SERVICE", "POINT", "KIND", "PARAMS", "PROB", "ACTIVE"
     );
     let now = chrono::Utc::now();
-    for (service, report) in &reports {
+    for report in &reports {
         for f in &report.faults {
             let expires = match f.expires_at {
                 Some(at) => {
@@ -199,7 +203,7 @@ async fn list(args: FaultListArgs) -> anyhow::Result<ExitCode> {
             };
             println!(
                 "{:<17} {:<24} {:<18} {:<28} {:>5} {:<8} {expires}",
-                service,
+                report.service,
                 f.spec.point,
                 f.spec.kind.name(),
                 params_text(&f.spec),
@@ -224,7 +228,7 @@ fn read_spec_arg(arg: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(arg).with_context(|| format!("reading fault spec file {arg}"))
 }
 
-async fn set(args: FaultSetArgs) -> anyhow::Result<ExitCode> {
+async fn set(args: FaultSetArgs, lab: &LabUrlArg) -> anyhow::Result<ExitCode> {
     let specs = match (&args.spec, &args.point, &args.kind) {
         (Some(spec), _, _) => parse_specs(&read_spec_arg(spec)?)?,
         (None, Some(point), Some(kind)) => vec![spec_from_args(
@@ -247,21 +251,27 @@ async fn set(args: FaultSetArgs) -> anyhow::Result<ExitCode> {
         };
         targets.push((service, spec));
     }
-    let client = args.lab.fault_client()?;
-    for (service, spec) in &targets {
-        if args.show_in_traces {
-            client.set_visible(service, true).await?;
-        }
+    let console = console(lab)?;
+    let mut path = String::from("/api/faults?");
+    if args.force {
+        path.push_str("force=true&");
+    }
+    if args.show_in_traces {
+        path.push_str("show_in_traces=true");
+    }
+    for (_, spec) in &targets {
         let started = Instant::now();
-        let active = client.set(service, spec).await?;
+        let set: SetFault = console.put(path.trim_end_matches(['?', '&']), spec).await?;
         let took = started.elapsed();
+        let active = set.fault;
         let params = params_text(&active.spec);
         let mut line = format!(
-            "set {} {}{}{} on {service}",
+            "set {} {}{}{} on {}",
             active.spec.point,
             active.spec.kind.name(),
             if params.is_empty() { "" } else { " " },
-            params
+            params,
+            set.service
         );
         if active.spec.probability < 1.0 {
             line.push_str(&format!(" (probability {})", active.spec.probability));
@@ -278,22 +288,24 @@ async fn set(args: FaultSetArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn clear(args: FaultClearArgs) -> anyhow::Result<ExitCode> {
-    let client = args.lab.fault_client()?;
+async fn clear(args: FaultClearArgs, lab: &LabUrlArg) -> anyhow::Result<ExitCode> {
+    let console = console(lab)?;
     let target = args.target.trim();
     if point(target).is_some() || (target.contains('.') && service_of_point(target).is_some()) {
-        let service = service_of_point(target).context("no service for that point")?;
-        if client.clear_point(service, target).await? {
-            println!("cleared {target} on {service}");
+        let cleared: ClearedPoint = console.delete(&format!("/api/faults/{target}")).await?;
+        if cleared.cleared {
+            println!("cleared {target} on {}", cleared.service);
         } else {
             println!("no fault was set at {target}");
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut total = 0;
-    for service in selected_services(target)? {
-        total += client.clear_service(service).await?;
-    }
+    let path = match selected_services(target)?.as_slice() {
+        [one] if !target.eq_ignore_ascii_case("all") => format!("/api/faults?service={one}"),
+        _ => "/api/faults".to_string(),
+    };
+    let cleared: Cleared = console.delete(&path).await?;
+    let total = cleared.cleared;
     println!("cleared {total} fault{}", if total == 1 { "" } else { "s" });
     Ok(ExitCode::SUCCESS)
 }
@@ -311,6 +323,7 @@ mod tests {
         let cli = Cli::try_parse_from([&["tracelab", "fault", "set"], argv].concat()).unwrap();
         let Command::Fault(FaultArgs {
             command: FaultCommand::Set(args),
+            ..
         }) = cli.command
         else {
             panic!("not fault set")

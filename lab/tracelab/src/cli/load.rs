@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args};
 use reqwest::Url;
 use tracelab_contract::fault::duration;
 
-use super::args::{duration_arg, parse_rate};
+use super::args::{duration_arg, gateway_or_recorded, parse_rate};
 use crate::load::summary::fmt_rate;
 use crate::load::{DEFAULT_MIX, LoadConfig, Mix, Progress, User, parse_mix, parse_user, run_until};
 
@@ -30,14 +30,9 @@ pub struct LoadArgs {
     /// routes left out get 0.
     #[arg(long, value_parser = parse_mix, default_value = DEFAULT_MIX, value_name = "ROUTE=WEIGHT,..")]
     pub mix: Mix,
-    /// Gateway base URL.
-    #[arg(
-        long,
-        env = "TRACELAB_GATEWAY_URL",
-        default_value = "http://127.0.0.1:8080",
-        value_name = "URL"
-    )]
-    pub gateway: Url,
+    /// Gateway base URL [default: the lab `tracelab up` recorded, else http://127.0.0.1:8080].
+    #[arg(long, env = "TRACELAB_GATEWAY_URL", value_name = "URL")]
+    pub gateway: Option<Url>,
     /// Users to log in as, round robin (NAME or NAME:PASSWORD; the password
     /// defaults to NAME-password).
     #[arg(long, value_delimiter = ',', value_parser = parse_user, default_value = "alice,bob,carol")]
@@ -72,7 +67,7 @@ impl LoadArgs {
     /// The generator configuration these arguments describe.
     pub fn config(&self) -> LoadConfig {
         LoadConfig {
-            gateway: self.gateway.to_string(),
+            gateway: gateway_or_recorded(self.gateway.as_ref()),
             rps: self.rps,
             duration: if self.forever { None } else { self.duration },
             mix: self.mix.clone(),

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod checkout;
 pub mod collector;
 pub mod console;
+pub mod dlq;
 pub mod exercise;
 pub mod fault;
 pub mod health;
@@ -66,6 +67,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Print a random admin token, or make sure a file holds one (compose's init step).
     AdminToken(admin_token::AdminTokenArgs),
+    /// The notification dead-letter queue: list it, replay messages back to work.
+    Dlq(dlq::DlqArgs),
 }
 /// Runs a parsed command line.
 ///
@@ -86,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exercise(args) => exercise::run(args).await,
         Command::Bench(args) => bench::run_bench(args).await,
         Command::AdminToken(args) => admin_token::run(args),
+        Command::Dlq(args) => dlq::run(args).await,
     }
 }
 
@@ -357,31 +361,33 @@ mod tests {
     }
 
     #[test]
-    fn compose_mode_reaches_services_by_name() {
-        let cli = parse(&["fault", "list", "--compose"]).unwrap();
+    fn lab_commands_take_the_lab_url() {
+        let cli = parse(&["fault", "list", "--lab", "http://10.0.0.5:7070/"]).unwrap();
         let Command::Fault(f) = cli.command else {
             panic!()
         };
-        let fault::FaultCommand::List(list) = f.command else {
+        assert!(matches!(f.command, fault::FaultCommand::List(_)));
+        assert_eq!(f.lab.url().unwrap(), "http://10.0.0.5:7070");
+        // Global: before or after the subcommand.
+        let cli = parse(&[
+            "exercise",
+            "--lab",
+            "http://h:1",
+            "answer",
+            "auth",
+            "POST",
+            "/verify",
+        ])
+        .unwrap();
+        let Command::Exercise(e) = cli.command else {
             panic!()
         };
-        assert_eq!(list.lab.url("payment"), "http://payment:8083");
-        assert_eq!(list.lab.url("provider"), "http://payment-provider:8090");
-        assert_eq!(list.lab.url("tempo"), "http://tempo:3200");
-        assert_eq!(list.lab.admin_url("payment"), "http://payment:8183");
-        assert_eq!(
-            list.lab.admin_url("provider"),
-            "http://payment-provider:8190"
-        );
-        let cli = parse(&["fault", "list", "--host", "10.0.0.5"]).unwrap();
-        let Command::Fault(f) = cli.command else {
+        assert_eq!(e.lab.url().unwrap(), "http://h:1");
+        let exercise::ExerciseCommand::Answer(a) = e.command else {
             panic!()
         };
-        let fault::FaultCommand::List(list) = f.command else {
-            panic!()
-        };
-        assert_eq!(list.lab.url("payment"), "http://10.0.0.5:8083");
-        assert_eq!(list.lab.admin_url("gateway"), "http://10.0.0.5:8180");
-        assert!(parse(&["fault", "list", "--compose", "--host", "x"]).is_err());
+        assert_eq!(a.operation, ["POST", "/verify"]);
+        assert!(parse(&["scenario", "list", "--lab", "not a url"]).is_err());
+        assert!(parse(&["fault", "list", "--compose"]).is_err());
     }
 }

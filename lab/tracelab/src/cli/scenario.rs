@@ -1,26 +1,28 @@
-//! `tracelab scenario list|show|start|stop|verify`.
+//! `tracelab scenario list|show|start|stop|verify`: a client of the lab
+//! console, which holds the catalog and the services' admin token.
 
-use std::path::PathBuf;
+use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use serde_json::json;
 
-use super::args::{LabArgs, duration_arg};
-use crate::scenario::render::render_full;
-use crate::scenario::verify::{Target, verify};
-use crate::scenario::{Catalog, Lang, Scenario};
+use super::args::{LabUrlArg, duration_arg};
+use crate::console::api::scenarios::{ScenarioList, ScenarioView, Started, Stopped, Verified};
+use crate::fault::params_text;
+use crate::scenario::Lang;
 
 /// `tracelab scenario`
 #[derive(Debug, Args)]
 pub struct ScenarioArgs {
     #[command(subcommand)]
     pub command: ScenarioCommand,
-    /// Scenario directory [default: $TRACELAB_SCENARIOS, ./scenarios, or the workspace's].
-    #[arg(long, value_name = "DIR", global = true)]
-    pub scenarios: Option<PathBuf>,
     /// Language of the texts [default: from $LANG].
     #[arg(long, global = true, value_name = "en|ja")]
     pub lang: Option<Lang>,
+    #[command(flatten)]
+    pub lab: LabUrlArg,
 }
 
 /// The `scenario` subcommands.
@@ -40,15 +42,11 @@ pub enum ScenarioCommand {
         /// Add a `fault.injected` event to the spans where a fault fires.
         #[arg(long)]
         show_in_traces: bool,
-        #[command(flatten)]
-        lab: LabArgs,
     },
     /// Clear a scenario's faults (or, without an id, every fault).
     Stop {
         /// Scenario id.
         id: Option<String>,
-        #[command(flatten)]
-        lab: LabArgs,
     },
     /// Check a scenario's answer key on the running lab: its signature must be
     /// absent while it is stopped and present while it runs (sends traffic).
@@ -64,37 +62,25 @@ pub struct VerifyArgs {
     /// scenario's]. With the tail sampling of `sampling.yaml` traces appear
     /// only after its decision_wait_ms: pass e.g. 11s.
     #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
-    pub settle: Option<std::time::Duration>,
-    /// How long a running scenario may take to show its signature.
+    pub settle: Option<Duration>,
+    /// How long a running scenario may take to show its signature (at most 5m).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_arg)]
-    pub timeout: std::time::Duration,
-    /// Postgres of the lab (for the one-charge-per-key invariant) [default:
-    /// the recorded lab's, else the contract's].
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: Option<String>,
-    /// RabbitMQ of the lab (for the dead-letter queue depth) [default: the
-    /// recorded lab's, else the contract's].
-    #[arg(long, env = "AMQP_URL")]
-    pub amqp_url: Option<String>,
-    /// The notification queue (its DLQ is `<queue>.dlq`) [default: the
-    /// recorded lab's, else the lab's own, named after its database].
-    #[arg(long, env = "TRACELAB_QUEUE")]
-    pub queue: Option<String>,
-    #[command(flatten)]
-    pub lab: LabArgs,
+    pub timeout: Duration,
 }
 
 /// Runs `tracelab scenario ...`.
 ///
 /// # Errors
-/// An invalid catalog, an unknown id, an unreachable lab.
+/// No console, an unknown id, or the console's refusal.
 pub async fn run(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::load_or_default(args.scenarios.as_deref())?;
     let lang = args.lang.unwrap_or_else(Lang::from_env);
+    // A verification sends traffic and waits for traces: minutes, not seconds.
+    let console = args.lab.client(Duration::from_secs(15 * 60))?;
     match args.command {
         ScenarioCommand::List => {
+            let list: ScenarioList = console.get("/api/scenarios").await?;
             println!("{:<34} {:<9} {:>4}  TITLE", "ID", "KIND", "DIFF");
-            for s in &catalog.scenarios {
+            for s in &list.scenarios {
                 let kind = match s.pitfall {
                     Some(_) => "pitfall".to_string(),
                     None => s.category.to_string(),
@@ -108,104 +94,139 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             println!(
-                "\n{} scenarios in {}. Play one blind: tracelab exercise start --random",
-                catalog.scenarios.len(),
-                catalog.dir.display()
+                "\n{} scenarios. Play one blind: tracelab exercise start --random",
+                list.scenarios.len()
             );
         }
         ScenarioCommand::Show { id } => {
-            let s = catalog.get(&id)?;
-            print!("{}", render_full(s, lang));
+            let s: ScenarioView = console.get(&format!("/api/scenarios/{id}")).await?;
+            print!("{}", render_full(&s, lang));
         }
-        ScenarioCommand::Start {
-            id,
-            show_in_traces,
-            lab,
-        } => {
-            let s = catalog.get(&id)?;
-            let client = lab.fault_client()?;
-            let set = s.start(&client, show_in_traces).await?;
-            println!("{}: {}", s.id, s.title.get(lang));
-            for a in set {
-                let params = crate::fault::params_text(&a.spec);
+        ScenarioCommand::Start { id, show_in_traces } => {
+            let started: Started = console
+                .post(
+                    &format!("/api/scenarios/{id}/start"),
+                    Some(&json!({ "show_in_traces": show_in_traces })),
+                )
+                .await?;
+            println!("{}: {}", started.id, started.title.get(lang));
+            for set in &started.set {
+                let params = params_text(&set.fault.spec);
                 println!(
                     "  set {} {}{}{params}",
-                    a.spec.point,
-                    a.spec.kind.name(),
+                    set.fault.spec.point,
+                    set.fault.spec.kind.name(),
                     if params.is_empty() { "" } else { " " },
                 );
             }
             println!(
                 "\nsymptom: {}\nsend traffic (tracelab checkout, or tracelab load), then look in Tempo.\n\
                  stop it with: tracelab scenario stop {}",
-                s.symptom.get(lang),
-                s.id
+                started.symptom.get(lang),
+                started.id
             );
         }
-        ScenarioCommand::Verify(v) => return verify_cli(&catalog, v).await,
-        ScenarioCommand::Stop { id, lab } => {
-            let client = lab.fault_client()?;
-            match id {
-                Some(id) => {
-                    let s = catalog.get(&id)?;
-                    s.stop(&client).await?;
-                    println!("stopped {}", s.id);
+        ScenarioCommand::Stop { id } => {
+            let stopped: Stopped = console
+                .post("/api/scenarios/stop", Some(&json!({ "id": id })))
+                .await?;
+            match (stopped.stopped, stopped.cleared) {
+                (Some(id), _) => println!("stopped {id}"),
+                (None, n) => println!("cleared {} fault(s) on every service", n.unwrap_or(0)),
+            }
+        }
+        ScenarioCommand::Verify(v) => {
+            let ids: Vec<String> = if v.id == "all" {
+                let list: ScenarioList = console.get("/api/scenarios").await?;
+                list.scenarios.into_iter().map(|s| s.id).collect()
+            } else {
+                vec![v.id.clone()]
+            };
+            let body = json!({
+                "settle_ms": v.settle.map(|d| d.as_millis() as u64),
+                "timeout_ms": v.timeout.as_millis() as u64,
+            });
+            let mut failed = Vec::new();
+            for id in ids {
+                let verified: Verified = console
+                    .post(&format!("/api/scenarios/{id}/verify"), Some(&body))
+                    .await?;
+                println!("{}", verified.report);
+                if !verified.passed {
+                    failed.push(id);
                 }
-                None => {
-                    let n = client.clear_all().await?;
-                    println!("cleared {n} fault(s) on every service");
-                }
+            }
+            if !failed.is_empty() {
+                println!("failed: {}", failed.join(", "));
+                return Ok(ExitCode::FAILURE);
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn verify_cli(catalog: &Catalog, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let recorded = args.lab.recorded();
-    let database_url = args
-        .database_url
-        .clone()
-        .or_else(|| recorded.as_ref().map(|r| r.database_url.clone()))
-        .unwrap_or_else(|| crate::supervisor::DEFAULT_DATABASE_URL.to_string());
-    let amqp_url = args
-        .amqp_url
-        .clone()
-        .or_else(|| recorded.as_ref().map(|r| r.amqp_url.clone()))
-        .unwrap_or_else(|| crate::supervisor::DEFAULT_AMQP_URL.to_string());
-    let queue = args
-        .queue
-        .clone()
-        .or_else(|| recorded.as_ref().map(|r| r.queue.clone()))
-        .unwrap_or_else(|| tracelab_contract::messaging::lab_queue(&database_url));
-    let target = Target {
-        gateway: args.lab.url("gateway"),
-        tempo: tracelab_client::TempoClient::new(&args.lab.url("tempo"))?,
-        faults: args.lab.fault_client()?,
-        database_url: Some(database_url),
-        dlq: Some((amqp_url, tracelab_contract::messaging::dlq_name(&queue))),
-    };
-    let scenarios: Vec<&Scenario> = if args.id == "all" {
-        catalog.scenarios.iter().collect()
-    } else {
-        vec![catalog.get(&args.id)?]
-    };
-    let mut failed = Vec::new();
-    for s in scenarios {
-        let mut s = s.clone();
-        if let Some(settle) = args.settle {
-            s.traffic.settle_ms = settle.as_millis() as u64;
-        }
-        let v = verify(&target, &s, args.timeout).await?;
-        println!("{}", v.render());
-        if !v.passed() {
-            failed.push(s.id.clone());
-        }
+/// Everything about a scenario, answer included.
+fn render_full(s: &ScenarioView, lang: Lang) -> String {
+    let summary = &s.summary;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} — {}", summary.id, summary.title.get(lang));
+    let _ = writeln!(
+        out,
+        "category: {}{}   difficulty: {}",
+        summary.category,
+        summary
+            .pitfall
+            .map(|p| format!(
+                " ({})",
+                serde_json::to_string(&p)
+                    .unwrap_or_default()
+                    .trim_matches('"')
+            ))
+            .unwrap_or_default(),
+        summary.difficulty
+    );
+    let _ = writeln!(out, "\nstory:\n  {}", summary.story.get(lang).trim());
+    let _ = writeln!(out, "\nsymptom:\n  {}", summary.symptom.get(lang).trim());
+    let _ = writeln!(out, "\nfaults:");
+    for f in &s.faults {
+        let _ = writeln!(
+            out,
+            "  {:<17} {} {} {}{}",
+            f.service,
+            f.spec.point,
+            f.spec.kind.name(),
+            params_text(&f.spec),
+            if f.spec.probability < 1.0 {
+                format!(" probability={}", f.spec.probability)
+            } else {
+                String::new()
+            }
+        );
     }
-    if failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("failed: {}", failed.join(", "));
-        Ok(ExitCode::FAILURE)
+    let _ = writeln!(out, "\nhints:");
+    for (i, h) in s.hints.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {}", i + 1, h.get(lang).trim());
     }
+    let _ = writeln!(out, "\nquery:\n  {}", s.query);
+    let _ = writeln!(out, "\nanswer: {}", s.answer.display());
+    for a in &s.answer.accept {
+        let _ = writeln!(
+            out,
+            "  also accepted: {}{}",
+            a.service,
+            a.operation
+                .as_deref()
+                .map(|o| format!(" / {o}"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(out, "\nexplanation:\n  {}", s.explanation.get(lang).trim());
+    let _ = writeln!(out, "\nsignature:");
+    for c in &s.signature {
+        let _ = writeln!(out, "  - {c}");
+    }
+    for c in &s.invariants {
+        let _ = writeln!(out, "  - always: {c}");
+    }
+    out
 }

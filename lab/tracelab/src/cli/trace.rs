@@ -28,7 +28,7 @@ pub struct TraceArgs {
 }
 
 pub(super) async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
-    let tempo = TempoClient::new(args.tempo.tempo.as_str())?;
+    let tempo = TempoClient::new(&args.tempo.url())?;
     if args.json {
         let body = tempo.get_trace_json(&args.trace_id).await?;
         let Some(body) = body else {

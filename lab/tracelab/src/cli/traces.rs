@@ -31,7 +31,7 @@ pub struct TracesArgs {
 }
 
 pub(super) async fn run(args: TracesArgs) -> anyhow::Result<ExitCode> {
-    let tempo = TempoClient::new(args.tempo.tempo.as_str())?;
+    let tempo = TempoClient::new(&args.tempo.url())?;
     let now = chrono::Utc::now().timestamp();
     let query = SearchQuery {
         tags: args.tags.clone(),
@@ -84,7 +84,7 @@ pub(super) async fn run(args: TracesArgs) -> anyhow::Result<ExitCode> {
         "\n{} trace{}. Show one with: tracelab trace <TRACE ID>{}",
         found.len(),
         if found.len() == 1 { "" } else { "s" },
-        if args.tempo.tempo.as_str().trim_end_matches('/') != default_tempo() {
+        if args.tempo.url() != default_tempo() {
             format!(" --tempo {}", tempo.base_url())
         } else {
             String::new()

@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::args::{PortArgs, default_gateway, default_tempo, duration_arg, parse_key_value};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
-use crate::console::{self, ConsoleConfig, ConsoleState};
+use crate::console::{self, ConsoleConfig, ConsoleState, RunningConsole};
 use crate::exercise::state_dir;
 use crate::scenario::Catalog;
 use crate::supervisor::{
@@ -75,7 +75,8 @@ pub struct UpArgs {
     pub ports: PortArgs,
 }
 pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    init_logging(LogFormat::Text, Some("collector"), args.quiet);
+    // The supervisor's own lines (the collector runs as a child now).
+    init_logging(LogFormat::Text, Some("lab"), args.quiet);
     let sampling_file = args.sampling_file.clone().or_else(|| {
         let default = PathBuf::from("sampling.yaml");
         default.is_file().then_some(default)
@@ -153,17 +154,8 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let config = ConsoleConfig::for_lab(&lab, &opts, catalog, exercise_dir);
     let console_state = ConsoleState::new(config)?;
-    let console_url = format!(
-        "http://{}",
-        console_listener
-            .local_addr()
-            .context("the console's address")?
-    )
-    .replace("0.0.0.0", "127.0.0.1");
-    let (console_stop, console_stopped) = tokio::sync::oneshot::channel::<()>();
-    let console_task = tokio::spawn(console::serve(console_listener, console_state, async {
-        let _ = console_stopped.await;
-    }));
+    let console = RunningConsole::start(console_listener, console_state)?;
+    let console_url = console.url().to_string();
     // Where the lab is, its console and its admin token, for `fault`,
     // `scenario` and `exercise` in another terminal. Without it the lab
     // still runs; those commands then need `--lab` or the token and ports.
@@ -203,11 +195,8 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let status = lab.status();
     println!("\nstopping tracelab…");
     let t = Instant::now();
-    let _ = console_stop.send(());
-    match console_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("the lab console stopped with an error: {e:#}"),
-        Err(e) => eprintln!("the lab console's task failed: {e}"),
+    if let Err(e) = console.stop().await {
+        eprintln!("the lab console stopped with an error: {e:#}");
     }
     let stopped = lab.stop().await;
     if let Some(path) = &record_path
@@ -251,10 +240,14 @@ fn describe_event(event: &LabEvent) -> String {
             delay_ms,
             last_lines,
         } => {
-            let mut text = format!(
-                "⚠ {child} exited ({reason}); restarting in {:.1} s (restart {restart})",
-                *delay_ms as f64 / 1000.0
-            );
+            let delay = *delay_ms as f64 / 1000.0;
+            let mut text = if reason.starts_with("could not start") {
+                format!("⚠ {child}: {reason}; trying again in {delay:.1} s (restart {restart})")
+            } else {
+                format!(
+                    "⚠ {child} exited ({reason}); restarting in {delay:.1} s (restart {restart})"
+                )
+            };
             if !last_lines.is_empty() {
                 text.push_str(". Last lines:");
                 for line in last_lines {
@@ -344,4 +337,50 @@ fn print_up_banner(lab: &Lab, console_url: &str, record: Option<&std::path::Path
         }
     );
     println!("Press Ctrl-C to stop.\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_lines_say_why_when_and_which_restart() {
+        let exited = LabEvent::Exited {
+            child: "payment".into(),
+            reason: "SIGKILL".into(),
+            restart: 2,
+            delay_ms: 1000,
+            last_lines: vec![
+                r#"{"level":"INFO","message":"listening","addr":"127.0.0.1:8083"}"#.into(),
+                "plain text".into(),
+            ],
+        };
+        assert_eq!(
+            describe_event(&exited),
+            "⚠ payment exited (SIGKILL); restarting in 1.0 s (restart 2). Last lines:\n    \
+             INFO  listening addr=127.0.0.1:8083\n    plain text"
+        );
+        let unstartable = LabEvent::Exited {
+            child: "payment".into(),
+            reason: "could not start /x/payment: No such file or directory".into(),
+            restart: 3,
+            delay_ms: 2000,
+            last_lines: Vec::new(),
+        };
+        assert_eq!(
+            describe_event(&unstartable),
+            "⚠ payment: could not start /x/payment: No such file or directory; \
+             trying again in 2.0 s (restart 3)"
+        );
+        let recovered = LabEvent::Recovered {
+            child: "payment".into(),
+            restarts: 2,
+            pid: Some(41),
+            down_ms: 1300,
+        };
+        assert_eq!(
+            describe_event(&recovered),
+            "✓ payment is healthy again, 1.3 s after it exited (pid 41, restarts so far: 2)"
+        );
+    }
 }

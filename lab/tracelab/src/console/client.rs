@@ -122,15 +122,27 @@ impl ConsoleClient {
                     .and_then(Value::as_str)
                     .map(str::to_string)
             };
+            let code = field("code").unwrap_or_else(|| "unknown".into());
+            let mut message = field("message").unwrap_or_else(|| {
+                format!(
+                    "the lab console answered {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                )
+            });
+            if status.is_server_error() {
+                // A 5xx message is generic by design; the code says what failed.
+                let part = field("service")
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                message = format!(
+                    "{message} [{code}{part}]: the console at {} could not reach the lab; is it running?",
+                    self.base
+                );
+            }
             return Err(ConsoleError {
                 status: status.as_u16(),
-                code: field("code").unwrap_or_else(|| "unknown".into()),
-                message: field("message").unwrap_or_else(|| {
-                    format!(
-                        "the lab console answered {status}: {}",
-                        text.chars().take(200).collect::<String>()
-                    )
-                }),
+                code,
+                message,
             }
             .into());
         }

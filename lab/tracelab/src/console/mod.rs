@@ -250,3 +250,49 @@ pub async fn serve(
     state.shutdown().await;
     served
 }
+
+/// A console serving in the background (`tracelab up`, tests).
+#[derive(Debug)]
+pub struct RunningConsole {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningConsole {
+    /// Serves `state` on `listener` in a task of its own.
+    ///
+    /// # Errors
+    /// When the listener has no address.
+    pub fn start(listener: TcpListener, state: ConsoleState) -> anyhow::Result<RunningConsole> {
+        let addr = listener.local_addr().context("the console's address")?;
+        let host = if addr.ip().is_unspecified() {
+            tracelab_contract::defaults::HOST.to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let url = format!(
+            "http://{}",
+            std::net::SocketAddr::new(host.parse()?, addr.port())
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Ok(RunningConsole { url, stop, task })
+    }
+
+    /// The console's base URL, e.g. `http://127.0.0.1:7070`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops serving (requests in progress finish) and the background load.
+    ///
+    /// # Errors
+    /// When serving failed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("the console's task")?
+    }
+}

@@ -19,11 +19,6 @@ pub(super) const HISTORY: &str = "history.json";
 /// else `~/.tracelab`.
 pub use crate::supervisor::state_dir;
 
-/// Whether an exercise is running (its state file exists).
-pub fn exercise_running() -> bool {
-    state_dir().is_ok_and(|d| d.join(CURRENT).is_file())
-}
-
 /// The digest naming a scenario in the state file.
 pub fn digest(id: &str) -> String {
     hex::encode(Sha256::digest(format!("tracelab-exercise:{id}").as_bytes()))

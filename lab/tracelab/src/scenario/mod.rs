@@ -34,14 +34,13 @@
 //!
 //! The parts: [`text`] (bilingual texts), [`model`] (a scenario file and its
 //! rules), [`answer`] (answer keys and grading), [`catalog`] (a directory of
-//! scenarios), [`render`] (a scenario as text), [`traffic`] (the requests
+//! scenarios), [`traffic`] (the requests
 //! that make a scenario visible), [`signature`] (machine-checkable trace
 //! checks) and [`verify`] (a scenario's answer key run end to end).
 
 pub mod answer;
 pub mod catalog;
 pub mod model;
-pub mod render;
 pub mod signature;
 pub mod text;
 pub mod traffic;

@@ -230,6 +230,8 @@ impl Keeper {
             let checking = self.supervising && self.record().state == ChildState::Starting;
             tokio::select! {
                 status = process.child.wait() => {
+                    // Reaped: its pid may be reused from now on.
+                    self.record().pid = None;
                     process.drain().await;
                     self.exited(status);
                     return Watched::Exited;
@@ -268,7 +270,6 @@ impl Keeper {
         let healthy_for = {
             let mut record = self.record();
             let healthy_for = record.healthy_since.map(|t| now.duration_since(t));
-            record.pid = None;
             record.exit_status = exit_status;
             record.healthy_since = None;
             record.exited_at = Some(now);
@@ -433,9 +434,9 @@ impl Keeper {
                 StopOutcome::Killed
             }
         };
+        self.record().pid = None;
         process.drain().await;
         let mut record = self.record();
-        record.pid = None;
         record.healthy_since = None;
         record.state = match outcome {
             StopOutcome::Clean => ChildState::Stopped,

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,19 +67,29 @@ impl std::fmt::Debug for Lab {
 }
 
 impl Lab {
-    /// Starts the lab and returns once every service answers `/health` 200.
+    /// Starts the lab and returns once every service answers `/health` 200
+    /// (and the embedded collector `/ready`). From then on a child that
+    /// exits is started again ([`LabOptions::restart`]).
     ///
     /// # Errors
-    /// When a service binary is missing (build them with `cargo build
-    /// --workspace --bins`), Postgres or RabbitMQ is unreachable (the message
-    /// says how to start them), the collector cannot bind, a child exits early
-    /// (with its exit status and last log lines), or a service is not healthy
-    /// within `startup_timeout` (naming it, with its last `/health` answer and
-    /// log lines). Whatever was started is stopped again before returning.
+    /// When a service binary or the `tracelab` binary that runs the collector
+    /// is missing (build them with `cargo build --workspace --bins`), Postgres
+    /// or RabbitMQ is unreachable (the message says how to start them), a
+    /// child exits early (with its exit status and last log lines; a port in
+    /// use is pointed out), or a child is not healthy within
+    /// `startup_timeout` (naming it, with its last health answer and log
+    /// lines). Whatever was started is stopped again before returning.
     pub async fn start(opts: LabOptions) -> anyhow::Result<Lab> {
         let t0 = Instant::now();
         let deadline = t0 + opts.startup_timeout;
         check_binaries(&opts.bin_dir, &SERVICES)?;
+        let collector_program = match opts.otlp_endpoint {
+            None => Some(collector_binary(
+                opts.collector_bin.as_deref(),
+                &opts.bin_dir,
+            )?),
+            Some(_) => None,
+        };
         // RabbitMQ first: a failed check must not leave a created database.
         check_rabbitmq(&opts.amqp_url).await?;
         check_postgres_and_create_db(&opts.database_url).await?;
@@ -108,7 +119,7 @@ impl Lab {
             http,
             events: broadcast::channel(64).0,
         };
-        match lab.boot(&opts, deadline).await {
+        match lab.boot(&opts, collector_program, deadline).await {
             Ok(()) => {
                 lab.startup = t0.elapsed();
                 Ok(lab)
@@ -121,22 +132,27 @@ impl Lab {
         }
     }
 
-    async fn boot(&mut self, opts: &LabOptions, deadline: Instant) -> anyhow::Result<()> {
+    async fn boot(
+        &mut self,
+        opts: &LabOptions,
+        collector_program: Option<PathBuf>,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
         let reach_host = reachable_host(opts.bind_host);
-        match &opts.otlp_endpoint {
-            Some(endpoint) => {
+        match (&opts.otlp_endpoint, collector_program) {
+            (Some(endpoint), _) => {
                 self.otlp_endpoint = endpoint.trim_end_matches('/').to_string();
                 self.tempo_url =
                     format!("http://{}", SocketAddr::new(reach_host, opts.ports.tempo));
             }
-            None => {
+            (None, program) => {
+                let program = program.context("no collector binary")?;
                 // Checked here, for a clear message before anything starts.
                 if let Some(path) = &opts.sampling_file {
                     TailPolicy::from_sampling_file(path).with_context(|| {
                         format!("reading tail sampling policy from {}", path.display())
                     })?;
                 }
-                let program = collector_binary(opts.collector_bin.as_deref(), &opts.bin_dir)?;
                 self.lab_log(&format!("starting {COLLECTOR}"));
                 let idx = self.spawn(collector_spec(program, opts)).await?;
                 self.wait_listening(vec![idx], deadline, reach_host).await?;
@@ -706,5 +722,17 @@ fn reachable_host(bind: IpAddr) -> IpAddr {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Lab>();
+        shareable::<LabMonitor>();
     }
 }

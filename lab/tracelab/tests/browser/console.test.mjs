@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { launch, openPage, api, until, traceSpans, shown, consoleUrl } from './harness.mjs';
 
@@ -103,8 +104,92 @@ const CASES = {
     await page.keyboard.press('Enter');
     await page.locator(`.span-detail[data-span-id="${server.spanId}"]`).waitFor();
     // Hops: one per call between services, the queue hop included.
-    const hops = await page.locator('.hops tbody tr').count();
-    assert.equal(hops, spans.filter((s) => s.parentSpanId && byId.get(s.parentSpanId)?.service !== s.service).length);
+    const hops = spans.filter((s) => s.parentSpanId && byId.get(s.parentSpanId)?.service !== s.service).length;
+    assert.ok(hops >= 4, 'a checkout crosses services at least 4 times');
+    await until(`${hops} hops`, async () => (await page.locator('.hops tbody tr').count()) === hops);
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  },
+
+  // The trace model on a hand-made trace: ids, tree, self time, the
+  // critical path, the hops and their traceparent, the queue hop's wait.
+  async model() {
+    const { buildTrace } = await import(join(WEB, 'js', 'model.js'));
+    const b64 = (hex) => Buffer.from(hex, 'hex').toString('base64');
+    const tid = '0af7651916cd43dd8448eb211c80319c';
+    const ms = (n) => String(1_700_000_000_000_000_000n + BigInt(Math.round(n * 1e6)));
+    const span = (id, parent, name, kind, from, to, extra = {}) => ({
+      traceId: b64(tid), spanId: b64(id), parentSpanId: parent ? b64(parent) : '', name, kind,
+      startTimeUnixNano: ms(from), endTimeUnixNano: ms(to), flags: 257, ...extra,
+    });
+    const res = (service, spans) => ({ resource: { attributes: [{ key: 'service.name', value: { stringValue: service } }] }, scopeSpans: [{ spans }] });
+    const m = buildTrace({ trace: { resourceSpans: [
+      res('gateway', [
+        span('00000000000000a1', null, 'POST /api/checkout', 'SPAN_KIND_SERVER', 0, 100),
+        span('00000000000000c1', '00000000000000a1', 'POST /payments', 'SPAN_KIND_CLIENT', 10, 60),
+        span('00000000000000c2', '00000000000000a1', 'POST /verify', 'SPAN_KIND_CLIENT', 5, 20, { status: { code: 'STATUS_CODE_ERROR', message: 'x' } }),
+        span('00000000000000c3', '00000000000000a1', 'late', 'SPAN_KIND_INTERNAL', 70, 90),
+      ]),
+      res('payment', [
+        span('00000000000000b1', '00000000000000c1', 'POST /payments', 'SPAN_KIND_SERVER', 12, 58),
+        span('00000000000000b2', '00000000000000b1', 'publish payment.completed', 'SPAN_KIND_PRODUCER', 40, 50),
+      ]),
+      res('notification', [span('00000000000000d1', '00000000000000b2', 'process payment.completed', 'SPAN_KIND_CONSUMER', 80, 95)]),
+    ] } });
+    assert.equal(m.traceId, tid);
+    assert.equal(m.spans.length, 7);
+    assert.deepEqual(m.spans.map((sp) => [sp.name, sp.depth]), [
+      ['POST /api/checkout', 0], ['POST /verify', 1], ['POST /payments', 1], ['POST /payments', 2],
+      ['publish payment.completed', 3], ['process payment.completed', 4], ['late', 1]]);
+    const by = (svc, name) => m.spans.find((sp) => sp.service === svc && sp.name === name);
+    const root = by('gateway', 'POST /api/checkout');
+    // Children cover 5-60 and 70-90: 75 of the root's 100 ms.
+    assert.equal(Math.round(root.selfTime), 25);
+    assert.equal(m.errors, 1);
+    // Walking back from the root's end: late (70-90), then POST /payments (10-60), then POST /verify (5-20).
+    assert.deepEqual(m.spans.filter((sp) => sp.critical).map((sp) => `${sp.service} ${sp.name}`).sort(), [
+      'gateway POST /api/checkout', 'gateway POST /payments', 'gateway POST /verify', 'gateway late',
+      'payment POST /payments', 'payment publish payment.completed'].sort());
+    assert.deepEqual(m.hops.map((hp) => [hp.from.spanId, hp.to.spanId, hp.via, hp.traceparent]), [
+      ['00000000000000c1', '00000000000000b1', 'http', `00-${tid}-00000000000000c1-01`],
+      ['00000000000000b2', '00000000000000d1', 'amqp', `00-${tid}-00000000000000b2-01`]]);
+    assert.equal(Math.round(m.hops[1].wait), 40, 'publish started at 40 ms, processing at 80 ms');
+    assert.equal(root.label, 'A');
+    assert.equal(by('payment', 'POST /payments').label, 'C');
+    assert.equal(by('notification', 'process payment.completed').label, 'F');
+  },
+
+  // Names, attributes and services from a trace are text, never markup.
+  async escaping(browser) {
+    const otlp = process.env.TRACELAB_OTLP_URL;
+    assert.ok(otlp, 'TRACELAB_OTLP_URL is set (the collector\'s OTLP/HTTP base URL)');
+    const traceId = randomBytes(16).toString('hex');
+    const root = randomBytes(8).toString('hex');
+    const child = randomBytes(8).toString('hex');
+    const now = BigInt(Date.now()) * 1000000n;
+    const evil = '<img src=x onerror="window.__owned=1">"&\'';
+    const span = (id, parent, name, kind) => ({
+      traceId, spanId: id, parentSpanId: parent, name, kind,
+      startTimeUnixNano: String(now), endTimeUnixNano: String(now + 5000000n),
+      attributes: [{ key: 'note', value: { stringValue: evil } }],
+    });
+    const body = { resourceSpans: [
+      { resource: { attributes: [{ key: 'service.name', value: { stringValue: 'svc<b>"x' } }] }, scopeSpans: [{ spans: [span(root, '', `root ${evil}`, 2)] }] },
+      { resource: { attributes: [{ key: 'service.name', value: { stringValue: '<i>other</i>' } }] }, scopeSpans: [{ spans: [span(child, root, `child ${evil}`, 2)] }] },
+    ] };
+    const res = await fetch(`${otlp.replace(/\/$/, '')}/v1/traces`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal(res.status, 200, await res.text());
+    await until('the hostile trace', async () => (await traceSpans(traceId)).length === 2);
+    const { page, errors } = await openPage(browser);
+    await page.goto(`${consoleUrl()}/#/trace/${traceId}`);
+    await until('2 rows', async () => (await rows(page).count()) === 2);
+    await page.click(`.wf-row[data-span-id="${child}"]`);
+    await page.locator('.span-detail').waitFor();
+    assert.equal(await page.locator('.wf-row[data-span-id="' + child + '"]').getAttribute('data-name'), `child ${evil}`);
+    assert.equal(await page.locator('.wf-row[data-span-id="' + child + '"] .name').textContent(), `child ${evil}`);
+    assert.equal(await page.locator('.hops tbody tr td').first().locator('.svc').textContent(), 'svc<b>"x');
+    assert.equal(await page.locator('main img, main b, main i').count(), 0, 'no markup from the trace');
+    assert.equal(await page.evaluate(() => window.__owned), undefined);
     assert.deepEqual(errors, []);
     await page.context().close();
   },
@@ -168,16 +253,17 @@ const CASES = {
     const good = await api('POST', '/api/actions/checkout', {});
     const bad = await api('POST', '/api/actions/declined-checkout', {});
     await wholeCheckout(good.trace_id);
-    const badSpans = await until('the declined checkout', async () => {
+    // Whole: the provider's answer, the error it became, and the gateway's root.
+    const isError = (x) => x.status?.code === 'STATUS_CODE_ERROR' || x.status?.code === 2;
+    await until('the whole declined checkout', async () => {
       const s = await traceSpans(bad.trace_id);
-      return s.some((x) => x.service === 'payment-provider') ? s : null;
+      return s.some((x) => x.service === 'payment-provider') && s.some(isError) && s.some((x) => !x.parentSpanId) ? s : null;
     });
     const { page, errors } = await openPage(browser);
     await page.goto(`${consoleUrl()}/#/compare?a=${good.trace_id}&b=${bad.trace_id}`);
     const count = page.locator('.diff-count');
     await count.waitFor();
     assert.ok(Number(await count.getAttribute('data-count')) > 0, 'a declined checkout differs');
-    assert.ok(badSpans.some((s) => s.status?.code === 'STATUS_CODE_ERROR' || s.status?.code === 2), 'the declined checkout has an error span');
     assert.ok(await page.locator('.compare-grid .wf-row.diff-status, .compare-grid .wf-row.diff-shape').count() > 0);
     assert.deepEqual(errors, []);
     await page.context().close();

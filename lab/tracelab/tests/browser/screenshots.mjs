@@ -3,8 +3,8 @@
 //
 //   TRACELAB_CONSOLE_URL=http://127.0.0.1:7070 node screenshots.mjs
 //
-// It sends a checkout and a declined checkout, lets a little load run so
-// the service map has edges, and sets nothing that it does not clear.
+// It sends a checkout, a declined checkout and a search, and plays one
+// exercise (revealed at the end, so it stays in the history).
 import { mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,7 +17,10 @@ const base = consoleUrl();
 const good = await api('POST', '/api/actions/checkout', {});
 const bad = await api('POST', '/api/actions/declined-checkout', {});
 await until('the checkout trace', async () => (await traceSpans(good.trace_id)).some((s) => s.name === 'INSERT notifications'));
-await until('the declined checkout trace', async () => (await traceSpans(bad.trace_id)).some((s) => s.service === 'payment-provider'));
+await until('the declined checkout trace', async () => {
+  const s = await traceSpans(bad.trace_id);
+  return s.some((x) => x.service === 'payment-provider') && s.some((x) => !x.parentSpanId);
+});
 await api('POST', '/api/actions/search', {});
 
 const browser = await launch();
@@ -43,5 +46,9 @@ await shot('traces', 'traces?q=%7B%20resource.service.name%20%3D%20%22gateway%22
 await shot('compare', `compare?a=${good.trace_id}&b=${bad.trace_id}`, { ready: '.diff-count' });
 await shot('lab', 'lab', { ready: 'svg.map .node[data-node="rabbitmq"]', height: 1000 });
 await shot('faults', 'faults', { ready: '.cards .card' });
-await shot('exercise', 'exercise', { ready: '#ex-scenario' });
+// A running exercise (blind, no load), with one hint shown; revealed afterwards.
+await api('POST', '/api/exercise', { load: false });
+await api('POST', '/api/exercise/hint');
+await shot('exercise', 'exercise', { ready: '.hints li' });
+await api('POST', '/api/exercise/reveal');
 await browser.close();

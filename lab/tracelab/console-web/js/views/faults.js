@@ -74,6 +74,13 @@ export function render(main) {
   return () => { stopped = true; clearTimeout(timer); clearInterval(countdown); };
 }
 
+/** A scenario's category (single, compound, pitfall) or pitfall in the page's language; an unknown one as it is. */
+function categoryText(c, kind = 'category') {
+  const key = `${kind}.${c}`;
+  const text = t(key);
+  return text === key ? c : text;
+}
+
 function expiryText(expiresAt) {
   if (!expiresAt) return t('faults.never');
   const left = (Date.parse(expiresAt) - Date.now()) / 1000;
@@ -135,7 +142,7 @@ async function drawCatalogue(box, msg, refresh, showError) {
       h('span', { class: 'muted' }, t('faults.exerciseTip'), ' ', h('a', { href: '#/exercise' }, t('nav.exercise')))),
     h('ul', { class: 'cards' }, list.map((s) => h('li', { class: 'card', dataset: { scenario: s.id } },
       h('h3', {}, tx(s.title)),
-      h('p', { class: 'muted' }, [s.category, s.pitfall ? t('faults.pitfall') : null, s.difficulty ? `★${s.difficulty}` : null].filter(Boolean).join(' · '), ' · ', h('code', {}, s.id)),
+      h('p', { class: 'muted' }, [categoryText(s.category), s.pitfall ? categoryText(s.pitfall, 'pitfall') : null, s.difficulty ? `★${s.difficulty}` : null].filter(Boolean).join(' · '), ' · ', h('code', {}, s.id)),
       h('p', {}, tx(s.story)),
       h('p', { class: 'symptom' }, h('strong', {}, `${t('exercise.symptom')}: `), tx(s.symptom)),
       h('button', { type: 'button', onclick: () => start(s.id) }, t('faults.start'))))));

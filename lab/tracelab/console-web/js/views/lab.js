@@ -147,7 +147,7 @@ function loadPanel(box) {
     stopBtn.disabled = !s?.running;
     mount(status,
       h('p', { class: s?.running ? 'ok' : 'muted', dataset: { running: String(!!s?.running) } },
-        s?.running ? `▶ ${t('lab.loadOn', { rate: s.config?.rate ?? '?' })}` : `■ ${t('lab.loadOff')}`),
+        s?.running ? `▶ ${t('lab.loadOn', { rate: s.config?.rate ?? '?', mix: s.config?.mix ?? '' })}` : `■ ${t('lab.loadOff')}`),
       routes.length ? h('table', {},
         h('thead', {}, h('tr', {}, ['lab.route', 'lab.sent', 'lab.ok', 'lab.errors', 'p50', 'p95'].map((k) => h('th', { scope: 'col' }, k.startsWith('p') ? k : t(k))))),
         h('tbody', {}, routes.map((r) => h('tr', {}, h('td', {}, r.route), h('td', { class: 'num' }, r.sent), h('td', { class: 'num' }, r.ok),

@@ -6,7 +6,7 @@ import { h, mount, fmtMs, fmtTime } from '../dom.js';
 import { t } from '../i18n.js';
 import { fetchTrace } from '../api.js';
 import { buildTrace, traceparentOf } from '../model.js';
-import { waterfall, legend, kindBadge, serviceChip } from './waterfall.js';
+import { waterfall, legend, kindBadge, serviceChip, esc, chipHtml, kindHtml, colourDots } from './waterfall.js';
 
 const POLL_MS = 250;
 const STABLE_POLLS = 6; // unchanged this many times in a row: complete
@@ -41,12 +41,19 @@ export function render(main, route) {
     mount(detail, spanDetail(model, sp));
   };
 
+  let hopsTimer = null;
   const draw = () => {
+    // The hops table (below the waterfall, hundreds of rows in a big trace)
+    // follows in a task of its own, so the waterfall is on screen first.
+    const hops = h('div', { class: 'hops-slot' });
     mount(body,
       summary(model),
       legend(model),
       waterfall(model, { onSelect: select, selected }),
-      hopsTable(model));
+      hops);
+    const drawn = model;
+    clearTimeout(hopsTimer);
+    hopsTimer = setTimeout(() => { if (!stopped) mount(hops, hopsTable(drawn)); }, 0);
     const sp = selected && model.byId.get(selected);
     if (sp) mount(detail, spanDetail(model, sp));
   };
@@ -79,7 +86,8 @@ export function render(main, route) {
       stable = 0;
       model = next;
       // The drawing's cost, for scripts and the browser's performance panel:
-      // model (buildTrace above) excluded, DOM built and laid out included.
+      // model (buildTrace above) excluded, the waterfall's DOM built and laid
+      // out included (the hops table comes after).
       const t0 = performance.now();
       draw();
       void body.offsetHeight;
@@ -93,7 +101,7 @@ export function render(main, route) {
     if (!done) timer = setTimeout(poll, POLL_MS);
   };
   poll();
-  return () => { stopped = true; clearTimeout(timer); };
+  return () => { stopped = true; clearTimeout(timer); clearTimeout(hopsTimer); };
 }
 
 function summary(m) {
@@ -111,17 +119,21 @@ function summary(m) {
 
 function hopsTable(m) {
   if (!m.hops.length) return null;
+  // One HTML string, as the waterfall's rows: a trace can have hundreds of hops.
+  const tbody = h('tbody');
+  tbody.innerHTML = m.hops.map((hp) => `<tr data-to="${esc(hp.to.spanId)}">`
+    + `<td>${chipHtml(hp.from.service)} ${esc(hp.from.name)} ${kindHtml(hp.from.kind)}</td>`
+    + `<td>${chipHtml(hp.to.service)} ${esc(hp.to.name)} ${kindHtml(hp.to.kind)}</td>`
+    + `<td>${esc(hp.via === 'amqp' ? t('trace.viaAmqp') : t('trace.viaHttp'))}</td>`
+    + `<td><code class="traceparent">${esc(hp.traceparent)}</code></td>`
+    + `<td>${hp.wait === null ? '' : fmtMs(hp.wait)}</td></tr>`).join('');
+  colourDots(tbody);
   return h('section', { class: 'hops' },
     h('h2', {}, t('trace.hops')),
     h('p', { class: 'muted' }, t('trace.hopsIntro')),
     h('table', {},
       h('thead', {}, h('tr', {}, ['trace.from', 'trace.to', 'trace.via', 'traceparent', 'trace.queueWaitCol'].map((k) => h('th', { scope: 'col' }, k === 'traceparent' ? 'traceparent' : t(k))))),
-      h('tbody', {}, m.hops.map((hp) => h('tr', { dataset: { to: hp.to.spanId } },
-        h('td', {}, serviceChip(hp.from.service), ' ', hp.from.name, ' ', kindBadge(hp.from.kind)),
-        h('td', {}, serviceChip(hp.to.service), ' ', hp.to.name, ' ', kindBadge(hp.to.kind)),
-        h('td', {}, hp.via === 'amqp' ? t('trace.viaAmqp') : t('trace.viaHttp')),
-        h('td', {}, h('code', { class: 'traceparent' }, hp.traceparent)),
-        h('td', {}, hp.wait === null ? '' : fmtMs(hp.wait)))))));
+      tbody));
 }
 
 function kvTable(obj, cls) {

@@ -45,7 +45,7 @@ export function render(main, route) {
     h('h1', {}, t('nav.traces')),
     h('div', { class: 'traces-layout' },
       h('div', {}, form, result),
-      h('aside', { class: 'examples-box' }, h('h2', {}, t('traces.examples')), examples, h('h3', {}, t('traces.scenarioQueries')), scenarioExamples(input))));
+      h('aside', { class: 'examples-box' }, h('h2', {}, t('traces.examples')), examples, h('details', {}, h('summary', {}, t('traces.scenarioQueries')), scenarioExamples(input)))));
 
   let stopped = false;
   async function run() {

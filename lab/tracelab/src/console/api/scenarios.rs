@@ -81,6 +81,8 @@ pub struct ScenarioView {
     pub explanation: Text,
     /// The trace signature checks, described.
     pub signature: Vec<String>,
+    /// Checks that hold whether it runs or not, described.
+    pub invariants: Vec<String>,
 }
 
 /// The answer of `POST /api/scenarios/{id}/start`.
@@ -88,6 +90,10 @@ pub struct ScenarioView {
 pub struct Started {
     /// The scenario.
     pub id: String,
+    /// Its title.
+    pub title: Text,
+    /// What the learner will see at the gateway.
+    pub symptom: Text,
     /// The faults set.
     pub set: Vec<SetFault>,
 }
@@ -195,6 +201,7 @@ pub(crate) async fn show(
         answer: s.answer.clone(),
         explanation: s.explanation.clone(),
         signature: s.signature.iter().map(|c| c.describe()).collect(),
+        invariants: s.invariants.iter().map(|c| c.describe()).collect(),
     }))
 }
 
@@ -213,6 +220,8 @@ pub(crate) async fn start(
         .map_err(|e| upstream("lab_unreachable", None, &e))?;
     Ok(Json(Started {
         id: s.id.clone(),
+        title: s.title.clone(),
+        symptom: s.symptom.clone(),
         set: s
             .faults
             .iter()

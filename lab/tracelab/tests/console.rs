@@ -1,0 +1,895 @@
+//! The lab console's API over HTTP, against real labs: each test starts a
+//! lab (`LabOptions::for_tests`: free ports, its own database, exchange and
+//! queue) and a console on a free port, and drives every route group,
+//! error cases included. The exercise test also reads the exercise through
+//! the CLI (`tracelab exercise status --lab URL`): the console holds one
+//! exercise for every client.
+//!
+//! Needs Postgres and RabbitMQ on localhost and the service binaries
+//! (`cargo build --workspace --bins`); without them the tests FAIL and say so.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tracelab::console::{ConsoleConfig, ConsoleState, RunningConsole};
+use tracelab::scenario::Catalog;
+use tracelab::supervisor::{Lab, LabOptions};
+use tracelab_client::TempoClient;
+use tracelab_client::gateway::checkout_trace_complete;
+
+struct Console {
+    lab: Lab,
+    console: RunningConsole,
+    http: reqwest::Client,
+    home: PathBuf,
+    /// Every answer body, to check the admin token never leaves.
+    seen: std::sync::Mutex<String>,
+}
+
+fn catalog_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
+}
+
+async fn start() -> Console {
+    let mut opts = LabOptions::for_tests();
+    // A token no answer could contain by chance.
+    opts.admin_token = format!("admin-{}", uuid::Uuid::new_v4().simple());
+    let lab = Lab::start(opts.clone()).await.unwrap_or_else(|e| {
+        panic!(
+            "the console tests need a running lab and could not start one: {e:#}\n\
+             (build the services with `cargo build --workspace --bins`; start Postgres and RabbitMQ)"
+        )
+    });
+    let home = std::env::temp_dir().join(format!(
+        "tracelab-console-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let catalog = Catalog::load(&catalog_dir()).expect("the catalog loads");
+    let config = ConsoleConfig::for_lab(&lab, &opts, catalog, home.clone());
+    let state = ConsoleState::new(config).expect("console state");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let console = RunningConsole::start(listener, state).expect("console starts");
+    Console {
+        lab,
+        console,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap(),
+        home,
+        seen: Default::default(),
+    }
+}
+
+impl Console {
+    fn url(&self) -> &str {
+        self.console.url()
+    }
+
+    /// Sends a request; returns the status and the JSON answer.
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.url()));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let resp = request.send().await.expect("the console answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        self.seen.lock().unwrap().push_str(&text);
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+
+    async fn stop(self) {
+        let seen = self.seen.lock().unwrap().clone();
+        assert!(
+            !seen.contains(self.lab.admin_token()),
+            "an answer carried the admin token"
+        );
+        self.console.stop().await.expect("the console stops");
+        self.lab.stop().await.expect("the lab stops cleanly");
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+/// Reads `path` of the Tempo API through the console and directly until
+/// both answers are the same (spans of the traffic above may still be
+/// landing between two reads); returns the answer.
+async fn same_as_tempo(c: &Console, path: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, through) = c.get(&format!("/api/tempo{path}")).await;
+        assert_eq!(status, 200, "{through}");
+        let direct: Value = reqwest::get(format!("{}{path}", c.lab.tempo_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if through == direct {
+            return through;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: the console's answer differs from Tempo's:\n{through}\n{direct}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asserts the services' JSON error shape with this status and code.
+#[track_caller]
+fn assert_error(answer: &(u16, Value), status: u16, code: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "no message: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_tempo_actions_faults_and_load() {
+    let c = start().await;
+
+    // The lab: URLs, every service's health with its export counters, the processes.
+    let (status, lab) = c.get("/api/lab").await;
+    assert_eq!(status, 200, "{lab}");
+    assert_eq!(lab["mode"], "native");
+    assert_eq!(lab["gateway"], c.lab.gateway_url());
+    assert_eq!(lab["tempo"], c.lab.tempo_url());
+    let services = lab["services"].as_array().unwrap();
+    assert_eq!(services.len(), 6, "{lab}");
+    for s in services {
+        assert_eq!(s["health_status"], 200, "{s}");
+        assert_eq!(s["health"]["status"], "ok", "{s}");
+        assert!(s["health"]["telemetry"].is_object(), "{s}");
+        let name = s["name"].as_str().unwrap();
+        assert_eq!(s["process"]["pid"], json!(c.lab.pid(name)), "{s}");
+        assert_eq!(s["process"]["running"], true, "{s}");
+        assert_eq!(s["process"]["restarts"], 0, "{s}");
+    }
+
+    // One-shot actions answer with the trace and the page's link to it.
+    let (status, action) = c.post("/api/actions/checkout", json!({})).await;
+    assert_eq!(status, 200, "{action}");
+    assert_eq!(action["status"], 201, "{action}");
+    let trace_id = action["trace_id"].as_str().expect("a trace id").to_string();
+    assert_eq!(trace_id.len(), 32);
+    assert_eq!(action["link"], format!("/#/trace/{trace_id}"));
+    assert!(action["body"]["order_id"].is_string(), "{action}");
+
+    let (status, declined) = c
+        .post("/api/actions/declined-checkout", json!({"user": "bob"}))
+        .await;
+    assert_eq!(status, 200, "{declined}");
+    assert_eq!(declined["status"], 402, "{declined}");
+    assert!(declined["trace_id"].is_string(), "{declined}");
+    assert_error(
+        &c.post(
+            "/api/actions/declined-checkout",
+            json!({"card": "4242424242424242"}),
+        )
+        .await,
+        400,
+        "invalid_body",
+    );
+    let (status, search) = c.post("/api/actions/search", json!({"q": "matcha"})).await;
+    assert_eq!(
+        (status, search["status"].clone()),
+        (200, json!(200)),
+        "{search}"
+    );
+    assert!(
+        search["body"].to_string().to_lowercase().contains("matcha"),
+        "{search}"
+    );
+
+    let (status, burst) = c.post("/api/actions/burst", json!({"count": 6})).await;
+    assert_eq!(status, 200, "{burst}");
+    assert_eq!(burst["sent"], 6, "{burst}");
+    assert_eq!(burst["ok"], 6, "{burst}");
+    let ids: std::collections::BTreeSet<&str> = burst["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["trace_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 6, "each request is a trace of its own: {burst}");
+    assert_error(
+        &c.post("/api/actions/burst", json!({"count": 0})).await,
+        400,
+        "invalid_count",
+    );
+    assert_error(
+        &c.post("/api/actions/burst", json!({"count": 101})).await,
+        400,
+        "invalid_count",
+    );
+
+    // Tempo through the console: the same answer as Tempo's own.
+    let tempo = TempoClient::new(&c.lab.tempo_url()).unwrap();
+    tempo
+        .wait_for_trace(
+            &trace_id,
+            |t| checkout_trace_complete(t, true),
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the checkout's trace is complete");
+    let through = same_as_tempo(&c, &format!("/api/traces/{trace_id}")).await;
+    assert!(
+        through["batches"].as_array().is_some_and(|b| b.len() >= 5),
+        "{through}"
+    );
+    let query = "/api/search?q=%7B%20resource.service.name%20%3D%20%22gateway%22%20%7D&limit=3";
+    let through = same_as_tempo(&c, query).await;
+    assert_eq!(
+        through["traces"].as_array().map(Vec::len),
+        Some(3),
+        "{through}"
+    );
+    let (status, _) = c
+        .get("/api/tempo/api/traces/00000000000000000000000000000001")
+        .await;
+    assert_eq!(status, 404, "Tempo's own status passes through");
+
+    // Faults.
+    let (status, points) = c.get("/api/faults/points").await;
+    assert_eq!(status, 200);
+    let save = points["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["point"] == "payment.save")
+        .expect("payment.save is a point");
+    assert_eq!(save["service"], "payment");
+    assert!(
+        save["kinds"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("latency"))
+    );
+
+    let spec = json!({"point": "payment.save", "kind": "latency", "ms": 300, "for": "5m"});
+    let (status, set) = c.call("PUT", "/api/faults", Some(spec)).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["service"], "payment");
+    assert_eq!(set["fault"]["point"], "payment.save");
+    assert_eq!(set["fault"]["ms"], 300);
+    assert!(set["fault"]["expires_at"].is_string(), "{set}");
+    let (status, list) = c.get("/api/faults").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (list["hidden"].clone(), list["count"].clone()),
+        (json!(false), json!(1))
+    );
+    let payment = list["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "payment")
+        .unwrap();
+    assert_eq!(payment["faults"][0]["point"], "payment.save", "{list}");
+
+    let missing = c
+        .call(
+            "PUT",
+            "/api/faults",
+            Some(json!({"point": "payment.save", "kind": "latency"})),
+        )
+        .await;
+    assert_error(&missing, 400, "invalid_fault");
+    assert!(
+        missing.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ms"),
+        "{}",
+        missing.1
+    );
+    let unknown = c
+        .call(
+            "PUT",
+            "/api/faults",
+            Some(json!({"point": "payment.nope", "kind": "dead_letter"})),
+        )
+        .await;
+    assert_error(&unknown, 400, "unknown_point");
+    assert_eq!(unknown.1["error"]["field"], "point");
+    assert_error(
+        &c.call(
+            "PUT",
+            "/api/faults",
+            Some(json!({"point": "payment.save", "kind": "dead_letter"})),
+        )
+        .await,
+        400,
+        "kind_not_here",
+    );
+    let resp = c
+        .http
+        .put(format!("{}/api/faults", c.url()))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let bad = (resp.status().as_u16(), resp.json::<Value>().await.unwrap());
+    assert_error(&bad, 400, "invalid_json");
+
+    let (status, cleared) = c.call("DELETE", "/api/faults/payment.save", None).await;
+    assert_eq!(
+        (status, cleared["cleared"].clone()),
+        (200, json!(true)),
+        "{cleared}"
+    );
+    let (_, again) = c.call("DELETE", "/api/faults/payment.save", None).await;
+    assert_eq!(again["cleared"], false);
+    assert_error(
+        &c.call("DELETE", "/api/faults/nope", None).await,
+        404,
+        "unknown_point",
+    );
+    assert_error(
+        &c.call("DELETE", "/api/faults?service=bogus", None).await,
+        400,
+        "unknown_service",
+    );
+    let spec = json!({"point": "auth.verify", "kind": "error", "status": 503});
+    assert_eq!(c.call("PUT", "/api/faults", Some(spec)).await.0, 200);
+    let (status, cleared) = c.call("DELETE", "/api/faults", None).await;
+    assert_eq!(
+        (status, cleared["cleared"].clone()),
+        (200, json!(1)),
+        "{cleared}"
+    );
+
+    // The CLI sets and clears through the console.
+    let (ok, out) = cli(
+        &c,
+        &[
+            "fault",
+            "set",
+            "search.query",
+            "latency",
+            "ms=5",
+            "--for",
+            "1m",
+        ],
+    )
+    .await;
+    assert!(
+        ok && out.contains("set search.query latency") && out.contains("ms=5 on search"),
+        "{out}"
+    );
+    let (_, list) = c.get("/api/faults").await;
+    assert_eq!(list["count"], 1, "{list}");
+    let (ok, out) = cli(&c, &["fault", "list"]).await;
+    assert!(ok && out.contains("search.query"), "{out}");
+    let (ok, out) = cli(&c, &["fault", "set", "payment.save", "dead_letter"]).await;
+    assert!(
+        !ok && out.contains("lock_contention"),
+        "refused locally, kinds named: {out}"
+    );
+    let (ok, out) = cli(&c, &["fault", "clear", "all"]).await;
+    assert!(ok && out.contains("cleared 1 fault"), "{out}");
+    assert_eq!(c.get("/api/faults").await.1["count"], 0);
+
+    // Load: start, watch the live summary, stop.
+    assert_error(
+        &c.post("/api/load", json!({"rate": 0})).await,
+        400,
+        "invalid_load",
+    );
+    assert_error(
+        &c.post("/api/load", json!({"rate": 5, "mix": "bogus=1"}))
+            .await,
+        400,
+        "invalid_load",
+    );
+    assert_error(&c.call("DELETE", "/api/load", None).await, 409, "no_load");
+    let (status, load) = c
+        .post("/api/load", json!({"rate": 20, "mix": "search=1"}))
+        .await;
+    assert_eq!(status, 200, "{load}");
+    assert_eq!(load["running"], true);
+    assert_eq!(load["owner"]["by"], "console", "{load}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let live = loop {
+        let (_, load) = c.get("/api/load").await;
+        let answered = load["summary"]["routes"][0]["count"].as_u64().unwrap_or(0);
+        if answered >= 10 {
+            break load;
+        }
+        assert!(Instant::now() < deadline, "no live summary: {load}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(live["running"], true, "{live}");
+    assert_eq!(live["summary"]["routes"][0]["route"], "search", "{live}");
+    let (status, stopped) = c.call("DELETE", "/api/load", None).await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["running"], false);
+    assert!(
+        stopped["summary"]["total"]["ok"].as_u64().unwrap() >= 10,
+        "{stopped}"
+    );
+    assert_eq!(stopped["summary"]["total"]["errors"], 0, "{stopped}");
+
+    // Unknown routes and methods answer in the same shape.
+    assert_error(&c.get("/api/nope").await, 404, "not_found");
+    assert_error(
+        &c.call("DELETE", "/api/lab", None).await,
+        405,
+        "method_not_allowed",
+    );
+    c.stop().await;
+}
+
+/// Runs the `tracelab` binary against the console; returns success and output.
+async fn cli(c: &Console, args: &[&str]) -> (bool, String) {
+    let mut argv = vec![args[0], "--lab", c.url()];
+    argv.extend(&args[1..]);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
+        .args(&argv)
+        .env("TRACELAB_LANG", "en")
+        .env_remove("TRACELAB_URL")
+        .output()
+        .await
+        .expect("tracelab runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_and_one_exercise_for_every_client() {
+    let c = start().await;
+
+    // The catalog: summaries keep the answer back, a scenario in full has it.
+    let (status, list) = c.get("/api/scenarios").await;
+    assert_eq!(status, 200);
+    let scenarios = list["scenarios"].as_array().unwrap();
+    assert!(scenarios.len() >= 16, "{list}");
+    for s in scenarios {
+        assert!(
+            s["title"]["ja"].is_string() && s["symptom"]["en"].is_string(),
+            "{s}"
+        );
+        assert!(
+            s.get("answer").is_none() && s.get("faults").is_none(),
+            "{s}"
+        );
+    }
+    let (status, full) = c.get("/api/scenarios/payment-save-slow").await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["answer"]["service"], "payment");
+    assert_eq!(full["faults"][0]["service"], "payment");
+    assert_eq!(full["hints"].as_array().map(Vec::len), Some(3));
+    assert_error(&c.get("/api/scenarios/nope").await, 404, "unknown_scenario");
+    let (ok, out) = cli(&c, &["scenario", "list"]).await;
+    assert!(ok && out.contains("payment-save-slow"), "{out}");
+    let (ok, out) = cli(&c, &["scenario", "show", "payment-save-slow"]).await;
+    assert!(
+        ok && out.contains("answer: payment / savePaymentResult"),
+        "{out}"
+    );
+    let (ok, out) = cli(&c, &["scenario", "show", "payment-save-slo"]).await;
+    assert!(
+        !ok && out.contains("did you mean payment-save-slow"),
+        "{out}"
+    );
+
+    // No exercise yet.
+    let (status, none) = c.get("/api/exercise").await;
+    assert_eq!((status, none["exercise"].clone()), (200, Value::Null));
+    assert_error(
+        &c.post("/api/exercise/answer", json!({"service": "auth"}))
+            .await,
+        409,
+        "no_exercise",
+    );
+    assert_error(
+        &c.post("/api/exercise/hint", json!({})).await,
+        409,
+        "no_exercise",
+    );
+    assert_error(
+        &c.post("/api/exercise/reveal", json!({})).await,
+        409,
+        "no_exercise",
+    );
+
+    // A scenario, openly.
+    let (status, started) = c
+        .post("/api/scenarios/payment-save-slow/start", json!({}))
+        .await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["set"][0]["service"], "payment");
+    assert_eq!(started["set"][0]["fault"]["point"], "payment.save");
+    assert_eq!(c.get("/api/faults").await.1["count"], 1);
+    let (status, stopped) = c
+        .post("/api/scenarios/stop", json!({"id": "payment-save-slow"}))
+        .await;
+    assert_eq!(
+        (status, stopped["stopped"].clone()),
+        (200, json!("payment-save-slow"))
+    );
+    assert_eq!(c.get("/api/faults").await.1["count"], 0);
+    assert_error(
+        &c.post("/api/scenarios/nope/start", json!({})).await,
+        404,
+        "unknown_scenario",
+    );
+
+    // Verification: its answer key on this lab.
+    assert_error(
+        &c.post("/api/scenarios/nope/verify", json!({})).await,
+        404,
+        "unknown_scenario",
+    );
+    assert_error(
+        &c.post(
+            "/api/scenarios/auth-verify-errors/verify",
+            json!({"timeout_ms": 0}),
+        )
+        .await,
+        400,
+        "invalid_body",
+    );
+    let (status, verified) = c
+        .post(
+            "/api/scenarios/auth-verify-errors/verify",
+            json!({"timeout_ms": 20000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["passed"], true, "{}", verified["report"]);
+
+    // An exercise: started here, seen by the CLI, hints from the CLI seen here.
+    let (status, ex) = c
+        .post(
+            "/api/exercise",
+            json!({"scenario": "auth-verify-errors", "load": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{ex}");
+    assert_eq!(ex["number"], 1);
+    assert_eq!(ex["load"], Value::Null);
+    assert!(!ex.to_string().contains("auth-verify-errors"), "{ex}");
+    let symptom = ex["symptom"]["en"].as_str().unwrap().trim().to_string();
+    assert_error(
+        &c.post("/api/exercise", json!({"scenario": "provider-slow"}))
+            .await,
+        409,
+        "exercise_running",
+    );
+    assert_error(
+        &c.post("/api/scenarios/provider-slow/start", json!({}))
+            .await,
+        409,
+        "exercise_running",
+    );
+    let (_, hidden) = c.get("/api/faults").await;
+    assert_eq!(hidden["hidden"], true, "{hidden}");
+    assert_eq!(hidden["services"], json!([]), "{hidden}");
+    assert!(hidden["count"].as_u64().unwrap() >= 1, "{hidden}");
+    assert_eq!(c.get("/api/faults?peek=true").await.1["hidden"], false);
+
+    let (ok, out) = cli(&c, &["exercise", "status"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("exercise #1 running"), "{out}");
+    let first_line = symptom.lines().next().unwrap();
+    assert!(
+        out.contains(first_line),
+        "the CLI shows the console's symptom:\n{out}"
+    );
+    let (ok, out) = cli(&c, &["exercise", "hint"]).await;
+    assert!(ok && out.contains("hint 1/3"), "{out}");
+    let (_, now) = c.get("/api/exercise").await;
+    assert_eq!(
+        now["exercise"]["hints"].as_array().map(Vec::len),
+        Some(1),
+        "{now}"
+    );
+
+    // Answers: refused input, wrong, half right, right with a proving trace.
+    let unknown = c
+        .post("/api/exercise/answer", json!({"service": "nope"}))
+        .await;
+    assert_error(&unknown, 400, "unknown_service");
+    assert_eq!(unknown.1["error"]["field"], "service");
+    assert_error(
+        &c.post(
+            "/api/exercise/answer",
+            json!({"service": "auth", "operation": "POST /verify", "trace_id": "xyz"}),
+        )
+        .await,
+        400,
+        "invalid_trace_id",
+    );
+    let (status, wrong) = c
+        .post("/api/exercise/answer", json!({"service": "search"}))
+        .await;
+    assert_eq!(status, 200, "{wrong}");
+    assert_eq!(
+        (wrong["grade"].clone(), wrong["correct"].clone()),
+        (json!("wrong"), json!(false))
+    );
+    assert_eq!(wrong["solution"], Value::Null);
+    let (_, half) = c
+        .post("/api/exercise/answer", json!({"service": "auth"}))
+        .await;
+    assert_eq!(half["grade"], "needs_operation", "{half}");
+
+    let (_, action) = c.post("/api/actions/checkout", json!({})).await;
+    let trace_id = action["trace_id"].as_str().unwrap().to_string();
+    let ok = (200..300).contains(&action["status"].as_u64().unwrap());
+    TempoClient::new(&c.lab.tempo_url())
+        .unwrap()
+        .wait_for_trace(
+            &trace_id,
+            |t| checkout_trace_complete(t, ok),
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the checkout's trace");
+    let (status, right) = c
+        .post(
+            "/api/exercise/answer",
+            json!({"service": "auth", "operation": "POST /verify", "trace_id": trace_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{right}");
+    assert_eq!(right["correct"], true, "{right}");
+    assert_eq!(right["trace"]["found"], true, "{right}");
+    assert_eq!(right["trace"]["has_answered_span"], true, "{right}");
+    let solution = &right["solution"];
+    assert_eq!(solution["scenario"]["id"], "auth-verify-errors");
+    assert_eq!(solution["faults_cleared"], true, "{solution}");
+    assert_eq!(solution["hints_used"], 1);
+    let link = solution["query_link"].as_str().unwrap();
+    assert!(link.starts_with("/api/tempo/api/search?q="), "{link}");
+    let (status, found) = c.get(link).await;
+    assert_eq!(status, 200, "{found}");
+    assert!(found["traces"].is_array(), "{found}");
+    assert_eq!(c.get("/api/faults").await.1["count"], 0);
+    assert_eq!(c.get("/api/exercise").await.1["exercise"], Value::Null);
+
+    // A second exercise with the console's background load, given up.
+    assert_error(
+        &c.post("/api/exercise", json!({"load": {"rate": 0}})).await,
+        400,
+        "invalid_body",
+    );
+    let (status, ex) = c
+        .post("/api/exercise", json!({"seed": 3, "load": {"rate": 1}}))
+        .await;
+    assert_eq!(status, 201, "{ex}");
+    assert_eq!(ex["seed"], 3);
+    assert_eq!(ex["load"]["rate"], 1.0, "{ex}");
+    let (_, load) = c.get("/api/load").await;
+    assert_eq!(load["running"], true, "{load}");
+    assert_eq!(
+        load["owner"],
+        json!({"by": "exercise", "exercise": 2}),
+        "{load}"
+    );
+    let (status, revealed) = c.post("/api/exercise/reveal", json!({})).await;
+    assert_eq!(status, 200, "{revealed}");
+    assert_eq!(revealed["outcome"], "revealed");
+    assert!(revealed["scenario"]["id"].is_string());
+    assert_eq!(c.get("/api/load").await.1["running"], false);
+
+    let (status, history) = c.get("/api/exercise/history").await;
+    assert_eq!(status, 200);
+    let outcomes: Vec<&Value> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["outcome"])
+        .collect();
+    assert_eq!(
+        outcomes,
+        [&json!("solved"), &json!("revealed")],
+        "{history}"
+    );
+    assert_eq!(history["solved"], 1);
+    assert!(history["mean_secs"].as_f64().unwrap() > 0.0, "{history}");
+    let (ok, out) = cli(&c, &["exercise", "history"]).await;
+    assert!(
+        ok && out.contains("auth-verify-errors") && out.contains("revealed"),
+        "{out}"
+    );
+    c.stop().await;
+}
+
+/// Drops what `tracelab up` left behind for a test: its database, queues
+/// and exchange (`up` keeps them, as a learner's lab should).
+async fn drop_lab_data(opts: &LabOptions) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    use lapin::types::ShortString;
+    use sqlx::Connection as _;
+    let db = opts.database_url.rsplit('/').next().unwrap().to_string();
+    let server = opts.database_url.replace(&format!("/{db}"), "/postgres");
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
+        let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await;
+    }
+    if let Ok(conn) =
+        lapin::Connection::connect(&opts.amqp_url, lapin::ConnectionProperties::default()).await
+        && let Ok(channel) = conn.create_channel().await
+    {
+        let queue = opts.queue_name();
+        for q in [queue.clone(), format!("{queue}.dlq")] {
+            let _ = channel
+                .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = channel
+            .exchange_delete(
+                ShortString::from(opts.exchange_name()),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+}
+
+/// `tracelab up` serves the console, records where it is, and later
+/// commands find it with no flag; stopping `up` removes the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_the_console_and_records_it() {
+    let opts = LabOptions::for_tests();
+    let dir = std::env::temp_dir().join(format!(
+        "tracelab-up-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let record = dir.join("home").join("lab.json");
+    let (exchange, queue) = (opts.exchange_name(), opts.queue_name());
+    let mut args: Vec<String> = [
+        "up",
+        "--quiet",
+        "--console-port",
+        "0",
+        "--database-url",
+        &opts.database_url,
+        "--amqp-url",
+        &opts.amqp_url,
+        "--exchange",
+        &exchange,
+        "--queue",
+        &queue,
+        "--bin-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(
+        tracelab::supervisor::default_bin_dir()
+            .display()
+            .to_string(),
+    );
+    for port in [
+        "gateway",
+        "auth",
+        "search",
+        "payment",
+        "notification",
+        "provider",
+        "otlp-http",
+        "otlp-grpc",
+        "tempo",
+    ] {
+        args.push(format!("--{port}-port"));
+        args.push("0".into());
+    }
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
+        .args(&args)
+        .env("TRACELAB_HOME", dir.join("home"))
+        .env("TRACELAB_SCENARIOS", catalog_dir())
+        .env_remove("TRACELAB_CONSOLE_PORT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tracelab up runs");
+
+    // The record appears once the lab and its console are up.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let recorded: Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&record)
+            && let Ok(v) = serde_json::from_str(&text)
+        {
+            break v;
+        }
+        if let Ok(Some(status)) = up.try_wait() {
+            let out = up.wait_with_output().await.unwrap();
+            panic!(
+                "tracelab up exited ({status}) before recording the lab:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record at {}",
+            record.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&record).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the record holds the admin token");
+    }
+    let console = recorded["console"].as_str().unwrap().to_string();
+    assert!(
+        console.starts_with("http://127.0.0.1:") && !console.ends_with(":0"),
+        "{recorded}"
+    );
+    assert_eq!(recorded["pid"], up.id().unwrap());
+
+    let lab: Value = reqwest::get(format!("{console}/api/lab"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lab["mode"], "native", "{lab}");
+    assert_eq!(lab["gateway"], recorded["gateway"], "{lab}");
+    let services = lab["services"].as_array().unwrap();
+    assert_eq!(services.len(), 6, "{lab}");
+    assert!(services.iter().all(|s| s["health_status"] == 200), "{lab}");
+
+    // A later command, with no flag, finds the lab through the record.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
+        .args(["exercise", "status"])
+        .env("TRACELAB_HOME", dir.join("home"))
+        .env_remove("TRACELAB_URL")
+        .output()
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("no exercise running"),
+        "{text}"
+    );
+
+    // Ctrl-C: the lab stops, the record goes.
+    let pid = up.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), up.wait())
+        .await
+        .expect("tracelab up stops after SIGINT")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!record.exists(), "the record outlived its lab");
+    drop_lab_data(&opts).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
