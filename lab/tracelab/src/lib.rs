@@ -14,6 +14,9 @@
 //! - [`scenario`]: the scenario catalog (`scenarios/*.yaml`), the traffic
 //!   that makes a scenario visible, its trace signature checks, and the
 //!   answer-key verification.
+//! - [`bench`]: `tracelab bench`, what tracing costs: labs of its own
+//!   (through the supervisor) per tracing mode, closed-loop requests, CPU
+//!   from `/proc`, span counters from `/health`, the table.
 //! - [`load`]: the open-loop load generator for the gateway.
 //! - [`supervisor`]: starts and stops the whole lab (embedded collector +
 //!   the six service binaries) on localhost; `tracelab up` and the
@@ -41,6 +44,7 @@
 //! `up` needs Postgres and RabbitMQ running locally (`pg_ctlcluster <ver> main
 //! start`, `rabbitmq-server -detached`).
 
+pub mod bench;
 pub mod cli;
 pub mod console;
 pub mod dlq;

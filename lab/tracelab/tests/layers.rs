@@ -23,6 +23,7 @@ const LAYERS: &[&str] = &[
     "console",
     "exercise",
     "scenario",
+    "bench",
     "load",
     "supervisor",
     "fault",

@@ -50,6 +50,8 @@ async fn health_counts_the_spans_a_full_export_queue_dropped() {
         sampling_file: None,
         log_filter: "warn".into(),
         max_queue: 4,
+        max_batch: 512,
+        scheduled_delay: std::time::Duration::from_millis(50),
     })
     .expect("telemetry starts");
 

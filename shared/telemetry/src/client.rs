@@ -8,7 +8,8 @@ use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 
 use crate::propagation::inject_http;
-use crate::span::{record_error, start};
+use crate::server::method_value;
+use crate::span::{record_error, start_lazy};
 
 /// A route template for the CLIENT span name, e.g. `/orders/{id}`; set with
 /// `RequestBuilder::with_extension(UrlTemplate("/orders/{id}"))`. Without
@@ -33,24 +34,37 @@ impl Middleware for TracePropagation {
         extensions: &mut http::Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let method = req.method().as_str().to_owned();
-        let url = req.url().clone();
-        let template = extensions
-            .get::<UrlTemplate>()
-            .map(|t| t.0.to_owned())
-            .unwrap_or_else(|| url.path().to_owned());
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method.clone()),
-            KeyValue::new("url.full", url.to_string()),
-            KeyValue::new("url.template", template.clone()),
-        ];
-        if let Some(host) = url.host_str() {
-            attributes.push(KeyValue::new("server.address", host.to_owned()));
-        }
-        if let Some(port) = url.port_or_known_default() {
-            attributes.push(KeyValue::new("server.port", i64::from(port)));
-        }
-        let cx = start(format!("{method} {template}"), SpanKind::Client, attributes);
+        let template = extensions.get::<UrlTemplate>().map(|t| t.0);
+        let name = format!(
+            "{} {}",
+            req.method(),
+            template.unwrap_or_else(|| req.url().path())
+        );
+        let cx = {
+            let (method, url) = (req.method(), req.url());
+            // Built only for a recorded span: an unsampled call pays for none.
+            let attributes = || {
+                let mut attributes = vec![
+                    KeyValue::new("http.request.method", method_value(method)),
+                    KeyValue::new("url.full", url.to_string()),
+                    KeyValue::new(
+                        "url.template",
+                        match template {
+                            Some(t) => opentelemetry::Value::from(t),
+                            None => url.path().to_owned().into(),
+                        },
+                    ),
+                ];
+                if let Some(host) = url.host_str() {
+                    attributes.push(KeyValue::new("server.address", host.to_owned()));
+                }
+                if let Some(port) = url.port_or_known_default() {
+                    attributes.push(KeyValue::new("server.port", i64::from(port)));
+                }
+                attributes
+            };
+            start_lazy(name, SpanKind::Client, attributes)
+        };
         if extensions.get::<SkipPropagation>().is_none() {
             inject_http(&cx, req.headers_mut());
         }

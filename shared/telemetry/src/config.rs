@@ -38,6 +38,12 @@ pub struct TelemetryConfig {
     /// The export queue's size in spans (`OTEL_BSP_MAX_QUEUE_SIZE`); a
     /// full queue drops spans and counts them.
     pub max_queue: usize,
+    /// How long a span may wait for its export batch to fill
+    /// (`OTEL_BSP_SCHEDULE_DELAY`, ms).
+    pub scheduled_delay: std::time::Duration,
+    /// Spans per export call, at most (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`;
+    /// never more than the queue).
+    pub max_batch: usize,
 }
 
 /// A configuration value that could not be used.
@@ -141,8 +147,21 @@ impl TelemetryConfig {
                 "the export queue must hold at least one span",
             ));
         }
+        let defaults = crate::stats::QueueSettings::default();
+        let scheduled_delay = std::time::Duration::from_millis(parse_or(
+            "OTEL_BSP_SCHEDULE_DELAY",
+            std::env::var("OTEL_BSP_SCHEDULE_DELAY").ok(),
+            defaults.scheduled_delay.as_millis() as u64,
+        )?);
+        let max_batch = positive(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            std::env::var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").ok(),
+            defaults.max_batch,
+        )?;
         Ok(Self {
             service_name,
+            scheduled_delay,
+            max_batch,
             endpoint,
             protocol,
             sdk_disabled,
@@ -152,6 +171,19 @@ impl TelemetryConfig {
             max_queue,
         })
     }
+}
+
+/// [`parse_or`] for a count that must be at least 1.
+fn positive(name: &'static str, raw: Option<String>, default: usize) -> Result<usize, ConfigError> {
+    let n = parse_or(name, raw.clone(), default)?;
+    if n == 0 {
+        return Err(ConfigError::new(
+            name,
+            raw.unwrap_or_default(),
+            "must be at least 1",
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_sampler(

@@ -56,16 +56,18 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let attributes = vec![
-        KeyValue::new("db.system.name", "postgresql"),
-        KeyValue::new("db.namespace", target.namespace.clone()),
-        KeyValue::new("db.operation.name", operation),
-        KeyValue::new("db.collection.name", table),
-        KeyValue::new("db.query.text", query_text.to_string()),
-        KeyValue::new("server.address", target.host.clone()),
-        KeyValue::new("server.port", i64::from(target.port)),
-    ];
-    crate::span::in_span(
+    let attributes = || {
+        vec![
+            KeyValue::new("db.system.name", "postgresql"),
+            KeyValue::new("db.namespace", target.namespace.clone()),
+            KeyValue::new("db.operation.name", operation),
+            KeyValue::new("db.collection.name", table),
+            KeyValue::new("db.query.text", query_text.to_string()),
+            KeyValue::new("server.address", target.host.clone()),
+            KeyValue::new("server.port", i64::from(target.port)),
+        ]
+    };
+    crate::span::in_span_lazy(
         format!("{operation} {table}"),
         SpanKind::Client,
         attributes,

@@ -139,11 +139,10 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
     }
     .map_err(|e| InitError::Exporter(e.to_string()))?;
 
-    let defaults = stats::QueueSettings::default();
     let settings = stats::QueueSettings {
         max_queue: config.max_queue,
-        max_batch: defaults.max_batch.min(config.max_queue),
-        ..defaults
+        max_batch: config.max_batch.min(config.max_queue),
+        scheduled_delay: config.scheduled_delay,
     };
     let processor = stats::export_pipeline(exporter, settings, stats::global_counters());
 

@@ -15,68 +15,92 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 
 use crate::propagation::extract_http;
-use crate::span::start_with_parent;
+use crate::span::start_with_parent_lazy;
 
 /// Paths never traced.
 pub const UNTRACED_PATHS: &[&str] = &["/health"];
 
+/// The method as an attribute value: the standard ones are static strings,
+/// copied nowhere.
+pub(crate) fn method_value(method: &http::Method) -> opentelemetry::Value {
+    use http::Method;
+    let known: Option<&'static str> = match *method {
+        Method::GET => Some("GET"),
+        Method::POST => Some("POST"),
+        Method::PUT => Some("PUT"),
+        Method::DELETE => Some("DELETE"),
+        Method::PATCH => Some("PATCH"),
+        Method::HEAD => Some("HEAD"),
+        Method::OPTIONS => Some("OPTIONS"),
+        _ => None,
+    };
+    match known {
+        Some(m) => m.into(),
+        None => method.as_str().to_owned().into(),
+    }
+}
+
 /// axum middleware creating the SERVER span; add with
 /// `router.layer(axum::middleware::from_fn(server_span))`.
 pub async fn server_span(req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    if UNTRACED_PATHS.contains(&path.as_str()) {
+    if UNTRACED_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
     let high_cardinality = crate::chaos::current().and_then(|f| f.high_cardinality);
-    let name = match (&route, &high_cardinality) {
-        // The pitfall: an id in the span name makes every request its own
-        // operation, and a unique attribute value per request bloats indexes.
-        (_, Some(_)) => format!("{method} {path}"),
-        (Some(route), None) => format!("{method} {route}"),
-        (None, None) => method.clone(),
-    };
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", method),
-        KeyValue::new("url.path", path),
-        KeyValue::new("url.scheme", "http"),
-    ];
-    if let Some(route) = route {
-        attributes.push(KeyValue::new("http.route", route));
-    }
-    if let Some(attribute) = high_cardinality {
-        use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
-        let unique = RandomIdGenerator::default().new_trace_id().to_string();
-        attributes.push(KeyValue::new(attribute, unique));
-    }
-    if let Some(host) = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
-        let (address, port) = match host.rsplit_once(':') {
-            Some((a, p)) => (a, p.parse::<i64>().ok()),
-            None => (host, None),
+    let cx = {
+        let path = req.uri().path();
+        let method = req.method();
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        let name = match (route, &high_cardinality) {
+            // The pitfall: an id in the span name makes every request its own
+            // operation, and a unique attribute value per request bloats indexes.
+            (_, Some(_)) => format!("{method} {path}"),
+            (Some(route), None) => format!("{method} {route}"),
+            (None, None) => method.to_string(),
         };
-        attributes.push(KeyValue::new("server.address", address.to_owned()));
-        if let Some(port) = port {
-            attributes.push(KeyValue::new("server.port", port));
-        }
-    }
-    if let Some(agent) = req
-        .headers()
-        .get(http::header::USER_AGENT)
-        .and_then(|h| h.to_str().ok())
-    {
-        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
-    }
-
-    let parent = extract_http(req.headers());
-    let cx = start_with_parent(&parent, name, SpanKind::Server, attributes);
+        let parent = extract_http(req.headers());
+        let headers = req.headers();
+        // Built only for a recorded span: an unsampled request pays for none.
+        let attributes = || {
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", method_value(method)),
+                KeyValue::new("url.path", path.to_owned()),
+                KeyValue::new("url.scheme", "http"),
+            ];
+            if let Some(route) = route {
+                attributes.push(KeyValue::new("http.route", route.to_owned()));
+            }
+            if let Some(attribute) = high_cardinality {
+                use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+                let unique = RandomIdGenerator::default().new_trace_id().to_string();
+                attributes.push(KeyValue::new(attribute, unique));
+            }
+            if let Some(host) = headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+            {
+                let (address, port) = match host.rsplit_once(':') {
+                    Some((a, p)) => (a, p.parse::<i64>().ok()),
+                    None => (host, None),
+                };
+                attributes.push(KeyValue::new("server.address", address.to_owned()));
+                if let Some(port) = port {
+                    attributes.push(KeyValue::new("server.port", port));
+                }
+            }
+            if let Some(agent) = headers
+                .get(http::header::USER_AGENT)
+                .and_then(|h| h.to_str().ok())
+            {
+                attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+            }
+            attributes
+        };
+        start_with_parent_lazy(&parent, name, SpanKind::Server, attributes)
+    };
     let mut response = next.run(req).with_context(cx.clone()).await;
 
     let span = cx.span();

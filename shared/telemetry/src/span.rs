@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 
-use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{FutureExt, Span as _, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, global};
 
 /// Instrumentation scope name for every span the lab creates by hand.
@@ -30,13 +30,40 @@ pub fn start_with_parent(
     kind: SpanKind,
     attributes: Vec<KeyValue>,
 ) -> Context {
+    start_with_parent_lazy(parent, name, kind, move || attributes)
+}
+
+/// As [`start_with_parent`], but `attributes` runs only when the span is
+/// recorded: a span the sampler drops (or any span with the SDK disabled)
+/// builds, copies and frees no attribute at all.
+///
+/// The samplers see no attributes this way; none of the lab's samplers
+/// (`sampling.yaml`'s rules, the `OTEL_TRACES_SAMPLER` ones) reads them.
+pub fn start_with_parent_lazy(
+    parent: &Context,
+    name: impl Into<Cow<'static, str>>,
+    kind: SpanKind,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+) -> Context {
     let tracer = global::tracer(SCOPE);
-    let span = tracer
+    let mut span = tracer
         .span_builder(name)
         .with_kind(kind)
-        .with_attributes(attributes)
         .start_with_context(&tracer, parent);
+    if span.is_recording() {
+        span.set_attributes(attributes());
+    }
     parent.with_span(span)
+}
+
+/// As [`start`], with the attributes built only for a recorded span
+/// ([`start_with_parent_lazy`]).
+pub fn start_lazy(
+    name: impl Into<Cow<'static, str>>,
+    kind: SpanKind,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+) -> Context {
+    start_with_parent_lazy(&Context::current(), name, kind, attributes)
 }
 
 /// Runs `work` inside a new child span, the way the lesson's
@@ -53,7 +80,23 @@ where
     F: FnOnce(Context) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let cx = start(name, kind, attributes);
+    in_span_lazy(name, kind, move || attributes, work).await
+}
+
+/// As [`in_span`], with the attributes built only for a recorded span
+/// ([`start_with_parent_lazy`]).
+pub async fn in_span_lazy<T, E, F, Fut>(
+    name: impl Into<Cow<'static, str>>,
+    kind: SpanKind,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+    work: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let cx = start_lazy(name, kind, attributes);
     let result = work(cx.clone()).with_context(cx.clone()).await;
     let span = cx.span();
     match &result {
@@ -68,6 +111,9 @@ where
 /// `exception` event carrying `exception.type` and `exception.message`.
 pub fn record_error(cx: &Context, error_type: &str, message: &str) {
     let span = cx.span();
+    if !span.is_recording() {
+        return;
+    }
     let short_type = short_type_name(error_type);
     span.set_status(Status::error(message.to_string()));
     span.set_attribute(KeyValue::new("error.type", short_type.clone()));

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod admin_token;
 pub mod args;
+pub mod bench;
 pub mod checkout;
 pub mod collector;
 pub mod console;
@@ -62,6 +63,8 @@ pub enum Command {
     Scenario(scenario::ScenarioArgs),
     /// Play a hidden scenario: find the cause from the traces, with hints.
     Exercise(exercise::ExerciseArgs),
+    /// Measure what tracing costs: throughput and CPU per request with tracing off, sampled, unsampled, and a broken collector, on labs of its own.
+    Bench(bench::BenchArgs),
     /// Print a random admin token, or make sure a file holds one (compose's init step).
     AdminToken(admin_token::AdminTokenArgs),
     /// The notification dead-letter queue: list it, replay messages back to work.
@@ -84,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fault(args) => fault::run(args).await,
         Command::Scenario(args) => scenario::run(args).await,
         Command::Exercise(args) => exercise::run(args).await,
+        Command::Bench(args) => bench::run_bench(args).await,
         Command::AdminToken(args) => admin_token::run(args),
         Command::Dlq(args) => dlq::run(args).await,
     }
