@@ -8,6 +8,9 @@
 //! Needs Postgres and RabbitMQ on localhost and the service binaries
 //! (`cargo build --workspace --bins`); without them the tests FAIL and say so.
 
+#[path = "support/lab_data.rs"]
+mod lab_data;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -722,39 +725,6 @@ async fn scenarios_and_one_exercise_for_every_client() {
     c.stop().await;
 }
 
-/// Drops what `tracelab up` left behind for a test: its database, queues
-/// and exchange (`up` keeps them, as a learner's lab should).
-async fn drop_lab_data(opts: &LabOptions) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    use lapin::types::ShortString;
-    use sqlx::Connection as _;
-    let db = opts.database_url.rsplit('/').next().unwrap().to_string();
-    let server = opts.database_url.replace(&format!("/{db}"), "/postgres");
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
-        let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await;
-    }
-    if let Ok(conn) =
-        lapin::Connection::connect(&opts.amqp_url, lapin::ConnectionProperties::default()).await
-        && let Ok(channel) = conn.create_channel().await
-    {
-        let queue = opts.queue_name();
-        for q in [queue.clone(), format!("{queue}.dlq")] {
-            let _ = channel
-                .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
-                .await;
-        }
-        let _ = channel
-            .exchange_delete(
-                ShortString::from(opts.exchange_name()),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
-}
-
 /// `tracelab up` serves the console, records where it is, and later
 /// commands find it with no flag; stopping `up` removes the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -890,6 +860,6 @@ async fn up_serves_the_console_and_records_it() {
         .unwrap();
     assert!(status.success(), "{status}");
     assert!(!record.exists(), "the record outlived its lab");
-    drop_lab_data(&opts).await;
+    lab_data::remove_lab_data(&opts).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

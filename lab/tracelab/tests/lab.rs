@@ -8,6 +8,9 @@
 //! and says how to build them.
 //! The full end-to-end suite lives in the workspace's `tests/`.
 
+#[path = "support/pids.rs"]
+mod pids;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -30,17 +33,6 @@ fn require_binaries() {
         dir.display(),
         missing.join(", ")
     );
-}
-
-/// Whether a process runs (a zombie, killed but not yet reaped, does not).
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesized command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +92,7 @@ async fn lab_starts_serves_a_checkout_and_stops_clean() {
 
     lab.stop().await.expect("clean stop");
     for pid in pids {
-        assert!(!pid_alive(pid), "service pid {pid} still running");
+        assert!(!pids::pid_alive(pid), "service pid {pid} still running");
     }
     let gone = sqlx::PgConnection::connect(&database_url).await;
     assert!(gone.is_err(), "test database still exists");
@@ -155,11 +147,11 @@ async fn dropping_a_lab_kills_children_and_drops_the_test_db() {
     let pids: Vec<u32> = SERVICES.iter().filter_map(|s| lab.pid(s)).collect();
     drop(lab); // as a panicking test would
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|&p| pid_alive(p)) && std::time::Instant::now() < deadline {
+    while pids.iter().any(|&p| pids::pid_alive(p)) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for pid in pids {
-        assert!(!pid_alive(pid), "service pid {pid} survived the drop");
+        assert!(!pids::pid_alive(pid), "service pid {pid} survived the drop");
     }
     let gone = sqlx::PgConnection::connect(&database_url).await;
     assert!(gone.is_err(), "test database survived the drop");

@@ -12,6 +12,11 @@
 //! Needs Postgres and RabbitMQ on localhost and the binaries built (`cargo
 //! build --workspace --bins`); without them it fails and says so.
 
+#[path = "support/lab_data.rs"]
+mod lab_data;
+#[path = "support/pids.rs"]
+mod pids;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -41,17 +46,6 @@ fn require_binaries() {
         dir.display(),
         missing.join(", ")
     );
-}
-
-/// Whether a process runs (a zombie, killed but not yet reaped, does not).
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesized command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 fn kill9(pid: u32) {
@@ -168,8 +162,8 @@ async fn a_killed_service_comes_back_on_the_same_url() {
     assert_eq!(payment.last_exit.as_ref().unwrap().reason, "SIGKILL");
     let new_pid = payment.pid.unwrap();
     assert_ne!(new_pid, old_pid);
-    assert!(pid_alive(new_pid));
-    assert!(!pid_alive(old_pid));
+    assert!(pids::pid_alive(new_pid));
+    assert!(!pids::pid_alive(old_pid));
     assert_eq!(lab.pid("payment"), Some(new_pid));
     assert_eq!(payment.url, url);
     assert_eq!(lab.service_url("payment").as_deref(), Some(url.as_str()));
@@ -228,7 +222,7 @@ async fn a_killed_collector_comes_back_and_the_services_stay_up() {
     assert_eq!(lab.collector(), Some(addrs), "same addresses");
     assert_eq!(health(&format!("{tempo_url}/ready")).await, 200);
     for (name, pid) in SERVICES.iter().zip(&service_pids) {
-        assert!(pid_alive(*pid), "{name} died with the collector");
+        assert!(pids::pid_alive(*pid), "{name} died with the collector");
         assert_eq!(lab.pid(name), Some(*pid), "{name} was restarted");
     }
 
@@ -389,41 +383,6 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
     out
 }
 
-/// Drops a database and deletes a lab's exchange and queues: what `tracelab
-/// up` would leave after being killed.
-async fn remove_lab_data(opts: &LabOptions) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    use lapin::types::ShortString;
-    use sqlx::Connection as _;
-    let url = reqwest::Url::parse(&opts.database_url).unwrap();
-    let db = url.path().trim_start_matches('/').to_string();
-    let mut maintenance = url.clone();
-    maintenance.set_path("/postgres");
-    if let Ok(mut conn) = sqlx::PgConnection::connect(maintenance.as_str()).await {
-        let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await;
-    }
-    if let Ok(conn) =
-        lapin::Connection::connect(&opts.amqp_url, lapin::ConnectionProperties::default()).await
-        && let Ok(channel) = conn.create_channel().await
-    {
-        let queue = opts.queue_name();
-        for q in [queue.clone(), format!("{queue}.dlq")] {
-            let _ = channel
-                .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
-                .await;
-        }
-        let _ = channel
-            .exchange_delete(
-                ShortString::from(opts.exchange_name()),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervisor_killed_with_sigkill_takes_its_children_along() {
     require_binaries();
@@ -489,7 +448,7 @@ async fn a_supervisor_killed_with_sigkill_takes_its_children_along() {
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
-        remove_lab_data(&opts).await;
+        lab_data::remove_lab_data(&opts).await;
         let _ = std::fs::remove_dir_all(&home);
         panic!("tracelab up did not come up:\n{}", output.join("\n"));
     }
@@ -506,17 +465,20 @@ async fn a_supervisor_killed_with_sigkill_takes_its_children_along() {
         Some(9)
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while children.iter().any(|(pid, _)| pid_alive(*pid)) && Instant::now() < deadline {
+    while children.iter().any(|(pid, _)| pids::pid_alive(*pid)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let orphans: Vec<&(u32, String)> = children.iter().filter(|(pid, _)| pid_alive(*pid)).collect();
+    let orphans: Vec<&(u32, String)> = children
+        .iter()
+        .filter(|(pid, _)| pids::pid_alive(*pid))
+        .collect();
     // Not left behind by a failing run either.
     for (pid, _) in &orphans {
         let _ = std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status();
     }
-    remove_lab_data(&opts).await;
+    lab_data::remove_lab_data(&opts).await;
     let _ = std::fs::remove_dir_all(&home);
     assert!(
         orphans.is_empty(),
