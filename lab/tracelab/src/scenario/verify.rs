@@ -1,15 +1,16 @@
 //! Checks a scenario's answer key on a running lab: send its traffic with
 //! the scenario stopped (its signature must find nothing), then start it,
-//! send the traffic again (every check must find its signature), and stop
-//! it. Invariants must hold in both phases. Used by the answer-key tests
-//! and by `tracelab scenario verify`.
+//! send the traffic again (every check must find its signature, and the
+//! revealing query shown with the answer must find traces), and stop it.
+//! Invariants must hold in both phases. Used by the answer-key tests and by
+//! `tracelab scenario verify`.
 
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
 use super::model::Scenario;
-use super::signature::{Check, DlqProbe, EvalContext, Outcome, report, unix_ns};
+use super::signature::{Check, DlqProbe, EvalContext, Outcome, TraceqlCheck, report, unix_ns};
 use super::traffic::{Driver, RequestRecord, summarize};
 use crate::fault::FaultClient;
 use crate::supervisor::{Lab, LabOptions};
@@ -58,17 +59,24 @@ pub struct Phase {
     pub signature: Vec<Outcome>,
     /// The invariants.
     pub invariants: Vec<Outcome>,
+    /// Running only: what the scenario's revealing query (`query:`, the
+    /// one the answer shows the learner) found. Some revealing queries
+    /// also match healthy traffic (the sampling pitfall's is every
+    /// checkout), so it is not asked of the stopped phase.
+    pub revealing: Option<Outcome>,
 }
 
 impl Phase {
-    /// Active: every signature check present; stopped: none. Invariants hold.
+    /// Active: every signature check present and the revealing query finds
+    /// traces; stopped: no signature check present. Invariants hold.
     pub fn passed(&self) -> bool {
         let sig = if self.active {
             self.signature.iter().all(|o| o.present)
         } else {
             self.signature.iter().all(|o| !o.present)
         };
-        sig && self.invariants.iter().all(|o| o.present)
+        let revealing = self.revealing.as_ref().is_none_or(|o| o.present);
+        sig && revealing && self.invariants.iter().all(|o| o.present)
     }
 
     /// A readable account of the phase.
@@ -87,6 +95,11 @@ impl Phase {
         }
         out.push_str(&report(&self.signature));
         out.push('\n');
+        if let Some(revealing) = &self.revealing {
+            out.push_str("  revealing query:\n");
+            out.push_str(&report(std::slice::from_ref(revealing)));
+            out.push('\n');
+        }
         if !self.invariants.is_empty() {
             out.push_str("  invariants:\n");
             out.push_str(&report(&self.invariants));
@@ -163,10 +176,18 @@ pub async fn run_phase(
             database_url: target.database_url.as_deref(),
             dlq: dlq.as_ref(),
         };
-        let signature = if active {
-            ctx.wait_present(&scenario.signature, timeout).await
+        let (signature, revealing) = if active {
+            let revealing = Check::Traceql(TraceqlCheck::Query(scenario.query.clone()));
+            let mut found = ctx
+                .wait_present(
+                    &[scenario.signature.as_slice(), &[revealing]].concat(),
+                    timeout,
+                )
+                .await;
+            let revealing = found.pop();
+            (found, revealing)
         } else {
-            ctx.eval_all(&scenario.signature).await
+            (ctx.eval_all(&scenario.signature).await, None)
         };
         let invariants = ctx.eval_all(&scenario.invariants).await;
         anyhow::Ok(Phase {
@@ -174,6 +195,7 @@ pub async fn run_phase(
             traffic,
             signature,
             invariants,
+            revealing,
         })
     }
     .await;

@@ -29,7 +29,7 @@ pub mod eval;
 pub mod probes;
 pub mod timing;
 
-pub use checks::{Check, SpanRef, parse_checks};
+pub use checks::{Check, SpanRef, TraceqlCheck, parse_checks};
 pub use eval::{EvalContext, Outcome, report, unix_ns};
 pub use probes::DlqProbe;
 pub use timing::{max_gap_ms, self_time_ms};
