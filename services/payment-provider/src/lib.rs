@@ -195,8 +195,10 @@ async fn create_charge(
     }
 }
 
-/// The answer of an injected provider failure (error, outage, rate limit),
-/// or `None` when the request goes through (after any injected latency).
+/// The answer of an injected provider failure, or `None` when the request
+/// goes through (after any injected latency). `error` and `outage` come back
+/// from the registry as `Err` with their status; a rate limit is applied
+/// here, with its `Retry-After`.
 async fn fault_response(state: &AppState) -> Option<Response> {
     match state.faults.inject(FaultPoint::ProviderCharge).await {
         Err(injected) => Some(provider_error(
@@ -215,14 +217,6 @@ async fn fault_response(state: &AppState) -> Option<Response> {
                 http::HeaderValue::from(retry_after_s),
             );
             Some(response)
-        }
-        Ok(Some(FaultKind::Outage { status })) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            Some(provider_error(
-                status,
-                "api_error",
-                "The payment service is temporarily unavailable.",
-            ))
         }
         Ok(_) => None,
     }
