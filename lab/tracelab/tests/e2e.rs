@@ -359,21 +359,53 @@ async fn a_checkout_is_one_connected_trace_across_http_and_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_signed_with_the_published_development_secret_is_refused() {
     let lab = start_lab().await;
-    // What anyone could do with the source before: sign bob's identity with
-    // the development secret it published. Every auth now has its own secret.
+    // What anyone could do with the source before: sign any identity with
+    // the development secret it published (bob, or a user that does not
+    // exist) and read alice's order or check out. Every auth now has its own
+    // secret.
     let now = chrono::Utc::now().timestamp();
-    let forged =
+    let forge = |sub: &str, name: &str| {
         auth::token::Signer::new("tracelab-dev-secret-change-me").issue(&auth::token::Claims {
-            sub: "u-1002".into(),
-            name: "bob".into(),
+            sub: sub.into(),
+            name: name.into(),
             iat: now,
             exp: now + 600,
-        });
+        })
+    };
+    let bob = forge("u-1002", "bob");
+    let nobody = forge("u-9999", "nobody");
     let body = json!({"amount": 100, "currency": "JPY", "card": "4242424242424242"});
-    let refused = checkout(&lab, &forged, "forged-1", body.clone()).await;
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
-    let genuine = checkout(&lab, &login(&lab).await, "genuine-1", body).await;
+
+    let genuine = checkout(&lab, &login(&lab).await, "genuine-1", body.clone()).await;
     assert_eq!(genuine.status, StatusCode::CREATED, "{}", genuine.body);
+    let alices_order = genuine.body["order_id"].as_str().expect("order id");
+
+    for (who, token) in [("bob", &bob), ("a user that does not exist", &nobody)] {
+        let refused = checkout(&lab, token, &format!("forged-{who}"), body.clone()).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNAUTHORIZED,
+            "a checkout as {who}: {}",
+            refused.body
+        );
+        let read = reqwest::Client::new()
+            .get(format!("{}/api/orders/{alices_order}", lab.gateway_url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("gateway answers");
+        let status = read.status();
+        let text = read.text().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "alice's order read as {who}: {text}"
+        );
+        assert!(
+            !text.contains(alices_order) && !text.contains("4242"),
+            "a refused read leaks nothing of the order: {text}"
+        );
+    }
     lab.stop().await.expect("lab stops");
 }
 
