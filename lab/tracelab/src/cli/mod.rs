@@ -20,6 +20,7 @@ pub mod load;
 mod logging;
 pub mod scenario;
 mod signal;
+pub mod status;
 pub mod trace;
 pub mod traces;
 pub mod up;
@@ -49,6 +50,8 @@ pub enum Command {
     Console(console::ConsoleArgs),
     /// Exit 0 if URL answers 2xx within the timeout, 1 otherwise (Docker healthcheck).
     Health(health::HealthArgs),
+    /// Show the lab's services: health, span export counters (lost spans included), restarts.
+    Status(status::StatusArgs),
     /// Show one trace as a waterfall.
     Trace(trace::TraceArgs),
     /// List recent traces.
@@ -80,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collector(args) => collector::run(args).await,
         Command::Console(args) => console::run(args).await,
         Command::Health(args) => Ok(health::run(args).await),
+        Command::Status(args) => status::run(args).await,
         Command::Trace(args) => trace::run(args).await,
         Command::Traces(args) => traces::run(args).await,
         Command::Checkout(args) => checkout::run(args).await,

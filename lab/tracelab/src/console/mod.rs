@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::exercise::Exercises;
@@ -36,8 +36,10 @@ mod web;
 pub use client::ConsoleClient;
 
 /// The console's default port: clear of the gateway (8080), the services
-/// (8081-8090), Tempo (3200), OTLP (4317/4318), Grafana (3000), Prometheus
-/// (9090) and MinIO (9000/9001).
+/// (8081-8090) and their admin listeners (8180-8190), Tempo (3200), OTLP
+/// (4317/4318), Grafana (3000) and Prometheus (9090) on the host. (In
+/// compose the S3 store also listens on 7070, on its own address inside
+/// the network, unpublished.)
 pub const DEFAULT_PORT: u16 = 7070;
 
 /// The console's default URL, where the CLI looks when no `--lab`,
@@ -50,7 +52,7 @@ pub fn default_url() -> String {
 }
 
 /// How the lab the console drives was started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// By `tracelab up`, in this process: the supervisor's view is known.
@@ -60,7 +62,7 @@ pub enum Mode {
 }
 
 /// One service process as the supervisor sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessStatus {
     /// Service (binary name).
     pub name: String,

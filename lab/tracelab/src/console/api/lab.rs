@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{ApiResult, Json};
@@ -15,7 +15,7 @@ use crate::console::{ConsoleState, Mode, ProcessStatus};
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The answer of `GET /api/lab`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct LabView {
     /// Native or compose.
     pub mode: Mode,
@@ -30,7 +30,7 @@ pub struct LabView {
 }
 
 /// One service in `GET /api/lab`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ServiceView {
     /// Service (binary name).
     pub name: String,
