@@ -90,8 +90,8 @@ impl ProcessStatus {
     }
 }
 
-/// What `scenario verify` needs beyond the URLs: the lab's Postgres and
-/// the notification dead-letter queue.
+/// What `scenario verify` and the DLQ routes (`/api/dlq`) need beyond
+/// the URLs: the lab's Postgres and the notification dead-letter queue.
 #[derive(Debug, Clone)]
 pub struct VerifyBackends {
     /// Postgres URL of the lab's database.
@@ -123,7 +123,7 @@ pub struct ConsoleConfig {
     pub state_dir: PathBuf,
     /// The supervisor's view of the processes (native only).
     pub processes: Option<LabMonitor>,
-    /// Postgres and RabbitMQ for `scenario verify`, when known.
+    /// Postgres and RabbitMQ for `scenario verify` and the DLQ routes, when known.
     pub verify: Option<VerifyBackends>,
 }
 
