@@ -423,10 +423,16 @@ const CASES = {
     await page.locator('.load-status [data-running="false"]').waitFor();
 
     const summary = page.locator('.health-table tr[data-service="payment"] td.dropped summary');
+    const counters = page.locator('.health-table tr[data-service="payment"] td.dropped dl.counters');
+    assert.equal(await counters.isVisible(), false, 'closed at first');
     await summary.focus();
     await page.keyboard.press('Enter');
-    const counters = page.locator('.health-table tr[data-service="payment"] td.dropped dl.counters');
     await counters.waitFor({ state: 'visible' });
+    // Still open, and still focused, after the table's next refresh.
+    const drawn = await page.locator('.health-table').elementHandle();
+    await until('the health table redrawn', async () => !(await drawn.evaluate((el) => el.isConnected)), 15000);
+    assert.equal(await counters.isVisible(), true);
+    assert.equal(await page.evaluate(() => document.activeElement?.closest('tr')?.dataset.service), 'payment');
     const tel = (await api('GET', '/api/lab')).services.find((x) => x.name === 'payment').health.telemetry;
     assert.deepEqual(await counters.locator('dt').allTextContents(), Object.keys(tel));
 
@@ -487,6 +493,14 @@ const CASES = {
     assert.equal(await ended.locator('p', { hasText: /^Cause: / }).textContent(), cause);
     assert.equal(await ended.locator('a.query-link').getAttribute('href'), `#/traces?q=${encodeURIComponent(scenario.query)}&range=1h`);
     await page.locator('button[data-exercise="start"]').waitFor();
+    // A seed picks the exercise: the same seed, the same scenario.
+    await page.fill('#ex-seed', '42');
+    await page.fill('#ex-rate', '0');
+    await page.click('button[data-exercise="start"]');
+    await page.locator('.running', { hasText: 'seed 42' }).waitFor();
+    assert.equal((await api('GET', '/api/exercise')).exercise.seed, 42);
+    await api('POST', '/api/exercise/reveal');
+    await page.locator('.ended-elsewhere .solution').waitFor();
     assert.deepEqual(errors, []);
     await page.context().close();
   },

@@ -80,7 +80,11 @@ export function render(main) {
           try {
             const body = { load: r > 0 ? { rate: r } : false };
             if (pick.value) body.scenario = pick.value;
-            else if (seed.value.trim()) body.seed = Number(seed.value);
+            else if (seed.value.trim()) {
+              body.seed = Number(seed.value);
+              // JSON numbers beyond 2^53 would reach the API rounded.
+              if (!Number.isSafeInteger(body.seed) || body.seed < 0) throw new Error(t('exercise.badSeed'));
+            }
             await post('/api/exercise', body);
             load();
           } catch (e) { msg.textContent = `${t('error')}: ${e.message}`; msg.className = 'error'; }
@@ -171,7 +175,7 @@ export function render(main) {
     h('label', { for: 'ans-trace' }, t('exercise.traceId')), traceId,
     h('span'), h('button', { type: 'submit', class: 'primary', dataset: { exercise: 'answer' } }, t('exercise.answer')));
     mount(box,
-      h('p', { class: 'running' }, t('exercise.number', { n: ex.number }), ' · ', timer,
+      h('p', { class: 'running' }, t('exercise.number', { n: ex.number }), ex.seed !== null && ex.seed !== undefined ? ` · ${t('exercise.seedShown', { seed: ex.seed })}` : '', ' · ', timer,
         ex.load?.running ? ` · ${t('exercise.loadOn', { rate: ex.load.rate })}` : ''),
       h('section', { class: 'symptom' }, h('h2', {}, t('exercise.symptom')), h('p', {}, tx(ex.symptom)), ex.story ? h('p', { class: 'muted' }, tx(ex.story)) : null),
       h('section', {}, h('h2', {}, t('exercise.hints')), hints, hintBtn),

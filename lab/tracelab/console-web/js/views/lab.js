@@ -94,8 +94,10 @@ async function drawHealth(box) {
     mount(box, h('p', { class: 'error' }, `${t('error')}: ${e.message}`));
     return;
   }
-  // Kept open across the 5 s refresh: a learner reading a breakdown keeps it.
+  // Kept open, and focused, across the 5 s refresh: a learner reading a
+  // breakdown, or tabbing through the table, keeps their place.
   const open = new Set([...box.querySelectorAll('details[open]')].map((d) => d.dataset.service));
+  const focused = box.contains(document.activeElement) ? document.activeElement.closest('details')?.dataset.service : null;
   mount(box,
     h('p', { class: 'muted' }, t('lab.mode', { mode: lab.mode })),
     h('table', { class: 'health-table' },
@@ -127,6 +129,7 @@ async function drawHealth(box) {
             : '–'),
           h('td', { class: `num restarts${p?.restarts ? ' error' : ''}` }, p ? String(p.restarts) : '–'));
       }))));
+  if (focused) box.querySelector(`details[data-service="${CSS.escape(focused)}"] summary`)?.focus();
 }
 
 async function drawMap(box, note) {
@@ -169,7 +172,7 @@ function loadPanel(box) {
       routes.length ? h('table', {},
         h('thead', {}, h('tr', {}, ['lab.route', 'lab.sent', 'lab.ok', 'lab.errors', 'p50', 'p90', 'p99'].map((k) => h('th', { scope: 'col' }, /^p\d/.test(k) ? k : t(k))))),
         h('tbody', {}, routes.map((r) => h('tr', { dataset: { route: r.route } }, h('td', {}, r.route), h('td', { class: 'num' }, r.sent), h('td', { class: 'num' }, r.ok),
-          h('td', { class: `num${r.errors ? ' error' : ''}` }, r.errors), h('td', { class: 'num' }, fmtMs(r.latency?.p50_ms)), h('td', { class: 'num' }, fmtMs(r.latency?.p90_ms)), h('td', { class: 'num' }, fmtMs(r.latency?.p99_ms)))))) : null);
+          h('td', { class: `num${r.errors ? ' error' : ''}` }, r.errors), [r.latency?.p50_ms, r.latency?.p90_ms, r.latency?.p99_ms].map((ms) => h('td', { class: 'num' }, r.count ? fmtMs(ms) : '–')))))) : null);
   };
   const fail = (e) => mount(status, h('p', { class: 'error', role: 'alert' }, `${t('error')}: ${e.message}`));
   start.addEventListener('click', () => {
