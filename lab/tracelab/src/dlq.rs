@@ -492,7 +492,8 @@ mod tests {
             ("", "work")
         );
         assert_eq!(seen.event, None, "an empty body is no event");
-        let event = br#"{"type": "payment.completed", "order_id": "o-1", "amount": 1200, "currency": 3}"#;
+        let event =
+            br#"{"type": "payment.completed", "order_id": "o-1", "amount": 1200, "currency": 3}"#;
         let seen = describe(&target, &FieldTable::default(), &props, event);
         assert_eq!(
             seen.event,

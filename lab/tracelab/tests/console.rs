@@ -913,7 +913,11 @@ async fn dead_letter_queue_list_and_replay() {
         404,
         "unknown_message",
     );
-    assert_error(&c.call("PUT", "/api/dlq", None).await, 405, "method_not_allowed");
+    assert_error(
+        &c.call("PUT", "/api/dlq", None).await,
+        405,
+        "method_not_allowed",
+    );
 
     // notification rejects every message: a checkout's event is parked.
     let (status, set) = c
@@ -925,7 +929,11 @@ async fn dead_letter_queue_list_and_replay() {
         .await;
     assert_eq!(status, 200, "{set}");
     let (status, action) = c.post("/api/actions/checkout", json!({})).await;
-    assert_eq!((status, action["status"].clone()), (200, json!(201)), "{action}");
+    assert_eq!(
+        (status, action["status"].clone()),
+        (200, json!(201)),
+        "{action}"
+    );
     let order_id = action["body"]["order_id"].as_str().unwrap().to_string();
     let trace_id = action["trace_id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -956,7 +964,10 @@ async fn dead_letter_queue_list_and_replay() {
     assert_eq!(again["count"], 1, "{again}");
     let (status, kept) = c.post("/api/dlq/replay", json!({"all": true})).await;
     assert_eq!(status, 200, "{kept}");
-    assert_eq!(kept, json!({"replayed": 0, "kept_poison": 1, "kept_other": 0}));
+    assert_eq!(
+        kept,
+        json!({"replayed": 0, "kept_poison": 1, "kept_other": 0})
+    );
 
     // The cause fixed, the message replayed by id is processed.
     let (status, _) = c.call("DELETE", "/api/faults", None).await;
