@@ -180,6 +180,9 @@ pub(crate) struct Inner {
     /// Serializes exercise changes: two answers at once grade one state.
     pub(crate) exercise_lock: tokio::sync::Mutex<()>,
     pub(crate) load: api::load::LoadRunner,
+    /// Serializes the DLQ routes: a listing holds the messages it reads
+    /// until it closes, and a replay meanwhile would not see them.
+    pub(crate) dlq_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -211,6 +214,7 @@ impl ConsoleState {
                 exercises,
                 exercise_lock: tokio::sync::Mutex::new(()),
                 load: api::load::LoadRunner::default(),
+                dlq_lock: tokio::sync::Mutex::new(()),
                 config,
             }),
         })

@@ -83,6 +83,7 @@ pub(crate) async fn list(
             })?,
     };
     let target = target(&state)?;
+    let _one_at_a_time = state.inner.dlq_lock.lock().await;
     let parked = dlq::peek(&target, limit)
         .await
         .map_err(|e| upstream("dlq_unreachable", None, &e))?;
@@ -92,6 +93,9 @@ pub(crate) async fn list(
 pub(crate) async fn replay(State(state): State<ConsoleState>, body: Bytes) -> ApiResult<Replayed> {
     let selection = optional_body::<ReplayBody>(&body)?.selection()?;
     let target = target(&state)?;
+    // `tracelab dlq` in a terminal is not serialized with these: it runs
+    // in its own process, as rarely as a learner types it.
+    let _one_at_a_time = state.inner.dlq_lock.lock().await;
     match dlq::replay(&target, &selection).await {
         Ok(done) => Ok(Json(done)),
         Err(e) => match e.downcast_ref::<NoSuchMessage>() {
