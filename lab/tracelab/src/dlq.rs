@@ -47,6 +47,59 @@ pub struct DeadLetter {
     pub traceparent: Option<String>,
     /// The body's size in bytes.
     pub size: usize,
+    /// What the body says, when it is a JSON object (a `payment.completed`
+    /// event); `None` for any other body.
+    pub event: Option<EventSummary>,
+}
+
+/// The fields of a parked event a learner recognises it by, read leniently
+/// (a poison message may miss any of them, or carry the wrong type).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EventSummary {
+    /// The event's `type` (`payment.completed`).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The paid order.
+    pub order_id: Option<String>,
+    /// The paying user.
+    pub user_id: Option<String>,
+    /// In the currency's minor unit.
+    pub amount: Option<i64>,
+    /// ISO 4217 code.
+    pub currency: Option<String>,
+}
+
+impl EventSummary {
+    fn of_body(body: &[u8]) -> Option<EventSummary> {
+        let serde_json::Value::Object(map) = serde_json::from_slice(body).ok()? else {
+            return None;
+        };
+        // Long enough for an id; a 5 MB `user_id` is not copied whole.
+        let field = |name: &str| {
+            map.get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(|s| s.chars().take(80).collect::<String>())
+        };
+        Some(EventSummary {
+            kind: field("type"),
+            order_id: field("order_id"),
+            user_id: field("user_id"),
+            amount: map.get("amount").and_then(serde_json::Value::as_i64),
+            currency: field("currency"),
+        })
+    }
+}
+
+/// A look at a dead-letter queue: how many messages it holds, and the
+/// first of them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Parked {
+    /// The DLQ's name.
+    pub queue: String,
+    /// How many messages it holds.
+    pub count: u32,
+    /// Up to the limit asked for, oldest first.
+    pub messages: Vec<DeadLetter>,
 }
 
 /// Which parked messages to replay.
@@ -68,6 +121,16 @@ pub struct Replayed {
     pub kept_poison: usize,
     /// Other messages left in the DLQ (not selected).
     pub kept_other: usize,
+}
+
+/// A replay by id found no such message in the DLQ.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no message with id {id} in {dlq}")]
+pub struct NoSuchMessage {
+    /// The id asked for.
+    pub id: String,
+    /// The DLQ searched.
+    pub dlq: String,
 }
 
 /// Where to find a DLQ.
@@ -131,7 +194,7 @@ fn describe(
     target: &DlqTarget,
     headers: &FieldTable,
     properties: &lapin::BasicProperties,
-    size: usize,
+    body: &[u8],
 ) -> DeadLetter {
     let (exchange, routing_key) = match (
         header(headers, ORIGINAL_EXCHANGE_HEADER),
@@ -156,7 +219,8 @@ fn describe(
             .and_then(integer)
             .unwrap_or(0),
         traceparent: header(headers, "traceparent"),
-        size,
+        size: body.len(),
+        event: EventSummary::of_body(body),
     }
 }
 
@@ -205,6 +269,15 @@ async fn close(conn: Connection) {
 /// # Errors
 /// RabbitMQ unreachable, or no such DLQ.
 pub async fn list(target: &DlqTarget, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+    Ok(peek(target, limit).await?.messages)
+}
+
+/// The DLQ's depth and up to `limit` of its messages, oldest first,
+/// leaving them parked.
+///
+/// # Errors
+/// RabbitMQ unreachable, or no such DLQ.
+pub async fn peek(target: &DlqTarget, limit: usize) -> anyhow::Result<Parked> {
     let (conn, channel, depth) = connect(target).await?;
     let mut out = Vec::new();
     let result = async {
@@ -225,7 +298,7 @@ pub async fn list(target: &DlqTarget, limit: usize) -> anyhow::Result<Vec<DeadLe
                 target,
                 &headers,
                 &message.properties,
-                message.data.len(),
+                &message.data,
             ));
         }
         Ok::<_, lapin::Error>(())
@@ -233,7 +306,11 @@ pub async fn list(target: &DlqTarget, limit: usize) -> anyhow::Result<Vec<DeadLe
     .await;
     close(conn).await;
     result.with_context(|| format!("reading {}", target.dlq()))?;
-    Ok(out)
+    Ok(Parked {
+        queue: target.dlq(),
+        count: depth,
+        messages: out,
+    })
 }
 
 /// Publishes the selected parked messages back to work (see the module
@@ -242,7 +319,8 @@ pub async fn list(target: &DlqTarget, limit: usize) -> anyhow::Result<Vec<DeadLe
 /// again is not replayed twice in one call.
 ///
 /// # Errors
-/// RabbitMQ unreachable, no such DLQ, `Selection::Id` matching nothing, or
+/// RabbitMQ unreachable, no such DLQ, `Selection::Id` matching nothing
+/// ([`NoSuchMessage`]), or
 /// a republish the broker refuses (no queue bound for its routing key);
 /// messages replayed before the error stay replayed.
 pub async fn replay(target: &DlqTarget, selection: &Selection) -> anyhow::Result<Replayed> {
@@ -253,7 +331,11 @@ pub async fn replay(target: &DlqTarget, selection: &Selection) -> anyhow::Result
     if let Selection::Id(id) = selection
         && done.replayed == 0
     {
-        bail!("no message with id {id} in {}", target.dlq());
+        return Err(NoSuchMessage {
+            id: id.clone(),
+            dlq: target.dlq(),
+        }
+        .into());
     }
     Ok(done)
 }
@@ -281,7 +363,7 @@ async fn replay_on(
             break;
         };
         let headers = message.properties.headers().clone().unwrap_or_default();
-        let parked = describe(target, &headers, &message.properties, message.data.len());
+        let parked = describe(target, &headers, &message.properties, &message.data);
         let wanted = match selection {
             Selection::All { include_poison } => {
                 *include_poison || parked.kind != Some(FailureKind::Poison)
@@ -376,7 +458,7 @@ mod tests {
             AMQPValue::LongString("poison".into()),
         );
         ours.insert(REPLAYS_HEADER.into(), AMQPValue::LongLongInt(2));
-        let seen = describe(&target, &ours, &props, 3);
+        let seen = describe(&target, &ours, &props, b"abc");
         assert_eq!(
             (seen.exchange.as_str(), seen.routing_key.as_str()),
             ("ex", "rk")
@@ -397,17 +479,31 @@ mod tests {
             "x-death".into(),
             AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
         );
-        let seen = describe(&target, &broker, &props, 0);
+        let seen = describe(&target, &broker, &props, b"");
         assert_eq!(
             (seen.exchange.as_str(), seen.routing_key.as_str()),
             ("broker-ex", "broker-rk")
         );
         assert_eq!(seen.kind, None);
 
-        let seen = describe(&target, &FieldTable::default(), &props, 0);
+        let seen = describe(&target, &FieldTable::default(), &props, b"");
         assert_eq!(
             (seen.exchange.as_str(), seen.routing_key.as_str()),
             ("", "work")
+        );
+        assert_eq!(seen.event, None, "an empty body is no event");
+        let event =
+            br#"{"type": "payment.completed", "order_id": "o-1", "amount": 1200, "currency": 3}"#;
+        let seen = describe(&target, &FieldTable::default(), &props, event);
+        assert_eq!(
+            seen.event,
+            Some(EventSummary {
+                kind: Some("payment.completed".into()),
+                order_id: Some("o-1".into()),
+                user_id: None,
+                amount: Some(1200),
+                currency: None,
+            })
         );
         assert_eq!(
             redact("amqp://guest:guest@h:5672/%2f"),

@@ -863,3 +863,138 @@ async fn up_serves_the_console_and_records_it() {
     lab_data::remove_lab_data(&opts).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The notification dead-letter queue through the console: a message
+/// parked by a real fault is listed with its reason and event, stays
+/// parked while listed, and a replay by id sends it back to the consumer,
+/// which processes it once the fault is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_queue_list_and_replay() {
+    let c = start().await;
+    let (status, empty) = c.get("/api/dlq").await;
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(empty["count"], 0, "{empty}");
+    assert_eq!(empty["queue"], format!("{}.dlq", c.lab.queue()), "{empty}");
+    assert_eq!(empty["messages"], json!([]));
+
+    // Bad input: the JSON error shape, saying what to send.
+    assert_error(&c.get("/api/dlq?limit=0").await, 400, "invalid_query");
+    assert_error(&c.get("/api/dlq?limit=x").await, 400, "invalid_query");
+    assert_error(
+        &c.post("/api/dlq/replay", json!({})).await,
+        400,
+        "invalid_selection",
+    );
+    assert_error(
+        &c.post("/api/dlq/replay", json!({"all": true, "id": "x"}))
+            .await,
+        400,
+        "invalid_selection",
+    );
+    assert_error(
+        &c.post("/api/dlq/replay", json!({"every": true})).await,
+        400,
+        "invalid_body",
+    );
+    let resp = c
+        .http
+        .post(format!("{}/api/dlq/replay", c.url()))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_error(&(status, body), 400, "invalid_body");
+    assert_error(
+        &c.post("/api/dlq/replay", json!({"id": "no-such-message"}))
+            .await,
+        404,
+        "unknown_message",
+    );
+    assert_error(
+        &c.call("PUT", "/api/dlq", None).await,
+        405,
+        "method_not_allowed",
+    );
+
+    // notification rejects every message: a checkout's event is parked.
+    let (status, set) = c
+        .call(
+            "PUT",
+            "/api/faults",
+            Some(json!({"point": "notification.consume", "kind": "dead_letter", "for": "2m"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{set}");
+    let (status, action) = c.post("/api/actions/checkout", json!({})).await;
+    assert_eq!(
+        (status, action["status"].clone()),
+        (200, json!(201)),
+        "{action}"
+    );
+    let order_id = action["body"]["order_id"].as_str().unwrap().to_string();
+    let trace_id = action["trace_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let parked = loop {
+        let (status, parked) = c.get("/api/dlq").await;
+        assert_eq!(status, 200, "{parked}");
+        if parked["count"] == 1 {
+            break parked;
+        }
+        assert!(Instant::now() < deadline, "nothing parked: {parked}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let message = &parked["messages"][0];
+    assert_eq!(message["kind"], "poison", "{message}");
+    assert!(
+        message["reason"].as_str().unwrap().contains("template"),
+        "{message}"
+    );
+    assert_eq!(message["event"]["type"], "payment.completed", "{message}");
+    assert_eq!(message["event"]["order_id"], order_id.as_str(), "{message}");
+    assert!(
+        message["traceparent"].as_str().unwrap().contains(&trace_id),
+        "the parked message carries the checkout's trace: {message}"
+    );
+    let id = message["message_id"].as_str().unwrap().to_string();
+    // Listing leaves it parked; replaying all leaves poison parked.
+    let (_, again) = c.get("/api/dlq").await;
+    assert_eq!(again["count"], 1, "{again}");
+    let (status, kept) = c.post("/api/dlq/replay", json!({"all": true})).await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(
+        kept,
+        json!({"replayed": 0, "kept_poison": 1, "kept_other": 0})
+    );
+
+    // The cause fixed, the message replayed by id is processed.
+    let (status, _) = c.call("DELETE", "/api/faults", None).await;
+    assert_eq!(status, 200);
+    let (status, done) = c.post("/api/dlq/replay", json!({"id": id})).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["replayed"], 1, "{done}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, lab) = c.get("/api/lab").await;
+        let notification = lab["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "notification")
+            .unwrap()
+            .clone();
+        if notification["health"]["processed"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replayed event was never processed: {notification}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, after) = c.get("/api/dlq").await;
+    assert_eq!(after["count"], 0, "{after}");
+    c.stop().await;
+}

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+
 use tracelab::console::{ConsoleConfig, ConsoleState, RunningConsole};
 use tracelab::scenario::Catalog;
 use tracelab::supervisor::{Lab, LabOptions, SERVICES, default_bin_dir};
@@ -97,7 +99,7 @@ async fn the_console_works_in_chromium() {
     let console = RunningConsole::start(listener, state).expect("the console serves");
     let url = console.url().to_string();
 
-    let run = tokio::process::Command::new(&node)
+    let mut child = tokio::process::Command::new(&node)
         .arg("console.test.mjs")
         .current_dir(browser_dir())
         .env("TRACELAB_CONSOLE_URL", &url)
@@ -106,24 +108,43 @@ async fn the_console_works_in_chromium() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(300), run)
-        .await
-        .expect("the browser tests finish within 5 minutes")
+        .spawn()
         .expect("node runs");
+    // Each case's line as it ends, so a run cut short still says how far it got.
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut stderr = child.stderr.take().expect("piped");
+    let collect_stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let mut stdout = String::new();
+    let ran = tokio::time::timeout(Duration::from_secs(480), async {
+        while let Some(line) = lines.next_line().await.expect("node's output") {
+            println!("{line}");
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        child.wait().await.expect("node runs")
+    })
+    .await;
+    let status = match ran {
+        Ok(status) => status,
+        Err(_) => {
+            let _ = child.kill().await;
+            panic!("the browser tests did not finish within 8 minutes; so far:\n{stdout}");
+        }
+    };
+    let stderr = collect_stderr.await.unwrap_or_default();
 
     console.stop().await.expect("the console stops");
     let logs = lab.dump_logs();
     lab.stop().await.expect("the lab stops");
     let _ = std::fs::remove_dir_all(&state_dir);
 
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
     assert!(
-        output.status.success(),
-        "browser tests failed ({}):\n{stdout}\n{stderr}\nlab logs:\n{logs}",
-        output.status
+        status.success(),
+        "browser tests failed ({status}):\n{stdout}\n{stderr}\nlab logs:\n{logs}"
     );
     assert!(
         stdout.contains(" passed, 0 failed"),

@@ -1,5 +1,6 @@
 // The console's API (docs/console-api.md), the page's only server. Traces
 // are read through its Tempo pass-through, /api/tempo/...
+import { t } from './i18n.js';
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -19,7 +20,7 @@ async function call(method, path, body) {
   try {
     res = await fetch(path, init);
   } catch {
-    throw new ApiError(0, 'console_unreachable', 'the console does not answer');
+    throw new ApiError(0, 'console_unreachable', t('api.unreachable'));
   }
   const text = await res.text();
   let json = null;
@@ -46,7 +47,7 @@ export async function fetchTrace(id) {
   }
 }
 
-/** Tempo's search: {q, start, end (seconds), limit, minDuration}. */
+/** Tempo's search: {q, tags (logfmt), minDuration, maxDuration, start, end (seconds), limit}; empty ones are left out. */
 export function search(params) {
   const qs = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') qs.set(k, v);

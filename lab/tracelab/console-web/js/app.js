@@ -44,6 +44,9 @@ function route() {
   const r = parseHash(location.hash);
   const entry = VIEWS.find((v) => v.path === r.path) || VIEWS[0];
   document.documentElement.lang = getLang();
+  // The static page's texts (the skip link) and labels.
+  for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  document.getElementById('nav').setAttribute('aria-label', t('nav.label'));
   drawNav(entry.path);
   const main = document.getElementById('main');
   main.replaceChildren();

@@ -1,6 +1,7 @@
-// The page's two languages. Every visible text goes through t(key); the
-// choice is remembered in localStorage. Terms follow the lesson
-// (トレース, スパン, 親スパン, コンテキスト伝搬, サンプリング).
+// The page's two languages. Every visible text goes through t(key) (the
+// static page's through data-i18n, applied by app.js); the choice is
+// remembered in localStorage. The terms are the lesson's, listed at the
+// top of messages.js.
 import { MESSAGES } from './messages.js';
 
 const KEY = 'tracelab.lang';

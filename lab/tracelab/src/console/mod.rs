@@ -92,8 +92,8 @@ impl ProcessStatus {
     }
 }
 
-/// What `scenario verify` needs beyond the URLs: the lab's Postgres and
-/// the notification dead-letter queue.
+/// What `scenario verify` and the DLQ routes (`/api/dlq`) need beyond
+/// the URLs: the lab's Postgres and the notification dead-letter queue.
 #[derive(Debug, Clone)]
 pub struct VerifyBackends {
     /// Postgres URL of the lab's database.
@@ -125,7 +125,7 @@ pub struct ConsoleConfig {
     pub state_dir: PathBuf,
     /// The supervisor's view of the processes (native only).
     pub processes: Option<LabMonitor>,
-    /// Postgres and RabbitMQ for `scenario verify`, when known.
+    /// Postgres and RabbitMQ for `scenario verify` and the DLQ routes, when known.
     pub verify: Option<VerifyBackends>,
 }
 
@@ -182,6 +182,9 @@ pub(crate) struct Inner {
     /// Serializes exercise changes: two answers at once grade one state.
     pub(crate) exercise_lock: tokio::sync::Mutex<()>,
     pub(crate) load: api::load::LoadRunner,
+    /// Serializes the DLQ routes: a listing holds the messages it reads
+    /// until it closes, and a replay meanwhile would not see them.
+    pub(crate) dlq_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -213,6 +216,7 @@ impl ConsoleState {
                 exercises,
                 exercise_lock: tokio::sync::Mutex::new(()),
                 load: api::load::LoadRunner::default(),
+                dlq_lock: tokio::sync::Mutex::new(()),
                 config,
             }),
         })

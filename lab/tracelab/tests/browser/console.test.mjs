@@ -203,6 +203,8 @@ const CASES = {
     await page.locator('nav a[href="#/lab"]', { hasText: 'ラボ' }).waitFor();
     await page.locator('h1', { hasText: 'トレース検索' }).waitFor();
     assert.equal(await page.evaluate(() => document.documentElement.lang), 'ja');
+    assert.equal(await page.locator('a.skip').textContent(), '本文へ移動');
+    assert.equal(await page.locator('#nav').getAttribute('aria-label'), '画面');
     await page.reload();
     await page.locator('nav a[href="#/traces"]', { hasText: 'トレース検索' }).waitFor();
     await page.click('#lang');
@@ -315,7 +317,7 @@ const CASES = {
     await page.click('button[data-exercise="answer"]');
     await page.locator('.grade [data-grade="wrong"]').waitFor();
     await page.selectOption('#ans-service', scenario.answer.service);
-    await page.selectOption('#ans-operation', scenario.answer.operation);
+    await page.fill('#ans-operation', scenario.answer.operation);
     await page.fill('#ans-trace', a.trace_id);
     await page.click('button[data-exercise="answer"]');
     await page.locator('.solution [data-grade="correct"]').waitFor();
@@ -325,7 +327,214 @@ const CASES = {
     const status = await api('GET', '/api/exercise');
     assert.equal(status.exercise, null, 'the exercise ended when solved');
     await page.click('.solution a.query-link');
-    await page.locator('.results [data-count]').waitFor();
+    await page.locator('.results .result-count').waitFor();
+    assert.equal(await page.inputValue('#traceql'), scenario.query);
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  },
+  // The trace-id box opens a trace, and says what is wrong with a malformed
+  // id; the tag search (logfmt tags, a duration window) finds a checkout
+  // and the result count is text on the page.
+  async traceSearch(browser) {
+    const a = await api('POST', '/api/actions/checkout', {});
+    await wholeCheckout(a.trace_id);
+    const { page, errors } = await openPage(browser);
+    await page.goto(`${consoleUrl()}/#/traces`);
+    await page.fill('#open-trace', 'not-a-trace-id');
+    await page.press('#open-trace', 'Enter');
+    await page.locator('#open-trace-msg', { hasText: 'A trace id is 32 hexadecimal digits.' }).waitFor();
+    assert.ok(page.url().endsWith('#/traces'), 'a malformed id opens nothing');
+    for (const title of ['errors below a server span', 'the deepest error of each cascade', 'calls repeated in one trace']) {
+      await page.locator('.examples button', { hasText: title }).waitFor();
+    }
+    assert.deepEqual(await page.locator('#range option').evaluateAll((os) => os.map((o) => o.value)), ['2m', '5m', '15m', '1h', '6h', '24h']);
+    await page.selectOption('#range', '2m');
+    await page.selectOption('#limit', '500');
+    await page.fill('#tags', 'service.name=payment-provider');
+    await page.fill('#minDuration', '1ms');
+    await page.fill('#maxDuration', '60s');
+    await page.click('form.search button[type="submit"]');
+    await page.locator(`.trace-list tr[data-trace-id="${a.trace_id}"]`).waitFor();
+    assert.match(page.url(), /tags=service\.name%3Dpayment-provider&minDuration=1ms&maxDuration=60s&range=2m&limit=500$/);
+    const shownCount = Number(await page.locator('.result-count').getAttribute('data-count'));
+    assert.equal(await page.locator('.trace-list tbody tr').count(), shownCount);
+    assert.match(await page.locator('.result-count').textContent(), new RegExp(`^${shownCount} traces found`));
+    // Only traces through the provider: a search has none.
+    const s = await api('POST', '/api/actions/search', {});
+    await until('the search trace', async () => (await traceSpans(s.trace_id)).length > 0);
+    await page.click('form.search button[type="submit"]');
+    await page.locator(`.trace-list tr[data-trace-id="${a.trace_id}"]`).waitFor();
+    assert.equal(await page.locator(`.trace-list tr[data-trace-id="${s.trace_id}"]`).count(), 0, 'the tag filters');
+    await page.fill('#open-trace', ` ${a.trace_id.toUpperCase()} `);
+    await page.press('#open-trace', 'Enter');
+    await until('the trace view', async () => page.url().endsWith(`#/trace/${a.trace_id}`));
+    await page.locator(`.wf-row[data-span-id]`).first().waitFor();
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  },
+
+  // The dead-letter queue on the Lab view: a checkout's event parked by a
+  // real fault is listed with its reason and order; "replay all" keeps the
+  // poison message; replaying it by its button, once the fault is cleared,
+  // empties the queue and notification processes it.
+  async dlq(browser) {
+    await api('PUT', '/api/faults', { point: 'notification.consume', kind: 'dead_letter', for: '2m' });
+    const a = await api('POST', '/api/actions/checkout', {});
+    const parked = await until('the parked event', async () => {
+      const d = await api('GET', '/api/dlq');
+      return d.messages.find((m) => m.event?.order_id === a.body.order_id);
+    });
+    const { page, errors } = await openPage(browser);
+    await page.goto(`${consoleUrl()}/#/lab`);
+    const row = page.locator(`.dlq-table tr[data-message-id="${parked.message_id}"]`);
+    await row.waitFor();
+    assert.match(await row.textContent(), new RegExp(a.body.order_id));
+    assert.match(await row.textContent(), /template failed to render/);
+    assert.equal(await row.locator('a.trace-link').getAttribute('href'), `#/trace/${a.trace_id}`);
+    await page.click('button[data-dlq="replay-all"]');
+    await page.locator('.dlq-msg', { hasText: 'Replayed 0; left in the queue: 1 poison' }).waitFor();
+    await api('DELETE', '/api/faults');
+    const before = (await api('GET', '/api/lab')).services.find((x) => x.name === 'notification').health.processed;
+    await row.locator(`button[data-replay="${parked.message_id}"]`).click();
+    await page.locator('.dlq-msg', { hasText: 'Replayed 1;' }).waitFor();
+    await page.locator('.dlq-count[data-count="0"]').waitFor();
+    assert.equal((await api('GET', '/api/dlq')).count, 0);
+    await until('notification processed the replayed event', async () =>
+      (await api('GET', '/api/lab')).services.find((x) => x.name === 'notification').health.processed > before);
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  },
+
+  // The load panel sends mix and duration; the health table shows a
+  // restarted service and, by keyboard, the export counters behind "dropped".
+  async labPanels(browser) {
+    const { page, errors } = await openPage(browser);
+    await page.goto(`${consoleUrl()}/#/lab`);
+    await page.fill('#load-rate', '1');
+    await page.fill('#load-mix', 'checkout=1,order=2');
+    await page.fill('#load-duration', '30s');
+    await page.click('button[data-load="start"]');
+    await page.locator('.load-status [data-running="true"]').waitFor();
+    const load = await api('GET', '/api/load');
+    assert.equal(load.config.duration, '30s');
+    assert.match(load.config.mix, /order=2/);
+    assert.match(await page.locator('.load-status [data-running="true"]').textContent(), /order=2.*for 30s/);
+    await page.click('button[data-load="stop"]');
+    await page.locator('.load-status [data-running="false"]').waitFor();
+
+    const summary = page.locator('.health-table tr[data-service="payment"] td.dropped summary');
+    const counters = page.locator('.health-table tr[data-service="payment"] td.dropped dl.counters');
+    assert.equal(await counters.isVisible(), false, 'closed at first');
+    await summary.focus();
+    await page.keyboard.press('Enter');
+    await counters.waitFor({ state: 'visible' });
+    // Still open, and still focused, after the table's next refresh.
+    const drawn = await page.locator('.health-table').elementHandle();
+    await until('the health table redrawn', async () => !(await drawn.evaluate((el) => el.isConnected)), 15000);
+    assert.equal(await counters.isVisible(), true);
+    assert.equal(await page.evaluate(() => document.activeElement?.closest('tr')?.dataset.service), 'payment');
+    const tel = (await api('GET', '/api/lab')).services.find((x) => x.name === 'payment').health.telemetry;
+    assert.deepEqual(await counters.locator('dt').allTextContents(), Object.keys(tel));
+
+    const lab = await api('GET', '/api/lab');
+    const search = lab.services.find((x) => x.name === 'search');
+    assert.equal(search.process.restarts, 0);
+    await page.locator('.health-table tr[data-service="search"] td.restarts', { hasText: /^0$/ }).waitFor();
+    process.kill(search.process.pid, 'SIGKILL');
+    const restarted = await until('search restarted', async () => {
+      const s = (await api('GET', '/api/lab')).services.find((x) => x.name === 'search');
+      return s.process.restarts === 1 && s.process.running && s.health_status === 200 ? s : null;
+    }, 30000);
+    const cell = page.locator('.health-table tr[data-service="search"] td.restarts', { hasText: /^1$/ });
+    await cell.waitFor();
+    assert.match(await page.locator('.health-table tr[data-service="search"] td.process').textContent(), new RegExp(`${restarted.process.pid}`));
+    assert.match(await page.locator('.health-table tr[data-service="search"] td.process .exit').textContent(), /^last exit: /);
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  },
+
+  // An exercise driven from elsewhere (the API, as the CLI does) shows on
+  // the open page: a hint, an answer, and the reveal. Every lab service can
+  // be answered, and the faults view peeks at the hidden faults only behind
+  // a spoiler label.
+  async exerciseElsewhere(browser) {
+    const id = 'incident-invisible-search';
+    const scenario = await api('GET', `/api/scenarios/${id}`);
+    await api('POST', '/api/exercise', { scenario: id, load: false });
+    const { page, errors } = await openPage(browser);
+    await page.goto(`${consoleUrl()}/#/exercise`);
+    await page.locator('.timer').waitFor();
+    const services = (await api('GET', '/api/lab')).services.map((x) => x.name);
+    for (const name of services) await page.locator(`#ans-service option[value="${name}"]`).waitFor({ state: 'attached' });
+    assert.equal(await page.locator('#ans-operation').getAttribute('list'), 'ans-operations', 'the operation can be typed or chosen');
+    assert.equal(await page.locator('.hints li').count(), 0);
+    await api('POST', '/api/exercise/hint');
+    await page.locator('.hints li').first().waitFor();
+    assert.equal(await page.locator('.hints li').first().textContent(), scenario.hints[0].en);
+    const wrong = scenario.answer.service === 'auth' ? 'gateway' : 'auth';
+    await api('POST', '/api/exercise/answer', { service: wrong });
+    await page.locator('.attempts li[data-grade="wrong"]').waitFor();
+
+    // The faults view: hidden, then peeked at behind a spoiler banner.
+    const faults = await openPage(browser);
+    await faults.page.goto(`${consoleUrl()}/#/faults`);
+    await faults.page.locator('.active-faults [data-hidden]').waitFor();
+    await faults.page.click('button[data-peek="on"]');
+    await faults.page.locator('.active-faults .spoiler').waitFor();
+    const peeked = await api('GET', '/api/faults?peek=true');
+    assert.equal(await faults.page.locator('.active-faults table.peeked tbody tr').count(), peeked.count);
+    assert.deepEqual(faults.errors, []);
+    await faults.page.context().close();
+
+    await api('POST', '/api/exercise/reveal');
+    const ended = page.locator('.ended-elsewhere .solution');
+    await ended.waitFor();
+    const cause = `Cause: ${scenario.answer.service}${scenario.answer.operation ? ` / ${scenario.answer.operation}` : ''}`;
+    assert.equal(await ended.locator('p', { hasText: /^Cause: / }).textContent(), cause);
+    assert.equal(await ended.locator('a.query-link').getAttribute('href'), `#/traces?q=${encodeURIComponent(scenario.query)}&range=1h`);
+    await page.locator('button[data-exercise="start"]').waitFor();
+    // A seed picks the exercise: the same seed, the same scenario.
+    await page.fill('#ex-seed', '42');
+    await page.fill('#ex-rate', '0');
+    await page.click('button[data-exercise="start"]');
+    await page.locator('.running', { hasText: 'seed 42' }).waitFor();
+    assert.equal((await api('GET', '/api/exercise')).exercise.seed, 42);
+    await api('POST', '/api/exercise/reveal');
+    await page.locator('.ended-elsewhere .solution').waitFor();
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  },
+
+  // The faults form's lifetime defaults to the CLI's 15m; clearing one
+  // service's faults leaves the others'; a scenario card shows its
+  // spoilers behind a "show".
+  async faultsMore(browser) {
+    const { page, errors } = await openPage(browser);
+    await page.goto(`${consoleUrl()}/#/faults`);
+    assert.equal(await page.inputValue('#fault-for'), '15m');
+    await api('PUT', '/api/faults', { point: 'payment.provider_call', kind: 'latency', ms: 300, for: '2m' });
+    await api('PUT', '/api/faults', { point: 'auth.verify', kind: 'latency', ms: 300, for: '2m' });
+    await page.locator('.active-faults table[data-count="2"]').waitFor();
+    await page.locator('#clear-service option[value="payment"]').waitFor({ state: 'attached' });
+    await page.selectOption('#clear-service', 'payment');
+    await page.click('button[data-clear="service"]');
+    await page.locator('.active-faults table[data-count="1"]').waitFor();
+    const left = (await api('GET', '/api/faults')).services.flatMap((x) => x.faults.map((f) => f.point));
+    assert.deepEqual(left, ['auth.verify']);
+    await api('DELETE', '/api/faults');
+
+    const id = 'provider-slow';
+    const scenario = await api('GET', `/api/scenarios/${id}`);
+    const card = page.locator(`.card[data-scenario="${id}"]`);
+    assert.equal(await card.locator('.spoiler-body').isVisible(), false, 'closed until asked');
+    await card.locator('details.spoiler summary').click();
+    await card.locator('.spoiler-body .answer').waitFor();
+    assert.match(await card.locator('.spoiler-body .answer').textContent(), new RegExp(`${scenario.answer.service} / ${scenario.answer.operation}`));
+    assert.equal(await card.locator('.spoiler-body li').count(), scenario.hints.length);
+    const link = card.locator('.spoiler-body a.query-link');
+    assert.equal(await link.getAttribute('href'), `#/traces?q=${encodeURIComponent(scenario.query)}&range=1h`);
+    await link.click();
+    await page.locator('.results .result-count').waitFor();
     assert.equal(await page.inputValue('#traceql'), scenario.query);
     assert.deepEqual(errors, []);
     await page.context().close();

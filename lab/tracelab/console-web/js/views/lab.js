@@ -1,11 +1,13 @@
 // Lab view (#/lab): the live service map from recent traces, each service's
 // health and span export counters, the one-shot actions (each answers with
-// a link to its trace) and the load generator.
+// a link to its trace), the load generator and the notification
+// dead-letter queue.
 import { h, mount, fmtMs } from '../dom.js';
 import { t } from '../i18n.js';
 import { get, post, del, search, fetchTrace } from '../api.js';
 import { buildTrace } from '../model.js';
 import { serviceGraph, drawGraph } from '../servicemap.js';
+import { dlqPanel } from './dlq.js';
 
 const MAP_TRACES = 25;
 const MAP_WINDOW_SECS = 300;
@@ -17,6 +19,7 @@ export function render(main) {
   const health = h('div', { class: 'health' }, h('p', { class: 'muted' }, t('loading')));
   const actionOut = h('div', { class: 'action-out', role: 'status', 'aria-live': 'polite' });
   const loadBox = h('div', { class: 'load' });
+  const dlqBox = h('div', { class: 'dlq' });
   mount(main,
     h('h1', {}, t('nav.lab')),
     h('section', { class: 'actions', 'aria-labelledby': 'actions-h' },
@@ -32,7 +35,8 @@ export function render(main) {
       h('h2', { id: 'map-h' }, t('lab.map')), mapBox, mapNote),
     h('div', { class: 'two' },
       h('section', { 'aria-labelledby': 'health-h' }, h('h2', { id: 'health-h' }, t('lab.health')), health),
-      h('section', { 'aria-labelledby': 'load-h' }, h('h2', { id: 'load-h' }, t('lab.load')), loadBox)));
+      h('section', { 'aria-labelledby': 'load-h' }, h('h2', { id: 'load-h' }, t('lab.load')), loadBox)),
+    h('section', { 'aria-labelledby': 'dlq-h' }, h('h2', { id: 'dlq-h' }, t('dlq.title')), dlqBox));
 
   let stopped = false;
   let timer = null;
@@ -43,8 +47,9 @@ export function render(main) {
     pending = setTimeout(() => { if (!stopped) drawMap(mapBox, mapNote); }, 1500);
   }
   const loadUi = loadPanel(loadBox);
+  const dlqUi = dlqPanel(dlqBox);
   const tick = async () => {
-    await Promise.all([drawHealth(health), drawMap(mapBox, mapNote), loadUi.refresh()]);
+    await Promise.all([drawHealth(health), drawMap(mapBox, mapNote), loadUi.refresh(), dlqUi.refresh()]);
     if (!stopped) timer = setTimeout(tick, REFRESH_MS);
   };
   tick();
@@ -89,29 +94,42 @@ async function drawHealth(box) {
     mount(box, h('p', { class: 'error' }, `${t('error')}: ${e.message}`));
     return;
   }
+  // Kept open, and focused, across the 5 s refresh: a learner reading a
+  // breakdown, or tabbing through the table, keeps their place.
+  const open = new Set([...box.querySelectorAll('details[open]')].map((d) => d.dataset.service));
+  const focused = box.contains(document.activeElement) ? document.activeElement.closest('details')?.dataset.service : null;
   mount(box,
     h('p', { class: 'muted' }, t('lab.mode', { mode: lab.mode })),
     h('table', { class: 'health-table' },
-      h('thead', {}, h('tr', {}, ['lab.service', 'lab.status', 'lab.checks', 'lab.exported', 'lab.dropped', 'lab.process'].map((k) => h('th', { scope: 'col' }, t(k))))),
+      h('thead', {}, h('tr', {}, ['lab.service', 'lab.status', 'lab.checks', 'lab.exported', 'lab.dropped', 'lab.process', 'lab.restarts'].map((k) => h('th', { scope: 'col' }, t(k))))),
       h('tbody', {}, (lab.services || []).map((s) => {
         const ok = s.health_status === 200;
         // The services' /health carries their exporter's counters (spans_exported,
         // spans_failed, spans_dropped_by_fault, ...): every counter that lost
-        // spans adds to "dropped"; the full list is the cell's tooltip.
+        // spans adds to "dropped"; the cell opens (click, Enter or Space) on
+        // the full list.
         const tel = s.health?.telemetry || {};
         const exported = tel.spans_exported ?? tel.exported;
         const lost = Object.entries(tel).filter(([k, v]) => /dropped|failed/.test(k) && typeof v === 'number');
         const dropped = lost.length ? lost.reduce((n, [, v]) => n + v, 0) : undefined;
-        const counters = Object.entries(tel).map(([k, v]) => `${k}: ${v}`).join('\n');
+        const counters = Object.entries(tel);
         const checks = Object.entries(s.health?.checks || {}).map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`).join(', ');
+        const p = s.process;
         return h('tr', { class: ok ? '' : 'is-err', dataset: { service: s.name } },
           h('th', { scope: 'row' }, s.name),
           h('td', { class: ok ? 'ok' : 'error' }, ok ? `✓ ${t('lab.up')}` : `✕ ${s.error || s.health_status || t('lab.down')}`),
           h('td', {}, checks),
-          h('td', { class: 'num exported', title: counters }, exported ?? '–'),
-          h('td', { class: `num dropped${dropped ? ' error' : ''}`, title: counters }, dropped ?? '–'),
-          h('td', {}, s.process ? `${s.process.running ? '▶' : '■'} ${s.process.pid ?? ''}` : '–'));
+          h('td', { class: 'num exported' }, exported ?? '–'),
+          h('td', { class: `num dropped${dropped ? ' error' : ''}` }, counters.length
+            ? h('details', { dataset: { service: s.name }, open: open.has(s.name) }, h('summary', { 'aria-label': t('lab.droppedOpen', { n: dropped ?? 0 }) }, dropped ?? '–'),
+              h('dl', { class: 'counters' }, counters.map(([k, v]) => [h('dt', {}, k), h('dd', {}, typeof v === 'object' ? JSON.stringify(v) : String(v))])))
+            : (dropped ?? '–')),
+          h('td', { class: 'process', dataset: { state: p?.state || '' } }, p
+            ? [`${p.running ? '▶' : '■'} ${t(`state.${p.state}`)}${p.pid ? ` · ${p.pid}` : ''}`, p.exit ? h('div', { class: 'muted exit' }, t('lab.lastExit', { exit: p.exit })) : null]
+            : '–'),
+          h('td', { class: `num restarts${p?.restarts ? ' error' : ''}` }, p ? String(p.restarts) : '–'));
       }))));
+  if (focused) box.querySelector(`details[data-service="${CSS.escape(focused)}"] summary`)?.focus();
 }
 
 async function drawMap(box, note) {
@@ -139,6 +157,9 @@ async function drawMap(box, note) {
 
 function loadPanel(box) {
   const rate = h('input', { id: 'load-rate', type: 'number', min: '0.1', max: '200', step: '0.1', value: '2', inputmode: 'decimal' });
+  // As `tracelab load --mix checkout=1,order=2` and `--duration 30s` take them; empty: the API's default.
+  const mix = h('input', { id: 'load-mix', type: 'text', spellcheck: 'false', placeholder: 'checkout=1,search=5,login=1,order=0', size: '28' });
+  const duration = h('input', { id: 'load-duration', type: 'text', spellcheck: 'false', placeholder: t('lab.untilStopped'), size: '8' });
   const status = h('div', { class: 'load-status', 'aria-live': 'polite' });
   const start = h('button', { type: 'button', class: 'primary', dataset: { load: 'start' } }, t('lab.loadStart'));
   const stopBtn = h('button', { type: 'button', dataset: { load: 'stop' } }, t('lab.loadStop'));
@@ -147,15 +168,24 @@ function loadPanel(box) {
     stopBtn.disabled = !s?.running;
     mount(status,
       h('p', { class: s?.running ? 'ok' : 'muted', dataset: { running: String(!!s?.running) } },
-        s?.running ? `▶ ${t('lab.loadOn', { rate: s.config?.rate ?? '?', mix: s.config?.mix ?? '' })}` : `■ ${t('lab.loadOff')}`),
+        s?.running ? `▶ ${t('lab.loadOn', { rate: s.config?.rate ?? '?', mix: s.config?.mix ?? '' })}${s.config?.duration ? ` · ${t('lab.loadFor', { duration: s.config.duration })}` : ''}` : `■ ${t('lab.loadOff')}`),
       routes.length ? h('table', {},
-        h('thead', {}, h('tr', {}, ['lab.route', 'lab.sent', 'lab.ok', 'lab.errors', 'p50', 'p95'].map((k) => h('th', { scope: 'col' }, k.startsWith('p') ? k : t(k))))),
-        h('tbody', {}, routes.map((r) => h('tr', {}, h('td', {}, r.route), h('td', { class: 'num' }, r.sent), h('td', { class: 'num' }, r.ok),
-          h('td', { class: `num${r.errors ? ' error' : ''}` }, r.errors), h('td', { class: 'num' }, fmtMs(r.latency_ms?.p50)), h('td', { class: 'num' }, fmtMs(r.latency_ms?.p95)))))) : null);
+        h('thead', {}, h('tr', {}, ['lab.route', 'lab.sent', 'lab.ok', 'lab.errors', 'p50', 'p90', 'p99'].map((k) => h('th', { scope: 'col' }, /^p\d/.test(k) ? k : t(k))))),
+        h('tbody', {}, routes.map((r) => h('tr', { dataset: { route: r.route } }, h('td', {}, r.route), h('td', { class: 'num' }, r.sent), h('td', { class: 'num' }, r.ok),
+          h('td', { class: `num${r.errors ? ' error' : ''}` }, r.errors), [r.latency?.p50_ms, r.latency?.p90_ms, r.latency?.p99_ms].map((ms) => h('td', { class: 'num' }, r.count ? fmtMs(ms) : '–')))))) : null);
   };
   const fail = (e) => mount(status, h('p', { class: 'error', role: 'alert' }, `${t('error')}: ${e.message}`));
-  start.addEventListener('click', () => post('/api/load', { rate: Number(rate.value) }).then(show, fail));
+  start.addEventListener('click', () => {
+    const body = { rate: Number(rate.value) };
+    if (mix.value.trim()) body.mix = mix.value.trim();
+    if (duration.value.trim()) body.duration = duration.value.trim();
+    post('/api/load', body).then(show, fail);
+  });
   stopBtn.addEventListener('click', () => del('/api/load').then(show, (e) => (e.code === 'no_load' ? show(null) : fail(e))));
-  mount(box, h('div', { class: 'row' }, h('label', { for: 'load-rate' }, t('lab.rate')), rate, start, stopBtn), status);
+  mount(box, h('div', { class: 'grid-form' },
+    h('label', { for: 'load-rate' }, t('lab.rate')), rate,
+    h('label', { for: 'load-mix' }, t('lab.mix')), mix,
+    h('label', { for: 'load-duration' }, t('lab.duration')), duration),
+  h('div', { class: 'row' }, start, stopBtn), status);
   return { refresh: () => get('/api/load').then(show, () => null) };
 }

@@ -154,7 +154,7 @@ export function spanDetail(m, sp) {
     h('p', {}, serviceChip(sp.service), ' ', kindBadge(sp.kind), ' ', t(`kind.${sp.kind}`)),
     h('dl', { class: 'facts' },
       h('dt', {}, t('detail.status')), h('dd', { class: sp.status.error ? 'error' : '' },
-        sp.status.error ? `✕ ERROR${sp.status.message ? `: ${sp.status.message}` : ''}` : (sp.status.code === 'STATUS_CODE_OK' || sp.status.code === 1 ? 'OK' : 'UNSET')),
+        sp.status.error ? `✕ ${t('status.error')}${sp.status.message ? `: ${sp.status.message}` : ''}` : t(sp.status.code === 'STATUS_CODE_OK' || sp.status.code === 1 ? 'status.ok' : 'status.unset')),
       h('dt', {}, t('detail.start')), h('dd', {}, `+${fmtMs(sp.start)}`),
       h('dt', {}, t('trace.duration')), h('dd', {}, fmtMs(sp.duration)),
       h('dt', {}, t('detail.self')), h('dd', { class: 'self-time' }, fmtMs(sp.selfTime)),

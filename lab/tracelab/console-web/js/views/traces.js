@@ -1,5 +1,7 @@
-// Traces view (#/traces?q=...&range=...): a TraceQL box with the lesson's
-// and the scenarios' queries as examples, a time range, and the result list.
+// Traces view (#/traces?q=...&tags=...&minDuration=...&maxDuration=...&range=...&limit=...):
+// a box that opens a trace by id, a TraceQL box with the lesson's and the
+// scenarios' queries as examples, Tempo's tag search (logfmt tags and a
+// duration window, Jaeger-style), a time range, and the result list.
 import { h, mount, fmtMs, fmtTime } from '../dom.js';
 import { t, tx } from '../i18n.js';
 import { get, search } from '../api.js';
@@ -14,26 +16,60 @@ const GUIDE_QUERIES = [
   ['q.providerErrors', '{ span.payment.provider = "stripe-mock" && status = error }'],
   ['q.slowTraces', '{ traceDuration > 2s }'],
   ['q.queue', '{ kind = consumer }'],
+  ['q.belowServer', '{ kind = server } >> { status = error }'],
+  ['q.deepest', '{ status = error } !< { status = error }'],
+  ['q.repeated', '{ name = "POST /payments" && kind = client } | count() > 1'],
 ];
 
-const RANGES = [['5m', 300], ['15m', 900], ['1h', 3600], ['6h', 21600], ['24h', 86400]];
+const RANGES = [['2m', 120], ['5m', 300], ['15m', 900], ['1h', 3600], ['6h', 21600], ['24h', 86400]];
+const LIMITS = ['20', '50', '100', '200', '500'];
+const TRACE_ID = /^[0-9a-f]{32}$/;
+
+/** The trace-id box: opens #/trace/<id>, or says what a trace id looks like. */
+function openById() {
+  const input = h('input', { id: 'open-trace', type: 'text', spellcheck: 'false', autocomplete: 'off', size: '36', placeholder: t('exercise.traceIdHint'), 'aria-describedby': 'open-trace-msg' });
+  const msg = h('span', { id: 'open-trace-msg', class: 'error', role: 'alert' });
+  return h('form', { class: 'row open-trace', onsubmit: (e) => {
+    e.preventDefault();
+    const id = input.value.trim().toLowerCase();
+    if (!TRACE_ID.test(id)) {
+      msg.textContent = t('trace.badId');
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+      return;
+    }
+    msg.textContent = '';
+    location.hash = `#/trace/${id}`;
+  } }, h('label', { for: 'open-trace' }, t('traces.openId')), input, h('button', { type: 'submit' }, t('traces.open')), msg);
+}
 
 export function render(main, route) {
   const q = route.query.get('q') ?? '{ }';
   const range = route.query.get('range') || '15m';
   const input = h('textarea', { id: 'traceql', name: 'q', rows: '2', spellcheck: 'false', 'aria-describedby': 'traceql-help' }, q);
   const rangeSel = h('select', { id: 'range', name: 'range' }, RANGES.map(([k]) => h('option', { value: k, selected: k === range }, t(`range.${k}`))));
-  const limit = h('select', { id: 'limit', name: 'limit' }, ['20', '50', '100'].map((n) => h('option', { value: n, selected: n === (route.query.get('limit') || '20') }, n)));
+  const limit = h('select', { id: 'limit', name: 'limit' }, LIMITS.map((n) => h('option', { value: n, selected: n === (route.query.get('limit') || '20') }, n)));
+  const field = (id, size, placeholder) => h('input', { id, name: id, type: 'text', spellcheck: 'false', size, placeholder, value: route.query.get(id) || '' });
+  const tags = field('tags', '30', 'service.name=payment http.response.status_code=500');
+  const minDur = field('minDuration', '7', '300ms');
+  const maxDur = field('maxDuration', '7', '5s');
   const examples = h('ul', { class: 'examples' }, GUIDE_QUERIES.map(([k, query]) => exampleItem(t(k), query, input)));
   const result = h('div', { class: 'results', 'aria-live': 'polite' });
   const form = h('form', { class: 'search', onsubmit: (e) => {
     e.preventDefault();
-    const next = `#/traces?q=${encodeURIComponent(input.value)}&range=${rangeSel.value}&limit=${limit.value}`;
+    const extra = [tags, minDur, maxDur].filter((f) => f.value.trim()).map((f) => `&${f.id}=${encodeURIComponent(f.value.trim())}`).join('');
+    const next = `#/traces?q=${encodeURIComponent(input.value)}${extra}&range=${rangeSel.value}&limit=${limit.value}`;
     if (location.hash === next) run(); else location.hash = next;
   } },
   h('label', { for: 'traceql' }, 'TraceQL'),
   input,
   h('p', { id: 'traceql-help', class: 'muted' }, t('traces.help')),
+  h('fieldset', { class: 'tag-search' }, h('legend', {}, t('traces.tagSearch')),
+    h('div', { class: 'row' },
+      h('label', { for: 'tags' }, t('traces.tags')), tags,
+      h('label', { for: 'minDuration' }, t('traces.minDuration')), minDur,
+      h('label', { for: 'maxDuration' }, t('traces.maxDuration')), maxDur),
+    h('p', { class: 'muted' }, t('traces.tagHelp'))),
   h('div', { class: 'row' },
     h('label', { for: 'range' }, t('traces.range')), rangeSel,
     h('label', { for: 'limit' }, t('traces.limit')), limit,
@@ -43,6 +79,7 @@ export function render(main, route) {
   });
   mount(main,
     h('h1', {}, t('nav.traces')),
+    openById(),
     h('div', { class: 'traces-layout' },
       h('div', {}, form, result),
       h('aside', { class: 'examples-box' }, h('h2', {}, t('traces.examples')), examples, h('details', {}, h('summary', {}, t('traces.scenarioQueries')), scenarioExamples(input)))));
@@ -53,8 +90,12 @@ export function render(main, route) {
     const secs = RANGES.find(([k]) => k === rangeSel.value)?.[1] || 900;
     const end = Math.ceil(Date.now() / 1000);
     try {
-      const answer = await search({ q: input.value.trim(), start: end - secs, end, limit: limit.value });
-      if (!stopped) mount(result, table(answer.traces || []));
+      const answer = await search({ q: input.value.trim(), tags: tags.value.trim(), minDuration: minDur.value.trim(), maxDuration: maxDur.value.trim(), start: end - secs, end, limit: limit.value });
+      const found = answer.traces || [];
+      if (!stopped) {
+        mount(result, h('p', { class: 'result-count', dataset: { count: String(found.length) } },
+          t(found.length >= Number(limit.value) ? 'traces.countLimit' : 'traces.count', { n: found.length })), table(found));
+      }
     } catch (e) {
       if (!stopped) mount(result, h('p', { class: 'error', role: 'alert' }, `${t('error')}: ${e.message}`));
     }

@@ -73,7 +73,7 @@ export function waterfall(trace, { onSelect, selected, marks } = {}) {
       + (sp.label ? `<span class="lesson" title="${esc(t('trace.lessonSpan', { label: sp.label }))}">${sp.label}</span>` : '')
       + (sp.status.error ? `<span class="err-sign" title="${esc(t('trace.error'))}">✕</span>` : '')
       + `${chipHtml(sp.service)} <span class="name">${esc(sp.name)}</span> ${kindHtml(sp.kind)}`
-      + (hop ? `<span class="hop-mark" title="traceparent: ${hop.traceparent}">${hop.via === 'amqp' ? '⇢ AMQP' : '⇢ HTTP'}</span>` : '')
+      + (hop ? `<span class="hop-mark" title="${esc(t('trace.hopMark', { via: t(hop.via === 'amqp' ? 'trace.viaAmqp' : 'trace.viaHttp'), traceparent: hop.traceparent }))}">${hop.via === 'amqp' ? '⇢ AMQP' : '⇢ HTTP'}</span>` : '')
       + '</div><div class="wf-track">'
       + (wait ? `<span class="queue-wait" title="${waitText}"></span>` : '')
       + `<span class="bar${sp.status.error ? ' err' : ''}${sp.critical ? ' crit' : ''}"></span>`

@@ -10,6 +10,7 @@ pub(crate) use tracelab_service::{ApiError, Json};
 use super::ConsoleState;
 
 pub mod actions;
+pub mod dlq;
 pub mod exercise;
 pub mod faults;
 pub mod lab;
@@ -52,6 +53,8 @@ pub(crate) fn router() -> Router<ConsoleState> {
         )
         .route("/api/actions/search", post(actions::search))
         .route("/api/actions/burst", post(actions::burst))
+        .route("/api/dlq", get(dlq::list))
+        .route("/api/dlq/replay", post(dlq::replay))
         .method_not_allowed_fallback(method_not_allowed)
         .route("/api", get(not_found))
         .route("/api/{*rest}", get(not_found).fallback(not_found))

@@ -84,6 +84,7 @@ pub(crate) static ASSETS: &[Asset] = &[
     asset!("js/model.js", JS),
     asset!("js/servicemap.js", JS),
     asset!("js/views/compare.js", JS),
+    asset!("js/views/dlq.js", JS),
     asset!("js/views/exercise.js", JS),
     asset!("js/views/faults.js", JS),
     asset!("js/views/lab.js", JS),
