@@ -68,6 +68,12 @@ ENV TRACELAB_SAMPLING_FILE=/etc/tracelab/sampling.yaml
 RUN mkdir -p /var/lib/tracelab-admin \
  && chown 10001:10001 /var/lib/tracelab-admin \
  && chmod 0700 /var/lib/tracelab-admin
+# The console's state (TRACELAB_HOME: the exercise and its history), where
+# compose's console-state volume is mounted: owned by the runtime user for
+# the same reason.
+RUN mkdir -p /var/lib/tracelab \
+ && chmod 0700 /var/lib/tracelab \
+ && chown 10001:10001 /var/lib/tracelab
 USER 10001:10001
 WORKDIR /tmp
 # No curl in the image: the CLI probes the service's own /health (2xx = healthy).

@@ -716,20 +716,29 @@ def check_admin_api(compose: dict, dockerfile: str) -> list[str]:
             )
     # A fresh named volume takes the owner of the image's directory: the init
     # job runs as the image's user, so that user must own it.
-    stages = dockerfile_stages(dockerfile)
-    runtime = stages[-1]["ins"] if stages else []
-    users = [a for i, a in runtime if i == "USER"]
-    uid = users[-1].split(":")[0] if users else "root"
-    runs = " ; ".join(a for i, a in runtime if i == "RUN")
     for directory in sorted(token_dirs):
-        made = re.search(rf"mkdir\s+(-p\s+)?{re.escape(directory)}(\s|$)", runs)
-        owned = re.search(rf"chown\s+(-R\s+)?{re.escape(uid)}(:\S+)?\s+{re.escape(directory)}(\s|$)", runs)
-        if not (made and owned):
+        uid, owned = runtime_user_owns(dockerfile, directory)
+        if not owned:
             problems.append(
                 f"Dockerfile: the runtime stage must create {directory} owned by its user {uid} "
                 "(mkdir, chown), or admin-token-init cannot write the token into a fresh volume"
             )
     return problems
+
+
+def runtime_user_owns(dockerfile: str, directory: str) -> tuple[str, bool]:
+    """(the runtime stage's user id, whether a RUN of that stage creates
+    `directory` and chowns it to that user). Docker copies the image
+    directory's owner and mode into a fresh named volume mounted there, so
+    this decides whether the image's user can write the volume."""
+    stages = dockerfile_stages(dockerfile)
+    runtime = stages[-1]["ins"] if stages else []
+    users = [a for i, a in runtime if i == "USER"]
+    uid = users[-1].split(":")[0] if users else "root"
+    runs = " ; ".join(a for i, a in runtime if i == "RUN")
+    made = re.search(rf"mkdir\s+(-p\s+)?{re.escape(directory)}(\s|$)", runs)
+    owned = re.search(rf"chown\s+(-R\s+)?{re.escape(uid)}(:\S+)?\s+{re.escape(directory)}(\s|$)", runs)
+    return uid, bool(made and owned)
 
 
 # ---------------------------------------------------------------------------
@@ -1539,6 +1548,45 @@ def check_console(compose: dict) -> list[str]:
     return problems
 
 
+CONSOLE_STATE_VAR = "TRACELAB_HOME"
+
+
+def check_console_state(compose: dict, dockerfile: str) -> list[str]:
+    """The console keeps the exercise state and history in TRACELAB_HOME:
+    that directory is a named volume, mounted writable, which the image's
+    user owns, so the exercise survives a recreated container."""
+    console = compose.get("services", {}).get("console")
+    if console is None:
+        return []  # check_console reports the missing console
+    home = environment(console).get(CONSOLE_STATE_VAR)
+    if not home:
+        return [
+            f"console: no {CONSOLE_STATE_VAR}: the console would keep the exercise under the image "
+            "user's home (/nonexistent), which it cannot write"
+        ]
+    home = home.rstrip("/")
+    mounts = [m for m in named_volume_mounts(console) if m[1].rstrip("/") == home]
+    if not mounts:
+        return [
+            f"console: {CONSOLE_STATE_VAR}={home} is on no named volume: the exercise state and "
+            "history are lost when the container is recreated"
+        ]
+    problems = []
+    volume, _, read_only = mounts[0]
+    if read_only:
+        problems.append(f"console: mounts {volume} read-only at {home}; the console writes the exercise there")
+    for name, svc in compose.get("services", {}).items():
+        if name != "console" and any(m[0] == volume for m in named_volume_mounts(svc)):
+            problems.append(f"{name}: mounts the console's state volume {volume}; only the console keeps it")
+    uid, owned = runtime_user_owns(dockerfile, home)
+    if not owned:
+        problems.append(
+            f"Dockerfile: the runtime stage must create {home} owned by its user {uid} (mkdir, chown), "
+            f"or the console cannot write its state into a fresh {volume} volume"
+        )
+    return problems
+
+
 def all_problems(root: Path = REPO) -> dict[str, list[str]]:
     compose = load_compose(root)
     collector = load_yaml(root / "otel-collector.yaml")
@@ -1565,7 +1613,8 @@ def all_problems(root: Path = REPO) -> dict[str, list[str]]:
             name: (root / name).read_text(encoding="utf-8") for name in ("README.md", "docs/docker.md")}),
         "image facts": check_image_facts(compose, load_images()) + check_data_volumes(compose, load_images()),
         "rabbitmq": check_rabbitmq(compose, root),
-        "console": check_console(compose),
+        "console": check_console(compose)
+        + check_console_state(compose, (root / "Dockerfile").read_text(encoding="utf-8")),
         "exemplars": check_exemplar_label(
             load_yaml(root / "tempo-config.yaml"),
             load_yaml(root / "grafana/provisioning/datasources/datasources.yaml"),

@@ -352,7 +352,7 @@ def test_a_shell_loop_given_service_env_is_reported(env_fixture):
 
 def test_the_cli_container_gets_only_env_the_cli_reads(compose):
     load = compose["services"]["load"]
-    assert {"TRACELAB_URL", "TRACELAB_GATEWAY_URL"} <= set(checks.environment(load))
+    assert {"TRACELAB_URL", "TRACELAB_TEMPO_URL"} <= set(checks.environment(load))
     assert checks.check_env_vars(compose) == []
     broken = copy.deepcopy(compose)
     broken["services"]["load"]["environment"]["OTEL_SERVICE_NAME"] = "load"
@@ -949,3 +949,44 @@ def test_console_missing_or_misplacing_a_service_is_reported(broken):
     )
     del broken["services"]["console"]
     assert_reports(checks.check_console(broken), "no `console` service")
+
+
+# ---------------------------------------------------------------- the console's state
+
+
+def test_console_state_is_on_a_volume_the_image_user_owns(compose, dockerfile):
+    assert checks.check_console_state(compose, dockerfile) == []
+    home = checks.environment(compose["services"]["console"])["TRACELAB_HOME"]
+    assert ("console-state", home, False) in checks.named_volume_mounts(compose["services"]["console"])
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda c: c["services"]["console"]["environment"].__setitem__("TRACELAB_HOME", "/tmp/tracelab"),
+         "console: TRACELAB_HOME=/tmp/tracelab is on no named volume"),
+        (lambda c: c["services"]["console"]["environment"].pop("TRACELAB_HOME"), "console: no TRACELAB_HOME"),
+        (lambda c: c["services"]["console"]["volumes"].remove("console-state:/var/lib/tracelab"),
+         "console: TRACELAB_HOME=/var/lib/tracelab is on no named volume"),
+        (lambda c: c["services"]["console"]["volumes"].__setitem__(
+            c["services"]["console"]["volumes"].index("console-state:/var/lib/tracelab"),
+            "console-state:/var/lib/tracelab:ro"),
+         "console: mounts console-state read-only"),
+        (lambda c: c["services"]["load"].__setitem__("volumes", ["console-state:/var/lib/tracelab"]),
+         "load: mounts the console's state volume console-state"),
+    ],
+)
+def test_console_state_problems_are_reported(broken, dockerfile, mutate, needle):
+    mutate(broken)
+    assert_reports(checks.check_console_state(broken, dockerfile), needle)
+
+
+def test_a_state_volume_the_image_user_cannot_write_is_reported(compose, dockerfile):
+    without = dockerfile.replace("chown 10001:10001 /var/lib/tracelab\n", "true\n")
+    assert without != dockerfile
+    assert_reports(
+        checks.check_console_state(compose, without),
+        "Dockerfile: the runtime stage must create /var/lib/tracelab owned by its user 10001",
+    )
+    # The admin token's directory is still owned: only the state is reported.
+    assert checks.check_admin_api(compose, without) == []

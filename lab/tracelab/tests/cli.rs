@@ -7,7 +7,7 @@ fn tracelab(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tracelab"))
         .args(args)
         .env_remove("TRACELAB_TEMPO_URL")
-        .env_remove("TRACELAB_GATEWAY_URL")
+        .env_remove("TRACELAB_URL")
         .env("NO_COLOR", "1")
         .output()
         .expect("run tracelab")
@@ -67,8 +67,8 @@ fn bad_urls_are_rejected_readably() {
     assert_fails(&out, 2, &["invalid value", "not a url"]);
     let out = tracelab(&["traces", "--tempo", "nope"]);
     assert_fails(&out, 2, &["invalid value", "nope", "--tempo"]);
-    let out = tracelab(&["checkout", "--gateway", "::"]);
-    assert_fails(&out, 2, &["invalid value", "--gateway"]);
+    let out = tracelab(&["checkout", "--lab", "::"]);
+    assert_fails(&out, 2, &["invalid value", "--lab"]);
 }
 
 #[test]
@@ -102,10 +102,23 @@ fn unreachable_tempo_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn unreachable_gateway_says_how_to_start_the_lab() {
-    let gw = format!("http://127.0.0.1:{}", closed_port());
-    let out = tracelab(&["checkout", "--gateway", &gw]);
-    assert_fails(&out, 1, &["cannot reach the gateway", "tracelab -- up"]);
+fn unreachable_lab_says_how_to_start_it() {
+    let lab = format!("http://127.0.0.1:{}", closed_port());
+    let out = tracelab(&["checkout", "--lab", &lab]);
+    assert_fails(
+        &out,
+        1,
+        &["cannot reach the lab console at", &lab, "tracelab up"],
+    );
+    let out = tracelab(&["load", "--rps", "1", "--duration", "1s", "--lab", &lab]);
+    assert_fails(
+        &out,
+        1,
+        &["cannot reach the lab console at", &lab, "tracelab up"],
+    );
+    // The gateway is the console's business now.
+    let out = tracelab(&["checkout", "--gateway", &lab]);
+    assert_fails(&out, 2, &["unexpected argument '--gateway'"]);
 }
 
 #[test]

@@ -463,6 +463,142 @@ async fn cli(c: &Console, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `tracelab checkout` and `tracelab load` are clients of the console:
+/// the checkout action with the CLI's options (user, items or amount,
+/// card, idempotency key), the trace read through the console's Tempo
+/// pass-through; the load started, followed and summarized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_and_load_through_the_console() {
+    let c = start().await;
+
+    // The checkout action's options, and what it refuses.
+    let key = format!("k-{}", uuid::Uuid::new_v4().simple());
+    let body = json!({"user": "bob", "amount": 1200, "currency": "JPY", "idempotency_key": key});
+    let (status, first) = c.post("/api/actions/checkout", body.clone()).await;
+    assert_eq!(
+        (status, first["status"].clone()),
+        (200, json!(201)),
+        "{first}"
+    );
+    assert_eq!(first["body"]["amount"], 1200, "{first}");
+    let (status, again) = c.post("/api/actions/checkout", body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["body"]["order_id"], first["body"]["order_id"],
+        "{again}"
+    );
+    assert_eq!(again["body"]["idempotent_replay"], true, "{again}");
+    for bad in [
+        json!({"items": [{"product_id": 1, "quantity": 1}], "amount": 5}),
+        json!({"items": []}),
+        json!({"idempotency_key": " "}),
+        json!({"idempotency_key": "caf\u{e9}"}),
+        json!({"password": "x"}),
+    ] {
+        assert_error(
+            &c.post("/api/actions/checkout", bad).await,
+            400,
+            "invalid_body",
+        );
+    }
+    assert_error(
+        &c.post("/api/actions/declined-checkout", json!({"amount": 5}))
+            .await,
+        400,
+        "invalid_body",
+    );
+    assert_error(
+        &c.post("/api/actions/checkout", json!({"user": "mallory"}))
+            .await,
+        400,
+        "login_refused",
+    );
+
+    // The command: the answer, the trace id, the link, the waterfall.
+    let (ok, out) = cli(
+        &c,
+        &[
+            "checkout", "--user", "carol", "--items", "1x2,3", "--color", "never", "--width", "120",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("checkout as carol through the lab at"),
+        "{out}"
+    );
+    assert!(out.contains("POST /api/checkout  HTTP 201"), "{out}");
+    let trace_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("trace id: "))
+        .expect("a trace id")
+        .trim()
+        .to_string();
+    assert!(
+        out.contains(&format!("in the console: {}/#/trace/{trace_id}", c.url())),
+        "{out}"
+    );
+    for span in [
+        "POST /api/checkout",
+        "processPayment",
+        "callExternalPaymentAPI",
+        "payment.completed",
+    ] {
+        assert!(out.contains(span), "the waterfall lacks {span}: {out}");
+    }
+    // The trace the command waited for is the one Tempo holds, complete.
+    let tempo = TempoClient::new(&c.lab.tempo_url()).unwrap();
+    let trace = tempo.get_trace(&trace_id).await.unwrap().expect("in Tempo");
+    assert!(checkout_trace_complete(&trace, true), "{out}");
+
+    // A declined card: exit 1, the 402 and its trace shown.
+    let (ok, out) = cli(
+        &c,
+        &[
+            "checkout",
+            "--card",
+            "4000000000000002",
+            "--no-trace",
+            "--color",
+            "never",
+        ],
+    )
+    .await;
+    assert!(
+        !ok && out.contains("HTTP 402") && out.contains("trace id: "),
+        "{out}"
+    );
+
+    // Load through the console: started, followed, the summary printed.
+    let (ok, out) = cli(
+        &c,
+        &[
+            "load",
+            "--rps",
+            "10",
+            "--duration",
+            "2s",
+            "--mix",
+            "search=2,checkout=1",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let json_start = out.find('{').expect("a JSON summary");
+    let summary: Value = serde_json::Deserializer::from_str(&out[json_start..])
+        .into_iter::<Value>()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary["sent"], 20, "{summary}");
+    assert_eq!(summary["total"]["ok"], 20, "{summary}");
+    assert_eq!(summary["gateway"], c.lab.gateway_url(), "{summary}");
+    let (_, load) = c.get("/api/load").await;
+    assert_eq!(load["running"], false, "{load}");
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenarios_and_one_exercise_for_every_client() {
     let c = start().await;

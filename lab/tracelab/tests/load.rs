@@ -1,7 +1,9 @@
-//! `tracelab load` against a small in-process fake gateway (axum, port 0):
-//! the schedule holds whatever the server does (open loop), latency counts
-//! from the scheduled instant, errors, declines and token refreshes are
-//! accounted, and bad input ends with a readable message.
+//! The load generator against a small in-process fake gateway (axum, port
+//! 0): the schedule holds whatever the server does (open loop), latency
+//! counts from the scheduled instant, errors, declines and token refreshes
+//! are accounted. Then `tracelab load`, the console's client, against a
+//! console in this process whose gateway is the fake: it starts, follows
+//! and stops the console's load, and bad input ends with a readable message.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -18,7 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use std::path::PathBuf;
+
+use tracelab::console::{ConsoleConfig, ConsoleState, Mode, RunningConsole};
 use tracelab::load::{self, LoadConfig, Mix, Route, Summary, User};
+use tracelab::scenario::Catalog;
 
 /// The fake gateway's knobs and what it saw.
 #[derive(Default)]
@@ -292,7 +298,10 @@ async fn slots_over_the_in_flight_limit_are_dropped_and_reported() {
     assert_eq!(s.peak_in_flight, 10);
     assert!(s.fell_behind());
     let text = s.render();
-    assert!(text.contains("40 dropped at --max-in-flight 10"), "{text}");
+    assert!(
+        text.contains("40 dropped at the limit of 10 in flight"),
+        "{text}"
+    );
     assert_eq!(fake.search_arrivals.lock().unwrap().len(), 10);
 }
 
@@ -474,12 +483,41 @@ async fn stop_ends_a_forever_run_with_a_summary() {
     assert!(s.render().contains("interrupted after"));
 }
 
-// --- the binary -------------------------------------------------------------
+// --- the binary: a client of the console's load ------------------------------
+
+/// A console (in this process, on a free port) whose gateway is `gateway`:
+/// `tracelab load` starts and follows the load there. Nothing but the
+/// gateway is reached, so the other URLs lead nowhere.
+async fn console_for(gateway: &str) -> (RunningConsole, PathBuf) {
+    let home = std::env::temp_dir().join(format!(
+        "tracelab-load-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let nowhere = format!("http://127.0.0.1:{}", closed_port());
+    let config = ConsoleConfig {
+        mode: Mode::Compose,
+        gateway: gateway.to_string(),
+        tempo: nowhere.clone(),
+        services: vec![("gateway".to_string(), gateway.to_string())],
+        admin: vec![("gateway".to_string(), nowhere)],
+        admin_token: "not-used-here".to_string(),
+        catalog: Catalog {
+            scenarios: Vec::new(),
+            dir: home.join("scenarios"),
+        },
+        state_dir: home.clone(),
+        processes: None,
+        verify: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let console = RunningConsole::start(listener, ConsoleState::new(config).unwrap()).unwrap();
+    (console, home)
+}
 
 async fn tracelab(args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
         .args(args)
-        .env_remove("TRACELAB_GATEWAY_URL")
+        .env_remove("TRACELAB_URL")
         .output()
         .await
         .expect("run tracelab")
@@ -493,10 +531,11 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_a_readable_message() {
-    let port = closed_port().to_string();
-    let gw = format!("http://127.0.0.1:{port}");
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    // A console whose gateway is down: it refuses to start the load.
+    let (console, home) = console_for(&closed).await;
     let cases: &[(&[&str], i32, &str)] = &[
         (
             &["--rps", "0", "--duration", "1s"],
@@ -508,6 +547,7 @@ async fn bad_input_is_refused_with_a_readable_message() {
             2,
             "expected a number of requests per second",
         ),
+        (&["--rps", "1001", "--forever"], 2, "at most 1000"),
         (&["--rps", "10"], 2, "--duration"),
         (
             &["--rps", "10", "--duration", "1s", "--forever"],
@@ -536,14 +576,24 @@ async fn bad_input_is_refused_with_a_readable_message() {
             "between 0 and 1",
         ),
         (
-            &["--rps", "10", "--duration", "1s", "--max-in-flight", "0"],
+            &["--rps", "10", "--duration", "1s", "--gateway", &closed],
             2,
-            "positive whole number",
+            "unexpected argument '--gateway'",
         ),
         (
-            &["--rps", "10", "--duration", "1s", "--gateway", &gw],
+            &["--rps", "10", "--duration", "1s", "--lab", "::"],
+            2,
+            "--lab",
+        ),
+        (
+            &["--rps", "10", "--duration", "1s", "--lab", &closed],
             1,
-            "cannot reach the gateway",
+            "cannot reach the lab console",
+        ),
+        (
+            &["--rps", "10", "--duration", "1s", "--lab", console.url()],
+            1,
+            "[gateway_unreachable (gateway)]: the console at",
         ),
     ];
     for (args, code, expected) in cases {
@@ -566,19 +616,29 @@ async fn bad_input_is_refused_with_a_readable_message() {
         "--forever",
         "--mix",
         "--decline-share",
-        "--max-in-flight",
         "--json",
+        "--lab",
     ] {
         assert!(text(&help).contains(flag), "{flag}");
     }
+    console.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(home);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_prints_json_or_a_table() {
     let fake = Arc::new(Fake::default());
     let addr = start(fake.clone()).await;
-    let gw = format!("http://{addr}");
-    let base = ["load", "--rps", "40", "--duration", "1s", "--gateway", &gw];
+    let (console, home) = console_for(&format!("http://{addr}")).await;
+    let base = [
+        "load",
+        "--rps",
+        "40",
+        "--duration",
+        "1s",
+        "--lab",
+        console.url(),
+    ];
 
     let mut args = base.to_vec();
     args.extend(["--mix", "search=3,checkout=1", "--json"]);
@@ -588,25 +648,54 @@ async fn the_command_prints_json_or_a_table() {
     assert_eq!((s.scheduled, s.sent, s.total.ok), (40, 40, 40), "{s:#?}");
     assert_eq!(row(&s, Route::Search).sent, 30);
     assert_eq!(row(&s, Route::Checkout).sent, 10);
+    assert!(!s.interrupted);
+    assert_eq!(s.gateway, format!("http://{addr}"), "the console sent it");
 
     let mut args = base.to_vec();
     args.extend(["--mix", "search=1"]);
     let out = tracelab(&args).await;
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("load: 40 req/s for 1s against"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "load: 40 req/s for 1s through the lab at {}",
+            console.url()
+        )),
+        "{t}"
+    );
     let header = t.lines().find(|l| l.starts_with("route")).expect(&t);
     assert!(header.contains("p99"), "{header}");
     let search = t.lines().find(|l| l.starts_with("search")).expect(&t);
     assert_eq!(search.split_whitespace().nth(1), Some("40"), "{search}");
     assert!(t.contains("scheduled 40, sent 40"), "{t}");
+    assert_eq!(fake.search_arrivals.lock().unwrap().len(), 30 + 40);
+    console.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(home);
+}
+
+/// Polls the console's load until `done` holds.
+async fn load_status_until(console: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: Value = reqwest::get(format!("{console}/api/load"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "never reached: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_prints_the_summary() {
+async fn ctrl_c_stops_the_load_it_started_and_prints_the_summary() {
     let fake = Arc::new(Fake::default());
     let addr = start(fake.clone()).await;
-    let gw = format!("http://{addr}");
+    let (console, home) = console_for(&format!("http://{addr}")).await;
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
         .args([
             "load",
@@ -616,8 +705,8 @@ async fn ctrl_c_prints_the_summary() {
             "--mix",
             "search=1",
             "--json",
-            "--gateway",
-            &gw,
+            "--lab",
+            console.url(),
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -645,5 +734,107 @@ async fn ctrl_c_prints_the_summary() {
     assert!(s.interrupted);
     assert!(s.sent >= 20, "{s:#?}");
     assert_eq!(s.total.ok, s.sent);
-    assert_eq!(s.sent as usize, fake.search_arrivals.lock().unwrap().len());
+    // The console's load is stopped: nothing more arrives.
+    let status = load_status_until(console.url(), |s| s["running"] == false).await;
+    assert_eq!(status["summary"]["sent"], s.sent, "{status}");
+    let arrived = fake.search_arrivals.lock().unwrap().len();
+    assert_eq!(s.sent as usize, arrived);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.search_arrivals.lock().unwrap().len(), arrived);
+    console.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(home);
+}
+
+/// Another client replacing the load: the command leaves the new load
+/// alone (Ctrl-C or not) and says who replaced it; a load stopped from
+/// elsewhere ends the command with its final summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_stopped_or_replaced_elsewhere_ends_the_command() {
+    let fake = Arc::new(Fake::default());
+    let addr = start(fake.clone()).await;
+    let (console, home) = console_for(&format!("http://{addr}")).await;
+    let http = reqwest::Client::new();
+    let follow = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "load",
+            "--rps",
+            "20",
+            "--forever",
+            "--mix",
+            "search=1",
+            "--no-progress",
+            "--lab",
+            console.url(),
+        ];
+        args.extend_from_slice(extra);
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Stopped from elsewhere (the page's switch): the final summary, exit 0.
+    let child = follow(&[]);
+    let started = load_status_until(console.url(), |s| s["running"] == true).await;
+    let id = started["id"].as_u64().unwrap();
+    // A stale id does not stop the running load.
+    let stale = http
+        .delete(format!("{}/api/load?id={}", console.url(), id + 7))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 409);
+    let body: Value = stale.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "load_replaced", "{body}");
+    let bad = http
+        .delete(format!("{}/api/load?id=x", console.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let stopped = http
+        .delete(format!("{}/api/load?id={id}", console.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("the command ends with the load")
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("interrupted after"), "{t}");
+
+    // Replaced by another load: the command ends and names it; the new one runs on.
+    let child = follow(&[]);
+    let first = load_status_until(console.url(), |s| {
+        s["running"] == true && s["id"].as_u64() > Some(id)
+    })
+    .await;
+    let replaced = http
+        .post(format!("{}/api/load", console.url()))
+        .json(&json!({"rate": 5, "mix": "search=1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), 200);
+    let second: Value = replaced.json().await.unwrap();
+    assert_ne!(second["id"], first["id"]);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("the command ends when its load is replaced")
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("was replaced by load {}", second["id"])),
+        "{t}"
+    );
+    let now = load_status_until(console.url(), |s| s["running"] == true).await;
+    assert_eq!(now["id"], second["id"], "the new load still runs: {now}");
+    console.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(home);
 }

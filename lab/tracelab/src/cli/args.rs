@@ -118,16 +118,6 @@ pub(crate) fn recorded_lab() -> Option<LabRecord> {
     LabRecord::read_live().ok().flatten()
 }
 
-/// A gateway flag's value, else the recorded lab's gateway, else the contract's.
-pub(crate) fn gateway_or_recorded(flag: Option<&Url>) -> String {
-    match flag {
-        Some(u) => u.as_str().trim_end_matches('/').to_string(),
-        None => recorded_lab()
-            .map(|r| r.gateway)
-            .unwrap_or_else(default_gateway),
-    }
-}
-
 /// How wide and colorful the output is.
 #[derive(Debug, Args)]
 pub struct DisplayArgs {

@@ -1,34 +1,25 @@
-//! `tracelab checkout`: log in, send one checkout through the gateway,
-//! then show its whole trace.
+//! `tracelab checkout`: one checkout through the lab's console (its
+//! checkout action, `POST /api/actions/checkout`), then its whole trace,
+//! read through the console's Tempo pass-through. The same command works
+//! natively, from the host against compose, and inside the compose stack.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
-use reqwest::Url;
-use serde_json::Value;
-use tracelab_client::gateway::{
-    self, CHECKOUT_PATH, CheckoutRequest, checkout_trace_complete, response_trace_id,
-};
-use tracelab_client::{TempoClient, TraceWaitTimeout, http_error_summary, render_waterfall};
+use serde_json::{Value, json};
+use tracelab_client::gateway::{CheckoutRequest, checkout_trace_complete};
+use tracelab_client::{TempoClient, TraceWaitTimeout, render_waterfall};
 
-use super::args::{DisplayArgs, TempoArg, duration_arg, gateway_or_recorded};
+use super::args::{DisplayArgs, LabUrlArg, duration_arg};
+use crate::console::api::actions::Action;
 
 /// `tracelab checkout`
 #[derive(Debug, Args)]
 pub struct CheckoutArgs {
-    /// Gateway base URL [default: the lab `tracelab up` recorded, else http://127.0.0.1:8080].
-    #[arg(long, env = "TRACELAB_GATEWAY_URL", value_name = "URL")]
-    pub gateway: Option<Url>,
-    #[command(flatten)]
-    pub tempo: TempoArg,
-    /// Demo user (alice, bob, carol).
+    /// Demo user (alice, bob, carol); the console logs in with its demo password.
     #[arg(long, default_value = "alice")]
     pub user: String,
-    /// Password [default: USER-password].
-    #[arg(long)]
-    pub password: Option<String>,
     /// Amount in minor units (JPY has none), used when no --items are given.
     #[arg(long, default_value_t = 4980, conflicts_with = "items")]
     pub amount: u64,
@@ -42,7 +33,7 @@ pub struct CheckoutArgs {
     #[arg(long, default_value = "4242424242424242")]
     pub card: String,
     /// Idempotency-Key header [default: a new UUID]. Reuse one to see a replay.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_idempotency_key, value_name = "KEY")]
     pub idempotency_key: Option<String>,
     /// How long to wait for the whole trace, notification included. The
     /// embedded collector of `tracelab up` shows a kept trace at once (only
@@ -56,10 +47,36 @@ pub struct CheckoutArgs {
     pub no_trace: bool,
     #[command(flatten)]
     pub display: DisplayArgs,
+    /// The lab (its console), which sends the checkout.
+    #[command(flatten)]
+    pub lab: LabUrlArg,
 }
 
 impl CheckoutArgs {
-    /// The body of the checkout these arguments describe.
+    /// The body of `POST /api/actions/checkout` these arguments describe,
+    /// with `key` as the Idempotency-Key.
+    pub fn action_body(&self, key: &str) -> Value {
+        let mut body = json!({
+            "user": self.user,
+            "card": self.card,
+            "idempotency_key": key,
+        });
+        match &self.items {
+            Some(Items(items)) => {
+                body["items"] = items
+                    .iter()
+                    .map(|(id, qty)| json!({"product_id": id, "quantity": qty}))
+                    .collect();
+            }
+            None => {
+                body["amount"] = json!(self.amount);
+                body["currency"] = json!(self.currency);
+            }
+        }
+        body
+    }
+
+    /// The body of the checkout the gateway gets.
     pub fn request(&self) -> CheckoutRequest {
         match &self.items {
             Some(Items(items)) => CheckoutRequest::Items {
@@ -101,74 +118,60 @@ pub fn parse_items(s: &str) -> Result<Items, String> {
     Ok(Items(items))
 }
 
+/// An Idempotency-Key a header can carry: visible ASCII, 1 to 255 characters.
+fn parse_idempotency_key(s: &str) -> Result<String, String> {
+    let key = s.trim();
+    if key.is_empty() || key.len() > 255 {
+        return Err("expected 1 to 255 characters".into());
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(format!("{key:?}: only visible ASCII can go in a header"));
+    }
+    Ok(key.to_string())
+}
+
 /// Runs `tracelab checkout`: exit 0 on a 2xx checkout, 1 otherwise.
 ///
 /// # Errors
-/// A gateway that cannot be reached or refuses the login; a Tempo error
-/// other than "not complete yet".
+/// A console that cannot be reached, or that cannot reach the gateway or
+/// log the user in; a Tempo error other than "not complete yet".
 pub(super) async fn run(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building HTTP client")?;
-    // 1. Log in.
-    let gateway = gateway_or_recorded(args.gateway.as_ref());
-    let base = gateway.as_str();
-    let password = args
-        .password
-        .clone()
-        .unwrap_or_else(|| gateway::demo_password(&args.user));
-    let token = gateway::login(&http, base, &args.user, &password)
-        .await
-        .map_err(|e| match e {
-            gateway::LoginError::Unreachable { .. } => {
-                anyhow::anyhow!("{e}; is the lab running? (`cargo run -p tracelab -- up`)")
-            }
-            other => other.into(),
-        })?;
-    println!("logged in as {}", args.user);
-
-    // 2. Check out.
+    let console = args.lab.client(Duration::from_secs(30))?;
     let key = args
         .idempotency_key
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let url = gateway::join(base, CHECKOUT_PATH);
-    let request = args.request();
-    println!("POST {url}  Idempotency-Key: {key}");
-    println!("{}", serde_json::to_string(&request)?);
-    let resp = http
-        .post(&url)
-        .bearer_auth(&token)
-        .header("Idempotency-Key", &key)
-        .json(&request)
-        .send()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the gateway at {url}: {}; is the lab running? (`cargo run -p tracelab -- up`)",
-                http_error_summary(&e)
-            )
-        })?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap_or_default();
-    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    println!("\nHTTP {status}");
-    println!("{}", serde_json::to_string_pretty(&body)?);
-    let trace_id = response_trace_id(&headers, &body);
-    let Some(trace_id) = trace_id else {
+    println!(
+        "checkout as {} through the lab at {}  Idempotency-Key: {key}",
+        args.user,
+        console.base_url()
+    );
+    println!("{}", serde_json::to_string(&args.request())?);
+    let action: Action = console
+        .post("/api/actions/checkout", Some(&args.action_body(&key)))
+        .await?;
+    println!("\n{}  HTTP {}", action.route, action.status);
+    println!("{}", serde_json::to_string_pretty(&action.body)?);
+    let succeeded = (200..300).contains(&action.status);
+    let exit = if succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    let Some(trace_id) = action.trace_id else {
         println!("\n(no trace id in the answer: no trace_id field, no traceresponse header)");
-        return Ok(exit_for(status));
+        return Ok(exit);
     };
     println!("\ntrace id: {trace_id}");
+    if let Some(link) = &action.link {
+        println!("in the console: {}{link}", console.base_url());
+    }
     if args.no_trace {
-        return Ok(exit_for(status));
+        return Ok(exit);
     }
 
-    // 3. Wait for the trace to be complete, then show it.
-    let tempo = TempoClient::new(&args.tempo.url())?;
-    let succeeded = status.is_success();
+    // Wait for the trace to be complete, then show it.
+    let tempo = TempoClient::new(&format!("{}/api/tempo", console.base_url()))?;
     let wait = args.wait;
     println!(
         "waiting up to {:.0}s for the whole trace, notification included…",
@@ -195,10 +198,9 @@ pub(super) async fn run(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
                 None => {
                     println!(
                         "\n{timeout}: it may not be sampled, or still held by the tail sampler.\n\
-                         try later: tracelab trace {trace_id} --tempo {}",
-                        tempo.base_url()
+                         try later: tracelab trace {trace_id}"
                     );
-                    return Ok(exit_for(status));
+                    return Ok(exit);
                 }
             },
             None => return Err(e.context("fetching the trace")),
@@ -209,14 +211,5 @@ pub(super) async fn run(args: CheckoutArgs) -> anyhow::Result<ExitCode> {
         "{}",
         render_waterfall(&trace, args.display.width(), args.display.color())
     );
-    Ok(exit_for(status))
-}
-
-/// 2xx → 0; anything else → 1 (the answer was printed already).
-fn exit_for(status: reqwest::StatusCode) -> ExitCode {
-    if status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    Ok(exit)
 }

@@ -56,9 +56,9 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// List recent traces.
     Traces(traces::TracesArgs),
-    /// Log in, send one checkout through the gateway, and show its trace.
+    /// Send one checkout through the lab (its console's checkout action) and show its trace.
     Checkout(checkout::CheckoutArgs),
-    /// Send open-loop load through the gateway at a fixed rate, then summarize latency and errors.
+    /// Run open-loop load in the lab (its console) at a fixed rate, follow it, then summarize latency and errors.
     Load(load::LoadArgs),
     /// Set, list and clear faults on the running lab's services.
     Fault(fault::FaultArgs),
@@ -160,6 +160,23 @@ mod tests {
             serde_json::to_value(c.request()).unwrap(),
             json!({"amount": 4980, "currency": "JPY", "card": "4000000000000002"})
         );
+        assert_eq!(
+            c.action_body("k-1"),
+            json!({"user": "alice", "card": "4000000000000002", "idempotency_key": "k-1",
+                   "amount": 4980, "currency": "JPY"})
+        );
+        let cli = parse(&["checkout", "--items", "2x3", "--user", "bob"]).unwrap();
+        let Command::Checkout(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            c.action_body("k-2"),
+            json!({"user": "bob", "card": "4242424242424242", "idempotency_key": "k-2",
+                   "items": [{"product_id": 2, "quantity": 3}]})
+        );
+        assert!(parse(&["checkout", "--idempotency-key", " "]).is_err());
+        assert!(parse(&["checkout", "--idempotency-key", "caf\u{e9}"]).is_err());
+        assert!(parse(&["checkout", "--gateway", "http://h:1"]).is_err());
         assert!(parse(&["checkout", "--items", "1x0"]).is_err());
         assert!(parse(&["checkout", "--items", "a"]).is_err());
         assert!(parse(&["checkout", "--items", "1", "--amount", "5"]).is_err());
@@ -392,6 +409,40 @@ mod tests {
         };
         assert_eq!(a.operation, ["POST", "/verify"]);
         assert!(parse(&["scenario", "list", "--lab", "not a url"]).is_err());
+        let cli = parse(&["checkout", "--lab", "http://h:2"]).unwrap();
+        let Command::Checkout(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!(c.lab.url().unwrap(), "http://h:2");
+        let cli = parse(&[
+            "load",
+            "--rps",
+            "2.5",
+            "--forever",
+            "--decline-share",
+            "0.05",
+            "--lab",
+            "http://h:3",
+        ])
+        .unwrap();
+        let Command::Load(l) = cli.command else {
+            panic!()
+        };
+        assert_eq!(l.lab.url().unwrap(), "http://h:3");
+        assert_eq!(
+            l.body(),
+            json!({"rate": 2.5, "mix": l.mix.to_string(), "decline_share": 0.05, "duration": null})
+        );
+        let cli = parse(&["load", "--rps", "1", "--duration", "1m30s"]).unwrap();
+        let Command::Load(l) = cli.command else {
+            panic!()
+        };
+        assert_eq!(l.body()["duration"], "1m30s");
+        let err = parse(&["load", "--rps", "1001", "--forever"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 1000"), "{err}");
+        assert!(parse(&["load", "--rps", "1", "--forever", "--gateway", "http://h:1"]).is_err());
         assert!(parse(&["fault", "list", "--compose"]).is_err());
     }
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use reqwest::Url;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::args::{PortArgs, default_gateway, default_tempo, duration_arg, parse_key_value};
+use super::args::{PortArgs, default_tempo, duration_arg, parse_key_value};
 use super::logging::{LogFormat, init_logging};
 use super::signal::shutdown_signal;
 use crate::console::{self, ConsoleConfig, ConsoleState, RunningConsole};
@@ -319,13 +319,13 @@ fn print_up_banner(lab: &Lab, console_url: &str, record: Option<&std::path::Path
     for (name, url) in &rows {
         println!("  {name:<18} {url}");
     }
-    let mut flags = String::new();
-    if lab.gateway_url() != default_gateway() {
-        flags.push_str(&format!(" --gateway {}", lab.gateway_url()));
-    }
-    if lab.tempo_url() != default_tempo() {
-        flags.push_str(&format!(" --tempo {}", lab.tempo_url()));
-    }
+    // `checkout` finds the console in the record; without one, only at
+    // the default URL.
+    let flags = if record.is_none() && console_url != crate::console::default_url() {
+        format!(" --lab {console_url}")
+    } else {
+        String::new()
+    };
     println!("\nThe lab's one URL: {console_url} (the console; the CLI's lab commands use it)");
     println!("\nTry:  cargo run -p tracelab -- checkout{flags}");
     println!(

@@ -1,4 +1,4 @@
-//! `tracelab load`: an open-loop load generator for the gateway.
+//! The open-loop load generator for the gateway, run by the console (`/api/load`, which `tracelab load` drives).
 //!
 //! Requests are scheduled at fixed instants from the start, `t0 + i / rps`,
 //! and each one is sent on its own task whatever happened to the previous
@@ -35,4 +35,5 @@ pub use config::{
 };
 pub use generator::{run, run_until, run_watched};
 pub use histogram::Histogram;
+pub use progress::{Follower, summary_progress_line};
 pub use summary::{Latency, LiveSummary, RouteSummary, Summary};

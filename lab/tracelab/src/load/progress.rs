@@ -1,5 +1,7 @@
 //! The live progress line of a run (stdout or stderr; redrawn in place on a
-//! terminal, one line per interval otherwise).
+//! terminal, one line per interval otherwise): printed by the generator
+//! itself, or by a client following a run from its live summary
+//! ([`Follower`], `tracelab load` watching the console's load).
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write as _};
@@ -8,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::Progress;
-use super::summary::{fmt_ms, fmt_rate, rate};
+use super::summary::{Summary, fmt_ms, fmt_rate, rate};
 
 fn progress_is_terminal(p: Progress) -> bool {
     match p {
@@ -105,6 +107,75 @@ pub(super) fn spawn_progress(
     }))
 }
 
+/// The progress line of a run watched from elsewhere, read off its live
+/// summary (the summary's `unfinished` is what is in flight so far).
+pub fn summary_progress_line(s: &Summary) -> String {
+    // The figures come over the network: a nonsense elapsed time must not panic.
+    let elapsed = Duration::try_from_secs_f64(s.elapsed_s).unwrap_or_default();
+    progress_line(
+        elapsed,
+        &Snapshot {
+            sent: s.sent,
+            in_flight: s.unfinished,
+            errors: s.total.errors,
+            count: s.total.count,
+            p99_ms: s.total.latency.p99_ms,
+            behind: s.behind_schedule,
+        },
+    )
+}
+
+/// Prints the progress of a run followed from its live summary, as the
+/// generator prints its own: redrawn every second on a terminal, a line
+/// every five seconds otherwise.
+#[derive(Debug)]
+pub struct Follower {
+    sink: Progress,
+    in_place: bool,
+    last: Option<Instant>,
+}
+
+impl Follower {
+    /// A follower printing to `sink` (nothing for [`Progress::Off`]).
+    pub fn new(sink: Progress) -> Follower {
+        Follower {
+            sink,
+            in_place: progress_is_terminal(sink),
+            last: None,
+        }
+    }
+
+    /// Shows `summary`'s progress line if one is due.
+    pub fn show(&mut self, summary: &Summary) {
+        let every = if self.in_place {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
+        if self.sink == Progress::Off
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() + Duration::from_millis(100) < every)
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let line = summary_progress_line(summary);
+        if self.in_place {
+            write_progress(self.sink, &format!("\r{line}\x1b[K"));
+        } else {
+            write_progress(self.sink, &format!("{line}\n"));
+        }
+    }
+
+    /// Clears the line drawn in place, before the summary is printed.
+    pub fn clear(&self) {
+        if self.last.is_some() {
+            clear_progress(self.sink);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +206,26 @@ mod tests {
             },
         );
         assert!(line.ends_with("p99 -  behind schedule 2"), "{line}");
+    }
+
+    #[test]
+    fn a_live_summary_gives_the_same_line() {
+        let mut s = Summary {
+            elapsed_s: 12.0,
+            sent: 2400,
+            unfinished: 3,
+            ..Summary::default()
+        };
+        s.total.errors = 6;
+        s.total.count = 2397;
+        s.total.latency.p99_ms = 4.126;
+        assert_eq!(
+            summary_progress_line(&s),
+            "  12.0s  sent 2400  200 req/s  in flight 3  errors 6 (0.25%)  p99 4.13ms"
+        );
+        s.elapsed_s = f64::NAN;
+        assert!(summary_progress_line(&s).starts_with("   0.0s"));
+        s.elapsed_s = -1e300;
+        assert!(summary_progress_line(&s).starts_with("   0.0s"));
     }
 }

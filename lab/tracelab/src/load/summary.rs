@@ -243,7 +243,7 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "warning: the generator fell behind its schedule: {} sends more than {} late \
-                 (max lag {}), {} dropped at --max-in-flight {}. The offered load was lower \
+                 (max lag {}), {} dropped at the limit of {} in flight. The offered load was lower \
                  or burstier than asked; latencies include the lag.",
                 self.behind_schedule,
                 fmt_ms(self.lag_threshold_ms, 1),
@@ -397,7 +397,10 @@ mod tests {
         );
         let mut s = sample_summary();
         s.dropped_by_generator = 3;
-        assert!(s.render().contains("3 dropped at --max-in-flight 2000"));
+        assert!(
+            s.render()
+                .contains("3 dropped at the limit of 2000 in flight")
+        );
     }
 
     #[test]

@@ -46,13 +46,80 @@ pub fn trace_link(trace_id: &str) -> String {
     format!("/#/trace/{trace_id}")
 }
 
-/// `POST /api/actions/checkout` body.
+/// The amount of a checkout without items, in minor units (JPY has none).
+const DEFAULT_AMOUNT: u64 = 4980;
+/// Its currency.
+const DEFAULT_CURRENCY: &str = "JPY";
+
+/// `POST /api/actions/checkout` body: everything optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CheckoutBody {
     user: Option<String>,
     card: Option<String>,
     items: Option<Vec<Item>>,
+    /// With no items: the amount in minor units.
+    amount: Option<u64>,
+    /// With no items: the amount's currency.
+    currency: Option<String>,
+    /// The `Idempotency-Key` header; reusing one shows the replay.
+    idempotency_key: Option<String>,
+}
+
+impl CheckoutBody {
+    /// The gateway's checkout body these fields describe.
+    ///
+    /// # Errors
+    /// 400 `invalid_body` for an empty item list, or items given together
+    /// with an amount or a currency.
+    fn request(&self) -> Result<CheckoutRequest, ApiError> {
+        let card = self.card.clone().unwrap_or_else(|| GOOD_CARD.to_string());
+        match &self.items {
+            Some(_) if self.amount.is_some() || self.currency.is_some() => {
+                Err(ApiError::bad_request(
+                    "invalid_body",
+                    "give items, or amount and currency, not both: items are priced by the shop",
+                ))
+            }
+            Some(items) if items.is_empty() => Err(ApiError::bad_request(
+                "invalid_body",
+                "items: give at least one {product_id, quantity}, or leave items out",
+            )),
+            Some(items) => Ok(CheckoutRequest::Items {
+                items: items.iter().map(|i| (i.product_id, i.quantity)).collect(),
+                card,
+            }),
+            None => Ok(CheckoutRequest::Amount {
+                amount: self.amount.unwrap_or(DEFAULT_AMOUNT),
+                currency: self
+                    .currency
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CURRENCY.to_string()),
+                card,
+            }),
+        }
+    }
+
+    /// The idempotency key to send: the one given, else a new one.
+    ///
+    /// # Errors
+    /// 400 `invalid_body` for a blank key or one that cannot be a header
+    /// (the payment service judges the rest, e.g. its length).
+    fn idempotency_key(&self) -> Result<String, ApiError> {
+        match &self.idempotency_key {
+            Some(key)
+                if key.trim().is_empty()
+                    || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
+            {
+                Err(ApiError::bad_request(
+                    "invalid_body",
+                    "idempotency_key: give a non-blank key of visible ASCII, or leave it out for a new one",
+                ))
+            }
+            Some(key) => Ok(key.clone()),
+            None => Ok(uuid::Uuid::new_v4().to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,26 +156,10 @@ pub struct Burst {
 
 pub(crate) async fn checkout(State(state): State<ConsoleState>, body: Bytes) -> ApiResult<Action> {
     let body: CheckoutBody = optional_body(&body)?;
-    let card = body.card.unwrap_or_else(|| GOOD_CARD.to_string());
-    let request = match body.items {
-        Some(items) if items.is_empty() => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                "items: give at least one {product_id, quantity}, or leave items out",
-            ));
-        }
-        Some(items) => CheckoutRequest::Items {
-            items: items.iter().map(|i| (i.product_id, i.quantity)).collect(),
-            card,
-        },
-        None => CheckoutRequest::Amount {
-            amount: 4980,
-            currency: "JPY".into(),
-            card,
-        },
-    };
+    let request = body.request()?;
+    let key = body.idempotency_key()?;
     let user = body.user.as_deref().unwrap_or("alice");
-    answered(send_checkout(&state, user, &request).await?)
+    answered(send_checkout(&state, user, &request, &key).await?)
 }
 
 pub(crate) async fn declined_checkout(
@@ -116,19 +167,28 @@ pub(crate) async fn declined_checkout(
     body: Bytes,
 ) -> ApiResult<Action> {
     let body: CheckoutBody = optional_body(&body)?;
-    if body.card.is_some() || body.items.is_some() {
+    let CheckoutBody {
+        user,
+        card: None,
+        items: None,
+        amount: None,
+        currency: None,
+        idempotency_key: None,
+    } = body
+    else {
         return Err(ApiError::bad_request(
             "invalid_body",
             "a declined checkout takes only `user`: its card is the declining one",
         ));
-    }
+    };
     let request = CheckoutRequest::Amount {
-        amount: 4980,
-        currency: "JPY".into(),
+        amount: DEFAULT_AMOUNT,
+        currency: DEFAULT_CURRENCY.into(),
         card: DECLINE_CARD.to_string(),
     };
-    let user = body.user.as_deref().unwrap_or("alice");
-    answered(send_checkout(&state, user, &request).await?)
+    let user = user.as_deref().unwrap_or("alice");
+    let key = uuid::Uuid::new_v4().to_string();
+    answered(send_checkout(&state, user, &request, &key).await?)
 }
 
 pub(crate) async fn search(State(state): State<ConsoleState>, body: Bytes) -> ApiResult<Action> {
@@ -170,10 +230,11 @@ pub(crate) async fn burst(State(state): State<ConsoleState>, body: Bytes) -> Api
                 let user = DEMO_USERS[(i / 3) % DEMO_USERS.len()].username;
                 let request = CheckoutRequest::Amount {
                     amount: 1000 + (i as u64 % 7) * 480,
-                    currency: "JPY".into(),
+                    currency: DEFAULT_CURRENCY.into(),
                     card: GOOD_CARD.into(),
                 };
-                send_checkout(&state, user, &request).await
+                let key = uuid::Uuid::new_v4().to_string();
+                send_checkout(&state, user, &request, &key).await
             } else {
                 send_search(&state, SEARCH_TERMS[i % SEARCH_TERMS.len()]).await
             };
@@ -201,6 +262,7 @@ async fn send_checkout(
     state: &ConsoleState,
     user: &str,
     request: &CheckoutRequest,
+    idempotency_key: &str,
 ) -> Result<Action, ApiError> {
     let inner = &state.inner;
     let base = &inner.config.gateway;
@@ -216,7 +278,7 @@ async fn send_checkout(
         .http
         .post(gateway::join(base, gateway::CHECKOUT_PATH))
         .bearer_auth(token)
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .header("Idempotency-Key", idempotency_key)
         .json(request);
     Ok(answer_of(routes::CHECKOUT.name, http_request.send().await).await)
 }

@@ -3,9 +3,10 @@
 //! background load is the same load, owned by the exercise and stopped
 //! when it ends.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,10 @@ pub enum Owner {
 /// The answer of the `/api/load` routes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadStatus {
+    /// The load's number: each start gets the next one, so a client can
+    /// tell the load it started from one started after it (null: no load
+    /// yet).
+    pub id: Option<u64>,
     /// Whether requests are being sent.
     pub running: bool,
     /// Who started it (null: no load yet).
@@ -78,6 +83,7 @@ pub(crate) struct LoadBody {
 }
 
 struct Run {
+    id: u64,
     owner: Owner,
     settings: LoadSettings,
     started_at: DateTime<Utc>,
@@ -119,6 +125,7 @@ impl Run {
 
     fn status(&self) -> LoadStatus {
         LoadStatus {
+            id: Some(self.id),
             running: self.task.is_some(),
             owner: Some(self.owner),
             config: Some(self.settings.clone()),
@@ -133,6 +140,8 @@ impl Run {
 #[derive(Default)]
 pub(crate) struct LoadRunner {
     run: Mutex<Option<Run>>,
+    /// The number of the last load started.
+    last_id: std::sync::atomic::AtomicU64,
 }
 
 impl LoadRunner {
@@ -169,7 +178,12 @@ impl LoadRunner {
             },
             Some(live.clone()),
         ));
+        let id = self
+            .last_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let run = Run {
+            id,
             owner,
             settings,
             started_at: Utc::now(),
@@ -192,6 +206,7 @@ impl LoadRunner {
                 run.status()
             }
             None => LoadStatus {
+                id: None,
                 running: false,
                 owner: None,
                 config: None,
@@ -204,12 +219,36 @@ impl LoadRunner {
 
     /// Stops the running load; `None` when none runs.
     pub(crate) async fn stop(&self) -> Option<LoadStatus> {
+        self.stop_id(None).await.ok()
+    }
+
+    /// Stops the running load if it is load `id` (any load for `None`).
+    ///
+    /// # Errors
+    /// 409 `no_load` when none runs, 409 `load_replaced` when another
+    /// load than `id` runs.
+    async fn stop_id(&self, id: Option<u64>) -> Result<LoadStatus, ApiError> {
         let mut slot = self.run.lock().await;
-        let run = slot.as_mut()?;
+        let no_load = || ApiError::new(StatusCode::CONFLICT, "no_load", "no load is running");
+        let run = slot.as_mut().ok_or_else(no_load)?;
         run.reap().await;
-        run.task.as_ref()?;
+        if run.task.is_none() {
+            return Err(no_load());
+        }
+        if let Some(id) = id
+            && id != run.id
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "load_replaced",
+                format!(
+                    "load {id} is not the running load: load {} replaced it",
+                    run.id
+                ),
+            ));
+        }
         run.finish().await;
-        Some(run.status())
+        Ok(run.status())
     }
 
     /// Stops the load if exercise `number` owns it.
@@ -312,12 +351,21 @@ pub(crate) async fn status(State(state): State<ConsoleState>) -> Json<LoadStatus
     Json(state.inner.load.status().await)
 }
 
-pub(crate) async fn stop(State(state): State<ConsoleState>) -> ApiResult<LoadStatus> {
-    state
-        .inner
-        .load
-        .stop()
-        .await
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no_load", "no load is running"))
+/// `DELETE /api/load`, or `DELETE /api/load?id=N`: stop the load only if
+/// it is still load N (a client stopping the load it started must not stop
+/// one that replaced it).
+pub(crate) async fn stop(
+    State(state): State<ConsoleState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<LoadStatus> {
+    let id = match query.get("id") {
+        None => None,
+        Some(text) => Some(text.trim().parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_load",
+                format!("id: the number of a load (GET /api/load gives it), got {text:?}"),
+            )
+        })?),
+    };
+    state.inner.load.stop_id(id).await.map(Json)
 }
