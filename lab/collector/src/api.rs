@@ -220,21 +220,20 @@ async fn search(
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.0),
     };
     let store = p.store.read();
-    // Match first, then build results for the `limit` most recent only
-    // (most recent first, as Tempo).
-    let mut hits: Vec<(u64, &[u8; 16])> = store
-        .traces
-        .iter()
-        .filter(|(id, t)| req.matches(id, &t.data))
-        .map(|(id, t)| (t.data.start_ns, id))
-        .collect();
-    hits.sort_unstable_by(|a, b| b.cmp(a));
-    let results: Vec<_> = hits
-        .iter()
+    // The indexes hand out the candidates most recent first (the order of
+    // Tempo's results): match until `limit` traces do, then build results
+    // for those only.
+    let mut inspected = 0usize;
+    let hits: Vec<_> = store
+        .newest_first(&req.need())
+        .inspect(|_| inspected += 1)
+        .filter(|(id, data)| req.matches(id, data))
         .take(req.limit)
-        .filter_map(|(_, id)| req.eval(id, &store.traces[*id].data))
         .collect();
-    let inspected = store.traces.len();
+    let results: Vec<_> = hits
+        .into_iter()
+        .filter_map(|(id, data)| req.eval(id, data))
+        .collect();
     drop(store);
     json_body(
         json!({
@@ -276,7 +275,7 @@ fn metrics(
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.0),
     };
     let store = p.store.read();
-    let answer = crate::metrics::evaluate(&req, store.traces.iter().map(|(id, t)| (id, &t.data)));
+    let answer = crate::metrics::evaluate(&req, store.newest_first(&req.need()));
     drop(store);
     let body = if instant {
         answer.instant_json()

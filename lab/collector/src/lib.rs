@@ -50,6 +50,9 @@
 //! in `tail_early_kept_traces` (they are part of `tail_sampled_traces`).
 
 mod api;
+mod index;
+#[cfg(test)]
+mod index_differential;
 mod metrics;
 mod model;
 mod otlp_grpc;

@@ -105,10 +105,20 @@ impl TraceData {
         scope: &Arc<ScopeInfo>,
         span: Span,
     ) -> bool {
+        self.push_get(resource, scope, span).is_some()
+    }
+
+    /// [`TraceData::push`], returning the stored span.
+    fn push_get(
+        &mut self,
+        resource: &Arc<ResourceInfo>,
+        scope: &Arc<ScopeInfo>,
+        span: Span,
+    ) -> Option<&Span> {
         let mut id = [0u8; 8];
         id.copy_from_slice(&span.span_id);
         if !self.span_ids.insert(id) {
-            return false;
+            return None;
         }
         self.start_ns = self.start_ns.min(span.start_time_unix_nano);
         self.end_ns = self
@@ -118,7 +128,7 @@ impl TraceData {
             self.has_error = true;
         }
         self.span_count += 1;
-        self.bytes += span_bytes(&span) + SPAN_ID_ENTRY_BYTES;
+        self.bytes += span_bytes(&span) + SPAN_ID_ENTRY_BYTES + SPAN_INDEX_BYTES;
 
         // Look for an existing group: pointer equality is the common case
         // (same export request), value equality catches a later request from
@@ -157,23 +167,33 @@ impl TraceData {
             }
         };
         scope_group.spans.push(span);
-        true
+        scope_group.spans.last()
     }
 
     /// Moves every span of `other` into `self` (dropping duplicates). Returns
     /// how many spans were added.
     pub(crate) fn merge(&mut self, other: TraceData) -> usize {
-        let mut added = 0;
+        self.merge_each(other, |_, _| {})
+    }
+
+    /// [`TraceData::merge`], calling `added` on each span it keeps.
+    pub(crate) fn merge_each(
+        &mut self,
+        other: TraceData,
+        mut added: impl FnMut(&ResourceInfo, &Span),
+    ) -> usize {
+        let mut n = 0;
         for group in other.groups {
             for scope in group.scopes {
                 for span in scope.spans {
-                    if self.push(&group.resource, &scope.scope, span) {
-                        added += 1;
+                    if let Some(span) = self.push_get(&group.resource, &scope.scope, span) {
+                        added(&group.resource, span);
+                        n += 1;
                     }
                 }
             }
         }
-        added
+        n
     }
 
     /// Duration from the earliest start to the latest end, in nanoseconds.
@@ -223,8 +243,17 @@ impl TraceData {
 }
 
 /// Fixed cost of one stored trace besides its spans: the trace record, its
-/// slot in the store's map and eviction queue (with their spare capacity).
-const TRACE_OVERHEAD_BYTES: usize = 256;
+/// slot in the store's map, eviction queue and time index (with their spare
+/// capacity).
+const TRACE_OVERHEAD_BYTES: usize = 320;
+
+/// Most the store's span-level index spends on one span: an entry (8 bytes)
+/// in at most five posting lists (service, name, status, kind, duration),
+/// doubled for the lists' spare capacity. An entry is shared by the spans of
+/// a trace with the same property, so this over- rather than
+/// under-estimates; the tail sampler's buffer, which has no index, is
+/// charged the same so a trace costs the same in both.
+const SPAN_INDEX_BYTES: usize = 5 * 8 * 2;
 
 /// Cost of remembering one span id for de-duplication (a hash set entry
 /// with its control byte and spare capacity).

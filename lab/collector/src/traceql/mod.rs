@@ -30,6 +30,7 @@ mod ast;
 mod eval;
 mod lex;
 mod parse;
+mod plan;
 mod value;
 
 use std::fmt;
@@ -40,6 +41,7 @@ pub(crate) use ast::{
 pub(crate) use eval::{Eval, Spanset, TraceView};
 pub(crate) use lex::Scope;
 pub(crate) use parse::parse;
+pub(crate) use plan::{Need, SpanKey, plan_pipeline};
 pub(crate) use value::{Val, compare};
 
 /// A parse error; the message is shown to the user as is.
