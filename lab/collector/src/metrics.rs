@@ -19,11 +19,11 @@ use serde_json::{Value as Json, json};
 
 use crate::model::{TraceData, TraceId, status_code};
 use crate::search::no_control_chars;
-use crate::traceql::Scope;
 use crate::traceql::{
     Eval, Field, Metrics, MetricsFn, Need, QueryError, Root, SecondStage, Static, TraceView, Val,
     compare, parse, parse_go_duration, plan_pipeline,
 };
+use crate::traceql::{Scope, SpansetExpr, Stage};
 
 /// Most intervals one query may ask for (as Prometheus' 11,000 points).
 pub(crate) const MAX_INTERVALS: u64 = 11_000;
@@ -325,6 +325,45 @@ impl Table {
     }
 }
 
+/// Where a counted span is, for the series' exemplars.
+struct Exemplar<'a> {
+    ts: u64,
+    trace: &'a TraceId,
+    span: &'a [u8],
+    /// Whether the series keeps every value (the `_over_time` functions).
+    keep_values: bool,
+    /// Most exemplar candidates a series keeps.
+    most: usize,
+}
+
+impl Table {
+    /// Counts a span (with its value, if any) in series `at`, interval `slot`.
+    fn record(&mut self, at: Option<usize>, slot: usize, value: Option<f64>, ex: &Exemplar<'_>) {
+        let Some(at) = at else {
+            return;
+        };
+        let b = &mut self.series[at];
+        b.counts[slot] += 1.0;
+        if let Some(v) = value {
+            if ex.keep_values {
+                b.values[slot].push(v);
+            }
+            if b.exemplars.len() < ex.most {
+                b.exemplars.push((ex.ts, v, *ex.trace, ex.span.to_vec()));
+            }
+        }
+    }
+}
+
+/// Whether the query's pipeline is `{ }` (or `{ true }`): every span.
+fn selects_every_span(root: &Root) -> bool {
+    matches!(
+        root.pipeline.stages.as_slice(),
+        [Stage::Spanset(SpansetExpr::Filter(f))]
+            if !f.events && !f.links && matches!(f.field, Field::Static(Static::Bool(true)))
+    )
+}
+
 /// A finished series.
 pub(crate) struct Series {
     labels: Vec<(String, Static)>,
@@ -409,6 +448,8 @@ pub(crate) fn evaluate<'a>(
             .iter()
             .all(|f| matches!(f, Field::Attr(a) if a.scope == Scope::Resource && !a.parent));
     let mut per_resource: HashMap<usize, Option<usize>> = HashMap::new();
+    let mut last_resource: Option<(usize, Option<usize>)> = None;
+    let match_all = compare.is_none() && selects_every_span(&req.root);
     // Only these functions need every value; the others count.
     let keeps_values = matches!(
         m.func,
@@ -427,13 +468,24 @@ pub(crate) fn evaluate<'a>(
         inspected_spans += data.span_count;
         let view = TraceView::new(id, data);
         let ev = Eval { view: &view };
-        let sets = ev.run(&req.root.pipeline);
-        if sets.is_empty() {
-            continue;
-        }
-        let mut spans: Vec<u32> = sets.into_iter().flat_map(|s| s.spans).collect();
-        spans.sort_unstable();
-        spans.dedup();
+        // `{ }` selects every span: no need to evaluate it span by span.
+        let spans: Vec<u32> = if match_all {
+            Vec::new()
+        } else {
+            let sets = ev.run(&req.root.pipeline);
+            if sets.is_empty() {
+                continue;
+            }
+            let mut spans: Vec<u32> = sets.into_iter().flat_map(|s| s.spans).collect();
+            spans.sort_unstable();
+            spans.dedup();
+            spans
+        };
+        let selected_count = if match_all {
+            view.spans.len()
+        } else {
+            spans.len()
+        };
         let selected: Vec<u32> = match compare {
             Some((sel, ..)) => {
                 let all = crate::traceql::Spanset {
@@ -447,7 +499,8 @@ pub(crate) fn evaluate<'a>(
             }
             None => Vec::new(),
         };
-        for &i in &spans {
+        let order = (0..selected_count).map(|k| if match_all { k as u32 } else { spans[k] });
+        for i in order {
             let span_ref = view.spans[i as usize];
             let span = span_ref.span;
             let ts = span.start_time_unix_nano;
@@ -458,7 +511,13 @@ pub(crate) fn evaluate<'a>(
                 .end_time_unix_nano
                 .saturating_sub(span.start_time_unix_nano) as f64
                 / 1e9;
-            let mut keys: Vec<(Option<usize>, Option<f64>)> = Vec::new();
+            let exemplar = Exemplar {
+                ts,
+                trace: id,
+                span: &span.span_id,
+                keep_values: keeps_values,
+                most: req.exemplars.max(1) * 4,
+            };
             if let Some((_, ws, we)) = compare {
                 let in_window = (ws == 0 && we == 0) || (ts >= ws && ts <= we);
                 let kind = if in_window && selected.binary_search(&i).is_ok() {
@@ -468,14 +527,11 @@ pub(crate) fn evaluate<'a>(
                 };
                 for (k, v) in compare_attrs(&ev, i as usize) {
                     let meta = |t: &str| ("__meta_type".to_string(), Static::Str(t.into()));
-                    keys.push((
-                        table.series_of(vec![meta(kind), (k.clone(), v)]),
-                        Some(duration_s),
-                    ));
-                    keys.push((
-                        table.series_of(vec![meta(&format!("{kind}_total")), (k, Static::Nil)]),
-                        Some(duration_s),
-                    ));
+                    let at = table.series_of(vec![meta(kind), (k.clone(), v)]);
+                    table.record(at, slot, Some(duration_s), &exemplar);
+                    let at =
+                        table.series_of(vec![meta(&format!("{kind}_total")), (k, Static::Nil)]);
+                    table.record(at, slot, Some(duration_s), &exemplar);
                 }
             } else {
                 let value = match &m.func {
@@ -510,35 +566,28 @@ pub(crate) fn evaluate<'a>(
                     table.series_of(labels)
                 } else if by_resource_only {
                     // Every span of a resource gets the same labels: work
-                    // them out once per resource.
+                    // them out once per resource (and spans of one resource
+                    // come together).
                     let res = std::ptr::from_ref(span_ref.res) as usize;
-                    match per_resource.get(&res) {
-                        Some(&at) => at,
-                        None => {
-                            let at = table.series_of(labels_of_span());
-                            per_resource.insert(res, at);
+                    match last_resource {
+                        Some((r, at)) if r == res => at,
+                        _ => {
+                            let at = match per_resource.get(&res) {
+                                Some(&at) => at,
+                                None => {
+                                    let at = table.series_of(labels_of_span());
+                                    per_resource.insert(res, at);
+                                    at
+                                }
+                            };
+                            last_resource = Some((res, at));
                             at
                         }
                     }
                 } else {
                     table.series_of(labels_of_span())
                 };
-                keys.push((at, value));
-            }
-            for (at, value) in keys {
-                let Some(at) = at else {
-                    continue;
-                };
-                let b = &mut table.series[at];
-                b.counts[slot] += 1.0;
-                if let Some(v) = value {
-                    if keeps_values {
-                        b.values[slot].push(v);
-                    }
-                    if b.exemplars.len() < req.exemplars.max(1) * 4 {
-                        b.exemplars.push((ts, v, *id, span.span_id.clone()));
-                    }
-                }
+                table.record(at, slot, value, &exemplar);
             }
         }
     }

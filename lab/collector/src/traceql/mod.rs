@@ -36,7 +36,7 @@ mod value;
 use std::fmt;
 
 pub(crate) use ast::{
-    AttrRef, Field, Intrinsic, Metrics, MetricsFn, Root, SecondStage, Stage, Static,
+    AttrRef, Field, Intrinsic, Metrics, MetricsFn, Root, SecondStage, SpansetExpr, Stage, Static,
 };
 pub(crate) use eval::{Eval, Spanset, TraceView};
 pub(crate) use lex::Scope;
