@@ -103,7 +103,7 @@ fn json_body(body: String) -> Response {
 fn lookup(
     pipeline: &Pipeline,
     id: &str,
-    render: impl FnOnce(&crate::model::TraceData) -> Response,
+    render: impl FnOnce(&crate::model::TraceId, &crate::model::TraceData) -> Response,
     missing: Option<Box<dyn FnOnce() -> Response>>,
 ) -> Response {
     let Some(trace_id) = parse_trace_id(id) else {
@@ -115,7 +115,7 @@ fn lookup(
     };
     let store = pipeline.store.read();
     match (store.traces.get(&trace_id), missing) {
-        (Some(t), _) => render(&t.data),
+        (Some(t), _) => render(&trace_id, &t.data),
         (None, Some(missing)) => missing(),
         (None, None) => api_error(
             StatusCode::NOT_FOUND,
@@ -153,18 +153,18 @@ async fn trace_v1(
     lookup(
         &p,
         &id,
-        |data| {
+        |id, data| {
             if wants_proto {
                 // Tempo's `Trace` message has the same wire shape as TracesData
                 // (field 1: repeated ResourceSpans).
                 protobuf_body(
                     TracesData {
-                        resource_spans: data.to_resource_spans(),
+                        resource_spans: data.to_resource_spans(id),
                     }
                     .encode_to_vec(),
                 )
             } else {
-                json_body(json!({ "batches": TempoBatches(data) }).to_string())
+                json_body(json!({ "batches": TempoBatches(id, data) }).to_string())
             }
         },
         None,
@@ -180,14 +180,16 @@ async fn trace_v2(
     lookup(
         &p,
         &id,
-        |data| {
+        |id, data| {
             if wants_proto {
                 let trace = TracesData {
-                    resource_spans: data.to_resource_spans(),
+                    resource_spans: data.to_resource_spans(id),
                 };
                 protobuf_body(TraceByIdResponse { trace: Some(trace) }.encode_to_vec())
             } else {
-                json_body(json!({ "trace": { "resourceSpans": TempoBatches(data) } }).to_string())
+                json_body(
+                    json!({ "trace": { "resourceSpans": TempoBatches(id, data) } }).to_string(),
+                )
             }
         },
         Some(Box::new(move || {

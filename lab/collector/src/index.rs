@@ -36,14 +36,29 @@ impl Postings {
     fn add(&mut self, seq: Seq) -> bool {
         match self.0.back() {
             Some(&last) if last == seq => false,
-            Some(&last) if last > seq => match self.0.binary_search(&seq) {
-                Ok(_) => false,
-                Err(at) => {
-                    // A late span of an older trace: rare, and near the end.
-                    self.0.insert(at, seq);
-                    true
+            Some(&last) if last > seq => {
+                // A later span of a stored trace: usually a recent one, so
+                // look near the end before searching the whole list.
+                let near = self.0.iter().rev().take(16).position(|&s| s <= seq);
+                let found = match near {
+                    Some(back) => {
+                        let at = self.0.len() - back;
+                        if self.0[at - 1] == seq {
+                            Ok(at - 1)
+                        } else {
+                            Err(at)
+                        }
+                    }
+                    None => self.0.binary_search(&seq),
+                };
+                match found {
+                    Ok(_) => false,
+                    Err(at) => {
+                        self.0.insert(at, seq);
+                        true
+                    }
                 }
-            },
+            }
             _ => {
                 self.0.push_back(seq);
                 true
@@ -390,6 +405,13 @@ mod tests {
             p.add(s);
         }
         assert_eq!(p.to_vec(), vec![1, 2, 3, 4, 5]);
+        // Far from the end: the whole list is searched.
+        let mut long = Postings::default();
+        for s in (100..200).chain([5, 150, 7, 5, 199, 0]) {
+            long.add(s);
+        }
+        let want: Vec<Seq> = [0, 5, 7].into_iter().chain(100..200).collect();
+        assert_eq!(long.to_vec(), want);
         p.forget_oldest(2);
         assert_eq!(p.to_vec(), vec![1, 2, 3, 4, 5]);
         p.forget_oldest(1);

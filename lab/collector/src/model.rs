@@ -144,6 +144,7 @@ impl TraceData {
                 // of one request share it: an over- rather than an
                 // under-estimate, and eviction frees what it counted.
                 self.bytes += size_of::<ResourceGroup>() + resource_bytes(resource);
+                reserve_small(&mut self.groups);
                 self.groups.push(ResourceGroup {
                     resource: resource.clone(),
                     scopes: Vec::new(),
@@ -159,6 +160,7 @@ impl TraceData {
             Some(i) => &mut group.scopes[i],
             None => {
                 self.bytes += size_of::<ScopeGroup>() + scope_bytes(scope);
+                reserve_small(&mut group.scopes);
                 group.scopes.push(ScopeGroup {
                     scope: scope.clone(),
                     spans: Vec::new(),
@@ -166,7 +168,17 @@ impl TraceData {
                 group.scopes.last_mut().expect("just pushed")
             }
         };
-        scope_group.spans.push(span);
+        // A group often holds one or two spans (a service's share of a
+        // trace): grow small groups one slot at a time, and count the spare
+        // slots a larger one carries.
+        let spans = &mut scope_group.spans;
+        let spare_before = spans.capacity() - spans.len();
+        reserve_small(spans);
+        spans.push(span);
+        let spare_after = spans.capacity() - spans.len();
+        // The slot the span took is counted in `span_bytes`.
+        self.bytes = (self.bytes + spare_after * size_of::<Span>())
+            .saturating_sub(spare_before * size_of::<Span>());
         scope_group.spans.last()
     }
 
@@ -221,8 +233,9 @@ impl TraceData {
             .min_by_key(|(_, s)| s.start_time_unix_nano)
     }
 
-    /// Rebuilds OTLP `ResourceSpans` (for protobuf responses).
-    pub(crate) fn to_resource_spans(&self) -> Vec<ResourceSpans> {
+    /// Rebuilds OTLP `ResourceSpans` (for protobuf responses); `id` is the
+    /// trace's id, which stored spans do not keep.
+    pub(crate) fn to_resource_spans(&self, id: &TraceId) -> Vec<ResourceSpans> {
         self.groups
             .iter()
             .map(|g| ResourceSpans {
@@ -234,11 +247,27 @@ impl TraceData {
                     .map(|s| ScopeSpans {
                         scope: Some(s.scope.scope.clone()),
                         schema_url: s.scope.schema_url.clone(),
-                        spans: s.spans.clone(),
+                        spans: s
+                            .spans
+                            .iter()
+                            .map(|span| Span {
+                                trace_id: id.to_vec(),
+                                ..span.clone()
+                            })
+                            .collect(),
                     })
                     .collect(),
             })
             .collect()
+    }
+}
+
+/// Before a push: a full vector of fewer than 8 elements grows by one slot
+/// only (by default it would jump to 4), so the many small groups of a
+/// trace carry no spare capacity; larger ones double as usual.
+fn reserve_small<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() && v.len() < 8 {
+        v.reserve_exact(1);
     }
 }
 

@@ -30,7 +30,7 @@ impl TraceService for GrpcReceiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let outcome = self.pipeline.ingest(request.into_inner());
+        let outcome = self.pipeline.ingest(request.into_inner(), None);
         let partial_success = (outcome.rejected > 0).then_some(ExportTracePartialSuccess {
             rejected_spans: outcome.rejected as i64,
             error_message: outcome.message,

@@ -56,6 +56,8 @@ pub(crate) struct StoreInner {
     total_spans: usize,
     /// Sum of the stored traces' `TraceData::bytes`.
     total_bytes: usize,
+    /// Bytes of the byte bound reserved by requests being decoded.
+    inflight: usize,
 }
 
 /// The bounds of a store (and of the tail sampler's buffer).
@@ -118,15 +120,47 @@ impl Store {
         self.read().total_bytes
     }
 
+    /// Bytes reserved by requests being decoded.
+    pub(crate) fn inflight_bytes(&self) -> usize {
+        self.read().inflight
+    }
+
+    /// The byte bound.
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.bounds.max_bytes
+    }
+
+    /// Sets `bytes` of the byte bound aside for a request being decoded,
+    /// evicting the oldest traces to make room, so that what is stored and
+    /// what requests hold stay under `max_bytes` together. The bytes are
+    /// given back when the reservation is dropped. Also returns the traces
+    /// evicted (all of them, and those for bytes).
+    ///
+    /// # Errors
+    /// [`Refused::TooLarge`] when `bytes` exceeds the whole bound,
+    /// [`Refused::Busy`] when other reservations leave too little of it.
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<(Reservation<'_>, (u64, u64)), Refused> {
+        let mut r = Reservation {
+            store: self,
+            bytes: 0,
+        };
+        let evicted = r.grow(bytes)?;
+        Ok((r, evicted))
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, StoreInner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Inserts (or merges) fragments of traces under one lock.
     pub(crate) fn insert(&self, fragments: Vec<(TraceId, TraceData)>) -> InsertOutcome {
         let Bounds {
-            max_traces,
             max_spans,
             max_bytes,
+            ..
         } = self.bounds;
         let mut out = InsertOutcome::default();
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.write();
         let inner = &mut *inner;
         for (id, fragment) in fragments {
             if let Some(existing) = inner.traces.get_mut(&id) {
@@ -167,33 +201,93 @@ impl Store {
                 },
             );
         }
-        loop {
-            let over_count = inner.traces.len() > max_traces || inner.total_spans > max_spans;
-            let over_bytes = inner.total_bytes > max_bytes;
-            if !(over_count || over_bytes) {
-                break;
-            }
-            let Some((_, oldest)) = inner.index.oldest() else {
-                break;
-            };
-            let Some(t) = inner.traces.remove(&oldest) else {
-                // Cannot happen (the index holds exactly the stored traces);
-                // stop rather than loop.
-                break;
-            };
-            inner.index.evict_oldest(&t.data);
-            inner.total_spans -= t.data.span_count;
-            inner.total_bytes -= t.data.bytes;
-            out.evicted += 1;
-            if !over_count {
-                out.evicted_for_bytes += 1;
-            }
-        }
+        let (evicted, evicted_for_bytes) = inner.evict(self.bounds);
+        out.evicted = evicted;
+        out.evicted_for_bytes = evicted_for_bytes;
         out
     }
 }
 
+/// Why a reservation of the byte bound was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Other requests in flight hold too much of it now: try again later.
+    Busy,
+    /// More than the whole bound: never possible.
+    TooLarge,
+}
+
+/// Bytes of the byte bound held by one request being decoded.
+pub(crate) struct Reservation<'s> {
+    store: &'s Store,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    /// Reserves `more` bytes for the same request, evicting to make room;
+    /// returns the traces evicted (all, and for bytes).
+    ///
+    /// # Errors
+    /// As [`Store::reserve`], counting what the request holds already.
+    pub(crate) fn grow(&mut self, more: usize) -> Result<(u64, u64), Refused> {
+        let bounds = self.store.bounds;
+        if self.bytes.saturating_add(more) > bounds.max_bytes {
+            return Err(Refused::TooLarge);
+        }
+        let mut inner = self.store.write();
+        if inner.inflight.saturating_add(more) > bounds.max_bytes {
+            return Err(Refused::Busy);
+        }
+        inner.inflight += more;
+        self.bytes += more;
+        Ok(inner.evict(bounds))
+    }
+
+    /// Bytes this request holds.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.store.write();
+        inner.inflight = inner.inflight.saturating_sub(self.bytes);
+    }
+}
+
 impl StoreInner {
+    /// Evicts the oldest traces until the bounds hold (the byte bound
+    /// counting the bytes requests in flight hold); returns how many were
+    /// evicted, and how many of them for bytes only.
+    fn evict(&mut self, bounds: Bounds) -> (u64, u64) {
+        let (mut evicted, mut for_bytes) = (0, 0);
+        loop {
+            let over_count =
+                self.traces.len() > bounds.max_traces || self.total_spans > bounds.max_spans;
+            let over_bytes = self.total_bytes.saturating_add(self.inflight) > bounds.max_bytes;
+            if !(over_count || over_bytes) {
+                break;
+            }
+            let Some((_, oldest)) = self.index.oldest() else {
+                break;
+            };
+            let Some(t) = self.traces.remove(&oldest) else {
+                // Cannot happen (the index holds exactly the stored traces);
+                // stop rather than loop.
+                break;
+            };
+            self.index.evict_oldest(&t.data);
+            self.total_spans -= t.data.span_count;
+            self.total_bytes -= t.data.bytes;
+            evicted += 1;
+            if !over_count {
+                for_bytes += 1;
+            }
+        }
+        (evicted, for_bytes)
+    }
+
     /// Whether the indexes equal indexes rebuilt from the stored traces.
     #[cfg(test)]
     pub(crate) fn index_matches_a_rebuild(&self) -> bool {
