@@ -110,8 +110,10 @@ pub struct CollectorConfig {
     /// hold. The tail sampler's
     /// buffer of undecided traces has the same bound. Span counts alone do
     /// not bound memory (one span may carry megabytes of attributes), so
-    /// this is the bound that does. Default 256 MiB: about 200,000 spans of
-    /// a typical lab trace, and still a small share of a laptop's memory.
+    /// this is the bound that does. Default 256 MiB: about 180,000 spans of
+    /// the lab's checkout traces (about 1.5 KB each by the estimate, see
+    /// `examples/lab_batches.rs`), and still a small share of a laptop's
+    /// memory.
     pub max_bytes: usize,
     /// Tail sampling; `None` stores every trace immediately.
     pub tail: Option<TailPolicy>,
