@@ -331,6 +331,28 @@ fn check(spec: StoreSpec, queries: &[String]) -> Result<(), TestCaseError> {
             q
         );
     }
+    // `{ }` is counted without evaluating each span; `{ true && true }` is
+    // evaluated: the same series either way.
+    let series = |q: &str| {
+        let params = MetricsParams {
+            q: Some(q.into()),
+            start: Some("999".into()),
+            end: Some("1001".into()),
+            step: Some("1s".into()),
+            ..Default::default()
+        };
+        let req = MetricsRequest::from_params(&params, false, 2_000_000_000_000).expect("valid");
+        crate::metrics::evaluate(&req, inner.newest_first(&req.need())).range_json(&req)["series"]
+            .clone()
+    };
+    for by in ["by (resource.service.name)", "by (name)", ""] {
+        prop_assert_eq!(
+            series(&format!("{{ }} | rate() {by}")),
+            series(&format!("{{ true && true }} | rate() {by}")),
+            "{}",
+            by
+        );
+    }
     Ok(())
 }
 

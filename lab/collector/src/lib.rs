@@ -103,11 +103,11 @@ pub struct CollectorConfig {
     pub max_spans: usize,
     /// Most bytes kept over all traces, by an estimate of each span's memory
     /// (its strings, ids, attributes, events and links, its index entries,
-    /// plus fixed overheads), together with what OTLP/HTTP requests hold
-    /// while they are decoded (their bodies, inflated and decoded: a request
-    /// needing more than the whole bound is refused with 413, one that finds
-    /// it held by other requests with 503); also the most one trace may
-    /// hold. The tail sampler's
+    /// plus fixed overheads), together with what OTLP requests hold while
+    /// they are decoded (see `Stats::bytes_in_flight`: a request needing more
+    /// than the whole bound is refused with 413 / `RESOURCE_EXHAUSTED`, one
+    /// that finds it held by other requests with 503 / `UNAVAILABLE`); also
+    /// the most one trace may hold. The tail sampler's
     /// buffer of undecided traces has the same bound. Span counts alone do
     /// not bound memory (one span may carry megabytes of attributes), so
     /// this is the bound that does. Default 256 MiB: about 180,000 spans of
@@ -159,8 +159,9 @@ pub struct Stats {
     /// Estimated bytes held by the stored spans. With `bytes_in_flight`,
     /// bounded by `max_bytes`.
     pub bytes_stored: u64,
-    /// Bytes of `max_bytes` reserved by OTLP/HTTP requests being decoded
-    /// (their bodies, inflated bodies and decoded spans).
+    /// Bytes of `max_bytes` reserved by OTLP requests being decoded (over
+    /// HTTP their bodies, inflated bodies and decoded spans; over gRPC their
+    /// decoded spans).
     pub bytes_in_flight: u64,
     /// Traces evicted to respect `max_traces` / `max_spans` / `max_bytes`.
     pub traces_evicted: u64,
