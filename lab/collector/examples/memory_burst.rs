@@ -3,14 +3,17 @@
 //! from 11.5 MB to 229 MB before the store had a byte bound).
 //!
 //! ```text
-//! cargo run -p tracelab-collector --example memory_burst [MAX_BYTES_MIB] [REQUESTS]
+//! cargo run -p tracelab-collector --example memory_burst [MAX_BYTES_MIB] [REQUESTS] [IN_FLIGHT]
 //! ```
 //!
-//! `MAX_BYTES_MIB` 0 means no byte bound (the behaviour before it existed).
-//! Prints the gzip bytes sent, the store's byte estimate and the process's
-//! resident memory (Linux `/proc/self/status`) before, after and at peak.
-//! The collector and the client share the process, so the figures include
-//! the client's few buffers.
+//! `MAX_BYTES_MIB` 0 means no byte bound (the behaviour before it existed);
+//! `IN_FLIGHT` (default 1) requests are sent at once. Prints the gzip bytes
+//! sent, the requests refused (503 busy: retried after 100 ms; 413 never
+//! fits: counted), the store's byte estimate and the process's resident
+//! memory (Linux `/proc/self/status`) before, right after, one second after
+//! (settled) and at peak. The collector and the client share the process,
+//! so the figures include the client's few buffers (the request bodies are
+//! made before the peak is measured).
 
 use std::io::Write;
 
@@ -81,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let max_mib: usize = args.next().map_or(Ok(256), |a| a.parse())?;
     let requests: u32 = args.next().map_or(Ok(40), |a| a.parse())?;
+    let in_flight: usize = args.next().map_or(Ok(1), |a| a.parse())?;
     let max_bytes = if max_mib == 0 {
         usize::MAX
     } else {
@@ -93,28 +97,61 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let url = format!("http://{}/v1/traces", collector.otlp_http_addr());
     let client = reqwest::Client::new();
+    // The bodies are made first, and the peak counter reset after, so the
+    // peak is the collector's, not the client's building of 15 MiB requests.
+    let bodies: Vec<Vec<u8>> = (0..requests).map(gzip_request).collect();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (before, _) = rss_mib();
     let mut wire = 0;
-    for n in 0..requests {
-        let body = gzip_request(n);
-        wire += body.len();
-        let resp = client
-            .post(&url)
-            .header("content-type", "application/x-protobuf")
-            .header("content-encoding", "gzip")
-            .body(body)
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status().is_success(), "export: {}", resp.status());
+    let (mut busy, mut too_large) = (0, 0);
+    let mut next = 0;
+    while next < requests {
+        let batch: Vec<u32> = (next..requests.min(next + in_flight as u32)).collect();
+        next += batch.len() as u32;
+        let sends = batch.into_iter().map(|n| {
+            let body = bodies[n as usize].clone();
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let len = body.len();
+                let mut busy = 0u32;
+                loop {
+                    let resp = client
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .header("content-encoding", "gzip")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    match resp.status().as_u16() {
+                        200 => return anyhow::Ok((len, busy, 0u32)),
+                        413 => return Ok((len, busy, 1)),
+                        503 => {
+                            busy += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        s => anyhow::bail!("export: {s}"),
+                    }
+                }
+            }
+        });
+        for r in futures::future::join_all(sends).await {
+            let (len, b, t) = r?;
+            wire += len;
+            busy += b;
+            too_large += t;
+        }
     }
-    let (after, peak) = rss_mib();
+    let (after, _) = rss_mib();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let (settled, peak) = rss_mib();
     let stats = collector.stats();
     println!(
-        "| max_bytes | gzip sent | inflated | store estimate | traces kept/evicted | RSS before | RSS after | RSS peak |"
+        "| max_bytes | in flight | gzip sent | inflated | refused 503/413 | store estimate | traces kept/evicted | RSS before | RSS after | RSS settled | RSS peak |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {:.0} KB | {} MiB | {:.1} MiB | {}/{} | {before:.1} MiB | {after:.1} MiB | {peak:.1} MiB |",
+        "| {} | {in_flight} | {:.0} KB | {} MiB | {busy}/{too_large} | {:.1} MiB | {}/{} | {before:.1} MiB | {after:.1} MiB | {settled:.1} MiB | {peak:.1} MiB |",
         if max_mib == 0 {
             "none".to_string()
         } else {

@@ -103,7 +103,7 @@ fn json_body(body: String) -> Response {
 fn lookup(
     pipeline: &Pipeline,
     id: &str,
-    render: impl FnOnce(&crate::model::TraceData) -> Response,
+    render: impl FnOnce(&crate::model::TraceId, &crate::model::TraceData) -> Response,
     missing: Option<Box<dyn FnOnce() -> Response>>,
 ) -> Response {
     let Some(trace_id) = parse_trace_id(id) else {
@@ -115,7 +115,7 @@ fn lookup(
     };
     let store = pipeline.store.read();
     match (store.traces.get(&trace_id), missing) {
-        (Some(t), _) => render(&t.data),
+        (Some(t), _) => render(&trace_id, &t.data),
         (None, Some(missing)) => missing(),
         (None, None) => api_error(
             StatusCode::NOT_FOUND,
@@ -153,18 +153,18 @@ async fn trace_v1(
     lookup(
         &p,
         &id,
-        |data| {
+        |id, data| {
             if wants_proto {
                 // Tempo's `Trace` message has the same wire shape as TracesData
                 // (field 1: repeated ResourceSpans).
                 protobuf_body(
                     TracesData {
-                        resource_spans: data.to_resource_spans(),
+                        resource_spans: data.to_resource_spans(id),
                     }
                     .encode_to_vec(),
                 )
             } else {
-                json_body(json!({ "batches": TempoBatches(data) }).to_string())
+                json_body(json!({ "batches": TempoBatches(id, data) }).to_string())
             }
         },
         None,
@@ -180,14 +180,16 @@ async fn trace_v2(
     lookup(
         &p,
         &id,
-        |data| {
+        |id, data| {
             if wants_proto {
                 let trace = TracesData {
-                    resource_spans: data.to_resource_spans(),
+                    resource_spans: data.to_resource_spans(id),
                 };
                 protobuf_body(TraceByIdResponse { trace: Some(trace) }.encode_to_vec())
             } else {
-                json_body(json!({ "trace": { "resourceSpans": TempoBatches(data) } }).to_string())
+                json_body(
+                    json!({ "trace": { "resourceSpans": TempoBatches(id, data) } }).to_string(),
+                )
             }
         },
         Some(Box::new(move || {
@@ -220,21 +222,20 @@ async fn search(
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.0),
     };
     let store = p.store.read();
-    // Match first, then build results for the `limit` most recent only
-    // (most recent first, as Tempo).
-    let mut hits: Vec<(u64, &[u8; 16])> = store
-        .traces
-        .iter()
-        .filter(|(id, t)| req.matches(id, &t.data))
-        .map(|(id, t)| (t.data.start_ns, id))
-        .collect();
-    hits.sort_unstable_by(|a, b| b.cmp(a));
-    let results: Vec<_> = hits
-        .iter()
+    // The indexes hand out the candidates most recent first (the order of
+    // Tempo's results): match until `limit` traces do, then build results
+    // for those only.
+    let mut inspected = 0usize;
+    let hits: Vec<_> = store
+        .newest_first(&req.need())
+        .inspect(|_| inspected += 1)
+        .filter(|(id, data)| req.matches(id, data))
         .take(req.limit)
-        .filter_map(|(_, id)| req.eval(id, &store.traces[*id].data))
         .collect();
-    let inspected = store.traces.len();
+    let results: Vec<_> = hits
+        .into_iter()
+        .filter_map(|(id, data)| req.eval(id, data))
+        .collect();
     drop(store);
     json_body(
         json!({
@@ -276,7 +277,7 @@ fn metrics(
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_query", e.0),
     };
     let store = p.store.read();
-    let answer = crate::metrics::evaluate(&req, store.traces.iter().map(|(id, t)| (id, &t.data)));
+    let answer = crate::metrics::evaluate(&req, store.newest_first(&req.need()));
     drop(store);
     let body = if instant {
         answer.instant_json()

@@ -50,6 +50,9 @@
 //! in `tail_early_kept_traces` (they are part of `tail_sampled_traces`).
 
 mod api;
+mod index;
+#[cfg(test)]
+mod index_differential;
 mod metrics;
 mod model;
 mod otlp_grpc;
@@ -99,12 +102,18 @@ pub struct CollectorConfig {
     /// Most spans kept over all traces; also the most spans one trace may hold.
     pub max_spans: usize,
     /// Most bytes kept over all traces, by an estimate of each span's memory
-    /// (its strings, ids, attributes, events and links, plus fixed
-    /// overheads); also the most one trace may hold. The tail sampler's
+    /// (its strings, ids, attributes, events and links, its index entries,
+    /// plus fixed overheads), together with what OTLP requests hold while
+    /// they are decoded (see `Stats::bytes_in_flight`: a request needing more
+    /// than the whole bound is refused with 413 / `RESOURCE_EXHAUSTED`, one
+    /// that finds it held by other requests with 503 / `UNAVAILABLE`); also
+    /// the most one trace may hold. The tail sampler's
     /// buffer of undecided traces has the same bound. Span counts alone do
     /// not bound memory (one span may carry megabytes of attributes), so
-    /// this is the bound that does. Default 256 MiB: about 200,000 spans of
-    /// a typical lab trace, and still a small share of a laptop's memory.
+    /// this is the bound that does. Default 256 MiB: about 180,000 spans of
+    /// the lab's checkout traces (about 1.5 KB each by the estimate, see
+    /// `examples/lab_batches.rs`), and still a small share of a laptop's
+    /// memory.
     pub max_bytes: usize,
     /// Tail sampling; `None` stores every trace immediately.
     pub tail: Option<TailPolicy>,
@@ -147,8 +156,13 @@ pub struct Stats {
     pub traces_stored: u64,
     /// Spans currently in the store.
     pub spans_stored: u64,
-    /// Estimated bytes held by the stored spans (bounded by `max_bytes`).
+    /// Estimated bytes held by the stored spans. With `bytes_in_flight`,
+    /// bounded by `max_bytes`.
     pub bytes_stored: u64,
+    /// Bytes of `max_bytes` reserved by OTLP requests being decoded (over
+    /// HTTP their bodies, inflated bodies and decoded spans; over gRPC their
+    /// decoded spans).
+    pub bytes_in_flight: u64,
     /// Traces evicted to respect `max_traces` / `max_spans` / `max_bytes`.
     pub traces_evicted: u64,
     /// Of `traces_evicted`, those evicted only because of `max_bytes`.
@@ -178,6 +192,7 @@ pub(crate) fn stats_of(p: &Pipeline) -> Stats {
         traces_stored: traces as u64,
         spans_stored: spans as u64,
         bytes_stored: p.store.bytes() as u64,
+        bytes_in_flight: p.store.inflight_bytes() as u64,
         traces_evicted: c.traces_evicted.load(Ordering::Relaxed),
         traces_evicted_for_bytes: c.traces_evicted_for_bytes.load(Ordering::Relaxed),
         spans_rejected: c.spans_rejected.load(Ordering::Relaxed),

@@ -20,9 +20,10 @@ use serde_json::{Value as Json, json};
 use crate::model::{TraceData, TraceId, status_code};
 use crate::search::no_control_chars;
 use crate::traceql::{
-    Eval, Metrics, MetricsFn, QueryError, Root, SecondStage, Static, TraceView, Val, compare,
-    parse, parse_go_duration,
+    Eval, Field, Metrics, MetricsFn, Need, QueryError, Root, SecondStage, Static, TraceView, Val,
+    compare, parse, parse_go_duration, plan_pipeline,
 };
+use crate::traceql::{Scope, SpansetExpr, Stage};
 
 /// Most intervals one query may ask for (as Prometheus' 11,000 points).
 pub(crate) const MAX_INTERVALS: u64 = 11_000;
@@ -228,6 +229,11 @@ impl MetricsRequest {
         })
     }
 
+    /// What a trace needs to count (for the store's indexes).
+    pub(crate) fn need(&self) -> Need {
+        plan_pipeline(&self.root.pipeline)
+    }
+
     fn metrics(&self) -> &Metrics {
         self.root.metrics.as_ref().expect("checked in from_params")
     }
@@ -248,9 +254,6 @@ impl MetricsRequest {
         (self.start + (i as u64 + 1) * self.step) / 1_000_000
     }
 }
-
-/// Series labels, in order.
-type Labels = Vec<(String, Static)>;
 
 /// Series labels as a map key (floats compared by their bits).
 #[derive(PartialEq)]
@@ -293,6 +296,72 @@ impl Builder {
             exemplars: Vec::new(),
         }
     }
+}
+
+/// The series being built, by their labels.
+struct Table {
+    series: Vec<Builder>,
+    index: HashMap<Key, usize>,
+    /// Whether a series was left out for [`MAX_SERIES`].
+    truncated: bool,
+    intervals: usize,
+}
+
+impl Table {
+    /// The series of these labels, made if new; `None` past [`MAX_SERIES`].
+    fn series_of(&mut self, labels: Vec<(String, Static)>) -> Option<usize> {
+        let key = Key(labels);
+        if let Some(&at) = self.index.get(&key) {
+            return Some(at);
+        }
+        if self.series.len() >= MAX_SERIES {
+            self.truncated = true;
+            return None;
+        }
+        let labels = key.0.clone();
+        self.index.insert(key, self.series.len());
+        self.series.push(Builder::new(labels, self.intervals));
+        Some(self.series.len() - 1)
+    }
+}
+
+/// Where a counted span is, for the series' exemplars.
+struct Exemplar<'a> {
+    ts: u64,
+    trace: &'a TraceId,
+    span: &'a [u8],
+    /// Whether the series keeps every value (the `_over_time` functions).
+    keep_values: bool,
+    /// Most exemplar candidates a series keeps.
+    most: usize,
+}
+
+impl Table {
+    /// Counts a span (with its value, if any) in series `at`, interval `slot`.
+    fn record(&mut self, at: Option<usize>, slot: usize, value: Option<f64>, ex: &Exemplar<'_>) {
+        let Some(at) = at else {
+            return;
+        };
+        let b = &mut self.series[at];
+        b.counts[slot] += 1.0;
+        if let Some(v) = value {
+            if ex.keep_values {
+                b.values[slot].push(v);
+            }
+            if b.exemplars.len() < ex.most {
+                b.exemplars.push((ex.ts, v, *ex.trace, ex.span.to_vec()));
+            }
+        }
+    }
+}
+
+/// Whether the query's pipeline is `{ }` (or `{ true }`): every span.
+fn selects_every_span(root: &Root) -> bool {
+    matches!(
+        root.pipeline.stages.as_slice(),
+        [Stage::Spanset(SpansetExpr::Filter(f))]
+            if !f.events && !f.links && matches!(f.field, Field::Static(Static::Bool(true)))
+    )
 }
 
 /// A finished series.
@@ -359,9 +428,12 @@ pub(crate) fn evaluate<'a>(
 ) -> Answer {
     let m = req.metrics();
     let n = req.intervals;
-    let mut series: Vec<Builder> = Vec::new();
-    let mut index: HashMap<Key, usize> = HashMap::new();
-    let mut truncated = false;
+    let mut table = Table {
+        series: Vec::new(),
+        index: HashMap::new(),
+        truncated: false,
+        intervals: n,
+    };
     let (mut inspected_traces, mut inspected_spans) = (0, 0);
     // Compare's selection filter and window.
     let compare = match &m.func {
@@ -369,6 +441,24 @@ pub(crate) fn evaluate<'a>(
         _ => None,
     };
     let name_label = || vec![("__name__".to_string(), Static::Str(m.func.name().into()))];
+    // Labels read from resource attributes only are the same for every
+    // span of a resource (`by (resource.service.name)`).
+    let by_resource_only = !m.by.is_empty()
+        && m.by
+            .iter()
+            .all(|f| matches!(f, Field::Attr(a) if a.scope == Scope::Resource && !a.parent));
+    let mut per_resource: HashMap<usize, Option<usize>> = HashMap::new();
+    let mut last_resource: Option<(usize, Option<usize>)> = None;
+    let match_all = compare.is_none() && selects_every_span(&req.root);
+    // Only these functions need every value; the others count.
+    let keeps_values = matches!(
+        m.func,
+        MetricsFn::MinOverTime(_)
+            | MetricsFn::MaxOverTime(_)
+            | MetricsFn::SumOverTime(_)
+            | MetricsFn::AvgOverTime(_)
+            | MetricsFn::QuantileOverTime(..)
+    );
 
     for (id, data) in traces {
         inspected_traces += 1;
@@ -378,13 +468,24 @@ pub(crate) fn evaluate<'a>(
         inspected_spans += data.span_count;
         let view = TraceView::new(id, data);
         let ev = Eval { view: &view };
-        let sets = ev.run(&req.root.pipeline);
-        if sets.is_empty() {
-            continue;
-        }
-        let mut spans: Vec<u32> = sets.into_iter().flat_map(|s| s.spans).collect();
-        spans.sort_unstable();
-        spans.dedup();
+        // `{ }` selects every span: no need to evaluate it span by span.
+        let spans: Vec<u32> = if match_all {
+            Vec::new()
+        } else {
+            let sets = ev.run(&req.root.pipeline);
+            if sets.is_empty() {
+                continue;
+            }
+            let mut spans: Vec<u32> = sets.into_iter().flat_map(|s| s.spans).collect();
+            spans.sort_unstable();
+            spans.dedup();
+            spans
+        };
+        let selected_count = if match_all {
+            view.spans.len()
+        } else {
+            spans.len()
+        };
         let selected: Vec<u32> = match compare {
             Some((sel, ..)) => {
                 let all = crate::traceql::Spanset {
@@ -398,8 +499,10 @@ pub(crate) fn evaluate<'a>(
             }
             None => Vec::new(),
         };
-        for &i in &spans {
-            let span = view.spans[i as usize].span;
+        let order = (0..selected_count).map(|k| if match_all { k as u32 } else { spans[k] });
+        for i in order {
+            let span_ref = view.spans[i as usize];
+            let span = span_ref.span;
             let ts = span.start_time_unix_nano;
             let Some(slot) = req.interval(ts) else {
                 continue;
@@ -408,7 +511,13 @@ pub(crate) fn evaluate<'a>(
                 .end_time_unix_nano
                 .saturating_sub(span.start_time_unix_nano) as f64
                 / 1e9;
-            let mut keys: Vec<(Labels, Option<f64>)> = Vec::new();
+            let exemplar = Exemplar {
+                ts,
+                trace: id,
+                span: &span.span_id,
+                keep_values: keeps_values,
+                most: req.exemplars.max(1) * 4,
+            };
             if let Some((_, ws, we)) = compare {
                 let in_window = (ws == 0 && we == 0) || (ts >= ws && ts <= we);
                 let kind = if in_window && selected.binary_search(&i).is_ok() {
@@ -418,21 +527,13 @@ pub(crate) fn evaluate<'a>(
                 };
                 for (k, v) in compare_attrs(&ev, i as usize) {
                     let meta = |t: &str| ("__meta_type".to_string(), Static::Str(t.into()));
-                    keys.push((vec![meta(kind), (k.clone(), v)], Some(duration_s)));
-                    keys.push((
-                        vec![meta(&format!("{kind}_total")), (k, Static::Nil)],
-                        Some(duration_s),
-                    ));
+                    let at = table.series_of(vec![meta(kind), (k.clone(), v)]);
+                    table.record(at, slot, Some(duration_s), &exemplar);
+                    let at =
+                        table.series_of(vec![meta(&format!("{kind}_total")), (k, Static::Nil)]);
+                    table.record(at, slot, Some(duration_s), &exemplar);
                 }
             } else {
-                let mut labels: Vec<(String, Static)> =
-                    m.by.iter()
-                        .zip(&m.by_names)
-                        .map(|(f, name)| (name.clone(), ev.value(f, i as usize).to_static()))
-                        .collect();
-                if labels.is_empty() {
-                    labels = name_label();
-                }
                 let value = match &m.func {
                     MetricsFn::Rate | MetricsFn::CountOverTime => Some(duration_s),
                     MetricsFn::MinOverTime(f)
@@ -448,38 +549,52 @@ pub(crate) fn evaluate<'a>(
                     }
                     MetricsFn::Compare(..) => None,
                 };
-                if let (MetricsFn::HistogramOverTime(_), Some(v)) = (&m.func, value) {
-                    labels.push(("__bucket".into(), Static::Float(bucket(v))));
-                }
-                keys.push((labels, value));
-            }
-            for (labels, value) in keys {
-                let key = Key(labels);
-                let at = match index.get(&key) {
-                    Some(&at) => at,
-                    None => {
-                        if series.len() >= MAX_SERIES {
-                            truncated = true;
-                            continue;
-                        }
-                        let labels = key.0.clone();
-                        index.insert(key, series.len());
-                        series.push(Builder::new(labels, n));
-                        series.len() - 1
+                let labels_of_span = || {
+                    let mut labels: Vec<(String, Static)> =
+                        m.by.iter()
+                            .zip(&m.by_names)
+                            .map(|(f, name)| (name.clone(), ev.value(f, i as usize).to_static()))
+                            .collect();
+                    if labels.is_empty() {
+                        labels = name_label();
                     }
+                    labels
                 };
-                let b = &mut series[at];
-                b.counts[slot] += 1.0;
-                if let Some(v) = value {
-                    b.values[slot].push(v);
-                    if b.exemplars.len() < req.exemplars.max(1) * 4 {
-                        b.exemplars.push((ts, v, *id, span.span_id.clone()));
+                let at = if let (MetricsFn::HistogramOverTime(_), Some(v)) = (&m.func, value) {
+                    let mut labels = labels_of_span();
+                    labels.push(("__bucket".into(), Static::Float(bucket(v))));
+                    table.series_of(labels)
+                } else if by_resource_only {
+                    // Every span of a resource gets the same labels: work
+                    // them out once per resource (and spans of one resource
+                    // come together).
+                    let res = std::ptr::from_ref(span_ref.res) as usize;
+                    match last_resource {
+                        Some((r, at)) if r == res => at,
+                        _ => {
+                            let at = match per_resource.get(&res) {
+                                Some(&at) => at,
+                                None => {
+                                    let at = table.series_of(labels_of_span());
+                                    per_resource.insert(res, at);
+                                    at
+                                }
+                            };
+                            last_resource = Some((res, at));
+                            at
+                        }
                     }
-                }
+                } else {
+                    table.series_of(labels_of_span())
+                };
+                table.record(at, slot, value, &exemplar);
             }
         }
     }
 
+    let Table {
+        series, truncated, ..
+    } = table;
     let step_s = req.step as f64 / 1e9;
     let mut out: Vec<Series> = Vec::new();
     for b in series {

@@ -105,10 +105,20 @@ impl TraceData {
         scope: &Arc<ScopeInfo>,
         span: Span,
     ) -> bool {
+        self.push_get(resource, scope, span).is_some()
+    }
+
+    /// [`TraceData::push`], returning the stored span.
+    fn push_get(
+        &mut self,
+        resource: &Arc<ResourceInfo>,
+        scope: &Arc<ScopeInfo>,
+        span: Span,
+    ) -> Option<&Span> {
         let mut id = [0u8; 8];
         id.copy_from_slice(&span.span_id);
         if !self.span_ids.insert(id) {
-            return false;
+            return None;
         }
         self.start_ns = self.start_ns.min(span.start_time_unix_nano);
         self.end_ns = self
@@ -118,7 +128,7 @@ impl TraceData {
             self.has_error = true;
         }
         self.span_count += 1;
-        self.bytes += span_bytes(&span) + SPAN_ID_ENTRY_BYTES;
+        self.bytes += span_bytes(&span) + SPAN_ID_ENTRY_BYTES + SPAN_INDEX_BYTES;
 
         // Look for an existing group: pointer equality is the common case
         // (same export request), value equality catches a later request from
@@ -134,6 +144,7 @@ impl TraceData {
                 // of one request share it: an over- rather than an
                 // under-estimate, and eviction frees what it counted.
                 self.bytes += size_of::<ResourceGroup>() + resource_bytes(resource);
+                reserve_small(&mut self.groups);
                 self.groups.push(ResourceGroup {
                     resource: resource.clone(),
                     scopes: Vec::new(),
@@ -149,6 +160,7 @@ impl TraceData {
             Some(i) => &mut group.scopes[i],
             None => {
                 self.bytes += size_of::<ScopeGroup>() + scope_bytes(scope);
+                reserve_small(&mut group.scopes);
                 group.scopes.push(ScopeGroup {
                     scope: scope.clone(),
                     spans: Vec::new(),
@@ -156,24 +168,44 @@ impl TraceData {
                 group.scopes.last_mut().expect("just pushed")
             }
         };
-        scope_group.spans.push(span);
-        true
+        // A group often holds one or two spans (a service's share of a
+        // trace): grow small groups one slot at a time, and count the spare
+        // slots a larger one carries.
+        let spans = &mut scope_group.spans;
+        let spare_before = spans.capacity() - spans.len();
+        reserve_small(spans);
+        spans.push(span);
+        let spare_after = spans.capacity() - spans.len();
+        // The slot the span took is counted in `span_bytes`.
+        self.bytes = (self.bytes + spare_after * size_of::<Span>())
+            .saturating_sub(spare_before * size_of::<Span>());
+        scope_group.spans.last()
     }
 
     /// Moves every span of `other` into `self` (dropping duplicates). Returns
     /// how many spans were added.
     pub(crate) fn merge(&mut self, other: TraceData) -> usize {
-        let mut added = 0;
+        self.merge_each(other, |_, _| {})
+    }
+
+    /// [`TraceData::merge`], calling `added` on each span it keeps.
+    pub(crate) fn merge_each(
+        &mut self,
+        other: TraceData,
+        mut added: impl FnMut(&ResourceInfo, &Span),
+    ) -> usize {
+        let mut n = 0;
         for group in other.groups {
             for scope in group.scopes {
                 for span in scope.spans {
-                    if self.push(&group.resource, &scope.scope, span) {
-                        added += 1;
+                    if let Some(span) = self.push_get(&group.resource, &scope.scope, span) {
+                        added(&group.resource, span);
+                        n += 1;
                     }
                 }
             }
         }
-        added
+        n
     }
 
     /// Duration from the earliest start to the latest end, in nanoseconds.
@@ -201,8 +233,9 @@ impl TraceData {
             .min_by_key(|(_, s)| s.start_time_unix_nano)
     }
 
-    /// Rebuilds OTLP `ResourceSpans` (for protobuf responses).
-    pub(crate) fn to_resource_spans(&self) -> Vec<ResourceSpans> {
+    /// Rebuilds OTLP `ResourceSpans` (for protobuf responses); `id` is the
+    /// trace's id, which stored spans do not keep.
+    pub(crate) fn to_resource_spans(&self, id: &TraceId) -> Vec<ResourceSpans> {
         self.groups
             .iter()
             .map(|g| ResourceSpans {
@@ -214,7 +247,14 @@ impl TraceData {
                     .map(|s| ScopeSpans {
                         scope: Some(s.scope.scope.clone()),
                         schema_url: s.scope.schema_url.clone(),
-                        spans: s.spans.clone(),
+                        spans: s
+                            .spans
+                            .iter()
+                            .map(|span| Span {
+                                trace_id: id.to_vec(),
+                                ..span.clone()
+                            })
+                            .collect(),
                     })
                     .collect(),
             })
@@ -222,9 +262,27 @@ impl TraceData {
     }
 }
 
+/// Before a push: a full vector of fewer than 8 elements grows by one slot
+/// only (by default it would jump to 4), so the many small groups of a
+/// trace carry no spare capacity; larger ones double as usual.
+fn reserve_small<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() && v.len() < 8 {
+        v.reserve_exact(1);
+    }
+}
+
 /// Fixed cost of one stored trace besides its spans: the trace record, its
-/// slot in the store's map and eviction queue (with their spare capacity).
-const TRACE_OVERHEAD_BYTES: usize = 256;
+/// slot in the store's map, eviction queue and time index (with their spare
+/// capacity).
+const TRACE_OVERHEAD_BYTES: usize = 320;
+
+/// Most the store's span-level index spends on one span: an entry (8 bytes)
+/// in at most five posting lists (service, name, status, kind, duration),
+/// doubled for the lists' spare capacity. An entry is shared by the spans of
+/// a trace with the same property, so this over- rather than
+/// under-estimates; the tail sampler's buffer, which has no index, is
+/// charged the same so a trace costs the same in both.
+const SPAN_INDEX_BYTES: usize = 5 * 8 * 2;
 
 /// Cost of remembering one span id for de-duplication (a hash set entry
 /// with its control byte and spare capacity).

@@ -1,4 +1,11 @@
 //! OTLP/HTTP receiver: `POST /v1/traces`, protobuf or JSON, optionally gzip.
+//!
+//! What a request holds while it is decoded (its body, the inflated body, the
+//! decoded spans) is first reserved from the store's byte bound
+//! ([`crate::store::Store::reserve`] evicts the oldest traces to make room),
+//! so stored and in-flight bytes together stay under `max_bytes`. A request
+//! that could never fit is a 413; one that finds the bound held by other
+//! requests in flight is a 503 (retry later).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -14,7 +21,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, request_bytes};
+use crate::store::{Refused, Reservation};
 
 /// Largest accepted request body, compressed or not, and largest body after
 /// decompression (a small gzip body must not expand without limit).
@@ -31,6 +39,8 @@ struct RpcStatus {
 
 /// gRPC code INVALID_ARGUMENT, as used in the error body.
 const INVALID_ARGUMENT: i32 = 3;
+/// gRPC code UNAVAILABLE, for a busy collector (retryable).
+const UNAVAILABLE: i32 = 14;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Encoding {
@@ -87,11 +97,26 @@ async fn export(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    let max_bytes = pipeline.store.max_bytes();
+    let mut held = match reserve(&pipeline, None, body.len()) {
+        Ok(Some(r)) => r,
+        Ok(None) => unreachable!("a new reservation is returned"),
+        Err(answer) => return answer(encoding, max_bytes),
+    };
     let body = match content_encoding.as_str() {
         "" | "identity" => body,
-        "gzip" => match gunzip(&body) {
-            Ok(b) => b,
-            Err(GunzipError::TooLarge) => {
+        // Inflate no more than the bound could ever hold for it.
+        "gzip" => match gunzip(&body, (max_bytes - held.bytes()).min(MAX_BODY_BYTES)) {
+            Ok(inflated) => {
+                if let Err(answer) = reserve(&pipeline, Some(&mut held), inflated.len()) {
+                    return answer(encoding, max_bytes);
+                }
+                inflated
+            }
+            Err(GunzipError::TooLarge(room)) => {
+                if room < MAX_BODY_BYTES {
+                    return refused(encoding, Refused::TooLarge, max_bytes);
+                }
                 return error(
                     encoding,
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -114,6 +139,16 @@ async fn export(
             );
         }
     };
+    // Decoding copies the strings (and JSON goes through a value tree about
+    // twice the text's size); the decoded size is known only after, so the
+    // wire size is reserved first and the rest once it is known.
+    let decode_reserve = match encoding {
+        Encoding::Protobuf => body.len(),
+        Encoding::Json => body.len().saturating_mul(2),
+    };
+    if let Err(answer) = reserve(&pipeline, Some(&mut held), decode_reserve) {
+        return answer(encoding, max_bytes);
+    }
     let request = match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(body.as_ref())
             .map_err(|e| format!("invalid protobuf ExportTraceServiceRequest: {e}")),
@@ -123,7 +158,12 @@ async fn export(
         Ok(r) => r,
         Err(msg) => return error(encoding, StatusCode::BAD_REQUEST, msg),
     };
-    let outcome = pipeline.ingest(request);
+    drop(body);
+    let decoded = request_bytes(&request).saturating_sub(decode_reserve);
+    if let Err(answer) = reserve(&pipeline, Some(&mut held), decoded) {
+        return answer(encoding, max_bytes);
+    }
+    let outcome = pipeline.ingest(request, Some(held));
     let partial = (outcome.rejected > 0).then_some(ExportTracePartialSuccess {
         rejected_spans: outcome.rejected as i64,
         error_message: outcome.message,
@@ -157,27 +197,83 @@ async fn export(
 }
 
 enum GunzipError {
-    TooLarge,
+    /// Inflates to more than the limit given (carried).
+    TooLarge(usize),
     Invalid(std::io::Error),
 }
 
-fn gunzip(body: &[u8]) -> Result<Bytes, GunzipError> {
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(MAX_BODY_BYTES));
-    let mut decoder = flate2::read::MultiGzDecoder::new(body).take(MAX_BODY_BYTES as u64 + 1);
+/// Inflates `body`, refusing to hold more than `limit` bytes.
+fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, GunzipError> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let mut decoder = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
     decoder
         .read_to_end(&mut out)
         .map_err(GunzipError::Invalid)?;
-    if out.len() > MAX_BODY_BYTES {
-        return Err(GunzipError::TooLarge);
+    if out.len() > limit {
+        return Err(GunzipError::TooLarge(limit));
     }
     Ok(Bytes::from(out))
 }
 
-fn error(encoding: Encoding, status: StatusCode, message: String) -> Response {
-    let rpc = RpcStatus {
-        code: INVALID_ARGUMENT,
-        message,
+/// A refused reservation, answered once the encoding is known.
+type RefusedAnswer = fn(Encoding, usize) -> Response;
+
+/// Reserves `bytes` more of the byte bound for this request (a new
+/// reservation when `held` is `None`), counting the traces evicted for it.
+fn reserve<'p>(
+    pipeline: &'p Pipeline,
+    held: Option<&mut Reservation<'p>>,
+    bytes: usize,
+) -> Result<Option<Reservation<'p>>, RefusedAnswer> {
+    let outcome = match held {
+        Some(r) => r.grow(bytes).map(|ev| (None, ev)),
+        None => pipeline.store.reserve(bytes).map(|(r, ev)| (Some(r), ev)),
     };
+    match outcome {
+        Ok((new, (evicted, for_bytes))) => {
+            pipeline.count_evictions(evicted, for_bytes);
+            Ok(new)
+        }
+        Err(Refused::Busy) => Err(|e, max| refused(e, Refused::Busy, max)),
+        Err(Refused::TooLarge) => Err(|e, max| refused(e, Refused::TooLarge, max)),
+    }
+}
+
+/// The answer to a request the byte bound cannot take.
+fn refused(encoding: Encoding, why: Refused, max_bytes: usize) -> Response {
+    let mib = max_bytes as f64 / (1024.0 * 1024.0);
+    match why {
+        Refused::Busy => {
+            let mut r = status_body(
+                encoding,
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                format!(
+                    "other requests being decoded hold the collector's memory bound \
+                     ({mib:.1} MiB): retry later"
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            r
+        }
+        Refused::TooLarge => error(
+            encoding,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "decoding this request needs more memory than the collector's bound \
+                 ({mib:.1} MiB) allows"
+            ),
+        ),
+    }
+}
+
+fn error(encoding: Encoding, status: StatusCode, message: String) -> Response {
+    status_body(encoding, status, INVALID_ARGUMENT, message)
+}
+
+fn status_body(encoding: Encoding, status: StatusCode, code: i32, message: String) -> Response {
+    let rpc = RpcStatus { code, message };
     match encoding {
         Encoding::Protobuf => (
             status,

@@ -23,7 +23,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::model::{ResourceGroup, ScopeGroup, TraceData};
+use crate::model::{ResourceGroup, ScopeGroup, TraceData, TraceId};
 
 /// Decodes an OTLP/JSON `ExportTraceServiceRequest`.
 ///
@@ -130,28 +130,29 @@ fn base64_id_to_hex(v: &mut Value, len: usize) {
     }
 }
 
-/// Serialises a trace as Tempo does: a list of `ResourceSpans` in OTLP/JSON
-/// with base64 ids.
-pub(crate) struct TempoBatches<'a>(pub &'a TraceData);
+/// Serialises a trace (its id, which stored spans do not keep, and its
+/// spans) as Tempo does: a list of `ResourceSpans` in OTLP/JSON with base64
+/// ids.
+pub(crate) struct TempoBatches<'a>(pub &'a TraceId, pub &'a TraceData);
 
 impl Serialize for TempoBatches<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.groups.len()))?;
-        for g in &self.0.groups {
-            seq.serialize_element(&TempoResourceSpans(g))?;
+        let mut seq = s.serialize_seq(Some(self.1.groups.len()))?;
+        for g in &self.1.groups {
+            seq.serialize_element(&TempoResourceSpans(self.0, g))?;
         }
         seq.end()
     }
 }
 
-struct TempoResourceSpans<'a>(&'a ResourceGroup);
+struct TempoResourceSpans<'a>(&'a TraceId, &'a ResourceGroup);
 
 impl Serialize for TempoResourceSpans<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let g = self.0;
+        let g = self.1;
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("resource", &JsonResource(&g.resource.resource))?;
-        m.serialize_entry("scopeSpans", &ScopeList(&g.scopes))?;
+        m.serialize_entry("scopeSpans", &ScopeList(self.0, &g.scopes))?;
         if !g.resource.schema_url.is_empty() {
             m.serialize_entry("schemaUrl", &g.resource.schema_url)?;
         }
@@ -159,27 +160,27 @@ impl Serialize for TempoResourceSpans<'_> {
     }
 }
 
-struct ScopeList<'a>(&'a [ScopeGroup]);
+struct ScopeList<'a>(&'a TraceId, &'a [ScopeGroup]);
 
 impl Serialize for ScopeList<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for sg in self.0 {
-            seq.serialize_element(&JsonScopeSpans(sg))?;
+        let mut seq = s.serialize_seq(Some(self.1.len()))?;
+        for sg in self.1 {
+            seq.serialize_element(&JsonScopeSpans(self.0, sg))?;
         }
         seq.end()
     }
 }
 
-struct JsonScopeSpans<'a>(&'a ScopeGroup);
+struct JsonScopeSpans<'a>(&'a TraceId, &'a ScopeGroup);
 
 impl Serialize for JsonScopeSpans<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("scope", &JsonScope(&self.0.scope.scope))?;
-        m.serialize_entry("spans", &SpanList(&self.0.spans))?;
-        if !self.0.scope.schema_url.is_empty() {
-            m.serialize_entry("schemaUrl", &self.0.scope.schema_url)?;
+        m.serialize_entry("scope", &JsonScope(&self.1.scope.scope))?;
+        m.serialize_entry("spans", &SpanList(self.0, &self.1.spans))?;
+        if !self.1.scope.schema_url.is_empty() {
+            m.serialize_entry("schemaUrl", &self.1.scope.schema_url)?;
         }
         m.end()
     }
@@ -217,25 +218,25 @@ impl Serialize for JsonScope<'_> {
     }
 }
 
-struct SpanList<'a>(&'a [Span]);
+struct SpanList<'a>(&'a TraceId, &'a [Span]);
 
 impl Serialize for SpanList<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for span in self.0 {
-            seq.serialize_element(&JsonSpan(span))?;
+        let mut seq = s.serialize_seq(Some(self.1.len()))?;
+        for span in self.1 {
+            seq.serialize_element(&JsonSpan(self.0, span))?;
         }
         seq.end()
     }
 }
 
-struct JsonSpan<'a>(&'a Span);
+struct JsonSpan<'a>(&'a TraceId, &'a Span);
 
 impl Serialize for JsonSpan<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let sp = self.0;
+        let sp = self.1;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("traceId", &B64.encode(&sp.trace_id))?;
+        m.serialize_entry("traceId", &B64.encode(self.0))?;
         m.serialize_entry("spanId", &B64.encode(&sp.span_id))?;
         if !sp.trace_state.is_empty() {
             m.serialize_entry("traceState", &sp.trace_state)?;

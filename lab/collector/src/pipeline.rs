@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::model::{ResourceInfo, ScopeInfo, TraceData, TraceId};
-use crate::store::{Counters, Store};
+use crate::model::{ResourceInfo, ScopeInfo, TraceData, TraceId, span_bytes};
+use crate::store::{Counters, Reservation, Store};
 use crate::tail::TailSampler;
 
 pub(crate) struct Pipeline {
@@ -25,7 +25,14 @@ pub(crate) struct IngestOutcome {
 }
 
 impl Pipeline {
-    pub(crate) fn ingest(&self, req: ExportTraceServiceRequest) -> IngestOutcome {
+    /// Validates, groups and stores (or hands to the tail sampler) one
+    /// request's spans; `held` is the request's share of the byte bound,
+    /// given back once its spans are grouped.
+    pub(crate) fn ingest(
+        &self,
+        req: ExportTraceServiceRequest,
+        held: Option<Reservation<'_>>,
+    ) -> IngestOutcome {
         let mut received = 0u64;
         let mut invalid = 0u64;
         let mut by_trace: HashMap<TraceId, TraceData> = HashMap::new();
@@ -49,6 +56,7 @@ impl Pipeline {
                         invalid += 1;
                         continue;
                     };
+                    compact(&mut span);
                     by_trace
                         .entry(trace_id)
                         .or_default()
@@ -57,6 +65,8 @@ impl Pipeline {
             }
         }
         Counters::add(&self.counters.spans_received, received);
+        // The decoded request is about to be counted by the store itself.
+        drop(held);
         let fragments: Vec<_> = by_trace.into_iter().collect();
         let to_store = match &self.tail {
             Some(tail) => tail.offer(fragments, Instant::now()),
@@ -82,6 +92,12 @@ impl Pipeline {
         }
     }
 
+    /// Counts traces the store evicted.
+    pub(crate) fn count_evictions(&self, evicted: u64, for_bytes: u64) {
+        Counters::add(&self.counters.traces_evicted, evicted);
+        Counters::add(&self.counters.traces_evicted_for_bytes, for_bytes);
+    }
+
     /// Stores fragments; returns the spans refused by the per-trace bound.
     pub(crate) fn store_fragments(&self, fragments: Vec<(TraceId, TraceData)>) -> u64 {
         if fragments.is_empty() {
@@ -104,6 +120,45 @@ impl Pipeline {
             Counters::add(&self.counters.spans_rejected, rejected);
         }
     }
+}
+
+/// Frees what a stored span does not need to keep: its trace id (the
+/// store's key; put back when the trace is served) and the spare capacity
+/// decoding left in its lists.
+fn compact(span: &mut opentelemetry_proto::tonic::trace::v1::Span) {
+    span.trace_id = Vec::new();
+    if span.attributes.capacity() > span.attributes.len() {
+        span.attributes.shrink_to_fit();
+    }
+    if span.events.capacity() > span.events.len() {
+        span.events.shrink_to_fit();
+    }
+    if span.links.capacity() > span.links.len() {
+        span.links.shrink_to_fit();
+    }
+}
+
+/// Estimated memory of a decoded request: its spans as the store counts
+/// them, plus its resources' and scopes' attributes.
+pub(crate) fn request_bytes(req: &ExportTraceServiceRequest) -> usize {
+    req.resource_spans
+        .iter()
+        .map(|rs| {
+            let resource = rs.resource.as_ref().map_or(0, |r| {
+                r.attributes.capacity()
+                    * size_of::<opentelemetry_proto::tonic::common::v1::KeyValue>()
+                    + r.attributes
+                        .iter()
+                        .map(|kv| kv.key.capacity())
+                        .sum::<usize>()
+            });
+            resource
+                + rs.scope_spans
+                    .iter()
+                    .map(|ss| ss.spans.iter().map(span_bytes).sum::<usize>())
+                    .sum::<usize>()
+        })
+        .sum()
 }
 
 fn valid_ids(span: &opentelemetry_proto::tonic::trace::v1::Span) -> Option<TraceId> {

@@ -13,8 +13,8 @@ use serde::Serialize;
 use crate::model::{ResourceInfo, TraceData, any_value_to_string, find_attr, status_code};
 use crate::otlp_json::Attrs;
 use crate::traceql::{
-    AttrRef, Eval, Field, Intrinsic, QueryError, Root, Scope, Spanset, Static, TraceView, parse,
-    parse_go_duration,
+    AttrRef, Eval, Field, Intrinsic, Need, QueryError, Root, Scope, Spanset, Static, TraceView,
+    parse, parse_go_duration, plan_pipeline,
 };
 
 /// Tempo's name for a trace whose root span has not arrived.
@@ -150,6 +150,14 @@ impl SearchRequest {
             limit,
             spss,
         })
+    }
+
+    /// What a trace needs to match (for the store's indexes).
+    pub(crate) fn need(&self) -> Need {
+        // Tags only narrow further; the query alone is planned.
+        self.query
+            .as_ref()
+            .map_or(Need::All, |q| plan_pipeline(&q.pipeline))
     }
 
     /// Whether the trace matches, without building a result (the search

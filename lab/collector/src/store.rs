@@ -8,12 +8,18 @@
 //! megabytes), so the bound that really caps memory is `max_bytes`, on the
 //! estimate of [`crate::model::span_bytes`]. Inserts take effect
 //! immediately: there is no batching between "received" and "queryable".
+//!
+//! The span-level indexes of [`crate::index`] are kept up to date under the
+//! same lock, on insert and on eviction; [`StoreInner::newest_first`] uses
+//! them to hand a query only the traces that can match it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
+use crate::index::{Index, Seq};
 use crate::model::{TraceData, TraceId, span_bytes};
+use crate::traceql::Need;
 
 /// Counters shared by receivers, the tail sampler and the store.
 #[derive(Debug, Default)]
@@ -38,16 +44,20 @@ impl Counters {
 
 pub(crate) struct StoredTrace {
     pub data: TraceData,
+    /// The trace's number in the indexes.
+    seq: Seq,
 }
 
 #[derive(Default)]
 pub(crate) struct StoreInner {
     pub traces: HashMap<TraceId, StoredTrace>,
-    /// Trace ids in first-seen order: the eviction queue.
-    order: VecDeque<TraceId>,
+    /// Span-level and time indexes; also the eviction queue.
+    index: Index,
     total_spans: usize,
     /// Sum of the stored traces' `TraceData::bytes`.
     total_bytes: usize,
+    /// Bytes of the byte bound reserved by requests being decoded.
+    inflight: usize,
 }
 
 /// The bounds of a store (and of the tail sampler's buffer).
@@ -110,63 +120,221 @@ impl Store {
         self.read().total_bytes
     }
 
+    /// Bytes reserved by requests being decoded.
+    pub(crate) fn inflight_bytes(&self) -> usize {
+        self.read().inflight
+    }
+
+    /// The byte bound.
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.bounds.max_bytes
+    }
+
+    /// Sets `bytes` of the byte bound aside for a request being decoded,
+    /// evicting the oldest traces to make room, so that what is stored and
+    /// what requests hold stay under `max_bytes` together. The bytes are
+    /// given back when the reservation is dropped. Also returns the traces
+    /// evicted (all of them, and those for bytes).
+    ///
+    /// # Errors
+    /// [`Refused::TooLarge`] when `bytes` exceeds the whole bound,
+    /// [`Refused::Busy`] when other reservations leave too little of it.
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<(Reservation<'_>, (u64, u64)), Refused> {
+        let mut r = Reservation {
+            store: self,
+            bytes: 0,
+        };
+        let evicted = r.grow(bytes)?;
+        Ok((r, evicted))
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, StoreInner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Inserts (or merges) fragments of traces under one lock.
     pub(crate) fn insert(&self, fragments: Vec<(TraceId, TraceData)>) -> InsertOutcome {
         let Bounds {
-            max_traces,
             max_spans,
             max_bytes,
+            ..
         } = self.bounds;
         let mut out = InsertOutcome::default();
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.write();
+        let inner = &mut *inner;
         for (id, fragment) in fragments {
-            let entry = match inner.traces.get_mut(&id) {
-                Some(existing) => {
-                    // One trace may never hold more than max_spans or
-                    // max_bytes: refuse the excess instead of evicting the
-                    // whole store for it.
-                    let span_room = max_spans.saturating_sub(existing.data.span_count);
-                    let byte_room = max_bytes.saturating_sub(existing.data.bytes);
-                    let fragment = truncate(fragment, span_room, byte_room, &mut out.rejected);
-                    let bytes_before = existing.data.bytes;
-                    let added = existing.data.merge(fragment);
-                    let grown = existing.data.bytes - bytes_before;
-                    inner.total_spans += added;
-                    inner.total_bytes += grown;
-                    continue;
-                }
-                None => {
-                    let fragment = truncate(fragment, max_spans, max_bytes, &mut out.rejected);
-                    if fragment.span_count == 0 {
-                        continue;
-                    }
-                    StoredTrace { data: fragment }
-                }
-            };
-            inner.total_spans += entry.data.span_count;
-            inner.total_bytes += entry.data.bytes;
-            inner.traces.insert(id, entry);
-            inner.order.push_back(id);
+            if let Some(existing) = inner.traces.get_mut(&id) {
+                // One trace may never hold more than max_spans or
+                // max_bytes: refuse the excess instead of evicting the
+                // whole store for it.
+                let span_room = max_spans.saturating_sub(existing.data.span_count);
+                let byte_room = max_bytes.saturating_sub(existing.data.bytes);
+                let fragment = truncate(fragment, span_room, byte_room, &mut out.rejected);
+                let bytes_before = existing.data.bytes;
+                let start_before = existing.data.start_ns;
+                let seq = existing.seq;
+                let index = &mut inner.index;
+                let added = existing
+                    .data
+                    .merge_each(fragment, |res, span| index.add_span(seq, res, span));
+                index.moved_start(id, start_before, existing.data.start_ns);
+                let grown = existing.data.bytes - bytes_before;
+                inner.total_spans += added;
+                inner.total_bytes += grown;
+                continue;
+            }
+            let fragment = truncate(fragment, max_spans, max_bytes, &mut out.rejected);
+            if fragment.span_count == 0 {
+                continue;
+            }
+            let seq = inner.index.add_trace(id, fragment.start_ns);
+            for (res, span) in fragment.spans() {
+                inner.index.add_span(seq, res, span);
+            }
+            inner.total_spans += fragment.span_count;
+            inner.total_bytes += fragment.bytes;
+            inner.traces.insert(
+                id,
+                StoredTrace {
+                    data: fragment,
+                    seq,
+                },
+            );
         }
+        let (evicted, evicted_for_bytes) = inner.evict(self.bounds);
+        out.evicted = evicted;
+        out.evicted_for_bytes = evicted_for_bytes;
+        out
+    }
+}
+
+/// Why a reservation of the byte bound was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Other requests in flight hold too much of it now: try again later.
+    Busy,
+    /// More than the whole bound: never possible.
+    TooLarge,
+}
+
+/// Bytes of the byte bound held by one request being decoded.
+pub(crate) struct Reservation<'s> {
+    store: &'s Store,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    /// Reserves `more` bytes for the same request, evicting to make room;
+    /// returns the traces evicted (all, and for bytes).
+    ///
+    /// # Errors
+    /// As [`Store::reserve`], counting what the request holds already.
+    pub(crate) fn grow(&mut self, more: usize) -> Result<(u64, u64), Refused> {
+        let bounds = self.store.bounds;
+        if self.bytes.saturating_add(more) > bounds.max_bytes {
+            return Err(Refused::TooLarge);
+        }
+        let mut inner = self.store.write();
+        if inner.inflight.saturating_add(more) > bounds.max_bytes {
+            return Err(Refused::Busy);
+        }
+        inner.inflight += more;
+        self.bytes += more;
+        Ok(inner.evict(bounds))
+    }
+
+    /// Bytes this request holds.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.store.write();
+        inner.inflight = inner.inflight.saturating_sub(self.bytes);
+    }
+}
+
+impl StoreInner {
+    /// Evicts the oldest traces until the bounds hold (the byte bound
+    /// counting the bytes requests in flight hold); returns how many were
+    /// evicted, and how many of them for bytes only.
+    fn evict(&mut self, bounds: Bounds) -> (u64, u64) {
+        let (mut evicted, mut for_bytes) = (0, 0);
         loop {
-            let over_count = inner.traces.len() > max_traces || inner.total_spans > max_spans;
-            let over_bytes = inner.total_bytes > max_bytes;
+            let over_count =
+                self.traces.len() > bounds.max_traces || self.total_spans > bounds.max_spans;
+            let over_bytes = self.total_bytes.saturating_add(self.inflight) > bounds.max_bytes;
             if !(over_count || over_bytes) {
                 break;
             }
-            let Some(oldest) = inner.order.pop_front() else {
+            let Some((_, oldest)) = self.index.oldest() else {
                 break;
             };
-            if let Some(t) = inner.traces.remove(&oldest) {
-                inner.total_spans -= t.data.span_count;
-                inner.total_bytes -= t.data.bytes;
-                out.evicted += 1;
-                if !over_count {
-                    out.evicted_for_bytes += 1;
-                }
+            let Some(t) = self.traces.remove(&oldest) else {
+                // Cannot happen (the index holds exactly the stored traces);
+                // stop rather than loop.
+                break;
+            };
+            self.index.evict_oldest(&t.data);
+            self.total_spans -= t.data.span_count;
+            self.total_bytes -= t.data.bytes;
+            evicted += 1;
+            if !over_count {
+                for_bytes += 1;
             }
         }
-        out
+        (evicted, for_bytes)
+    }
+
+    /// Whether the indexes equal indexes rebuilt from the stored traces.
+    #[cfg(test)]
+    pub(crate) fn index_matches_a_rebuild(&self) -> bool {
+        self.index.matches_rebuild(self.traces.len(), |id| {
+            self.traces.get(id).map(|t| (&t.data, t.seq))
+        })
+    }
+
+    /// The traces that may satisfy `need`, most recent first (by first
+    /// span start, then by trace id, largest first): the order search
+    /// results are listed in, so a search can stop at its limit. Traces
+    /// left out cannot satisfy `need`; those listed still have to be
+    /// evaluated.
+    pub(crate) fn newest_first<'s>(
+        &'s self,
+        need: &Need,
+    ) -> Box<dyn Iterator<Item = (&'s TraceId, &'s TraceData)> + 's> {
+        let get = move |id: &'s TraceId| self.traces.get(id).map(|t| (id, &t.data));
+        match self.index.candidates(need) {
+            None => Box::new(self.index.newest_first().filter_map(move |(_, id)| get(id))),
+            // Few candidates: sort them by themselves.
+            Some(seqs) if seqs.len() <= self.traces.len() / 16 => {
+                let mut hits: Vec<(u64, &TraceId)> = seqs
+                    .iter()
+                    .filter_map(|&seq| self.index.id_of(seq))
+                    .filter_map(|id| self.traces.get(id).map(|t| (t.data.start_ns, id)))
+                    .collect();
+                hits.sort_unstable_by(|a, b| b.cmp(a));
+                Box::new(hits.into_iter().filter_map(move |(_, id)| get(id)))
+            }
+            // Many: walk the time index, skipping the others.
+            Some(seqs) => {
+                let mut member = vec![false; self.traces.len()];
+                let head = self.index.oldest().map_or(0, |(seq, _)| seq);
+                let slot = move |seq: Seq| usize::try_from(seq.checked_sub(head)?).ok();
+                for seq in seqs {
+                    if let Some(m) = slot(seq).and_then(|i| member.get_mut(i)) {
+                        *m = true;
+                    }
+                }
+                Box::new(self.index.newest_first().filter_map(move |(_, id)| {
+                    let t = self.traces.get(id)?;
+                    let hit = slot(t.seq).and_then(|i| member.get(i).copied());
+                    hit.unwrap_or(false).then_some((id, &t.data))
+                }))
+            }
+        }
     }
 }
 
@@ -327,7 +495,8 @@ mod tests {
             evicted_for_bytes += out.evicted_for_bytes;
             // Later spans of an older trace merge and count too.
             if t > 1 {
-                store.insert(vec![heavy(t - 1, 3, 1)]);
+                let out = store.insert(vec![heavy(t - 1, 3, 1)]);
+                evicted_for_bytes += out.evicted_for_bytes;
             }
             assert!(
                 store.bytes() <= max_bytes,

@@ -5,6 +5,8 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use prost::Message;
+
 use common::*;
 use tracelab_collector::{Collector, CollectorConfig};
 
@@ -137,7 +139,6 @@ async fn span_bound_evicts_and_caps_a_single_trace() {
 /// A gzip request whose spans carry `kib` KiB of (compressible) attribute
 /// each: small on the wire, large in memory.
 fn gzip_request(t: [u8; 16], spans: u8, kib: usize) -> Vec<u8> {
-    use prost::Message;
     let filler = "x".repeat(kib * 1024);
     let req = request(
         "x",
@@ -195,19 +196,33 @@ async fn byte_bound_holds_whatever_is_sent_and_keeps_the_newest_traces() {
         stats.traces_evicted_for_bytes
     );
 
-    // One trace bigger than the whole bound keeps what fits and refuses the
-    // rest, instead of emptying the store for nothing.
+    // A request whose decoding alone would need more than the whole bound
+    // (2.5 MiB inflated, as much again decoded) is refused with 413 before
+    // it is inflated past the bound; the collector keeps what it had.
+    let before = c.stats();
     let huge = trace_id();
-    let body = gzip_request(huge, 40, 64);
-    let resp = post_gzip(&url, body).await;
-    assert_eq!(resp.status(), 200);
+    let resp = post_gzip(&url, gzip_request(huge, 40, 64)).await;
+    assert_eq!(resp.status(), 413);
+    let status = RpcStatus::decode(resp.bytes().await.unwrap()).unwrap();
+    assert!(status.message.contains("memory"), "{}", status.message);
     let stats = c.stats();
+    assert_eq!(stats.bytes_in_flight, 0, "{stats:?}");
     assert!(stats.bytes_stored <= MAX_BYTES as u64, "{stats:?}");
-    assert!(stats.spans_rejected > 0, "{stats:?}");
-    let (status, body) = get_trace(&c, &huge).await;
-    assert_eq!(status, 200);
-    let spans = spans_of(&body["batches"]).len();
-    assert!((20..40).contains(&spans), "{spans} spans kept");
+    assert_eq!(stats.spans_received, before.spans_received);
+    assert_eq!(get_trace(&c, &huge).await.0, 404);
+    // And the next ordinary request is stored as usual.
+    let t = trace_id();
+    assert_eq!(post_gzip(&url, gzip_request(t, 4, 64)).await.status(), 200);
+    assert_eq!(get_trace(&c, &t).await.0, 200);
+}
+
+/// `google.rpc.Status`, the OTLP/HTTP error body.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
 }
 
 #[test]

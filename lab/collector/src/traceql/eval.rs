@@ -334,28 +334,30 @@ impl<'a> Eval<'a, '_> {
     /// links), with at least one of its events (links).
     pub(crate) fn passes<'f: 'a>(&self, filter: &'f Filter, i: usize) -> bool {
         let span = self.view.spans[i].span;
-        let events: Vec<Option<&'a Event>> = if filter.events && !span.events.is_empty() {
-            span.events.iter().map(Some).collect()
-        } else {
-            vec![None]
+        let events: &'a [Event] = if filter.events { &span.events } else { &[] };
+        let links: &'a [Link] = if filter.links { &span.links } else { &[] };
+        let at = |event: Option<&'a Event>, link: Option<&'a Link>| {
+            At {
+                view: self.view,
+                i,
+                event,
+                link,
+            }
+            .eval(&filter.field)
+            .truthy()
         };
-        let links: Vec<Option<&'a Link>> = if filter.links && !span.links.is_empty() {
-            span.links.iter().map(Some).collect()
-        } else {
-            vec![None]
+        let with_event = |event: Option<&'a Event>| {
+            if links.is_empty() {
+                at(event, None)
+            } else {
+                links.iter().any(|l| at(event, Some(l)))
+            }
         };
-        events.iter().any(|&event| {
-            links.iter().any(|&link| {
-                At {
-                    view: self.view,
-                    i,
-                    event,
-                    link,
-                }
-                .eval(&filter.field)
-                .truthy()
-            })
-        })
+        if events.is_empty() {
+            with_event(None)
+        } else {
+            events.iter().any(|e| with_event(Some(e)))
+        }
     }
 
     /// Runs a pipeline on the trace (its first stage sees every span).

@@ -30,16 +30,18 @@ mod ast;
 mod eval;
 mod lex;
 mod parse;
+mod plan;
 mod value;
 
 use std::fmt;
 
 pub(crate) use ast::{
-    AttrRef, Field, Intrinsic, Metrics, MetricsFn, Root, SecondStage, Stage, Static,
+    AttrRef, Field, Intrinsic, Metrics, MetricsFn, Root, SecondStage, SpansetExpr, Stage, Static,
 };
 pub(crate) use eval::{Eval, Spanset, TraceView};
 pub(crate) use lex::Scope;
 pub(crate) use parse::parse;
+pub(crate) use plan::{Need, SpanKey, plan_pipeline};
 pub(crate) use value::{Val, compare};
 
 /// A parse error; the message is shown to the user as is.
