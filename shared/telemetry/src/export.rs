@@ -4,8 +4,9 @@
 //! [`OtlpBatchProcessor`] is the last span processor. When a sampled span
 //! ends it takes a place in the bounded queue ([`SpanCounters`]; a full
 //! queue drops and counts the span), encodes it straight into OTLP
-//! protobuf bytes ([`crate::otlp`]) in the pending batch, and frees it on
-//! the thread that built it. Nothing crosses a channel but bytes.
+//! protobuf bytes ([`crate::otlp`]), appends those to the pending batch,
+//! and frees it on the thread that built it. Nothing crosses a thread
+//! but bytes.
 //!
 //! A batch is sent as soon as it holds `max_batch` spans, or
 //! `scheduled_delay` after its first span ended, whichever comes first
@@ -17,6 +18,7 @@
 //! failed. A collector's `partial_success.rejected_spans` count as failed
 //! too.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -148,6 +150,11 @@ impl OtlpBatchProcessor {
     }
 }
 
+thread_local! {
+    /// One span's encoding, reused by every span this thread ends.
+    static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -161,9 +168,15 @@ impl SpanProcessor for OtlpBatchProcessor {
             shared.counters.record_dropped_queue_full();
             return;
         }
-        let wake = {
+        // Encoded before taking the lock, so threads ending spans at once
+        // wait for each other only for a copy.
+        let wake = ENCODED.with_borrow_mut(|encoded| {
+            encoded.clear();
+            otlp::put_span(encoded, &span);
             let mut pending = lock(&shared.pending);
-            pending.batch.push(&span);
+            pending
+                .batch
+                .push_encoded(&span.instrumentation_scope, encoded);
             let n = pending.batch.len();
             if n >= shared.settings.max_batch {
                 let full = pending.batch.take();
@@ -176,7 +189,7 @@ impl SpanProcessor for OtlpBatchProcessor {
             } else {
                 false
             }
-        };
+        });
         if wake {
             shared.wake.notify_one();
         }

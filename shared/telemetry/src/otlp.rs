@@ -421,23 +421,32 @@ pub struct Batch {
 impl Batch {
     /// Encodes `span` into the batch, beside the spans of its scope.
     pub fn push(&mut self, span: &SpanData) {
-        let i = match self
-            .scopes
-            .iter()
-            .position(|s| s.scope == span.instrumentation_scope)
-        {
+        let i = self.scope_index(&span.instrumentation_scope);
+        put_span(&mut self.scopes[i].spans, span);
+        self.spans += 1;
+    }
+
+    /// Adds one span encoded by [`put_span`] (`encoded`) of `scope`: what
+    /// [`Batch::push`] does, with the encoding done beforehand (outside
+    /// whatever lock guards the batch).
+    pub fn push_encoded(&mut self, scope: &InstrumentationScope, encoded: &[u8]) {
+        let i = self.scope_index(scope);
+        self.scopes[i].spans.extend_from_slice(encoded);
+        self.spans += 1;
+    }
+
+    fn scope_index(&mut self, scope: &InstrumentationScope) -> usize {
+        match self.scopes.iter().position(|s| s.scope == *scope) {
             Some(i) => i,
             None => {
                 self.scopes.push(ScopeSpans {
-                    encoded_scope: encode_scope(&span.instrumentation_scope),
-                    scope: span.instrumentation_scope.clone(),
+                    encoded_scope: encode_scope(scope),
+                    scope: scope.clone(),
                     spans: Vec::new(),
                 });
                 self.scopes.len() - 1
             }
-        };
-        put_span(&mut self.scopes[i].spans, span);
-        self.spans += 1;
+        }
     }
 
     /// Spans in the batch.

@@ -32,14 +32,15 @@ pub struct ExportStats {
     /// Spans the collector accepted.
     pub spans_exported: u64,
     /// Spans in batches the exporter gave up on (collector down, refusing
-    /// or not answering within the export timeout).
+    /// or not answering within the export timeout), and spans the
+    /// collector answered as rejected (`partial_success`).
     pub spans_failed: u64,
     /// Spans discarded by the `drop_spans` fault.
     pub spans_dropped_by_fault: u64,
     /// Spans dropped because the export queue was full (or, after
     /// shutdown, closed): the collector is slower than the service.
     pub spans_dropped_queue_full: u64,
-    /// Spans waiting in the export queue or in the batch being exported.
+    /// Spans waiting in a batch or in the batch being exported.
     pub spans_queued: u64,
     /// How many spans the export queue holds.
     pub queue_capacity: u64,

@@ -334,6 +334,28 @@ fn spans_are_grouped_by_scope_under_one_resource() {
 }
 
 #[test]
+fn spans_encoded_beforehand_make_the_same_request() {
+    let spans = [
+        full_span(),
+        plain_span(SpanKind::Client, Status::Ok, scope("other"), 2),
+        plain_span(SpanKind::Internal, Status::Unset, full_span().instrumentation_scope, 3),
+    ];
+    let resource = resource();
+    let mut batch = Batch::default();
+    let mut encoded = Vec::new();
+    for span in &spans {
+        encoded.clear();
+        let n = tracelab_telemetry::otlp::put_span(&mut encoded, span);
+        assert_eq!(n, encoded.len());
+        batch.push_encoded(&span.instrumentation_scope, &encoded);
+    }
+    let bytes = batch.request(&encode_resource(&resource), resource.schema_url().unwrap_or(""));
+    let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+    assert_eq!(decoded, ours(&spans, &resource));
+    assert_eq!(decoded, reference(&spans, &resource));
+}
+
+#[test]
 fn taking_a_batch_leaves_an_empty_one_that_keeps_encoding() {
     let mut batch = Batch::default();
     batch.push(&plain_span(SpanKind::Internal, Status::Ok, scope("tracelab"), 1));
