@@ -8,10 +8,12 @@
 //! and frees it on the thread that built it. Nothing crosses a thread
 //! but bytes.
 //!
-//! A batch is sent as soon as it holds `max_batch` spans, or
-//! `scheduled_delay` after its first span ended, whichever comes first
-//! (full batches wait in line while one is being sent); an idle service's
-//! export thread sleeps without a timer. It sends one request at a
+//! A batch is sent as soon as it holds `max_batch` spans (full batches
+//! wait in line while one is being sent), or else `scheduled_delay` after
+//! its first span ended, but no sooner than `min_interval` after the
+//! previous export: a quiet service's trace is readable within the short
+//! delay, and a busy one makes no more export calls than the interval
+//! allows. An idle service's export thread sleeps without a timer. It sends one request at a
 //! time, over OTLP/HTTP (`application/x-protobuf`) or OTLP/gRPC (tonic,
 //! the message already encoded), without retries: a batch the collector
 //! refuses, or that gets no answer within the timeout, is counted as
@@ -67,6 +69,8 @@ struct Pending {
     batch: Batch,
     /// When the batch's first span ended.
     since: Option<Instant>,
+    /// When the last export call started.
+    last_export: Option<Instant>,
     /// `Resource` body and schema URL of this service.
     resource: Arc<(Vec<u8>, String)>,
     /// Callers of `force_flush`/`shutdown` waiting for the next export.
@@ -98,7 +102,7 @@ impl OtlpBatchProcessor {
         let settings = QueueSettings {
             max_queue,
             max_batch: settings.max_batch.clamp(1, max_queue),
-            scheduled_delay: settings.scheduled_delay,
+            ..settings
         };
         counters.set_capacity(max_queue as u64);
         let shared = Arc::new(Shared {
@@ -111,10 +115,12 @@ impl OtlpBatchProcessor {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let thread = std::thread::Builder::new().name("otlp-export".into()).spawn({
-            let shared = shared.clone();
-            move || runtime.block_on(export_loop(shared, transport, timeout))
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("otlp-export".into())
+            .spawn({
+                let shared = shared.clone();
+                move || runtime.block_on(export_loop(shared, transport, timeout))
+            })?;
         Ok(Self {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -204,11 +210,7 @@ impl SpanProcessor for OtlpBatchProcessor {
         self.shared.closed.store(true, Ordering::Release);
         let result = self.request_export(true, timeout);
         if result.is_ok()
-            && let Some(thread) = self
-                .thread
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
+            && let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
         {
             let _ = thread.join();
         }
@@ -261,14 +263,23 @@ fn next(shared: &Shared) -> Next {
         };
     }
     let flush = !pending.waiters.is_empty() || pending.shutdown;
-    let due = pending
-        .since
-        .map(|since| since + shared.settings.scheduled_delay);
+    // `scheduled_delay` after the first span, but not sooner than
+    // `min_interval` after the previous export: a quiet service sends at
+    // once, a busy one no more often than the interval allows.
+    let settings = &shared.settings;
+    let due = pending.since.map(|since| {
+        let due = since + settings.scheduled_delay;
+        match pending.last_export {
+            Some(last) => due.max(last + settings.min_interval),
+            None => due,
+        }
+    });
     match due {
         None if !flush => Next::Wait,
         Some(due) if !flush && Instant::now() < due => Next::WaitUntil(due),
         _ => {
             pending.since = None;
+            pending.last_export = Some(Instant::now());
             Next::Send {
                 batch: pending.batch.take(),
                 resource,

@@ -138,6 +138,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
         max_queue: config.max_queue,
         max_batch: config.max_batch.min(config.max_queue),
         scheduled_delay: config.scheduled_delay,
+        min_interval: config.min_interval,
     };
     let processor = stats::export_pipeline(
         transport,

@@ -11,8 +11,8 @@ use std::sync::RwLock;
 use opentelemetry::trace::{
     FutureExt, Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
 };
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry::{Context, KeyValue, global};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
 use crate::tracecontext::{hex_str, trace_id_hex};
 

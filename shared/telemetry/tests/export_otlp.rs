@@ -168,6 +168,7 @@ async fn exports_in_batches(transport: Transport, received: Received) {
         max_queue: 64,
         max_batch: 2,
         scheduled_delay: Duration::from_secs(30),
+        min_interval: Duration::ZERO,
     };
     let provider = provider(transport, settings, &counters);
     end_spans(&provider, &["a", "b", "c", "d"]);
@@ -246,6 +247,7 @@ async fn a_lone_span_leaves_after_the_delay_and_shutdown_sends_the_rest() {
         max_queue: 64,
         max_batch: 512,
         scheduled_delay: Duration::from_millis(20),
+        min_interval: Duration::ZERO,
     };
     let first = provider(Transport::Http { url }, settings, &counters);
     end_spans(&first, &["alone"]);
@@ -260,6 +262,7 @@ async fn a_lone_span_leaves_after_the_delay_and_shutdown_sends_the_rest() {
     // Shutdown sends what is pending without waiting for the delay.
     let settings = QueueSettings {
         scheduled_delay: Duration::from_secs(30),
+        min_interval: Duration::ZERO,
         ..settings
     };
     let later = Received::default();
@@ -280,4 +283,40 @@ async fn a_lone_span_leaves_after_the_delay_and_shutdown_sends_the_rest() {
         (1, 1, 0),
         "{stats:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_soon_after_an_export_waits_for_the_interval() {
+    let received = Received::default();
+    let url = http_receiver(received.clone()).await;
+    let counters = Arc::new(SpanCounters::new());
+    let settings = QueueSettings {
+        max_queue: 64,
+        max_batch: 512,
+        scheduled_delay: Duration::from_millis(10),
+        min_interval: Duration::from_millis(400),
+    };
+    let provider = provider(Transport::Http { url }, settings, &counters);
+    let started = Instant::now();
+    end_spans(&provider, &["first"]);
+    let deadline = started + Duration::from_secs(10);
+    while received.batches().is_empty() {
+        assert!(Instant::now() < deadline, "the first batch never left");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    end_spans(&provider, &["second"]);
+    while received.batches().len() < 2 {
+        assert!(Instant::now() < deadline, "the second batch never left");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "the second export came {:?} after the first span, before the interval",
+        started.elapsed()
+    );
+    assert_eq!(received.batches(), vec![vec!["first"], vec!["second"]]);
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .expect("shutdown");
 }

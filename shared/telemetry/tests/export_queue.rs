@@ -163,6 +163,7 @@ fn a_full_queue_behind_a_blackholed_collector_counts_every_lost_span() {
         max_queue: 16,
         max_batch: 8,
         scheduled_delay: Duration::from_millis(20),
+        min_interval: Duration::ZERO,
     };
     let provider = SdkTracerProvider::builder()
         .with_span_processor(

@@ -61,8 +61,9 @@ fn scope(name: &'static str) -> InstrumentationScope {
 
 fn full_span() -> SpanData {
     let trace_id = TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128);
-    let state = TraceState::from_key_value([("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")])
-        .unwrap();
+    let state =
+        TraceState::from_key_value([("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")])
+            .unwrap();
     let mut events = SpanEvents::default();
     events.events = vec![
         Event::new(
@@ -87,7 +88,10 @@ fn full_span() -> SpanData {
                 true,
                 TraceState::from_key_value([("vendor", "v")]).unwrap(),
             ),
-            vec![KeyValue::new("link.kind", "retry"), KeyValue::new("n", 2_i64)],
+            vec![
+                KeyValue::new("link.kind", "retry"),
+                KeyValue::new("n", 2_i64),
+            ],
             1,
         ),
         Link::new(
@@ -199,11 +203,13 @@ fn every_field_of_a_full_span_matches_the_sdk_conversion() {
 
     // And field by field, so a difference shared with the reference (or a
     // change in it) is still caught.
-    let [ResourceSpans {
-        resource: Some(res),
-        scope_spans,
-        schema_url,
-    }] = ours.resource_spans.as_slice()
+    let [
+        ResourceSpans {
+            resource: Some(res),
+            scope_spans,
+            schema_url,
+        },
+    ] = ours.resource_spans.as_slice()
     else {
         panic!("one ResourceSpans with a resource: {ours:?}");
     };
@@ -234,7 +240,11 @@ fn every_field_of_a_full_span_matches_the_sdk_conversion() {
     assert_eq!(s.span_id, 0x00f0_67aa_0ba9_02b7_u64.to_be_bytes());
     assert_eq!(s.parent_span_id, 0x1234_u64.to_be_bytes());
     assert_eq!(s.trace_state, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
-    assert_eq!(s.flags, 0x03 | 0x100 | 0x200, "sampled, random, remote parent");
+    assert_eq!(
+        s.flags,
+        0x03 | 0x100 | 0x200,
+        "sampled, random, remote parent"
+    );
     assert_eq!(s.name, "POST /api/checkout");
     assert_eq!(s.kind, span::SpanKind::Server as i32);
     assert_eq!(
@@ -284,7 +294,11 @@ fn every_field_of_a_full_span_matches_the_sdk_conversion() {
     assert_eq!(s.events.len(), 2);
     let e = &s.events[0];
     assert_eq!(
-        (e.name.as_str(), e.time_unix_nano, e.dropped_attributes_count),
+        (
+            e.name.as_str(),
+            e.time_unix_nano,
+            e.dropped_attributes_count
+        ),
         ("exception", 1_764_000_000_005_000_000, 3)
     );
     assert_eq!(e.attributes[1].key, "exception.message");
@@ -322,7 +336,10 @@ fn spans_are_grouped_by_scope_under_one_resource() {
         .iter()
         .map(|s| s.spans.iter().map(|s| s.name.as_str()).collect())
         .collect();
-    assert_eq!(names, vec![vec!["span 1", "span 3"], vec!["span 2", "span 4"]]);
+    assert_eq!(
+        names,
+        vec![vec!["span 1", "span 3"], vec!["span 2", "span 4"]]
+    );
     let root = &scopes[0].spans[0];
     assert!(root.parent_span_id.is_empty(), "a root has no parent id");
     assert_eq!(root.flags, 0x101, "sampled, local parent");
@@ -338,7 +355,12 @@ fn spans_encoded_beforehand_make_the_same_request() {
     let spans = [
         full_span(),
         plain_span(SpanKind::Client, Status::Ok, scope("other"), 2),
-        plain_span(SpanKind::Internal, Status::Unset, full_span().instrumentation_scope, 3),
+        plain_span(
+            SpanKind::Internal,
+            Status::Unset,
+            full_span().instrumentation_scope,
+            3,
+        ),
     ];
     let resource = resource();
     let mut batch = Batch::default();
@@ -349,7 +371,10 @@ fn spans_encoded_beforehand_make_the_same_request() {
         assert_eq!(n, encoded.len());
         batch.push_encoded(&span.instrumentation_scope, &encoded);
     }
-    let bytes = batch.request(&encode_resource(&resource), resource.schema_url().unwrap_or(""));
+    let bytes = batch.request(
+        &encode_resource(&resource),
+        resource.schema_url().unwrap_or(""),
+    );
     let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
     assert_eq!(decoded, ours(&spans, &resource));
     assert_eq!(decoded, reference(&spans, &resource));
@@ -358,20 +383,32 @@ fn spans_encoded_beforehand_make_the_same_request() {
 #[test]
 fn taking_a_batch_leaves_an_empty_one_that_keeps_encoding() {
     let mut batch = Batch::default();
-    batch.push(&plain_span(SpanKind::Internal, Status::Ok, scope("tracelab"), 1));
+    batch.push(&plain_span(
+        SpanKind::Internal,
+        Status::Ok,
+        scope("tracelab"),
+        1,
+    ));
     let first = batch.take();
     assert_eq!((first.len(), batch.len()), (1, 0));
     assert!(batch.is_empty());
-    batch.push(&plain_span(SpanKind::Server, Status::Ok, scope("tracelab"), 2));
+    batch.push(&plain_span(
+        SpanKind::Server,
+        Status::Ok,
+        scope("tracelab"),
+        2,
+    ));
     let resource = resource();
     let second = ExportTraceServiceRequest::decode(
-        batch
-            .request(&encode_resource(&resource), "")
-            .as_slice(),
+        batch.request(&encode_resource(&resource), "").as_slice(),
     )
     .unwrap();
     let spans = &second.resource_spans[0].scope_spans;
-    assert_eq!(spans.len(), 1, "no empty ScopeSpans left from the first batch");
+    assert_eq!(
+        spans.len(),
+        1,
+        "no empty ScopeSpans left from the first batch"
+    );
     assert_eq!(spans[0].spans.len(), 1);
     assert_eq!(spans[0].spans[0].name, "span 2");
 }
@@ -390,7 +427,11 @@ fn rejected_spans_are_read_from_a_partial_success() {
         }
         .encode_to_vec()
     };
-    assert_eq!(rejected_spans(&[]), Some(0), "an empty answer: all accepted");
+    assert_eq!(
+        rejected_spans(&[]),
+        Some(0),
+        "an empty answer: all accepted"
+    );
     assert_eq!(rejected_spans(&answer(0, "")), Some(0));
     assert_eq!(rejected_spans(&answer(7, "too old")), Some(7));
     assert_eq!(rejected_spans(&[0x0a, 0x05, 0x08]), None, "truncated");
@@ -406,7 +447,9 @@ fn value_strategy() -> impl Strategy<Value = Value> {
         ".{0,40}".prop_map(Value::from),
         prop::collection::vec(any::<i64>(), 0..5).prop_map(|v| Value::Array(Array::I64(v))),
         prop::collection::vec(".{0,8}", 0..5).prop_map(|v| {
-            Value::Array(Array::String(v.into_iter().map(StringValue::from).collect()))
+            Value::Array(Array::String(
+                v.into_iter().map(StringValue::from).collect(),
+            ))
         }),
     ]
 }

@@ -199,7 +199,15 @@ impl BenchReport {
             // A trace never whole counts as slower than any that was.
             let never = readable.len() - whole.len();
             whole.extend(std::iter::repeat_n(u64::MAX, never));
-            let ms = |v: Option<u64>| v.map(|us| if us == u64::MAX { f64::INFINITY } else { us as f64 / 1000.0 });
+            let ms = |v: Option<u64>| {
+                v.map(|us| {
+                    if us == u64::MAX {
+                        f64::INFINITY
+                    } else {
+                        us as f64 / 1000.0
+                    }
+                })
+            };
             mode_rows.push(ModeRow {
                 mode,
                 checkout_readable_p50_ms: ms(nearest_rank(&whole, 0.5)),
@@ -348,7 +356,11 @@ impl BenchReport {
                 },
             );
         }
-        for m in self.modes.iter().filter(|m| m.checkout_readable_samples > 0) {
+        for m in self
+            .modes
+            .iter()
+            .filter(|m| m.checkout_readable_samples > 0)
+        {
             let ms = |v: Option<f64>| v.map_or("-".into(), |v| num(v, 1));
             let _ = writeln!(out);
             let _ = writeln!(
@@ -359,7 +371,11 @@ impl BenchReport {
                 ms(m.checkout_readable_p50_ms),
                 ms(m.checkout_readable_p99_ms),
                 if m.checkout_never_readable > 0 {
-                    format!(", {} not whole within {:?}", m.checkout_never_readable, super::run::READABLE_WITHIN)
+                    format!(
+                        ", {} not whole within {:?}",
+                        m.checkout_never_readable,
+                        super::run::READABLE_WITHIN
+                    )
                 } else {
                     String::new()
                 }

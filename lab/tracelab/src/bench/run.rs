@@ -133,6 +133,9 @@ pub struct LabRun {
     pub export: ExportTotals,
 }
 
+/// How long the lab is left quiet before each timed checkout.
+pub const QUIET_BEFORE_CHECKOUT: Duration = Duration::from_millis(100);
+
 /// How long the bench waits for a checkout's whole trace.
 pub const READABLE_WITHIN: Duration = Duration::from_secs(2);
 
@@ -357,6 +360,10 @@ async fn readable_after_answer(
     anyhow::ensure!(whole > 0, "the collector never served a checkout trace");
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
+        // Alone: the previous checkout's spans are exported and the
+        // services' export interval has passed, as for a learner's
+        // checkout in a quiet lab.
+        tokio::time::sleep(QUIET_BEFORE_CHECKOUT).await;
         let Some(id) = target.checkout_trace().await else {
             continue;
         };
