@@ -233,13 +233,14 @@ impl Default for QueueSettings {
     /// The services' settings, chosen with `tracelab bench`: a lone
     /// checkout's whole trace is in the collector about the delay plus
     /// 5-10 ms after the answer (p99 57 ms with 50 ms, 32 ms with 20 ms,
-    /// 20 ms with 10 ms), so 15 ms keeps p99 under 30 ms; the interval keeps
-    /// a busy service at 20 export calls a second, as a 50 ms delay did.
+    /// 20 ms with 10 ms on a quiet machine), so 10 ms keeps p99 under
+    /// 30 ms; the interval keeps a busy service at 20 export calls a
+    /// second, as a 50 ms delay did, whatever the delay.
     fn default() -> Self {
         Self {
             max_queue: 8192,
             max_batch: 512,
-            scheduled_delay: Duration::from_millis(15),
+            scheduled_delay: Duration::from_millis(10),
             min_interval: Duration::from_millis(50),
         }
     }
