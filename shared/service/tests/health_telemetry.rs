@@ -52,6 +52,7 @@ async fn health_counts_the_spans_a_full_export_queue_dropped() {
         max_queue: 4,
         max_batch: 512,
         scheduled_delay: std::time::Duration::from_millis(50),
+        min_interval: std::time::Duration::ZERO,
     })
     .expect("telemetry starts");
 

@@ -44,6 +44,9 @@ pub struct TelemetryConfig {
     /// Spans per export call, at most (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`;
     /// never more than the queue).
     pub max_batch: usize,
+    /// The shortest time between two export calls of batches that are not
+    /// full (`TRACELAB_EXPORT_MIN_INTERVAL`, ms).
+    pub min_interval: std::time::Duration,
 }
 
 /// A configuration value that could not be used.
@@ -153,6 +156,11 @@ impl TelemetryConfig {
             std::env::var("OTEL_BSP_SCHEDULE_DELAY").ok(),
             defaults.scheduled_delay.as_millis() as u64,
         )?);
+        let min_interval = std::time::Duration::from_millis(parse_or(
+            "TRACELAB_EXPORT_MIN_INTERVAL",
+            std::env::var("TRACELAB_EXPORT_MIN_INTERVAL").ok(),
+            defaults.min_interval.as_millis() as u64,
+        )?);
         let max_batch = positive(
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
             std::env::var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").ok(),
@@ -161,6 +169,7 @@ impl TelemetryConfig {
         Ok(Self {
             service_name,
             scheduled_delay,
+            min_interval,
             max_batch,
             endpoint,
             protocol,

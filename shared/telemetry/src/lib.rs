@@ -3,7 +3,8 @@
 //! [`init`] reads the standard `OTEL_*` variables (see [`config`]), installs
 //! the W3C TraceContext ([`tracecontext`], strict Level 2) + Baggage
 //! propagator, a tracer provider exporting OTLP (HTTP/protobuf by default,
-//! gRPC on request) through a bounded, counted batch queue ([`stats`]), the
+//! gRPC on request) through a bounded, counted batch queue whose spans are
+//! encoded as they end ([`export`], [`otlp`], [`stats`]), the
 //! head sampler from `sampling.yaml`, and JSON logs that
 //! carry `trace_id`/`span_id`. It returns a [`Telemetry`] guard: call
 //! [`Telemetry::shutdown`] after the server has drained so the last spans
@@ -19,7 +20,9 @@ pub mod chaos;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod export;
 pub mod logs;
+pub mod otlp;
 pub mod propagation;
 pub mod sampling;
 pub mod server;
@@ -32,7 +35,6 @@ use std::time::Duration;
 
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::{KeyValue, global};
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::BaggagePropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
@@ -41,6 +43,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub use config::{ConfigError, TelemetryConfig};
+
+/// How long one export call may take before its spans count as failed.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 use config::{Protocol, SamplerOverride};
 use sampling::{HeadSampler, SamplingFile};
@@ -58,7 +63,7 @@ pub enum InitError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Sampling(#[from] sampling::SamplingError),
-    #[error("cannot build the OTLP exporter: {0}")]
+    #[error("cannot start the OTLP export thread: {0}")]
     Exporter(String),
 }
 
@@ -121,30 +126,27 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
             )),
         };
 
-    let exporter = match config.protocol {
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(format!(
-                "{}/v1/traces",
-                config.endpoint.trim_end_matches('/')
-            ))
-            .with_timeout(Duration::from_secs(5))
-            .build(),
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(config.endpoint.clone())
-            .with_timeout(Duration::from_secs(5))
-            .build(),
-    }
-    .map_err(|e| InitError::Exporter(e.to_string()))?;
-
+    let transport = match config.protocol {
+        Protocol::HttpProtobuf => export::Transport::Http {
+            url: format!("{}/v1/traces", config.endpoint.trim_end_matches('/')),
+        },
+        Protocol::Grpc => export::Transport::Grpc {
+            endpoint: config.endpoint.clone(),
+        },
+    };
     let settings = stats::QueueSettings {
         max_queue: config.max_queue,
         max_batch: config.max_batch.min(config.max_queue),
         scheduled_delay: config.scheduled_delay,
+        min_interval: config.min_interval,
     };
-    let processor = stats::export_pipeline(exporter, settings, stats::global_counters());
+    let processor = stats::export_pipeline(
+        transport,
+        EXPORT_TIMEOUT,
+        settings,
+        stats::global_counters(),
+    )
+    .map_err(|e| InitError::Exporter(e.to_string()))?;
 
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
@@ -160,6 +162,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
         .with_resource(resource)
         .build();
     global::set_tracer_provider(provider.clone());
+    span::use_provider(&provider);
     Ok(Telemetry {
         provider: Some(provider),
         service_name: config.service_name,

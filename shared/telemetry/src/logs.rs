@@ -12,6 +12,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::tracecontext::{hex_str, span_id_hex, trace_id_hex};
+
 /// Formats events as flat JSON objects with trace correlation.
 pub struct JsonLines {
     service: String,
@@ -81,8 +83,9 @@ where
         let span = cx.span();
         let sc = span.span_context();
         if sc.is_valid() {
-            map.insert("trace_id".into(), sc.trace_id().to_string().into());
-            map.insert("span_id".into(), sc.span_id().to_string().into());
+            let (trace_id, span_id) = (trace_id_hex(sc.trace_id()), span_id_hex(sc.span_id()));
+            map.insert("trace_id".into(), hex_str(&trace_id).into());
+            map.insert("span_id".into(), hex_str(&span_id).into());
         }
         let line = serde_json::to_string(&map).map_err(|_| fmt::Error)?;
         writeln!(writer, "{line}")

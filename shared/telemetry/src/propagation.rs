@@ -1,18 +1,22 @@
 //! W3C Trace Context and Baggage propagation over HTTP headers, AMQP headers
 //! and plain string maps (outbox rows).
 //!
-//! Every extraction goes through the global propagator, whose trace-context
-//! half is [`crate::tracecontext::W3cTraceContext`]: an invalid
-//! `traceparent` restarts the trace and an invalid `tracestate` is dropped,
-//! as the W3C processing model asks. The carriers here hand it every value
-//! of a header (HTTP may repeat one), so two `traceparent`s restart the
-//! trace and several `tracestate` fields are read as one list.
+//! Every extraction applies [`crate::tracecontext::W3cTraceContext`]'s
+//! rules, then W3C Baggage: an invalid `traceparent` restarts the trace and
+//! an invalid `tracestate` is dropped, as the W3C processing model asks.
+//! The carriers hand it every value of a header (HTTP may repeat one), so
+//! two `traceparent`s restart the trace and several `tracestate` fields
+//! are read as one list. AMQP headers and string maps go through the
+//! global propagator (the same two, set by [`crate::init`]); HTTP headers,
+//! on every request, call the same two directly with typed headers, which
+//! borrows every value and formats the `traceparent` on the stack.
 
 use std::collections::{BTreeMap, HashMap};
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use opentelemetry::Context;
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry_sdk::propagation::BaggagePropagator;
 
 pub use crate::tracecontext::{validate_traceparent, validate_tracestate};
 
@@ -21,16 +25,17 @@ pub use crate::tracecontext::{validate_traceparent, validate_tracestate};
 /// the trace and a `tracestate` is dropped as a whole.
 const NOT_TEXT: &str = "\0";
 
-/// Extracts the remote context from HTTP headers (strictly).
+/// Extracts the remote context from HTTP headers (strictly), on top of the
+/// current context.
 pub fn extract_http(headers: &http::HeaderMap) -> Context {
-    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderCarrier(headers)))
+    let cx = crate::tracecontext::extract_http_headers(&Context::current(), headers);
+    BaggagePropagator::new().extract_with_context(&cx, &HeaderCarrier(headers))
 }
 
 /// Injects `cx` into outgoing HTTP headers.
 pub fn inject_http(cx: &Context, headers: &mut http::HeaderMap) {
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(cx, &mut HeaderInjector(headers))
-    });
+    crate::tracecontext::inject_http_headers(cx, headers);
+    BaggagePropagator::new().inject_context(cx, &mut HeaderInjector(headers));
 }
 
 struct HeaderCarrier<'a>(&'a http::HeaderMap);

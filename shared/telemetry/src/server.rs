@@ -10,12 +10,13 @@
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 
 use crate::propagation::extract_http;
 use crate::span::start_with_parent_lazy;
+use crate::tracecontext::TraceParent;
 
 /// Paths never traced.
 pub const UNTRACED_PATHS: &[&str] = &["/health"];
@@ -114,17 +115,14 @@ pub async fn server_span(req: Request, next: Next) -> Response {
         span.set_attribute(KeyValue::new("error.type", status.as_u16().to_string()));
         span.set_status(Status::error(status.to_string()));
     }
-    let sc = span.span_context();
-    if sc.is_valid() {
-        let value = format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        );
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert("traceresponse", value);
-        }
+    // The W3C `traceresponse`, written on the stack: one copy, into the
+    // header value.
+    if let Some(parent) = TraceParent::of(span.span_context())
+        && let Ok(value) = HeaderValue::from_bytes(&parent.encode())
+    {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("traceresponse"), value);
     }
     span.end();
     response

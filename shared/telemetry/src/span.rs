@@ -6,8 +6,15 @@
 use std::borrow::Cow;
 use std::future::Future;
 
-use opentelemetry::trace::{FutureExt, Span as _, SpanKind, Status, TraceContextExt, Tracer};
+use std::sync::RwLock;
+
+use opentelemetry::trace::{
+    FutureExt, Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue, global};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+use crate::tracecontext::{hex_str, trace_id_hex};
 
 /// Instrumentation scope name for every span the lab creates by hand.
 pub const SCOPE: &str = "tracelab";
@@ -45,11 +52,48 @@ pub fn start_with_parent_lazy(
     kind: SpanKind,
     attributes: impl FnOnce() -> Vec<KeyValue>,
 ) -> Context {
-    let tracer = global::tracer(SCOPE);
+    let tracer = TRACER.read().unwrap_or_else(|e| e.into_inner());
+    match tracer.as_ref() {
+        Some(tracer) => start_on(tracer, parent, name.into(), kind, attributes),
+        None => {
+            drop(tracer);
+            start_on(
+                &global::tracer(SCOPE),
+                parent,
+                name.into(),
+                kind,
+                attributes,
+            )
+        }
+    }
+}
+
+/// The tracer of the provider [`crate::init`] installed, kept so that a
+/// span does not go through the global provider's lock, a boxed tracer
+/// and a boxed span; `None` before `init` (and in tests that install a
+/// provider of their own), when the global tracer is used.
+static TRACER: RwLock<Option<SdkTracer>> = RwLock::new(None);
+
+/// Makes [`start_with_parent_lazy`] start spans on `provider`.
+pub(crate) fn use_provider(provider: &SdkTracerProvider) {
+    *TRACER.write().unwrap_or_else(|e| e.into_inner()) = Some(provider.tracer(SCOPE));
+}
+
+fn start_on<T>(
+    tracer: &T,
+    parent: &Context,
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+) -> Context
+where
+    T: Tracer,
+    T::Span: Send + Sync + 'static,
+{
     let mut span = tracer
         .span_builder(name)
         .with_kind(kind)
-        .start_with_context(&tracer, parent);
+        .start_with_context(tracer, parent);
     if span.is_recording() {
         span.set_attributes(attributes());
     }
@@ -143,7 +187,8 @@ pub fn current_trace_id() -> Option<String> {
     let cx = Context::current();
     let span = cx.span();
     let sc = span.span_context();
-    sc.is_valid().then(|| sc.trace_id().to_string())
+    sc.is_valid()
+        .then(|| hex_str(&trace_id_hex(sc.trace_id())).to_owned())
 }
 
 #[cfg(test)]

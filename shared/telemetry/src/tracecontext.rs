@@ -65,18 +65,55 @@ impl TraceParent {
     pub fn flags(&self) -> u8 {
         u8::from(self.sampled) | u8::from(self.random) << 1
     }
+
+    /// The version-00 header value, `00-<trace-id>-<parent-id>-<flags>`,
+    /// written on the stack (no formatter, no allocation).
+    pub fn encode(&self) -> [u8; TRACEPARENT_LEN] {
+        let mut out = [b'-'; TRACEPARENT_LEN];
+        out[..2].copy_from_slice(b"00");
+        put_hex(&mut out[3..35], &self.trace_id.to_bytes());
+        put_hex(&mut out[36..52], &self.parent_id.to_bytes());
+        put_hex(&mut out[53..55], &[self.flags()]);
+        out
+    }
+}
+
+/// A version-00 `traceparent` is this long.
+pub const TRACEPARENT_LEN: usize = 55;
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn put_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 0x0f)];
+    }
+}
+
+/// `trace_id` as 32 lowercase hex digits, on the stack.
+pub fn trace_id_hex(trace_id: TraceId) -> [u8; 32] {
+    let mut out = [0; 32];
+    put_hex(&mut out, &trace_id.to_bytes());
+    out
+}
+
+/// `span_id` as 16 lowercase hex digits, on the stack.
+pub fn span_id_hex(span_id: SpanId) -> [u8; 16] {
+    let mut out = [0; 16];
+    put_hex(&mut out, &span_id.to_bytes());
+    out
+}
+
+/// Hex digits as text (they are ASCII, so this cannot fail).
+pub fn hex_str(digits: &[u8]) -> &str {
+    std::str::from_utf8(digits).unwrap_or_default()
 }
 
 /// Version-00 form: `00-<trace-id>-<parent-id>-<flags>`.
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            self.trace_id,
-            self.parent_id,
-            self.flags()
-        )
+        f.write_str(hex_str(&self.encode()))
     }
 }
 
@@ -370,6 +407,63 @@ pub fn extract_remote<'a>(
     }
 }
 
+/// The `traceparent` (and `tracestate`, when the trace has one) that
+/// carry `cx` on: the value [`W3cTraceContext`] injects, `None` for an
+/// invalid span context.
+fn outgoing(cx: &Context) -> Option<([u8; TRACEPARENT_LEN], Option<String>)> {
+    let span = cx.span();
+    let sc = span.span_context();
+    let mut parent = TraceParent::of(sc)?;
+    let inherited = cx
+        .get::<Inherited>()
+        .filter(|i| i.trace_id == sc.trace_id());
+    parent.random |= inherited.is_some_and(|i| i.random);
+    // `header()` of an empty trace state allocates nothing.
+    let state = sc.trace_state().header();
+    let state = if !state.is_empty() {
+        Some(state)
+    } else {
+        inherited
+            .and_then(|i| i.tracestate.as_deref())
+            .map(str::to_owned)
+    };
+    Some((parent.encode(), state))
+}
+
+/// What [`W3cTraceContext::inject_context`] does, into HTTP headers
+/// directly: the header names are static and the `traceparent` is written
+/// on the stack, so the only copy is the header value itself.
+pub fn inject_http_headers(cx: &Context, headers: &mut http::HeaderMap) {
+    let Some((parent, state)) = outgoing(cx) else {
+        return;
+    };
+    if let Ok(value) = http::HeaderValue::from_bytes(&parent) {
+        headers.insert(http::HeaderName::from_static(TRACEPARENT), value);
+    }
+    if let Some(value) = state.and_then(|s| http::HeaderValue::try_from(s).ok()) {
+        headers.insert(http::HeaderName::from_static(TRACESTATE), value);
+    }
+}
+
+/// What [`W3cTraceContext::extract_with_context`] does, from HTTP headers
+/// directly: every `traceparent` and `tracestate` field is borrowed from
+/// the map, nothing is collected. A value that is not visible ASCII is
+/// invalid in both grammars.
+pub fn extract_http_headers(cx: &Context, headers: &http::HeaderMap) -> Context {
+    fn text(v: &http::HeaderValue) -> &str {
+        v.to_str().unwrap_or("\0")
+    }
+    let parents = headers.get_all(TRACEPARENT);
+    if parents.iter().next().is_none() {
+        return cx.clone();
+    }
+    extract_remote(
+        cx,
+        parents.iter().map(text),
+        headers.get_all(TRACESTATE).iter().map(text),
+    )
+}
+
 /// The W3C Trace Context propagator of every tracelab service (see the
 /// module docs for how it differs from the SDK's).
 #[derive(Debug, Clone, Copy, Default)]
@@ -382,21 +476,12 @@ impl TextMapPropagator for W3cTraceContext {
     /// Sets `traceparent` (version 00, the sampled and random flags) and, when the
     /// trace has one, `tracestate`; nothing for an invalid span context.
     fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
-        let span = cx.span();
-        let sc = span.span_context();
-        let Some(mut parent) = TraceParent::of(sc) else {
+        let Some((parent, state)) = outgoing(cx) else {
             return;
         };
-        let inherited = cx
-            .get::<Inherited>()
-            .filter(|i| i.trace_id == sc.trace_id());
-        parent.random |= inherited.is_some_and(|i| i.random);
-        injector.set(TRACEPARENT, parent.to_string());
-        let state = sc.trace_state().header();
-        if !state.is_empty() {
+        injector.set(TRACEPARENT, hex_str(&parent).to_owned());
+        if let Some(state) = state {
             injector.set(TRACESTATE, state);
-        } else if let Some(header) = inherited.and_then(|i| i.tracestate.as_deref()) {
-            injector.set(TRACESTATE, header.to_owned());
         }
     }
 

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{Span as _, Tracer, TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
+use tracelab_telemetry::export::Transport;
 use tracelab_telemetry::stats::{ExportStats, QueueSettings, SpanCounters, export_pipeline};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
@@ -158,21 +158,23 @@ fn a_full_queue_behind_a_blackholed_collector_counts_every_lost_span() {
 
     let blackhole = Arc::new(Blackhole::default());
     let endpoint = blackhole.start();
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_endpoint(endpoint)
-        .with_timeout(Duration::from_millis(300))
-        .build()
-        .expect("an OTLP/HTTP exporter");
     let counters = Arc::new(SpanCounters::new());
     let settings = QueueSettings {
         max_queue: 16,
         max_batch: 8,
         scheduled_delay: Duration::from_millis(20),
+        min_interval: Duration::ZERO,
     };
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(export_pipeline(exporter, settings, counters.clone()))
+        .with_span_processor(
+            export_pipeline(
+                Transport::Http { url: endpoint },
+                Duration::from_millis(300),
+                settings,
+                counters.clone(),
+            )
+            .expect("the export thread starts"),
+        )
         .build();
     let tracer = provider.tracer("blackhole-test");
 

@@ -90,6 +90,30 @@ impl Target {
         }
     }
 
+    /// Sends one checkout; its trace id (from the W3C `traceresponse`
+    /// header) once the answer is read in full, `None` when it failed.
+    pub(super) async fn checkout_trace(&self) -> Option<String> {
+        let resp = self
+            .http
+            .post(&self.checkout_url)
+            .bearer_auth(&self.token)
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .header(CONTENT_TYPE, "application/json")
+            .body(CHECKOUT_BODY)
+            .send()
+            .await
+            .ok()?;
+        let trace_id = resp
+            .headers()
+            .get("traceresponse")?
+            .to_str()
+            .ok()?
+            .split('-')
+            .nth(1)?
+            .to_owned();
+        (resp.status().is_success() && resp.bytes().await.is_ok()).then_some(trace_id)
+    }
+
     /// Sends `route` on `connections` connections for `duration`.
     pub(super) async fn closed_loop(
         &self,

@@ -43,6 +43,22 @@ pub struct ModeRow {
     pub login_p99_us: Option<u64>,
     /// Median of the per-round differences of p50 to the baseline, µs.
     pub added_p50_us: Option<f64>,
+    /// Checkouts sent alone, all rounds: p50 and p99 of how long after
+    /// the answer their whole trace was in the collector, ms (`None`
+    /// without such checkouts), and how many never were within the wait.
+    pub checkout_readable_p50_ms: Option<f64>,
+    pub checkout_readable_p99_ms: Option<f64>,
+    pub checkout_readable_samples: usize,
+    pub checkout_never_readable: usize,
+}
+
+/// The `q` quantile (nearest rank) of `sorted`.
+fn nearest_rank(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 /// The bench's result: the rows and the runs they come from.
@@ -174,8 +190,30 @@ impl BenchReport {
                     Some(r.login_p50_us? as f64 - b.login_p50_us? as f64)
                 })
                 .collect();
+            let readable: Vec<Option<u64>> = runs
+                .iter()
+                .flat_map(|r| r.checkout_readable_us.iter().copied())
+                .collect();
+            let mut whole: Vec<u64> = readable.iter().flatten().copied().collect();
+            whole.sort_unstable();
+            // A trace never whole counts as slower than any that was.
+            let never = readable.len() - whole.len();
+            whole.extend(std::iter::repeat_n(u64::MAX, never));
+            let ms = |v: Option<u64>| {
+                v.map(|us| {
+                    if us == u64::MAX {
+                        f64::INFINITY
+                    } else {
+                        us as f64 / 1000.0
+                    }
+                })
+            };
             mode_rows.push(ModeRow {
                 mode,
+                checkout_readable_p50_ms: ms(nearest_rank(&whole, 0.5)),
+                checkout_readable_p99_ms: ms(nearest_rank(&whole, 0.99)),
+                checkout_readable_samples: readable.len(),
+                checkout_never_readable: never,
                 export,
                 login_p50_us: quantile(|r| r.login_p50_us),
                 login_p99_us: quantile(|r| r.login_p99_us),
@@ -318,6 +356,46 @@ impl BenchReport {
                 },
             );
         }
+        for m in self
+            .modes
+            .iter()
+            .filter(|m| m.checkout_readable_samples > 0)
+        {
+            let ms = |v: Option<f64>| v.map_or("-".into(), |v| num(v, 1));
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "checkout trace whole in the collector after the answer ({}, {} checkouts sent alone): p50 {} ms, p99 {} ms{}",
+                m.mode.name(),
+                m.checkout_readable_samples,
+                ms(m.checkout_readable_p50_ms),
+                ms(m.checkout_readable_p99_ms),
+                if m.checkout_never_readable > 0 {
+                    format!(
+                        ", {} not whole within {:?}",
+                        m.checkout_never_readable,
+                        super::run::READABLE_WITHIN
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        assert_eq!(nearest_rank(&[], 0.5), None);
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(nearest_rank(&v, 0.5), Some(50));
+        assert_eq!(nearest_rank(&v, 0.99), Some(99));
+        assert_eq!(nearest_rank(&[7], 0.99), Some(7));
+        assert_eq!(nearest_rank(&[1, 2, 3], 0.0), Some(1));
     }
 }

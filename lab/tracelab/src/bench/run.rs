@@ -41,6 +41,9 @@ pub struct BenchOptions {
     pub bin_dir: Option<PathBuf>,
     /// Extra environment for every service, after the mode's.
     pub extra_env: Vec<(String, String)>,
+    /// Checkouts sent one by one in the `100%` lab, each followed by
+    /// polling the collector until its whole trace is there (0: skipped).
+    pub readable_checkouts: usize,
 }
 
 impl Default for BenchOptions {
@@ -57,6 +60,7 @@ impl Default for BenchOptions {
             amqp_url: DEFAULT_AMQP_URL.into(),
             bin_dir: None,
             extra_env: Vec::new(),
+            readable_checkouts: 30,
         }
     }
 }
@@ -122,8 +126,18 @@ pub struct LabRun {
     /// Login on one connection: p50 and p99, µs.
     pub login_p50_us: Option<u64>,
     pub login_p99_us: Option<u64>,
+    /// For each checkout sent alone (`100%` only): how long after its
+    /// answer the collector served its whole trace, µs; `None` when it was
+    /// not whole within [`READABLE_WITHIN`].
+    pub checkout_readable_us: Vec<Option<u64>>,
     pub export: ExportTotals,
 }
+
+/// How long the lab is left quiet before each timed checkout.
+pub const QUIET_BEFORE_CHECKOUT: Duration = Duration::from_millis(100);
+
+/// How long the bench waits for a checkout's whole trace.
+pub const READABLE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Every lab run, in the order they ran.
 #[derive(Debug, Clone, Serialize)]
@@ -282,6 +296,14 @@ async fn measure(opts: &BenchOptions, mode: Mode, round: u32, lab: &Lab) -> anyh
             p99 = Some(burst.latency.quantile(0.99));
         }
     }
+    let checkout_readable_us = if mode == Mode::Full
+        && opts.routes.contains(&Route::Checkout)
+        && opts.readable_checkouts > 0
+    {
+        readable_after_answer(&target, &http, &lab.tempo_url(), opts.readable_checkouts).await?
+    } else {
+        Vec::new()
+    };
     // Let the batch processors export what is queued; a dead collector's
     // queue never drains, so the wait is short.
     let drain_until = Instant::now() + Duration::from_millis(1500);
@@ -297,8 +319,66 @@ async fn measure(opts: &BenchOptions, mode: Mode, round: u32, lab: &Lab) -> anyh
         routes,
         login_p50_us: p50,
         login_p99_us: p99,
+        checkout_readable_us,
         export,
     })
+}
+
+/// Sends `n` checkouts one at a time; after each answer, polls the
+/// collector's Tempo API until the trace holds as many spans as a whole
+/// checkout (counted on a first checkout given a second to settle).
+async fn readable_after_answer(
+    target: &Target,
+    http: &reqwest::Client,
+    tempo: &str,
+    n: usize,
+) -> anyhow::Result<Vec<Option<u64>>> {
+    let spans_of = |id: String| async move {
+        let Ok(resp) = http.get(format!("{tempo}/api/traces/{id}")).send().await else {
+            return 0;
+        };
+        if !resp.status().is_success() {
+            return 0;
+        }
+        let Ok(body) = resp.json::<Value>().await else {
+            return 0;
+        };
+        body["batches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|b| b["scopeSpans"].as_array().into_iter().flatten())
+            .map(|s| s["spans"].as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+    };
+    let first = target
+        .checkout_trace()
+        .await
+        .context("a checkout for the readability run failed")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let whole = spans_of(first).await;
+    anyhow::ensure!(whole > 0, "the collector never served a checkout trace");
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        // Alone: the previous checkout's spans are exported and the
+        // services' export interval has passed, as for a learner's
+        // checkout in a quiet lab.
+        tokio::time::sleep(QUIET_BEFORE_CHECKOUT).await;
+        let Some(id) = target.checkout_trace().await else {
+            continue;
+        };
+        let answered = Instant::now();
+        let mut readable = None;
+        while answered.elapsed() < READABLE_WITHIN {
+            if spans_of(id.clone()).await >= whole {
+                readable = Some(answered.elapsed().as_micros() as u64);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        samples.push(readable);
+    }
+    Ok(samples)
 }
 
 fn cpu_of(pids: &[u32]) -> u64 {

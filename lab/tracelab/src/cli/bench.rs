@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// try another export setting against the same modes.
     #[arg(short = 'e', long = "env", value_parser = parse_key_value, value_name = "NAME=VALUE")]
     pub env: Vec<(String, String)>,
+    /// Checkouts sent one at a time in the 100% lab, each timed until its
+    /// whole trace is in the collector (0: skip).
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub readable: usize,
     /// Print the summary and every run as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -95,6 +99,7 @@ impl BenchArgs {
             amqp_url: self.amqp_url.clone(),
             bin_dir: self.bin_dir.clone(),
             extra_env: self.env.clone(),
+            readable_checkouts: self.readable,
         }
     }
 }
