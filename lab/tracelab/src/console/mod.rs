@@ -10,8 +10,9 @@
 //! console, so they see the same exercise. The routes are listed in
 //! `docs/console-api.md`.
 //!
-//! The parts: [`api`] (the `/api/...` routes), `web` (the page) and
-//! [`client`] (the CLI's client of the API). `tracelab up` writes the
+//! The parts: [`api`] (the `/api/...` routes), `web` (the page),
+//! [`sampling`] (the lab's two sampling policies and the samplers that
+//! apply them) and [`client`] (the CLI's client of the API). `tracelab up` writes the
 //! console's URL into the lab record (`crate::supervisor::LabRecord`), where
 //! later commands find it.
 
@@ -31,6 +32,7 @@ use crate::supervisor::{ChildState, ChildStatus, Lab, LabMonitor, LabOptions};
 
 pub mod api;
 pub mod client;
+pub mod sampling;
 mod web;
 
 pub use client::ConsoleClient;
@@ -125,6 +127,9 @@ pub struct ConsoleConfig {
     pub processes: Option<LabMonitor>,
     /// Postgres and RabbitMQ for `scenario verify`, when known.
     pub verify: Option<VerifyBackends>,
+    /// The embedded collector's API (its tail policy), when the lab has
+    /// one: natively, unless the lab exports to an external collector.
+    pub collector: Option<String>,
 }
 
 impl ConsoleConfig {
@@ -156,6 +161,7 @@ impl ConsoleConfig {
             catalog,
             state_dir,
             processes: Some(lab.monitor()),
+            collector: lab.collector().map(|_| lab.tempo_url()),
             verify: Some(VerifyBackends {
                 database_url: lab.database_url().to_string(),
                 amqp_url: opts.amqp_url.clone(),
@@ -180,6 +186,8 @@ pub(crate) struct Inner {
     /// Serializes exercise changes: two answers at once grade one state.
     pub(crate) exercise_lock: tokio::sync::Mutex<()>,
     pub(crate) load: api::load::LoadRunner,
+    /// The head and tail samplers (`/api/sampling`).
+    pub(crate) sampling: sampling::SamplingTargets,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -204,6 +212,11 @@ impl ConsoleState {
             .context("building the console's HTTP client")?;
         let faults = FaultClient::new(config.admin.clone(), &config.admin_token)?;
         let exercises = Exercises::new(config.state_dir.clone());
+        let sampling = sampling::SamplingTargets::new(
+            config.admin.clone(),
+            config.collector.clone(),
+            &config.admin_token,
+        )?;
         Ok(ConsoleState {
             inner: Arc::new(Inner {
                 http,
@@ -211,6 +224,7 @@ impl ConsoleState {
                 exercises,
                 exercise_lock: tokio::sync::Mutex::new(()),
                 load: api::load::LoadRunner::default(),
+                sampling,
                 config,
             }),
         })

@@ -14,6 +14,7 @@ pub mod exercise;
 pub mod faults;
 pub mod lab;
 pub mod load;
+pub mod sampling;
 pub mod scenarios;
 pub mod tempo;
 
@@ -52,6 +53,10 @@ pub(crate) fn router() -> Router<ConsoleState> {
         )
         .route("/api/actions/search", post(actions::search))
         .route("/api/actions/burst", post(actions::burst))
+        .route(
+            "/api/sampling",
+            get(sampling::get_sampling).put(sampling::set_sampling),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .route("/api", get(not_found))
         .route("/api/{*rest}", get(not_found).fallback(not_found))
