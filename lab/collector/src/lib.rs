@@ -146,7 +146,10 @@ impl std::fmt::Debug for CollectorConfig {
             .field("max_spans", &self.max_spans)
             .field("max_bytes", &self.max_bytes)
             .field("tail", &self.tail)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<hidden>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<hidden>"),
+            )
             .finish()
     }
 }

@@ -105,7 +105,10 @@ async fn replace(State(s): State<Sampling>, headers: HeaderMap, body: String) ->
         .map_err(|e| format!("the body is not JSON: {e}"))
         .and_then(|v| match v.get("tail_based") {
             Some(_) => TailPolicy::from_yaml_str(&body).map_err(|e| format!("{e:#}")),
-            None => Err("expected {\"tail_based\": {\"decision_wait_ms\": ..., \"policies\": [...]}}".into()),
+            None => Err(
+                "expected {\"tail_based\": {\"decision_wait_ms\": ..., \"policies\": [...]}}"
+                    .into(),
+            ),
         })
         .and_then(|p| p.ok_or_else(|| "tail_based is null".to_string()));
     let policy = match policy {

@@ -89,7 +89,10 @@ async fn only_the_admin_token_replaces_the_policy_and_bad_bodies_get_a_json_400(
     let (status, after) = put(&c, Some(TOKEN), &lesson).await;
     assert_eq!(status, 200, "{after}");
     assert_eq!(after["tail_based"], tail_based(10_000, 5));
-    assert_eq!(get(&c, "/api/tracelab/sampling").await.1["tail_based"], tail_based(10_000, 5));
+    assert_eq!(
+        get(&c, "/api/tracelab/sampling").await.1["tail_based"],
+        tail_based(10_000, 5)
+    );
     c.shutdown().await;
 }
 
@@ -128,7 +131,9 @@ async fn waiting_traces_are_judged_by_the_new_policy_and_decisions_stand() {
             "gateway",
             vec![
                 S::new(dropped, 1, "GET /api/products").ms(5),
-                S::new(failed, 1, "POST /api/checkout").ms(5).error("declined"),
+                S::new(failed, 1, "POST /api/checkout")
+                    .ms(5)
+                    .error("declined"),
             ],
         ),
     )
@@ -141,7 +146,10 @@ async fn waiting_traces_are_judged_by_the_new_policy_and_decisions_stand() {
     }
     post_proto(
         &c,
-        &request("gateway", vec![S::new(waiting, 1, "GET /api/products").ms(5)]),
+        &request(
+            "gateway",
+            vec![S::new(waiting, 1, "GET /api/products").ms(5)],
+        ),
     )
     .await;
     assert_eq!(get_trace(&c, &waiting).await.0, 404, "held during the wait");
@@ -163,7 +171,10 @@ async fn waiting_traces_are_judged_by_the_new_policy_and_decisions_stand() {
     // Released by the switch, not by its wait.
     assert_eq!(get_trace(&c, &waiting).await.0, 200);
     assert_eq!(switched["pending"], 0, "{switched}");
-    assert_eq!(switched["kept"], 1, "counts start again with the new policy: {switched}");
+    assert_eq!(
+        switched["kept"], 1,
+        "counts start again with the new policy: {switched}"
+    );
     assert_eq!(switched["dropped"], 0, "{switched}");
     assert_eq!(counts(&switched, "default"), (1, 0), "{switched}");
     // The drop decided before the switch stands: its late span is discarded.

@@ -85,7 +85,10 @@ fn service<'a>(view: &'a Value, name: &str) -> &'a Value {
 
 fn gateway_counts(view: &Value) -> (u64, u64) {
     let c = &service(view, "gateway")["report"]["counts"];
-    (c["sampled"].as_u64().unwrap(), c["not_sampled"].as_u64().unwrap())
+    (
+        c["sampled"].as_u64().unwrap(),
+        c["not_sampled"].as_u64().unwrap(),
+    )
 }
 
 #[track_caller]
@@ -187,7 +190,10 @@ async fn the_lesson_policy_is_switched_on_and_off_without_a_restart() {
         .find(|p| p["name"] == "default")
         .unwrap();
     assert_eq!(default["probabilistic"]["sampling_percentage"], 5.0);
-    assert_eq!((tail["kept"].as_u64(), tail["dropped"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (tail["kept"].as_u64(), tail["dropped"].as_u64()),
+        (Some(0), Some(0))
+    );
 
     // Traffic: 100 requests, every one a root at the gateway.
     let before = gateway_counts(view);
@@ -244,7 +250,11 @@ async fn the_lesson_policy_is_switched_on_and_off_without_a_restart() {
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("policy in force: lesson"), "{text}");
     assert!(text.contains("default"), "{text}");
 
@@ -256,7 +266,11 @@ async fn the_lesson_policy_is_switched_on_and_off_without_a_restart() {
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("policy in force: lab"), "{text}");
     let view = c.sampling().await;
     assert_everywhere(&view, "lab", 1.0);
@@ -282,7 +296,11 @@ async fn the_lesson_policy_is_switched_on_and_off_without_a_restart() {
     assert!(note.contains("otel-collector.yaml"), "{note}");
     assert_eq!(view["policy"], "lab", "{view}");
     let switched = cc.switch("lesson").await;
-    assert_eq!(switched["applied"].as_array().unwrap().len(), 6, "{switched}");
+    assert_eq!(
+        switched["applied"].as_array().unwrap().len(),
+        6,
+        "{switched}"
+    );
     assert_eq!(switched["sampling"]["policy"], "lesson");
     // Seen from the native console: the services have the lesson's rules,
     // the collector still the lab's, so the policy in force is neither.

@@ -126,15 +126,14 @@ mod tests {
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn app(head: Option<HeadControl>) -> Router {
-        admin_router_with_head(
-            FaultRegistry::new(ServiceName::Gateway),
-            TOKEN.into(),
-            head,
-        )
+        admin_router_with_head(FaultRegistry::new(ServiceName::Gateway), TOKEN.into(), head)
     }
 
     #[tokio::test]
@@ -152,14 +151,21 @@ mod tests {
                 StatusCode::UNAUTHORIZED
             );
         }
-        assert_eq!(control.rules(), lab_rules(), "refused requests change nothing");
+        assert_eq!(
+            control.rules(),
+            lab_rules(),
+            "refused requests change nothing"
+        );
 
         let (status, body) = call(&app, Method::GET, Some(TOKEN), None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["service"], "search");
         assert_eq!(body["service_rate"], 1.0);
         assert_eq!(body["head_based"]["per_route"]["GET /api/products"], 1.0);
-        assert_eq!(body["counts"], serde_json::json!({"sampled": 0, "not_sampled": 0}));
+        assert_eq!(
+            body["counts"],
+            serde_json::json!({"sampled": 0, "not_sampled": 0})
+        );
 
         let (status, body) = call(&app, Method::PUT, Some(TOKEN), Some(lesson)).await;
         assert_eq!(status, StatusCode::OK, "{body}");

@@ -176,13 +176,14 @@ async fn view(state: &ConsoleState, policies: &[Policy]) -> SamplingView {
         }
     };
     let (services, tail) = futures::join!(heads, tail);
-    let counts = services
-        .iter()
-        .filter_map(|s| s.report.as_ref())
-        .fold(HeadCounts::default(), |acc, r| HeadCounts {
-            sampled: acc.sampled + r.counts.sampled,
-            not_sampled: acc.not_sampled + r.counts.not_sampled,
-        });
+    let counts =
+        services
+            .iter()
+            .filter_map(|s| s.report.as_ref())
+            .fold(HeadCounts::default(), |acc, r| HeadCounts {
+                sampled: acc.sampled + r.counts.sampled,
+                not_sampled: acc.not_sampled + r.counts.not_sampled,
+            });
     // One name only when every part that can be read says it.
     let mut names = services
         .iter()
@@ -268,7 +269,11 @@ pub(crate) async fn set_sampling(
         .map(|a| a.target.as_str())
         .collect();
     if !failed.is_empty() {
-        tracing::warn!(?failed, policy = name.as_str(), "sampling switch failed in part");
+        tracing::warn!(
+            ?failed,
+            policy = name.as_str(),
+            "sampling switch failed in part"
+        );
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "sampling_not_applied",
