@@ -8,7 +8,10 @@
 //! subset of Tempo's HTTP API the lab tools and Grafana use: trace by id (v1
 //! and v2 shapes, JSON or protobuf), `/api/search` with tags, durations and
 //! a TraceQL subset, and tag names/values (v1 and v2). One endpoint is
-//! tracelab's own: `GET /api/tracelab/stats` returns [`Stats`] as JSON.
+//! tracelab's own: `GET /api/tracelab/stats` returns [`Stats`] as JSON, and
+//! `GET`/`PUT /api/tracelab/sampling` reads the tail policy in force with
+//! its per-policy counts ([`TailReport`]) and replaces it while running
+//! (`PUT` needs the admin token, [`CollectorConfig::admin_token`]).
 //!
 //! **TraceQL.** The language of Tempo 3.0 (see the `traceql` module):
 //! spanset filters over intrinsics and attributes of every scope (span,
@@ -59,6 +62,7 @@ mod otlp_grpc;
 mod otlp_http;
 mod otlp_json;
 mod pipeline;
+mod sampling_api;
 mod search;
 mod store;
 mod tail;
@@ -76,7 +80,10 @@ use tokio::task::JoinHandle;
 use tracelab_contract::defaults;
 
 pub use otlp_http::MAX_BODY_BYTES;
-pub use tail::{DEFAULT_DECISION_WAIT_MS, SpanStatus, TailPolicy, TailRule};
+pub use tail::{
+    DEFAULT_DECISION_WAIT_MS, MAX_POLICIES, PolicyCount, SpanStatus, TailPolicy, TailReport,
+    TailRule,
+};
 
 use pipeline::Pipeline;
 use store::{Bounds, Counters, Store};
@@ -89,7 +96,7 @@ pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Where the collector listens and how much it keeps.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct CollectorConfig {
     /// OTLP/HTTP receiver (`POST /v1/traces`). Port 0 picks a free port.
     pub otlp_http: SocketAddr,
@@ -117,6 +124,9 @@ pub struct CollectorConfig {
     pub max_bytes: usize,
     /// Tail sampling; `None` stores every trace immediately.
     pub tail: Option<TailPolicy>,
+    /// The token `PUT /api/tracelab/sampling` requires (the lab's admin
+    /// token); `None` refuses every replacement of the tail policy.
+    pub admin_token: Option<String>,
 }
 
 impl Default for CollectorConfig {
@@ -130,7 +140,26 @@ impl Default for CollectorConfig {
             max_spans: 1_000_000,
             max_bytes: DEFAULT_MAX_BYTES,
             tail: None,
+            admin_token: None,
         }
+    }
+}
+
+impl std::fmt::Debug for CollectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectorConfig")
+            .field("otlp_http", &self.otlp_http)
+            .field("otlp_grpc", &self.otlp_grpc)
+            .field("api", &self.api)
+            .field("max_traces", &self.max_traces)
+            .field("max_spans", &self.max_spans)
+            .field("max_bytes", &self.max_bytes)
+            .field("tail", &self.tail)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<hidden>"),
+            )
+            .finish()
     }
 }
 
@@ -254,7 +283,10 @@ impl Collector {
             shutdown_rx.clone(),
             "otlp_http",
         )));
-        let api_app = api::router(pipeline.clone());
+        let api_app = api::router(pipeline.clone()).merge(sampling_api::router(
+            pipeline.clone(),
+            config.admin_token.clone(),
+        ));
         tasks.push(tokio::spawn(serve_axum(
             api_listener,
             api_app,

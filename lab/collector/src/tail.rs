@@ -22,14 +22,25 @@
 //! received. Spans arriving after a decision follow it: kept spans go
 //! straight to the store, dropped ones are counted and discarded. Decisions
 //! are remembered for a bounded number of traces (the store's `max_traces`).
+//!
+//! **Replacing the policy while running** ([`TailSampler::replace`]): a
+//! decision once made stands, so a trace is never half kept (its late spans
+//! follow it). A trace still waiting is judged by the policy in force when
+//! its decision is made: at the switch every waiting trace is checked at
+//! once against the new policy's early keeps (so switching to a policy that
+//! keeps everything releases them all), and the rest wait out the new
+//! `decision_wait_ms`, counted from their first span as before. The
+//! per-policy counts ([`TailReport`]) start again at zero with the new
+//! policy.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::model::{TraceData, TraceId, status_code};
 use crate::store::{Bounds, Counters};
@@ -167,6 +178,12 @@ impl TailPolicy {
         if policies.is_empty() {
             bail!("tail_based.policies is empty: every trace would be dropped");
         }
+        if policies.len() > MAX_POLICIES {
+            bail!(
+                "tail_based.policies has {} policies; at most {MAX_POLICIES}",
+                policies.len()
+            );
+        }
         Ok(Some(TailPolicy {
             decision_wait_ms: raw.decision_wait_ms.unwrap_or(DEFAULT_DECISION_WAIT_MS),
             policies,
@@ -177,10 +194,102 @@ impl TailPolicy {
         Duration::from_millis(self.decision_wait_ms)
     }
 
-    /// Whether a trace with these spans is kept (the decision at the end of
-    /// the wait).
-    fn keep(&self, id: &TraceId, data: &TraceData) -> bool {
-        self.policies.iter().any(|rule| match rule {
+    /// Which policies keep the trace at the end of the wait (the trace is
+    /// kept when any does): bit `i` for `policies[i]`.
+    fn votes(&self, id: &TraceId, data: &TraceData) -> u64 {
+        mask(self.policies.iter().map(|rule| rule.keeps(id, data)))
+    }
+
+    /// Whether the trace is certainly kept, whatever spans are still to come:
+    /// only rules whose answer cannot turn from "keep" to "drop" as spans
+    /// arrive are asked. `seen` is the [`StatusSet`] of the spans received so
+    /// far. Cheap: no walk over the trace's spans.
+    fn keep_early(&self, id: &TraceId, data: &TraceData, seen: StatusSet) -> bool {
+        self.policies
+            .iter()
+            .any(|rule| rule.keeps_early(id, data, seen))
+    }
+
+    /// Which policies keep the trace already ([`TailPolicy::keep_early`]'s
+    /// answer, per policy).
+    fn early_votes(&self, id: &TraceId, data: &TraceData, seen: StatusSet) -> u64 {
+        mask(
+            self.policies
+                .iter()
+                .map(|rule| rule.keeps_early(id, data, seen)),
+        )
+    }
+
+    /// The policy in `sampling.yaml`'s `tail_based` shape, as JSON: what
+    /// [`TailPolicy::from_yaml_str`] reads back under a `tail_based` key.
+    pub fn to_json(&self) -> Value {
+        let policies: Vec<Value> = self
+            .policies
+            .iter()
+            .map(|rule| match rule {
+                TailRule::StatusCode { name, status_codes } => json!({
+                    "name": name, "type": "status_code",
+                    "status_code": { "status_codes": status_codes.iter().map(|c| c.name()).collect::<Vec<_>>() },
+                }),
+                TailRule::Latency {
+                    name,
+                    threshold_ms,
+                    upper_threshold_ms,
+                } => {
+                    let mut latency = json!({ "threshold_ms": threshold_ms });
+                    if let Some(upper) = upper_threshold_ms {
+                        latency["upper_threshold_ms"] = json!(upper);
+                    }
+                    json!({ "name": name, "type": "latency", "latency": latency })
+                }
+                TailRule::Probabilistic {
+                    name,
+                    sampling_percentage,
+                } => json!({
+                    "name": name, "type": "probabilistic",
+                    "probabilistic": { "sampling_percentage": sampling_percentage },
+                }),
+                TailRule::AlwaysSample { name } => {
+                    json!({ "name": name, "type": "always_sample" })
+                }
+            })
+            .collect();
+        json!({ "decision_wait_ms": self.decision_wait_ms, "policies": policies })
+    }
+}
+
+/// Most policies in one tail policy (the votes are bits of a `u64`).
+pub const MAX_POLICIES: usize = 64;
+
+fn mask(votes: impl Iterator<Item = bool>) -> u64 {
+    votes
+        .enumerate()
+        .fold(0, |m, (i, keep)| if keep { m | (1 << i) } else { m })
+}
+
+impl TailRule {
+    /// The policy's name (`policy-<i>` when the file gave none).
+    pub fn name(&self) -> &str {
+        match self {
+            TailRule::StatusCode { name, .. }
+            | TailRule::Latency { name, .. }
+            | TailRule::Probabilistic { name, .. }
+            | TailRule::AlwaysSample { name } => name,
+        }
+    }
+
+    /// The policy's `type` in `sampling.yaml`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TailRule::StatusCode { .. } => "status_code",
+            TailRule::Latency { .. } => "latency",
+            TailRule::Probabilistic { .. } => "probabilistic",
+            TailRule::AlwaysSample { .. } => "always_sample",
+        }
+    }
+
+    fn keeps(&self, id: &TraceId, data: &TraceData) -> bool {
+        match self {
             TailRule::StatusCode { status_codes, .. } => {
                 if status_codes.contains(&SpanStatus::Error) && data.has_error {
                     return true;
@@ -202,15 +311,11 @@ impl TailPolicy {
                 ..
             } => keep_by_hash(id, *sampling_percentage),
             TailRule::AlwaysSample { .. } => true,
-        })
+        }
     }
 
-    /// Whether the trace is certainly kept, whatever spans are still to come:
-    /// only rules whose answer cannot turn from "keep" to "drop" as spans
-    /// arrive are asked. `seen` is the [`StatusSet`] of the spans received so
-    /// far. Cheap: no walk over the trace's spans.
-    fn keep_early(&self, id: &TraceId, data: &TraceData, seen: StatusSet) -> bool {
-        self.policies.iter().any(|rule| match rule {
+    fn keeps_early(&self, id: &TraceId, data: &TraceData, seen: StatusSet) -> bool {
+        match self {
             TailRule::StatusCode { status_codes, .. } => {
                 (status_codes.contains(&SpanStatus::Error) && data.has_error)
                     || status_codes.iter().any(|c| seen.contains(*c))
@@ -228,11 +333,20 @@ impl TailPolicy {
                 ..
             } => keep_by_hash(id, *sampling_percentage),
             TailRule::AlwaysSample { .. } => true,
-        })
+        }
     }
 }
 
 impl SpanStatus {
+    /// As written in `status_codes`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpanStatus::Unset => "UNSET",
+            SpanStatus::Ok => "OK",
+            SpanStatus::Error => "ERROR",
+        }
+    }
+
     fn of(span: &Span) -> SpanStatus {
         match status_code(span) {
             StatusCode::Unset => SpanStatus::Unset,
@@ -343,8 +457,9 @@ struct Pending {
     seq: u64,
 }
 
-#[derive(Default)]
 struct State {
+    /// The policy in force and what it decided.
+    active: Active,
     pending: HashMap<TraceId, Pending>,
     /// Pending trace ids by first arrival: decisions are due in this order.
     /// A trace kept early leaves its entry behind; such stale entries (their
@@ -357,6 +472,75 @@ struct State {
     pending_bytes: usize,
     decisions: HashMap<TraceId, bool>,
     decision_order: VecDeque<TraceId>,
+}
+
+/// The policy in force, since when, and its decisions since then.
+struct Active {
+    policy: Arc<TailPolicy>,
+    since: SystemTime,
+    /// Per policy, in order: traces it kept, traces it did not keep.
+    votes: Vec<[u64; 2]>,
+    kept: u64,
+    dropped: u64,
+}
+
+impl Active {
+    fn new(policy: TailPolicy) -> Self {
+        Active {
+            votes: vec![[0, 0]; policy.policies.len()],
+            policy: Arc::new(policy),
+            since: SystemTime::now(),
+            kept: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Counts one decision: `votes` has bit `i` set when `policies[i]`
+    /// kept the trace.
+    fn record(&mut self, votes: u64, kept: bool) {
+        for (i, v) in self.votes.iter_mut().enumerate() {
+            v[usize::from(votes & (1 << i) == 0)] += 1;
+        }
+        if kept {
+            self.kept += 1;
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// What the tail sampler is doing: its policy and the decisions made since
+/// that policy took effect (`GET /api/tracelab/sampling`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TailReport {
+    /// The policy in force, in `sampling.yaml`'s `tail_based` shape.
+    pub tail_based: Value,
+    /// When it took effect (the collector's start, or the last switch),
+    /// RFC 3339.
+    pub since: String,
+    /// Per policy, in order.
+    pub policies: Vec<PolicyCount>,
+    /// Traces kept (by any policy) since `since`.
+    pub kept: u64,
+    /// Traces dropped (no policy kept them) since `since`.
+    pub dropped: u64,
+    /// Traces waiting for their decision now.
+    pub pending: u64,
+}
+
+/// One policy's votes since the policy in force took effect. A trace kept
+/// by several policies counts for each; the votes are taken when the
+/// trace's decision is made, so for a trace kept early a policy that could
+/// still have kept it later counts under `not_kept`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyCount {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Decided traces this policy kept.
+    pub kept: u64,
+    /// Decided traces this policy did not keep.
+    pub not_kept: u64,
 }
 
 /// Stale `order` entries tolerated beyond twice the pending traces before a
@@ -387,12 +571,18 @@ impl State {
 
 /// The running sampler: buffers undecided traces and remembers decisions.
 pub(crate) struct TailSampler {
-    policy: TailPolicy,
     state: Mutex<State>,
     max_traces: usize,
     max_spans: usize,
     max_bytes: usize,
     counters: Arc<Counters>,
+    /// From the first policy: a later one with another wait is still
+    /// checked at least every 100 ms.
+    tick: Duration,
+}
+
+fn tick_for(policy: &TailPolicy) -> Duration {
+    (policy.decision_wait() / 10).clamp(Duration::from_millis(5), Duration::from_millis(100))
 }
 
 impl TailSampler {
@@ -403,9 +593,19 @@ impl TailSampler {
             max_spans,
             max_bytes,
         } = bounds.at_least_one();
+        let tick = tick_for(&policy);
         TailSampler {
-            policy,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                active: Active::new(policy),
+                pending: HashMap::new(),
+                order: VecDeque::new(),
+                next_seq: 0,
+                pending_spans: 0,
+                pending_bytes: 0,
+                decisions: HashMap::new(),
+                decision_order: VecDeque::new(),
+            }),
+            tick,
             max_traces,
             max_spans,
             max_bytes,
@@ -415,8 +615,66 @@ impl TailSampler {
 
     /// How often the sampler should look for due decisions.
     pub(crate) fn tick_interval(&self) -> Duration {
-        (self.policy.decision_wait() / 10)
-            .clamp(Duration::from_millis(5), Duration::from_millis(100))
+        self.tick
+    }
+
+    /// Puts `policy` in force (see "Replacing the policy while running" in
+    /// the module docs). Returns the waiting traces the new policy keeps at
+    /// once, for the store.
+    pub(crate) fn replace(&self, policy: TailPolicy) -> Vec<(TraceId, TraceData)> {
+        let mut st = self.lock();
+        st.active = Active::new(policy);
+        let policy = st.active.policy.clone();
+        let release: Vec<(TraceId, u64)> = st
+            .pending
+            .iter()
+            .filter_map(|(id, p)| {
+                let votes = policy.early_votes(id, &p.data, p.seen);
+                (votes != 0).then_some((*id, votes))
+            })
+            .collect();
+        let mut to_store = Vec::with_capacity(release.len());
+        for (id, votes) in release {
+            if let Some(p) = st.pending.remove(&id) {
+                st.pending_spans -= p.data.span_count;
+                st.pending_bytes -= p.data.bytes;
+                st.remember(id, true, self.max_traces);
+                st.active.record(votes, true);
+                to_store.push((id, p.data));
+            }
+        }
+        st.sweep_order();
+        drop(st);
+        let n = to_store.len() as u64;
+        Counters::add(&self.counters.tail_sampled_traces, n);
+        Counters::add(&self.counters.tail_early_kept_traces, n);
+        to_store
+    }
+
+    /// The policy in force and its decisions since it took effect.
+    pub(crate) fn report(&self) -> TailReport {
+        let st = self.lock();
+        let a = &st.active;
+        TailReport {
+            tail_based: a.policy.to_json(),
+            since: chrono::DateTime::<chrono::Utc>::from(a.since)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            policies: a
+                .policy
+                .policies
+                .iter()
+                .zip(&a.votes)
+                .map(|(rule, [kept, not_kept])| PolicyCount {
+                    name: rule.name().to_string(),
+                    kind: rule.kind(),
+                    kept: *kept,
+                    not_kept: *not_kept,
+                })
+                .collect(),
+            kept: a.kept,
+            dropped: a.dropped,
+            pending: st.pending.len() as u64,
+        }
     }
 
     pub(crate) fn pending_traces(&self) -> usize {
@@ -440,6 +698,9 @@ impl TailSampler {
         let mut dropped_spans = 0u64;
         let mut early_kept = 0u64;
         let mut st = self.lock();
+        // Under the lock: a switch cannot slip between reading the policy
+        // and deciding with it.
+        let policy = st.active.policy.clone();
         for (id, frag) in fragments {
             if let Some(&keep) = st.decisions.get(&id) {
                 if keep {
@@ -456,6 +717,7 @@ impl TailSampler {
                 next_seq,
                 pending_spans,
                 pending_bytes,
+                active,
                 ..
             } = &mut *st;
             let keep_now = match pending.get_mut(&id) {
@@ -464,10 +726,15 @@ impl TailSampler {
                     *pending_spans += p.data.merge(frag);
                     *pending_bytes += p.data.bytes - bytes_before;
                     p.seen = p.seen.union(seen);
-                    self.policy.keep_early(&id, &p.data, p.seen)
+                    let keep = policy.keep_early(&id, &p.data, p.seen);
+                    if keep {
+                        active.record(policy.early_votes(&id, &p.data, p.seen), true);
+                    }
+                    keep
                 }
-                None if self.policy.keep_early(&id, &frag, seen) => {
+                None if policy.keep_early(&id, &frag, seen) => {
                     // Kept at its first spans: never buffered.
+                    active.record(policy.early_votes(&id, &frag, seen), true);
                     st.remember(id, true, self.max_traces);
                     to_store.push((id, frag));
                     early_kept += 1;
@@ -520,10 +787,10 @@ impl TailSampler {
     /// Decides every trace whose wait is over at `now` (all of them when
     /// `flush`). Returns the kept traces.
     pub(crate) fn decide_due(&self, now: Instant, flush: bool) -> Vec<(TraceId, TraceData)> {
-        let wait = self.policy.decision_wait();
         let mut kept = Vec::new();
         let mut dropped_spans = 0u64;
         let mut st = self.lock();
+        let wait = st.active.policy.decision_wait();
         while let Some(&(first, seq, id)) = st.order.front() {
             if !flush && now.saturating_duration_since(first) < wait {
                 break;
@@ -553,7 +820,10 @@ impl TailSampler {
         let pending = st.pending.remove(&id)?;
         st.pending_spans -= pending.data.span_count;
         st.pending_bytes -= pending.data.bytes;
-        let keep = self.policy.keep(&id, &pending.data);
+        let policy = st.active.policy.clone();
+        let votes = policy.votes(&id, &pending.data);
+        let keep = votes != 0;
+        st.active.record(votes, keep);
         st.remember(id, keep, self.max_traces);
         if keep {
             Counters::add(&self.counters.tail_sampled_traces, 1);

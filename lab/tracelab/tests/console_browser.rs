@@ -75,7 +75,10 @@ async fn start_lab() -> (Lab, LabOptions) {
         dir.display(),
         missing.join(", ")
     );
-    let opts = LabOptions::for_tests();
+    let mut opts = LabOptions::for_tests();
+    // The repository's policy, as `tracelab up` reads it, so that the
+    // sampling case can switch the collector's tail policy too.
+    opts.sampling_file = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sampling.yaml"));
     let lab = Lab::start(opts.clone())
         .await
         .expect("the lab starts (Postgres and RabbitMQ must be running)");

@@ -7,6 +7,7 @@
 //! | `DELETE /admin/faults/{point}` | 200 `{"cleared":point}`; 404 when none |
 //! | `DELETE /admin/faults` | 200 `{"cleared":n}` |
 //! | `GET`/`PUT /admin/faults/_visible` `{"visible":bool}` | 200 `{"visible":bool}` |
+//! | `GET`/`PUT /admin/sampling` | the head sampling rules ([`crate::sampling`]) |
 //!
 //! Every request needs `Authorization: Bearer <admin token>`; otherwise 401.
 //! Bodies are JSON with `Content-Type: application/json`. Errors use the
@@ -29,12 +30,28 @@ use tracelab_contract::fault::{
     ActiveFault, FaultError, FaultPoint, FaultSpec, FaultsReport, Visibility,
 };
 use tracelab_service::{ApiError, Json};
+use tracelab_telemetry::sampling::HeadControl;
 
 use crate::registry::FaultRegistry;
 
-/// The admin routes for `registry`, guarded by `admin_token`, for the
-/// service's admin listener. An empty token refuses every request.
+/// The admin routes for `registry` and the process's head sampler
+/// (`tracelab_telemetry::sampling::installed`), guarded by `admin_token`,
+/// for the service's admin listener. An empty token refuses every request.
 pub fn admin_router(registry: FaultRegistry, admin_token: String) -> Router {
+    admin_router_with_head(
+        registry,
+        admin_token,
+        tracelab_telemetry::sampling::installed(),
+    )
+}
+
+/// [`admin_router`] over the head sampler `head` (`None`: the sampling
+/// routes answer 409).
+pub fn admin_router_with_head(
+    registry: FaultRegistry,
+    admin_token: String,
+    head: Option<HeadControl>,
+) -> Router {
     if admin_token.is_empty() {
         tracing::warn!("empty admin token: the fault admin API refuses every request");
     }
@@ -46,6 +63,7 @@ pub fn admin_router(registry: FaultRegistry, admin_token: String) -> Router {
         )
         .route("/admin/faults/_visible", get(get_visible).put(set_visible))
         .route("/admin/faults/{point}", delete(clear_one))
+        .merge(crate::sampling::routes(head))
         .route_layer(from_fn_with_state(token, require_token))
         .with_state(registry)
 }

@@ -1,8 +1,9 @@
 //! Fault injection at run time, inside the tracelab services: the registry
 //! each service consults at its injection points, the generic effects it
 //! applies itself, the authenticated admin API that `tracelab fault` and
-//! the console drive, and the bridge from a service's `<service>.telemetry`
-//! point to its tracing.
+//! the console drive (faults, and the head sampling rules in [`sampling`]),
+//! and the bridge from a service's `<service>.telemetry` point to its
+//! tracing.
 //!
 //! Faults as data (the spec, the kinds and who applies them, the catalogue
 //! of points, the admin API's answers) live in `tracelab-contract`'s
@@ -43,9 +44,10 @@
 
 pub mod admin;
 pub mod registry;
+pub mod sampling;
 pub mod telemetry;
 
-pub use admin::admin_router;
+pub use admin::{admin_router, admin_router_with_head};
 pub use registry::{Clock, FaultRegistry, Injected, ManualClock, SystemClock};
 
 use tracelab_contract::fault::FaultPoint;

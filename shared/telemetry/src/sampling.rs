@@ -5,14 +5,23 @@
 //! decides; every child follows its parent, so the gateway's per-route rule
 //! decides for the whole request. The `tail_based` section is read by the
 //! collector, not here.
+//!
+//! The rules can be replaced while the service runs: [`HeadSampler::new`]
+//! registers its [`HeadControl`] as the process's ([`installed`]), and the
+//! admin API (`tracelab-faults`) reads and replaces the rules through it. A
+//! root decision costs one uncontended read lock and one counter
+//! increment (roots kept / not kept, [`HeadCounts`]); a child span touches
+//! neither.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TraceState};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SamplingResult, ShouldSample};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The parts of `sampling.yaml` a service needs.
 ///
@@ -28,8 +37,9 @@ pub struct SamplingFile {
     _tail_based: Option<serde::de::IgnoredAny>,
 }
 
-/// `head_based:` in `sampling.yaml`.
-#[derive(Debug, Clone, Deserialize)]
+/// `head_based:` in `sampling.yaml`; also the JSON body of the admin API's
+/// `PUT /admin/sampling`, with the same keys.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadBased {
     #[serde(rename = "type", default = "probabilistic")]
@@ -96,30 +106,42 @@ impl SamplingFile {
             path: path.to_string(),
             message,
         };
-        let head = &file.head_based;
-        if head.kind != "probabilistic" {
-            return Err(invalid(format!(
+        file.head_based.validate().map_err(invalid)?;
+        Ok(file)
+    }
+}
+
+impl HeadBased {
+    /// Checks what serde cannot: the type is `probabilistic` and every rate
+    /// is within 0..=1. The message names the key (`head_based.rate`, ...).
+    ///
+    /// # Errors
+    /// On the first value out of place.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.kind != "probabilistic" {
+            return Err(format!(
                 "head_based.type {:?} is not supported (probabilistic)",
-                head.kind
-            )));
+                self.kind
+            ));
         }
-        let rates = std::iter::once(("head_based.rate".to_string(), head.rate))
+        let rates = std::iter::once(("head_based.rate".to_string(), self.rate))
             .chain(
-                head.per_service
+                self.per_service
                     .iter()
                     .map(|(k, v)| (format!("head_based.per_service.{k}"), *v)),
             )
             .chain(
-                head.per_route
+                self.per_route
                     .iter()
                     .map(|(k, v)| (format!("head_based.per_route.{k}"), *v)),
             );
         for (key, rate) in rates {
+            // `contains` is false for NaN too.
             if !(0.0..=1.0).contains(&rate) {
-                return Err(invalid(format!("{key} = {rate} is outside 0..=1")));
+                return Err(format!("{key} = {rate} is outside 0..=1"));
             }
         }
-        Ok(file)
+        Ok(())
     }
 }
 
@@ -143,24 +165,78 @@ fn parse_error(path: &str, error: &serde_yaml::Error) -> SamplingError {
     }
 }
 
-/// Parent-based sampler whose root decision comes from `sampling.yaml`.
+/// Parent-based sampler whose root decision comes from `sampling.yaml`, or
+/// from the rules last given to its [`HeadControl`].
 #[derive(Debug, Clone)]
 pub struct HeadSampler {
-    service_rate: f64,
-    per_route: BTreeMap<String, f64>,
+    control: HeadControl,
 }
 
+/// The head rules in force for one service, shared by its sampler and the
+/// admin API: read them, replace them, count the root decisions.
+#[derive(Debug, Clone)]
+pub struct HeadControl {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    service: String,
+    rules: RwLock<Rules>,
+    sampled: AtomicU64,
+    not_sampled: AtomicU64,
+}
+
+/// The rules as given, and what they mean for this service.
+#[derive(Debug)]
+struct Rules {
+    head: HeadBased,
+    /// `per_service[service]`, else `rate`.
+    service_rate: f64,
+}
+
+impl Rules {
+    fn new(head: HeadBased, service: &str) -> Self {
+        let service_rate = head.per_service.get(service).copied().unwrap_or(head.rate);
+        Self { head, service_rate }
+    }
+}
+
+/// Root spans this service started, by head decision, since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadCounts {
+    /// Roots kept (sampled): their traces are exported.
+    pub sampled: u64,
+    /// Roots dropped: nothing of their traces is exported, by any service.
+    pub not_sampled: u64,
+}
+
+/// The process's head sampler: the one [`HeadSampler::new`] built last (a
+/// service builds one, in `tracelab_telemetry::init`). `None` when none
+/// was built: `OTEL_TRACES_SAMPLER` chose an SDK sampler, or the SDK is off.
+pub fn installed() -> Option<HeadControl> {
+    INSTALLED.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+static INSTALLED: RwLock<Option<HeadControl>> = RwLock::new(None);
+
 impl HeadSampler {
-    /// Builds the sampler for one service from the file's rules.
+    /// Builds the sampler for one service from the file's rules, and makes
+    /// its control the process's ([`installed`]).
     pub fn new(head: &HeadBased, service_name: &str) -> Self {
-        Self {
-            service_rate: head
-                .per_service
-                .get(service_name)
-                .copied()
-                .unwrap_or(head.rate),
-            per_route: head.per_route.clone(),
-        }
+        let control = HeadControl::new(head.clone(), service_name);
+        *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(control.clone());
+        Self { control }
+    }
+
+    /// A sampler over `control`, leaving [`installed`] alone (tests).
+    pub fn with_control(control: HeadControl) -> Self {
+        Self { control }
+    }
+
+    /// The control of this sampler's rules.
+    pub fn control(&self) -> &HeadControl {
+        &self.control
     }
 
     /// The probability a new trace rooted at `span_name` is kept.
@@ -168,10 +244,67 @@ impl HeadSampler {
         if let Some(rate) = crate::chaos::current().and_then(|f| f.sampling_rate) {
             return rate;
         }
-        self.per_route
+        let rules = self.control.read();
+        rules
+            .head
+            .per_route
             .get(span_name)
             .copied()
-            .unwrap_or(self.service_rate)
+            .unwrap_or(rules.service_rate)
+    }
+}
+
+impl HeadControl {
+    /// A control for `service` starting with `head` (not checked: the file's
+    /// rules were checked when it was read).
+    pub fn new(head: HeadBased, service: &str) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                service: service.to_string(),
+                rules: RwLock::new(Rules::new(head, service)),
+                sampled: AtomicU64::new(0),
+                not_sampled: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Rules> {
+        self.shared.rules.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `service.name` the rules are applied for.
+    pub fn service(&self) -> &str {
+        &self.shared.service
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> HeadBased {
+        self.read().head.clone()
+    }
+
+    /// The rate of a root span of this service that no `per_route` rule names.
+    pub fn service_rate(&self) -> f64 {
+        self.read().service_rate
+    }
+
+    /// Replaces the rules; the next root span is decided by them. Traces
+    /// already started keep their decision (their children follow it).
+    ///
+    /// # Errors
+    /// When `head` fails [`HeadBased::validate`]; the rules stay as they were.
+    pub fn replace(&self, head: HeadBased) -> Result<(), String> {
+        head.validate()?;
+        let rules = Rules::new(head, &self.shared.service);
+        *self.shared.rules.write().unwrap_or_else(|e| e.into_inner()) = rules;
+        Ok(())
+    }
+
+    /// Root decisions since the service started.
+    pub fn counts(&self) -> HeadCounts {
+        HeadCounts {
+            sampled: self.shared.sampled.load(Ordering::Relaxed),
+            not_sampled: self.shared.not_sampled.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -210,6 +343,12 @@ impl ShouldSample for HeadSampler {
             links,
         );
         result.trace_state = TraceState::default();
+        let counter = if result.decision == SamplingDecision::RecordAndSample {
+            &self.control.shared.sampled
+        } else {
+            &self.control.shared.not_sampled
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         result
     }
 }
@@ -292,6 +431,72 @@ tail_based: { policies: [] }
             // search's own rate is 1%: the parent's flag must win either way.
             assert_eq!(decide(&search, Some(&cx), "GET /products", 7), expected);
         }
+    }
+
+    #[test]
+    fn replaced_rules_decide_the_next_roots_and_roots_are_counted() {
+        let file = SamplingFile::parse(FILE).unwrap();
+        let control = HeadControl::new(file.head_based.clone(), "gateway");
+        let gateway = HeadSampler::with_control(control.clone());
+        let id = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834u128;
+        assert!(decide(&gateway, None, "POST /api/checkout", id));
+        assert!(!decide(&gateway, None, "GET /api/products", id));
+        assert_eq!(
+            control.counts(),
+            HeadCounts {
+                sampled: 1,
+                not_sampled: 1
+            }
+        );
+        // Keep nothing but payment's own roots: the gateway's roots go.
+        let none = HeadBased {
+            kind: "probabilistic".into(),
+            rate: 0.0,
+            per_service: [("payment".to_string(), 1.0)].into(),
+            per_route: BTreeMap::new(),
+        };
+        control.replace(none.clone()).unwrap();
+        assert_eq!(control.rules(), none);
+        assert_eq!(control.service_rate(), 0.0);
+        assert!(!decide(&gateway, None, "POST /api/checkout", id));
+        // A child still follows its sampled parent, and is not a root.
+        let parent = SpanContext::new(
+            TraceId::from(id),
+            SpanId::from(9u64),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let cx = Context::new().with_remote_span_context(parent);
+        assert!(decide(&gateway, Some(&cx), "POST /api/checkout", id));
+        assert_eq!(control.counts().not_sampled, 2);
+        assert_eq!(control.counts().sampled, 1);
+    }
+
+    #[test]
+    fn invalid_rules_are_refused_and_the_old_ones_stay() {
+        let file = SamplingFile::parse(FILE).unwrap();
+        let control = HeadControl::new(file.head_based.clone(), "search");
+        let mut bad = file.head_based.clone();
+        bad.per_route.insert("GET /x".into(), 1.5);
+        let err = control.replace(bad).unwrap_err();
+        assert!(err.contains("head_based.per_route.GET /x"), "{err}");
+        let mut nan = file.head_based.clone();
+        nan.rate = f64::NAN;
+        assert!(control.replace(nan).is_err());
+        assert_eq!(control.rules(), file.head_based);
+        assert_eq!(control.service_rate(), 0.01);
+    }
+
+    #[test]
+    fn the_head_section_reads_back_as_the_admin_api_s_json() {
+        let file = SamplingFile::parse(FILE).unwrap();
+        let json = serde_json::to_value(&file.head_based).unwrap();
+        assert_eq!(json["type"], "probabilistic");
+        assert_eq!(json["per_service"]["search"], 0.01);
+        let back: HeadBased = serde_json::from_value(json).unwrap();
+        assert_eq!(back, file.head_based);
+        assert!(serde_json::from_str::<HeadBased>(r#"{"rate":1,"per_servce":{}}"#).is_err());
     }
 
     #[test]

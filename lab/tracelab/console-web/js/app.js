@@ -1,5 +1,6 @@
 // The console's shell: the navigation, the language toggle and the hash
-// router (#/lab, #/traces, #/trace/<id>, #/compare, #/faults, #/exercise).
+// router (#/lab, #/traces, #/trace/<id>, #/compare, #/faults, #/exercise,
+// #/sampling).
 // A view is a module whose render(main, route) draws into <main> and may
 // return a function that stops its timers when the view is left.
 import { h, mount } from './dom.js';
@@ -10,6 +11,7 @@ import * as trace from './views/trace.js';
 import * as compare from './views/compare.js';
 import * as faults from './views/faults.js';
 import * as exercise from './views/exercise.js';
+import * as sampling from './views/sampling.js';
 
 const VIEWS = [
   { path: 'lab', view: lab, nav: 'nav.lab' },
@@ -18,6 +20,7 @@ const VIEWS = [
   { path: 'compare', view: compare, nav: 'nav.compare' },
   { path: 'faults', view: faults, nav: 'nav.faults' },
   { path: 'exercise', view: exercise, nav: 'nav.exercise' },
+  { path: 'sampling', view: sampling, nav: 'nav.sampling' },
 ];
 
 let stop = null;
@@ -60,7 +63,7 @@ document.getElementById('lang').addEventListener('click', () => {
   route();
 });
 window.addEventListener('hashchange', route);
-// Alt+1..5 jump between the views from anywhere.
+// Alt+1..6 jump between the views from anywhere.
 window.addEventListener('keydown', (e) => {
   if (!e.altKey || e.ctrlKey || e.metaKey) return;
   const n = Number(e.key);

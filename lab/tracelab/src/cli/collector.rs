@@ -38,6 +38,10 @@ pub struct CollectorArgs {
     /// heap size; the oldest traces go first) [default: the collector's].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_mib: Option<u32>,
+    /// Token that replacing the tail policy (`PUT /api/tracelab/sampling`)
+    /// requires [default: none, and then no replacement is accepted].
+    #[arg(long, env = "TRACELAB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Log format [default: text on a terminal, json otherwise].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -67,6 +71,7 @@ pub(super) async fn run(args: CollectorArgs) -> anyhow::Result<ExitCode> {
             .max_mib
             .map_or(defaults.max_bytes, |mib| mib as usize * 1024 * 1024),
         tail,
+        admin_token: args.admin_token.filter(|t| !t.trim().is_empty()),
     };
     let collector = Collector::start(config)
         .await

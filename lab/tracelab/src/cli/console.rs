@@ -133,6 +133,8 @@ pub(super) async fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
         state_dir: state_dir()?,
         processes: None,
         verify,
+        // Compose's tail sampling is the OpenTelemetry Collector's.
+        collector: None,
     };
     let state = ConsoleState::new(config)?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -18,6 +18,7 @@ pub mod fault;
 pub mod health;
 pub mod load;
 mod logging;
+pub mod sampling;
 pub mod scenario;
 mod signal;
 pub mod status;
@@ -66,6 +67,8 @@ pub enum Command {
     Scenario(scenario::ScenarioArgs),
     /// Play a hidden scenario: find the cause from the traces, with hints.
     Exercise(exercise::ExerciseArgs),
+    /// Show the sampling policy in force, or switch between the lab's and the lesson's.
+    Sampling(sampling::SamplingArgs),
     /// Measure what tracing costs: throughput and CPU per request with tracing off, sampled, unsampled, and a broken collector, on labs of its own.
     Bench(bench::BenchArgs),
     /// Print a random admin token, or make sure a file holds one (compose's init step).
@@ -91,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fault(args) => fault::run(args).await,
         Command::Scenario(args) => scenario::run(args).await,
         Command::Exercise(args) => exercise::run(args).await,
+        Command::Sampling(args) => sampling::run(args).await,
         Command::Bench(args) => bench::run_bench(args).await,
         Command::AdminToken(args) => admin_token::run(args),
         Command::Dlq(args) => dlq::run(args).await,
@@ -126,6 +130,27 @@ mod tests {
         assert!(parse(&["up", "--gateway-port", "70000"]).is_err());
         assert!(parse(&["up", "--otlp-endpoint", "not a url"]).is_err());
         assert!(parse(&["up", "-e", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn parses_sampling() {
+        let cli = parse(&["sampling"]).unwrap();
+        let Command::Sampling(s) = cli.command else {
+            panic!("not sampling")
+        };
+        assert!(s.command.is_none());
+        let cli = parse(&["sampling", "set", "lesson", "--json"]).unwrap();
+        let Command::Sampling(s) = cli.command else {
+            panic!("not sampling")
+        };
+        assert!(s.json);
+        assert!(matches!(
+            s.command,
+            Some(sampling::SamplingCommand::Set {
+                policy: sampling::PolicyArg::Lesson
+            })
+        ));
+        assert!(parse(&["sampling", "set", "half"]).is_err());
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! console, so they see the same exercise. The routes are listed in
 //! `docs/console-api.md`.
 //!
-//! The parts: [`api`] (the `/api/...` routes), `web` (the page) and
-//! [`client`] (the CLI's client of the API). `tracelab up` writes the
+//! The parts: [`api`] (the `/api/...` routes), `web` (the page),
+//! [`sampling`] (the lab's two sampling policies and the samplers that
+//! apply them) and [`client`] (the CLI's client of the API). `tracelab up` writes the
 //! console's URL into the lab record (`crate::supervisor::LabRecord`), where
 //! later commands find it.
 
@@ -31,6 +32,7 @@ use crate::supervisor::{ChildState, ChildStatus, Lab, LabMonitor, LabOptions};
 
 pub mod api;
 pub mod client;
+pub mod sampling;
 mod web;
 
 pub use client::ConsoleClient;
@@ -127,6 +129,9 @@ pub struct ConsoleConfig {
     pub processes: Option<LabMonitor>,
     /// Postgres and RabbitMQ for `scenario verify` and the DLQ routes, when known.
     pub verify: Option<VerifyBackends>,
+    /// The embedded collector's API (its tail policy), when the lab has
+    /// one: natively, unless the lab exports to an external collector.
+    pub collector: Option<String>,
 }
 
 impl ConsoleConfig {
@@ -158,6 +163,7 @@ impl ConsoleConfig {
             catalog,
             state_dir,
             processes: Some(lab.monitor()),
+            collector: lab.collector().map(|_| lab.tempo_url()),
             verify: Some(VerifyBackends {
                 database_url: lab.database_url().to_string(),
                 amqp_url: opts.amqp_url.clone(),
@@ -185,6 +191,8 @@ pub(crate) struct Inner {
     /// Serializes the DLQ routes: a listing holds the messages it reads
     /// until it closes, and a replay meanwhile would not see them.
     pub(crate) dlq_lock: tokio::sync::Mutex<()>,
+    /// The head and tail samplers (`/api/sampling`).
+    pub(crate) sampling: sampling::SamplingTargets,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -209,6 +217,11 @@ impl ConsoleState {
             .context("building the console's HTTP client")?;
         let faults = FaultClient::new(config.admin.clone(), &config.admin_token)?;
         let exercises = Exercises::new(config.state_dir.clone());
+        let sampling = sampling::SamplingTargets::new(
+            config.admin.clone(),
+            config.collector.clone(),
+            &config.admin_token,
+        )?;
         Ok(ConsoleState {
             inner: Arc::new(Inner {
                 http,
@@ -217,6 +230,7 @@ impl ConsoleState {
                 exercise_lock: tokio::sync::Mutex::new(()),
                 load: api::load::LoadRunner::default(),
                 dlq_lock: tokio::sync::Mutex::new(()),
+                sampling,
                 config,
             }),
         })

@@ -42,8 +42,9 @@ impl CollectorAddrs {
     }
 }
 
-/// `tracelab collector` with the lab's ports, bind address and sampling
-/// file, logging JSON for the lab to read.
+/// `tracelab collector` with the lab's ports, bind address, sampling file
+/// and admin token (in its environment, not on its command line, where
+/// any user could read it), logging JSON for the lab to read.
 pub(super) fn collector_spec(program: PathBuf, opts: &LabOptions) -> ChildSpec {
     let addr = |port| SocketAddr::new(opts.bind_host, port).to_string();
     let (http, grpc, api) = (
@@ -77,7 +78,7 @@ pub(super) fn collector_spec(program: PathBuf, opts: &LabOptions) -> ChildSpec {
         name: COLLECTOR,
         program,
         args,
-        env: Vec::new(),
+        env: vec![("TRACELAB_ADMIN_TOKEN".into(), opts.admin_token.clone())],
         env_remove,
         // The API first: it is the collector's URL.
         listeners: vec![
@@ -118,6 +119,11 @@ mod tests {
              --api 127.0.0.1:3200 --log-format json --sampling-file /etc/sampling.yaml"
         );
         assert!(spec.env_remove.is_empty());
+        assert_eq!(
+            spec.env,
+            [("TRACELAB_ADMIN_TOKEN".to_string(), opts.admin_token.clone())]
+        );
+        assert!(!spec.args.contains(&opts.admin_token));
         let without = collector_spec(PathBuf::from("/bin/tracelab"), &LabOptions::for_tests());
         assert_eq!(without.env_remove, ["TRACELAB_SAMPLING_FILE"]);
         assert!(without.args.contains(&"127.0.0.1:0".to_string()));

@@ -539,6 +539,58 @@ const CASES = {
     assert.deepEqual(errors, []);
     await page.context().close();
   },
+  // Switch to the lesson's sampling policy from the page, send traffic:
+  // the head counts show dropped roots and the collector's tail counts show
+  // dropped traces once their decision wait is over; switch back.
+  async sampling(browser) {
+    const { page, errors } = await openPage(browser);
+    await page.goto(`${consoleUrl()}/#/sampling`);
+    await page.locator('.policy-now[data-policy="lab"]').waitFor();
+    await page.locator('.tail-table').waitFor();
+    const num = async (sel, attr) => Number(await page.locator(sel).getAttribute(attr));
+    try {
+      await page.click('button.policy-button[data-policy="lesson"]');
+      await page.locator('.policy-now[data-policy="lesson"]').waitFor();
+      assert.equal(await page.locator('button.policy-button[data-policy="lesson"]').getAttribute('aria-pressed'), 'true');
+      const view = await api('GET', '/api/sampling');
+      assert.equal(view.policy, 'lesson');
+      assert.ok(view.head.services.every((s) => s.report.head_based.rate === 0.1), 'every service has the 10% head rate');
+      assert.equal(view.tail.report.tail_based.policies.find((p) => p.name === 'default').probabilistic.sampling_percentage, 5);
+      // The tail counts start again with the new policy.
+      await page.locator('.tail-totals [data-dropped="0"]').waitFor();
+      const notSampledBefore = await num('tfoot [data-not-sampled]', 'data-not-sampled');
+      // Two bursts: about 130 roots at the gateway, so some pass the 10% head rate.
+      for (let i = 0; i < 2; i++) {
+        // Cleared first, so the wait below is for this burst's answer.
+        await page.evaluate(() => { document.querySelector('p.status').textContent = ''; });
+        await page.click('button[data-action="burst"]');
+        await page.locator('p.status', { hasText: 'succeeded' }).waitFor({ timeout: 60000 });
+      }
+      await page.waitForFunction((before) => Number(document.querySelector('tfoot [data-not-sampled]')?.dataset.notSampled) > before,
+        notSampledBefore, { timeout: 20000 });
+      const notSampled = await num('tfoot [data-not-sampled]', 'data-not-sampled');
+      const sampled = await num('tfoot [data-sampled]', 'data-sampled');
+      assert.ok(notSampled > notSampledBefore, 'roots dropped by head sampling');
+      // A drop is decided decision_wait_ms (10 s) after a trace's first span.
+      await page.waitForFunction(() => Number(document.querySelector('.tail-totals [data-dropped]')?.dataset.dropped) > 0
+        && Number(document.querySelector('.tail-table tr[data-policy="default"] [data-not-kept]')?.dataset.notKept) > 0, null, { timeout: 40000 });
+      const dropped = await num('.tail-totals [data-dropped]', 'data-dropped');
+      const kept = await num('.tail-totals [data-kept]', 'data-kept');
+      const defaultNotKept = await num('.tail-table tr[data-policy="default"] [data-not-kept]', 'data-not-kept');
+      assert.ok(dropped > 0 && defaultNotKept >= dropped, `dropped ${dropped}, default did not keep ${defaultNotKept}`);
+      console.log(`     lesson policy: head roots kept ${sampled}, dropped ${notSampled}; tail traces kept ${kept}, dropped ${dropped}`);
+      // And back to the lab's policy: every trace kept, counts from zero.
+      await page.click('button.policy-button[data-policy="lab"]');
+      await page.locator('.policy-now[data-policy="lab"]').waitFor();
+      await page.locator('.tail-totals [data-dropped="0"]').waitFor();
+      assert.equal((await api('GET', '/api/sampling')).policy, 'lab');
+    } finally {
+      // Whatever happened above, the other cases need the lab's policy.
+      await api('PUT', '/api/sampling', { policy: 'lab' });
+    }
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  },
 };
 
 const wanted = process.argv.slice(2);

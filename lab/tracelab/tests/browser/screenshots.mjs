@@ -1,8 +1,10 @@
 // Screenshots of each view of the web console into docs/console/ (PNG),
 // taken from a running lab with its console (`tracelab up`):
 //
-//   TRACELAB_CONSOLE_URL=http://127.0.0.1:7070 node screenshots.mjs
+//   TRACELAB_CONSOLE_URL=http://127.0.0.1:7070 node screenshots.mjs [name ...]
 //
+// With names (trace, trace-ja, traces, compare, lab, faults, exercise,
+// sampling), only those are taken.
 // It sends a checkout, a declined checkout and a search, and plays one
 // exercise (revealed at the end, so it stays in the history).
 import { mkdirSync } from 'node:fs';
@@ -24,7 +26,9 @@ await until('the declined checkout trace', async () => {
 await api('POST', '/api/actions/search', {});
 
 const browser = await launch();
+const only = process.argv.slice(2);
 async function shot(name, hash, { lang = 'en', ready, click, height = 900 } = {}) {
+  if (only.length && !only.includes(name)) return;
   const { page, context, errors } = await openPage(browser, { lang, viewport: { width: 1400, height } });
   await page.goto(`${base}/#/${hash}`);
   if (ready) await page.locator(ready).first().waitFor();
@@ -47,8 +51,26 @@ await shot('compare', `compare?a=${good.trace_id}&b=${bad.trace_id}`, { ready: '
 await shot('lab', 'lab', { ready: 'svg.map .node[data-node="rabbitmq"]', height: 1000 });
 await shot('faults', 'faults', { ready: '.cards .card' });
 // A running exercise (blind, no load), with one hint shown; revealed afterwards.
-await api('POST', '/api/exercise', { load: false });
-await api('POST', '/api/exercise/hint');
-await shot('exercise', 'exercise', { ready: '.hints li' });
-await api('POST', '/api/exercise/reveal');
+if (!only.length || only.includes('exercise')) {
+  await api('POST', '/api/exercise', { load: false });
+  await api('POST', '/api/exercise/hint');
+  await shot('exercise', 'exercise', { ready: '.hints li' });
+  await api('POST', '/api/exercise/reveal');
+}
+// The lesson's sampling policy after two bursts, once drops are decided
+// (10 s after a trace's first span); then the lab's policy again.
+if (!only.length || only.includes('sampling')) {
+  await api('PUT', '/api/sampling', { policy: 'lesson' });
+  try {
+    await api('POST', '/api/actions/burst', { count: 50 });
+    await api('POST', '/api/actions/burst', { count: 50 });
+    await until('traces dropped by the tail policy', async () => {
+      const r = (await api('GET', '/api/sampling')).tail.report;
+      return r && r.dropped > 0 && r.pending === 0;
+    }, 40000);
+    await shot('sampling', 'sampling', { ready: '.tail-totals', height: 1000 });
+  } finally {
+    await api('PUT', '/api/sampling', { policy: 'lab' });
+  }
+}
 await browser.close();

@@ -15,6 +15,7 @@ pub mod exercise;
 pub mod faults;
 pub mod lab;
 pub mod load;
+pub mod sampling;
 pub mod scenarios;
 pub mod tempo;
 
@@ -55,6 +56,10 @@ pub(crate) fn router() -> Router<ConsoleState> {
         .route("/api/actions/burst", post(actions::burst))
         .route("/api/dlq", get(dlq::list))
         .route("/api/dlq/replay", post(dlq::replay))
+        .route(
+            "/api/sampling",
+            get(sampling::get_sampling).put(sampling::set_sampling),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .route("/api", get(not_found))
         .route("/api/{*rest}", get(not_found).fallback(not_found))

@@ -88,6 +88,7 @@ pub(crate) static ASSETS: &[Asset] = &[
     asset!("js/views/exercise.js", JS),
     asset!("js/views/faults.js", JS),
     asset!("js/views/lab.js", JS),
+    asset!("js/views/sampling.js", JS),
     asset!("js/views/trace.js", JS),
     asset!("js/views/traces.js", JS),
     asset!("js/views/waterfall.js", JS),
