@@ -508,6 +508,7 @@ async fn console_for(gateway: &str) -> (RunningConsole, PathBuf) {
         state_dir: home.clone(),
         processes: None,
         verify: None,
+        collector: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let console = RunningConsole::start(listener, ConsoleState::new(config).unwrap()).unwrap();
