@@ -27,6 +27,13 @@ pub struct CollectorAddrs {
     pub api: SocketAddr,
 }
 
+/// glibc's tunable for the size from which an allocation is its own
+/// mapping (returned to the system when freed).
+const MALLOC_MMAP_THRESHOLD: &str = "MALLOC_MMAP_THRESHOLD_";
+/// 128 KiB, glibc's initial threshold, kept fixed (measured with the
+/// collector's `examples/memory_burst.rs`: settled memory under the bound).
+const MMAP_THRESHOLD_BYTES: &str = "131072";
+
 const API: Option<&str> = Some("api");
 const OTLP_HTTP: Option<&str> = Some("otlp_http");
 const OTLP_GRPC: Option<&str> = Some("otlp_grpc");
@@ -74,11 +81,20 @@ pub(super) fn collector_spec(program: PathBuf, opts: &LabOptions) -> ChildSpec {
         // if the supervisor's environment names one.
         None => env_remove.push("TRACELAB_SAMPLING_FILE".to_string()),
     }
+    let mut env = vec![("TRACELAB_ADMIN_TOKEN".into(), opts.admin_token.clone())];
+    // glibc raises its mmap threshold once large buffers (an inflated OTLP
+    // body) are freed, and then keeps freed memory: after a burst the
+    // process would stay 70-130 MiB above its store's byte bound. A fixed
+    // threshold gives big buffers back to the system when freed. A value in
+    // the supervisor's own environment is inherited instead.
+    if std::env::var_os(MALLOC_MMAP_THRESHOLD).is_none() {
+        env.push((MALLOC_MMAP_THRESHOLD.into(), MMAP_THRESHOLD_BYTES.into()));
+    }
     ChildSpec {
         name: COLLECTOR,
         program,
         args,
-        env: vec![("TRACELAB_ADMIN_TOKEN".into(), opts.admin_token.clone())],
+        env,
         env_remove,
         // The API first: it is the collector's URL.
         listeners: vec![
@@ -119,6 +135,14 @@ mod tests {
              --api 127.0.0.1:3200 --log-format json --sampling-file /etc/sampling.yaml"
         );
         assert!(spec.env_remove.is_empty());
+        if std::env::var_os(MALLOC_MMAP_THRESHOLD).is_none() {
+            assert!(
+                spec.env
+                    .contains(&(MALLOC_MMAP_THRESHOLD.into(), MMAP_THRESHOLD_BYTES.into())),
+                "{:?}",
+                spec.env
+            );
+        }
         assert_eq!(
             spec.env,
             [("TRACELAB_ADMIN_TOKEN".to_string(), opts.admin_token.clone())]
