@@ -6,8 +6,8 @@
 //! response. Each publish is a PRODUCER span whose parent is the context
 //! stored with the row (processPayment's), and whose own context travels in
 //! the AMQP headers to the consumer. A publish the broker does not confirm,
-//! or cannot route to any queue, leaves the row unsent to retry: at least
-//! once, never silently dropped.
+//! cannot route to any queue, or leaves unanswered for [`PUBLISH_TIMEOUT`],
+//! leaves the row unsent to retry: at least once, never silently dropped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
