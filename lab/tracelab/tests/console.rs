@@ -445,6 +445,19 @@ async fn lab_tempo_actions_faults_and_load() {
 }
 
 /// Runs the `tracelab` binary against the console; returns success and output.
+/// Whole minutes between a fault's `set_at` and its `expires_at`.
+fn lifetime_minutes(fault: &Value) -> i64 {
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(
+            fault[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("{field} is not a time: {fault}")),
+        )
+        .unwrap()
+    };
+    (at("expires_at") - at("set_at")).num_minutes()
+}
+
 async fn cli(c: &Console, args: &[&str]) -> (bool, String) {
     let mut argv = vec![args[0], "--lab", c.url()];
     argv.extend(&args[1..]);
@@ -664,6 +677,13 @@ async fn scenarios_and_one_exercise_for_every_client() {
     assert_eq!(status, 200, "{started}");
     assert_eq!(started["set"][0]["service"], "payment");
     assert_eq!(started["set"][0]["fault"]["point"], "payment.save");
+    // A scenario left running heals itself: its faults expire like one
+    // set by hand (the file gives no `for`).
+    assert_eq!(
+        lifetime_minutes(&started["set"][0]["fault"]),
+        15,
+        "{started}"
+    );
     assert_eq!(c.get("/api/faults").await.1["count"], 1);
     let (status, stopped) = c
         .post("/api/scenarios/stop", json!({"id": "payment-save-slow"}))
@@ -731,11 +751,21 @@ async fn scenarios_and_one_exercise_for_every_client() {
     assert_eq!(hidden["hidden"], true, "{hidden}");
     assert_eq!(hidden["services"], json!([]), "{hidden}");
     assert!(hidden["count"].as_u64().unwrap() >= 1, "{hidden}");
-    assert_eq!(c.get("/api/faults?peek=true").await.1["hidden"], false);
+    let (_, peeked) = c.get("/api/faults?peek=true").await;
+    assert_eq!(peeked["hidden"], false);
+    let set = peeked["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s["faults"].as_array().and_then(|f| f.first()))
+        .unwrap_or_else(|| panic!("no fault set: {peeked}"));
+    assert_eq!(lifetime_minutes(set), 60, "an exercise's bound: {peeked}");
+    assert_eq!(ex["faults_expire_at"], set["expires_at"], "{ex}");
 
     let (ok, out) = cli(&c, &["exercise", "status"]).await;
     assert!(ok, "{out}");
     assert!(out.contains("exercise #1 running"), "{out}");
+    assert!(out.contains("its faults expire at"), "{out}");
     let first_line = symptom.lines().next().unwrap();
     assert!(
         out.contains(first_line),

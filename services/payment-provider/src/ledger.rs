@@ -3,7 +3,12 @@
 //! the same parameters gets the first answer back, a repeat while the first
 //! is still running is refused with 409 (`idempotency_key_in_use`), and the
 //! charge a key produced can be looked up (`GET /v1/charges?idempotency_key=`),
-//! `pending` while it runs. Bounded: the oldest finished keys are forgotten
+//! `pending` while it runs. A key can be cancelled
+//! (`POST /v1/charges/cancel`) by a caller that lost the answer and must
+//! know for good: if no request with it has been processed, the key is
+//! closed, so a request that reaches the provider late can no longer
+//! charge (a *technical cancel* by the merchant's own reference, as real
+//! acquirers offer it). Bounded: the oldest finished keys are forgotten
 //! first.
 
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +28,22 @@ pub enum Begin {
     Mismatch,
     /// A request with the key is being processed right now.
     InUse,
+    /// The key was cancelled before any request with it was processed.
+    Cancelled,
+}
+
+/// What cancelling a key found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancel {
+    /// No charge was made with the key and none can be made any more: the
+    /// key is closed (or its only request was refused, and a repeat gets
+    /// that refusal again).
+    NoCharge,
+    /// A request with the key is being processed right now: its outcome
+    /// is not known yet, and it cannot be stopped.
+    InUse,
+    /// The key's request made this charge (`succeeded` or `failed`).
+    Charged(Value),
 }
 
 #[derive(Debug)]
@@ -36,6 +57,8 @@ enum State {
         answer: Value,
         charge: Option<Value>,
     },
+    /// Cancelled before any request with the key was processed.
+    Cancelled,
 }
 
 #[derive(Debug)]
@@ -78,6 +101,10 @@ impl Ledger {
     pub fn begin(&self, key: &str, fingerprint: &str, charge_id: String) -> Begin {
         let mut entries = self.lock();
         match entries.by_key.get(key) {
+            Some(Entry {
+                state: State::Cancelled,
+                ..
+            }) => Begin::Cancelled,
             Some(entry) if entry.fingerprint != fingerprint => Begin::Mismatch,
             Some(Entry {
                 state: State::InFlight { .. },
@@ -116,6 +143,36 @@ impl Ledger {
             charge,
         };
         entries.finished.push_back(key.to_string());
+        self.evict(&mut entries);
+    }
+
+    /// Cancels `key`: closes it when no request with it was processed, so
+    /// none can charge later; otherwise says what its request did.
+    pub fn cancel(&self, key: &str) -> Cancel {
+        let mut entries = self.lock();
+        match entries.by_key.get(key).map(|e| &e.state) {
+            Some(State::InFlight { .. }) => Cancel::InUse,
+            Some(State::Done {
+                charge: Some(charge),
+                ..
+            }) => Cancel::Charged(charge.clone()),
+            Some(State::Done { charge: None, .. } | State::Cancelled) => Cancel::NoCharge,
+            None => {
+                entries.by_key.insert(
+                    key.to_string(),
+                    Entry {
+                        fingerprint: String::new(),
+                        state: State::Cancelled,
+                    },
+                );
+                entries.finished.push_back(key.to_string());
+                self.evict(&mut entries);
+                Cancel::NoCharge
+            }
+        }
+    }
+
+    fn evict(&self, entries: &mut Entries) {
         while entries.finished.len() > self.capacity {
             if let Some(old) = entries.finished.pop_front() {
                 entries.by_key.remove(&old);
@@ -145,6 +202,7 @@ impl Ledger {
         match &self.lock().by_key.get(key)?.state {
             State::InFlight { pending } => Some(pending.clone()),
             State::Done { charge, .. } => charge.clone(),
+            State::Cancelled => None,
         }
     }
 }
@@ -193,6 +251,42 @@ mod tests {
         assert!(matches!(
             ledger.begin("lost", "b", "ch_3".into()),
             Begin::Started { .. }
+        ));
+    }
+
+    #[test]
+    fn a_cancelled_key_never_charges_and_a_used_one_is_not_cancelled() {
+        let ledger = Ledger::new(10);
+        assert_eq!(ledger.cancel("late"), Cancel::NoCharge);
+        assert_eq!(
+            ledger.begin("late", "body", "ch_1".into()),
+            Begin::Cancelled
+        );
+        assert_eq!(ledger.charge("late"), None);
+        assert_eq!(ledger.cancel("late"), Cancel::NoCharge, "cancelling again");
+
+        ledger.begin("running", "body", "ch_2".into());
+        assert_eq!(ledger.cancel("running"), Cancel::InUse);
+        let charge = json!({"id": "ch_2", "status": "succeeded"});
+        ledger.finish(
+            "running",
+            StatusCode::OK,
+            charge.clone(),
+            Some(charge.clone()),
+        );
+        assert_eq!(ledger.cancel("running"), Cancel::Charged(charge));
+
+        ledger.begin("refused", "body", "ch_3".into());
+        ledger.finish(
+            "refused",
+            StatusCode::BAD_REQUEST,
+            json!({"error": {}}),
+            None,
+        );
+        assert_eq!(ledger.cancel("refused"), Cancel::NoCharge);
+        assert!(matches!(
+            ledger.begin("refused", "body", "ch_4".into()),
+            Begin::Replay { .. }
         ));
     }
 

@@ -16,6 +16,16 @@
 //! `failure_code`; `data` is empty when no charge was made): how payment's
 //! reconciler learns how a charge ended when it lost the answer.
 //!
+//! `POST /v1/charges/cancel` with `{"idempotency_key": KEY}` is the caller's
+//! way to know for good (a technical cancel by its own reference, as
+//! acquirers offer for a lost answer): when no request with the key was
+//! processed, the key is closed, `{"cancelled": true, "charge": null}`, and
+//! a charge request with it arriving later is refused (400
+//! `idempotency_key_cancelled`), so a request delayed on its way can never
+//! charge a card whose order was given up; when one was processed, the
+//! answer is `{"cancelled": false, "charge": {..}}`; while one runs, 409
+//! `idempotency_key_in_use`.
+//!
 //! Run: `cargo run -p payment-provider` (listens on 127.0.0.1:8090).
 
 pub mod cards;
@@ -44,7 +54,7 @@ use tracelab_faults::FaultRegistry;
 use tracelab_service::{ApiError, App, Check, RawBody, W3cHarness, health_response};
 
 pub use config::Config;
-use ledger::{Begin, Ledger};
+use ledger::{Begin, Cancel, Ledger};
 
 /// How many idempotency keys are remembered before the oldest are forgotten.
 const MAX_REMEMBERED_KEYS: usize = 50_000;
@@ -71,6 +81,7 @@ impl AppState {
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/v1/charges", post(create_charge).get(list_charges))
+        .route("/v1/charges/cancel", post(cancel_charge))
         .route("/health", get(health))
         .with_state(state)
 }
@@ -142,11 +153,12 @@ async fn create_charge(
                         "Keys for idempotent requests can only be used with the same parameters they were first used with.",
                     );
                 }
-                Begin::InUse => {
+                Begin::InUse => return key_in_use(),
+                Begin::Cancelled => {
                     return idempotency_error(
-                        StatusCode::CONFLICT,
-                        Some("idempotency_key_in_use"),
-                        "There is currently another in-progress request using this idempotency key. Try again later.",
+                        StatusCode::BAD_REQUEST,
+                        Some("idempotency_key_cancelled"),
+                        "This idempotency key was cancelled before any request with it was processed; nothing was charged.",
                     );
                 }
             }
@@ -222,6 +234,14 @@ async fn fault_response(state: &AppState) -> Option<Response> {
     }
 }
 
+fn key_in_use() -> Response {
+    idempotency_error(
+        StatusCode::CONFLICT,
+        Some("idempotency_key_in_use"),
+        "There is currently another in-progress request using this idempotency key. Try again later.",
+    )
+}
+
 fn idempotency_error(status: StatusCode, code: Option<&str>, message: &str) -> Response {
     let mut error = json!({"type": "idempotency_error", "message": message});
     if let Some(code) = code {
@@ -271,6 +291,63 @@ async fn list_charges(
         "url": "/v1/charges",
         "has_more": false,
         "data": data,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct CancelRequest {
+    idempotency_key: Option<String>,
+}
+
+/// `POST /v1/charges/cancel`: closes an idempotency key no request has
+/// used, or tells what its request did (see the crate doc). The provider's
+/// outage and error faults apply here too.
+async fn cancel_charge(State(state): State<AppState>, body: Result<RawBody, ApiError>) -> Response {
+    let body = match body {
+        Ok(RawBody(body)) => body,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(refused) = fault_response(&state).await {
+        return refused;
+    }
+    let key = match serde_json::from_slice::<CancelRequest>(&body) {
+        Ok(CancelRequest {
+            idempotency_key: Some(key),
+        }) if !key.is_empty() => key,
+        Ok(_) => {
+            let (status, body) = invalid(
+                "idempotency_key",
+                "parameter_missing",
+                "Missing required param: idempotency_key.".into(),
+            );
+            return (status, axum::Json(body)).into_response();
+        }
+        Err(e) => {
+            let (status, body) = invalid(
+                "body",
+                "parameter_invalid",
+                format!("Invalid JSON body: {e}"),
+            );
+            return (status, axum::Json(body)).into_response();
+        }
+    };
+    let (cancelled, charge) = match state.ledger.cancel(&key) {
+        Cancel::InUse => return key_in_use(),
+        Cancel::NoCharge => (true, Value::Null),
+        Cancel::Charged(charge) => (false, charge),
+    };
+    if cancelled {
+        tracing::info!(
+            idempotency_key = key,
+            "idempotency key cancelled: nothing charged"
+        );
+    }
+    axum::Json(json!({
+        "object": "idempotency_key_cancellation",
+        "idempotency_key": key,
+        "cancelled": cancelled,
+        "charge": charge,
     }))
     .into_response()
 }
@@ -599,6 +676,73 @@ mod tests {
             replayed["id"], charge["id"],
             "the retry gets the charge that ran on"
         );
+    }
+
+    async fn cancel(app: Router, body: &str) -> (StatusCode, Value) {
+        let response = app
+            .oneshot(
+                Request::post("/v1/charges/cancel")
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_owned()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_key_refuses_a_late_charge_and_a_charged_one_is_not_cancelled() {
+        let app = routes(state());
+        let body = r#"{"amount":100,"currency":"usd","card":"4242424242424242"}"#;
+        let (status, answer) = cancel(app.clone(), r#"{"idempotency_key":"late"}"#).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["cancelled"], true);
+        assert_eq!(answer["charge"], Value::Null);
+        let (status, answer, _) = post(app.clone(), Some("late"), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["code"], "idempotency_key_cancelled");
+        let (_, list) = lookup(app.clone(), "late").await;
+        assert_eq!(list["data"], json!([]), "nothing was charged");
+
+        let (status, charge, _) = post(app.clone(), Some("paid"), body).await;
+        assert_eq!(status, StatusCode::OK, "{charge}");
+        let (status, answer) = cancel(app.clone(), r#"{"idempotency_key":"paid"}"#).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["cancelled"], false);
+        assert_eq!(answer["charge"]["id"], charge["id"]);
+        assert_eq!(answer["charge"]["status"], "succeeded");
+
+        let (status, answer) = cancel(app.clone(), r#"{"key":"x"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["param"], "idempotency_key");
+        let (status, _) = cancel(app, "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn a_running_charge_cannot_be_cancelled() {
+        let app = routes(state_with_latency(300));
+        let body = r#"{"amount":100,"currency":"usd","card":"4242424242424242"}"#;
+        let running = tokio::spawn(post(app.clone(), Some("running"), body));
+        // Wait until the charge is being processed (its lookup says so).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while lookup(app.clone(), "running").await.1["data"][0]["status"] != "pending" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the charge never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (status, answer) = cancel(app.clone(), r#"{"idempotency_key":"running"}"#).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_eq!(answer["error"]["code"], "idempotency_key_in_use");
+        let (status, _, _) = running.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "the charge went through");
     }
 
     #[tokio::test]

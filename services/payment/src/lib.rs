@@ -250,6 +250,7 @@ async fn create_payment(
             status: "processing".into(),
             failure_code: None,
             created_at: chrono::Utc::now(),
+            attempt: 0,
         },
         Created::Existing(mut existing) => {
             if existing.amount != new_order.amount || existing.currency != new_order.currency {
@@ -279,18 +280,23 @@ async fn create_payment(
                             .into_response()
                     })?;
             }
-            match existing.status.as_str() {
-                "failed"
-                    if state
-                        .store
-                        .reopen_failed(existing.id)
-                        .await
-                        .map_err(db_error)? =>
-                {
-                    tracing::info!(order_id = %existing.id, "retrying a failed payment with the same key");
-                    existing
-                }
-                _ => return replay(&state, existing).await,
+            let reopened = match existing.status.as_str() {
+                "failed" => state
+                    .store
+                    .reopen_failed(existing.id)
+                    .await
+                    .map_err(db_error)?,
+                _ => None,
+            };
+            let Some(attempt) = reopened else {
+                return replay(&state, existing).await;
+            };
+            tracing::info!(order_id = %existing.id, attempt, "retrying a failed payment with the same key");
+            OrderRow {
+                status: "processing".into(),
+                failure_code: None,
+                attempt,
+                ..existing
             }
         }
     };
@@ -511,6 +517,12 @@ fn payment_error(order_id: Uuid, err: PaymentError) -> ApiError {
             ApiError::new(StatusCode::PAYMENT_REQUIRED, "payment_rejected", message)
                 .with_details(order)
         }
+        PaymentError::Charge(ChargeError::Cancelled(_)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "payment_not_charged",
+            "the payment attempt was given up before it charged; retry with the same Idempotency-Key",
+        )
+        .with_details(order),
         PaymentError::Charge(ChargeError::Timeout(_)) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "provider_timeout",

@@ -83,6 +83,11 @@ fn ending(err: &PaymentError, stage: Stage) -> (Ending, &str) {
         (PaymentError::Charge(ChargeError::Rejected { .. }), _) => {
             (Ending::Final("declined"), "provider_rejected")
         }
+        // The reconciler gave this attempt up and cancelled its key first:
+        // nothing was charged, and a retry is a new attempt.
+        (PaymentError::Charge(ChargeError::Cancelled(_)), _) => {
+            (Ending::Final("failed"), "not_charged")
+        }
         (PaymentError::Charge(ChargeError::RateLimited { .. }), _) => {
             (Ending::Final("failed"), "provider_rate_limited")
         }
@@ -201,7 +206,14 @@ async fn run_steps(
             state.faults.inject(FaultPoint::PaymentProviderCall).await?;
             let charge = state
                 .provider
-                .charge(&cx, order.id, order.amount, &order.currency, card)
+                .charge(
+                    &cx,
+                    order.id,
+                    &order.provider_key(),
+                    order.amount,
+                    &order.currency,
+                    card,
+                )
                 .await?;
             cx.span().set_attribute(KeyValue::new(
                 "payment.transaction_id",

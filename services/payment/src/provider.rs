@@ -44,6 +44,11 @@ pub enum ChargeError {
     Unavailable(String),
     #[error("provider did not answer within {0:?}")]
     Timeout(Duration),
+    /// The attempt's idempotency key was cancelled (by the reconciler,
+    /// which found it unused) before this request reached the provider:
+    /// nothing was charged, and this attempt never will.
+    #[error("the attempt's idempotency key was cancelled: {0}")]
+    Cancelled(String),
 }
 
 #[derive(Deserialize)]
@@ -87,9 +92,12 @@ struct Outcome {
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ChargeList {
-    data: Vec<FoundCharge>,
+/// The provider's answer to `POST /v1/charges/cancel`.
+#[derive(Debug, Deserialize)]
+struct Cancellation {
+    cancelled: bool,
+    #[serde(default)]
+    charge: Option<FoundCharge>,
 }
 
 /// How the charge made with an order's idempotency key ended, as the
@@ -110,7 +118,8 @@ pub enum Lookup {
     },
     /// The provider is still processing it.
     Pending,
-    /// The provider has no charge for this key: the card was not charged.
+    /// No request with the key was processed, and the key is cancelled, so
+    /// none will be: the card was not charged by this attempt.
     NotCharged,
 }
 
@@ -137,12 +146,14 @@ impl ProviderClient {
     }
 
     /// Charges `card`, under the span in `cx` (the `callExternalPaymentAPI`
-    /// span). The order id is the provider's idempotency key, so a retried
-    /// charge for the same order never charges twice.
+    /// span). `key` is the attempt's idempotency key at the provider
+    /// ([`crate::store::OrderRow::provider_key`]), so a repeated call for the
+    /// same attempt never charges twice.
     pub async fn charge(
         &self,
         cx: &Context,
         order_id: Uuid,
+        key: &str,
         amount: i64,
         currency: &str,
         card: &str,
@@ -165,7 +176,7 @@ impl ProviderClient {
             .http
             .post(&url)
             .headers(headers)
-            .header("idempotency-key", order_id.to_string())
+            .header("idempotency-key", key)
             .json(&json!({
                 "amount": amount,
                 "currency": currency.to_ascii_lowercase(),
@@ -232,26 +243,37 @@ impl ProviderClient {
             // idempotency_key_in_use: another attempt with this order's key
             // is running at the provider; how it ends is not known yet.
             409 => ChargeError::Unavailable(format!("{status}: {message}")),
+            400 if detail.as_ref().and_then(|d| d.code.as_deref())
+                == Some("idempotency_key_cancelled") =>
+            {
+                ChargeError::Cancelled(message)
+            }
             s if s >= 500 => ChargeError::Unavailable(format!("{status}: {message}")),
             s => ChargeError::Rejected { status: s, message },
         })
     }
 
-    /// Asks the provider how the charge made with `order_id` as its
-    /// idempotency key ended (`GET /v1/charges?idempotency_key=`), under the
-    /// span in `cx` (the reconciler's `lookupCharge`).
+    /// Settles for good how the attempt with idempotency key `key` ended
+    /// (`POST /v1/charges/cancel`), under the span in `cx` (the
+    /// reconciler's `lookupCharge`): the charge its request made, or, when
+    /// no request with the key reached the provider, [`Lookup::NotCharged`]
+    /// with the key cancelled at the provider, so a request still on its
+    /// way can no longer charge. [`Lookup::Pending`] while a request with
+    /// the key is being processed.
     ///
     /// Fails with [`ChargeError::Timeout`] or [`ChargeError::Unavailable`]
     /// when the provider does not answer or answers an error: then nothing
-    /// is known, and the order must be left for a later look.
-    pub async fn find_charge(&self, cx: &Context, order_id: Uuid) -> Result<Lookup, ChargeError> {
-        let mut url = reqwest::Url::parse(&format!("{}/v1/charges", self.base_url))
-            .map_err(|e| ChargeError::Unavailable(format!("provider URL: {e}")))?;
-        url.query_pairs_mut()
-            .append_pair("idempotency_key", &order_id.to_string());
+    /// is known (the key may or may not be cancelled), and the order must
+    /// be left for a later look.
+    pub async fn cancel_unless_charged(
+        &self,
+        cx: &Context,
+        key: &str,
+    ) -> Result<Lookup, ChargeError> {
+        let url = format!("{}/v1/charges/cancel", self.base_url);
         let span = cx.span();
-        span.set_attribute(KeyValue::new("http.request.method", "GET"));
-        span.set_attribute(KeyValue::new("url.full", url.to_string()));
+        span.set_attribute(KeyValue::new("http.request.method", "POST"));
+        span.set_attribute(KeyValue::new("url.full", url.clone()));
         let mut headers = http::HeaderMap::new();
         inject_http(cx, &mut headers);
         let failed = |e: reqwest::Error| {
@@ -263,8 +285,9 @@ impl ProviderClient {
         };
         let response = self
             .http
-            .get(url)
+            .post(url)
             .headers(headers)
+            .json(&json!({ "idempotency_key": key }))
             .send()
             .await
             .map_err(failed)?;
@@ -274,15 +297,30 @@ impl ProviderClient {
             i64::from(status.as_u16()),
         ));
         let body = response.bytes().await.map_err(failed)?;
+        if status == reqwest::StatusCode::CONFLICT {
+            // idempotency_key_in_use: a request with the key is running.
+            return Ok(Lookup::Pending);
+        }
         if !status.is_success() {
             return Err(ChargeError::Unavailable(format!(
-                "charge lookup answered {status}"
+                "charge cancellation answered {status}"
             )));
         }
-        let list: ChargeList = serde_json::from_slice(&body)
-            .map_err(|e| ChargeError::Unavailable(format!("unreadable charge list: {e}")))?;
-        let Some(charge) = list.data.into_iter().next() else {
-            return Ok(Lookup::NotCharged);
+        let answer: Cancellation = serde_json::from_slice(&body)
+            .map_err(|e| ChargeError::Unavailable(format!("unreadable cancellation: {e}")))?;
+        let charge = match answer {
+            Cancellation {
+                cancelled: true, ..
+            } => return Ok(Lookup::NotCharged),
+            Cancellation {
+                charge: Some(charge),
+                ..
+            } => charge,
+            Cancellation { charge: None, .. } => {
+                return Err(ChargeError::Unavailable(
+                    "cancellation neither cancelled nor named a charge".into(),
+                ));
+            }
         };
         span.set_attribute(KeyValue::new("payment.transaction_id", charge.id.clone()));
         Ok(match charge.status.as_str() {

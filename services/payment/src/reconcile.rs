@@ -5,16 +5,39 @@
 //! failed after the charge: the order carries that `failure_code`), or
 //! when its request died with its process (nothing touched the order for
 //! `TRACELAB_RECONCILE_AFTER_MS`, longer than any request may run). The
-//! reconciler asks the provider how the charge made with the order's
-//! idempotency key (its id) ended, and settles the order the way the normal
-//! path would have:
+//! reconciler settles such an order with the provider, by the idempotency
+//! key of its current attempt ([`OrderRow::provider_key`]), the way the
+//! normal path would have:
 //!
 //! - charged → payment row, order `completed` and the `payment.completed`
 //!   outbox event, in one transaction;
 //! - declined → order `declined` with the provider's code (no event);
 //! - no charge → order `failed` (`not_charged`, no event; a retry with the
-//!   same Idempotency-Key charges again);
+//!   same Idempotency-Key is a new attempt, with a key of its own);
 //! - pending, or the provider does not answer → left for the next pass.
+//!
+//! ## "No charge" must stay true
+//!
+//! "The provider has no charge for this key" is only a snapshot: the
+//! attempt's `POST /v1/charges` may still be on its way (a slow network or
+//! proxy, a provider that queues requests, a latency fault in front of its
+//! idempotency check), and reach the provider after payment stopped
+//! waiting for it. Had the reconciler read "none" and failed the order, that
+//! request would then charge a card whose order says `failed`, with no
+//! payment row: money taken for nothing, which no later pass would see.
+//! No timeout of ours can rule it out: payment's client giving up says
+//! nothing about when the bytes it sent arrive.
+//!
+//! So the reconciler does not look and then decide; it asks the provider to
+//! decide, atomically, by *cancelling* the key (`POST /v1/charges/cancel`,
+//! the technical cancel by the merchant's own reference that acquirers
+//! offer for exactly this lost answer, or a payment intent's cancel): if a
+//! request with the key was processed the provider answers its charge (or
+//! `in use` while it runs) and nothing is cancelled; if none was, the key is
+//! closed, and a request arriving with it later is refused without
+//! charging. Only that answer fails the order. A retry of the failed order
+//! by the client then runs a new attempt under a new key
+//! (`<order id>.<attempt>`), since the cancelled one can never charge.
 //!
 //! Each order is claimed with `FOR UPDATE SKIP LOCKED` in the transaction
 //! that settles it, so two payment instances (or a retry settling the same
@@ -39,6 +62,8 @@ use tracelab_telemetry::span::{SCOPE, in_span, record_error};
 use crate::AppState;
 use crate::process::completed_event;
 use crate::provider::{Lookup, PROVIDER_NAME};
+#[cfg(doc)]
+use crate::store::OrderRow;
 use crate::store::{ClaimedOrder, PaymentRow, Store};
 
 /// The most orders one pass settles; the rest wait for the next.
@@ -51,7 +76,8 @@ pub enum Settled {
     Completed(PaymentRow),
     /// The provider had declined the card: the order is `declined`.
     Declined { code: String },
-    /// The provider has no charge: the order is `failed`.
+    /// The provider had no charge and cancelled the attempt's key, so none
+    /// can follow: the order is `failed`.
     NotCharged,
     /// The provider is still processing the charge: left as it is.
     Pending,
@@ -248,7 +274,12 @@ async fn settle_in_span(
         "lookupCharge",
         SpanKind::Client,
         vec![KeyValue::new("payment.provider", PROVIDER_NAME)],
-        |cx| async move { state.provider.find_charge(&cx, order.id).await },
+        |cx| async move {
+            state
+                .provider
+                .cancel_unless_charged(&cx, &order.provider_key())
+                .await
+        },
     )
     .await;
     let found = match lookup {

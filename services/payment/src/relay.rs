@@ -6,8 +6,8 @@
 //! response. Each publish is a PRODUCER span whose parent is the context
 //! stored with the row (processPayment's), and whose own context travels in
 //! the AMQP headers to the consumer. A publish the broker does not confirm,
-//! or cannot route to any queue, leaves the row unsent to retry: at least
-//! once, never silently dropped.
+//! cannot route to any queue, or leaves unanswered for [`PUBLISH_TIMEOUT`],
+//! leaves the row unsent to retry: at least once, never silently dropped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,7 +54,19 @@ pub enum PublishError {
     /// The channel answered without a confirm: confirms were not enabled.
     #[error("publisher confirms are off")]
     ConfirmsOff,
+    /// Connecting, opening the channel, publishing and the confirm took
+    /// longer than [`PUBLISH_TIMEOUT`]: a broker still booting (or one that
+    /// stopped answering) can accept a connection and leave a handshake, a
+    /// declare or a confirm unanswered.
+    #[error("the broker did not answer within {0:?}")]
+    Timeout(Duration),
 }
+
+/// How long one publish may take, connection and channel set-up included,
+/// before the row is left unsent and the connection dropped, so the relay
+/// tries again on a fresh one instead of waiting forever (notification's
+/// consumer has the same bound on its session set-up).
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a relay batch stopped; the relay backs off and tries again.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +89,8 @@ pub struct Publisher {
     connection: Option<Connection>,
     channel: Option<Channel>,
     faults: FaultRegistry,
+    /// [`PUBLISH_TIMEOUT`] (shorter in tests).
+    timeout: Duration,
 }
 
 impl Publisher {
@@ -98,6 +112,7 @@ impl Publisher {
             connection: None,
             channel: None,
             faults,
+            timeout: PUBLISH_TIMEOUT,
         }
     }
 
@@ -164,7 +179,8 @@ impl Publisher {
             SpanKind::Producer,
             attributes,
         );
-        let result = async {
+        let timeout = self.timeout;
+        let attempt = async {
             let fault = self
                 .faults
                 .inject(FaultPoint::PaymentRelayPublish)
@@ -207,14 +223,20 @@ impl Publisher {
                 Confirmation::NotRequested => Err(PublishError::ConfirmsOff),
             }
         }
-        .with_context(cx.clone())
-        .await;
+        .with_context(cx.clone());
+        let result = tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or(Err(PublishError::Timeout(timeout)));
         match &result {
             Ok(()) => cx.span().set_status(Status::Ok),
             Err(e) => {
                 record_error(&cx, "PublishError", &e.to_string());
-                // A broken channel is rebuilt on the next attempt.
+                // A broken channel is rebuilt on the next attempt; a
+                // connection that left us waiting is not trusted again.
                 self.channel = None;
+                if matches!(e, PublishError::Timeout(_)) {
+                    self.connection = None;
+                }
             }
         }
         cx.span().end();
@@ -319,4 +341,49 @@ pub async fn run(
         }
     }
     tracing::info!("outbox relay stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracelab_contract::service::ServiceName;
+
+    /// A broker that accepts connections and never answers, as a node
+    /// still booting (or wedged) can: a publish must give up and leave the
+    /// row for the next attempt, not hold the relay (and its claimed rows)
+    /// forever.
+    #[tokio::test]
+    async fn a_broker_that_never_answers_fails_the_publish_in_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("amqp://guest:guest@{}/%2f", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let mut publisher = Publisher::unconnected(
+            &url,
+            "tracelab.test",
+            FaultRegistry::new(ServiceName::Payment),
+        );
+        publisher.timeout = Duration::from_millis(300);
+        let row = OutboxRow {
+            id: 1,
+            event_id: Uuid::new_v4(),
+            routing_key: "payment.completed".into(),
+            payload: serde_json::json!({"order_id": "o-1"}),
+            trace_context: serde_json::json!({}),
+            attempts: 0,
+        };
+        let result = tokio::time::timeout(Duration::from_secs(10), publisher.publish(&row))
+            .await
+            .expect("the publish waited on a silent broker for 10 s");
+        assert!(
+            matches!(result, Err(PublishError::Timeout(_))),
+            "{result:?}"
+        );
+        assert!(!publisher.connected(), "the silent connection is dropped");
+        held.abort();
+    }
 }

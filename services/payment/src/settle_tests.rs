@@ -101,6 +101,72 @@ impl RealProvider {
     }
 }
 
+/// A slow link to the provider, as a congested network or a queueing proxy
+/// is: it delivers every `POST /v1/charges` `delay` late, and carries it to
+/// the provider whether or not the sender is still listening (the bytes
+/// were sent). Everything else passes at once.
+struct LateLink {
+    url: String,
+    /// The provider's answers to the delayed charges, as they arrive.
+    delivered: tokio::sync::watch::Receiver<Vec<(u16, Value)>>,
+}
+
+impl LateLink {
+    async fn start(provider: &str, delay: Duration) -> Self {
+        let (tx, delivered) = tokio::sync::watch::channel(Vec::new());
+        let tx = Arc::new(tx);
+        let upstream = provider.to_string();
+        let http = reqwest::Client::new();
+        let app = axum::Router::new().fallback(move |request: Request<Body>| {
+            let (tx, upstream, http) = (tx.clone(), upstream.clone(), http.clone());
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                let late = parts.method == http::Method::POST && parts.uri.path() == "/v1/charges";
+                let send = async move {
+                    if late {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let mut forward =
+                        http.request(parts.method.clone(), format!("{upstream}{}", parts.uri));
+                    for (name, value) in &parts.headers {
+                        if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
+                            forward = forward.header(name, value);
+                        }
+                    }
+                    let answer = forward.body(body).send().await.unwrap();
+                    let status = answer.status().as_u16();
+                    let answer: Value = answer.json().await.unwrap();
+                    if late {
+                        tx.send_modify(|d| d.push((status, answer.clone())));
+                    }
+                    (StatusCode::from_u16(status).unwrap(), axum::Json(answer))
+                };
+                // On a task of its own: the sender hanging up does not
+                // recall what it sent.
+                tokio::spawn(send).await.unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, delivered }
+    }
+
+    /// Waits until `n` delayed charges have reached the provider and been
+    /// answered, and returns their answers.
+    async fn wait_delivered(&mut self, n: usize) -> Vec<(u16, Value)> {
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.delivered.wait_for(|d| d.len() >= n),
+        )
+        .await;
+        got.expect("the delayed charges were never delivered")
+            .unwrap()
+            .clone()
+    }
+}
+
 /// A database, the real provider answering after `latency_ms`, and a
 /// payment state using both.
 async fn setup(latency_ms: u64) -> (AppState, TestDatabase, RealProvider) {
@@ -427,6 +493,103 @@ async fn a_provider_timeout_leaves_the_order_unsettled_and_a_retry_gets_the_fina
     assert_eq!(answer["transaction_id"], charge["id"]);
     assert_eq!(count(&db, "payments", id).await, 1);
     assert_eq!(count(&db, "outbox", id).await, 1);
+}
+
+/// The race the reconciler must not lose: an attempt gives up on the
+/// provider (timeout), the reconciler settles the order while the charge
+/// request is still on its way, and the request then reaches the provider.
+/// Whatever the order ends as, the provider's books must agree with it: a
+/// succeeded charge has its payment row and a completed order, a failed
+/// order has no succeeded charge. A retry with the same key then charges
+/// exactly once.
+#[tokio::test]
+async fn a_charge_arriving_after_the_reconciler_settled_the_order_never_goes_unrecorded() {
+    let (mut state, db, provider) = setup(50).await;
+    let mut link = LateLink::start(&provider.url, Duration::from_millis(1500)).await;
+    // payment gives up after 300 ms; the charge reaches the provider at 1.5 s.
+    state.provider = ProviderClient::new(&link.url, Duration::from_millis(300)).unwrap();
+    let (status, _, first) = pay_with_headers(&state, "late-charge", &body(900)).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{first}");
+    let id: Uuid = first["error"]["order_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        order_of(&state, id).await.failure_code.as_deref(),
+        Some("provider_timeout")
+    );
+
+    // The reconciler's next pass comes while the charge is still on its way.
+    let done = reconcile::pass(&state, HOUR).await.unwrap();
+    assert!(
+        link.delivered.borrow().is_empty(),
+        "the pass came too late to race"
+    );
+    assert_eq!(done.completed + done.declined + done.failed + done.left, 1);
+    let delivered = link.wait_delivered(1).await;
+    // And whatever it left, the next passes settle.
+    for _ in 0..10 {
+        if order_of(&state, id).await.status != "processing" {
+            break;
+        }
+        reconcile::pass(&state, HOUR).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let order = order_of(&state, id).await;
+    let charge = provider.charge_of(id).await;
+    let payment = state.store.find_payment(id).await.unwrap();
+    if charge["status"] == "succeeded" {
+        let payment = payment.unwrap_or_else(|| {
+            panic!(
+                "the card was charged ({}) but the order is {} ({:?}) with no payment row; \
+                 the late request got {delivered:?}",
+                charge["id"], order.status, order.failure_code
+            )
+        });
+        assert_eq!(payment.transaction_id, charge["id"].as_str().unwrap());
+        assert_eq!(order.status, "completed");
+    } else {
+        assert_eq!(charge, Value::Null, "no charge at all: {charge}");
+        assert!(payment.is_none());
+        assert_eq!(
+            (order.status.as_str(), order.failure_code.as_deref()),
+            ("failed", Some("not_charged"))
+        );
+    }
+
+    // The customer tries again with the same key: charged exactly once.
+    state.provider = ProviderClient::new(&provider.url, Duration::from_secs(5)).unwrap();
+    let (status, answer) = pay(&state, Some("late-charge"), &body(900)).await;
+    assert!(status.is_success(), "{status} {answer}");
+    assert_eq!(answer["order_id"], id.to_string());
+    let payment = state.store.find_payment(id).await.unwrap().unwrap();
+    assert_eq!(
+        payment.transaction_id,
+        answer["transaction_id"].as_str().unwrap()
+    );
+    assert_eq!(count(&db, "payments", id).await, 1);
+    assert_eq!(count(&db, "outbox", id).await, 1);
+    let keys = [id.to_string(), format!("{id}.1")];
+    let mut succeeded = Vec::new();
+    for key in &keys {
+        let list: Value =
+            reqwest::get(format!("{}/v1/charges?idempotency_key={key}", provider.url))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        if list["data"][0]["status"] == "succeeded" {
+            succeeded.push(list["data"][0]["id"].clone());
+        }
+    }
+    assert_eq!(
+        succeeded,
+        vec![answer["transaction_id"].clone()],
+        "one succeeded charge across the order's attempts, the recorded one"
+    );
 }
 
 #[tokio::test]

@@ -43,6 +43,28 @@ pub struct OrderRow {
     pub status: String,
     pub failure_code: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The current attempt at charging it: 0, plus one per retry of a
+    /// failed order (see [`OrderRow::provider_key`]).
+    pub attempt: i32,
+}
+
+impl OrderRow {
+    /// The idempotency key of the current attempt at the provider: the
+    /// order id for the first attempt, `<id>.<attempt>` for a retry. A
+    /// retry needs a key of its own because the reconciler cancels the key
+    /// of an attempt it found unused, and a cancelled key never charges.
+    pub fn provider_key(&self) -> String {
+        provider_key(self.id, self.attempt)
+    }
+}
+
+/// [`OrderRow::provider_key`] of attempt `attempt` at order `id`.
+pub fn provider_key(id: Uuid, attempt: i32) -> String {
+    if attempt == 0 {
+        id.to_string()
+    } else {
+        format!("{id}.{attempt}")
+    }
 }
 
 /// An order the reconciler holds locked, with the trace context of the
@@ -109,8 +131,8 @@ const INSERT_ORDER_SQL: &str = "INSERT INTO orders (id, user_id, idempotency_key
      VALUES ($1, $2, $3, $4, $5, 'processing', $6) ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id";
 const INSERT_ITEMS_SQL: &str = "INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
      SELECT $1, * FROM UNNEST($2::bigint[], $3::int[], $4::bigint[])";
-const SELECT_ORDER_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at FROM orders WHERE id = $1";
-const SELECT_ORDER_BY_KEY_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at \
+const SELECT_ORDER_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at, attempt FROM orders WHERE id = $1";
+const SELECT_ORDER_BY_KEY_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at, attempt \
      FROM orders WHERE user_id = $1 AND idempotency_key = $2";
 // Only an order still processing ends unpaid: one the reconciler (or a
 // concurrent retry) completed stays completed.
@@ -124,15 +146,16 @@ const UNSETTLED_SQL: &str = "UPDATE orders SET failure_code = $2, updated_at = n
 // Settleable: an attempt ended unsettled, or nothing touched the order for
 // `$1` ms (its request died with its process). SKIP LOCKED: two payment
 // instances, or a retry settling the same order, never take the same row.
-const CLAIM_STUCK_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at, trace_context, \
+const CLAIM_STUCK_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at, attempt, trace_context, \
      (extract(epoch FROM now() - updated_at) * 1000)::bigint AS age_ms FROM orders \
      WHERE status = 'processing' AND (failure_code IS NOT NULL OR updated_at < now() - make_interval(secs => $1 / 1000.0)) \
      AND NOT (id = ANY($2)) ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED";
-const CLAIM_ONE_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at, trace_context, \
+const CLAIM_ONE_SQL: &str = "SELECT id, user_id, idempotency_key, amount, currency, status, failure_code, created_at, attempt, trace_context, \
      (extract(epoch FROM now() - updated_at) * 1000)::bigint AS age_ms FROM orders \
      WHERE id = $2 AND status = 'processing' AND (failure_code IS NOT NULL OR updated_at < now() - make_interval(secs => $1 / 1000.0)) \
      FOR UPDATE SKIP LOCKED";
-const RETRY_SQL: &str = "UPDATE orders SET status = 'processing', failure_code = NULL, updated_at = now() WHERE id = $1 AND status = 'failed'";
+const RETRY_SQL: &str = "UPDATE orders SET status = 'processing', failure_code = NULL, attempt = attempt + 1, updated_at = now() \
+     WHERE id = $1 AND status = 'failed' RETURNING attempt";
 const INSERT_PAYMENT_SQL: &str = "INSERT INTO payments (id, order_id, provider, transaction_id, amount, currency, card_last4, status) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, 'succeeded')";
 const LOCK_ORDER_SQL: &str = "SELECT id FROM orders WHERE id = $1 FOR UPDATE";
@@ -374,13 +397,15 @@ impl Store {
     }
 
     /// Takes a failed order back to processing for a retry with the same
-    /// key; `false` when another request got there first.
-    pub async fn reopen_failed(&self, id: Uuid) -> Result<bool, sqlx::Error> {
-        let done = query_span(&self.db, "UPDATE", "orders", RETRY_SQL, || {
-            sqlx::query(RETRY_SQL).bind(id).execute(&self.pool)
+    /// key, as a new attempt: its number, or `None` when another request
+    /// got there first.
+    pub async fn reopen_failed(&self, id: Uuid) -> Result<Option<i32>, sqlx::Error> {
+        query_span(&self.db, "UPDATE", "orders", RETRY_SQL, || {
+            sqlx::query_scalar(RETRY_SQL)
+                .bind(id)
+                .fetch_optional(&self.pool)
         })
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
     }
 
     /// Completes the order, writes the payment and queues the event, all in

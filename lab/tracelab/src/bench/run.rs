@@ -82,6 +82,10 @@ pub struct RouteSample {
     pub cpu_us: u64,
     /// Spans the services ended (sampled ones) during the run.
     pub spans_ended: u64,
+    /// Latency of the 2xx answers during the run (closed loop on
+    /// `connections` connections), p50 and p99, µs.
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
 }
 
 /// The export counters of a lab's services, summed, read from their
@@ -284,6 +288,8 @@ async fn measure(opts: &BenchOptions, mode: Mode, round: u32, lab: &Lab) -> anyh
             rate: burst.rate(),
             cpu_us: after.0.saturating_sub(before.0),
             spans_ended: after.1.spans_ended.saturating_sub(before.1.spans_ended),
+            p50_us: (!burst.latency.is_empty()).then(|| burst.latency.quantile(0.5)),
+            p99_us: (!burst.latency.is_empty()).then(|| burst.latency.quantile(0.99)),
         });
     }
     let (mut p50, mut p99) = (None, None);

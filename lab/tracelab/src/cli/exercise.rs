@@ -245,6 +245,17 @@ fn print_status(status: Option<&ExerciseStatus>, lang: Lang) {
         human_secs(s.elapsed_secs.round() as u64),
         s.seed.map(|s| format!(" (seed {s})")).unwrap_or_default()
     );
+    match s.faults_expire_at {
+        Some(at) if at > chrono::Utc::now() => println!(
+            "its faults expire at {} (in {}); then the symptom goes",
+            at.with_timezone(&chrono::Local).format("%H:%M:%S"),
+            human_secs((at - chrono::Utc::now()).num_seconds().max(0) as u64)
+        ),
+        Some(_) => println!(
+            "its faults have expired: the symptom is gone (answer, or `tracelab exercise reveal`)"
+        ),
+        None => {}
+    }
     println!("\nsymptom: {}", s.symptom.get(lang).trim());
     if s.hints.is_empty() {
         println!("\nno hints used (`tracelab exercise hint`)");

@@ -112,8 +112,15 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
             println!("{}: {}", started.id, started.title.get(lang));
             for set in &started.set {
                 let params = params_text(&set.fault.spec);
+                let until = match set.fault.expires_at {
+                    Some(at) => format!(
+                        ", until {}",
+                        at.with_timezone(&chrono::Local).format("%H:%M:%S")
+                    ),
+                    None => ", until stopped (never expires)".into(),
+                };
                 println!(
-                    "  set {} {}{}{params}",
+                    "  set {} {}{}{params}{until}",
                     set.fault.spec.point,
                     set.fault.spec.kind.name(),
                     if params.is_empty() { "" } else { " " },

@@ -12,8 +12,21 @@
 //! ones, each with the time from start to the correct answer. The running
 //! exercise names its scenario by a digest only, so the file does not give
 //! the answer away.
+//!
+//! An exercise's faults expire too, after [`FAULT_LIFETIME`] (those the
+//! scenario file times itself keep their own `for`): long enough to find a
+//! cause, short enough that an exercise someone walked away from does not
+//! leave the lab broken. They are not renewed behind the learner's back:
+//! the lab cannot see someone reading traces, so any "activity" it could
+//! renew on would be a guess; the status says when the cause goes, and an
+//! exercise whose faults expired can still be answered or revealed.
 
 pub mod play;
+
+/// How long an exercise's faults stay set (unless the scenario file gives
+/// a fault a `for` of its own).
+pub const FAULT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
 pub mod state;
 
 pub use play::{Begin, Exercises, Graded, Revealed, pick};

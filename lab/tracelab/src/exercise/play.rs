@@ -219,7 +219,7 @@ impl Exercises {
         for service in client.services() {
             client.set_visible(service, false).await?;
         }
-        scenario.start(client, false).await?;
+        let set = scenario.start(client, false, super::FAULT_LIFETIME).await?;
         let number = self.history()?.iter().map(|h| h.number).max().unwrap_or(0) + 1;
         let state = ExerciseState {
             number,
@@ -227,6 +227,7 @@ impl Exercises {
             catalog_dir: std::path::absolute(&catalog.dir).unwrap_or_else(|_| catalog.dir.clone()),
             seed,
             started_at: Utc::now(),
+            faults_expire_at: set.iter().filter_map(|f| f.expires_at).min(),
             hints_unlocked: 0,
             attempts: Vec::new(),
             services: client

@@ -52,6 +52,10 @@ pub struct ExerciseState {
     pub seed: Option<u64>,
     /// When the faults were set.
     pub started_at: DateTime<Utc>,
+    /// When the first of them expires (`None`: the scenario keeps them
+    /// all until cleared, `for: never`); see [`super::FAULT_LIFETIME`].
+    #[serde(default)]
+    pub faults_expire_at: Option<DateTime<Utc>>,
     /// Hints shown so far (0..=3).
     pub hints_unlocked: usize,
     /// Answers given so far.

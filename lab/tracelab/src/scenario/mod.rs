@@ -27,10 +27,13 @@
 //!
 //! Faults are read with `tracelab-contract` (`FaultSpec`), so a wrong field
 //! is named with the file and the fault's position; each fault's point must
-//! exist and its kind must act there. A scenario's fault without `for`
-//! stays until the scenario is stopped (`for: never`), where a fault set by
-//! hand expires after 15 minutes: `scenario stop` and the end of an
-//! exercise clear them, and an exercise must not lose its cause halfway.
+//! exist and its kind must act there. A scenario's faults expire, like a
+//! fault set by hand: one without `for` lasts 15 minutes when the scenario
+//! is started openly and an exercise's bound in an exercise
+//! ([`crate::exercise::FAULT_LIFETIME`]), so a forgotten scenario heals
+//! itself; `for: never` in a file keeps a fault until `scenario stop` or
+//! the end of the exercise clears it, and is for a fault meant to outlive
+//! any timer.
 //!
 //! The parts: [`text`] (bilingual texts), [`model`] (a scenario file and its
 //! rules), [`answer`] (answer keys and grading), [`catalog`] (a directory of

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,23 @@ pub struct ScenarioFault {
     pub service: &'static str,
     /// The spec sent to its admin API.
     pub spec: FaultSpec,
+    /// Whether the file gave the fault a `for` of its own. Without one,
+    /// the fault lasts as long as whoever starts the scenario says
+    /// ([`Scenario::start`]): 15 minutes when started openly, an
+    /// exercise's lifetime in an exercise; it always expires.
+    pub own_lifetime: bool,
+}
+
+impl ScenarioFault {
+    /// The spec as set when the scenario's faults last `lifetime` unless
+    /// the file says otherwise.
+    pub fn spec_for(&self, lifetime: Duration) -> FaultSpec {
+        let mut spec = self.spec.clone();
+        if !self.own_lifetime {
+            spec.duration = Some(lifetime);
+        }
+        spec
+    }
 }
 
 /// The file's shape, before the faults are checked.
@@ -140,10 +158,14 @@ impl Scenario {
         let raw: RawScenario = serde_yaml::from_str(text)?;
         let mut faults = Vec::new();
         for (i, value) in raw.faults.into_iter().enumerate() {
-            let value = until_stopped_unless_timed(value);
+            let own_lifetime = value.get("for").is_some();
             let (service, spec) = spec_from_value(value).with_context(|| format!("faults[{i}]"))?;
             check_point_and_kind(&spec).with_context(|| format!("faults[{i}]"))?;
-            faults.push(ScenarioFault { service, spec });
+            faults.push(ScenarioFault {
+                service,
+                spec,
+                own_lifetime,
+            });
         }
         let signature = parse_checks(raw.signature).context("signature")?;
         let invariants = parse_checks(raw.invariants).context("invariants")?;
@@ -293,19 +315,27 @@ impl Scenario {
     /// Sets the faults (and the `fault.injected` span events' visibility on
     /// the services involved). On failure, clears what was set.
     ///
+    /// A fault without its own `for` in the file expires after `lifetime`
+    /// ([`tracelab_contract::fault::limits::DEFAULT_FAULT_LIFETIME`] for a
+    /// scenario started openly, as for a fault set by hand; an exercise
+    /// passes its own bound), so a scenario someone forgot does not leave
+    /// the lab broken: only a file's explicit `for: never` keeps a fault
+    /// until it is cleared.
+    ///
     /// # Errors
     /// When a service refuses a fault or is unreachable.
     pub async fn start(
         &self,
         client: &FaultClient,
         visible: bool,
+        lifetime: Duration,
     ) -> anyhow::Result<Vec<ActiveFault>> {
         for service in self.services() {
             client.set_visible(service, visible).await?;
         }
         let mut set = Vec::new();
         for f in &self.faults {
-            match client.set(f.service, &f.spec).await {
+            match client.set(f.service, &f.spec_for(lifetime)).await {
                 Ok(active) => set.push(active),
                 Err(e) => {
                     let _ = self.stop(client).await;
@@ -331,21 +361,6 @@ impl Scenario {
     }
 }
 
-/// A scenario's fault without `for` stays until the scenario stops
-/// (`for: never`), unlike a fault set by hand, which expires after 15
-/// minutes. A scenario has its own end: `scenario stop`, and an exercise
-/// once solved or revealed, clear every fault it set. Expiring under a
-/// learner in the middle of an exercise would take the symptom away and
-/// leave traces that no longer show the cause. A file may still give a
-/// fault a `for` of its own.
-fn until_stopped_unless_timed(mut value: Value) -> Value {
-    if let Value::Object(map) = &mut value {
-        map.entry("for")
-            .or_insert_with(|| Value::from(tracelab_contract::fault::duration::NEVER));
-    }
-    value
-}
-
 fn check_text(field: &str, text: &Text) -> anyhow::Result<()> {
     if text.en.trim().is_empty() || text.ja.trim().is_empty() {
         bail!("{field}: needs both en and ja");
@@ -359,6 +374,7 @@ fn check_text(field: &str, text: &Text) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracelab_contract::fault::limits::DEFAULT_FAULT_LIFETIME;
 
     const MINIMAL: &str = r#"
 id: demo
@@ -392,13 +408,28 @@ signature:
     }
 
     #[test]
-    fn scenario_faults_stay_until_stopped_unless_timed() {
+    fn scenario_faults_expire_unless_the_file_says_never() {
+        let hour = Duration::from_secs(3600);
         let s = parse(MINIMAL).unwrap();
-        assert_eq!(s.faults[0].spec.duration, None, "for: never");
+        assert!(!s.faults[0].own_lifetime);
+        assert_eq!(
+            s.faults[0].spec.duration,
+            Some(DEFAULT_FAULT_LIFETIME),
+            "without `for`: the default lifetime"
+        );
+        assert_eq!(s.faults[0].spec_for(hour).duration, Some(hour));
         let timed = parse(&MINIMAL.replace("ms: 800}", "ms: 800, for: 10m}")).unwrap();
         assert_eq!(
-            timed.faults[0].spec.duration,
-            Some(std::time::Duration::from_secs(600))
+            timed.faults[0].spec_for(hour).duration,
+            Some(Duration::from_secs(600)),
+            "the file's own `for` wins"
+        );
+        let never = parse(&MINIMAL.replace("ms: 800}", "ms: 800, for: never}")).unwrap();
+        assert!(never.faults[0].own_lifetime);
+        assert_eq!(
+            never.faults[0].spec_for(hour).duration,
+            None,
+            "for: never, on purpose"
         );
     }
 

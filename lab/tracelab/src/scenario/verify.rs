@@ -15,6 +15,7 @@ use super::traffic::{Driver, RequestRecord, summarize};
 use crate::fault::FaultClient;
 use crate::supervisor::{Lab, LabOptions};
 use tracelab_client::TempoClient;
+use tracelab_contract::fault::limits::DEFAULT_FAULT_LIFETIME;
 use tracelab_contract::messaging::dlq_name;
 
 /// Where a lab is and how to reach its state.
@@ -165,7 +166,9 @@ pub async fn run_phase(
     };
     let start_ns = unix_ns(SystemTime::now());
     if active {
-        scenario.start(&target.faults, false).await?;
+        scenario
+            .start(&target.faults, false, DEFAULT_FAULT_LIFETIME)
+            .await?;
     }
     let result = async {
         let driver = Driver::new(&target.gateway)?;

@@ -119,7 +119,7 @@ catalogue! {
     PaymentTelemetry = "payment.telemetry", Payment,
         "payment's own tracing", TELEMETRY_KINDS;
     ProviderCharge = "provider.charge", PaymentProvider,
-        "POST /v1/charges and its lookup GET /v1/charges?idempotency_key=", &["rate_limit", "outage"];
+        "POST /v1/charges, its lookup GET /v1/charges?idempotency_key= and POST /v1/charges/cancel", &["rate_limit", "outage"];
     ProviderTelemetry = "provider.telemetry", PaymentProvider,
         "payment-provider's own tracing", TELEMETRY_KINDS;
     NotificationConsume = "notification.consume", Notification,

@@ -29,6 +29,10 @@ pub struct ExerciseStatus {
     pub started_at: DateTime<Utc>,
     /// Seconds since then.
     pub elapsed_secs: f64,
+    /// When the first of its faults expires and the symptom starts to go
+    /// (`None`: they stay until the exercise ends).
+    #[serde(default)]
+    pub faults_expire_at: Option<DateTime<Utc>>,
     /// What the learner sees at the gateway.
     pub symptom: Text,
     /// What happened, as the on-call engineer hears it.
@@ -209,6 +213,7 @@ async fn status_of(state: &ConsoleState, ex: &ExerciseState) -> Result<ExerciseS
         seed: ex.seed,
         started_at: ex.started_at,
         elapsed_secs: (Utc::now() - ex.started_at).num_milliseconds().max(0) as f64 / 1000.0,
+        faults_expire_at: ex.faults_expire_at,
         symptom: scenario.symptom.clone(),
         story: scenario.story.clone(),
         hints: scenario.hints[..ex.hints_unlocked.min(scenario.hints.len())].to_vec(),

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tracelab_contract::fault::limits::DEFAULT_FAULT_LIFETIME;
 use tracelab_contract::fault::{ActiveFault, FaultSpec};
 
 use super::faults::SetFault;
@@ -215,7 +216,11 @@ pub(crate) async fn start(
     let _guard = state.inner.exercise_lock.lock().await;
     refuse_during_exercise(&state)?;
     let set: Vec<ActiveFault> = s
-        .start(&state.inner.faults, body.show_in_traces)
+        .start(
+            &state.inner.faults,
+            body.show_in_traces,
+            DEFAULT_FAULT_LIFETIME,
+        )
         .await
         .map_err(|e| upstream("lab_unreachable", None, &e))?;
     Ok(Json(Started {
