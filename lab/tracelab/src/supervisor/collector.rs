@@ -144,8 +144,8 @@ mod tests {
             );
         }
         assert_eq!(
-            spec.env,
-            [("TRACELAB_ADMIN_TOKEN".to_string(), opts.admin_token.clone())]
+            spec.env[0],
+            ("TRACELAB_ADMIN_TOKEN".to_string(), opts.admin_token.clone())
         );
         assert!(!spec.args.contains(&opts.admin_token));
         let without = collector_spec(PathBuf::from("/bin/tracelab"), &LabOptions::for_tests());

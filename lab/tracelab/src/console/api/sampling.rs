@@ -110,6 +110,14 @@ const COMPOSE_NOTE: &str = "In compose, tail sampling is done by the OpenTelemet
 const EXTERNAL_NOTE: &str = "This lab exports its spans to an external collector \
     (--otlp-endpoint): its tail policy is that collector's, out of the console's reach.";
 
+/// How the collector's answer reads when it runs without a tail policy.
+const NO_TAIL_ANSWER: &str = "answered 409";
+
+const NO_TAIL_NOTE: &str = "This lab's collector was started without a sampling file: it keeps \
+    every trace it receives and has no tail policy to switch. Start the lab with one \
+    (`tracelab up --sampling-file sampling.yaml`, or from the repository's directory, where \
+    `tracelab up` finds sampling.yaml) to switch tail sampling here.";
+
 fn targets(state: &ConsoleState) -> &SamplingTargets {
     &state.inner.sampling
 }
@@ -166,6 +174,15 @@ async fn view(state: &ConsoleState, policies: &[Policy]) -> SamplingView {
                 ))),
                 report: Some(report),
                 note: None,
+            },
+            // A collector started without a sampling file keeps every
+            // span: there is no tail policy to show or replace. (Its
+            // `GET /api/tracelab/sampling` answers 409 then, and only then.)
+            Err(e) if format!("{e:#}").contains(NO_TAIL_ANSWER) => TailView {
+                live: false,
+                policy: None,
+                report: None,
+                note: Some(NO_TAIL_NOTE.to_string()),
             },
             Err(e) => TailView {
                 live: true,
