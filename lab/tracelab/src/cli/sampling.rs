@@ -149,8 +149,9 @@ fn describe(v: &SamplingView) -> String {
                     "  {:<16} {:<14} {:>6} {:>9}\n",
                     p["name"].as_str().unwrap_or("?"),
                     p["type"].as_str().unwrap_or("?"),
-                    p["kept"],
-                    p["not_kept"],
+                    // Value's Display ignores the width: format the numbers first.
+                    p["kept"].to_string(),
+                    p["not_kept"].to_string(),
                 ));
             }
         }

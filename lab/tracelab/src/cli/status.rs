@@ -110,7 +110,7 @@ fn render(console: &str, view: &LabView) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<17} {:<8} {:>8} {:>9} {:>7} {:>13} {:>12} {:>7}  process",
+        "{:<17} {:<8} {:>8} {:>9} {:>7} {:>13} {:>13} {:>7}  process",
         "service",
         "health",
         "ended",
@@ -134,7 +134,7 @@ fn render(console: &str, view: &LabView) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<17} {:<8} {:>8} {:>9} {:>7} {:>13} {:>12} {:>7}  {}",
+            "{:<17} {:<8} {:>8} {:>9} {:>7} {:>13} {:>13} {:>7}  {}",
             s.name,
             health,
             n(|c| c.spans_ended),
@@ -195,19 +195,37 @@ mod tests {
             &view(json!({"status": "ok", "telemetry": {
                 "spans_ended": 100, "spans_exported": 60, "spans_failed": 5,
                 "spans_dropped_by_fault": 0, "spans_dropped_queue_full": 30,
-                "spans_queued": 5, "queue_capacity": 2048}})),
+                "spans_queued": 7, "queue_capacity": 2048}})),
         );
         let row = text.lines().find(|l| l.starts_with("payment")).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             &cells[..8],
-            ["payment", "ok", "100", "60", "5", "30", "0", "5"]
+            ["payment", "ok", "100", "60", "5", "30", "0", "7"]
         );
         assert!(row.contains("running (pid 42), 2 restart(s), last: killed by signal 9"));
         assert!(
             text.contains("35 span(s) never reached the collector"),
             "{text}"
         );
+        // The counters are right-aligned under their headers.
+        let header = text.lines().find(|l| l.starts_with("service")).unwrap();
+        for (name, value) in [
+            ("ended", "100"),
+            ("dropped:queue", "30"),
+            ("dropped:fault", "0"),
+            ("queued", "7"),
+        ] {
+            let end = |line: &str, word: &str| {
+                let at = line.find(&format!(" {word} ")).expect(word) + 1;
+                at + word.len()
+            };
+            assert_eq!(
+                end(header, name),
+                end(row, value),
+                "{name} column:\n{header}\n{row}"
+            );
+        }
     }
 
     #[test]
