@@ -11,93 +11,30 @@
 //! Without one of them the test fails and says which: it never skips
 //! silently.
 
-use std::path::{Path, PathBuf};
+#[path = "support/browser.rs"]
+mod browser;
+
 use std::process::Stdio;
 use std::time::Duration;
 
-use tracelab::console::{ConsoleConfig, ConsoleState, RunningConsole};
-use tracelab::scenario::Catalog;
-use tracelab::supervisor::{Lab, LabOptions, SERVICES, default_bin_dir};
+use browser::{BrowserTools, browser_dir, start_console, start_lab};
+use tracelab::supervisor::LabOptions;
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Firefox, node and the npm packages, or a failure naming what is missing
-/// and how to install it.
-fn check_tools() -> (PathBuf, PathBuf) {
-    let firefox = std::env::var_os("TRACELAB_FIREFOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/firefox-esr"));
-    let node = which("node");
-    let mut missing = Vec::new();
-    if !firefox.is_file() {
-        missing.push(format!(
-            "Firefox at {} (apt-get install -y firefox-esr, or set TRACELAB_FIREFOX)",
-            firefox.display()
-        ));
-    }
-    if node.is_none() {
-        missing.push("node on PATH (apt-get install -y nodejs npm)".to_string());
-    }
-    let puppeteer = browser_dir().join("node_modules/puppeteer-core/package.json");
-    if !puppeteer.is_file() {
-        missing.push(format!(
-            "puppeteer-core in {} (run `npm ci` there)",
-            browser_dir().join("node_modules").display()
-        ));
-    }
-    assert!(
-        missing.is_empty(),
-        "the console's Firefox test needs:\n  - {}\n(.ci/run installs all of them)",
-        missing.join("\n  - ")
-    );
-    (firefox, node.expect("checked above"))
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-async fn start_lab() -> (Lab, LabOptions) {
-    let dir = default_bin_dir();
-    let missing: Vec<&str> = SERVICES
-        .iter()
-        .copied()
-        .filter(|s| !dir.join(s).is_file())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "service binaries missing in {}: {} (run `cargo build --workspace --bins`)",
-        dir.display(),
-        missing.join(", ")
-    );
-    let opts = LabOptions::for_tests();
-    let lab = Lab::start(opts.clone())
-        .await
-        .expect("the lab starts (Postgres and RabbitMQ must be running)");
-    (lab, opts)
-}
+const FIREFOX: BrowserTools<'static> = BrowserTools {
+    name: "Firefox",
+    env: "TRACELAB_FIREFOX",
+    default_path: "/usr/bin/firefox-esr",
+    install: "apt-get install -y firefox-esr",
+    npm_package: "puppeteer-core",
+    needed_by: "the console's Firefox test",
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_firefox() {
-    let (firefox, node) = check_tools();
-    let (lab, opts) = start_lab().await;
-    let state_dir = std::env::temp_dir().join(format!(
-        "tracelab-console-firefox-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let catalog = Catalog::load(&Catalog::default_dir()).expect("the scenario catalog loads");
-    let config = ConsoleConfig::for_lab(&lab, &opts, catalog, state_dir.clone());
-    let state = ConsoleState::new(config).expect("console state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port for the console");
-    let console = RunningConsole::start(listener, state).expect("the console serves");
+    let (firefox, node) = FIREFOX.require();
+    let opts = LabOptions::for_tests();
+    let lab = start_lab(&opts).await;
+    let (console, state_dir) = start_console(&lab, &opts, "console-firefox").await;
     let url = console.url().to_string();
 
     let run = tokio::process::Command::new(&node)
