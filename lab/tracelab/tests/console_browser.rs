@@ -26,7 +26,7 @@ const CHROMIUM: BrowserTools<'static> = BrowserTools {
     default_path: "/usr/bin/chromium",
     install: "apt-get install -y chromium chromium-driver",
     npm_package: "playwright-core",
-    needed_by: "the console's browser tests",
+    needed_by: "the console's browser tests need",
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,7 @@ const FIREFOX: BrowserTools<'static> = BrowserTools {
     default_path: "/usr/bin/firefox-esr",
     install: "apt-get install -y firefox-esr",
     npm_package: "puppeteer-core",
-    needed_by: "the console's Firefox test",
+    needed_by: "the console's Firefox test needs",
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

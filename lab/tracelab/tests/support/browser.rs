@@ -25,7 +25,7 @@ pub(crate) struct BrowserTools<'a> {
     pub(crate) install: &'a str,
     /// The npm package that drives it (`playwright-core`).
     pub(crate) npm_package: &'a str,
-    /// What needs them, in the failure message.
+    /// What needs them, with its verb, opening the failure message.
     pub(crate) needed_by: &'a str,
 }
 
@@ -63,7 +63,7 @@ impl BrowserTools<'_> {
         }
         assert!(
             missing.is_empty(),
-            "{} need:\n  - {}\n(.ci/run installs all of them)",
+            "{}:\n  - {}\n(.ci/run installs all of them)",
             self.needed_by,
             missing.join("\n  - ")
         );
