@@ -185,7 +185,7 @@ async fn set_visible(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use axum::body::Body;
     use http::{Method, Request, StatusCode};
     use tower::ServiceExt;
@@ -202,7 +202,9 @@ mod tests {
         (admin_router(registry.clone(), TOKEN.to_string()), registry)
     }
 
-    async fn call(
+    /// One request to `app`, with the token and JSON body given; the
+    /// status and the JSON answer (`Null` when empty).
+    pub(crate) async fn call(
         app: &Router,
         method: Method,
         uri: &str,

@@ -86,9 +86,7 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>(control: Option<HeadContr
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
-    use http::{Method, Request, header};
-    use tower::ServiceExt;
+    use http::Method;
     use tracelab_contract::service::ServiceName;
 
     use super::*;
@@ -104,32 +102,14 @@ mod tests {
         .unwrap()
     }
 
+    /// The admin tests' request helper, on `/admin/sampling`.
     async fn call(
         app: &Router,
         method: Method,
         token: Option<&str>,
         body: Option<&str>,
     ) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri("/admin/sampling");
-        if let Some(token) = token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = match body {
-            Some(body) => request
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string())),
-            None => request.body(Body::empty()),
-        }
-        .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        crate::admin::tests::call(app, method, "/admin/sampling", token, body).await
     }
 
     fn app(head: Option<HeadControl>) -> Router {
