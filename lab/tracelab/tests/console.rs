@@ -166,7 +166,26 @@ async fn lab_tempo_actions_faults_and_load() {
         assert_eq!(s["process"]["pid"], json!(c.lab.pid(name)), "{s}");
         assert_eq!(s["process"]["running"], true, "{s}");
         assert_eq!(s["process"]["restarts"], 0, "{s}");
+        let pid = c.lab.pid(name).unwrap();
+        let kib = s["process"]["memory_kib"].as_u64().expect("memory_kib");
+        assert!(kib > 1000, "{name}: {kib} KiB");
+        // The figure is the process's own, not the console's: it is within
+        // a factor of two of what /proc says a moment later.
+        let now = tracelab::supervisor::resident_kib(pid).unwrap();
+        assert!(kib / 2 <= now && now <= kib * 2, "{name}: {kib} then {now} KiB");
     }
+    let memory = &lab["memory"];
+    let collector = memory["collector_kib"].as_u64().expect("collector_kib");
+    let summed: u64 = services
+        .iter()
+        .map(|s| s["process"]["memory_kib"].as_u64().unwrap())
+        .sum();
+    assert_eq!(memory["services_kib"], summed, "{memory}");
+    assert_eq!(
+        memory["total_kib"].as_u64(),
+        Some(summed + collector + memory["console_kib"].as_u64().unwrap()),
+        "{memory}"
+    );
 
     // One-shot actions answer with the trace and the page's link to it.
     let (status, action) = c.post("/api/actions/checkout", json!({})).await;

@@ -1,8 +1,9 @@
 //! `tracelab status`: the lab's services as its console sees them, the
 //! command-line twin of the page's Lab view. For each service: its process
-//! (natively: running, restarts, how it last ended), its health, and the
-//! span export counters of its `/health`, so lost spans are seen from a
-//! terminal too.
+//! (natively: running, restarts, how it last ended, resident memory), its
+//! health, and the span export counters of its `/health`, so lost spans are
+//! seen from a terminal too; natively, a last line sums the lab's resident
+//! memory (services, collector, `tracelab up`).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -91,6 +92,11 @@ fn process_text(s: &ServiceView) -> String {
     out
 }
 
+/// KiB as MiB with one decimal: `14.2 MiB`.
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
 fn render(console: &str, view: &LabView) -> String {
     let mut out = String::new();
     let mode = serde_json::to_value(view.mode)
@@ -110,7 +116,7 @@ fn render(console: &str, view: &LabView) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<17} {:<8} {:>8} {:>9} {:>7} {:>13} {:>13} {:>7}  process",
+        "{:<17} {:<8} {:>8} {:>9} {:>7} {:>13} {:>13} {:>7} {:>10}  process",
         "service",
         "health",
         "ended",
@@ -118,7 +124,8 @@ fn render(console: &str, view: &LabView) -> String {
         "failed",
         "dropped:queue",
         "dropped:fault",
-        "queued"
+        "queued",
+        "memory"
     );
     for s in &view.services {
         let health = match (s.health_status, healthy(s)) {
@@ -134,7 +141,7 @@ fn render(console: &str, view: &LabView) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<17} {:<8} {:>8} {:>9} {:>7} {:>13} {:>13} {:>7}  {}",
+            "{:<17} {:<8} {:>8} {:>9} {:>7} {:>13} {:>13} {:>7} {:>10}  {}",
             s.name,
             health,
             n(|c| c.spans_ended),
@@ -143,6 +150,10 @@ fn render(console: &str, view: &LabView) -> String {
             n(|c| c.spans_dropped_queue_full),
             n(|c| c.spans_dropped_by_fault),
             n(|c| c.spans_queued),
+            s.process
+                .as_ref()
+                .and_then(|p| p.memory_kib)
+                .map_or_else(|| "-".to_string(), mib),
             process_text(s)
         );
         if let Some(error) = &s.error {
@@ -155,6 +166,16 @@ fn render(console: &str, view: &LabView) -> String {
         .filter_map(Counters::of)
         .map(|c| c.spans_dropped_queue_full + c.spans_failed)
         .sum();
+    if let Some(m) = &view.memory {
+        let _ = writeln!(
+            out,
+            "memory (resident): {} in all: services {}, collector {}, tracelab up {}",
+            mib(m.total_kib),
+            mib(m.services_kib),
+            m.collector_kib.map_or_else(|| "-".to_string(), mib),
+            mib(m.console_kib)
+        );
+    }
     if lost > 0 {
         let _ = writeln!(
             out,
@@ -182,8 +203,11 @@ mod tests {
                 "health": health,
                 "error": null,
                 "process": {"name": "payment", "pid": 42, "state": "running",
-                            "running": true, "exit": "killed by signal 9", "restarts": 2}
-            }]
+                            "running": true, "exit": "killed by signal 9", "restarts": 2,
+                            "memory_kib": 14540}
+            }],
+            "memory": {"total_kib": 102400, "services_kib": 61440,
+                       "collector_kib": 20480, "console_kib": 20480}
         }))
         .unwrap()
     }
@@ -204,6 +228,13 @@ mod tests {
             ["payment", "ok", "100", "60", "5", "30", "0", "7"]
         );
         assert!(row.contains("running (pid 42), 2 restart(s), last: killed by signal 9"));
+        assert_eq!(&cells[8..10], ["14.2", "MiB"], "{row}");
+        assert!(
+            text.contains(
+                "memory (resident): 100.0 MiB in all: services 60.0 MiB, collector 20.0 MiB, tracelab up 20.0 MiB"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("35 span(s) never reached the collector"),
             "{text}"
@@ -215,6 +246,7 @@ mod tests {
             ("dropped:queue", "30"),
             ("dropped:fault", "0"),
             ("queued", "7"),
+            ("memory", "MiB"),
         ] {
             let end = |line: &str, word: &str| {
                 let at = line.find(&format!(" {word} ")).expect(word) + 1;
@@ -230,9 +262,13 @@ mod tests {
 
     #[test]
     fn a_service_without_counters_shows_dashes_and_no_loss_line() {
-        let text = render("c", &view(json!({"status": "ok"})));
+        let mut v = view(json!({"status": "ok"}));
+        v.services[0].process.as_mut().unwrap().memory_kib = None;
+        v.memory = None;
+        let text = render("c", &v);
         let row = text.lines().find(|l| l.starts_with("payment")).unwrap();
-        assert_eq!(row.split_whitespace().filter(|c| *c == "-").count(), 6);
+        assert_eq!(row.split_whitespace().filter(|c| *c == "-").count(), 7);
+        assert!(!text.contains("memory (resident)"), "{text}");
         assert!(!text.contains("never reached"));
     }
 }

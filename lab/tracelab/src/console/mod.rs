@@ -78,6 +78,9 @@ pub struct ProcessStatus {
     pub exit: Option<String>,
     /// How often the supervisor restarted it.
     pub restarts: u32,
+    /// Resident memory of its process in KiB, while one runs.
+    #[serde(default)]
+    pub memory_kib: Option<u64>,
 }
 
 impl ProcessStatus {
@@ -90,6 +93,7 @@ impl ProcessStatus {
             running: matches!(child.state, ChildState::Starting | ChildState::Running),
             exit: child.last_exit.as_ref().map(|e| e.reason.clone()),
             restarts: child.restarts,
+            memory_kib: child.memory_kib,
         }
     }
 }

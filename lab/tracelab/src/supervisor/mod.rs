@@ -68,4 +68,4 @@ pub use options::{
 };
 pub use record::{LabRecord, ensure_token_file, state_dir};
 pub use restart::RestartPolicy;
-pub use status::{ChildState, ChildStatus, ExitInfo, LabEvent, LabStatus};
+pub use status::{ChildState, ChildStatus, ExitInfo, LabEvent, LabStatus, resident_kib};

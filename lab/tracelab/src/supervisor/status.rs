@@ -45,6 +45,10 @@ pub struct ChildStatus {
     pub started_at: Option<DateTime<Utc>>,
     /// In `restarting`: how long until the next start, in milliseconds.
     pub restart_in_ms: Option<u64>,
+    /// Resident memory of the current process in KiB (Linux's `VmRSS`: what
+    /// `ps` and `top` call RSS), while one runs and `/proc` can tell.
+    #[serde(default)]
+    pub memory_kib: Option<u64>,
 }
 
 /// What a child is doing.
@@ -158,8 +162,24 @@ impl Record {
                 }
                 _ => None,
             },
+            memory_kib: self.pid.and_then(resident_kib),
         }
     }
+}
+
+/// Resident memory of process `pid` in KiB, from the `VmRSS` line of
+/// `/proc/PID/status`; `None` where there is no such process or no `/proc`.
+pub fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_rss(&status)
+}
+
+/// The KiB of a `/proc/PID/status` text's `VmRSS:   1234 kB` line.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut words = line["VmRSS:".len()..].split_whitespace();
+    let kib = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then_some(kib)
 }
 
 /// Whole milliseconds, saturating.
@@ -170,6 +190,18 @@ pub(super) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_memory_is_read_from_the_vm_rss_line() {
+        let status = "Name:\tauth\nVmPeak:\t  99 kB\nVmRSS:\t   12345 kB\nThreads:\t4\n";
+        assert_eq!(parse_vm_rss(status), Some(12345));
+        assert_eq!(parse_vm_rss("Name:\tkthreadd\nThreads:\t1\n"), None);
+        assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None, "only kB is understood");
+        // This test's own process holds at least its binary's pages.
+        let own = resident_kib(std::process::id()).expect("/proc/self/status has VmRSS");
+        assert!(own > 1000, "{own} KiB");
+        assert_eq!(resident_kib(u32::MAX), None);
+    }
 
     #[test]
     fn status_serialises_for_the_console() {

@@ -246,6 +246,10 @@ const CASES = {
     const lab = await api('GET', '/api/lab');
     await until('a health row per service', async () => (await page.locator('.health-table tbody tr').count()) === lab.services.length);
     assert.equal(await page.locator('.health-table td.ok').count(), lab.services.length, 'every service healthy');
+    // Natively every process's resident memory is shown, and their sum.
+    assert.ok(lab.memory && lab.memory.total_kib > lab.memory.services_kib && lab.memory.services_kib > 0, JSON.stringify(lab.memory));
+    assert.equal(await page.locator('.health-table td.memory', { hasText: /^\d+\.\d MiB$/ }).count(), lab.services.length, 'a memory figure per service');
+    assert.match(await page.locator('.memory-total').textContent(), /^Resident memory: \d+\.\d MiB in all \(services \d+\.\d MiB, collector \d+\.\d MiB, tracelab up \d+\.\d MiB\)\.$/);
     assert.deepEqual(errors, []);
     await page.context().close();
   },

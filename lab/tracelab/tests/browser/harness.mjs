@@ -1,6 +1,8 @@
 // Shared by the console's browser scripts: Debian's Chromium through
-// playwright-core, a page that records its console errors, and small
-// helpers to ask the console's API what the page should show.
+// playwright-core and a page that records its console errors (the Chromium
+// scripts), and small helpers to ask the console's API what the page should
+// show (the Firefox script, which drives Firefox with puppeteer-core, uses
+// these too).
 import { chromium } from 'playwright-core';
 
 export const CHROMIUM = process.env.TRACELAB_CHROMIUM || '/usr/bin/chromium';

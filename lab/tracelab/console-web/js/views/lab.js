@@ -101,7 +101,7 @@ async function drawHealth(box) {
   mount(box,
     h('p', { class: 'muted' }, t('lab.mode', { mode: lab.mode })),
     h('table', { class: 'health-table' },
-      h('thead', {}, h('tr', {}, ['lab.service', 'lab.status', 'lab.checks', 'lab.exported', 'lab.dropped', 'lab.process', 'lab.restarts'].map((k) => h('th', { scope: 'col' }, t(k))))),
+      h('thead', {}, h('tr', {}, ['lab.service', 'lab.status', 'lab.checks', 'lab.exported', 'lab.dropped', 'lab.process', 'lab.restarts', 'lab.memory'].map((k) => h('th', { scope: 'col' }, t(k))))),
       h('tbody', {}, (lab.services || []).map((s) => {
         const ok = s.health_status === 200;
         // The services' /health carries their exporter's counters (spans_exported,
@@ -127,9 +127,19 @@ async function drawHealth(box) {
           h('td', { class: 'process', dataset: { state: p?.state || '' } }, p
             ? [`${p.running ? '▶' : '■'} ${t(`state.${p.state}`)}${p.pid ? ` · ${p.pid}` : ''}`, p.exit ? h('div', { class: 'muted exit' }, t('lab.lastExit', { exit: p.exit })) : null]
             : '–'),
-          h('td', { class: `num restarts${p?.restarts ? ' error' : ''}` }, p ? String(p.restarts) : '–'));
-      }))));
+          h('td', { class: `num restarts${p?.restarts ? ' error' : ''}` }, p ? String(p.restarts) : '–'),
+          h('td', { class: 'num memory' }, p?.memory_kib != null ? mib(p.memory_kib) : '–'));
+      }))),
+    lab.memory ? h('p', { class: 'muted memory-total' }, t('lab.memoryTotal', {
+      total: mib(lab.memory.total_kib), services: mib(lab.memory.services_kib),
+      collector: lab.memory.collector_kib != null ? mib(lab.memory.collector_kib) : '–', up: mib(lab.memory.console_kib),
+    })) : null);
   if (focused) box.querySelector(`details[data-service="${CSS.escape(focused)}"] summary`)?.focus();
+}
+
+// KiB as MiB with one decimal, as `tracelab status` prints it.
+function mib(kib) {
+  return `${(kib / 1024).toFixed(1)} MiB`;
 }
 
 async function drawMap(box, note) {

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{ApiResult, Json};
 use crate::console::{ConsoleState, Mode, ProcessStatus};
+use crate::supervisor::{COLLECTOR, resident_kib};
 
 /// How long one `/health` may take before the service counts as not answering.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,6 +28,40 @@ pub struct LabView {
     pub services: Vec<ServiceView>,
     /// Whether an exercise runs (the fault list is hidden then).
     pub exercise_running: bool,
+    /// Natively: the resident memory of the lab's processes.
+    #[serde(default)]
+    pub memory: Option<LabMemory>,
+}
+
+/// Resident memory (RSS, in KiB) of a native lab's processes: what the lab
+/// costs the machine, and, at rest, the baseline that tracing adds to.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LabMemory {
+    /// All of them together.
+    pub total_kib: u64,
+    /// The services' processes (those running now).
+    pub services_kib: u64,
+    /// The embedded collector's process, while it runs.
+    pub collector_kib: Option<u64>,
+    /// The process serving this console: `tracelab up` (supervisor and
+    /// console).
+    pub console_kib: u64,
+}
+
+impl LabMemory {
+    fn of(services: &[ServiceView], collector: Option<u64>) -> Option<LabMemory> {
+        let console_kib = resident_kib(std::process::id())?;
+        let services_kib = services
+            .iter()
+            .filter_map(|s| s.process.as_ref()?.memory_kib)
+            .sum();
+        Some(LabMemory {
+            total_kib: services_kib + collector.unwrap_or(0) + console_kib,
+            services_kib,
+            collector_kib: collector,
+            console_kib,
+        })
+    }
 }
 
 /// One service in `GET /api/lab`.
@@ -66,12 +101,16 @@ pub(crate) async fn get_lab(State(state): State<ConsoleState>) -> ApiResult<LabV
         }
     });
     let services = futures::future::join_all(probes).await;
+    let memory = processes.as_ref().and_then(|ps| {
+        LabMemory::of(&services, ps.child(COLLECTOR).and_then(|c| c.memory_kib))
+    });
     Ok(Json(LabView {
         mode: config.mode,
         gateway: config.gateway.clone(),
         tempo: config.tempo.clone(),
         services,
         exercise_running: inner.exercises.current().ok().flatten().is_some(),
+        memory,
     }))
 }
 
