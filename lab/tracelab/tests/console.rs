@@ -172,7 +172,10 @@ async fn lab_tempo_actions_faults_and_load() {
         // The figure is the process's own, not the console's: it is within
         // a factor of two of what /proc says a moment later.
         let now = tracelab::supervisor::resident_kib(pid).unwrap();
-        assert!(kib / 2 <= now && now <= kib * 2, "{name}: {kib} then {now} KiB");
+        assert!(
+            kib / 2 <= now && now <= kib * 2,
+            "{name}: {kib} then {now} KiB"
+        );
     }
     let memory = &lab["memory"];
     let collector = memory["collector_kib"].as_u64().expect("collector_kib");

@@ -196,7 +196,11 @@ mod tests {
         let status = "Name:\tauth\nVmPeak:\t  99 kB\nVmRSS:\t   12345 kB\nThreads:\t4\n";
         assert_eq!(parse_vm_rss(status), Some(12345));
         assert_eq!(parse_vm_rss("Name:\tkthreadd\nThreads:\t1\n"), None);
-        assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None, "only kB is understood");
+        assert_eq!(
+            parse_vm_rss("VmRSS:\t12 MB\n"),
+            None,
+            "only kB is understood"
+        );
         // This test's own process holds at least its binary's pages.
         let own = resident_kib(std::process::id()).expect("/proc/self/status has VmRSS");
         assert!(own > 1000, "{own} KiB");

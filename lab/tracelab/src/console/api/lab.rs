@@ -101,9 +101,9 @@ pub(crate) async fn get_lab(State(state): State<ConsoleState>) -> ApiResult<LabV
         }
     });
     let services = futures::future::join_all(probes).await;
-    let memory = processes.as_ref().and_then(|ps| {
-        LabMemory::of(&services, ps.child(COLLECTOR).and_then(|c| c.memory_kib))
-    });
+    let memory = processes
+        .as_ref()
+        .and_then(|ps| LabMemory::of(&services, ps.child(COLLECTOR).and_then(|c| c.memory_kib)));
     Ok(Json(LabView {
         mode: config.mode,
         gateway: config.gateway.clone(),
