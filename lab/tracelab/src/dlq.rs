@@ -1,5 +1,6 @@
 //! The notification dead-letter queue: read it, and move messages back to
-//! work. `tracelab dlq` and the lab console call these.
+//! work. The lab console calls these (`GET /api/dlq`, `POST /api/dlq/replay`;
+//! `tracelab dlq` is its client).
 //!
 //! notification parks a message with headers saying whether it is poison
 //! (it will fail again as it is) or failed transiently (say, the database
@@ -20,7 +21,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use tracelab_contract::messaging::{
     DLQ_SUFFIX, FAILED_QUEUE_HEADER, FAILURE_KIND_HEADER, FAILURE_REASON_HEADER, FailureKind,
@@ -28,7 +29,7 @@ use tracelab_contract::messaging::{
 };
 
 /// One parked message, as `dlq list` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The AMQP `message_id` (the event id for the lab's events).
     pub message_id: Option<String>,
@@ -54,7 +55,7 @@ pub struct DeadLetter {
 
 /// The fields of a parked event a learner recognises it by, read leniently
 /// (a poison message may miss any of them, or carry the wrong type).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EventSummary {
     /// The event's `type` (`payment.completed`).
     #[serde(rename = "type")]
@@ -92,7 +93,7 @@ impl EventSummary {
 
 /// A look at a dead-letter queue: how many messages it holds, and the
 /// first of them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Parked {
     /// The DLQ's name.
     pub queue: String,
@@ -113,7 +114,7 @@ pub enum Selection {
 }
 
 /// What a replay did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replayed {
     /// Messages published back to work and removed from the DLQ.
     pub replayed: usize,

@@ -1156,6 +1156,30 @@ async fn dead_letter_queue_list_and_replay() {
         kept,
         json!({"replayed": 0, "kept_poison": 1, "kept_other": 0})
     );
+    // `tracelab dlq` is a client of these routes.
+    let (ok, text) = cli(&c, &["dlq", "list"]).await;
+    assert!(ok, "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("poison"), "{text}");
+    assert!(text.contains(&trace_id), "{text}");
+    assert!(text.contains("1 message(s)."), "{text}");
+    let (ok, text) = cli(&c, &["dlq", "replay", "--all"]).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.starts_with("replayed 0; left in the DLQ: 1 poison, 0 other"),
+        "{text}"
+    );
+    let (ok, text) = cli(&c, &["dlq", "replay", "--id", "no-such-message"]).await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("no message with id no-such-message"),
+        "{text}"
+    );
+    let (ok, text) = cli(&c, &["dlq", "list", "--limit", "0"]).await;
+    assert!(!ok && text.contains("--limit"), "{text}");
 
     // The cause fixed, the message replayed by id is processed.
     let (status, _) = c.call("DELETE", "/api/faults", None).await;

@@ -1,7 +1,8 @@
 //! The notification dead-letter queue: what is parked there and why, and
-//! replaying it (`tracelab dlq list|replay` does the same from a terminal;
-//! both are [`crate::dlq`]). The console knows the lab's RabbitMQ and
-//! queue from its [`VerifyBackends`](crate::console::VerifyBackends).
+//! replaying it ([`crate::dlq`]; `tracelab dlq list|replay` is a client of
+//! these routes). The console knows the lab's RabbitMQ and queue from its
+//! [`VerifyBackends`](crate::console::VerifyBackends), and runs one DLQ
+//! operation at a time.
 
 use std::collections::HashMap;
 
@@ -93,8 +94,6 @@ pub(crate) async fn list(
 pub(crate) async fn replay(State(state): State<ConsoleState>, body: Bytes) -> ApiResult<Replayed> {
     let selection = optional_body::<ReplayBody>(&body)?.selection()?;
     let target = target(&state)?;
-    // `tracelab dlq` in a terminal is not serialized with these: it runs
-    // in its own process, as rarely as a learner types it.
     let _one_at_a_time = state.inner.dlq_lock.lock().await;
     match dlq::replay(&target, &selection).await {
         Ok(done) => Ok(Json(done)),
