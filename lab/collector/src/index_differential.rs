@@ -174,7 +174,7 @@ fn fragments(spec: &StoreSpec) -> Vec<Vec<(TraceId, TraceData)>> {
                 for g in &data.groups {
                     for s in &g.scopes {
                         for span in &s.spans {
-                            again.push(&g.resource, &s.scope, span.clone());
+                            again.push(&g.resource, &s.scope, span.to_proto());
                         }
                     }
                 }

@@ -64,6 +64,7 @@ mod otlp_json;
 mod pipeline;
 mod sampling_api;
 mod search;
+mod span;
 mod store;
 mod tail;
 mod traceql;
@@ -192,6 +193,11 @@ pub struct Stats {
     /// HTTP their bodies, inflated bodies and decoded spans; over gRPC their
     /// decoded spans).
     pub bytes_in_flight: u64,
+    /// Bytes held by the process-wide string interner (span names,
+    /// attribute keys, short string values shared by every stored span):
+    /// outside `max_bytes`, bounded at 2 MiB, never freed, shared by every
+    /// collector of the process.
+    pub bytes_interned: u64,
     /// Traces evicted to respect `max_traces` / `max_spans` / `max_bytes`.
     pub traces_evicted: u64,
     /// Of `traces_evicted`, those evicted only because of `max_bytes`.
@@ -222,6 +228,7 @@ pub(crate) fn stats_of(p: &Pipeline) -> Stats {
         spans_stored: spans as u64,
         bytes_stored: p.store.bytes() as u64,
         bytes_in_flight: p.store.inflight_bytes() as u64,
+        bytes_interned: span::Interner::global().bytes() as u64,
         traces_evicted: c.traces_evicted.load(Ordering::Relaxed),
         traces_evicted_for_bytes: c.traces_evicted_for_bytes.load(Ordering::Relaxed),
         spans_rejected: c.spans_rejected.load(Ordering::Relaxed),

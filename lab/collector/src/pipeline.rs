@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::model::{ResourceInfo, ScopeInfo, TraceData, TraceId, span_bytes};
+use crate::model::{ResourceInfo, ScopeInfo, TraceData, TraceId, attrs_bytes};
+use crate::span::{Interner, StoredSpan};
 use crate::store::{Counters, Reservation, Store};
 use crate::tail::TailSampler;
 
@@ -36,6 +37,9 @@ impl Pipeline {
         let mut received = 0u64;
         let mut invalid = 0u64;
         let mut by_trace: HashMap<TraceId, TraceData> = HashMap::new();
+        // One lock for the whole request: receivers on other threads wait
+        // at most one request's conversion.
+        let mut interner = Interner::global();
         for rs in req.resource_spans {
             let resource = Arc::new(ResourceInfo::new(
                 rs.resource.unwrap_or_default(),
@@ -56,7 +60,7 @@ impl Pipeline {
                         invalid += 1;
                         continue;
                     };
-                    compact(&mut span);
+                    let span = StoredSpan::from_proto(span, &mut interner);
                     by_trace
                         .entry(trace_id)
                         .or_default()
@@ -64,6 +68,7 @@ impl Pipeline {
                 }
             }
         }
+        drop(interner);
         Counters::add(&self.counters.spans_received, received);
         // The decoded request is about to be counted by the store itself.
         drop(held);
@@ -122,24 +127,8 @@ impl Pipeline {
     }
 }
 
-/// Frees what a stored span does not need to keep: its trace id (the
-/// store's key; put back when the trace is served) and the spare capacity
-/// decoding left in its lists.
-fn compact(span: &mut opentelemetry_proto::tonic::trace::v1::Span) {
-    span.trace_id = Vec::new();
-    if span.attributes.capacity() > span.attributes.len() {
-        span.attributes.shrink_to_fit();
-    }
-    if span.events.capacity() > span.events.len() {
-        span.events.shrink_to_fit();
-    }
-    if span.links.capacity() > span.links.len() {
-        span.links.shrink_to_fit();
-    }
-}
-
-/// Estimated memory of a decoded request: its spans as the store counts
-/// them, plus its resources' and scopes' attributes.
+/// Estimated memory of a decoded request: its prost spans (with their
+/// heap allocations, by capacity), plus its resources' attribute lists.
 pub(crate) fn request_bytes(req: &ExportTraceServiceRequest) -> usize {
     req.resource_spans
         .iter()
@@ -155,10 +144,41 @@ pub(crate) fn request_bytes(req: &ExportTraceServiceRequest) -> usize {
             resource
                 + rs.scope_spans
                     .iter()
-                    .map(|ss| ss.spans.iter().map(span_bytes).sum::<usize>())
+                    .map(|ss| ss.spans.iter().map(decoded_span_bytes).sum::<usize>())
                     .sum::<usize>()
         })
         .sum()
+}
+
+/// Memory held by one decoded prost span.
+fn decoded_span_bytes(span: &opentelemetry_proto::tonic::trace::v1::Span) -> usize {
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    size_of::<Span>()
+        + span.trace_id.capacity()
+        + span.span_id.capacity()
+        + span.trace_state.capacity()
+        + span.parent_span_id.capacity()
+        + span.name.capacity()
+        + attrs_bytes(&span.attributes)
+        + span.events.capacity() * size_of::<Event>()
+        + span
+            .events
+            .iter()
+            .map(|e| e.name.capacity() + attrs_bytes(&e.attributes))
+            .sum::<usize>()
+        + span.links.capacity() * size_of::<Link>()
+        + span
+            .links
+            .iter()
+            .map(|l| {
+                l.trace_id.capacity()
+                    + l.span_id.capacity()
+                    + l.trace_state.capacity()
+                    + attrs_bytes(&l.attributes)
+            })
+            .sum::<usize>()
+        + span.status.as_ref().map_or(0, |s| s.message.capacity())
 }
 
 fn valid_ids(span: &opentelemetry_proto::tonic::trace::v1::Span) -> Option<TraceId> {

@@ -462,7 +462,8 @@ mod tests {
         let mut data = TraceData::new();
         for g in light.groups {
             for s in g.scopes {
-                for mut span in s.spans {
+                for span in s.spans {
+                    let mut span = span.to_proto();
                     span.attributes.push(KeyValue {
                         key: "payload".into(),
                         value: Some(AnyValue {

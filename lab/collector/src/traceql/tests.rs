@@ -75,7 +75,7 @@ fn run(q: &str, data: &TraceData) -> Vec<Vec<String>> {
         .map(|ss| {
             ss.spans
                 .iter()
-                .map(|&i| view.spans[i as usize].span.name.clone())
+                .map(|&i| view.spans[i as usize].span.name().to_owned())
                 .collect()
         })
         .collect()
