@@ -61,6 +61,7 @@ mod model;
 mod otlp_grpc;
 mod otlp_http;
 mod otlp_json;
+mod otlp_proto;
 mod pipeline;
 mod sampling_api;
 mod search;
@@ -279,6 +280,7 @@ impl Collector {
             store: Store::new(bounds),
             tail,
             counters,
+            records: Default::default(),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();

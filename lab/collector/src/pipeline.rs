@@ -2,13 +2,16 @@
 //! trace, pass through the tail sampler when one is configured.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::model::{ResourceInfo, ScopeInfo, TraceData, TraceId, attrs_bytes};
-use crate::span::{Interner, StoredSpan};
+use prost::Message;
+
+use crate::model::{ResourceInfo, ScopeInfo, TraceData, TraceId, attrs_bytes, span_bytes};
+use crate::otlp_proto::RawIds;
+use crate::span::{Interner, SpanBuilder, StoredSpan};
 use crate::store::{Counters, Reservation, Store};
 use crate::tail::TailSampler;
 
@@ -16,6 +19,9 @@ pub(crate) struct Pipeline {
     pub store: Store,
     pub tail: Option<TailSampler>,
     pub counters: Arc<Counters>,
+    /// Resources and scopes of recent requests, shared by the spans of
+    /// later ones that send the same.
+    pub records: Records,
 }
 
 /// Result of one export, reported back to the exporter as partial success.
@@ -25,50 +31,232 @@ pub(crate) struct IngestOutcome {
     pub message: String,
 }
 
+/// A decoded export request: its spans in stored form, grouped by
+/// (resource, scope) as received.
+#[derive(Default)]
+pub(crate) struct Decoded {
+    pub groups: Vec<DecodedGroup>,
+}
+
+pub(crate) struct DecodedGroup {
+    pub resource: Arc<ResourceInfo>,
+    pub scope: Arc<ScopeInfo>,
+    pub spans: Vec<(TraceId, StoredSpan)>,
+    /// Spans left out for invalid ids.
+    pub invalid: u64,
+}
+
+impl DecodedGroup {
+    pub(crate) fn new(resource: Arc<ResourceInfo>, scope: Arc<ScopeInfo>) -> Self {
+        DecodedGroup {
+            resource,
+            scope,
+            spans: Vec::new(),
+            invalid: 0,
+        }
+    }
+
+    /// Adds a decoded span, or counts it as invalid when its ids are.
+    pub(crate) fn add(&mut self, ids: RawIds<'_>, span: StoredSpan) {
+        match valid_ids(&ids) {
+            Some(trace_id) => self.spans.push((trace_id, span)),
+            None => self.invalid += 1,
+        }
+    }
+}
+
+impl Decoded {
+    /// The stored form of a request prost decoded (OTLP/gRPC, OTLP/JSON).
+    pub(crate) fn from_proto(
+        req: ExportTraceServiceRequest,
+        records: &Records,
+        interner: &mut Interner,
+    ) -> Decoded {
+        let mut b = SpanBuilder::new(interner);
+        let mut out = Decoded::default();
+        for rs in req.resource_spans {
+            let key = rs.resource.as_ref().map(Message::encode_to_vec);
+            let schema_url = rs.schema_url;
+            let resource = records.resource(key.as_deref().unwrap_or(&[]), &schema_url, || {
+                Ok::<_, std::convert::Infallible>(ResourceInfo::new(
+                    rs.resource.unwrap_or_default(),
+                    schema_url.clone(),
+                ))
+            });
+            let Ok(resource) = resource;
+            for ss in rs.scope_spans {
+                let key = ss.scope.as_ref().map(Message::encode_to_vec);
+                let schema_url = ss.schema_url;
+                let scope = records.scope(key.as_deref().unwrap_or(&[]), &schema_url, || {
+                    Ok::<_, std::convert::Infallible>(ScopeInfo {
+                        scope: ss.scope.unwrap_or_default(),
+                        schema_url: schema_url.clone(),
+                    })
+                });
+                let Ok(scope) = scope;
+                let mut group = DecodedGroup::new(resource.clone(), scope);
+                group.spans.reserve_exact(ss.spans.len());
+                for mut span in ss.spans {
+                    let trace_id = std::mem::take(&mut span.trace_id);
+                    let (span_id, parent) = (span.span_id.clone(), span.parent_span_id.clone());
+                    let stored = b.from_proto(span);
+                    let ids = RawIds {
+                        trace_id: &trace_id,
+                        span_id: &span_id,
+                        parent_span_id: &parent,
+                    };
+                    group.add(ids, stored);
+                }
+                out.groups.push(group);
+            }
+        }
+        out
+    }
+
+    /// Estimated memory of the decoded request: its spans as the store
+    /// counts them (the resource and scope records are shared, and counted
+    /// by each trace that keeps them).
+    pub(crate) fn bytes(&self) -> usize {
+        self.groups
+            .iter()
+            .map(|g| {
+                g.spans.capacity() * size_of::<(TraceId, StoredSpan)>()
+                    + g.spans
+                        .iter()
+                        .map(|(_, s)| span_bytes(s) - size_of::<StoredSpan>())
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+/// Records most recently received, shared by later requests that send the
+/// same bytes: the lab's services send the same resource and scope with
+/// every export, and without sharing each request's copy would live as
+/// long as any of its spans.
+pub(crate) struct Records {
+    resources: Mutex<RecordCache<ResourceInfo>>,
+    scopes: Mutex<RecordCache<ScopeInfo>>,
+}
+
+/// Records kept for sharing; more distinct ones than this (more services
+/// than a lab runs) are simply not shared.
+const RECORDS_KEPT: usize = 64;
+
+/// Largest encoded record kept for sharing.
+const RECORD_KEY_MAX: usize = 4096;
+
+struct RecordCache<T> {
+    /// (encoded record, schema url, record), most recent first.
+    entries: Vec<(Box<[u8]>, Box<str>, Arc<T>)>,
+}
+
+impl<T> RecordCache<T> {
+    fn get<E>(
+        &mut self,
+        key: &[u8],
+        schema_url: &str,
+        build: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|(k, u, _)| **k == *key && **u == *schema_url)
+        {
+            if i > 0 {
+                // Most recent first, so the common sender is found at once.
+                let e = self.entries.remove(i);
+                self.entries.insert(0, e);
+            }
+            return Ok(self.entries[0].2.clone());
+        }
+        let record = Arc::new(build()?);
+        if key.len() <= RECORD_KEY_MAX {
+            self.entries.truncate(RECORDS_KEPT - 1);
+            self.entries
+                .insert(0, (key.into(), schema_url.into(), record.clone()));
+        }
+        Ok(record)
+    }
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Records {
+            resources: Mutex::new(RecordCache {
+                entries: Vec::new(),
+            }),
+            scopes: Mutex::new(RecordCache {
+                entries: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl Records {
+    /// The shared resource encoded as `key` with `schema_url`, built by
+    /// `build` when there is none.
+    ///
+    /// # Errors
+    /// What `build` returns.
+    pub(crate) fn resource<E>(
+        &self,
+        key: &[u8],
+        schema_url: &str,
+        build: impl FnOnce() -> Result<ResourceInfo, E>,
+    ) -> Result<Arc<ResourceInfo>, E> {
+        let mut cache = self.resources.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(key, schema_url, build)
+    }
+
+    /// As [`Records::resource`], for scopes.
+    ///
+    /// # Errors
+    /// What `build` returns.
+    pub(crate) fn scope<E>(
+        &self,
+        key: &[u8],
+        schema_url: &str,
+        build: impl FnOnce() -> Result<ScopeInfo, E>,
+    ) -> Result<Arc<ScopeInfo>, E> {
+        let mut cache = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(key, schema_url, build)
+    }
+}
+
 impl Pipeline {
-    /// Validates, groups and stores (or hands to the tail sampler) one
-    /// request's spans; `held` is the request's share of the byte bound,
-    /// given back once its spans are grouped.
+    /// Converts a request prost decoded and ingests it (see
+    /// [`Pipeline::ingest_decoded`]).
     pub(crate) fn ingest(
         &self,
         req: ExportTraceServiceRequest,
         held: Option<Reservation<'_>>,
     ) -> IngestOutcome {
+        let decoded = Decoded::from_proto(req, &self.records, &mut Interner::global());
+        self.ingest_decoded(decoded, held)
+    }
+
+    /// Groups and stores (or hands to the tail sampler) one request's
+    /// spans; `held` is the request's share of the byte bound, given back
+    /// once its spans are grouped.
+    pub(crate) fn ingest_decoded(
+        &self,
+        req: Decoded,
+        held: Option<Reservation<'_>>,
+    ) -> IngestOutcome {
         let mut received = 0u64;
         let mut invalid = 0u64;
         let mut by_trace: HashMap<TraceId, TraceData> = HashMap::new();
-        // One lock for the whole request: receivers on other threads wait
-        // at most one request's conversion.
-        let mut interner = Interner::global();
-        for rs in req.resource_spans {
-            let resource = Arc::new(ResourceInfo::new(
-                rs.resource.unwrap_or_default(),
-                rs.schema_url,
-            ));
-            for ss in rs.scope_spans {
-                let scope = Arc::new(ScopeInfo {
-                    scope: ss.scope.unwrap_or_default(),
-                    schema_url: ss.schema_url,
-                });
-                for mut span in ss.spans {
-                    received += 1;
-                    // Some bridges send an all-zero parent for a root span.
-                    if span.parent_span_id.iter().all(|b| *b == 0) {
-                        span.parent_span_id.clear();
-                    }
-                    let Some(trace_id) = valid_ids(&span) else {
-                        invalid += 1;
-                        continue;
-                    };
-                    let span = StoredSpan::from_proto(span, &mut interner);
-                    by_trace
-                        .entry(trace_id)
-                        .or_default()
-                        .push(&resource, &scope, span);
-                }
+        for g in req.groups {
+            received += g.invalid + g.spans.len() as u64;
+            invalid += g.invalid;
+            for (trace_id, span) in g.spans {
+                by_trace
+                    .entry(trace_id)
+                    .or_default()
+                    .push(&g.resource, &g.scope, span);
             }
         }
-        drop(interner);
         Counters::add(&self.counters.spans_received, received);
         // The decoded request is about to be counted by the store itself.
         drop(held);
@@ -181,14 +369,17 @@ fn decoded_span_bytes(span: &opentelemetry_proto::tonic::trace::v1::Span) -> usi
         + span.status.as_ref().map_or(0, |s| s.message.capacity())
 }
 
-fn valid_ids(span: &opentelemetry_proto::tonic::trace::v1::Span) -> Option<TraceId> {
-    let ok_len = span.trace_id.len() == 16
-        && span.span_id.len() == 8
-        && (span.parent_span_id.is_empty() || span.parent_span_id.len() == 8);
-    if !ok_len || span.trace_id.iter().all(|b| *b == 0) || span.span_id.iter().all(|b| *b == 0) {
+/// The trace id of a span with valid ids: a 16-byte trace id and an 8-byte
+/// span id, neither all zero, and an empty or 8-byte parent id (an all-zero
+/// parent, which some bridges send for a root, means none).
+fn valid_ids(ids: &RawIds<'_>) -> Option<TraceId> {
+    let ok_len = ids.trace_id.len() == 16
+        && ids.span_id.len() == 8
+        && (ids.parent_span_id.is_empty() || ids.parent_span_id.len() == 8);
+    if !ok_len || ids.trace_id.iter().all(|b| *b == 0) || ids.span_id.iter().all(|b| *b == 0) {
         return None;
     }
     let mut id = [0u8; 16];
-    id.copy_from_slice(&span.trace_id);
+    id.copy_from_slice(ids.trace_id);
     Some(id)
 }

@@ -155,14 +155,14 @@ struct Attr {
 
 /// The fields a typical span leaves empty.
 #[derive(Debug, Default)]
-struct Rare {
-    trace_state: String,
-    status_message: String,
-    events: Vec<Event>,
-    links: Vec<Link>,
-    dropped_attributes_count: u32,
-    dropped_events_count: u32,
-    dropped_links_count: u32,
+pub(crate) struct Rare {
+    pub trace_state: String,
+    pub status_message: String,
+    pub events: Vec<Event>,
+    pub links: Vec<Link>,
+    pub dropped_attributes_count: u32,
+    pub dropped_events_count: u32,
+    pub dropped_links_count: u32,
 }
 
 impl Rare {
@@ -243,14 +243,39 @@ fn id8(b: &[u8]) -> [u8; 8] {
     id
 }
 
-/// Builds a span's text: strings go to the interner when it takes them,
-/// else to the text buffer.
-struct TextBuilder<'i> {
+/// Builds stored spans one after another (its buffers are reused): strings
+/// go to the interner when it takes them, else to the span's text.
+pub(crate) struct SpanBuilder<'i> {
     interner: &'i mut Interner,
     text: String,
+    name: Text,
+    attrs: Vec<Attr>,
+    rare: Rare,
+    pub kind: i32,
+    pub flags: u32,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub status_code: i32,
+    pub has_status: bool,
 }
 
-impl TextBuilder<'_> {
+impl<'i> SpanBuilder<'i> {
+    pub(crate) fn new(interner: &'i mut Interner) -> Self {
+        SpanBuilder {
+            interner,
+            text: String::new(),
+            name: Text::Own(0, 0),
+            attrs: Vec::new(),
+            rare: Rare::default(),
+            kind: 0,
+            flags: 0,
+            start_time_unix_nano: 0,
+            end_time_unix_nano: 0,
+            status_code: 0,
+            has_status: false,
+        }
+    }
+
     fn own(&mut self, s: &str) -> (u32, u32) {
         let start = self.text.len();
         self.text.push_str(s);
@@ -268,80 +293,151 @@ impl TextBuilder<'_> {
         }
     }
 
-    fn attr(&mut self, kv: KeyValue) -> Attr {
-        let key = self.text(&kv.key);
-        let value = match kv.value {
-            _ if kv.key_strindex != 0 => Value::Other(Box::new(OtherValue {
-                value: kv.value,
-                key_strindex: kv.key_strindex,
-            })),
+    /// The fields a typical span leaves empty.
+    pub(crate) fn rare(&mut self) -> &mut Rare {
+        &mut self.rare
+    }
+
+    pub(crate) fn set_name(&mut self, name: &str) {
+        self.name = self.text(name);
+    }
+
+    pub(crate) fn push_str_attr(&mut self, key: &str, value: &str) {
+        let key = self.text(key);
+        let value = match self.text(value) {
+            Text::Sym(sym) => Value::Sym(sym),
+            Text::Own(a, b) => Value::Own(a, b),
+        };
+        self.attrs.push(Attr { key, value });
+    }
+
+    pub(crate) fn push_int_attr(&mut self, key: &str, value: i64) {
+        let key = self.text(key);
+        self.attrs.push(Attr {
+            key,
+            value: Value::Int(value),
+        });
+    }
+
+    pub(crate) fn push_double_attr(&mut self, key: &str, value: f64) {
+        let key = self.text(key);
+        self.attrs.push(Attr {
+            key,
+            value: Value::Double(value),
+        });
+    }
+
+    pub(crate) fn push_bool_attr(&mut self, key: &str, value: bool) {
+        let key = self.text(key);
+        self.attrs.push(Attr {
+            key,
+            value: Value::Bool(value),
+        });
+    }
+
+    /// Any attribute.
+    pub(crate) fn push_attr(&mut self, kv: KeyValue) {
+        match kv.value {
+            _ if kv.key_strindex != 0 => {
+                let key = self.text(&kv.key);
+                self.attrs.push(Attr {
+                    key,
+                    value: Value::Other(Box::new(OtherValue {
+                        value: kv.value,
+                        key_strindex: kv.key_strindex,
+                    })),
+                });
+            }
             Some(AnyValue {
                 value: Some(Av::StringValue(s)),
-            }) => match self.text(&s) {
-                Text::Sym(sym) => Value::Sym(sym),
-                Text::Own(a, b) => Value::Own(a, b),
-            },
+            }) => self.push_str_attr(&kv.key, &s),
             Some(AnyValue {
                 value: Some(Av::IntValue(i)),
-            }) => Value::Int(i),
+            }) => self.push_int_attr(&kv.key, i),
             Some(AnyValue {
                 value: Some(Av::DoubleValue(d)),
-            }) => Value::Double(d),
+            }) => self.push_double_attr(&kv.key, d),
             Some(AnyValue {
                 value: Some(Av::BoolValue(b)),
-            }) => Value::Bool(b),
-            other => Value::Other(Box::new(OtherValue {
-                value: other,
-                key_strindex: 0,
-            })),
+            }) => self.push_bool_attr(&kv.key, b),
+            other => {
+                let key = self.text(&kv.key);
+                self.attrs.push(Attr {
+                    key,
+                    value: Value::Other(Box::new(OtherValue {
+                        value: other,
+                        key_strindex: 0,
+                    })),
+                });
+            }
+        }
+    }
+
+    /// The span built so far, with these ids (copied into 8 bytes, zero
+    /// padded); the builder is empty again after.
+    pub(crate) fn finish(&mut self, span_id: &[u8], parent_span_id: &[u8]) -> StoredSpan {
+        let mut rare = std::mem::take(&mut self.rare);
+        let rare = (!rare.is_empty()).then(|| {
+            rare.events.shrink_to_fit();
+            rare.links.shrink_to_fit();
+            Box::new(rare)
+        });
+        let span = StoredSpan {
+            span_id: id8(span_id),
+            parent_span_id: id8(parent_span_id),
+            start_time_unix_nano: self.start_time_unix_nano,
+            end_time_unix_nano: self.end_time_unix_nano,
+            name: self.name,
+            // Exact-size: one allocation of the right size each.
+            attrs: self.attrs.drain(..).collect(),
+            text: Box::from(self.text.as_str()),
+            kind: self.kind,
+            flags: self.flags,
+            status_code: self.status_code,
+            has_status: self.has_status,
+            rare,
         };
-        Attr { key, value }
+        self.text.clear();
+        self.name = Text::Own(0, 0);
+        self.kind = 0;
+        self.flags = 0;
+        self.start_time_unix_nano = 0;
+        self.end_time_unix_nano = 0;
+        self.status_code = 0;
+        self.has_status = false;
+        span
+    }
+
+    /// The stored form of a prost span.
+    pub(crate) fn from_proto(&mut self, span: Span) -> StoredSpan {
+        self.set_name(&span.name);
+        self.attrs.reserve(span.attributes.len());
+        for kv in span.attributes {
+            self.push_attr(kv);
+        }
+        if let Some(Status { message, code }) = span.status {
+            self.has_status = true;
+            self.status_code = code;
+            self.rare.status_message = message;
+        }
+        self.rare.trace_state = span.trace_state;
+        self.rare.events = span.events;
+        self.rare.links = span.links;
+        self.rare.dropped_attributes_count = span.dropped_attributes_count;
+        self.rare.dropped_events_count = span.dropped_events_count;
+        self.rare.dropped_links_count = span.dropped_links_count;
+        self.kind = span.kind;
+        self.flags = span.flags;
+        self.start_time_unix_nano = span.start_time_unix_nano;
+        self.end_time_unix_nano = span.end_time_unix_nano;
+        self.finish(&span.span_id, &span.parent_span_id)
     }
 }
 
 impl StoredSpan {
     /// The stored form of `span`, interning its strings in `interner`.
     pub(crate) fn from_proto(span: Span, interner: &mut Interner) -> StoredSpan {
-        let mut b = TextBuilder {
-            interner,
-            text: String::new(),
-        };
-        let name = b.text(&span.name);
-        let mut attrs = Vec::with_capacity(span.attributes.len());
-        for kv in span.attributes {
-            attrs.push(b.attr(kv));
-        }
-        let (has_status, status_code, status_message) = match span.status {
-            Some(Status { message, code }) => (true, code, message),
-            None => (false, 0, String::new()),
-        };
-        let mut events = span.events;
-        events.shrink_to_fit();
-        let mut links = span.links;
-        links.shrink_to_fit();
-        let rare = Rare {
-            trace_state: span.trace_state,
-            status_message,
-            events,
-            links,
-            dropped_attributes_count: span.dropped_attributes_count,
-            dropped_events_count: span.dropped_events_count,
-            dropped_links_count: span.dropped_links_count,
-        };
-        StoredSpan {
-            span_id: id8(&span.span_id),
-            parent_span_id: id8(&span.parent_span_id),
-            start_time_unix_nano: span.start_time_unix_nano,
-            end_time_unix_nano: span.end_time_unix_nano,
-            name,
-            attrs: attrs.into_boxed_slice(),
-            text: b.text.into_boxed_str(),
-            kind: span.kind,
-            flags: span.flags,
-            status_code,
-            has_status,
-            rare: (!rare.is_empty()).then(|| Box::new(rare)),
-        }
+        SpanBuilder::new(interner).from_proto(span)
     }
 
     fn str_of(&self, t: Text) -> &str {
@@ -353,7 +449,7 @@ impl StoredSpan {
 
     fn range(&self, start: u32, len: u32) -> &str {
         let (start, len) = (start as usize, len as usize);
-        // Built by `TextBuilder`, so always in range and on char
+        // Built by `SpanBuilder`, so always in range and on char
         // boundaries; `get` keeps a mistake from panicking.
         self.text.get(start..start + len).unwrap_or("")
     }
