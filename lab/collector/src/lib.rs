@@ -13,6 +13,14 @@
 //! its per-policy counts ([`TailReport`]) and replaces it while running
 //! (`PUT` needs the admin token, [`CollectorConfig::admin_token`]).
 //!
+//! **Memory.** Stored spans are not prost's `Span`s but a compact form
+//! (`span` module): fixed-size ids, names, attribute keys and short string
+//! values interned in a bounded process-wide interner, rare fields boxed
+//! apart. OTLP/HTTP protobuf bodies are decoded straight into it
+//! (`otlp_proto` module); OTLP/JSON and gRPC requests are decoded by prost
+//! and converted. Requests that send the same resource or scope share one
+//! record.
+//!
 //! **TraceQL.** The language of Tempo 3.0 (see the `traceql` module):
 //! spanset filters over intrinsics and attributes of every scope (span,
 //! resource, event, link, instrumentation), `&&` / `||` and the structural
@@ -112,15 +120,19 @@ pub struct CollectorConfig {
     pub max_spans: usize,
     /// Most bytes kept over all traces, by an estimate of each span's memory
     /// (its strings, ids, attributes, events and links, its index entries,
-    /// plus fixed overheads), together with what OTLP requests hold while
+    /// plus fixed overheads; strings shared through the process-wide
+    /// interner are counted there, see `Stats::bytes_interned`), together
+    /// with what OTLP requests hold while
     /// they are decoded (see `Stats::bytes_in_flight`: a request needing more
     /// than the whole bound is refused with 413 / `RESOURCE_EXHAUSTED`, one
     /// that finds it held by other requests with 503 / `UNAVAILABLE`); also
     /// the most one trace may hold. The tail sampler's
     /// buffer of undecided traces has the same bound. Span counts alone do
     /// not bound memory (one span may carry megabytes of attributes), so
-    /// this is the bound that does. Default 256 MiB: about 180,000 spans of
-    /// the lab's checkout traces (about 1.5 KB each by the estimate, see
+    /// this is the bound that does. Default 256 MiB: about 290,000 spans of
+    /// the lab's checkout traces (about 930 bytes each by the estimate, which
+    /// charges each trace the resource and scope records it shares with
+    /// others, so resident memory grows by about half that: see
     /// `examples/lab_batches.rs`), and still a small share of a laptop's
     /// memory.
     pub max_bytes: usize,

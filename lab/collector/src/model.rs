@@ -1,6 +1,7 @@
 //! In-memory shape of one trace: spans grouped by (resource, scope), the same
 //! grouping OTLP uses on the wire, so the Tempo responses can be rebuilt
-//! without losing the resource or instrumentation scope of any span.
+//! without losing the resource or instrumentation scope of any span. The
+//! spans themselves are [`StoredSpan`]s (see [`crate::span`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -237,7 +237,7 @@ impl Serialize for JsonSpan<'_> {
         let sp = self.1;
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("traceId", &B64.encode(self.0))?;
-        m.serialize_entry("spanId", &B64.encode(&sp.span_id))?;
+        m.serialize_entry("spanId", &B64.encode(sp.span_id))?;
         if !sp.trace_state().is_empty() {
             m.serialize_entry("traceState", sp.trace_state())?;
         }

@@ -477,6 +477,9 @@ enum Scalar<'a> {
     Bool(bool),
 }
 
+/// A key, and its value when a plain scalar.
+type Simple<'a> = (&'a str, Option<Scalar<'a>>);
+
 /// One attribute: by hand when it is a key and one string, int, double or
 /// bool value, each sent once; through prost otherwise.
 fn attribute(buf: &[u8], b: &mut SpanBuilder<'_>) -> Result<(), DecodeError> {
@@ -501,8 +504,7 @@ fn attribute(buf: &[u8], b: &mut SpanBuilder<'_>) -> Result<(), DecodeError> {
 /// The key and value of a `KeyValue` in the common shape; `Ok(None)` when
 /// it has another shape (prost decodes it then), `Some((key, None))` when
 /// its value is not a plain scalar.
-#[allow(clippy::type_complexity)]
-fn simple_attribute(buf: &[u8]) -> Result<Option<(&str, Option<Scalar<'_>>)>, DecodeError> {
+fn simple_attribute(buf: &[u8]) -> Result<Option<Simple<'_>>, DecodeError> {
     let mut key = None;
     let mut value = None;
     let mut r = Reader::new(buf);

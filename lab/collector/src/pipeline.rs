@@ -1,5 +1,8 @@
 //! From a decoded export request to the store: validate ids, group spans by
-//! trace, pass through the tail sampler when one is configured.
+//! trace, pass through the tail sampler when one is configured. Requests
+//! arrive as [`Decoded`] (spans already in stored form): OTLP/HTTP protobuf
+//! bodies from [`crate::otlp_proto`], prost-decoded requests (gRPC, JSON)
+//! through [`Decoded::from_proto`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -99,7 +102,7 @@ impl Decoded {
                 for mut span in ss.spans {
                     let trace_id = std::mem::take(&mut span.trace_id);
                     let (span_id, parent) = (span.span_id.clone(), span.parent_span_id.clone());
-                    let stored = b.from_proto(span);
+                    let stored = b.build_from(span);
                     let ids = RawIds {
                         trace_id: &trace_id,
                         span_id: &span_id,
@@ -146,9 +149,12 @@ const RECORDS_KEPT: usize = 64;
 /// Largest encoded record kept for sharing.
 const RECORD_KEY_MAX: usize = 4096;
 
+/// A kept record: its encoding, its schema url, the record.
+type RecordEntry<T> = (Box<[u8]>, Box<str>, Arc<T>);
+
 struct RecordCache<T> {
-    /// (encoded record, schema url, record), most recent first.
-    entries: Vec<(Box<[u8]>, Box<str>, Arc<T>)>,
+    /// Most recent first.
+    entries: Vec<RecordEntry<T>>,
 }
 
 impl<T> RecordCache<T> {

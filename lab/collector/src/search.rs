@@ -294,7 +294,7 @@ impl SearchRequest {
                     .map(|&i| {
                         let s = spans[i as usize];
                         ResultSpan {
-                            span_id: hex::encode(&s.span.span_id),
+                            span_id: hex::encode(s.span.span_id),
                             name: s.span.name().to_owned(),
                             start_time_unix_nano: s.span.start_time_unix_nano.to_string(),
                             duration_nanos: s

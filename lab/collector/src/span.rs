@@ -409,7 +409,7 @@ impl<'i> SpanBuilder<'i> {
     }
 
     /// The stored form of a prost span.
-    pub(crate) fn from_proto(&mut self, span: Span) -> StoredSpan {
+    pub(crate) fn build_from(&mut self, span: Span) -> StoredSpan {
         self.set_name(&span.name);
         self.attrs.reserve(span.attributes.len());
         for kv in span.attributes {
@@ -437,7 +437,7 @@ impl<'i> SpanBuilder<'i> {
 impl StoredSpan {
     /// The stored form of `span`, interning its strings in `interner`.
     pub(crate) fn from_proto(span: Span, interner: &mut Interner) -> StoredSpan {
-        SpanBuilder::new(interner).from_proto(span)
+        SpanBuilder::new(interner).build_from(span)
     }
 
     fn str_of(&self, t: Text) -> &str {
