@@ -211,6 +211,10 @@ pub struct Stats {
     /// outside `max_bytes`, bounded at 2 MiB, never freed, shared by every
     /// collector of the process.
     pub bytes_interned: u64,
+    /// Bytes held by the resource and scope records this collector shares
+    /// between requests that send the same ones: outside `max_bytes`,
+    /// bounded at 1 MiB.
+    pub bytes_records: u64,
     /// Traces evicted to respect `max_traces` / `max_spans` / `max_bytes`.
     pub traces_evicted: u64,
     /// Of `traces_evicted`, those evicted only because of `max_bytes`.
@@ -242,6 +246,7 @@ pub(crate) fn stats_of(p: &Pipeline) -> Stats {
         bytes_stored: p.store.bytes() as u64,
         bytes_in_flight: p.store.inflight_bytes() as u64,
         bytes_interned: span::Interner::global().bytes() as u64,
+        bytes_records: p.records.bytes() as u64,
         traces_evicted: c.traces_evicted.load(Ordering::Relaxed),
         traces_evicted_for_bytes: c.traces_evicted_for_bytes.load(Ordering::Relaxed),
         spans_rejected: c.spans_rejected.load(Ordering::Relaxed),

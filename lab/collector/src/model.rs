@@ -18,13 +18,17 @@ use crate::span::StoredSpan;
 pub(crate) type TraceId = [u8; 16];
 
 /// Resource of a span group, shared (`Arc`) by every trace that got spans from
-/// the same export request.
+/// the same export request, or from any request sending it when the
+/// pipeline's [`crate::pipeline::Records`] keep it.
 #[derive(Debug)]
 pub(crate) struct ResourceInfo {
     pub resource: Resource,
     pub schema_url: String,
     /// `service.name` of the resource, or `""`.
     pub service: String,
+    /// Kept by the pipeline's records, which count its bytes once: traces
+    /// referring to it are charged for their reference only.
+    pub shared: bool,
 }
 
 impl ResourceInfo {
@@ -36,6 +40,7 @@ impl ResourceInfo {
             resource,
             schema_url,
             service,
+            shared: false,
         }
     }
 
@@ -45,10 +50,19 @@ impl ResourceInfo {
 }
 
 /// Instrumentation scope of a span group.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(crate) struct ScopeInfo {
     pub scope: InstrumentationScope,
     pub schema_url: String,
+    /// As [`ResourceInfo::shared`].
+    pub shared: bool,
+}
+
+impl PartialEq for ScopeInfo {
+    /// The same scope, shared or not.
+    fn eq(&self, other: &Self) -> bool {
+        self.scope == other.scope && self.schema_url == other.schema_url
+    }
 }
 
 #[derive(Debug)]
@@ -144,7 +158,13 @@ impl TraceData {
                 // Counted once per trace that refers to it, although traces
                 // of one request share it: an over- rather than an
                 // under-estimate, and eviction frees what it counted.
-                self.bytes += size_of::<ResourceGroup>() + resource_bytes(resource);
+                // A shared record is counted once, by the records.
+                self.bytes += size_of::<ResourceGroup>()
+                    + if resource.shared {
+                        0
+                    } else {
+                        resource_bytes(resource)
+                    };
                 reserve_small(&mut self.groups);
                 self.groups.push(ResourceGroup {
                     resource: resource.clone(),
@@ -160,7 +180,8 @@ impl TraceData {
         {
             Some(i) => &mut group.scopes[i],
             None => {
-                self.bytes += size_of::<ScopeGroup>() + scope_bytes(scope);
+                self.bytes +=
+                    size_of::<ScopeGroup>() + if scope.shared { 0 } else { scope_bytes(scope) };
                 reserve_small(&mut group.scopes);
                 group.scopes.push(ScopeGroup {
                     scope: scope.clone(),
@@ -296,7 +317,7 @@ pub(crate) fn span_bytes(span: &StoredSpan) -> usize {
     span.heap_bytes()
 }
 
-fn resource_bytes(r: &ResourceInfo) -> usize {
+pub(crate) fn resource_bytes(r: &ResourceInfo) -> usize {
     size_of::<ResourceInfo>()
         + attrs_bytes(&r.resource.attributes)
         + r.resource.entity_refs.capacity() * size_of::<EntityRef>()
@@ -318,7 +339,7 @@ fn strings_bytes(v: &Vec<String>) -> usize {
     v.capacity() * size_of::<String>() + v.iter().map(String::capacity).sum::<usize>()
 }
 
-fn scope_bytes(s: &ScopeInfo) -> usize {
+pub(crate) fn scope_bytes(s: &ScopeInfo) -> usize {
     size_of::<ScopeInfo>()
         + s.scope.name.capacity()
         + s.scope.version.capacity()

@@ -341,6 +341,7 @@ fn scope_spans(
         Ok(ScopeInfo {
             scope: scope.merge::<InstrumentationScope>()?,
             schema_url: schema_url.to_owned(),
+            shared: false,
         })
     };
     let scope = match scope.single() {
@@ -907,6 +908,7 @@ mod tests {
         assert!(Arc::ptr_eq(&a.groups[0].resource, &b.groups[0].resource));
         assert!(Arc::ptr_eq(&a.groups[0].scope, &b.groups[0].scope));
         assert_eq!(a.groups[0].resource.service, "gateway");
+        assert!(a.groups[0].resource.shared && a.groups[0].scope.shared);
         // The prost path shares the same records.
         let c = Decoded::from_proto(req, &records, &mut interner);
         assert!(Arc::ptr_eq(&a.groups[0].resource, &c.groups[0].resource));

@@ -12,7 +12,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use prost::Message;
 
-use crate::model::{ResourceInfo, ScopeInfo, TraceData, TraceId, attrs_bytes, span_bytes};
+use crate::model::{
+    ResourceInfo, ScopeInfo, TraceData, TraceId, attrs_bytes, resource_bytes, scope_bytes,
+    span_bytes,
+};
 use crate::otlp_proto::RawIds;
 use crate::span::{Interner, SpanBuilder, StoredSpan};
 use crate::store::{Counters, Reservation, Store};
@@ -94,6 +97,7 @@ impl Decoded {
                     Ok::<_, std::convert::Infallible>(ScopeInfo {
                         scope: ss.scope.unwrap_or_default(),
                         schema_url: schema_url.clone(),
+                        shared: false,
                     })
                 });
                 let Ok(scope) = scope;
@@ -133,31 +137,79 @@ impl Decoded {
     }
 }
 
-/// Records most recently received, shared by later requests that send the
-/// same bytes: the lab's services send the same resource and scope with
-/// every export, and without sharing each request's copy would live as
-/// long as any of its spans.
+/// Resources and scopes shared by every request that sends the same bytes:
+/// the lab's services send the same resource and scope with every export,
+/// and without sharing each request's copy would live as long as any of its
+/// spans and be counted by each trace holding it.
+///
+/// A kept record stays for the collector's life (a trace may hold it at any
+/// time), so the records are bounded instead: at most [`RECORDS_KEPT`] of
+/// each kind and [`RECORDS_MAX_BYTES`] in all, a fixed cost outside the
+/// store's byte bound (`Stats::bytes_records`). Past that, a request's
+/// records are its own and each trace holding one is charged for it, as
+/// for any record too large to keep.
 pub(crate) struct Records {
     resources: Mutex<RecordCache<ResourceInfo>>,
     scopes: Mutex<RecordCache<ScopeInfo>>,
 }
 
-/// Records kept for sharing; more distinct ones than this (more services
-/// than a lab runs) are simply not shared.
+/// Most records of each kind kept (more distinct senders than a lab runs).
 const RECORDS_KEPT: usize = 64;
 
-/// Largest encoded record kept for sharing.
+/// Most bytes kept records of each kind hold, as [`Record::bytes`] counts
+/// them with their keys.
+const RECORDS_MAX_BYTES: usize = 512 * 1024;
+
+/// Largest encoded record kept.
 const RECORD_KEY_MAX: usize = 4096;
+
+/// A resource or scope record.
+pub(crate) trait Record {
+    /// Marks it kept by the records (traces are not charged for it).
+    fn share(&mut self);
+    /// Its estimated heap bytes.
+    fn bytes(&self) -> usize;
+}
+
+impl Record for ResourceInfo {
+    fn share(&mut self) {
+        self.shared = true;
+    }
+
+    fn bytes(&self) -> usize {
+        resource_bytes(self)
+    }
+}
+
+impl Record for ScopeInfo {
+    fn share(&mut self) {
+        self.shared = true;
+    }
+
+    fn bytes(&self) -> usize {
+        scope_bytes(self)
+    }
+}
 
 /// A kept record: its encoding, its schema url, the record.
 type RecordEntry<T> = (Box<[u8]>, Box<str>, Arc<T>);
 
 struct RecordCache<T> {
-    /// Most recent first.
+    /// Most recently used first.
     entries: Vec<RecordEntry<T>>,
+    bytes: usize,
 }
 
-impl<T> RecordCache<T> {
+impl<T> Default for RecordCache<T> {
+    fn default() -> Self {
+        RecordCache {
+            entries: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T: Record> RecordCache<T> {
     fn get<E>(
         &mut self,
         key: &[u8],
@@ -170,38 +222,44 @@ impl<T> RecordCache<T> {
             .position(|(k, u, _)| **k == *key && **u == *schema_url)
         {
             if i > 0 {
-                // Most recent first, so the common sender is found at once.
-                let e = self.entries.remove(i);
-                self.entries.insert(0, e);
+                // The most recent sender is the likeliest next one.
+                self.entries[..=i].rotate_right(1);
             }
             return Ok(self.entries[0].2.clone());
         }
-        let record = Arc::new(build()?);
-        if key.len() <= RECORD_KEY_MAX {
-            self.entries.truncate(RECORDS_KEPT - 1);
+        let mut record = build()?;
+        let cost = key.len()
+            + schema_url.len()
+            + record.bytes()
+            + size_of::<RecordEntry<T>>()
+            + 2 * size_of::<usize>();
+        if key.len() <= RECORD_KEY_MAX
+            && self.entries.len() < RECORDS_KEPT
+            && self.bytes + cost <= RECORDS_MAX_BYTES
+        {
+            record.share();
+            let record = Arc::new(record);
             self.entries
                 .insert(0, (key.into(), schema_url.into(), record.clone()));
+            self.bytes += cost;
+            return Ok(record);
         }
-        Ok(record)
+        Ok(Arc::new(record))
     }
 }
 
 impl Default for Records {
     fn default() -> Self {
         Records {
-            resources: Mutex::new(RecordCache {
-                entries: Vec::new(),
-            }),
-            scopes: Mutex::new(RecordCache {
-                entries: Vec::new(),
-            }),
+            resources: Mutex::new(RecordCache::default()),
+            scopes: Mutex::new(RecordCache::default()),
         }
     }
 }
 
 impl Records {
-    /// The shared resource encoded as `key` with `schema_url`, built by
-    /// `build` when there is none.
+    /// The kept resource encoded as `key` with `schema_url`; else the one
+    /// `build` makes, kept if there is room.
     ///
     /// # Errors
     /// What `build` returns.
@@ -227,6 +285,17 @@ impl Records {
     ) -> Result<Arc<ScopeInfo>, E> {
         let mut cache = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
         cache.get(key, schema_url, build)
+    }
+
+    /// Bytes the kept records hold.
+    pub(crate) fn bytes(&self) -> usize {
+        let r = self
+            .resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes;
+        let s = self.scopes.lock().unwrap_or_else(|e| e.into_inner()).bytes;
+        r + s
     }
 }
 
@@ -388,4 +457,79 @@ fn valid_ids(ids: &RawIds<'_>) -> Option<TraceId> {
     let mut id = [0u8; 16];
     id.copy_from_slice(ids.trace_id);
     Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use std::convert::Infallible;
+
+    fn resource(i: usize) -> ResourceInfo {
+        ResourceInfo::new(
+            Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue(format!("service-{i}"))),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            String::new(),
+        )
+    }
+
+    #[test]
+    fn records_are_kept_up_to_their_bound_and_only_unkept_ones_are_charged_per_trace() {
+        let records = Records::default();
+        let mut got = Vec::new();
+        for i in 0..RECORDS_KEPT + 5 {
+            let key = format!("key-{i}");
+            got.push(
+                records
+                    .resource(key.as_bytes(), "", || Ok::<_, Infallible>(resource(i)))
+                    .unwrap(),
+            );
+        }
+        assert!(got[..RECORDS_KEPT].iter().all(|r| r.shared));
+        assert!(got[RECORDS_KEPT..].iter().all(|r| !r.shared));
+        // A kept record is handed out again, not rebuilt.
+        let again = records
+            .resource(b"key-0", "", || -> Result<ResourceInfo, Infallible> {
+                panic!("rebuilt a kept record")
+            })
+            .unwrap();
+        assert!(Arc::ptr_eq(&again, &got[0]));
+        // Another schema url is another record.
+        let other = records
+            .resource(b"key-0", "https://example.com/schema", || {
+                Ok::<_, Infallible>(resource(0))
+            })
+            .unwrap();
+        assert!(!Arc::ptr_eq(&other, &got[0]));
+        assert!(records.bytes() > 0 && records.bytes() <= 2 * RECORDS_MAX_BYTES);
+
+        let scope = Arc::new(ScopeInfo {
+            scope: Default::default(),
+            schema_url: String::new(),
+            shared: false,
+        });
+        let span = || Span {
+            span_id: vec![1; 8],
+            ..Default::default()
+        };
+        let mut with_kept = TraceData::new();
+        with_kept.push(&got[0], &scope, span());
+        let mut with_own = TraceData::new();
+        with_own.push(&got[RECORDS_KEPT], &scope, span());
+        assert_eq!(
+            with_own.bytes - with_kept.bytes,
+            resource_bytes(&got[RECORDS_KEPT])
+        );
+    }
 }

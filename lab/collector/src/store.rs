@@ -392,6 +392,7 @@ mod tests {
         let scope = Arc::new(ScopeInfo {
             scope: Default::default(),
             schema_url: String::new(),
+            shared: false,
         });
         let mut data = TraceData::new();
         for s in 0..spans {

@@ -969,6 +969,7 @@ tail_based:
         let scope = Arc::new(ScopeInfo {
             scope: Default::default(),
             schema_url: String::new(),
+            shared: false,
         });
         let start = 1_000_000_000 + start_ms * 1_000_000;
         let mut d = TraceData::new();

@@ -56,6 +56,7 @@ fn trace(spans: Vec<(Arc<ResourceInfo>, Span)>) -> TraceData {
     let scope = Arc::new(ScopeInfo {
         scope: Default::default(),
         schema_url: String::new(),
+        shared: false,
     });
     let mut data = TraceData::new();
     for (r, s) in spans {
