@@ -129,12 +129,10 @@ pub struct CollectorConfig {
     /// the most one trace may hold. The tail sampler's
     /// buffer of undecided traces has the same bound. Span counts alone do
     /// not bound memory (one span may carry megabytes of attributes), so
-    /// this is the bound that does. Default 256 MiB: about 290,000 spans of
-    /// the lab's checkout traces (about 930 bytes each by the estimate, which
-    /// charges each trace the resource and scope records it shares with
-    /// others, so resident memory grows by about half that: see
-    /// `examples/lab_batches.rs`), and still a small share of a laptop's
-    /// memory.
+    /// this is the bound that does. Default 256 MiB: about 570,000 spans of
+    /// the lab's checkout traces (about 470 bytes each by the estimate, close
+    /// to what resident memory grows by: see `examples/lab_batches.rs`), and
+    /// still a small share of a laptop's memory.
     pub max_bytes: usize,
     /// Tail sampling; `None` stores every trace immediately.
     pub tail: Option<TailPolicy>,
