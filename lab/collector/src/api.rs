@@ -297,10 +297,10 @@ struct TagParams {
 /// Scans the store for attribute keys, per scope (in [`SCOPES`] order).
 fn tag_names(p: &Pipeline) -> [BTreeSet<String>; 5] {
     let mut out: [BTreeSet<String>; 5] = Default::default();
-    let mut add = |scope: usize, key: &String| {
+    let mut add = |scope: usize, key: &str| {
         let set = &mut out[scope];
         if set.len() < MAX_TAG_RESULTS && !set.contains(key) {
-            set.insert(key.clone());
+            set.insert(key.to_owned());
         }
     };
     let store = p.store.read();
@@ -314,15 +314,15 @@ fn tag_names(p: &Pipeline) -> [BTreeSet<String>; 5] {
                     add(4, &kv.key);
                 }
                 for span in &s.spans {
-                    for kv in &span.attributes {
-                        add(1, &kv.key);
+                    for (key, _) in span.attrs() {
+                        add(1, key);
                     }
-                    for e in &span.events {
+                    for e in span.events() {
                         for kv in &e.attributes {
                             add(2, &kv.key);
                         }
                     }
-                    for l in &span.links {
+                    for l in span.links() {
                         for kv in &l.attributes {
                             add(3, &kv.key);
                         }
@@ -416,6 +416,16 @@ fn tag_values(p: &Pipeline, source: &TagSource) -> BTreeMap<String, &'static str
         };
         (any_value_to_string(v), ty)
     };
+    let typed_span = |v: crate::span::ValueRef<'_>| -> (String, &'static str) {
+        use crate::span::ValueRef;
+        match v {
+            ValueRef::Other(v) => typed(v),
+            ValueRef::Int(_) => (v.to_text(), "int"),
+            ValueRef::Double(_) => (v.to_text(), "float"),
+            ValueRef::Bool(_) => (v.to_text(), "bool"),
+            ValueRef::Str(_) => (v.to_text(), "string"),
+        }
+    };
     let store = p.store.read();
     for t in store.traces.values() {
         match source {
@@ -424,9 +434,9 @@ fn tag_values(p: &Pipeline, source: &TagSource) -> BTreeMap<String, &'static str
                     let v = if matches!(source, TagSource::RootService) {
                         &r.service
                     } else {
-                        &s.name
+                        s.name()
                     };
-                    add(v.clone(), "string");
+                    add(v.to_owned(), "string");
                 }
                 continue;
             }
@@ -457,7 +467,7 @@ fn tag_values(p: &Pipeline, source: &TagSource) -> BTreeMap<String, &'static str
         }
         for (r, s) in t.data.spans() {
             match source {
-                TagSource::Name => add(s.name.clone(), "string"),
+                TagSource::Name => add(s.name().to_owned(), "string"),
                 TagSource::Status => {
                     let w = match status_code(s) {
                         opentelemetry_proto::tonic::trace::v1::status::StatusCode::Unset => "unset",
@@ -475,8 +485,8 @@ fn tag_values(p: &Pipeline, source: &TagSource) -> BTreeMap<String, &'static str
                     add(k, "keyword");
                 }
                 TagSource::Span(k) | TagSource::Either(k) => {
-                    if let Some(v) = crate::model::find_attr(&s.attributes, k) {
-                        let (v, ty) = typed(v);
+                    if let Some(v) = s.attr(k) {
+                        let (v, ty) = typed_span(v);
                         add(v, ty);
                     }
                     if let TagSource::Either(k) = source
@@ -493,13 +503,13 @@ fn tag_values(p: &Pipeline, source: &TagSource) -> BTreeMap<String, &'static str
                     }
                 }
                 TagSource::EventName => {
-                    for e in &s.events {
+                    for e in s.events() {
                         add(e.name.clone(), "string");
                     }
                 }
                 TagSource::Event(k) => {
                     for v in s
-                        .events
+                        .events()
                         .iter()
                         .filter_map(|e| crate::model::find_attr(&e.attributes, k))
                     {
@@ -509,7 +519,7 @@ fn tag_values(p: &Pipeline, source: &TagSource) -> BTreeMap<String, &'static str
                 }
                 TagSource::Link(k) => {
                     for v in s
-                        .links
+                        .links()
                         .iter()
                         .filter_map(|l| crate::model::find_attr(&l.attributes, k))
                     {

@@ -18,8 +18,8 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
+use crate::span::StoredSpan;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
 
 use crate::model::{ResourceInfo, TraceData, TraceId, find_attr, status_code};
 use crate::traceql::{Need, SpanKey};
@@ -91,7 +91,7 @@ fn duration_bucket(d: i64) -> usize {
 }
 
 /// The span's duration as the evaluator reads it.
-fn duration(span: &Span) -> i64 {
+fn duration(span: &StoredSpan) -> i64 {
     span.end_time_unix_nano
         .saturating_sub(span.start_time_unix_nano) as i64
 }
@@ -167,14 +167,14 @@ impl Index {
     }
 
     /// Indexes one span of trace `seq`.
-    pub(crate) fn add_span(&mut self, seq: Seq, res: &ResourceInfo, span: &Span) {
+    pub(crate) fn add_span(&mut self, seq: Seq, res: &ResourceInfo, span: &StoredSpan) {
         match service_key(res) {
             ServiceKey::Str(s) => add_keyed(&mut self.services, s, seq),
             ServiceKey::Other => {
                 self.other_services.add(seq);
             }
         }
-        add_keyed(&mut self.names, &span.name, seq);
+        add_keyed(&mut self.names, span.name(), seq);
         self.status[status_code(span) as usize].add(seq);
         self.kind[span.kind.clamp(0, 5) as usize].add(seq);
         self.duration[duration_bucket(duration(span))].add(seq);
@@ -198,7 +198,7 @@ impl Index {
                 ServiceKey::Str(s) => forget_keyed(&mut self.services, s, seq),
                 ServiceKey::Other => self.other_services.forget_oldest(seq),
             }
-            forget_keyed(&mut self.names, &span.name, seq);
+            forget_keyed(&mut self.names, span.name(), seq);
             self.status[status_code(span) as usize].forget_oldest(seq);
             self.kind[span.kind.clamp(0, 5) as usize].forget_oldest(seq);
             self.duration[duration_bucket(duration(span))].forget_oldest(seq);

@@ -128,6 +128,7 @@ fn fragments(spec: &StoreSpec) -> Vec<Vec<(TraceId, TraceData)>> {
     let scope = Arc::new(ScopeInfo {
         scope: Default::default(),
         schema_url: String::new(),
+        shared: false,
     });
     let mut rounds: Vec<Vec<(TraceId, TraceData)>> = (0..4).map(|_| Vec::new()).collect();
     for (t, spans) in spec.traces.iter().enumerate() {
@@ -174,7 +175,7 @@ fn fragments(spec: &StoreSpec) -> Vec<Vec<(TraceId, TraceData)>> {
                 for g in &data.groups {
                     for s in &g.scopes {
                         for span in &s.spans {
-                            again.push(&g.resource, &s.scope, span.clone());
+                            again.push(&g.resource, &s.scope, span.to_proto());
                         }
                     }
                 }

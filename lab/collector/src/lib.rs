@@ -13,6 +13,14 @@
 //! its per-policy counts ([`TailReport`]) and replaces it while running
 //! (`PUT` needs the admin token, [`CollectorConfig::admin_token`]).
 //!
+//! **Memory.** Stored spans are not prost's `Span`s but a compact form
+//! (`span` module): fixed-size ids, names, attribute keys and short string
+//! values interned in a bounded process-wide interner, rare fields boxed
+//! apart. OTLP/HTTP protobuf bodies are decoded straight into it
+//! (`otlp_proto` module); OTLP/JSON and gRPC requests are decoded by prost
+//! and converted. Requests that send the same resource or scope share one
+//! record.
+//!
 //! **TraceQL.** The language of Tempo 3.0 (see the `traceql` module):
 //! spanset filters over intrinsics and attributes of every scope (span,
 //! resource, event, link, instrumentation), `&&` / `||` and the structural
@@ -61,9 +69,11 @@ mod model;
 mod otlp_grpc;
 mod otlp_http;
 mod otlp_json;
+mod otlp_proto;
 mod pipeline;
 mod sampling_api;
 mod search;
+mod span;
 mod store;
 mod tail;
 mod traceql;
@@ -110,17 +120,19 @@ pub struct CollectorConfig {
     pub max_spans: usize,
     /// Most bytes kept over all traces, by an estimate of each span's memory
     /// (its strings, ids, attributes, events and links, its index entries,
-    /// plus fixed overheads), together with what OTLP requests hold while
+    /// plus fixed overheads; strings shared through the process-wide
+    /// interner are counted there, see `Stats::bytes_interned`), together
+    /// with what OTLP requests hold while
     /// they are decoded (see `Stats::bytes_in_flight`: a request needing more
     /// than the whole bound is refused with 413 / `RESOURCE_EXHAUSTED`, one
     /// that finds it held by other requests with 503 / `UNAVAILABLE`); also
     /// the most one trace may hold. The tail sampler's
     /// buffer of undecided traces has the same bound. Span counts alone do
     /// not bound memory (one span may carry megabytes of attributes), so
-    /// this is the bound that does. Default 256 MiB: about 180,000 spans of
-    /// the lab's checkout traces (about 1.5 KB each by the estimate, see
-    /// `examples/lab_batches.rs`), and still a small share of a laptop's
-    /// memory.
+    /// this is the bound that does. Default 256 MiB: about 570,000 spans of
+    /// the lab's checkout traces (about 470 bytes each by the estimate, close
+    /// to what resident memory grows by: see `examples/lab_batches.rs`), and
+    /// still a small share of a laptop's memory.
     pub max_bytes: usize,
     /// Tail sampling; `None` stores every trace immediately.
     pub tail: Option<TailPolicy>,
@@ -192,6 +204,15 @@ pub struct Stats {
     /// HTTP their bodies, inflated bodies and decoded spans; over gRPC their
     /// decoded spans).
     pub bytes_in_flight: u64,
+    /// Bytes held by the process-wide string interner (span names,
+    /// attribute keys, short string values shared by every stored span):
+    /// outside `max_bytes`, bounded at 2 MiB, never freed, shared by every
+    /// collector of the process.
+    pub bytes_interned: u64,
+    /// Bytes held by the resource and scope records this collector shares
+    /// between requests that send the same ones: outside `max_bytes`,
+    /// bounded at 1 MiB.
+    pub bytes_records: u64,
     /// Traces evicted to respect `max_traces` / `max_spans` / `max_bytes`.
     pub traces_evicted: u64,
     /// Of `traces_evicted`, those evicted only because of `max_bytes`.
@@ -222,6 +243,8 @@ pub(crate) fn stats_of(p: &Pipeline) -> Stats {
         spans_stored: spans as u64,
         bytes_stored: p.store.bytes() as u64,
         bytes_in_flight: p.store.inflight_bytes() as u64,
+        bytes_interned: span::Interner::global().bytes() as u64,
+        bytes_records: p.records.bytes() as u64,
         traces_evicted: c.traces_evicted.load(Ordering::Relaxed),
         traces_evicted_for_bytes: c.traces_evicted_for_bytes.load(Ordering::Relaxed),
         spans_rejected: c.spans_rejected.load(Ordering::Relaxed),
@@ -272,6 +295,7 @@ impl Collector {
             store: Store::new(bounds),
             tail,
             counters,
+            records: Default::default(),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();

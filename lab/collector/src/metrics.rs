@@ -19,6 +19,7 @@ use serde_json::{Value as Json, json};
 
 use crate::model::{TraceData, TraceId, status_code};
 use crate::search::no_control_chars;
+use crate::span::ValueRef;
 use crate::traceql::{
     Eval, Field, Metrics, MetricsFn, Need, QueryError, Root, SecondStage, Static, TraceView, Val,
     compare, parse, parse_go_duration, plan_pipeline,
@@ -396,18 +397,26 @@ fn numeric(v: &Val<'_>) -> Option<f64> {
 fn compare_attrs(ev: &Eval<'_, '_>, i: usize) -> Vec<(String, Static)> {
     let s = ev.view.spans[i];
     let mut out = vec![
-        ("name".to_string(), Static::Str(s.span.name.clone())),
+        ("name".to_string(), Static::Str(s.span.name().to_owned())),
         (
             "status".to_string(),
             Static::Status(status_code(s.span) as i32),
         ),
         ("kind".to_string(), Static::Kind(s.span.kind.clamp(0, 5))),
     ];
-    for (scope, attrs) in [
-        ("span", &s.span.attributes),
-        ("resource", &s.res.resource.attributes),
-    ] {
-        for kv in attrs {
+    for (key, v) in s.span.attrs() {
+        let v = match v {
+            Some(ValueRef::Str(x)) => Static::Str(x.to_owned()),
+            Some(ValueRef::Int(x)) => Static::Int(x),
+            Some(ValueRef::Double(x)) => Static::Float(x),
+            Some(ValueRef::Bool(x)) => Static::Bool(x),
+            _ => continue,
+        };
+        out.push((format!("span.{key}"), v));
+    }
+    {
+        let scope = "resource";
+        for kv in &s.res.resource.attributes {
             let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
                 Some(Av::StringValue(x)) => Static::Str(x.clone()),
                 Some(Av::IntValue(x)) => Static::Int(*x),

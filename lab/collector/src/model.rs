@@ -1,6 +1,7 @@
 //! In-memory shape of one trace: spans grouped by (resource, scope), the same
 //! grouping OTLP uses on the wire, so the Tempo responses can be rebuilt
-//! without losing the resource or instrumentation scope of any span.
+//! without losing the resource or instrumentation scope of any span. The
+//! spans themselves are [`StoredSpan`]s (see [`crate::span`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,19 +10,25 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, EntityRef, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+use crate::span::StoredSpan;
 
 /// A 16-byte W3C trace id.
 pub(crate) type TraceId = [u8; 16];
 
 /// Resource of a span group, shared (`Arc`) by every trace that got spans from
-/// the same export request.
+/// the same export request, or from any request sending it when the
+/// pipeline's [`crate::pipeline::Records`] keep it.
 #[derive(Debug)]
 pub(crate) struct ResourceInfo {
     pub resource: Resource,
     pub schema_url: String,
     /// `service.name` of the resource, or `""`.
     pub service: String,
+    /// Kept by the pipeline's records, which count its bytes once: traces
+    /// referring to it are charged for their reference only.
+    pub shared: bool,
 }
 
 impl ResourceInfo {
@@ -33,6 +40,7 @@ impl ResourceInfo {
             resource,
             schema_url,
             service,
+            shared: false,
         }
     }
 
@@ -42,16 +50,25 @@ impl ResourceInfo {
 }
 
 /// Instrumentation scope of a span group.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(crate) struct ScopeInfo {
     pub scope: InstrumentationScope,
     pub schema_url: String,
+    /// As [`ResourceInfo::shared`].
+    pub shared: bool,
+}
+
+impl PartialEq for ScopeInfo {
+    /// The same scope, shared or not.
+    fn eq(&self, other: &Self) -> bool {
+        self.scope == other.scope && self.schema_url == other.schema_url
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct ScopeGroup {
     pub scope: Arc<ScopeInfo>,
-    pub spans: Vec<Span>,
+    pub spans: Vec<StoredSpan>,
 }
 
 #[derive(Debug)]
@@ -103,9 +120,9 @@ impl TraceData {
         &mut self,
         resource: &Arc<ResourceInfo>,
         scope: &Arc<ScopeInfo>,
-        span: Span,
+        span: impl Into<StoredSpan>,
     ) -> bool {
-        self.push_get(resource, scope, span).is_some()
+        self.push_get(resource, scope, span.into()).is_some()
     }
 
     /// [`TraceData::push`], returning the stored span.
@@ -113,11 +130,9 @@ impl TraceData {
         &mut self,
         resource: &Arc<ResourceInfo>,
         scope: &Arc<ScopeInfo>,
-        span: Span,
-    ) -> Option<&Span> {
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&span.span_id);
-        if !self.span_ids.insert(id) {
+        span: StoredSpan,
+    ) -> Option<&StoredSpan> {
+        if !self.span_ids.insert(span.span_id) {
             return None;
         }
         self.start_ns = self.start_ns.min(span.start_time_unix_nano);
@@ -143,7 +158,13 @@ impl TraceData {
                 // Counted once per trace that refers to it, although traces
                 // of one request share it: an over- rather than an
                 // under-estimate, and eviction frees what it counted.
-                self.bytes += size_of::<ResourceGroup>() + resource_bytes(resource);
+                // A shared record is counted once, by the records.
+                self.bytes += size_of::<ResourceGroup>()
+                    + if resource.shared {
+                        0
+                    } else {
+                        resource_bytes(resource)
+                    };
                 reserve_small(&mut self.groups);
                 self.groups.push(ResourceGroup {
                     resource: resource.clone(),
@@ -159,7 +180,8 @@ impl TraceData {
         {
             Some(i) => &mut group.scopes[i],
             None => {
-                self.bytes += size_of::<ScopeGroup>() + scope_bytes(scope);
+                self.bytes +=
+                    size_of::<ScopeGroup>() + if scope.shared { 0 } else { scope_bytes(scope) };
                 reserve_small(&mut group.scopes);
                 group.scopes.push(ScopeGroup {
                     scope: scope.clone(),
@@ -177,8 +199,8 @@ impl TraceData {
         spans.push(span);
         let spare_after = spans.capacity() - spans.len();
         // The slot the span took is counted in `span_bytes`.
-        self.bytes = (self.bytes + spare_after * size_of::<Span>())
-            .saturating_sub(spare_before * size_of::<Span>());
+        self.bytes = (self.bytes + spare_after * size_of::<StoredSpan>())
+            .saturating_sub(spare_before * size_of::<StoredSpan>());
         scope_group.spans.last()
     }
 
@@ -192,7 +214,7 @@ impl TraceData {
     pub(crate) fn merge_each(
         &mut self,
         other: TraceData,
-        mut added: impl FnMut(&ResourceInfo, &Span),
+        mut added: impl FnMut(&ResourceInfo, &StoredSpan),
     ) -> usize {
         let mut n = 0;
         for group in other.groups {
@@ -218,7 +240,7 @@ impl TraceData {
     }
 
     /// Iterates over every span together with its resource.
-    pub(crate) fn spans(&self) -> impl Iterator<Item = (&ResourceInfo, &Span)> {
+    pub(crate) fn spans(&self) -> impl Iterator<Item = (&ResourceInfo, &StoredSpan)> {
         self.groups.iter().flat_map(|g| {
             g.scopes
                 .iter()
@@ -227,9 +249,9 @@ impl TraceData {
     }
 
     /// The root span (no parent); the earliest one if there are several.
-    pub(crate) fn root(&self) -> Option<(&ResourceInfo, &Span)> {
+    pub(crate) fn root(&self) -> Option<(&ResourceInfo, &StoredSpan)> {
         self.spans()
-            .filter(|(_, s)| s.parent_span_id.is_empty())
+            .filter(|(_, s)| !s.has_parent())
             .min_by_key(|(_, s)| s.start_time_unix_nano)
     }
 
@@ -250,9 +272,10 @@ impl TraceData {
                         spans: s
                             .spans
                             .iter()
-                            .map(|span| Span {
-                                trace_id: id.to_vec(),
-                                ..span.clone()
+                            .map(|span| {
+                                let mut span = span.to_proto();
+                                span.trace_id = id.to_vec();
+                                span
                             })
                             .collect(),
                     })
@@ -288,43 +311,13 @@ const SPAN_INDEX_BYTES: usize = 5 * 8 * 2;
 /// with its control byte and spare capacity).
 const SPAN_ID_ENTRY_BYTES: usize = 16;
 
-/// Estimated memory held by one stored span: the struct itself plus every
-/// heap allocation it owns (ids, name, trace state, attributes, events,
-/// links, status message), by capacity, since that is what is allocated.
-///
-/// It is an estimate, not an allocator measurement (allocator rounding and
-/// fragmentation are not counted), but it grows with every byte a client can
-/// make the collector keep, which is what a byte bound needs.
-pub(crate) fn span_bytes(span: &Span) -> usize {
-    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
-    size_of::<Span>()
-        + span.trace_id.capacity()
-        + span.span_id.capacity()
-        + span.trace_state.capacity()
-        + span.parent_span_id.capacity()
-        + span.name.capacity()
-        + attrs_bytes(&span.attributes)
-        + span.events.capacity() * size_of::<Event>()
-        + span
-            .events
-            .iter()
-            .map(|e| e.name.capacity() + attrs_bytes(&e.attributes))
-            .sum::<usize>()
-        + span.links.capacity() * size_of::<Link>()
-        + span
-            .links
-            .iter()
-            .map(|l| {
-                l.trace_id.capacity()
-                    + l.span_id.capacity()
-                    + l.trace_state.capacity()
-                    + attrs_bytes(&l.attributes)
-            })
-            .sum::<usize>()
-        + span.status.as_ref().map_or(0, |s| s.message.capacity())
+/// Estimated memory held by one stored span: see
+/// [`StoredSpan::heap_bytes`].
+pub(crate) fn span_bytes(span: &StoredSpan) -> usize {
+    span.heap_bytes()
 }
 
-fn resource_bytes(r: &ResourceInfo) -> usize {
+pub(crate) fn resource_bytes(r: &ResourceInfo) -> usize {
     size_of::<ResourceInfo>()
         + attrs_bytes(&r.resource.attributes)
         + r.resource.entity_refs.capacity() * size_of::<EntityRef>()
@@ -346,7 +339,7 @@ fn strings_bytes(v: &Vec<String>) -> usize {
     v.capacity() * size_of::<String>() + v.iter().map(String::capacity).sum::<usize>()
 }
 
-fn scope_bytes(s: &ScopeInfo) -> usize {
+pub(crate) fn scope_bytes(s: &ScopeInfo) -> usize {
     size_of::<ScopeInfo>()
         + s.scope.name.capacity()
         + s.scope.version.capacity()
@@ -354,7 +347,7 @@ fn scope_bytes(s: &ScopeInfo) -> usize {
         + s.schema_url.capacity()
 }
 
-fn attrs_bytes(attrs: &Vec<KeyValue>) -> usize {
+pub(crate) fn attrs_bytes(attrs: &Vec<KeyValue>) -> usize {
     attrs.capacity() * size_of::<KeyValue>()
         + attrs
             .iter()
@@ -365,7 +358,7 @@ fn attrs_bytes(attrs: &Vec<KeyValue>) -> usize {
 /// Heap bytes of an attribute value. Recursive, but only as deep as the
 /// value's nesting, which the decoders bound (prost and serde_json both stop
 /// at about 100 levels).
-fn value_heap_bytes(v: &AnyValue) -> usize {
+pub(crate) fn value_heap_bytes(v: &AnyValue) -> usize {
     match &v.value {
         Some(Value::StringValue(s)) => s.capacity(),
         Some(Value::BytesValue(b)) => b.capacity(),
@@ -378,11 +371,8 @@ fn value_heap_bytes(v: &AnyValue) -> usize {
     }
 }
 
-pub(crate) fn status_code(span: &Span) -> StatusCode {
-    span.status
-        .as_ref()
-        .and_then(|s| StatusCode::try_from(s.code).ok())
-        .unwrap_or(StatusCode::Unset)
+pub(crate) fn status_code(span: &StoredSpan) -> StatusCode {
+    StatusCode::try_from(span.status_code_raw()).unwrap_or(StatusCode::Unset)
 }
 
 pub(crate) fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {

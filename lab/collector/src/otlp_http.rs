@@ -17,11 +17,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message;
 
-use crate::pipeline::{Pipeline, request_bytes};
+use crate::pipeline::{Decoded, Pipeline};
+use crate::span::Interner;
 use crate::store::{Refused, Reservation};
 
 /// Largest accepted request body, compressed or not, and largest body after
@@ -150,20 +151,24 @@ async fn export(
         return answer(encoding, max_bytes);
     }
     let request = match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(body.as_ref())
-            .map_err(|e| format!("invalid protobuf ExportTraceServiceRequest: {e}")),
-        Encoding::Json => crate::otlp_json::decode_request(&body),
+        // Straight into stored spans, under one interner lock.
+        Encoding::Protobuf => {
+            crate::otlp_proto::decode_request(&body, &pipeline.records, &mut Interner::global())
+                .map_err(|e| format!("invalid protobuf ExportTraceServiceRequest: {e}"))
+        }
+        Encoding::Json => crate::otlp_json::decode_request(&body)
+            .map(|r| Decoded::from_proto(r, &pipeline.records, &mut Interner::global())),
     };
     let request = match request {
         Ok(r) => r,
         Err(msg) => return error(encoding, StatusCode::BAD_REQUEST, msg),
     };
     drop(body);
-    let decoded = request_bytes(&request).saturating_sub(decode_reserve);
+    let decoded = request.bytes().saturating_sub(decode_reserve);
     if let Err(answer) = reserve(&pipeline, Some(&mut held), decoded) {
         return answer(encoding, max_bytes);
     }
-    let outcome = pipeline.ingest(request, Some(held));
+    let outcome = pipeline.ingest_decoded(request, Some(held));
     let partial = (outcome.rejected > 0).then_some(ExportTracePartialSuccess {
         rejected_spans: outcome.rejected as i64,
         error_message: outcome.message,

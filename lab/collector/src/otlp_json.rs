@@ -16,7 +16,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -24,6 +23,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::model::{ResourceGroup, ScopeGroup, TraceData, TraceId};
+use crate::span::{StoredSpan, ValueRef};
 
 /// Decodes an OTLP/JSON `ExportTraceServiceRequest`.
 ///
@@ -218,7 +218,7 @@ impl Serialize for JsonScope<'_> {
     }
 }
 
-struct SpanList<'a>(&'a TraceId, &'a [Span]);
+struct SpanList<'a>(&'a TraceId, &'a [StoredSpan]);
 
 impl Serialize for SpanList<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -230,24 +230,24 @@ impl Serialize for SpanList<'_> {
     }
 }
 
-struct JsonSpan<'a>(&'a TraceId, &'a Span);
+struct JsonSpan<'a>(&'a TraceId, &'a StoredSpan);
 
 impl Serialize for JsonSpan<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let sp = self.1;
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("traceId", &B64.encode(self.0))?;
-        m.serialize_entry("spanId", &B64.encode(&sp.span_id))?;
-        if !sp.trace_state.is_empty() {
-            m.serialize_entry("traceState", &sp.trace_state)?;
+        m.serialize_entry("spanId", &B64.encode(sp.span_id))?;
+        if !sp.trace_state().is_empty() {
+            m.serialize_entry("traceState", sp.trace_state())?;
         }
-        if !sp.parent_span_id.is_empty() {
-            m.serialize_entry("parentSpanId", &B64.encode(&sp.parent_span_id))?;
+        if sp.has_parent() {
+            m.serialize_entry("parentSpanId", &B64.encode(sp.parent_span_id))?;
         }
         if sp.flags != 0 {
             m.serialize_entry("flags", &sp.flags)?;
         }
-        m.serialize_entry("name", &sp.name)?;
+        m.serialize_entry("name", sp.name())?;
         if let Ok(kind) = SpanKind::try_from(sp.kind)
             && kind != SpanKind::Unspecified
         {
@@ -255,23 +255,23 @@ impl Serialize for JsonSpan<'_> {
         }
         m.serialize_entry("startTimeUnixNano", &sp.start_time_unix_nano.to_string())?;
         m.serialize_entry("endTimeUnixNano", &sp.end_time_unix_nano.to_string())?;
-        if !sp.attributes.is_empty() {
-            m.serialize_entry("attributes", &Attrs(&sp.attributes))?;
+        if sp.has_attrs() {
+            m.serialize_entry("attributes", &SpanAttrs(sp))?;
         }
-        if sp.dropped_attributes_count > 0 {
-            m.serialize_entry("droppedAttributesCount", &sp.dropped_attributes_count)?;
+        if sp.dropped_attributes_count() > 0 {
+            m.serialize_entry("droppedAttributesCount", &sp.dropped_attributes_count())?;
         }
-        if !sp.events.is_empty() {
-            m.serialize_entry("events", &Events(&sp.events))?;
+        if !sp.events().is_empty() {
+            m.serialize_entry("events", &Events(sp.events()))?;
         }
-        if sp.dropped_events_count > 0 {
-            m.serialize_entry("droppedEventsCount", &sp.dropped_events_count)?;
+        if sp.dropped_events_count() > 0 {
+            m.serialize_entry("droppedEventsCount", &sp.dropped_events_count())?;
         }
-        if !sp.links.is_empty() {
-            m.serialize_entry("links", &Links(&sp.links))?;
+        if !sp.links().is_empty() {
+            m.serialize_entry("links", &Links(sp.links()))?;
         }
-        if sp.dropped_links_count > 0 {
-            m.serialize_entry("droppedLinksCount", &sp.dropped_links_count)?;
+        if sp.dropped_links_count() > 0 {
+            m.serialize_entry("droppedLinksCount", &sp.dropped_links_count())?;
         }
         // Tempo always writes `status`, leaving out an UNSET code and an
         // empty message (`"status": {}`).
@@ -280,20 +280,68 @@ impl Serialize for JsonSpan<'_> {
     }
 }
 
-struct JsonStatus<'a>(&'a Span);
+struct JsonStatus<'a>(&'a StoredSpan);
 
 impl Serialize for JsonStatus<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
-        if let Some(st) = &self.0.status {
-            if !st.message.is_empty() {
-                m.serialize_entry("message", &st.message)?;
-            }
-            match StatusCode::try_from(st.code) {
-                Ok(StatusCode::Unset) => {}
-                Ok(code) => m.serialize_entry("code", code.as_str_name())?,
-                Err(_) => m.serialize_entry("code", &st.code)?,
-            }
+        let message = self.0.status_message();
+        if !message.is_empty() {
+            m.serialize_entry("message", message)?;
+        }
+        let code = self.0.status_code_raw();
+        match StatusCode::try_from(code) {
+            Ok(StatusCode::Unset) => {}
+            Ok(named) => m.serialize_entry("code", named.as_str_name())?,
+            Err(_) => m.serialize_entry("code", &code)?,
+        }
+        m.end()
+    }
+}
+
+/// A stored span's attributes as OTLP/JSON `KeyValue`s.
+struct SpanAttrs<'a>(&'a StoredSpan);
+
+impl Serialize for SpanAttrs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let attrs = self.0.attrs();
+        let mut seq = s.serialize_seq(Some(attrs.len()))?;
+        for (key, value) in attrs {
+            seq.serialize_element(&SpanKeyValue(key, value))?;
+        }
+        seq.end()
+    }
+}
+
+struct SpanKeyValue<'a>(&'a str, Option<ValueRef<'a>>);
+
+impl Serialize for SpanKeyValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("key", self.0)?;
+        match self.1 {
+            None => m.serialize_entry("value", &serde_json::Map::new())?,
+            Some(v) => m.serialize_entry("value", &SpanValue(v))?,
+        }
+        m.end()
+    }
+}
+
+/// A stored span's attribute value, written as [`JsonAnyValue`] writes it.
+struct SpanValue<'a>(ValueRef<'a>);
+
+impl Serialize for SpanValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let ValueRef::Other(v) = self.0 {
+            return JsonAnyValue(v).serialize(s);
+        }
+        let mut m = s.serialize_map(Some(1))?;
+        match self.0 {
+            ValueRef::Str(v) => m.serialize_entry("stringValue", v)?,
+            ValueRef::Bool(v) => m.serialize_entry("boolValue", &v)?,
+            ValueRef::Int(v) => m.serialize_entry("intValue", &v.to_string())?,
+            ValueRef::Double(v) => m.serialize_entry("doubleValue", &v)?,
+            ValueRef::Other(_) => {}
         }
         m.end()
     }

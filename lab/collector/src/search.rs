@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde::Serialize;
 
 use crate::model::{ResourceInfo, TraceData, any_value_to_string, find_attr, status_code};
 use crate::otlp_json::Attrs;
+use crate::span::{StoredSpan, ValueRef};
 use crate::traceql::{
     AttrRef, Eval, Field, Intrinsic, Need, QueryError, Root, Scope, Spanset, Static, TraceView,
     parse, parse_go_duration, plan_pipeline,
@@ -294,8 +294,8 @@ impl SearchRequest {
                     .map(|&i| {
                         let s = spans[i as usize];
                         ResultSpan {
-                            span_id: hex::encode(&s.span.span_id),
-                            name: s.span.name.clone(),
+                            span_id: hex::encode(s.span.span_id),
+                            name: s.span.name().to_owned(),
                             start_time_unix_nano: s.span.start_time_unix_nano.to_string(),
                             duration_nanos: s
                                 .span
@@ -329,7 +329,7 @@ impl SearchRequest {
             root_service_name: root
                 .map(|r| r.res.service.clone())
                 .unwrap_or_else(|| ROOT_NOT_RECEIVED.into()),
-            root_trace_name: root.map(|r| r.span.name.clone()).unwrap_or_default(),
+            root_trace_name: root.map(|r| r.span.name().to_owned()).unwrap_or_default(),
             start_time_unix_nano: data.start_ns.to_string(),
             duration_ms: duration_ns / 1_000_000,
             span_set: span_sets[0].clone(),
@@ -351,24 +351,29 @@ fn span_attributes(ev: &Eval<'_, '_>, shown: &[(&Field, String)], i: usize) -> V
         let kv = match field {
             Field::Attr(a) if !a.parent => {
                 let s = ev.view.spans[i];
+                let on_span = || s.span.attr(&a.name).map(ValueRef::to_any_value);
                 let v = match a.scope {
-                    Scope::Span => find_attr(&s.span.attributes, &a.name),
-                    Scope::Resource => find_attr(&s.res.resource.attributes, &a.name),
-                    Scope::Any => find_attr(&s.span.attributes, &a.name)
-                        .or_else(|| find_attr(&s.res.resource.attributes, &a.name)),
-                    Scope::Instrumentation => find_attr(&s.scope.scope.attributes, &a.name),
+                    Scope::Span => on_span(),
+                    Scope::Resource => find_attr(&s.res.resource.attributes, &a.name).cloned(),
+                    Scope::Any => on_span()
+                        .or_else(|| find_attr(&s.res.resource.attributes, &a.name).cloned()),
+                    Scope::Instrumentation => {
+                        find_attr(&s.scope.scope.attributes, &a.name).cloned()
+                    }
                     Scope::Event => s
                         .span
-                        .events
+                        .events()
                         .iter()
-                        .find_map(|e| find_attr(&e.attributes, &a.name)),
+                        .find_map(|e| find_attr(&e.attributes, &a.name))
+                        .cloned(),
                     Scope::Link => s
                         .span
-                        .links
+                        .links()
                         .iter()
-                        .find_map(|l| find_attr(&l.attributes, &a.name)),
+                        .find_map(|l| find_attr(&l.attributes, &a.name))
+                        .cloned(),
                 };
-                v.cloned().map(|v| KeyValue {
+                v.map(|v| KeyValue {
                     key: key.clone(),
                     value: Some(v),
                     ..Default::default()
@@ -451,9 +456,9 @@ fn kind_word(kind: i32) -> &'static str {
 /// here an int, float or bool attribute matches its text too (`code=500`),
 /// a documented difference. (`root.name` and `root.service.name` are
 /// trace-level and handled by the caller.)
-fn tag_matches(key: &str, value: &str, r: &ResourceInfo, s: &Span) -> bool {
+fn tag_matches(key: &str, value: &str, r: &ResourceInfo, s: &StoredSpan) -> bool {
     match key {
-        "name" => s.name.contains(value),
+        "name" => s.name().contains(value),
         "service.name" => r.service.contains(value) || span_attr_is(s, key, value),
         "status" | "status.code" => {
             let v = value.to_ascii_lowercase();
@@ -469,8 +474,8 @@ fn tag_matches(key: &str, value: &str, r: &ResourceInfo, s: &Span) -> bool {
     }
 }
 
-fn span_attr_is(s: &Span, key: &str, value: &str) -> bool {
-    find_attr(&s.attributes, key).is_some_and(|v| any_value_to_string(v) == value)
+fn span_attr_is(s: &StoredSpan, key: &str, value: &str) -> bool {
+    s.attr(key).is_some_and(|v| v.to_text() == value)
 }
 
 /// Refuses control characters (NUL, ESC, DEL, ...) in user input; tab and

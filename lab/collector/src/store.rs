@@ -392,6 +392,7 @@ mod tests {
         let scope = Arc::new(ScopeInfo {
             scope: Default::default(),
             schema_url: String::new(),
+            shared: false,
         });
         let mut data = TraceData::new();
         for s in 0..spans {
@@ -462,7 +463,8 @@ mod tests {
         let mut data = TraceData::new();
         for g in light.groups {
             for s in g.scopes {
-                for mut span in s.spans {
+                for span in s.spans {
+                    let mut span = span.to_proto();
                     span.attributes.push(KeyValue {
                         key: "payload".into(),
                         value: Some(AnyValue {

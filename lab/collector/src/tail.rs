@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::model::{TraceData, TraceId, status_code};
+use crate::span::StoredSpan;
 use crate::store::{Bounds, Counters};
-use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 /// Default wait before a decision when `decision_wait_ms` is not given. The
@@ -347,7 +347,7 @@ impl SpanStatus {
         }
     }
 
-    fn of(span: &Span) -> SpanStatus {
+    fn of(span: &StoredSpan) -> SpanStatus {
         match status_code(span) {
             StatusCode::Unset => SpanStatus::Unset,
             StatusCode::Ok => SpanStatus::Ok,
@@ -969,6 +969,7 @@ tail_based:
         let scope = Arc::new(ScopeInfo {
             scope: Default::default(),
             schema_url: String::new(),
+            shared: false,
         });
         let start = 1_000_000_000 + start_ms * 1_000_000;
         let mut d = TraceData::new();
@@ -1111,10 +1112,12 @@ tail_based:
         for g in &mut ok.groups {
             for sc in &mut g.scopes {
                 for sp in &mut sc.spans {
-                    sp.status = Some(Status {
+                    let mut span = sp.to_proto();
+                    span.status = Some(Status {
                         code: StatusCode::Ok as i32,
                         message: String::new(),
                     });
+                    *sp = span.into();
                 }
             }
         }

@@ -291,6 +291,32 @@ async fn malformed_bodies_get_400_with_a_status_body() {
     assert_eq!(&body[..2], &[0x08, 0x03]);
     assert!(String::from_utf8_lossy(&body).contains("protobuf"));
 
+    // A valid request cut short inside a span: a 400 naming the problem,
+    // and none of its spans stored.
+    let valid = request(
+        "gateway",
+        vec![
+            S::new(trace_id(), 1, "root").attr(kv_str("http.route", "/a")),
+            S::new(trace_id(), 2, "child").parent(1),
+        ],
+    )
+    .encode_to_vec();
+    let resp = post(
+        "application/x-protobuf",
+        None,
+        valid[..valid.len() - 3].to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(&body[..2], &[0x08, 0x03]);
+    assert!(
+        String::from_utf8_lossy(&body).contains("buffer underflow"),
+        "{body:?}"
+    );
+    assert_eq!(c.stats().spans_received, 0);
+
     // JSON garbage and JSON of the wrong shape.
     for bad in [
         &b"{not json"[..],

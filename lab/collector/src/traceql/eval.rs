@@ -7,13 +7,13 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::HashMap;
 
-use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 
 use super::ast::*;
 use super::lex::Scope;
 use super::value::{Val, arith, compare, regex_match};
 use crate::model::{ResourceInfo, ScopeInfo, TraceData, TraceId, find_attr, status_code};
+use crate::span::StoredSpan;
 
 const NONE: u32 = u32::MAX;
 
@@ -22,7 +22,7 @@ const NONE: u32 = u32::MAX;
 pub(crate) struct SpanRef<'a> {
     pub res: &'a ResourceInfo,
     pub scope: &'a ScopeInfo,
-    pub span: &'a Span,
+    pub span: &'a StoredSpan,
 }
 
 /// Parent links, worked out only for queries that need them.
@@ -60,7 +60,7 @@ impl<'a> TraceView<'a> {
         let root = spans
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.span.parent_span_id.is_empty())
+            .filter(|(_, s)| !s.span.has_parent())
             .min_by_key(|(_, s)| s.span.start_time_unix_nano)
             .map(|(i, _)| i);
         TraceView {
@@ -74,19 +74,19 @@ impl<'a> TraceView<'a> {
 
     fn relations(&self) -> &Relations {
         self.relations.get_or_init(|| {
-            let by_id: HashMap<&[u8], u32> = self
+            let by_id: HashMap<[u8; 8], u32> = self
                 .spans
                 .iter()
                 .enumerate()
-                .map(|(i, s)| (s.span.span_id.as_slice(), i as u32))
+                .map(|(i, s)| (s.span.span_id, i as u32))
                 .collect();
             let mut parent = vec![NONE; self.spans.len()];
             let mut child_count = vec![0u32; self.spans.len()];
             for (i, s) in self.spans.iter().enumerate() {
-                if s.span.parent_span_id.is_empty() {
+                if !s.span.has_parent() {
                     continue;
                 }
-                if let Some(&p) = by_id.get(s.span.parent_span_id.as_slice())
+                if let Some(&p) = by_id.get(&s.span.parent_span_id)
                     && p as usize != i
                 {
                     parent[i] = p;
@@ -176,7 +176,7 @@ impl<'a> TraceView<'a> {
     }
 
     pub(crate) fn root_name(&self) -> &'a str {
-        self.root.map_or("", |r| self.spans[r].span.name.as_str())
+        self.root.map_or("", |r| self.spans[r].span.name())
     }
 }
 
@@ -220,13 +220,13 @@ impl<'a> At<'a, '_> {
         };
         let k = a.name.as_str();
         match a.scope {
-            Scope::Span => Val::of(find_attr(&s.span.attributes, k)),
+            Scope::Span => Val::of_span(s.span.attr(k)),
             Scope::Resource => Val::of(find_attr(&s.res.resource.attributes, k)),
             // Unscoped: the span's value first, then the resource's (Tempo).
-            Scope::Any => Val::of(
-                find_attr(&s.span.attributes, k)
-                    .or_else(|| find_attr(&s.res.resource.attributes, k)),
-            ),
+            Scope::Any => match s.span.attr(k) {
+                Some(v) => Val::of_span(Some(v)),
+                None => Val::of(find_attr(&s.res.resource.attributes, k)),
+            },
             Scope::Event => Val::of(self.event.and_then(|e| find_attr(&e.attributes, k))),
             Scope::Link => Val::of(self.link.and_then(|l| find_attr(&l.attributes, k))),
             Scope::Instrumentation => Val::of(find_attr(&s.scope.scope.attributes, k)),
@@ -241,16 +241,14 @@ impl<'a> At<'a, '_> {
                 .saturating_sub(span.start_time_unix_nano) as i64
         };
         match i {
-            Intrinsic::Name => Val::Str(Cow::Borrowed(&span.name)),
+            Intrinsic::Name => Val::Str(Cow::Borrowed(span.name())),
             Intrinsic::Status => Val::Status(status_code(span) as i32),
-            Intrinsic::StatusMessage => Val::Str(Cow::Borrowed(
-                span.status.as_ref().map_or("", |st| st.message.as_str()),
-            )),
+            Intrinsic::StatusMessage => Val::Str(Cow::Borrowed(span.status_message())),
             Intrinsic::Kind => Val::Kind(span.kind.clamp(0, 5)),
             Intrinsic::Duration => Val::Duration(dur()),
             Intrinsic::ChildCount => Val::Int(i64::from(self.view.relations().child_count[self.i])),
             Intrinsic::SpanId => hex_val(&span.span_id),
-            Intrinsic::ParentId => hex_val(&span.parent_span_id),
+            Intrinsic::ParentId => hex_val(span.parent_id_bytes()),
             Intrinsic::TraceId => hex_val(self.view.id),
             Intrinsic::TraceDuration => Val::Duration(self.view.duration_ns as i64),
             // A trace whose root has not arrived has "" for both, as in
@@ -324,8 +322,8 @@ impl<'a> Eval<'a, '_> {
         At {
             view: self.view,
             i,
-            event: span.events.first(),
-            link: span.links.first(),
+            event: span.events().first(),
+            link: span.links().first(),
         }
         .eval(f)
     }
@@ -334,8 +332,8 @@ impl<'a> Eval<'a, '_> {
     /// links), with at least one of its events (links).
     pub(crate) fn passes<'f: 'a>(&self, filter: &'f Filter, i: usize) -> bool {
         let span = self.view.spans[i].span;
-        let events: &'a [Event] = if filter.events { &span.events } else { &[] };
-        let links: &'a [Link] = if filter.links { &span.links } else { &[] };
+        let events: &'a [Event] = if filter.events { span.events() } else { &[] };
+        let links: &'a [Link] = if filter.links { span.links() } else { &[] };
         let at = |event: Option<&'a Event>, link: Option<&'a Link>| {
             At {
                 view: self.view,

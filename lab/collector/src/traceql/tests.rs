@@ -56,6 +56,7 @@ fn trace(spans: Vec<(Arc<ResourceInfo>, Span)>) -> TraceData {
     let scope = Arc::new(ScopeInfo {
         scope: Default::default(),
         schema_url: String::new(),
+        shared: false,
     });
     let mut data = TraceData::new();
     for (r, s) in spans {
@@ -75,7 +76,7 @@ fn run(q: &str, data: &TraceData) -> Vec<Vec<String>> {
         .map(|ss| {
             ss.spans
                 .iter()
-                .map(|&i| view.spans[i as usize].span.name.clone())
+                .map(|&i| view.spans[i as usize].span.name().to_owned())
                 .collect()
         })
         .collect()

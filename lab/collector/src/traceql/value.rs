@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
 use regex::Regex;
 
 use super::ast::{BinOp, Static};
+use crate::span::ValueRef;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Val<'a> {
@@ -43,6 +44,18 @@ impl<'a> Val<'a> {
             Some(Av::BytesValue(b)) => Val::Bytes(b),
             Some(Av::KvlistValue(_)) => Val::Map,
             Some(Av::StringValueStrindex(i)) => Val::Int(i64::from(*i)),
+        }
+    }
+
+    /// The value of a stored span's attribute.
+    pub(crate) fn of_span(v: Option<ValueRef<'a>>) -> Val<'a> {
+        match v {
+            None => Val::Nil,
+            Some(ValueRef::Str(s)) => Val::Str(Cow::Borrowed(s)),
+            Some(ValueRef::Int(i)) => Val::Int(i),
+            Some(ValueRef::Double(d)) => Val::Float(d),
+            Some(ValueRef::Bool(b)) => Val::Bool(b),
+            Some(ValueRef::Other(v)) => Val::of(Some(v)),
         }
     }
 
