@@ -48,7 +48,11 @@ const SINK_THREAD: &str = "otlp-sink";
 /// (`/proc/self/task/*/schedstat`).
 fn process_cpu() -> Duration {
     let mut ns = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim_end() == SINK_THREAD {
             continue;
@@ -71,16 +75,16 @@ fn start_sink() -> String {
     std::thread::Builder::new()
         .name(SINK_THREAD.into())
         .spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("sink runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-            let app = Router::new().route("/v1/traces", post(|| async { "" }));
-            axum::serve(listener, app).await.expect("sink");
-        });
-    })
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("sink runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let app = Router::new().route("/v1/traces", post(|| async { "" }));
+                axum::serve(listener, app).await.expect("sink");
+            });
+        })
         .expect("sink thread");
     format!("http://{addr}")
 }
@@ -126,7 +130,10 @@ fn gateway() -> Router {
 }
 
 fn auth_request(mut headers: HeaderMap) -> Request {
-    headers.insert(http::header::HOST, HeaderValue::from_static("127.0.0.1:8081"));
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_static("127.0.0.1:8081"),
+    );
     headers.insert(
         http::header::USER_AGENT,
         HeaderValue::from_static("tracelab-gateway"),
@@ -143,7 +150,10 @@ fn gateway_request() -> Request {
     *req.method_mut() = Method::POST;
     *req.uri_mut() = "/api/login".parse().expect("static URI");
     let headers = req.headers_mut();
-    headers.insert(http::header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_static("127.0.0.1:8080"),
+    );
     headers.insert(http::header::USER_AGENT, HeaderValue::from_static("bench"));
     req
 }
@@ -169,9 +179,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let telemetry = runtime.block_on(async {
-        tracelab_telemetry::init_with(config).expect("telemetry starts")
-    });
+    let telemetry = runtime
+        .block_on(async { tracelab_telemetry::init_with(config).expect("telemetry starts") });
     let gateway = gateway();
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     runtime.block_on(async {
@@ -188,7 +197,9 @@ fn main() {
             wall.push(t0.elapsed().as_secs_f64() * 1e6 / n);
             // Let the export thread finish this round's batches.
             let until = Instant::now() + Duration::from_secs(10);
-            while tracelab_telemetry::stats::export_stats().spans_queued > 0 && Instant::now() < until {
+            while tracelab_telemetry::stats::export_stats().spans_queued > 0
+                && Instant::now() < until
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             cpu.push((process_cpu() - c0).as_secs_f64() * 1e6 / n);

@@ -35,8 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{
-    Event, Link, SpanBuilder, SpanContext, SpanId, SpanKind, Status,
-    TraceContextExt, TraceFlags,
+    Event, Link, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
@@ -83,7 +82,11 @@ impl std::fmt::Debug for ProviderShared {
 impl LeanTracerProvider {
     /// A provider deciding with `sampler` and ending spans into `pipeline`,
     /// which is told the service's `resource`.
-    pub fn new(sampler: Box<dyn ShouldSample>, mut pipeline: Pipeline, resource: &Resource) -> Self {
+    pub fn new(
+        sampler: Box<dyn ShouldSample>,
+        mut pipeline: Pipeline,
+        resource: &Resource,
+    ) -> Self {
         pipeline.set_resource(resource);
         Self {
             shared: Arc::new(ProviderShared {
@@ -218,7 +221,8 @@ impl LeanTracer {
         start: SystemTime,
         attributes: Vec<KeyValue>,
     ) -> LeanSpan {
-        let (parent_span_id, parent_is_remote) = decision.parent.unwrap_or((SpanId::INVALID, false));
+        let (parent_span_id, parent_is_remote) =
+            decision.parent.unwrap_or((SpanId::INVALID, false));
         LeanSpan {
             span_context: decision.span_context,
             recording: Some(Recording {
@@ -254,13 +258,7 @@ impl opentelemetry::trace::Tracer for LeanTracer {
             };
         }
         let start = builder.start_time.unwrap_or_else(SystemTime::now);
-        let mut span = self.recording_span(
-            decision,
-            builder.name,
-            kind,
-            start,
-            Vec::new(),
-        );
+        let mut span = self.recording_span(decision, builder.name, kind, start, Vec::new());
         use opentelemetry::trace::Span as _;
         span.set_attributes(builder.attributes.unwrap_or_default());
         for link in links {
