@@ -11,9 +11,11 @@
 //! - the same decisions: the sampler (`sampling.yaml`'s [`HeadSampler`],
 //!   switched live through its `HeadControl`, or an `OTEL_TRACES_SAMPLER`
 //!   one) sees the parent context, the trace id, name and kind, as with the
-//!   SDK; ids come from the SDK's random generator; the trace flags and
+//!   SDK (and a [`SpanBuilder`]'s attributes and links; the lazy
+//!   attributes of [`LeanTracer::start_in`] are built after it decided);
+//!   ids come from the SDK's random generator; the trace flags and
 //!   `tracestate` are the SDK's (the parent's flags with the sampled bit
-//!   set or cleared);
+//!   set or cleared, no flags for a dropped span);
 //! - a span that is not recorded is only its [`SpanContext`]:
 //!   [`LeanTracer::start_in`] puts that alone in the context (as
 //!   `Context::with_remote_span_context` stores one: nothing boxed,
@@ -155,7 +157,14 @@ struct Decision {
 impl LeanTracer {
     /// Ids, sampling decision and span context of a span named `name`
     /// under `parent`, as the SDK's tracer settles them.
-    fn decide(&self, parent: &Context, name: &str, kind: &SpanKind, links: &[Link]) -> Decision {
+    fn decide(
+        &self,
+        parent: &Context,
+        name: &str,
+        kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> Decision {
         let provider = &self.shared.provider;
         if parent.is_telemetry_suppressed() || provider.shut_down.load(Ordering::Acquire) {
             return Decision {
@@ -176,9 +185,10 @@ impl LeanTracer {
         } else {
             (provider.ids.new_trace_id(), TraceFlags::default(), None)
         };
-        let result = provider
-            .sampler
-            .should_sample(Some(parent), trace_id, name, kind, &[], links);
+        let result =
+            provider
+                .sampler
+                .should_sample(Some(parent), trace_id, name, kind, attributes, links);
         let (flags, recording) = match result.decision {
             SamplingDecision::RecordAndSample => (flags.with_sampled(true), true),
             SamplingDecision::RecordOnly => (flags.with_sampled(false), true),
@@ -201,7 +211,7 @@ impl LeanTracer {
         kind: SpanKind,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Context {
-        let decision = self.decide(parent, &name, &kind, &[]);
+        let decision = self.decide(parent, &name, &kind, &[], &[]);
         if !decision.recording {
             return parent.with_remote_span_context(decision.span_context);
         }
@@ -250,7 +260,8 @@ impl opentelemetry::trace::Tracer for LeanTracer {
     fn build_with_context(&self, mut builder: SpanBuilder, parent: &Context) -> LeanSpan {
         let kind = builder.span_kind.take().unwrap_or(SpanKind::Internal);
         let links = builder.links.take().unwrap_or_default();
-        let decision = self.decide(parent, &builder.name, &kind, &links);
+        let attributes = builder.attributes.take().unwrap_or_default();
+        let decision = self.decide(parent, &builder.name, &kind, &attributes, &links);
         if !decision.recording {
             return LeanSpan {
                 span_context: decision.span_context,
@@ -260,7 +271,7 @@ impl opentelemetry::trace::Tracer for LeanTracer {
         let start = builder.start_time.unwrap_or_else(SystemTime::now);
         let mut span = self.recording_span(decision, builder.name, kind, start, Vec::new());
         use opentelemetry::trace::Span as _;
-        span.set_attributes(builder.attributes.unwrap_or_default());
+        span.set_attributes(attributes);
         for link in links {
             span.add_link(link.span_context, link.attributes);
         }
