@@ -54,20 +54,48 @@ pub fn current() -> Option<TelemetryFaults> {
 
 /// Wraps the real span processor and applies [`TelemetryFaults`] at span
 /// end; counts every span that ends, and those the `drop_spans` fault
-/// discards, in `counters`.
+/// discards, in `counters`. The crate's own spans ([`crate::tracer`]) go
+/// through the same steps ([`ChaosProcessor::at_end`]).
 #[derive(Debug)]
 pub struct ChaosProcessor<P> {
     inner: P,
     counters: Arc<SpanCounters>,
 }
 
-impl<P: SpanProcessor> ChaosProcessor<P> {
+impl<P> ChaosProcessor<P> {
     pub fn new(inner: P, counters: Arc<SpanCounters>) -> Self {
         Self { inner, counters }
     }
+
+    /// The processor the faults are applied in front of.
+    pub(crate) fn inner(&self) -> &P {
+        &self.inner
+    }
+
+    /// What the faults do to a span that ends, counted: `None` when it is
+    /// dropped (`drop_spans`), else the milliseconds its timestamps are
+    /// to be shifted by. With `slow_export`, the ending thread sleeps
+    /// here first.
+    pub(crate) fn at_end(&self) -> Option<i64> {
+        self.counters.record_ended();
+        let Some(faults) = current() else {
+            return Some(0);
+        };
+        if faults.drop_spans {
+            self.counters.record_dropped_by_fault();
+            return None;
+        }
+        if let Some(delay) = faults.slow_export {
+            // The cost of exporting inline: the request that ended the
+            // span waits, exactly what a batch processor avoids.
+            std::thread::sleep(delay);
+        }
+        Some(faults.clock_skew_ms)
+    }
 }
 
-fn shift(t: std::time::SystemTime, ms: i64) -> std::time::SystemTime {
+/// `t` moved by `ms` milliseconds (later when positive).
+pub(crate) fn shift(t: std::time::SystemTime, ms: i64) -> std::time::SystemTime {
     let d = Duration::from_millis(ms.unsigned_abs());
     if ms >= 0 {
         t + d
@@ -82,23 +110,14 @@ impl<P: SpanProcessor> SpanProcessor for ChaosProcessor<P> {
     }
 
     fn on_end(&self, mut span: SpanData) {
-        self.counters.record_ended();
-        if let Some(faults) = current() {
-            if faults.drop_spans {
-                self.counters.record_dropped_by_fault();
-                return;
-            }
-            if faults.clock_skew_ms != 0 {
-                span.start_time = shift(span.start_time, faults.clock_skew_ms);
-                span.end_time = shift(span.end_time, faults.clock_skew_ms);
-                for event in span.events.events.iter_mut() {
-                    event.timestamp = shift(event.timestamp, faults.clock_skew_ms);
-                }
-            }
-            if let Some(delay) = faults.slow_export {
-                // The cost of exporting inline: the request that ended the
-                // span waits, exactly what a batch processor avoids.
-                std::thread::sleep(delay);
+        let Some(skew_ms) = self.at_end() else {
+            return;
+        };
+        if skew_ms != 0 {
+            span.start_time = shift(span.start_time, skew_ms);
+            span.end_time = shift(span.end_time, skew_ms);
+            for event in span.events.events.iter_mut() {
+                event.timestamp = shift(event.timestamp, skew_ms);
             }
         }
         self.inner.on_end(span);

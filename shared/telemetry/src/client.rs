@@ -35,36 +35,7 @@ impl Middleware for TracePropagation {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let template = extensions.get::<UrlTemplate>().map(|t| t.0);
-        let name = format!(
-            "{} {}",
-            req.method(),
-            template.unwrap_or_else(|| req.url().path())
-        );
-        let cx = {
-            let (method, url) = (req.method(), req.url());
-            // Built only for a recorded span: an unsampled call pays for none.
-            let attributes = || {
-                let mut attributes = vec![
-                    KeyValue::new("http.request.method", method_value(method)),
-                    KeyValue::new("url.full", url.to_string()),
-                    KeyValue::new(
-                        "url.template",
-                        match template {
-                            Some(t) => opentelemetry::Value::from(t),
-                            None => url.path().to_owned().into(),
-                        },
-                    ),
-                ];
-                if let Some(host) = url.host_str() {
-                    attributes.push(KeyValue::new("server.address", host.to_owned()));
-                }
-                if let Some(port) = url.port_or_known_default() {
-                    attributes.push(KeyValue::new("server.port", i64::from(port)));
-                }
-                attributes
-            };
-            start_lazy(name, SpanKind::Client, attributes)
-        };
+        let cx = start_client_span(req.method(), req.url(), template);
         if extensions.get::<SkipPropagation>().is_none() {
             inject_http(&cx, req.headers_mut());
         }
@@ -96,6 +67,40 @@ impl Middleware for TracePropagation {
         span.end();
         result
     }
+}
+
+/// Starts the CLIENT span of an outgoing call, a child of the current
+/// context, named `"{method} {template or path}"`, with the HTTP client
+/// attributes (built only when the span is recorded); returns the context
+/// holding it. The caller injects it, runs the call and ends the span.
+pub fn start_client_span(
+    method: &http::Method,
+    url: &reqwest::Url,
+    template: Option<&'static str>,
+) -> opentelemetry::Context {
+    let name = format!("{} {}", method, template.unwrap_or_else(|| url.path()));
+    // Built only for a recorded span: an unsampled call pays for none.
+    let attributes = || {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method_value(method)),
+            KeyValue::new("url.full", url.to_string()),
+            KeyValue::new(
+                "url.template",
+                match template {
+                    Some(t) => opentelemetry::Value::from(t),
+                    None => url.path().to_owned().into(),
+                },
+            ),
+        ];
+        if let Some(host) = url.host_str() {
+            attributes.push(KeyValue::new("server.address", host.to_owned()));
+        }
+        if let Some(port) = url.port_or_known_default() {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+        attributes
+    };
+    start_lazy(name, SpanKind::Client, attributes)
 }
 
 /// A reqwest client with `timeout` per request that traces and propagates.

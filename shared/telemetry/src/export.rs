@@ -1,8 +1,9 @@
 //! The export path of a service: spans encoded where they end, batched,
 //! and sent as OTLP by one thread of their own.
 //!
-//! [`OtlpBatchProcessor`] is the last span processor. When a sampled span
-//! ends it takes a place in the bounded queue ([`SpanCounters`]; a full
+//! [`OtlpBatchProcessor`] is the last stage of a span's life (for the
+//! crate's own spans, [`crate::tracer`], and as an SDK span processor).
+//! When a sampled span ends it takes a place in the bounded queue ([`SpanCounters`]; a full
 //! queue drops and counts the span), encodes it straight into OTLP
 //! protobuf bytes ([`crate::otlp`]), appends those to the pending batch,
 //! and frees it on the thread that built it. Nothing crosses a thread
@@ -28,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use opentelemetry::Context;
+use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
@@ -165,10 +166,11 @@ fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl SpanProcessor for OtlpBatchProcessor {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
+impl OtlpBatchProcessor {
+    /// Queues one span of `scope` that ended, which `encode` writes as a
+    /// `ScopeSpans.spans` entry ([`otlp::put_span_view`]); a full (or
+    /// closed) queue drops and counts it instead, without encoding it.
+    pub(crate) fn queue(&self, scope: &InstrumentationScope, encode: impl FnOnce(&mut Vec<u8>)) {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) || !shared.counters.admit() {
             shared.counters.record_dropped_queue_full();
@@ -178,11 +180,9 @@ impl SpanProcessor for OtlpBatchProcessor {
         // wait for each other only for a copy.
         let wake = ENCODED.with_borrow_mut(|encoded| {
             encoded.clear();
-            otlp::put_span(encoded, &span);
+            encode(encoded);
             let mut pending = lock(&shared.pending);
-            pending
-                .batch
-                .push_encoded(&span.instrumentation_scope, encoded);
+            pending.batch.push_encoded(scope, encoded);
             let n = pending.batch.len();
             if n >= shared.settings.max_batch {
                 let full = pending.batch.take();
@@ -199,6 +199,18 @@ impl SpanProcessor for OtlpBatchProcessor {
         if wake {
             shared.wake.notify_one();
         }
+    }
+}
+
+/// The SDK's spans (a provider built with this processor, as the tests
+/// do) take the same path as the crate's own ([`crate::tracer`]).
+impl SpanProcessor for OtlpBatchProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        self.queue(&span.instrumentation_scope, |buf| {
+            otlp::put_span(buf, &span);
+        });
         // `span` is freed here, on the thread that allocated it.
     }
 

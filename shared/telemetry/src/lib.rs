@@ -2,7 +2,8 @@
 //!
 //! [`init`] reads the standard `OTEL_*` variables (see [`config`]), installs
 //! the W3C TraceContext ([`tracecontext`], strict Level 2) + Baggage
-//! propagator, a tracer provider exporting OTLP (HTTP/protobuf by default,
+//! propagator, a tracer provider of the crate's own ([`tracer`]: the
+//! OpenTelemetry API, spans recorded in place) exporting OTLP (HTTP/protobuf by default,
 //! gRPC on request) through a bounded, counted batch queue whose spans are
 //! encoded as they end ([`export`], [`otlp`], [`stats`]), the
 //! head sampler from `sampling.yaml`, and JSON logs that
@@ -30,6 +31,7 @@ pub mod shutdown;
 pub mod span;
 pub mod stats;
 pub mod tracecontext;
+pub mod tracer;
 
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::{KeyValue, global};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::BaggagePropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::Sampler;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -49,10 +51,11 @@ pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 use config::{Protocol, SamplerOverride};
 use sampling::{HeadSampler, SamplingFile};
+use tracer::LeanTracerProvider;
 
 /// Keeps the tracer provider alive; flush it with [`Telemetry::shutdown`].
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    provider: Option<LeanTracerProvider>,
     service_name: String,
 }
 
@@ -156,11 +159,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, InitError> {
         ])
         .build();
 
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_sampler(sampler)
-        .with_resource(resource)
-        .build();
+    let provider = LeanTracerProvider::new(sampler, processor, &resource);
     global::set_tracer_provider(provider.clone());
     span::use_provider(&provider);
     Ok(Telemetry {

@@ -3,7 +3,8 @@
 //! The OTLP exporter of the SDK turns every span into the generated
 //! `opentelemetry-proto` structs (owned copies of every string, one
 //! allocation per attribute) and then encodes those. Here a span is
-//! encoded once, from the SDK's [`SpanData`], into the byte layout of an
+//! encoded once, from a borrowed [`SpanView`] of the crate's own span
+//! ([`crate::tracer`]) or of the SDK's [`SpanData`], into the byte layout of an
 //! `opentelemetry.proto.trace.v1.Span` (field numbers from
 //! `opentelemetry/proto/trace/v1/trace.proto`), and an export request is
 //! assembled from those bytes with one copy ([`Batch::request`]).
@@ -17,7 +18,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanId, SpanKind, Status};
+use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
@@ -274,14 +275,14 @@ fn status_len(status: &Status) -> usize {
     opt_bytes_len(2, message.as_bytes()) + opt_varint_len(3, code)
 }
 
-fn event_len(event: &opentelemetry::trace::Event) -> usize {
+fn event_len(event: &Event) -> usize {
     opt_fixed64_len(1, unix_nanos(event.timestamp))
         + opt_bytes_len(2, event.name.as_bytes())
         + attributes_len(3, &event.attributes)
         + opt_varint_len(4, u64::from(event.dropped_attributes_count))
 }
 
-fn put_event(buf: &mut Vec<u8>, event: &opentelemetry::trace::Event) {
+fn put_event(buf: &mut Vec<u8>, event: &Event) {
     put_opt_fixed64(buf, 1, unix_nanos(event.timestamp));
     put_opt_bytes(buf, 2, event.name.as_bytes());
     put_attributes(buf, 3, &event.attributes);
@@ -298,7 +299,7 @@ fn span_flags(trace_flags: u8, remote: bool) -> u32 {
     flags
 }
 
-fn link_len(link: &opentelemetry::trace::Link, trace_state: &str) -> usize {
+fn link_len(link: &Link, trace_state: &str) -> usize {
     let sc = &link.span_context;
     len_delimited_len(1, 16)
         + len_delimited_len(2, 8)
@@ -308,7 +309,7 @@ fn link_len(link: &opentelemetry::trace::Link, trace_state: &str) -> usize {
         + opt_fixed32_len(6, span_flags(sc.trace_flags().to_u8(), sc.is_remote()))
 }
 
-fn put_link(buf: &mut Vec<u8>, link: &opentelemetry::trace::Link, trace_state: &str) {
+fn put_link(buf: &mut Vec<u8>, link: &Link, trace_state: &str) {
     let sc = &link.span_context;
     put_opt_bytes(buf, 1, &sc.trace_id().to_bytes());
     put_opt_bytes(buf, 2, &sc.span_id().to_bytes());
@@ -318,12 +319,62 @@ fn put_link(buf: &mut Vec<u8>, link: &opentelemetry::trace::Link, trace_state: &
     put_opt_fixed32(buf, 6, span_flags(sc.trace_flags().to_u8(), sc.is_remote()));
 }
 
+/// A finished span, borrowed from wherever it was recorded: the SDK's
+/// [`SpanData`] ([`SpanView::of`]) or the crate's own span
+/// ([`crate::tracer`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SpanView<'a> {
+    pub span_context: &'a SpanContext,
+    /// [`SpanId::INVALID`] for a root span.
+    pub parent_span_id: SpanId,
+    pub parent_span_is_remote: bool,
+    pub name: &'a str,
+    pub kind: &'a SpanKind,
+    pub start_time: SystemTime,
+    pub end_time: SystemTime,
+    pub attributes: &'a [KeyValue],
+    pub dropped_attributes_count: u32,
+    pub events: &'a [Event],
+    pub dropped_events_count: u32,
+    pub links: &'a [Link],
+    pub dropped_links_count: u32,
+    pub status: &'a Status,
+}
+
+impl<'a> SpanView<'a> {
+    /// The view of an SDK span.
+    pub fn of(span: &'a SpanData) -> Self {
+        Self {
+            span_context: &span.span_context,
+            parent_span_id: span.parent_span_id,
+            parent_span_is_remote: span.parent_span_is_remote,
+            name: &span.name,
+            kind: &span.span_kind,
+            start_time: span.start_time,
+            end_time: span.end_time,
+            attributes: &span.attributes,
+            dropped_attributes_count: span.dropped_attributes_count,
+            events: &span.events.events,
+            dropped_events_count: span.events.dropped_count,
+            links: &span.links.links,
+            dropped_links_count: span.links.dropped_count,
+            status: &span.status,
+        }
+    }
+}
+
 /// Appends `span` to `buf` as one `ScopeSpans.spans` entry (field 2: key,
 /// length, `Span` body); returns how many bytes it took.
 pub fn put_span(buf: &mut Vec<u8>, span: &SpanData) -> usize {
-    let sc = &span.span_context;
+    put_span_view(buf, &SpanView::of(span))
+}
+
+/// [`put_span`] for any [`SpanView`].
+pub fn put_span_view(buf: &mut Vec<u8>, span: &SpanView<'_>) -> usize {
+    let sc = span.span_context;
     // Usually empty: then `header()` allocates nothing.
     let trace_state = sc.trace_state().header();
+    // Usually no links: then this allocates nothing.
     let link_states: Vec<String> = span
         .links
         .iter()
@@ -353,16 +404,16 @@ pub fn put_span(buf: &mut Vec<u8>, span: &SpanData) -> usize {
         + opt_bytes_len(3, trace_state.as_bytes())
         + opt_bytes_len(4, parent)
         + opt_bytes_len(5, span.name.as_bytes())
-        + opt_varint_len(6, span_kind(&span.span_kind))
+        + opt_varint_len(6, span_kind(span.kind))
         + opt_fixed64_len(7, start)
         + opt_fixed64_len(8, end)
-        + attributes_len(9, &span.attributes)
+        + attributes_len(9, span.attributes)
         + opt_varint_len(10, u64::from(span.dropped_attributes_count))
         + events_len
-        + opt_varint_len(12, u64::from(span.events.dropped_count))
+        + opt_varint_len(12, u64::from(span.dropped_events_count))
         + links_len
-        + opt_varint_len(14, u64::from(span.links.dropped_count))
-        + len_delimited_len(15, status_len(&span.status))
+        + opt_varint_len(14, u64::from(span.dropped_links_count))
+        + len_delimited_len(15, status_len(span.status))
         + opt_fixed32_len(16, flags);
 
     let before = buf.len();
@@ -373,23 +424,23 @@ pub fn put_span(buf: &mut Vec<u8>, span: &SpanData) -> usize {
     put_opt_bytes(buf, 3, trace_state.as_bytes());
     put_opt_bytes(buf, 4, parent);
     put_opt_bytes(buf, 5, span.name.as_bytes());
-    put_opt_varint(buf, 6, span_kind(&span.span_kind));
+    put_opt_varint(buf, 6, span_kind(span.kind));
     put_opt_fixed64(buf, 7, start);
     put_opt_fixed64(buf, 8, end);
-    put_attributes(buf, 9, &span.attributes);
+    put_attributes(buf, 9, span.attributes);
     put_opt_varint(buf, 10, u64::from(span.dropped_attributes_count));
-    for event in span.events.iter() {
+    for event in span.events {
         put_len_prefix(buf, 11, event_len(event));
         put_event(buf, event);
     }
-    put_opt_varint(buf, 12, u64::from(span.events.dropped_count));
+    put_opt_varint(buf, 12, u64::from(span.dropped_events_count));
     for (link, state) in span.links.iter().zip(&link_states) {
         put_len_prefix(buf, 13, link_len(link, state));
         put_link(buf, link, state);
     }
-    put_opt_varint(buf, 14, u64::from(span.links.dropped_count));
-    put_len_prefix(buf, 15, status_len(&span.status));
-    let (message, code) = status_parts(&span.status);
+    put_opt_varint(buf, 14, u64::from(span.dropped_links_count));
+    put_len_prefix(buf, 15, status_len(span.status));
+    let (message, code) = status_parts(span.status);
     put_opt_bytes(buf, 2, message.as_bytes());
     put_opt_varint(buf, 3, code);
     put_opt_fixed32(buf, 16, flags);

@@ -12,7 +12,8 @@ use opentelemetry::trace::{
     FutureExt, Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue, global};
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+use crate::tracer::{LeanTracer, LeanTracerProvider};
 
 use crate::tracecontext::{hex_str, trace_id_hex};
 
@@ -54,7 +55,7 @@ pub fn start_with_parent_lazy(
 ) -> Context {
     let tracer = TRACER.read().unwrap_or_else(|e| e.into_inner());
     match tracer.as_ref() {
-        Some(tracer) => start_on(tracer, parent, name.into(), kind, attributes),
+        Some(tracer) => tracer.start_in(parent, name.into(), kind, attributes),
         None => {
             drop(tracer);
             start_on(
@@ -70,12 +71,14 @@ pub fn start_with_parent_lazy(
 
 /// The tracer of the provider [`crate::init`] installed, kept so that a
 /// span does not go through the global provider's lock, a boxed tracer
-/// and a boxed span; `None` before `init` (and in tests that install a
-/// provider of their own), when the global tracer is used.
-static TRACER: RwLock<Option<SdkTracer>> = RwLock::new(None);
+/// and a boxed span, and so that a span that is not recorded is only a
+/// span context ([`LeanTracer::start_in`]); `None` before `init` (and in
+/// tests that install a provider of their own), when the global tracer is
+/// used.
+static TRACER: RwLock<Option<LeanTracer>> = RwLock::new(None);
 
 /// Makes [`start_with_parent_lazy`] start spans on `provider`.
-pub(crate) fn use_provider(provider: &SdkTracerProvider) {
+pub(crate) fn use_provider(provider: &LeanTracerProvider) {
     *TRACER.write().unwrap_or_else(|e| e.into_inner()) = Some(provider.tracer(SCOPE));
 }
 

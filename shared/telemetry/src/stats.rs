@@ -246,9 +246,12 @@ impl Default for QueueSettings {
     }
 }
 
-/// The span processor of a service: telemetry faults, then the bounded
-/// export queue counted in `counters`, encoded and sent over `transport`
-/// by [`OtlpBatchProcessor`]; `timeout` bounds every export call.
+/// The export pipeline of a service, which its tracer
+/// ([`crate::tracer::LeanTracerProvider`]) ends spans into (an SDK
+/// provider can take it as its span processor too): telemetry faults, then
+/// the bounded export queue counted in `counters`, encoded and sent over
+/// `transport` by [`OtlpBatchProcessor`]; `timeout` bounds every export
+/// call.
 ///
 /// # Errors
 /// When the export thread cannot start.

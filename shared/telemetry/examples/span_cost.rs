@@ -1,0 +1,219 @@
+//! What the spans of one login cost a service, without the network: the
+//! gateway's SERVER span (the real [`server_span`] middleware on an axum
+//! router), its CLIENT span to auth (the attributes and header injection
+//! of the real client middleware, [`client::start_client_span`]), and
+//! auth's SERVER span, a child of the injected `traceparent`, with the
+//! `enduser.id` attribute its handler sets. Three spans per iteration, as
+//! in `tracelab bench`'s login; the batches go to a local OTLP/HTTP
+//! receiver that answers 200 and keeps nothing.
+//!
+//! The mode comes from the environment, as for a service:
+//!
+//! ```sh
+//! cargo build --release -p tracelab-telemetry --example span_cost
+//! OTEL_SDK_DISABLED=true            target/release/examples/span_cost
+//! OTEL_TRACES_SAMPLER=always_off    target/release/examples/span_cost
+//! OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 target/release/examples/span_cost
+//! OTEL_TRACES_SAMPLER=parentbased_always_on target/release/examples/span_cost
+//! ```
+//!
+//! Prints, per login (3 spans): the wall time of the thread that runs the
+//! requests and the CPU time of the process but the receiver's thread
+//! (the requests' thread and the export thread, until the round's spans
+//! are exported), the best and the median of 7 rounds, in µs.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::from_fn;
+use axum::routing::post;
+use http::{HeaderMap, HeaderValue, Method};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{FutureExt, TraceContextExt};
+use tower::ServiceExt;
+use tracelab_telemetry::client::start_client_span;
+use tracelab_telemetry::propagation::inject_http;
+use tracelab_telemetry::server::server_span;
+
+const ITERATIONS: u32 = 50_000;
+const ROUNDS: usize = 7;
+
+/// The receiver's thread, whose CPU is not the service's.
+const SINK_THREAD: &str = "otlp-sink";
+
+/// The CPU time of every thread of this process but the receiver's so
+/// far, from the scheduler's nanosecond counters
+/// (`/proc/self/task/*/schedstat`).
+fn process_cpu() -> Duration {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == SINK_THREAD {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(ns)
+}
+
+/// A receiver that accepts every OTLP/HTTP request and keeps nothing.
+fn start_sink() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+    let addr = listener.local_addr().expect("local address");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::Builder::new()
+        .name(SINK_THREAD.into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("sink runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let app = Router::new().route("/v1/traces", post(|| async { "" }));
+                axum::serve(listener, app).await.expect("sink");
+            });
+        })
+        .expect("sink thread");
+    format!("http://{addr}")
+}
+
+async fn gateway_login(req: Request) -> http::Response<Body> {
+    let _ = req;
+    // The CLIENT span to auth, as the client middleware makes it.
+    let url = reqwest::Url::parse("http://127.0.0.1:8081/login").expect("static URL");
+    let cx = start_client_span(&Method::POST, &url, None);
+    let mut headers = HeaderMap::new();
+    inject_http(&cx, &mut headers);
+    let answer = auth()
+        .oneshot(auth_request(headers))
+        .with_context(cx.clone())
+        .await
+        .expect("infallible");
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(answer.status().as_u16()),
+    ));
+    span.end();
+    http::Response::new(Body::from("{}"))
+}
+
+async fn auth_login() -> &'static str {
+    opentelemetry::Context::current()
+        .span()
+        .set_attribute(KeyValue::new("enduser.id", "u-alice"));
+    "{}"
+}
+
+fn auth() -> Router {
+    Router::new()
+        .route("/login", post(auth_login))
+        .layer(from_fn(server_span))
+}
+
+fn gateway() -> Router {
+    Router::new()
+        .route("/api/login", post(gateway_login))
+        .layer(from_fn(server_span))
+}
+
+fn auth_request(mut headers: HeaderMap) -> Request {
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_static("127.0.0.1:8081"),
+    );
+    headers.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static("tracelab-gateway"),
+    );
+    let mut req = Request::new(Body::empty());
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = "/login".parse().expect("static URI");
+    *req.headers_mut() = headers;
+    req
+}
+
+fn gateway_request() -> Request {
+    let mut req = Request::new(Body::empty());
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = "/api/login".parse().expect("static URI");
+    let headers = req.headers_mut();
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_static("127.0.0.1:8080"),
+    );
+    headers.insert(http::header::USER_AGENT, HeaderValue::from_static("bench"));
+    req
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut config =
+        tracelab_telemetry::TelemetryConfig::from_env("span-cost").expect("OTEL_* variables");
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+        config.endpoint = start_sink();
+    }
+    // One thread ends spans far faster than a service does: a queue big
+    // enough for a round keeps every span encoded and counted, as in a
+    // service, instead of dropped.
+    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        config.max_queue = 1 << 20;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let telemetry = runtime
+        .block_on(async { tracelab_telemetry::init_with(config).expect("telemetry starts") });
+    let gateway = gateway();
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    runtime.block_on(async {
+        for _ in 0..ITERATIONS / 4 {
+            let _ = gateway.clone().oneshot(gateway_request()).await;
+        }
+        for _ in 0..ROUNDS {
+            let (t0, c0) = (Instant::now(), process_cpu());
+            for _ in 0..ITERATIONS {
+                let response = gateway.clone().oneshot(gateway_request()).await;
+                std::hint::black_box(response.map(|r| r.status()).ok());
+            }
+            let n = f64::from(ITERATIONS);
+            wall.push(t0.elapsed().as_secs_f64() * 1e6 / n);
+            // Let the export thread finish this round's batches.
+            let until = Instant::now() + Duration::from_secs(10);
+            while tracelab_telemetry::stats::export_stats().spans_queued > 0
+                && Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            cpu.push((process_cpu() - c0).as_secs_f64() * 1e6 / n);
+        }
+    });
+    let stats = tracelab_telemetry::stats::export_stats();
+    runtime.block_on(telemetry.shutdown());
+    println!(
+        "µs per login (3 spans): wall best {:.2} median {:.2}; process CPU best {:.2} median {:.2}; spans ended {}, exported {}",
+        wall.iter().copied().fold(f64::INFINITY, f64::min),
+        median(wall.clone()),
+        cpu.iter().copied().fold(f64::INFINITY, f64::min),
+        median(cpu.clone()),
+        stats.spans_ended,
+        stats.spans_exported,
+    );
+}
