@@ -1,7 +1,7 @@
 //! `tracelab bench` on tiny settings: the table has its shape and its
 //! numbers agree with each other (not timings: those are the bench's to
-//! print, never a test's to assert). Starts two real labs, one after the
-//! other; needs the binaries (`cargo build --workspace --bins`), Postgres
+//! print, never a test's to assert). Starts two real labs, kept for both
+//! rounds; needs the binaries (`cargo build --workspace --bins`), Postgres
 //! and RabbitMQ.
 
 use std::time::Duration;
@@ -13,7 +13,7 @@ async fn bench_counts_spans_only_when_tracing_is_on() {
     let opts = BenchOptions {
         modes: vec![Mode::Off, Mode::Full],
         routes: vec![Route::Login],
-        rounds: 1,
+        rounds: 2,
         duration: Duration::from_millis(400),
         connections: 2,
         latency_duration: Duration::from_millis(200),
@@ -22,8 +22,32 @@ async fn bench_counts_spans_only_when_tracing_is_on() {
     };
     let mut lines = Vec::new();
     let runs = run(&opts, |l| lines.push(l.to_string())).await.unwrap();
-    assert_eq!(lines.len(), 2, "one progress line per lab: {lines:?}");
-    assert_eq!(runs.runs.len(), 2);
+    // A line per lab started, then per round (with the load average).
+    let said: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(" (").next().unwrap())
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "starting the off lab",
+            "starting the 100% lab",
+            "round 1/2",
+            "round 2/2"
+        ]
+    );
+    assert_eq!(runs.runs.len(), 4, "each lab measured in each round");
+    // The rounds measured the same labs, in a rotated order.
+    let order: Vec<(Mode, u32)> = runs.runs.iter().map(|r| (r.mode, r.round)).collect();
+    assert_eq!(
+        order,
+        [
+            (Mode::Off, 0),
+            (Mode::Full, 0),
+            (Mode::Full, 1),
+            (Mode::Off, 1)
+        ]
+    );
     let report = BenchReport::new(runs, &opts.modes, &opts.routes);
 
     assert_eq!(report.baseline, Mode::Off);
@@ -69,5 +93,5 @@ async fn bench_counts_spans_only_when_tracing_is_on() {
     );
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["routes"].as_array().unwrap().len(), 2);
-    assert_eq!(json["raw"]["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(json["raw"]["runs"].as_array().unwrap().len(), 4);
 }

@@ -36,7 +36,8 @@ pub struct RouteRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModeRow {
     pub mode: Mode,
-    /// Summed over the rounds.
+    /// Summed over the rounds (`spans_queued`: what was still queued at
+    /// the end).
     pub export: ExportTotals,
     /// Median p50 / p99 of login on one connection, µs.
     pub login_p50_us: Option<u64>,
@@ -177,7 +178,8 @@ impl BenchReport {
                 export.spans_failed += r.export.spans_failed;
                 export.spans_dropped_queue_full += r.export.spans_dropped_queue_full;
                 export.spans_dropped_by_fault += r.export.spans_dropped_by_fault;
-                export.spans_queued += r.export.spans_queued;
+                // A level, not a counter: what the last round left queued.
+                export.spans_queued = r.export.spans_queued;
             }
             let quantile = |f: fn(&LabRun) -> Option<u64>| {
                 let v: Vec<f64> = runs.iter().filter_map(|r| f(r)).map(|x| x as f64).collect();

@@ -1,5 +1,6 @@
-//! Runs the bench: for each round, for each mode, one lab started with
-//! that mode's environment, warmed up, measured on each route, stopped.
+//! Runs the bench: one lab per mode, started with that mode's environment
+//! and warmed up; then, round after round, each route driven in every lab
+//! in turn; the labs stopped at the end.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,7 +23,8 @@ pub struct BenchOptions {
     pub modes: Vec<Mode>,
     /// The routes measured in every lab.
     pub routes: Vec<Route>,
-    /// Rounds; each round starts every mode's lab once, in a rotated order.
+    /// Rounds; each round drives each route in every mode's lab, in a
+    /// rotated order.
     pub rounds: u32,
     /// How long each route is driven per lab.
     pub duration: Duration,
@@ -113,13 +115,30 @@ impl ExportTotals {
         self.spans_queued += n("spans_queued");
     }
 
+    /// What happened since `earlier`, counters of the same services read
+    /// before: the counters' growth, and the spans queued now.
+    fn since(&self, earlier: &ExportTotals) -> ExportTotals {
+        ExportTotals {
+            spans_ended: self.spans_ended.saturating_sub(earlier.spans_ended),
+            spans_exported: self.spans_exported.saturating_sub(earlier.spans_exported),
+            spans_failed: self.spans_failed.saturating_sub(earlier.spans_failed),
+            spans_dropped_queue_full: self
+                .spans_dropped_queue_full
+                .saturating_sub(earlier.spans_dropped_queue_full),
+            spans_dropped_by_fault: self
+                .spans_dropped_by_fault
+                .saturating_sub(earlier.spans_dropped_by_fault),
+            spans_queued: self.spans_queued,
+        }
+    }
+
     /// Spans that never reached the collector.
     pub fn lost(&self) -> u64 {
         self.spans_failed + self.spans_dropped_queue_full + self.spans_dropped_by_fault
     }
 }
 
-/// One lab: one mode in one round.
+/// One mode's lab in one round.
 #[derive(Debug, Clone, Serialize)]
 pub struct LabRun {
     pub mode: Mode,
@@ -155,7 +174,13 @@ pub struct BenchRuns {
     pub runs: Vec<LabRun>,
 }
 
-/// Runs the bench; `progress` hears one line per lab.
+/// Runs the bench; `progress` hears one line per lab started and per
+/// round.
+///
+/// Every mode's lab is started first and kept to the end. Each round then
+/// drives each route in every lab in turn (the modes in an order rotated
+/// every round), so the bursts a ratio compares ran seconds apart, not a
+/// lab start-up apart; a busy machine's drift hits every mode alike.
 ///
 /// # Errors
 /// When a lab does not start (binaries missing, Postgres or RabbitMQ
@@ -164,25 +189,31 @@ pub async fn run(opts: &BenchOptions, mut progress: impl FnMut(&str)) -> anyhow:
     anyhow::ensure!(!opts.modes.is_empty(), "no mode to measure");
     anyhow::ensure!(!opts.routes.is_empty(), "no route to measure");
     let load_average_before = load_average();
-    let mut runs = Vec::new();
-    let n = opts.modes.len();
-    for round in 0..opts.rounds.max(1) {
-        // Rotated, so no mode always follows the same one.
-        for i in 0..n {
-            let mode = opts.modes[(i + round as usize) % n];
-            progress(&format!(
-                "round {}/{}: {} (load average {})",
-                round + 1,
-                opts.rounds.max(1),
-                mode.name(),
-                load_average().map_or("?".into(), |l| format!("{l:.2}"))
-            ));
-            let run = run_lab(opts, mode, round)
-                .await
-                .with_context(|| format!("bench lab {} (round {})", mode.name(), round + 1))?;
-            runs.push(run);
+    let mut labs = Vec::new();
+    let mut started = Ok(());
+    for &mode in &opts.modes {
+        progress(&format!("starting the {} lab", mode.name()));
+        match ModeLab::start(opts, mode).await {
+            Ok(lab) => labs.push(lab),
+            Err(e) => {
+                started = Err(e.context(format!("bench lab {}", mode.name())));
+                break;
+            }
         }
     }
+    let runs = match started {
+        Ok(()) => rounds(opts, &mut labs, &mut progress).await,
+        Err(e) => Err(e),
+    };
+    // Every lab stops, whatever happened.
+    let mut stopped = Ok(());
+    for lab in labs {
+        if let Err(e) = lab.lab.stop().await {
+            stopped = Err(e);
+        }
+    }
+    let runs = runs?;
+    stopped?;
     Ok(BenchRuns {
         rounds: opts.rounds.max(1),
         connections: opts.connections,
@@ -221,113 +252,205 @@ fn lab_options(opts: &BenchOptions, mode: Mode) -> anyhow::Result<LabOptions> {
     Ok(lab)
 }
 
-async fn run_lab(opts: &BenchOptions, mode: Mode, round: u32) -> anyhow::Result<LabRun> {
-    let mut lab_opts = lab_options(opts, mode)?;
-    // Held until the lab stops: the services' exports hang on it.
-    let blackhole = match mode {
-        Mode::Blackholed => Some(Blackhole::start().await?),
-        _ => None,
-    };
-    lab_opts.otlp_endpoint = match (mode, &blackhole) {
-        (Mode::CollectorDown, _) => Some(dead_endpoint()?),
-        (_, Some(b)) => Some(b.endpoint()),
-        _ => None,
-    };
-    let lab = Lab::start(lab_opts).await?;
-    let measured = measure(opts, mode, round, &lab).await;
-    let stopped = lab.stop().await;
-    drop(blackhole);
-    let run = measured?;
-    stopped?;
-    Ok(run)
+/// One mode's lab, kept for the whole bench, with what measuring it needs.
+struct ModeLab {
+    mode: Mode,
+    lab: Lab,
+    /// Held until the lab stops: the services' exports hang on it.
+    _blackhole: Option<Blackhole>,
+    target: Target,
+    pids: Vec<u32>,
+    services: Vec<(&'static str, String)>,
+    /// The services' export counters when its previous round ended.
+    counted: ExportTotals,
 }
 
-async fn measure(opts: &BenchOptions, mode: Mode, round: u32, lab: &Lab) -> anyhow::Result<LabRun> {
-    let target = Target::new(&lab.gateway_url(), opts.connections).await?;
-    let services = lab.services();
-    let pids: Vec<u32> = services
-        .iter()
-        .filter_map(|(name, _)| lab.pid(name))
-        .collect();
-    anyhow::ensure!(
-        pids.len() == services.len(),
-        "a service is not running: {:?}",
-        lab.status()
-    );
+impl ModeLab {
+    async fn start(opts: &BenchOptions, mode: Mode) -> anyhow::Result<ModeLab> {
+        let mut lab_opts = lab_options(opts, mode)?;
+        let blackhole = match mode {
+            Mode::Blackholed => Some(Blackhole::start().await?),
+            _ => None,
+        };
+        lab_opts.otlp_endpoint = match (mode, &blackhole) {
+            (Mode::CollectorDown, _) => Some(dead_endpoint()?),
+            (_, Some(b)) => Some(b.endpoint()),
+            _ => None,
+        };
+        let lab = Lab::start(lab_opts).await?;
+        let ready = async {
+            let target = Target::new(&lab.gateway_url(), opts.connections).await?;
+            let services = lab.services();
+            let pids: Vec<u32> = services
+                .iter()
+                .filter_map(|(name, _)| lab.pid(name))
+                .collect();
+            anyhow::ensure!(
+                pids.len() == services.len(),
+                "a service is not running: {:?}",
+                lab.status()
+            );
+            Ok((target, services, pids))
+        }
+        .await;
+        match ready {
+            Ok((target, services, pids)) => Ok(ModeLab {
+                mode,
+                lab,
+                _blackhole: blackhole,
+                target,
+                pids,
+                services,
+                counted: ExportTotals::default(),
+            }),
+            Err(e) => {
+                let _ = lab.stop().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn rounds(
+    opts: &BenchOptions,
+    labs: &mut [ModeLab],
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<Vec<LabRun>> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
-    for &route in &opts.routes {
-        target
-            .closed_loop(route, opts.connections, opts.warmup)
-            .await;
+    for lab in labs.iter() {
+        for &route in &opts.routes {
+            lab.target
+                .closed_loop(route, opts.connections, opts.warmup)
+                .await;
+        }
     }
     // The checkout's asynchronous tail (outbox relay, notification) ends
     // its spans after the answer: let it finish before the first snapshot.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut routes = Vec::new();
-    let mut load_avg = None;
-    for &route in &opts.routes {
-        let before = (cpu_of(&pids), exports(&http, &services).await?);
-        let burst = target
-            .closed_loop(route, opts.connections, opts.duration)
-            .await;
-        let after = (cpu_of(&pids), exports(&http, &services).await?);
-        load_avg = load_average();
-        anyhow::ensure!(
-            burst.ok > 0,
-            "{}: no request succeeded ({} failed)",
-            route.name(),
-            burst.failed
-        );
-        routes.push(RouteSample {
-            route,
-            ok: burst.ok,
-            failed: burst.failed,
-            seconds: burst.elapsed.as_secs_f64(),
-            rate: burst.rate(),
-            cpu_us: after.0.saturating_sub(before.0),
-            spans_ended: after.1.spans_ended.saturating_sub(before.1.spans_ended),
-            p50_us: (!burst.latency.is_empty()).then(|| burst.latency.quantile(0.5)),
-            p99_us: (!burst.latency.is_empty()).then(|| burst.latency.quantile(0.99)),
-        });
+    for lab in labs.iter_mut() {
+        lab.counted = drained_exports(&http, &lab.services).await?;
     }
-    let (mut p50, mut p99) = (None, None);
-    if !opts.latency_duration.is_zero() {
-        let burst = target
-            .closed_loop(Route::Login, 1, opts.latency_duration)
-            .await;
-        if !burst.latency.is_empty() {
-            p50 = Some(burst.latency.quantile(0.5));
-            p99 = Some(burst.latency.quantile(0.99));
+    let n = labs.len();
+    let total = opts.rounds.max(1);
+    let mut runs = Vec::new();
+    for round in 0..total {
+        // Rotated, so no mode always follows the same one.
+        let order: Vec<usize> = (0..n).map(|i| (i + round as usize) % n).collect();
+        progress(&format!(
+            "round {}/{total} (load average {})",
+            round + 1,
+            load_average().map_or("?".into(), |l| format!("{l:.2}"))
+        ));
+        let mut routes: Vec<Vec<RouteSample>> = vec![Vec::new(); n];
+        let mut load_avg = vec![None; n];
+        for &route in &opts.routes {
+            for &i in &order {
+                let lab = &labs[i];
+                routes[i].push(
+                    sample(opts, &http, lab, route)
+                        .await
+                        .with_context(|| format!("bench lab {}", lab.mode.name()))?,
+                );
+                load_avg[i] = load_average();
+            }
+        }
+        let mut latency = vec![(None, None); n];
+        if !opts.latency_duration.is_zero() {
+            for &i in &order {
+                let burst = labs[i]
+                    .target
+                    .closed_loop(Route::Login, 1, opts.latency_duration)
+                    .await;
+                if !burst.latency.is_empty() {
+                    latency[i] = (
+                        Some(burst.latency.quantile(0.5)),
+                        Some(burst.latency.quantile(0.99)),
+                    );
+                }
+            }
+        }
+        for &i in &order {
+            let lab = &mut labs[i];
+            let checkout_readable_us = if lab.mode == Mode::Full
+                && opts.routes.contains(&Route::Checkout)
+                && opts.readable_checkouts > 0
+            {
+                readable_after_answer(
+                    &lab.target,
+                    &http,
+                    &lab.lab.tempo_url(),
+                    opts.readable_checkouts,
+                )
+                .await?
+            } else {
+                Vec::new()
+            };
+            let now = drained_exports(&http, &lab.services).await?;
+            let export = now.since(&lab.counted);
+            lab.counted = now;
+            runs.push(LabRun {
+                mode: lab.mode,
+                round,
+                load_average: load_avg[i],
+                routes: std::mem::take(&mut routes[i]),
+                login_p50_us: latency[i].0,
+                login_p99_us: latency[i].1,
+                checkout_readable_us,
+                export,
+            });
         }
     }
-    let checkout_readable_us = if mode == Mode::Full
-        && opts.routes.contains(&Route::Checkout)
-        && opts.readable_checkouts > 0
-    {
-        readable_after_answer(&target, &http, &lab.tempo_url(), opts.readable_checkouts).await?
-    } else {
-        Vec::new()
-    };
-    // Let the batch processors export what is queued; a dead collector's
-    // queue never drains, so the wait is short.
+    Ok(runs)
+}
+
+/// One burst of `route` in `lab`: requests, the services' CPU and the
+/// spans they ended.
+async fn sample(
+    opts: &BenchOptions,
+    http: &reqwest::Client,
+    lab: &ModeLab,
+    route: Route,
+) -> anyhow::Result<RouteSample> {
+    let before = (cpu_of(&lab.pids), exports(http, &lab.services).await?);
+    let burst = lab
+        .target
+        .closed_loop(route, opts.connections, opts.duration)
+        .await;
+    let after = (cpu_of(&lab.pids), exports(http, &lab.services).await?);
+    anyhow::ensure!(
+        burst.ok > 0,
+        "{}: no request succeeded ({} failed)",
+        route.name(),
+        burst.failed
+    );
+    Ok(RouteSample {
+        route,
+        ok: burst.ok,
+        failed: burst.failed,
+        seconds: burst.elapsed.as_secs_f64(),
+        rate: burst.rate(),
+        cpu_us: after.0.saturating_sub(before.0),
+        spans_ended: after.1.spans_ended.saturating_sub(before.1.spans_ended),
+        p50_us: (!burst.latency.is_empty()).then(|| burst.latency.quantile(0.5)),
+        p99_us: (!burst.latency.is_empty()).then(|| burst.latency.quantile(0.99)),
+    })
+}
+
+/// The export counters once the batch processors exported what is queued;
+/// a dead collector's queue never drains, so the wait is short.
+async fn drained_exports(
+    http: &reqwest::Client,
+    services: &[(&'static str, String)],
+) -> anyhow::Result<ExportTotals> {
     let drain_until = Instant::now() + Duration::from_millis(1500);
-    let mut export = exports(&http, &services).await?;
+    let mut export = exports(http, services).await?;
     while export.spans_queued > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        export = exports(&http, &services).await?;
+        export = exports(http, services).await?;
     }
-    Ok(LabRun {
-        mode,
-        round,
-        load_average: load_avg,
-        routes,
-        login_p50_us: p50,
-        login_p99_us: p99,
-        checkout_readable_us,
-        export,
-    })
+    Ok(export)
 }
 
 /// Sends `n` checkouts one at a time; after each answer, polls the
