@@ -14,10 +14,11 @@ use crate::supervisor::DEFAULT_AMQP_URL;
 /// `tracelab bench`
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Rounds: every mode's lab starts once per round, in a rotated order.
+    /// Rounds: each drives every route in every mode's lab in turn, the
+    /// modes in a rotated order (the labs start once, before the first).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
-    /// How long each route is driven in each lab, e.g. 3s, 500ms.
+    /// How long each route is driven in each lab per round, e.g. 3s, 500ms.
     #[arg(long, default_value = "3s", value_parser = positive_duration, value_name = "DURATION")]
     pub duration: Duration,
     /// Concurrent connections of the throughput runs.
