@@ -347,6 +347,30 @@ pub(crate) fn scope_bytes(s: &ScopeInfo) -> usize {
         + s.schema_url.capacity()
 }
 
+/// Heap bytes of a span's events and links (by capacity), as
+/// [`attrs_bytes`] counts attributes.
+pub(crate) fn events_links_bytes(
+    events: &Vec<opentelemetry_proto::tonic::trace::v1::span::Event>,
+    links: &Vec<opentelemetry_proto::tonic::trace::v1::span::Link>,
+) -> usize {
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    events.capacity() * size_of::<Event>()
+        + events
+            .iter()
+            .map(|e| e.name.capacity() + attrs_bytes(&e.attributes))
+            .sum::<usize>()
+        + links.capacity() * size_of::<Link>()
+        + links
+            .iter()
+            .map(|l| {
+                l.trace_id.capacity()
+                    + l.span_id.capacity()
+                    + l.trace_state.capacity()
+                    + attrs_bytes(&l.attributes)
+            })
+            .sum::<usize>()
+}
+
 pub(crate) fn attrs_bytes(attrs: &Vec<KeyValue>) -> usize {
     attrs.capacity() * size_of::<KeyValue>()
         + attrs

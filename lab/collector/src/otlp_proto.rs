@@ -263,35 +263,64 @@ impl<'a> Parts<'a> {
     }
 }
 
+/// The shape `ResourceSpans` and `ScopeSpans` share: a head message (field
+/// 1: the resource or the scope), repeated children (field 2) and a schema
+/// url (field 3). The head and the url may follow the children, so all are
+/// collected before anything is built.
+struct Group<'a> {
+    head: Parts<'a>,
+    children: Vec<&'a [u8]>,
+    schema_url: &'a str,
+}
+
+/// Reads a [`Group`]; `fields` names fields 1, 2 and 3 for errors.
+fn group<'a>(buf: &'a [u8], fields: [&str; 3]) -> Result<Group<'a>, DecodeError> {
+    let [head_name, children_name, url_name] = fields;
+    let mut g = Group {
+        head: Parts::None,
+        children: Vec::new(),
+        schema_url: "",
+    };
+    let mut r = Reader::new(buf);
+    while !r.is_empty() {
+        let (tag, wire) = r.key()?;
+        match tag {
+            1 => {
+                expect(head_name, wire, LEN)?;
+                g.head.push(r.bytes()?);
+            }
+            2 => {
+                expect(children_name, wire, LEN)?;
+                g.children.push(r.bytes()?);
+            }
+            3 => {
+                expect(url_name, wire, LEN)?;
+                g.schema_url = utf8(url_name, r.bytes()?)?;
+            }
+            _ => r.skip(tag, wire)?,
+        }
+    }
+    Ok(g)
+}
+
 fn resource_spans(
     buf: &[u8],
     records: &Records,
     b: &mut SpanBuilder<'_>,
     out: &mut Decoded,
 ) -> Result<(), DecodeError> {
-    // The resource and schema url may follow the spans: collect first.
-    let mut resource = Parts::None;
-    let mut scopes: Vec<&[u8]> = Vec::new();
-    let mut schema_url = "";
-    let mut r = Reader::new(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key()?;
-        match tag {
-            1 => {
-                expect("ResourceSpans.resource", wire, LEN)?;
-                resource.push(r.bytes()?);
-            }
-            2 => {
-                expect("ResourceSpans.scope_spans", wire, LEN)?;
-                scopes.push(r.bytes()?);
-            }
-            3 => {
-                expect("ResourceSpans.schema_url", wire, LEN)?;
-                schema_url = utf8("ResourceSpans.schema_url", r.bytes()?)?;
-            }
-            _ => r.skip(tag, wire)?,
-        }
-    }
+    let Group {
+        head: resource,
+        children: scopes,
+        schema_url,
+    } = group(
+        buf,
+        [
+            "ResourceSpans.resource",
+            "ResourceSpans.scope_spans",
+            "ResourceSpans.schema_url",
+        ],
+    )?;
     let build = || -> Result<ResourceInfo, DecodeError> {
         Ok(ResourceInfo::new(
             resource.merge::<Resource>()?,
@@ -315,28 +344,18 @@ fn scope_spans(
     b: &mut SpanBuilder<'_>,
     out: &mut Decoded,
 ) -> Result<(), DecodeError> {
-    let mut scope = Parts::None;
-    let mut spans: Vec<&[u8]> = Vec::new();
-    let mut schema_url = "";
-    let mut r = Reader::new(buf);
-    while !r.is_empty() {
-        let (tag, wire) = r.key()?;
-        match tag {
-            1 => {
-                expect("ScopeSpans.scope", wire, LEN)?;
-                scope.push(r.bytes()?);
-            }
-            2 => {
-                expect("ScopeSpans.spans", wire, LEN)?;
-                spans.push(r.bytes()?);
-            }
-            3 => {
-                expect("ScopeSpans.schema_url", wire, LEN)?;
-                schema_url = utf8("ScopeSpans.schema_url", r.bytes()?)?;
-            }
-            _ => r.skip(tag, wire)?,
-        }
-    }
+    let Group {
+        head: scope,
+        children: spans,
+        schema_url,
+    } = group(
+        buf,
+        [
+            "ScopeSpans.scope",
+            "ScopeSpans.spans",
+            "ScopeSpans.schema_url",
+        ],
+    )?;
     let build = || -> Result<ScopeInfo, DecodeError> {
         Ok(ScopeInfo {
             scope: scope.merge::<InstrumentationScope>()?,

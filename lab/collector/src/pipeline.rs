@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::model::{
-    ResourceInfo, ScopeInfo, TraceData, TraceId, attrs_bytes, resource_bytes, scope_bytes,
-    span_bytes,
+    ResourceInfo, ScopeInfo, TraceData, TraceId, attrs_bytes, events_links_bytes, resource_bytes,
+    scope_bytes, span_bytes,
 };
 use crate::otlp_proto::RawIds;
 use crate::span::{Interner, SpanBuilder, StoredSpan};
@@ -416,7 +416,6 @@ pub(crate) fn request_bytes(req: &ExportTraceServiceRequest) -> usize {
 /// Memory held by one decoded prost span.
 fn decoded_span_bytes(span: &opentelemetry_proto::tonic::trace::v1::Span) -> usize {
     use opentelemetry_proto::tonic::trace::v1::Span;
-    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
     size_of::<Span>()
         + span.trace_id.capacity()
         + span.span_id.capacity()
@@ -424,23 +423,7 @@ fn decoded_span_bytes(span: &opentelemetry_proto::tonic::trace::v1::Span) -> usi
         + span.parent_span_id.capacity()
         + span.name.capacity()
         + attrs_bytes(&span.attributes)
-        + span.events.capacity() * size_of::<Event>()
-        + span
-            .events
-            .iter()
-            .map(|e| e.name.capacity() + attrs_bytes(&e.attributes))
-            .sum::<usize>()
-        + span.links.capacity() * size_of::<Link>()
-        + span
-            .links
-            .iter()
-            .map(|l| {
-                l.trace_id.capacity()
-                    + l.span_id.capacity()
-                    + l.trace_state.capacity()
-                    + attrs_bytes(&l.attributes)
-            })
-            .sum::<usize>()
+        + events_links_bytes(&span.events, &span.links)
         + span.status.as_ref().map_or(0, |s| s.message.capacity())
 }
 

@@ -594,7 +594,7 @@ impl StoredSpan {
     /// fragmentation are not counted), but it grows with every byte a client
     /// can make the collector keep, which is what a byte bound needs.
     pub(crate) fn heap_bytes(&self) -> usize {
-        use crate::model::{attrs_bytes, value_heap_bytes};
+        use crate::model::{events_links_bytes, value_heap_bytes};
         let others: usize = self
             .attrs
             .iter()
@@ -609,21 +609,7 @@ impl StoredSpan {
             size_of::<Rare>()
                 + r.trace_state.capacity()
                 + r.status_message.capacity()
-                + r.events.capacity() * size_of::<Event>()
-                + r.events
-                    .iter()
-                    .map(|e| e.name.capacity() + attrs_bytes(&e.attributes))
-                    .sum::<usize>()
-                + r.links.capacity() * size_of::<Link>()
-                + r.links
-                    .iter()
-                    .map(|l| {
-                        l.trace_id.capacity()
-                            + l.span_id.capacity()
-                            + l.trace_state.capacity()
-                            + attrs_bytes(&l.attributes)
-                    })
-                    .sum::<usize>()
+                + events_links_bytes(&r.events, &r.links)
         });
         size_of::<StoredSpan>()
             + self.attrs.len() * size_of::<Attr>()
