@@ -37,6 +37,9 @@ use tracelab_telemetry::client::start_client_span;
 use tracelab_telemetry::propagation::inject_http;
 use tracelab_telemetry::server::server_span;
 
+#[path = "support/sink.rs"]
+mod sink;
+
 const ITERATIONS: u32 = 50_000;
 const ROUNDS: usize = 7;
 
@@ -65,28 +68,6 @@ fn process_cpu() -> Duration {
             .unwrap_or(0);
     }
     Duration::from_nanos(ns)
-}
-
-/// A receiver that accepts every OTLP/HTTP request and keeps nothing.
-fn start_sink() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port");
-    let addr = listener.local_addr().expect("local address");
-    listener.set_nonblocking(true).expect("nonblocking");
-    std::thread::Builder::new()
-        .name(SINK_THREAD.into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("sink runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                let app = Router::new().route("/v1/traces", post(|| async { "" }));
-                axum::serve(listener, app).await.expect("sink");
-            });
-        })
-        .expect("sink thread");
-    format!("http://{addr}")
 }
 
 async fn gateway_login(req: Request) -> http::Response<Body> {
@@ -167,7 +148,7 @@ fn main() {
     let mut config =
         tracelab_telemetry::TelemetryConfig::from_env("span-cost").expect("OTEL_* variables");
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
-        config.endpoint = start_sink();
+        config.endpoint = format!("http://{}", sink::start(SINK_THREAD));
     }
     // One thread ends spans far faster than a service does: a queue big
     // enough for a round keeps every span encoded and counted, as in a

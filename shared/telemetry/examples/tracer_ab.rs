@@ -27,26 +27,11 @@ use tracelab_telemetry::export::Transport;
 use tracelab_telemetry::stats::{QueueSettings, SpanCounters, export_pipeline};
 use tracelab_telemetry::tracer::{LeanTracer, LeanTracerProvider};
 
+#[path = "support/sink.rs"]
+mod sink;
+
 const SLICE: u32 = 1_000;
 const SLICES: u32 = 400;
-
-fn start_sink() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port");
-    let addr = listener.local_addr().expect("local address");
-    listener.set_nonblocking(true).expect("nonblocking");
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("sink runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-            let app = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
-            axum::serve(listener, app).await.expect("sink");
-        });
-    });
-    format!("http://{addr}/v1/traces")
-}
 
 fn settings() -> QueueSettings {
     QueueSettings {
@@ -103,7 +88,7 @@ fn finish(cx: &Context) {
 }
 
 fn main() {
-    let sink = start_sink();
+    let sink = format!("http://{}/v1/traces", sink::start("otlp-sink"));
     let pipeline = || {
         export_pipeline(
             Transport::Http { url: sink.clone() },
