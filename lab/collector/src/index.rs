@@ -16,12 +16,13 @@
 //! [`Need`] (what a query needs of a trace, see `traceql::plan`) is answered
 //! with the numbers of the candidate traces; the evaluator confirms them.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::span::StoredSpan;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-use crate::model::{ResourceInfo, TraceData, TraceId, find_attr, status_code};
+use crate::model::{ResourceInfo, TraceData, TraceId, status_code};
 use crate::traceql::{Need, SpanKey};
 
 /// A stored trace's number: its position in first-stored order.
@@ -107,9 +108,10 @@ enum ServiceKey<'a> {
 }
 
 fn service_key(res: &ResourceInfo) -> ServiceKey<'_> {
-    match find_attr(&res.resource.attributes, "service.name").and_then(|v| v.value.as_ref()) {
-        None | Some(Value::StringValue(_)) => ServiceKey::Str(&res.service),
-        Some(_) => ServiceKey::Other,
+    if res.service_is_text {
+        ServiceKey::Str(&res.service)
+    } else {
+        ServiceKey::Other
     }
 }
 

@@ -3,8 +3,10 @@
 //! without losing the resource or instrumentation scope of any span. The
 //! spans themselves are [`StoredSpan`]s (see [`crate::span`]).
 
-use std::collections::HashSet;
 use std::sync::Arc;
+
+use foldhash::HashSet;
+use foldhash::HashSetExt;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, EntityRef, InstrumentationScope, KeyValue};
@@ -26,6 +28,9 @@ pub(crate) struct ResourceInfo {
     pub schema_url: String,
     /// `service.name` of the resource, or `""`.
     pub service: String,
+    /// Whether `service.name` is a string or absent (the span index keys
+    /// those by `service`; any other type is a candidate for every service).
+    pub service_is_text: bool,
     /// Kept by the pipeline's records, which count its bytes once: traces
     /// referring to it are charged for their reference only.
     pub shared: bool,
@@ -33,19 +38,26 @@ pub(crate) struct ResourceInfo {
 
 impl ResourceInfo {
     pub(crate) fn new(resource: Resource, schema_url: String) -> Self {
-        let service = find_attr(&resource.attributes, "service.name")
-            .map(any_value_to_string)
-            .unwrap_or_default();
+        let name = find_attr(&resource.attributes, "service.name");
+        let service = name.map(any_value_to_string).unwrap_or_default();
+        let service_is_text = matches!(
+            name.and_then(|v| v.value.as_ref()),
+            None | Some(Value::StringValue(_))
+        );
         ResourceInfo {
             resource,
             schema_url,
             service,
+            service_is_text,
             shared: false,
         }
     }
 
+    /// Equal in value (the service name first: it tells most apart).
     fn same(&self, other: &ResourceInfo) -> bool {
-        self.schema_url == other.schema_url && self.resource == other.resource
+        self.service == other.service
+            && self.schema_url == other.schema_url
+            && self.resource == other.resource
     }
 }
 
@@ -91,7 +103,10 @@ pub(crate) struct TraceData {
     /// Estimated heap bytes held by this trace (see [`span_bytes`]); the
     /// store's byte bound sums these.
     pub bytes: usize,
-    span_ids: HashSet<[u8; 8]>,
+    /// Span ids, for de-duplication, once the trace holds more than
+    /// [`LINEAR_ID_CHECK`] spans; a smaller trace is searched span by span
+    /// (most traces are small, and this way they need no set at all).
+    span_ids: Option<Box<HashSet<[u8; 8]>>>,
 }
 
 impl Default for TraceData {
@@ -103,7 +118,7 @@ impl Default for TraceData {
             end_ns: 0,
             has_error: false,
             bytes: TRACE_OVERHEAD_BYTES,
-            span_ids: HashSet::new(),
+            span_ids: None,
         }
     }
 }
@@ -126,13 +141,13 @@ impl TraceData {
     }
 
     /// [`TraceData::push`], returning the stored span.
-    fn push_get(
+    pub(crate) fn push_get(
         &mut self,
         resource: &Arc<ResourceInfo>,
         scope: &Arc<ScopeInfo>,
         span: StoredSpan,
     ) -> Option<&StoredSpan> {
-        if !self.span_ids.insert(span.span_id) {
+        if !self.remember_id(span.span_id) {
             return None;
         }
         self.start_ns = self.start_ns.min(span.start_time_unix_nano);
@@ -143,15 +158,16 @@ impl TraceData {
             self.has_error = true;
         }
         self.span_count += 1;
-        self.bytes += span_bytes(&span) + SPAN_ID_ENTRY_BYTES + SPAN_INDEX_BYTES;
+        self.bytes += span_bytes(&span) + SPAN_INDEX_BYTES;
 
         // Look for an existing group: pointer equality is the common case
-        // (same export request), value equality catches a later request from
-        // the same process.
+        // (the same request, or a record the pipeline keeps), value
+        // equality catches a later request from the same process.
         let group = match self
             .groups
-            .iter_mut()
-            .position(|g| Arc::ptr_eq(&g.resource, resource) || g.resource.same(resource))
+            .iter()
+            .position(|g| Arc::ptr_eq(&g.resource, resource))
+            .or_else(|| self.groups.iter().position(|g| g.resource.same(resource)))
         {
             Some(i) => &mut self.groups[i],
             None => {
@@ -176,7 +192,8 @@ impl TraceData {
         let scope_group = match group
             .scopes
             .iter()
-            .position(|s| Arc::ptr_eq(&s.scope, scope) || *s.scope == **scope)
+            .position(|s| Arc::ptr_eq(&s.scope, scope))
+            .or_else(|| group.scopes.iter().position(|s| *s.scope == **scope))
         {
             Some(i) => &mut group.scopes[i],
             None => {
@@ -202,6 +219,36 @@ impl TraceData {
         self.bytes = (self.bytes + spare_after * size_of::<StoredSpan>())
             .saturating_sub(spare_before * size_of::<StoredSpan>());
         scope_group.spans.last()
+    }
+
+    /// Whether the trace holds a span with this id.
+    pub(crate) fn has_span(&self, id: [u8; 8]) -> bool {
+        match &self.span_ids {
+            Some(set) => set.contains(&id),
+            None => self.spans().any(|(_, s)| s.span_id == id),
+        }
+    }
+
+    /// Whether `id` is new to this trace (then it is remembered).
+    fn remember_id(&mut self, id: [u8; 8]) -> bool {
+        if let Some(set) = &mut self.span_ids {
+            let new = set.insert(id);
+            if new {
+                self.bytes += SPAN_ID_ENTRY_BYTES;
+            }
+            return new;
+        }
+        if self.has_span(id) {
+            return false;
+        }
+        if self.span_count >= LINEAR_ID_CHECK {
+            let mut set = HashSet::with_capacity(2 * (self.span_count + 1));
+            set.extend(self.spans().map(|(_, s)| s.span_id));
+            set.insert(id);
+            self.bytes += size_of::<HashSet<[u8; 8]>>() + set.len() * SPAN_ID_ENTRY_BYTES;
+            self.span_ids = Some(Box::new(set));
+        }
+        true
     }
 
     /// Moves every span of `other` into `self` (dropping duplicates). Returns
@@ -308,8 +355,12 @@ const TRACE_OVERHEAD_BYTES: usize = 320;
 const SPAN_INDEX_BYTES: usize = 5 * 8 * 2;
 
 /// Cost of remembering one span id for de-duplication (a hash set entry
-/// with its control byte and spare capacity).
+/// with its control byte and spare capacity), once a trace has a set.
 const SPAN_ID_ENTRY_BYTES: usize = 16;
+
+/// Most spans a trace holds while its span ids are checked by searching
+/// its spans; past that it keeps a set of them.
+const LINEAR_ID_CHECK: usize = 32;
 
 /// Estimated memory held by one stored span: see
 /// [`StoredSpan::heap_bytes`].
@@ -448,4 +499,80 @@ pub(crate) fn parse_trace_id(s: &str) -> Option<TraceId> {
     let mut id = [0u8; 16];
     hex::decode_to_slice(padded, &mut id).ok()?;
     Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    fn span(id: u16) -> Span {
+        let mut span_id = vec![0; 8];
+        span_id[6..].copy_from_slice(&id.to_be_bytes());
+        span_id[0] = 1;
+        Span {
+            span_id,
+            start_time_unix_nano: 10,
+            end_time_unix_nano: 20,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn repeated_span_ids_are_dropped_before_and_after_the_trace_keeps_a_set() {
+        let res = Arc::new(ResourceInfo::new(Resource::default(), String::new()));
+        let scope = Arc::new(ScopeInfo {
+            scope: Default::default(),
+            schema_url: String::new(),
+            shared: false,
+        });
+        let mut trace = TraceData::new();
+        let mut bytes_without_set = TRACE_OVERHEAD_BYTES;
+        for id in 0..LINEAR_ID_CHECK as u16 {
+            assert!(trace.push(&res, &scope, span(id)));
+            assert!(!trace.push(&res, &scope, span(id / 2)), "{id}");
+        }
+        assert!(trace.span_ids.is_none());
+        // Without a set, a span costs what it holds and its index entries.
+        for (_, s) in trace.spans() {
+            bytes_without_set += span_bytes(s) + SPAN_INDEX_BYTES;
+        }
+        let groups = size_of::<ResourceGroup>()
+            + resource_bytes(&res)
+            + size_of::<ScopeGroup>()
+            + scope_bytes(&scope);
+        let spans = &trace.groups[0].scopes[0].spans;
+        let spare = (spans.capacity() - spans.len()) * size_of::<crate::span::StoredSpan>();
+        assert_eq!(trace.bytes, bytes_without_set + groups + spare);
+        // The next span brings the set, charged for every id it holds.
+        let slot = size_of::<crate::span::StoredSpan>();
+        let spare_slots = |t: &TraceData| {
+            let spans = &t.groups[0].scopes[0].spans;
+            (spans.capacity() - spans.len()) * slot
+        };
+        let (before, spare_before) = (trace.bytes, spare_slots(&trace));
+        assert!(trace.push(&res, &scope, span(1000)));
+        let set = trace
+            .span_ids
+            .as_ref()
+            .expect("a set past the linear check");
+        assert_eq!(set.len(), LINEAR_ID_CHECK + 1);
+        let last = trace.groups[0].scopes[0].spans.last().expect("pushed");
+        assert_eq!(
+            trace.bytes + spare_before,
+            before
+                + span_bytes(last)
+                + SPAN_INDEX_BYTES
+                + spare_slots(&trace)
+                + size_of::<HashSet<[u8; 8]>>()
+                + (LINEAR_ID_CHECK + 1) * SPAN_ID_ENTRY_BYTES
+        );
+        for id in [0, 7, 31, 1000] {
+            assert!(!trace.push(&res, &scope, span(id)), "{id}");
+            assert!(trace.has_span(span(id).span_id.try_into().unwrap()));
+        }
+        assert!(trace.push(&res, &scope, span(1001)));
+        assert_eq!(trace.span_count, LINEAR_ID_CHECK + 2);
+        assert!(!trace.has_span(span(2000).span_id.try_into().unwrap()));
+    }
 }

@@ -29,7 +29,7 @@ use prost::Message;
 
 use crate::model::{ResourceInfo, ScopeInfo};
 use crate::pipeline::{Decoded, DecodedGroup, Records};
-use crate::span::{Interner, SpanBuilder, StoredSpan};
+use crate::span::{Interner, ScalarValue, SpanBuilder, StoredSpan};
 
 /// Why a body is not a valid `ExportTraceServiceRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,19 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Most varints on the wire (keys, lengths, small ints) are one byte.
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(u64::from(b));
+        }
+        self.varint_long()
+    }
+
+    fn varint_long(&mut self) -> Result<u64, DecodeError> {
         let mut value = 0u64;
         for i in 0..10 {
             let Some((&b, rest)) = self.buf.split_first() else {
@@ -95,7 +107,20 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's number and wire type.
+    #[inline(always)]
     fn key(&mut self) -> Result<(u32, u8), DecodeError> {
+        // Fields 1 to 15 of the four wire types in use: one byte.
+        if let Some((&b, rest)) = self.buf.split_first()
+            && (8..0x80).contains(&b)
+            && b & 7 <= FIXED32
+        {
+            self.buf = rest;
+            return Ok((u32::from(b >> 3), b & 7));
+        }
+        self.key_long()
+    }
+
+    fn key_long(&mut self) -> Result<(u32, u8), DecodeError> {
         let key = self.varint()?;
         let Ok(key) = u32::try_from(key) else {
             return err(format!("invalid key value: {key}"));
@@ -182,11 +207,13 @@ fn expect(what: &str, wire: u8, want: u8) -> Result<(), DecodeError> {
 }
 
 fn utf8<'a>(what: &str, b: &'a [u8]) -> Result<&'a str, DecodeError> {
-    std::str::from_utf8(b).map_err(|_| {
-        DecodeError(format!(
-            "{what}: invalid string value: data is not UTF-8 encoded"
-        ))
-    })
+    std::str::from_utf8(b).map_err(|_| not_utf8(what))
+}
+
+fn not_utf8(what: &str) -> DecodeError {
+    DecodeError(format!(
+        "{what}: invalid string value: data is not UTF-8 encoded"
+    ))
 }
 
 /// Decodes a protobuf `ExportTraceServiceRequest` body; resources and
@@ -412,7 +439,8 @@ fn span<'a>(
             }
             5 => {
                 expect("Span.name", wire, LEN)?;
-                b.set_name(utf8("Span.name", r.bytes()?)?);
+                b.set_name_bytes(r.bytes()?)
+                    .map_err(|_| not_utf8("Span.name"))?;
             }
             6 => {
                 expect("Span.kind", wire, VARINT)?;
@@ -489,33 +517,30 @@ fn status(buf: &[u8], b: &mut SpanBuilder<'_>) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// A scalar attribute value read by hand.
+/// A scalar attribute value read by hand (strings still encoded: the
+/// interner may know them without a UTF-8 check).
 enum Scalar<'a> {
-    Str(&'a str),
-    Int(i64),
-    Double(f64),
-    Bool(bool),
+    Str(&'a [u8]),
+    Other(ScalarValue),
 }
 
-/// A key, and its value when a plain scalar.
-type Simple<'a> = (&'a str, Option<Scalar<'a>>);
+/// A key (encoded), and its value when a plain scalar.
+type Simple<'a> = (&'a [u8], Option<Scalar<'a>>);
 
 /// One attribute: by hand when it is a key and one string, int, double or
 /// bool value, each sent once; through prost otherwise.
 fn attribute(buf: &[u8], b: &mut SpanBuilder<'_>) -> Result<(), DecodeError> {
-    match simple_attribute(buf)? {
-        Some((key, value)) => {
-            match value {
-                Some(Scalar::Str(s)) => b.push_str_attr(key, s),
-                Some(Scalar::Int(i)) => b.push_int_attr(key, i),
-                Some(Scalar::Double(d)) => b.push_double_attr(key, d),
-                Some(Scalar::Bool(v)) => b.push_bool_attr(key, v),
-                None => b.push_attr(KeyValue::decode(buf)?),
-            }
-            Ok(())
-        }
-        None => {
-            b.push_attr(KeyValue::decode(buf)?);
+    let Some((key, Some(value))) = simple_attribute(buf)? else {
+        b.push_attr(KeyValue::decode(buf)?);
+        return Ok(());
+    };
+    let key = b.key_bytes(key).map_err(|_| not_utf8("KeyValue.key"))?;
+    match value {
+        Scalar::Str(s) => b
+            .push_str_attr_bytes(key, s)
+            .map_err(|_| not_utf8("AnyValue.string_value")),
+        Scalar::Other(v) => {
+            b.push_scalar_attr(key, v);
             Ok(())
         }
     }
@@ -523,7 +548,7 @@ fn attribute(buf: &[u8], b: &mut SpanBuilder<'_>) -> Result<(), DecodeError> {
 
 /// The key and value of a `KeyValue` in the common shape; `Ok(None)` when
 /// it has another shape (prost decodes it then), `Some((key, None))` when
-/// its value is not a plain scalar.
+/// its value is not a plain scalar. Strings are not checked here.
 fn simple_attribute(buf: &[u8]) -> Result<Option<Simple<'_>>, DecodeError> {
     let mut key = None;
     let mut value = None;
@@ -531,7 +556,7 @@ fn simple_attribute(buf: &[u8]) -> Result<Option<Simple<'_>>, DecodeError> {
     while !r.is_empty() {
         let (tag, wire) = r.key()?;
         match (tag, wire) {
-            (1, LEN) if key.is_none() => key = Some(utf8("KeyValue.key", r.bytes()?)?),
+            (1, LEN) if key.is_none() => key = Some(r.bytes()?),
             (2, LEN) if value.is_none() => value = Some(r.bytes()?),
             _ => return Ok(None),
         }
@@ -545,10 +570,10 @@ fn simple_attribute(buf: &[u8]) -> Result<Option<Simple<'_>>, DecodeError> {
     }
     let (tag, wire) = r.key()?;
     let scalar = match (tag, wire) {
-        (1, LEN) => Scalar::Str(utf8("AnyValue.string_value", r.bytes()?)?),
-        (2, VARINT) => Scalar::Bool(r.varint()? != 0),
-        (3, VARINT) => Scalar::Int(r.varint()? as i64),
-        (4, FIXED64) => Scalar::Double(f64::from_bits(r.fixed64()?)),
+        (1, LEN) => Scalar::Str(r.bytes()?),
+        (2, VARINT) => Scalar::Other(ScalarValue::Bool(r.varint()? != 0)),
+        (3, VARINT) => Scalar::Other(ScalarValue::Int(r.varint()? as i64)),
+        (4, FIXED64) => Scalar::Other(ScalarValue::Double(f64::from_bits(r.fixed64()?))),
         _ => return Ok(Some((key, None))),
     };
     if !r.is_empty() {

@@ -1,10 +1,11 @@
-//! From a decoded export request to the store: validate ids, group spans by
-//! trace, pass through the tail sampler when one is configured. Requests
+//! From a decoded export request to the store: validate ids, then store
+//! the spans, or group them by trace for the tail sampler when one is
+//! configured. Requests
 //! arrive as [`Decoded`] (spans already in stored form): OTLP/HTTP protobuf
 //! bodies from [`crate::otlp_proto`], prost-decoded requests (gRPC, JSON)
 //! through [`Decoded::from_proto`].
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use crate::model::{
 };
 use crate::otlp_proto::RawIds;
 use crate::span::{Interner, SpanBuilder, StoredSpan};
-use crate::store::{Counters, Reservation, Store};
+use crate::store::{Counters, InsertOutcome, Reservation, Store};
 use crate::tail::TailSampler;
 
 pub(crate) struct Pipeline {
@@ -311,9 +312,9 @@ impl Pipeline {
         self.ingest_decoded(decoded, held)
     }
 
-    /// Groups and stores (or hands to the tail sampler) one request's
-    /// spans; `held` is the request's share of the byte bound, given back
-    /// once its spans are grouped.
+    /// Stores one request's spans ([`Store::insert_groups`]), or groups
+    /// them by trace for the tail sampler when there is one; `held` is the
+    /// request's share of the byte bound, given back just before.
     pub(crate) fn ingest_decoded(
         &self,
         req: Decoded,
@@ -321,26 +322,30 @@ impl Pipeline {
     ) -> IngestOutcome {
         let mut received = 0u64;
         let mut invalid = 0u64;
-        let mut by_trace: HashMap<TraceId, TraceData> = HashMap::new();
-        for g in req.groups {
+        for g in &req.groups {
             received += g.invalid + g.spans.len() as u64;
             invalid += g.invalid;
-            for (trace_id, span) in g.spans {
-                by_trace
-                    .entry(trace_id)
-                    .or_default()
-                    .push(&g.resource, &g.scope, span);
-            }
         }
         Counters::add(&self.counters.spans_received, received);
-        // The decoded request is about to be counted by the store itself.
+        // The decoded request is about to be counted by the store itself
+        // (or by the tail sampler's buffer).
         drop(held);
-        let fragments: Vec<_> = by_trace.into_iter().collect();
-        let to_store = match &self.tail {
-            Some(tail) => tail.offer(fragments, Instant::now()),
-            None => fragments,
+        let over_bound = match &self.tail {
+            Some(tail) => {
+                let mut by_trace: HashMap<TraceId, TraceData> = HashMap::new();
+                for g in req.groups {
+                    for (trace_id, span) in g.spans {
+                        by_trace
+                            .entry(trace_id)
+                            .or_default()
+                            .push(&g.resource, &g.scope, span);
+                    }
+                }
+                let fragments: Vec<_> = by_trace.into_iter().collect();
+                self.store_fragments(tail.offer(fragments, Instant::now()))
+            }
+            None => self.count_insert(self.store.insert_groups(req.groups)),
         };
-        let over_bound = self.store_fragments(to_store);
         let rejected = invalid + over_bound;
         Counters::add(&self.counters.spans_rejected, rejected);
         let mut message = Vec::new();
@@ -371,7 +376,11 @@ impl Pipeline {
         if fragments.is_empty() {
             return 0;
         }
-        let out = self.store.insert(fragments);
+        self.count_insert(self.store.insert(fragments))
+    }
+
+    /// Counts what an insert evicted; returns the spans it refused.
+    fn count_insert(&self, out: InsertOutcome) -> u64 {
         Counters::add(&self.counters.traces_evicted, out.evicted);
         Counters::add(
             &self.counters.traces_evicted_for_bytes,

@@ -20,7 +20,7 @@
 //! received (less its trace id, which the store keeps as the key), and the
 //! OTLP/JSON encoder reads a stored span directly.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
@@ -61,7 +61,9 @@ pub(crate) const INTERNER_MAX_BYTES: usize = 2 * 1024 * 1024;
 /// in all): a fixed cost of the process, outside the store's byte bound,
 /// which therefore counts interned strings as free.
 pub(crate) struct Interner {
-    map: HashMap<&'static str, Sym>,
+    /// Keyed by the string's bytes, so a decoder finds a string it has
+    /// seen before without checking that it is UTF-8 again.
+    map: HashMap<&'static [u8], Sym>,
     bytes: usize,
     max_bytes: usize,
 }
@@ -96,20 +98,28 @@ impl Interner {
     /// The shared copy of `s`, or `None` when `s` is longer than
     /// [`MAX_INTERNED_LEN`] or the interner is full.
     pub(crate) fn get(&mut self, s: &str) -> Option<Sym> {
+        if let Some(sym) = self.find(s.as_bytes()) {
+            return Some(sym);
+        }
         if s.len() > MAX_INTERNED_LEN {
             return None;
-        }
-        if let Some(sym) = self.map.get(s) {
-            return Some(*sym);
         }
         let cost = Self::entry_bytes(s.len());
         if self.bytes + cost > self.max_bytes {
             return None;
         }
         let kept: &'static String = Box::leak(Box::new(s.to_owned()));
-        self.map.insert(kept.as_str(), Sym(kept));
+        self.map.insert(kept.as_bytes(), Sym(kept));
         self.bytes += cost;
         Some(Sym(kept))
+    }
+
+    /// The interned string whose UTF-8 encoding is `b`, if there is one.
+    pub(crate) fn find(&self, b: &[u8]) -> Option<Sym> {
+        if b.len() > MAX_INTERNED_LEN {
+            return None;
+        }
+        self.map.get(b).copied()
     }
 
     /// Bytes held, as [`Interner::entry_bytes`] counts them.
@@ -120,9 +130,17 @@ impl Interner {
 
 /// A string of a stored span: interned, or a byte range of the span's text.
 #[derive(Debug, Clone, Copy)]
-enum Text {
+pub(crate) enum Text {
     Sym(Sym),
     Own(u32, u32),
+}
+
+/// A scalar attribute value that is not a string, as a decoder read it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ScalarValue {
+    Int(i64),
+    Double(f64),
+    Bool(bool),
 }
 
 /// An attribute value. Strings as [`Text`] (flattened, so the value stays
@@ -291,6 +309,59 @@ impl<'i> SpanBuilder<'i> {
                 Text::Own(a, b)
             }
         }
+    }
+
+    /// `b` as text: a string interned already is found by its bytes;
+    /// anything else must be UTF-8.
+    fn text_bytes(&mut self, b: &[u8]) -> Result<Text, std::str::Utf8Error> {
+        match self.interner.find(b) {
+            Some(sym) => Ok(Text::Sym(sym)),
+            None => Ok(self.text(std::str::from_utf8(b)?)),
+        }
+    }
+
+    /// As [`SpanBuilder::set_name`], from the name's encoding.
+    ///
+    /// # Errors
+    /// When the name is not UTF-8 (nothing is set).
+    pub(crate) fn set_name_bytes(&mut self, name: &[u8]) -> Result<(), std::str::Utf8Error> {
+        self.name = self.text_bytes(name)?;
+        Ok(())
+    }
+
+    /// The key of an attribute from its encoding.
+    ///
+    /// # Errors
+    /// When it is not UTF-8.
+    pub(crate) fn key_bytes(&mut self, key: &[u8]) -> Result<Text, std::str::Utf8Error> {
+        self.text_bytes(key)
+    }
+
+    /// As [`SpanBuilder::push_str_attr`], the value from its encoding.
+    ///
+    /// # Errors
+    /// When the value is not UTF-8 (nothing is added).
+    pub(crate) fn push_str_attr_bytes(
+        &mut self,
+        key: Text,
+        value: &[u8],
+    ) -> Result<(), std::str::Utf8Error> {
+        let value = match self.text_bytes(value)? {
+            Text::Sym(sym) => Value::Sym(sym),
+            Text::Own(a, b) => Value::Own(a, b),
+        };
+        self.attrs.push(Attr { key, value });
+        Ok(())
+    }
+
+    /// An int, double or bool attribute under a key already read.
+    pub(crate) fn push_scalar_attr(&mut self, key: Text, value: ScalarValue) {
+        let value = match value {
+            ScalarValue::Int(i) => Value::Int(i),
+            ScalarValue::Double(d) => Value::Double(d),
+            ScalarValue::Bool(b) => Value::Bool(b),
+        };
+        self.attrs.push(Attr { key, value });
     }
 
     /// The fields a typical span leaves empty.

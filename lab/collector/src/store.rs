@@ -13,12 +13,13 @@
 //! same lock, on insert and on eviction; [`StoreInner::newest_first`] uses
 //! them to hand a query only the traces that can match it.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use crate::index::{Index, Seq};
 use crate::model::{TraceData, TraceId, span_bytes};
+use crate::pipeline::DecodedGroup;
 use crate::traceql::Need;
 
 /// Counters shared by receivers, the tail sampler and the store.
@@ -200,6 +201,68 @@ impl Store {
                     seq,
                 },
             );
+        }
+        let (evicted, evicted_for_bytes) = inner.evict(self.bounds);
+        out.evicted = evicted;
+        out.evicted_for_bytes = evicted_for_bytes;
+        out
+    }
+}
+
+impl Store {
+    /// Stores a decoded request's spans as they come, under one lock, with
+    /// the same outcome as grouping them by trace and calling
+    /// [`Store::insert`] (the pipeline does that when a tail sampler sits in
+    /// between): a span is merged into its trace, or starts one, unless
+    /// its trace would then hold more than `max_spans` spans or `max_bytes`
+    /// bytes. Spans with invalid ids were left out by the decoder.
+    pub(crate) fn insert_groups(&self, groups: Vec<DecodedGroup>) -> InsertOutcome {
+        let Bounds {
+            max_spans,
+            max_bytes,
+            ..
+        } = self.bounds;
+        let mut out = InsertOutcome::default();
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        for group in groups {
+            let (resource, scope) = (&group.resource, &group.scope);
+            for (id, span) in group.spans {
+                let fits = |data: &TraceData| {
+                    data.span_count < max_spans && data.bytes + span_bytes(&span) <= max_bytes
+                };
+                if let Some(existing) = inner.traces.get_mut(&id) {
+                    let data = &mut existing.data;
+                    if !fits(data) {
+                        // A span it holds already is a retry, not excess.
+                        if !data.has_span(span.span_id) {
+                            out.rejected += 1;
+                        }
+                        continue;
+                    }
+                    let (bytes_before, start_before) = (data.bytes, data.start_ns);
+                    if let Some(stored) = data.push_get(resource, scope, span) {
+                        inner.index.add_span(existing.seq, resource, stored);
+                        inner.index.moved_start(id, start_before, data.start_ns);
+                        inner.total_spans += 1;
+                        inner.total_bytes += data.bytes - bytes_before;
+                    }
+                    continue;
+                }
+                let mut data = TraceData::new();
+                if !fits(&data) {
+                    out.rejected += 1;
+                    continue;
+                }
+                data.push(resource, scope, span);
+                let seq = inner.index.add_trace(id, data.start_ns);
+                for (res, span) in data.spans() {
+                    inner.index.add_span(seq, res, span);
+                }
+                inner.total_spans += data.span_count;
+                inner.total_bytes += data.bytes;
+                inner.traces.insert(id, StoredTrace { data, seq });
+            }
         }
         let (evicted, evicted_for_bytes) = inner.evict(self.bounds);
         out.evicted = evicted;
@@ -533,5 +596,170 @@ mod tests {
         assert!(out.rejected >= 30 - spans_before as u64, "{out:?}");
         assert!(store.bytes() <= 50 * 1024);
         assert_eq!(store.len(), (1, spans_before));
+    }
+
+    /// One decoded request: groups of (resource number, spans as (trace,
+    /// span id, start, error?)), with two resources to choose from.
+    type Request = Vec<(usize, Vec<(u8, u8, u64, bool)>)>;
+
+    fn decoded(req: &Request, resources: &[Arc<ResourceInfo>; 2]) -> Vec<DecodedGroup> {
+        use opentelemetry_proto::tonic::trace::v1::Status;
+        use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+        let scope = Arc::new(ScopeInfo {
+            scope: Default::default(),
+            schema_url: String::new(),
+            shared: false,
+        });
+        let mut interner = crate::span::Interner::new(1 << 20);
+        req.iter()
+            .map(|(r, spans)| {
+                let mut g = DecodedGroup::new(resources[*r % 2].clone(), scope.clone());
+                for &(trace, span, start, error) in spans {
+                    let proto = Span {
+                        span_id: vec![span; 8],
+                        name: format!("op{}", span % 3),
+                        start_time_unix_nano: start,
+                        end_time_unix_nano: start + 5,
+                        status: error.then(|| Status {
+                            code: StatusCode::Error as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    };
+                    g.spans
+                        .push(([trace; 16], StoredSpan::from_proto(proto, &mut interner)));
+                }
+                g
+            })
+            .collect()
+    }
+
+    /// The same request grouped by trace, as the tail sampler gets it.
+    fn grouped(groups: Vec<DecodedGroup>) -> Vec<(TraceId, TraceData)> {
+        let mut by_trace: std::collections::BTreeMap<TraceId, TraceData> = Default::default();
+        for g in groups {
+            for (id, span) in g.spans {
+                by_trace
+                    .entry(id)
+                    .or_default()
+                    .push(&g.resource, &g.scope, span);
+            }
+        }
+        by_trace.into_iter().collect()
+    }
+
+    /// A trace's id, (service, span id) of its spans, bytes, start, end,
+    /// whether it has an error.
+    type TraceSummary = (TraceId, Vec<(String, [u8; 8])>, usize, u64, u64, bool);
+
+    /// What the traces hold, in a comparable form.
+    fn summary(store: &Store) -> Vec<TraceSummary> {
+        let inner = store.read();
+        let mut out: Vec<_> = inner
+            .traces
+            .iter()
+            .map(|(id, t)| {
+                let mut spans: Vec<_> = t
+                    .data
+                    .spans()
+                    .map(|(r, s)| (r.service.clone(), s.span_id))
+                    .collect();
+                spans.sort();
+                let d = &t.data;
+                (*id, spans, d.bytes, d.start_ns, d.end_ns, d.has_error)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    use crate::span::StoredSpan;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Storing a request's spans as they come gives the traces, bytes,
+        /// counts and indexes that grouping them by trace first gives.
+        #[test]
+        fn insert_groups_stores_what_grouped_inserts_store(
+            requests in prop::collection::vec(
+                prop::collection::vec(
+                    (0usize..2, prop::collection::vec((1u8..6, 1u8..50, 1u64..100, any::<bool>()), 0..12)),
+                    0..3,
+                ),
+                1..6,
+            )
+        ) {
+            let resources = ["gateway", "auth"].map(|name| {
+                Arc::new(ResourceInfo::new(
+                    Resource {
+                        attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+                            key: "service.name".into(),
+                            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                                value: Some(
+                                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                        name.into(),
+                                    ),
+                                ),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                    String::new(),
+                ))
+            });
+            let bounds = spans_only(1000, 100_000);
+            let (direct, by_trace) = (Store::new(bounds), Store::new(bounds));
+            for req in &requests {
+                let a = direct.insert_groups(decoded(req, &resources));
+                let b = by_trace.insert(grouped(decoded(req, &resources)));
+                prop_assert_eq!(a, b);
+            }
+            prop_assert_eq!(summary(&direct), summary(&by_trace));
+            prop_assert_eq!(direct.len(), by_trace.len());
+            prop_assert_eq!(direct.bytes(), sum_of_traces(&direct));
+            prop_assert_eq!(direct.bytes(), by_trace.bytes());
+            prop_assert!(direct.read().index_matches_a_rebuild());
+        }
+    }
+
+    #[test]
+    fn insert_groups_keeps_each_trace_within_the_bounds_and_counts_the_rest() {
+        let resources =
+            [0, 1].map(|_| Arc::new(ResourceInfo::new(Resource::default(), String::new())));
+        // Spans: 8 of trace 1 (one sent twice), 2 of trace 2.
+        let mut spans: Vec<_> = (1..=8).map(|s| (1u8, s, 10, false)).collect();
+        spans.push((1, 3, 10, false));
+        spans.extend([(2, 1, 10, false), (2, 2, 10, false)]);
+        let store = Store::new(spans_only(10, 5));
+        let out = store.insert_groups(decoded(&vec![(0, spans)], &resources));
+        // Trace 1 keeps 5 of its 8 spans (the repeat is no span of its
+        // own); trace 2 fits, and the store's span bound then evicts the
+        // oldest trace (1).
+        assert_eq!(out.rejected, 3, "{out:?}");
+        assert_eq!(out.evicted, 1, "{out:?}");
+        assert_eq!(store.len(), (1, 2));
+        assert!(store.read().index_matches_a_rebuild());
+
+        // A span larger than the byte bound is refused; small ones stay.
+        let store = Store::new(Bounds {
+            max_traces: 10,
+            max_spans: 100,
+            max_bytes: 4 * 1024,
+        });
+        let (id, big) = heavy(4, 1, 8);
+        let mut groups = decoded(&vec![(0, vec![(4, 9, 10, false)])], &resources);
+        for g in big.groups {
+            for s in g.scopes {
+                groups[0]
+                    .spans
+                    .extend(s.spans.into_iter().map(|span| (id, span)));
+            }
+        }
+        let out = store.insert_groups(groups);
+        assert_eq!(out.rejected, 1, "{out:?}");
+        assert_eq!(store.len(), (1, 1));
+        assert!(store.bytes() <= 4 * 1024);
     }
 }
