@@ -86,7 +86,8 @@ async fn gateway_login(req: Request) -> http::Response<Body> {
     let _ = req;
     // The CLIENT span to auth, as the client middleware makes it.
     let url = reqwest::Url::parse("http://127.0.0.1:8081/login").expect("static URL");
-    let cx = start_client_span(&Method::POST, &url, None);
+    // The gateway names its call to auth after the template `/login`.
+    let cx = start_client_span(&Method::POST, &url, Some("/login"));
     let mut headers = HeaderMap::new();
     inject_http(&cx, &mut headers);
     let answer = auth()

@@ -25,6 +25,10 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, Tra
 pub const TRACEPARENT: &str = "traceparent";
 /// The `tracestate` header's name.
 pub const TRACESTATE: &str = "tracestate";
+/// [`TRACEPARENT`] and [`TRACESTATE`] as header names, checked at compile
+/// time rather than on every injection.
+const TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_HEADER: http::HeaderName = http::HeaderName::from_static(TRACESTATE);
 /// At most this many list-members in a `tracestate`.
 pub const MAX_TRACESTATE_MEMBERS: usize = 32;
 /// A `tracestate` key or value is at most this long.
@@ -438,10 +442,10 @@ pub fn inject_http_headers(cx: &Context, headers: &mut http::HeaderMap) {
         return;
     };
     if let Ok(value) = http::HeaderValue::from_bytes(&parent) {
-        headers.insert(http::HeaderName::from_static(TRACEPARENT), value);
+        headers.insert(TRACEPARENT_HEADER, value);
     }
     if let Some(value) = state.and_then(|s| http::HeaderValue::try_from(s).ok()) {
-        headers.insert(http::HeaderName::from_static(TRACESTATE), value);
+        headers.insert(TRACESTATE_HEADER, value);
     }
 }
 
