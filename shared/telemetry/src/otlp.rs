@@ -148,6 +148,84 @@ fn put_opt_fixed32(buf: &mut Vec<u8>, tag: u32, value: u32) {
     }
 }
 
+/// Keys, lengths and small fixed-size values gathered on the stack and
+/// appended at once: the fields between two strings cost one append
+/// instead of one per byte group. Holds [`Head::CAPACITY`] bytes; every
+/// user below stays under it (at most four varints of 10 bytes plus a few
+/// keys, or the span's ids and times).
+struct Head {
+    bytes: [u8; Head::CAPACITY],
+    len: usize,
+}
+
+impl Head {
+    const CAPACITY: usize = 64;
+
+    #[inline]
+    fn new() -> Self {
+        Self {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn byte(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    #[inline]
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.byte(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.byte(value as u8);
+    }
+
+    #[inline]
+    fn key(&mut self, tag: u32, wire_type: u32) {
+        self.varint(u64::from(tag << 3 | wire_type));
+    }
+
+    #[inline]
+    fn slice(&mut self, bytes: &[u8]) {
+        self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Field `tag`'s key and length, for a body of `len` bytes.
+    #[inline]
+    fn len_prefix(&mut self, tag: u32, len: usize) {
+        self.key(tag, LEN);
+        self.varint(len as u64);
+    }
+
+    #[inline]
+    fn fixed64(&mut self, tag: u32, value: u64) {
+        if value != 0 {
+            self.key(tag, FIXED64);
+            self.slice(&value.to_le_bytes());
+        }
+    }
+
+    #[inline]
+    fn opt_varint(&mut self, tag: u32, value: u64) {
+        if value != 0 {
+            self.key(tag, VARINT);
+            self.varint(value);
+        }
+    }
+
+    /// Appends what was gathered to `buf` and starts again.
+    #[inline]
+    fn flush(&mut self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&self.bytes[..self.len]);
+        self.len = 0;
+    }
+}
+
 /// Nanoseconds since the Unix epoch; 0 for a time before it (as the SDK's
 /// conversion does).
 fn unix_nanos(t: SystemTime) -> u64 {
@@ -240,11 +318,55 @@ fn put_attributes<'a>(
     tag: u32,
     attributes: impl IntoIterator<Item = &'a KeyValue>,
 ) {
+    let mut head = Head::new();
     for kv in attributes {
-        put_message(buf, tag, 1, |buf| {
-            put_opt_bytes(buf, 1, kv.key.as_str().as_bytes());
-            put_any_value(buf, 2, &kv.value);
-        });
+        let key = kv.key.as_str().as_bytes();
+        let scalar = match &kv.value {
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::I64(i) => Scalar::Int(*i),
+            Value::F64(d) => Scalar::Double(*d),
+            Value::String(s) => Scalar::Str(s.as_str()),
+            // Arrays (and kinds added to the API later): their lengths are
+            // found as they are written.
+            other => {
+                put_message(buf, tag, 1, |buf| {
+                    put_opt_bytes(buf, 1, key);
+                    put_any_value(buf, 2, other);
+                });
+                continue;
+            }
+        };
+        // A scalar's sizes are known up front: the `KeyValue`'s key and
+        // length, its key field, then its value's key, length and body.
+        let value_len = scalar.len();
+        let body = opt_bytes_len(1, key) + len_delimited_len(2, value_len);
+        head.len_prefix(tag, body);
+        if !key.is_empty() {
+            head.len_prefix(1, key.len());
+            head.flush(buf);
+            buf.extend_from_slice(key);
+        }
+        head.len_prefix(2, value_len);
+        match scalar {
+            Scalar::Bool(b) => {
+                head.key(2, VARINT);
+                head.byte(u8::from(b));
+            }
+            Scalar::Int(i) => {
+                head.key(3, VARINT);
+                head.varint(i as u64);
+            }
+            Scalar::Double(d) => {
+                head.key(4, FIXED64);
+                head.slice(&d.to_bits().to_le_bytes());
+            }
+            Scalar::Str(s) => {
+                head.len_prefix(1, s.len());
+                head.flush(buf);
+                buf.extend_from_slice(s.as_bytes());
+            }
+        }
+        head.flush(buf);
     }
 }
 
@@ -357,17 +479,31 @@ pub fn put_span_view(buf: &mut Vec<u8>, span: &SpanView<'_>) -> usize {
     // A span with a few attributes takes more than 127 bytes: two bytes
     // for its length.
     put_message(buf, 2, 2, |buf| {
-        put_opt_bytes(buf, 1, &sc.trace_id().to_bytes());
-        put_opt_bytes(buf, 2, &sc.span_id().to_bytes());
+        let mut head = Head::new();
+        head.len_prefix(1, 16);
+        head.slice(&sc.trace_id().to_bytes());
+        head.len_prefix(2, 8);
+        head.slice(&sc.span_id().to_bytes());
         // Usually empty: then `header()` allocates nothing.
-        put_opt_bytes(buf, 3, sc.trace_state().header().as_bytes());
-        if span.parent_span_id != SpanId::INVALID {
-            put_opt_bytes(buf, 4, &span.parent_span_id.to_bytes());
+        let trace_state = sc.trace_state().header();
+        if !trace_state.is_empty() {
+            head.len_prefix(3, trace_state.len());
+            head.flush(buf);
+            buf.extend_from_slice(trace_state.as_bytes());
         }
-        put_opt_bytes(buf, 5, span.name.as_bytes());
-        put_opt_varint(buf, 6, span_kind(span.kind));
-        put_opt_fixed64(buf, 7, unix_nanos(span.start_time));
-        put_opt_fixed64(buf, 8, unix_nanos(span.end_time));
+        if span.parent_span_id != SpanId::INVALID {
+            head.len_prefix(4, 8);
+            head.slice(&span.parent_span_id.to_bytes());
+        }
+        if !span.name.is_empty() {
+            head.len_prefix(5, span.name.len());
+            head.flush(buf);
+            buf.extend_from_slice(span.name.as_bytes());
+        }
+        head.opt_varint(6, span_kind(span.kind));
+        head.fixed64(7, unix_nanos(span.start_time));
+        head.fixed64(8, unix_nanos(span.end_time));
+        head.flush(buf);
         put_attributes(buf, 9, span.attributes);
         put_opt_varint(buf, 10, u64::from(span.dropped_attributes_count));
         for event in span.events {
