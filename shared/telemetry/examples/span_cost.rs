@@ -30,7 +30,11 @@
 //! `scripts/span-instructions` does that for every sampling mode. With
 //! `OTEL_BSP_SCHEDULE_DELAY` and `TRACELAB_EXPORT_MIN_INTERVAL` set high,
 //! batches leave only when full (and at shutdown), so the export thread's
-//! work does not depend on how fast the run goes.
+//! work does not depend on how fast the run goes. `SPAN_COST_PACE_US=<µs>`
+//! sleeps that long after each login of that mode, so spans end at a
+//! service's pace rather than as fast as one thread can: with the default
+//! delays, batches then leave on their timers (for counting the export
+//! thread's syscalls and wake-ups with `strace -f`).
 
 use std::time::{Duration, Instant};
 
@@ -180,10 +184,17 @@ fn main() {
         .ok()
         .map(|n| n.parse::<u32>().expect("SPAN_COST_LOGINS is a number"))
     {
+        let pace = std::env::var("SPAN_COST_PACE_US")
+            .ok()
+            .map(|us| Duration::from_micros(us.parse().expect("SPAN_COST_PACE_US is a number")));
         runtime.block_on(async {
             for _ in 0..FIXED_WARMUP + n {
                 let response = gateway.clone().oneshot(gateway_request()).await;
                 std::hint::black_box(response.map(|r| r.status()).ok());
+                if let Some(pace) = pace {
+                    // Blocking on purpose: this thread has nothing else to do.
+                    std::thread::sleep(pace);
+                }
             }
             telemetry.shutdown().await;
         });

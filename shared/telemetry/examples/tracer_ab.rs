@@ -105,6 +105,9 @@ fn finish(cx: &Context) {
     span.end();
 }
 
+/// A case: its name, its `TRACER_AB_CASE` key, and one span of it.
+type Case<'a> = (&'a str, &'a str, Box<dyn Fn() + 'a>);
+
 fn main() {
     let fixed = std::env::var_os("TRACER_AB_SPANS").is_some();
     let sink = format!("http://{}/v1/traces", sink::start("otlp-sink"));
@@ -132,8 +135,6 @@ fn main() {
     let (lean_on_t, lean_off_t) = (lean_on.tracer("tracelab"), lean_off.tracer("tracelab"));
     let parent = Context::new();
 
-    // (name, `TRACER_AB_CASE` key, one span)
-    type Case<'a> = (&'a str, &'a str, Box<dyn Fn() + 'a>);
     let cases: Vec<Case<'_>> = vec![
         (
             "SDK tracer, sampled",
@@ -181,7 +182,7 @@ fn main() {
 }
 
 /// The timed run: every case in alternating slices.
-fn run_slices(cases: &[(&str, &str, Box<dyn Fn() + '_>)]) {
+fn run_slices(cases: &[Case<'_>]) {
     let mut spent = vec![Vec::new(); cases.len()];
     let started = Instant::now();
     for _ in 0..SLICES {

@@ -604,6 +604,15 @@ impl Batch {
         self.spans == 0
     }
 
+    /// Empties the batch, keeping its scopes and the room its buffers
+    /// have, so that it can be filled again without allocating.
+    pub fn clear(&mut self) {
+        for scope in &mut self.scopes {
+            scope.spans.clear();
+        }
+        self.spans = 0;
+    }
+
     /// Takes the spans out, leaving the scopes (and their encoded form)
     /// for the next batch.
     pub fn take(&mut self) -> Batch {
@@ -629,36 +638,43 @@ impl Batch {
     /// `Resource` body is `resource` (see [`encode_resource`]) and schema
     /// URL is `resource_schema_url`.
     pub fn request(&self, resource: &[u8], resource_schema_url: &str) -> Vec<u8> {
+        let mut buf = Vec::new();
+        self.request_into(&mut buf, resource, resource_schema_url);
+        buf
+    }
+
+    /// [`Batch::request`] written into `buf` (emptied first), whose room is
+    /// reused. Scopes without spans (left by [`Batch::clear`]) are left out.
+    pub fn request_into(&self, buf: &mut Vec<u8>, resource: &[u8], resource_schema_url: &str) {
+        buf.clear();
         let scope_len = |s: &ScopeSpans| {
             len_delimited_len(1, s.encoded_scope.len())
                 + s.spans.len()
                 + opt_bytes_len(3, s.scope.schema_url().unwrap_or("").as_bytes())
         };
+        let scopes = || self.scopes.iter().filter(|s| !s.spans.is_empty());
         let resource_spans_len = len_delimited_len(1, resource.len())
-            + self
-                .scopes
-                .iter()
+            + scopes()
                 .map(|s| len_delimited_len(2, scope_len(s)))
                 .sum::<usize>()
             + opt_bytes_len(3, resource_schema_url.as_bytes());
-        let mut buf = Vec::with_capacity(len_delimited_len(1, resource_spans_len));
+        buf.reserve(len_delimited_len(1, resource_spans_len));
         // ExportTraceServiceRequest.resource_spans (1)
-        put_len_prefix(&mut buf, 1, resource_spans_len);
+        put_len_prefix(buf, 1, resource_spans_len);
         // ResourceSpans.resource (1), always present
-        put_len_prefix(&mut buf, 1, resource.len());
+        put_len_prefix(buf, 1, resource.len());
         buf.extend_from_slice(resource);
-        for s in &self.scopes {
+        for s in scopes() {
             // ResourceSpans.scope_spans (2)
-            put_len_prefix(&mut buf, 2, scope_len(s));
+            put_len_prefix(buf, 2, scope_len(s));
             // ScopeSpans.scope (1), ScopeSpans.spans (2), ScopeSpans.schema_url (3)
-            put_len_prefix(&mut buf, 1, s.encoded_scope.len());
+            put_len_prefix(buf, 1, s.encoded_scope.len());
             buf.extend_from_slice(&s.encoded_scope);
             buf.extend_from_slice(&s.spans);
-            put_opt_bytes(&mut buf, 3, s.scope.schema_url().unwrap_or("").as_bytes());
+            put_opt_bytes(buf, 3, s.scope.schema_url().unwrap_or("").as_bytes());
         }
         // ResourceSpans.schema_url (3)
-        put_opt_bytes(&mut buf, 3, resource_schema_url.as_bytes());
-        buf
+        put_opt_bytes(buf, 3, resource_schema_url.as_bytes());
     }
 }
 

@@ -476,6 +476,39 @@ fn taking_a_batch_leaves_an_empty_one_that_keeps_encoding() {
     assert_eq!(spans[0].spans[0].name, "span 2");
 }
 
+/// A batch emptied with `clear` keeps its buffers and fills again into
+/// the same request a new batch makes; scopes left without spans are not
+/// sent; `request_into` empties the buffer it is given first.
+#[test]
+fn a_cleared_batch_refills_into_the_same_request() {
+    let resource = resource();
+    let encoded = encode_resource(&resource);
+    let mut reused = Batch::default();
+    reused.push(&plain_span(SpanKind::Internal, Status::Ok, scope("old"), 1));
+    reused.push(&full_span());
+    reused.clear();
+    assert!(reused.is_empty());
+    let spans = [
+        plain_span(SpanKind::Server, Status::Ok, scope("tracelab"), 2),
+        plain_span(SpanKind::Client, Status::Unset, scope("tracelab"), 3),
+    ];
+    let mut fresh = Batch::default();
+    for span in &spans {
+        reused.push(span);
+        fresh.push(span);
+    }
+    let mut buf = vec![1, 2, 3];
+    reused.request_into(&mut buf, &encoded, "");
+    assert_eq!(buf, fresh.request(&encoded, ""));
+    let decoded = ExportTraceServiceRequest::decode(buf.as_slice()).unwrap();
+    let scopes: Vec<&str> = decoded.resource_spans[0]
+        .scope_spans
+        .iter()
+        .map(|s| s.scope.as_ref().unwrap().name.as_str())
+        .collect();
+    assert_eq!(scopes, ["tracelab"], "the emptied scopes are left out");
+}
+
 #[test]
 fn rejected_spans_are_read_from_a_partial_success() {
     use opentelemetry_proto::tonic::collector::trace::v1::{
