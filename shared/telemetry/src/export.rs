@@ -14,12 +14,18 @@
 //! its first span ended, but no sooner than `min_interval` after the
 //! previous export: a quiet service's trace is readable within the short
 //! delay, and a busy one makes no more export calls than the interval
-//! allows. An idle service's export thread sleeps without a timer. It sends one request at a
+//! allows. An ending span wakes the export thread only when it would not
+//! look at the queue in time by itself: a full batch while it sleeps, or
+//! the first span of a batch while it sleeps without a timer. After an
+//! export it sleeps on a timer until `min_interval` has passed (no export
+//! could start sooner), so a busy service's spans wake nobody; an idle
+//! service's export thread then sleeps without a timer. It sends one request at a
 //! time, over OTLP/HTTP (`application/x-protobuf`) or OTLP/gRPC (tonic,
 //! the message already encoded), without retries: a batch the collector
 //! refuses, or that gets no answer within the timeout, is counted as
 //! failed. A collector's `partial_success.rejected_spans` count as failed
-//! too.
+//! too. The batch buffers and the request body are reused from one export
+//! to the next rather than allocated per batch.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
