@@ -233,6 +233,7 @@ async fn login(
         state
             .client
             .post(format!("{}/login", state.config.auth_url))
+            .with_extension(UrlTemplate("/login"))
             .json(&json!({"username": req.username, "password": req.password})),
     )
     .await?;
@@ -278,6 +279,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<User, Res
         state
             .client
             .post(format!("{}/verify", state.config.auth_url))
+            .with_extension(UrlTemplate("/verify"))
             .header(http::header::AUTHORIZATION, authorization.clone()),
     )
     .await;
@@ -373,6 +375,7 @@ async fn checkout(
         state
             .client
             .post(format!("{}/payments", state.config.payment_url))
+            .with_extension(UrlTemplate("/payments"))
             .timeout(state.config.payment_timeout)
             .header("idempotency-key", key)
             .json(&payload),

@@ -21,6 +21,20 @@
 //! requests and the CPU time of the process but the receiver's thread
 //! (the requests' thread and the export thread, until the round's spans
 //! are exported), the best and the median of 7 rounds, in µs.
+//!
+//! With `SPAN_COST_LOGINS=<n>` it runs a fixed amount of work instead, for
+//! counting instructions (`valgrind --tool=callgrind`): a warm-up of 1000
+//! logins, then exactly `n`, then a flush and shutdown; nothing is timed and
+//! the counters are printed. The difference between two runs (`n` and `2n`)
+//! is what `n` logins cost, start-up and warm-up cancelling out;
+//! `scripts/span-instructions` does that for every sampling mode. With
+//! `OTEL_BSP_SCHEDULE_DELAY` and `TRACELAB_EXPORT_MIN_INTERVAL` set high,
+//! batches leave only when full (and at shutdown), so the export thread's
+//! work does not depend on how fast the run goes. `SPAN_COST_PACE_US=<µs>`
+//! sleeps that long after each login of that mode, so spans end at a
+//! service's pace rather than as fast as one thread can: with the default
+//! delays, batches then leave on their timers (for counting the export
+//! thread's syscalls and wake-ups with `strace -f`).
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +56,8 @@ mod sink;
 
 const ITERATIONS: u32 = 50_000;
 const ROUNDS: usize = 7;
+/// Logins before the counted ones in the fixed-work mode.
+const FIXED_WARMUP: u32 = 1_000;
 
 /// The receiver's thread, whose CPU is not the service's.
 const SINK_THREAD: &str = "otlp-sink";
@@ -74,7 +90,8 @@ async fn gateway_login(req: Request) -> http::Response<Body> {
     let _ = req;
     // The CLIENT span to auth, as the client middleware makes it.
     let url = reqwest::Url::parse("http://127.0.0.1:8081/login").expect("static URL");
-    let cx = start_client_span(&Method::POST, &url, None);
+    // The gateway names its call to auth after the template `/login`.
+    let cx = start_client_span(&Method::POST, &url, Some("/login"));
     let mut headers = HeaderMap::new();
     inject_http(&cx, &mut headers);
     let answer = auth()
@@ -163,6 +180,35 @@ fn main() {
     let telemetry = runtime
         .block_on(async { tracelab_telemetry::init_with(config).expect("telemetry starts") });
     let gateway = gateway();
+    if let Some(n) = std::env::var("SPAN_COST_LOGINS")
+        .ok()
+        .map(|n| n.parse::<u32>().expect("SPAN_COST_LOGINS is a number"))
+    {
+        let pace = std::env::var("SPAN_COST_PACE_US")
+            .ok()
+            .map(|us| Duration::from_micros(us.parse().expect("SPAN_COST_PACE_US is a number")));
+        runtime.block_on(async {
+            for _ in 0..FIXED_WARMUP + n {
+                let response = gateway.clone().oneshot(gateway_request()).await;
+                std::hint::black_box(response.map(|r| r.status()).ok());
+                if let Some(pace) = pace {
+                    // Blocking on purpose: this thread has nothing else to do.
+                    std::thread::sleep(pace);
+                }
+            }
+            telemetry.shutdown().await;
+        });
+        let stats = tracelab_telemetry::stats::export_stats();
+        println!(
+            "{} logins ({FIXED_WARMUP} of them warm-up); spans ended {}, exported {}, failed {}, dropped {}",
+            FIXED_WARMUP + n,
+            stats.spans_ended,
+            stats.spans_exported,
+            stats.spans_failed,
+            stats.spans_dropped_queue_full + stats.spans_dropped_by_fault,
+        );
+        return;
+    }
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     runtime.block_on(async {
         for _ in 0..ITERATIONS / 4 {

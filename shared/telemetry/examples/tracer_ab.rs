@@ -14,6 +14,14 @@
 //! ```sh
 //! cargo run --release -p tracelab-telemetry --example tracer_ab
 //! ```
+//!
+//! With `TRACER_AB_SPANS=<n>` and `TRACER_AB_CASE=<case>` (`sdk-sampled`,
+//! `lean-sampled`, `sdk-dropped` or `lean-dropped`) it runs a fixed amount
+//! of work instead, for counting instructions
+//! (`valgrind --tool=callgrind`): 1000 spans of that case as a warm-up,
+//! then exactly `n`, then every provider shuts down; nothing is timed. The
+//! difference between two runs (`n` and `2n`) is what `n` spans cost;
+//! `scripts/span-instructions` does that.
 
 use std::time::{Duration, Instant};
 
@@ -32,13 +40,23 @@ mod sink;
 
 const SLICE: u32 = 1_000;
 const SLICES: u32 = 400;
+/// Spans before the counted ones in the fixed-work mode.
+const FIXED_WARMUP: u32 = 1_000;
 
-fn settings() -> QueueSettings {
+/// The export queue; in the fixed-work mode (`fixed`) a batch leaves only
+/// when full or at shutdown, so the export threads' work does not depend
+/// on how fast the run goes.
+fn settings(fixed: bool) -> QueueSettings {
+    let (scheduled_delay, min_interval) = if fixed {
+        (Duration::from_secs(3600), Duration::from_secs(3600))
+    } else {
+        (Duration::from_millis(10), Duration::from_millis(50))
+    };
     QueueSettings {
         max_queue: 1 << 20,
         max_batch: 512,
-        scheduled_delay: Duration::from_millis(10),
-        min_interval: Duration::from_millis(50),
+        scheduled_delay,
+        min_interval,
     }
 }
 
@@ -87,13 +105,17 @@ fn finish(cx: &Context) {
     span.end();
 }
 
+/// A case: its name, its `TRACER_AB_CASE` key, and one span of it.
+type Case<'a> = (&'a str, &'a str, Box<dyn Fn() + 'a>);
+
 fn main() {
+    let fixed = std::env::var_os("TRACER_AB_SPANS").is_some();
     let sink = format!("http://{}/v1/traces", sink::start("otlp-sink"));
     let pipeline = || {
         export_pipeline(
             Transport::Http { url: sink.clone() },
             Duration::from_secs(5),
-            settings(),
+            settings(fixed),
             std::sync::Arc::new(SpanCounters::new()),
         )
         .expect("export thread")
@@ -113,29 +135,58 @@ fn main() {
     let (lean_on_t, lean_off_t) = (lean_on.tracer("tracelab"), lean_off.tracer("tracelab"));
     let parent = Context::new();
 
-    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>);
     let cases: Vec<Case<'_>> = vec![
         (
             "SDK tracer, sampled",
+            "sdk-sampled",
             Box::new(|| sdk_span(&sdk_on_t, &parent)),
         ),
         (
             "lean tracer, sampled",
+            "lean-sampled",
             Box::new(|| lean_span(&lean_on_t, &parent)),
         ),
         (
             "SDK tracer, dropped",
+            "sdk-dropped",
             Box::new(|| sdk_span(&sdk_off_t, &parent)),
         ),
         (
             "lean tracer, dropped",
+            "lean-dropped",
             Box::new(|| lean_span(&lean_off_t, &parent)),
         ),
     ];
+    if let Ok(n) = std::env::var("TRACER_AB_SPANS") {
+        let n: u32 = n.parse().expect("TRACER_AB_SPANS is a number");
+        let key = std::env::var("TRACER_AB_CASE").unwrap_or_default();
+        let Some((name, _, run)) = cases.iter().find(|(_, k, _)| *k == key) else {
+            panic!("TRACER_AB_CASE is one of sdk-sampled, lean-sampled, sdk-dropped, lean-dropped");
+        };
+        for _ in 0..FIXED_WARMUP + n {
+            run();
+        }
+        println!(
+            "{name}: {} spans ({FIXED_WARMUP} of them warm-up)",
+            FIXED_WARMUP + n
+        );
+    } else {
+        run_slices(&cases);
+    }
+    let _ = (sdk_on.shutdown(), sdk_off.shutdown());
+    let timeout = Duration::from_secs(5);
+    let _ = (
+        lean_on.shutdown_with_timeout(timeout),
+        lean_off.shutdown_with_timeout(timeout),
+    );
+}
+
+/// The timed run: every case in alternating slices.
+fn run_slices(cases: &[Case<'_>]) {
     let mut spent = vec![Vec::new(); cases.len()];
     let started = Instant::now();
     for _ in 0..SLICES {
-        for (i, (_, run)) in cases.iter().enumerate() {
+        for (i, (_, _, run)) in cases.iter().enumerate() {
             let t0 = Instant::now();
             for _ in 0..SLICE {
                 run();
@@ -147,7 +198,7 @@ fn main() {
         "ns per span on the ending thread, {SLICES} alternating slices of {SLICE} spans ({:.1} s):",
         started.elapsed().as_secs_f64()
     );
-    for ((name, _), mut v) in cases.iter().zip(spent) {
+    for ((name, _, _), mut v) in cases.iter().zip(spent) {
         v.sort_by(f64::total_cmp);
         println!(
             "  {name:22} p10 {:7.0}  median {:7.0}",
@@ -155,10 +206,4 @@ fn main() {
             v[v.len() / 2]
         );
     }
-    let _ = (sdk_on.shutdown(), sdk_off.shutdown());
-    let timeout = Duration::from_secs(5);
-    let _ = (
-        lean_on.shutdown_with_timeout(timeout),
-        lean_off.shutdown_with_timeout(timeout),
-    );
 }

@@ -8,8 +8,13 @@ use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 
 use crate::propagation::inject_http;
-use crate::server::method_value;
+use crate::server::{method_value, route_span_name};
 use crate::span::{record_error, start_lazy};
+
+/// At most this many attributes on a CLIENT span: method, full URL,
+/// template, address, port, and after the call the status code and
+/// `error.type`.
+const CLIENT_ATTRIBUTES: usize = 7;
 
 /// A route template for the CLIENT span name, e.g. `/orders/{id}`; set with
 /// `RequestBuilder::with_extension(UrlTemplate("/orders/{id}"))`. Without
@@ -78,10 +83,18 @@ pub fn start_client_span(
     url: &reqwest::Url,
     template: Option<&'static str>,
 ) -> opentelemetry::Context {
-    let name = format!("{} {}", method, template.unwrap_or_else(|| url.path()));
+    // A template is one of the service's own routes: its name is kept and
+    // borrowed. A path may hold ids: formatted per call.
+    let name = match template {
+        Some(template) => route_span_name(method, template),
+        None => format!("{} {}", method, url.path()).into(),
+    };
     // Built only for a recorded span: an unsampled call pays for none.
     let attributes = || {
-        let mut attributes = vec![
+        // Room for every attribute the span may get, the two set after the
+        // call included: the vector is never reallocated.
+        let mut attributes = Vec::with_capacity(CLIENT_ATTRIBUTES);
+        attributes.extend([
             KeyValue::new("http.request.method", method_value(method)),
             KeyValue::new("url.full", url.to_string()),
             KeyValue::new(
@@ -91,7 +104,7 @@ pub fn start_client_span(
                     None => url.path().to_owned().into(),
                 },
             ),
-        ];
+        ]);
         if let Some(host) = url.host_str() {
             attributes.push(KeyValue::new("server.address", host.to_owned()));
         }

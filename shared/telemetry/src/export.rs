@@ -14,12 +14,18 @@
 //! its first span ended, but no sooner than `min_interval` after the
 //! previous export: a quiet service's trace is readable within the short
 //! delay, and a busy one makes no more export calls than the interval
-//! allows. An idle service's export thread sleeps without a timer. It sends one request at a
+//! allows. An ending span wakes the export thread only when it would not
+//! look at the queue in time by itself: a full batch while it sleeps, or
+//! the first span of a batch while it sleeps without a timer. After an
+//! export it sleeps on a timer until `min_interval` has passed (no export
+//! could start sooner), so a busy service's spans wake nobody; an idle
+//! service's export thread then sleeps without a timer. It sends one request at a
 //! time, over OTLP/HTTP (`application/x-protobuf`) or OTLP/gRPC (tonic,
 //! the message already encoded), without retries: a batch the collector
 //! refuses, or that gets no answer within the timeout, is counted as
 //! failed. A collector's `partial_success.rejected_spans` count as failed
-//! too.
+//! too. The batch buffers and the request body are reused from one export
+//! to the next rather than allocated per batch.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -77,6 +83,26 @@ struct Pending {
     /// Callers of `force_flush`/`shutdown` waiting for the next export.
     waiters: Vec<mpsc::Sender<Result<(), String>>>,
     shutdown: bool,
+    /// What the export thread is doing: an ending span wakes it only when
+    /// nothing else will.
+    thread: ExportThread,
+    /// The buffers of the last batch sent, emptied, for the next batch to
+    /// fill: a batch's buffers are allocated once, not per batch.
+    spare: Option<Batch>,
+}
+
+/// What the export thread is doing, as far as an ending span cares.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ExportThread {
+    /// Running (sending, or about to look at the queue): it sees what was
+    /// queued meanwhile without being woken.
+    #[default]
+    Busy,
+    /// Sleeping until a given instant: it looks at the queue then, so only
+    /// a full batch needs to wake it.
+    Timed,
+    /// Sleeping until woken: the first span of a batch wakes it.
+    Idle,
 }
 
 /// The span processor that queues, encodes and exports (see the module
@@ -166,6 +192,15 @@ fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Takes the filling batch out, leaving the spare buffers (or new ones)
+/// to fill next.
+fn take_batch(pending: &mut Pending) -> Batch {
+    match pending.spare.take() {
+        Some(spare) => std::mem::replace(&mut pending.batch, spare),
+        None => pending.batch.take(),
+    }
+}
+
 impl OtlpBatchProcessor {
     /// Queues one span of `scope` that ended, which `encode` writes as a
     /// `ScopeSpans.spans` entry ([`otlp::put_span_view`]); a full (or
@@ -184,17 +219,25 @@ impl OtlpBatchProcessor {
             let mut pending = lock(&shared.pending);
             pending.batch.push_encoded(scope, encoded);
             let n = pending.batch.len();
-            if n >= shared.settings.max_batch {
-                let full = pending.batch.take();
+            // Waking the export thread costs a syscall here and a wake-up
+            // there: only when it would otherwise not look at the queue in
+            // time (a full batch while it sleeps, the first span while it
+            // sleeps without a timer).
+            let wake = if n >= shared.settings.max_batch {
+                let full = take_batch(&mut pending);
                 pending.full.push_back(full);
                 pending.since = None;
-                true
+                pending.thread != ExportThread::Busy
             } else if n == 1 {
                 pending.since = Some(Instant::now());
-                true
+                pending.thread == ExportThread::Idle
             } else {
                 false
+            };
+            if wake {
+                pending.thread = ExportThread::Busy;
             }
+            wake
         });
         if wake {
             shared.wake.notify_one();
@@ -263,8 +306,14 @@ enum Next {
     },
 }
 
-fn next(shared: &Shared) -> Next {
+/// What the export thread does next; `sent` is the batch it sent last,
+/// emptied, whose buffers the next batch reuses.
+fn next(shared: &Shared, sent: Option<Batch>) -> Next {
     let mut pending = lock(&shared.pending);
+    pending.thread = ExportThread::Busy;
+    if sent.is_some() {
+        pending.spare = sent;
+    }
     let resource = pending.resource.clone();
     if let Some(batch) = pending.full.pop_front() {
         return Next::Send {
@@ -286,14 +335,33 @@ fn next(shared: &Shared) -> Next {
             None => due,
         }
     });
+    let now = Instant::now();
     match due {
-        None if !flush => Next::Wait,
-        Some(due) if !flush && Instant::now() < due => Next::WaitUntil(due),
+        None if !flush => {
+            // Nothing pending. No export may start within `min_interval`
+            // of the last one: sleeping until then with a timer, rather
+            // than until woken, spares the spans that end meanwhile a
+            // wake-up each.
+            match pending.last_export.map(|last| last + settings.min_interval) {
+                Some(until) if now < until => {
+                    pending.thread = ExportThread::Timed;
+                    Next::WaitUntil(until)
+                }
+                _ => {
+                    pending.thread = ExportThread::Idle;
+                    Next::Wait
+                }
+            }
+        }
+        Some(due) if !flush && now < due => {
+            pending.thread = ExportThread::Timed;
+            Next::WaitUntil(due)
+        }
         _ => {
             pending.since = None;
-            pending.last_export = Some(Instant::now());
+            pending.last_export = Some(now);
             Next::Send {
-                batch: pending.batch.take(),
+                batch: take_batch(&mut pending),
                 resource,
                 waiters: std::mem::take(&mut pending.waiters),
                 stop: pending.shutdown,
@@ -310,8 +378,12 @@ async fn export_loop(shared: Arc<Shared>, transport: Transport, timeout: Duratio
             None
         }
     };
+    // The request body, reused from one export to the next when the HTTP
+    // client has let go of it.
+    let mut body_buf = Vec::new();
+    let mut sent = None;
     loop {
-        match next(&shared) {
+        match next(&shared, sent.take()) {
             Next::Wait => shared.wake.notified().await,
             Next::WaitUntil(due) => {
                 tokio::select! {
@@ -329,12 +401,21 @@ async fn export_loop(shared: Arc<Shared>, transport: Transport, timeout: Duratio
                     Ok(())
                 } else {
                     let n = batch.len() as u64;
-                    let body = Bytes::from(batch.request(&resource.0, &resource.1));
-                    drop(batch);
+                    let mut batch = batch;
+                    batch.request_into(&mut body_buf, &resource.0, &resource.1);
+                    batch.clear();
+                    sent = Some(batch);
+                    let body = Bytes::from(std::mem::take(&mut body_buf));
                     let outcome = match &mut sender {
-                        Some(sender) => sender.send(body).await,
+                        Some(sender) => sender.send(body.clone()).await,
                         None => Err("no OTLP client".to_owned()),
                     };
+                    // Unique again once the client is done with it: its
+                    // buffer holds the next request.
+                    if let Ok(mut buf) = body.try_into_mut() {
+                        buf.clear();
+                        body_buf = Vec::from(buf);
+                    }
                     let result = match outcome {
                         Ok(rejected) => {
                             let rejected = rejected.min(n);
@@ -369,7 +450,8 @@ async fn export_loop(shared: Arc<Shared>, transport: Transport, timeout: Duratio
 enum Sender {
     Http {
         client: reqwest::Client,
-        url: String,
+        /// Parsed once: a request takes a copy.
+        url: reqwest::Url,
         timeout: Duration,
     },
     Grpc {
@@ -382,12 +464,14 @@ impl Sender {
     fn new(transport: &Transport, timeout: Duration) -> Result<Self, String> {
         Ok(match transport {
             Transport::Http { url } => Sender::Http {
-                // A plain client: the exporter must not trace itself.
+                // A plain client: the exporter must not trace itself. No
+                // timeout of its own: `send` bounds the whole call, the
+                // answer's body included, and a second timer per request
+                // would cost the thread a wake-up more.
                 client: reqwest::Client::builder()
-                    .timeout(timeout)
                     .build()
                     .map_err(|e| e.to_string())?,
-                url: url.clone(),
+                url: reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?,
                 timeout,
             },
             Transport::Grpc { endpoint } => {
@@ -415,7 +499,7 @@ impl Sender {
             } => {
                 let call = async {
                     let response = client
-                        .post(url.as_str())
+                        .post(url.clone())
                         .header(http::header::CONTENT_TYPE, "application/x-protobuf")
                         .body(body)
                         .send()

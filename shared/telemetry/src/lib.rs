@@ -23,6 +23,7 @@ pub mod config;
 pub mod db;
 pub mod export;
 pub mod logs;
+pub mod names;
 pub mod otlp;
 pub mod propagation;
 pub mod sampling;

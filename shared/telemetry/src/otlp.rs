@@ -22,22 +22,86 @@ use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encoded_len_varint, key_len};
 
 /// `Span.flags`: the `is_remote` bit below is meaningful.
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 /// `Span.flags`: the parent (or a link's span) is remote.
 const FLAG_IS_REMOTE: u32 = 0x200;
 
-// ---- field helpers: `*_len` is the encoded size of what `put_*` writes ----
+// ---- field helpers ----
+//
+// A span is written in one pass: a nested message's length is not computed
+// beforehand but reserved (one byte, two for a span), filled in once its
+// body is written, and the body moved in the rare case its length needs
+// another number of bytes. The bytes are the canonical encoding (shortest
+// varints, fields in number order), the same a generated encoder writes.
 
+/// Wire types.
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+const FIXED32: u32 = 5;
+
+/// Appends `value` as a varint: one byte for most keys, lengths and
+/// enums, the rest written on the stack and appended at once.
+#[inline]
+fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
+    if value < 0x80 {
+        buf.push(value as u8);
+        return;
+    }
+    let mut bytes = [0u8; 10];
+    let mut n = 0;
+    while value >= 0x80 {
+        bytes[n] = value as u8 | 0x80;
+        value >>= 7;
+        n += 1;
+    }
+    bytes[n] = value as u8;
+    buf.extend_from_slice(&bytes[..=n]);
+}
+
+#[inline]
+fn put_key(buf: &mut Vec<u8>, tag: u32, wire_type: u32) {
+    put_varint(buf, u64::from(tag << 3 | wire_type));
+}
+
+/// The size of a length-delimited field `tag` with a `len`-byte body.
 fn len_delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
 fn put_len_prefix(buf: &mut Vec<u8>, tag: u32, len: usize) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+    put_key(buf, tag, LEN);
+    put_varint(buf, len as u64);
+}
+
+/// Field `tag` as a length-delimited message whose body `body` appends;
+/// `reserved` bytes are kept for the length, the body moves when the
+/// length takes another number of bytes.
+#[inline]
+fn put_message(buf: &mut Vec<u8>, tag: u32, reserved: usize, body: impl FnOnce(&mut Vec<u8>)) {
+    put_key(buf, tag, LEN);
+    let at = buf.len();
+    buf.resize(at + reserved, 0);
+    body(buf);
+    let len = buf.len() - at - reserved;
+    let needed = encoded_len_varint(len as u64);
+    if needed != reserved {
+        let body_at = at + reserved;
+        if needed > reserved {
+            buf.resize(buf.len() + needed - reserved, 0);
+        }
+        buf.copy_within(body_at..body_at + len, at + needed);
+        buf.truncate(at + needed + len);
+    }
+    let mut length = len as u64;
+    for byte in &mut buf[at..at + needed - 1] {
+        *byte = length as u8 | 0x80;
+        length >>= 7;
+    }
+    buf[at + needed - 1] = length as u8;
 }
 
 /// A `string`/`bytes` field, left out when empty (proto3).
@@ -49,6 +113,7 @@ fn opt_bytes_len(tag: u32, bytes: &[u8]) -> usize {
     }
 }
 
+#[inline]
 fn put_opt_bytes(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
     if !bytes.is_empty() {
         put_len_prefix(buf, tag, bytes.len());
@@ -57,42 +122,107 @@ fn put_opt_bytes(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
 }
 
 /// A `uint32`/`int64`/enum field, left out when zero.
-fn opt_varint_len(tag: u32, value: u64) -> usize {
-    if value == 0 {
-        0
-    } else {
-        key_len(tag) + encoded_len_varint(value)
-    }
-}
-
+#[inline]
 fn put_opt_varint(buf: &mut Vec<u8>, tag: u32, value: u64) {
     if value != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(value, buf);
+        put_key(buf, tag, VARINT);
+        put_varint(buf, value);
     }
 }
 
 /// A `fixed64` field, left out when zero.
-fn opt_fixed64_len(tag: u32, value: u64) -> usize {
-    if value == 0 { 0 } else { key_len(tag) + 8 }
-}
-
+#[inline]
 fn put_opt_fixed64(buf: &mut Vec<u8>, tag: u32, value: u64) {
     if value != 0 {
-        encode_key(tag, WireType::SixtyFourBit, buf);
+        put_key(buf, tag, FIXED64);
         buf.extend_from_slice(&value.to_le_bytes());
     }
 }
 
 /// A `fixed32` field, left out when zero.
-fn opt_fixed32_len(tag: u32, value: u32) -> usize {
-    if value == 0 { 0 } else { key_len(tag) + 4 }
-}
-
+#[inline]
 fn put_opt_fixed32(buf: &mut Vec<u8>, tag: u32, value: u32) {
     if value != 0 {
-        encode_key(tag, WireType::ThirtyTwoBit, buf);
+        put_key(buf, tag, FIXED32);
         buf.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Keys, lengths and small fixed-size values gathered on the stack and
+/// appended at once: the fields between two strings cost one append
+/// instead of one per byte group. Holds [`Head::CAPACITY`] bytes; every
+/// user below stays under it (at most four varints of 10 bytes plus a few
+/// keys, or the span's ids and times).
+struct Head {
+    bytes: [u8; Head::CAPACITY],
+    len: usize,
+}
+
+impl Head {
+    const CAPACITY: usize = 64;
+
+    #[inline]
+    fn new() -> Self {
+        Self {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn byte(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    #[inline]
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.byte(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.byte(value as u8);
+    }
+
+    #[inline]
+    fn key(&mut self, tag: u32, wire_type: u32) {
+        self.varint(u64::from(tag << 3 | wire_type));
+    }
+
+    #[inline]
+    fn slice(&mut self, bytes: &[u8]) {
+        self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Field `tag`'s key and length, for a body of `len` bytes.
+    #[inline]
+    fn len_prefix(&mut self, tag: u32, len: usize) {
+        self.key(tag, LEN);
+        self.varint(len as u64);
+    }
+
+    #[inline]
+    fn fixed64(&mut self, tag: u32, value: u64) {
+        if value != 0 {
+            self.key(tag, FIXED64);
+            self.slice(&value.to_le_bytes());
+        }
+    }
+
+    #[inline]
+    fn opt_varint(&mut self, tag: u32, value: u64) {
+        if value != 0 {
+            self.key(tag, VARINT);
+            self.varint(value);
+        }
+    }
+
+    /// Appends what was gathered to `buf` and starts again.
+    #[inline]
+    fn flush(&mut self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&self.bytes[..self.len]);
+        self.len = 0;
     }
 }
 
@@ -105,7 +235,7 @@ fn unix_nanos(t: SystemTime) -> u64 {
 
 // ---- common.proto: AnyValue, ArrayValue, KeyValue, InstrumentationScope ----
 
-/// One element of an `ArrayValue` (field 1 of `ArrayValue`, an `AnyValue`).
+/// An `AnyValue` that is not an array (an array's element, or a value).
 enum Scalar<'a> {
     Bool(bool),
     Int(i64),
@@ -127,15 +257,15 @@ impl Scalar<'_> {
     fn put(&self, buf: &mut Vec<u8>) {
         match *self {
             Scalar::Bool(b) => {
-                encode_key(2, WireType::Varint, buf);
-                encode_varint(u64::from(b), buf);
+                put_key(buf, 2, VARINT);
+                put_varint(buf, u64::from(b));
             }
             Scalar::Int(i) => {
-                encode_key(3, WireType::Varint, buf);
-                encode_varint(i as u64, buf);
+                put_key(buf, 3, VARINT);
+                put_varint(buf, i as u64);
             }
             Scalar::Double(d) => {
-                encode_key(4, WireType::SixtyFourBit, buf);
+                put_key(buf, 4, FIXED64);
                 buf.extend_from_slice(&d.to_bits().to_le_bytes());
             }
             Scalar::Str(s) => {
@@ -143,6 +273,12 @@ impl Scalar<'_> {
                 buf.extend_from_slice(s.as_bytes());
             }
         }
+    }
+
+    /// Field `tag` holding this `AnyValue`.
+    fn put_field(&self, buf: &mut Vec<u8>, tag: u32) {
+        put_len_prefix(buf, tag, self.len());
+        self.put(buf);
     }
 }
 
@@ -158,73 +294,79 @@ fn for_each_element(array: &Array, mut f: impl FnMut(Scalar<'_>)) {
     }
 }
 
-/// The `ArrayValue` body: every element as field 1.
-fn array_len(array: &Array) -> usize {
-    let mut len = 0;
-    for_each_element(array, |s| len += len_delimited_len(1, s.len()));
-    len
-}
-
-fn put_array(buf: &mut Vec<u8>, array: &Array) {
-    for_each_element(array, |s| {
-        put_len_prefix(buf, 1, s.len());
-        s.put(buf);
-    });
-}
-
-/// The `AnyValue` body of `value`.
-fn any_value_len(value: &Value) -> usize {
+/// Field `tag` holding `value` as an `AnyValue`.
+fn put_any_value(buf: &mut Vec<u8>, tag: u32, value: &Value) {
     match value {
-        Value::Bool(b) => Scalar::Bool(*b).len(),
-        Value::I64(i) => Scalar::Int(*i).len(),
-        Value::F64(d) => Scalar::Double(*d).len(),
-        Value::String(s) => Scalar::Str(s.as_str()).len(),
-        Value::Array(a) => len_delimited_len(5, array_len(a)),
-        other => Scalar::Str(&other.as_str()).len(),
+        Value::Bool(b) => Scalar::Bool(*b).put_field(buf, tag),
+        Value::I64(i) => Scalar::Int(*i).put_field(buf, tag),
+        Value::F64(d) => Scalar::Double(*d).put_field(buf, tag),
+        Value::String(s) => Scalar::Str(s.as_str()).put_field(buf, tag),
+        // AnyValue.array_value (5): an ArrayValue, every element as field 1.
+        Value::Array(a) => put_message(buf, tag, 1, |buf| {
+            put_message(buf, 5, 1, |buf| {
+                for_each_element(a, |element| element.put_field(buf, 1));
+            });
+        }),
+        other => Scalar::Str(&other.as_str()).put_field(buf, tag),
     }
 }
 
-fn put_any_value(buf: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::Bool(b) => Scalar::Bool(*b).put(buf),
-        Value::I64(i) => Scalar::Int(*i).put(buf),
-        Value::F64(d) => Scalar::Double(*d).put(buf),
-        Value::String(s) => Scalar::Str(s.as_str()).put(buf),
-        Value::Array(a) => {
-            put_len_prefix(buf, 5, array_len(a));
-            put_array(buf, a);
-        }
-        other => Scalar::Str(&other.as_str()).put(buf),
-    }
-}
-
-/// The `KeyValue` body: `key` (1) and `value` (2, always present).
-fn key_value_len(kv: &KeyValue) -> usize {
-    opt_bytes_len(1, kv.key.as_str().as_bytes()) + len_delimited_len(2, any_value_len(&kv.value))
-}
-
-fn put_key_value(buf: &mut Vec<u8>, kv: &KeyValue) {
-    put_opt_bytes(buf, 1, kv.key.as_str().as_bytes());
-    put_len_prefix(buf, 2, any_value_len(&kv.value));
-    put_any_value(buf, &kv.value);
-}
-
-/// Repeated `KeyValue` field `tag`.
-fn attributes_len<'a>(tag: u32, attributes: impl IntoIterator<Item = &'a KeyValue>) -> usize {
-    attributes
-        .into_iter()
-        .map(|kv| len_delimited_len(tag, key_value_len(kv)))
-        .sum()
-}
-
+/// Repeated `KeyValue` field `tag`: `key` (1) and `value` (2, always
+/// present).
 fn put_attributes<'a>(
     buf: &mut Vec<u8>,
     tag: u32,
     attributes: impl IntoIterator<Item = &'a KeyValue>,
 ) {
+    let mut head = Head::new();
     for kv in attributes {
-        put_len_prefix(buf, tag, key_value_len(kv));
-        put_key_value(buf, kv);
+        let key = kv.key.as_str().as_bytes();
+        let scalar = match &kv.value {
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::I64(i) => Scalar::Int(*i),
+            Value::F64(d) => Scalar::Double(*d),
+            Value::String(s) => Scalar::Str(s.as_str()),
+            // Arrays (and kinds added to the API later): their lengths are
+            // found as they are written.
+            other => {
+                put_message(buf, tag, 1, |buf| {
+                    put_opt_bytes(buf, 1, key);
+                    put_any_value(buf, 2, other);
+                });
+                continue;
+            }
+        };
+        // A scalar's sizes are known up front: the `KeyValue`'s key and
+        // length, its key field, then its value's key, length and body.
+        let value_len = scalar.len();
+        let body = opt_bytes_len(1, key) + len_delimited_len(2, value_len);
+        head.len_prefix(tag, body);
+        if !key.is_empty() {
+            head.len_prefix(1, key.len());
+            head.flush(buf);
+            buf.extend_from_slice(key);
+        }
+        head.len_prefix(2, value_len);
+        match scalar {
+            Scalar::Bool(b) => {
+                head.key(2, VARINT);
+                head.byte(u8::from(b));
+            }
+            Scalar::Int(i) => {
+                head.key(3, VARINT);
+                head.varint(i as u64);
+            }
+            Scalar::Double(d) => {
+                head.key(4, FIXED64);
+                head.slice(&d.to_bits().to_le_bytes());
+            }
+            Scalar::Str(s) => {
+                head.len_prefix(1, s.len());
+                head.flush(buf);
+                buf.extend_from_slice(s.as_bytes());
+            }
+        }
+        head.flush(buf);
     }
 }
 
@@ -240,12 +382,12 @@ pub fn encode_scope(scope: &InstrumentationScope) -> Vec<u8> {
 
 /// A `Resource` message body: its attributes (1).
 pub fn encode_resource(resource: &Resource) -> Vec<u8> {
+    let attributes: Vec<KeyValue> = resource
+        .iter()
+        .map(|(key, value)| KeyValue::new(key.clone(), value.clone()))
+        .collect();
     let mut buf = Vec::new();
-    for (key, value) in resource.iter() {
-        let kv = KeyValue::new(key.clone(), value.clone());
-        put_len_prefix(&mut buf, 1, key_value_len(&kv));
-        put_key_value(&mut buf, &kv);
-    }
+    put_attributes(&mut buf, 1, &attributes);
     buf
 }
 
@@ -270,25 +412,6 @@ fn status_parts(status: &Status) -> (&str, u64) {
     }
 }
 
-fn status_len(status: &Status) -> usize {
-    let (message, code) = status_parts(status);
-    opt_bytes_len(2, message.as_bytes()) + opt_varint_len(3, code)
-}
-
-fn event_len(event: &Event) -> usize {
-    opt_fixed64_len(1, unix_nanos(event.timestamp))
-        + opt_bytes_len(2, event.name.as_bytes())
-        + attributes_len(3, &event.attributes)
-        + opt_varint_len(4, u64::from(event.dropped_attributes_count))
-}
-
-fn put_event(buf: &mut Vec<u8>, event: &Event) {
-    put_opt_fixed64(buf, 1, unix_nanos(event.timestamp));
-    put_opt_bytes(buf, 2, event.name.as_bytes());
-    put_attributes(buf, 3, &event.attributes);
-    put_opt_varint(buf, 4, u64::from(event.dropped_attributes_count));
-}
-
 /// `flags` of a span or link: the W3C trace flags plus whether the parent
 /// (for a link: the linked span) is remote.
 fn span_flags(trace_flags: u8, remote: bool) -> u32 {
@@ -297,26 +420,6 @@ fn span_flags(trace_flags: u8, remote: bool) -> u32 {
         flags |= FLAG_IS_REMOTE;
     }
     flags
-}
-
-fn link_len(link: &Link, trace_state: &str) -> usize {
-    let sc = &link.span_context;
-    len_delimited_len(1, 16)
-        + len_delimited_len(2, 8)
-        + opt_bytes_len(3, trace_state.as_bytes())
-        + attributes_len(4, &link.attributes)
-        + opt_varint_len(5, u64::from(link.dropped_attributes_count))
-        + opt_fixed32_len(6, span_flags(sc.trace_flags().to_u8(), sc.is_remote()))
-}
-
-fn put_link(buf: &mut Vec<u8>, link: &Link, trace_state: &str) {
-    let sc = &link.span_context;
-    put_opt_bytes(buf, 1, &sc.trace_id().to_bytes());
-    put_opt_bytes(buf, 2, &sc.span_id().to_bytes());
-    put_opt_bytes(buf, 3, trace_state.as_bytes());
-    put_attributes(buf, 4, &link.attributes);
-    put_opt_varint(buf, 5, u64::from(link.dropped_attributes_count));
-    put_opt_fixed32(buf, 6, span_flags(sc.trace_flags().to_u8(), sc.is_remote()));
 }
 
 /// A finished span, borrowed from wherever it was recorded: the SDK's
@@ -369,82 +472,73 @@ pub fn put_span(buf: &mut Vec<u8>, span: &SpanData) -> usize {
     put_span_view(buf, &SpanView::of(span))
 }
 
-/// [`put_span`] for any [`SpanView`].
+/// [`put_span`] for any [`SpanView`], in one pass over the span.
 pub fn put_span_view(buf: &mut Vec<u8>, span: &SpanView<'_>) -> usize {
     let sc = span.span_context;
-    // Usually empty: then `header()` allocates nothing.
-    let trace_state = sc.trace_state().header();
-    // Usually no links: then this allocates nothing.
-    let link_states: Vec<String> = span
-        .links
-        .iter()
-        .map(|l| l.span_context.trace_state().header())
-        .collect();
-    let parent: &[u8] = &span.parent_span_id.to_bytes();
-    let parent: &[u8] = if span.parent_span_id == SpanId::INVALID {
-        &[]
-    } else {
-        parent
-    };
-    let flags = span_flags(sc.trace_flags().to_u8(), span.parent_span_is_remote);
-    let (start, end) = (unix_nanos(span.start_time), unix_nanos(span.end_time));
-    let events_len: usize = span
-        .events
-        .iter()
-        .map(|e| len_delimited_len(11, event_len(e)))
-        .sum();
-    let links_len: usize = span
-        .links
-        .iter()
-        .zip(&link_states)
-        .map(|(l, s)| len_delimited_len(13, link_len(l, s)))
-        .sum();
-    let body = len_delimited_len(1, 16)
-        + len_delimited_len(2, 8)
-        + opt_bytes_len(3, trace_state.as_bytes())
-        + opt_bytes_len(4, parent)
-        + opt_bytes_len(5, span.name.as_bytes())
-        + opt_varint_len(6, span_kind(span.kind))
-        + opt_fixed64_len(7, start)
-        + opt_fixed64_len(8, end)
-        + attributes_len(9, span.attributes)
-        + opt_varint_len(10, u64::from(span.dropped_attributes_count))
-        + events_len
-        + opt_varint_len(12, u64::from(span.dropped_events_count))
-        + links_len
-        + opt_varint_len(14, u64::from(span.dropped_links_count))
-        + len_delimited_len(15, status_len(span.status))
-        + opt_fixed32_len(16, flags);
-
     let before = buf.len();
-    buf.reserve(len_delimited_len(2, body));
-    put_len_prefix(buf, 2, body);
-    put_opt_bytes(buf, 1, &sc.trace_id().to_bytes());
-    put_opt_bytes(buf, 2, &sc.span_id().to_bytes());
-    put_opt_bytes(buf, 3, trace_state.as_bytes());
-    put_opt_bytes(buf, 4, parent);
-    put_opt_bytes(buf, 5, span.name.as_bytes());
-    put_opt_varint(buf, 6, span_kind(span.kind));
-    put_opt_fixed64(buf, 7, start);
-    put_opt_fixed64(buf, 8, end);
-    put_attributes(buf, 9, span.attributes);
-    put_opt_varint(buf, 10, u64::from(span.dropped_attributes_count));
-    for event in span.events {
-        put_len_prefix(buf, 11, event_len(event));
-        put_event(buf, event);
-    }
-    put_opt_varint(buf, 12, u64::from(span.dropped_events_count));
-    for (link, state) in span.links.iter().zip(&link_states) {
-        put_len_prefix(buf, 13, link_len(link, state));
-        put_link(buf, link, state);
-    }
-    put_opt_varint(buf, 14, u64::from(span.dropped_links_count));
-    put_len_prefix(buf, 15, status_len(span.status));
-    let (message, code) = status_parts(span.status);
-    put_opt_bytes(buf, 2, message.as_bytes());
-    put_opt_varint(buf, 3, code);
-    put_opt_fixed32(buf, 16, flags);
-    debug_assert_eq!(buf.len() - before, len_delimited_len(2, body));
+    // A span with a few attributes takes more than 127 bytes: two bytes
+    // for its length.
+    put_message(buf, 2, 2, |buf| {
+        let mut head = Head::new();
+        head.len_prefix(1, 16);
+        head.slice(&sc.trace_id().to_bytes());
+        head.len_prefix(2, 8);
+        head.slice(&sc.span_id().to_bytes());
+        // Usually empty: then `header()` allocates nothing.
+        let trace_state = sc.trace_state().header();
+        if !trace_state.is_empty() {
+            head.len_prefix(3, trace_state.len());
+            head.flush(buf);
+            buf.extend_from_slice(trace_state.as_bytes());
+        }
+        if span.parent_span_id != SpanId::INVALID {
+            head.len_prefix(4, 8);
+            head.slice(&span.parent_span_id.to_bytes());
+        }
+        if !span.name.is_empty() {
+            head.len_prefix(5, span.name.len());
+            head.flush(buf);
+            buf.extend_from_slice(span.name.as_bytes());
+        }
+        head.opt_varint(6, span_kind(span.kind));
+        head.fixed64(7, unix_nanos(span.start_time));
+        head.fixed64(8, unix_nanos(span.end_time));
+        head.flush(buf);
+        put_attributes(buf, 9, span.attributes);
+        put_opt_varint(buf, 10, u64::from(span.dropped_attributes_count));
+        for event in span.events {
+            put_message(buf, 11, 1, |buf| {
+                put_opt_fixed64(buf, 1, unix_nanos(event.timestamp));
+                put_opt_bytes(buf, 2, event.name.as_bytes());
+                put_attributes(buf, 3, &event.attributes);
+                put_opt_varint(buf, 4, u64::from(event.dropped_attributes_count));
+            });
+        }
+        put_opt_varint(buf, 12, u64::from(span.dropped_events_count));
+        for link in span.links {
+            let sc = &link.span_context;
+            put_message(buf, 13, 1, |buf| {
+                put_opt_bytes(buf, 1, &sc.trace_id().to_bytes());
+                put_opt_bytes(buf, 2, &sc.span_id().to_bytes());
+                put_opt_bytes(buf, 3, sc.trace_state().header().as_bytes());
+                put_attributes(buf, 4, &link.attributes);
+                put_opt_varint(buf, 5, u64::from(link.dropped_attributes_count));
+                put_opt_fixed32(buf, 6, span_flags(sc.trace_flags().to_u8(), sc.is_remote()));
+            });
+        }
+        put_opt_varint(buf, 14, u64::from(span.dropped_links_count));
+        // The status is always written, empty or not.
+        let (message, code) = status_parts(span.status);
+        put_message(buf, 15, 1, |buf| {
+            put_opt_bytes(buf, 2, message.as_bytes());
+            put_opt_varint(buf, 3, code);
+        });
+        put_opt_fixed32(
+            buf,
+            16,
+            span_flags(sc.trace_flags().to_u8(), span.parent_span_is_remote),
+        );
+    });
     buf.len() - before
 }
 
@@ -510,6 +604,15 @@ impl Batch {
         self.spans == 0
     }
 
+    /// Empties the batch, keeping its scopes and the room its buffers
+    /// have, so that it can be filled again without allocating.
+    pub fn clear(&mut self) {
+        for scope in &mut self.scopes {
+            scope.spans.clear();
+        }
+        self.spans = 0;
+    }
+
     /// Takes the spans out, leaving the scopes (and their encoded form)
     /// for the next batch.
     pub fn take(&mut self) -> Batch {
@@ -535,36 +638,43 @@ impl Batch {
     /// `Resource` body is `resource` (see [`encode_resource`]) and schema
     /// URL is `resource_schema_url`.
     pub fn request(&self, resource: &[u8], resource_schema_url: &str) -> Vec<u8> {
+        let mut buf = Vec::new();
+        self.request_into(&mut buf, resource, resource_schema_url);
+        buf
+    }
+
+    /// [`Batch::request`] written into `buf` (emptied first), whose room is
+    /// reused. Scopes without spans (left by [`Batch::clear`]) are left out.
+    pub fn request_into(&self, buf: &mut Vec<u8>, resource: &[u8], resource_schema_url: &str) {
+        buf.clear();
         let scope_len = |s: &ScopeSpans| {
             len_delimited_len(1, s.encoded_scope.len())
                 + s.spans.len()
                 + opt_bytes_len(3, s.scope.schema_url().unwrap_or("").as_bytes())
         };
+        let scopes = || self.scopes.iter().filter(|s| !s.spans.is_empty());
         let resource_spans_len = len_delimited_len(1, resource.len())
-            + self
-                .scopes
-                .iter()
+            + scopes()
                 .map(|s| len_delimited_len(2, scope_len(s)))
                 .sum::<usize>()
             + opt_bytes_len(3, resource_schema_url.as_bytes());
-        let mut buf = Vec::with_capacity(len_delimited_len(1, resource_spans_len));
+        buf.reserve(len_delimited_len(1, resource_spans_len));
         // ExportTraceServiceRequest.resource_spans (1)
-        put_len_prefix(&mut buf, 1, resource_spans_len);
+        put_len_prefix(buf, 1, resource_spans_len);
         // ResourceSpans.resource (1), always present
-        put_len_prefix(&mut buf, 1, resource.len());
+        put_len_prefix(buf, 1, resource.len());
         buf.extend_from_slice(resource);
-        for s in &self.scopes {
+        for s in scopes() {
             // ResourceSpans.scope_spans (2)
-            put_len_prefix(&mut buf, 2, scope_len(s));
+            put_len_prefix(buf, 2, scope_len(s));
             // ScopeSpans.scope (1), ScopeSpans.spans (2), ScopeSpans.schema_url (3)
-            put_len_prefix(&mut buf, 1, s.encoded_scope.len());
+            put_len_prefix(buf, 1, s.encoded_scope.len());
             buf.extend_from_slice(&s.encoded_scope);
             buf.extend_from_slice(&s.spans);
-            put_opt_bytes(&mut buf, 3, s.scope.schema_url().unwrap_or("").as_bytes());
+            put_opt_bytes(buf, 3, s.scope.schema_url().unwrap_or("").as_bytes());
         }
         // ResourceSpans.schema_url (3)
-        put_opt_bytes(&mut buf, 3, resource_schema_url.as_bytes());
-        buf
+        put_opt_bytes(buf, 3, resource_schema_url.as_bytes());
     }
 }
 

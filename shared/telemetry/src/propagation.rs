@@ -29,8 +29,16 @@ const NOT_TEXT: &str = "\0";
 /// current context.
 pub fn extract_http(headers: &http::HeaderMap) -> Context {
     let cx = crate::tracecontext::extract_http_headers(&Context::current(), headers);
+    // Without the header the propagator would hand back `cx` as it is: a
+    // lookup by a ready-made header name says so for less.
+    if !headers.contains_key(&BAGGAGE) {
+        return cx;
+    }
     BaggagePropagator::new().extract_with_context(&cx, &HeaderCarrier(headers))
 }
+
+/// The W3C `baggage` header, checked once at compile time.
+const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
 
 /// Injects `cx` into outgoing HTTP headers.
 pub fn inject_http(cx: &Context, headers: &mut http::HeaderMap) {

@@ -7,6 +7,8 @@
 //! `traceresponse` header so a client can find its trace. `/health` is not
 //! traced: probes would drown the traces a learner is looking for.
 
+use std::borrow::Cow;
+
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -14,6 +16,7 @@ use http::{HeaderName, HeaderValue};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt};
 
+use crate::names;
 use crate::propagation::extract_http;
 use crate::span::start_with_parent_lazy;
 use crate::tracecontext::TraceParent;
@@ -21,11 +24,18 @@ use crate::tracecontext::TraceParent;
 /// Paths never traced.
 pub const UNTRACED_PATHS: &[&str] = &["/health"];
 
-/// The method as an attribute value: the standard ones are static strings,
-/// copied nowhere.
-pub(crate) fn method_value(method: &http::Method) -> opentelemetry::Value {
+/// The W3C `traceresponse` header, checked once at compile time.
+const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
+
+/// At most this many attributes on a SERVER span: method, path, scheme,
+/// route, the high-cardinality fault's, address, port, user agent, and
+/// after the handler the status code and `error.type`.
+const SERVER_ATTRIBUTES: usize = 10;
+
+/// The standard methods' names as static strings.
+fn known_method(method: &http::Method) -> Option<&'static str> {
     use http::Method;
-    let known: Option<&'static str> = match *method {
+    match *method {
         Method::GET => Some("GET"),
         Method::POST => Some("POST"),
         Method::PUT => Some("PUT"),
@@ -34,10 +44,26 @@ pub(crate) fn method_value(method: &http::Method) -> opentelemetry::Value {
         Method::HEAD => Some("HEAD"),
         Method::OPTIONS => Some("OPTIONS"),
         _ => None,
-    };
-    match known {
+    }
+}
+
+/// The method as an attribute value: the standard ones are static strings,
+/// copied nowhere.
+pub(crate) fn method_value(method: &http::Method) -> opentelemetry::Value {
+    match known_method(method) {
         Some(m) => m.into(),
         None => method.as_str().to_owned().into(),
+    }
+}
+
+/// The span name `"{method} {route}"` for a route of the service's own
+/// (a matched route or a URL template): kept once and borrowed
+/// ([`names::method_route`]) for the standard methods, formatted for others
+/// (a client may send any token as a method).
+pub(crate) fn route_span_name(method: &http::Method, route: &str) -> Cow<'static, str> {
+    match known_method(method) {
+        Some(m) => names::method_route(m, route),
+        None => format!("{method} {route}").into(),
     }
 }
 
@@ -55,24 +81,39 @@ pub async fn server_span(req: Request, next: Next) -> Response {
             .extensions()
             .get::<MatchedPath>()
             .map(MatchedPath::as_str);
-        let name = match (route, &high_cardinality) {
+        let name: Cow<'static, str> = match (route, &high_cardinality) {
             // The pitfall: an id in the span name makes every request its own
             // operation, and a unique attribute value per request bloats indexes.
-            (_, Some(_)) => format!("{method} {path}"),
-            (Some(route), None) => format!("{method} {route}"),
-            (None, None) => method.to_string(),
+            (_, Some(_)) => format!("{method} {path}").into(),
+            (Some(route), None) => route_span_name(method, route),
+            (None, None) => match known_method(method) {
+                Some(m) => m.into(),
+                None => method.to_string().into(),
+            },
+        };
+        // The route borrowed from a kept name, so `http.route` copies nothing.
+        let kept_route = match (&name, route) {
+            (Cow::Borrowed(name), Some(_)) => names::route_of(name, method.as_str()),
+            _ => None,
         };
         let parent = extract_http(req.headers());
         let headers = req.headers();
         // Built only for a recorded span: an unsampled request pays for none.
         let attributes = || {
-            let mut attributes = vec![
+            // Room for every attribute the span may get, the two set after
+            // the handler included: the vector is never reallocated.
+            let mut attributes = Vec::with_capacity(SERVER_ATTRIBUTES);
+            attributes.extend([
                 KeyValue::new("http.request.method", method_value(method)),
                 KeyValue::new("url.path", path.to_owned()),
                 KeyValue::new("url.scheme", "http"),
-            ];
+            ]);
             if let Some(route) = route {
-                attributes.push(KeyValue::new("http.route", route.to_owned()));
+                let route = match kept_route {
+                    Some(kept) => opentelemetry::Value::from(kept),
+                    None => route.to_owned().into(),
+                };
+                attributes.push(KeyValue::new("http.route", route));
             }
             if let Some(attribute) = high_cardinality {
                 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
@@ -120,9 +161,7 @@ pub async fn server_span(req: Request, next: Next) -> Response {
     if let Some(parent) = TraceParent::of(span.span_context())
         && let Ok(value) = HeaderValue::from_bytes(&parent.encode())
     {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static("traceresponse"), value);
+        response.headers_mut().insert(TRACERESPONSE, value);
     }
     span.end();
     response

@@ -25,6 +25,10 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, Tra
 pub const TRACEPARENT: &str = "traceparent";
 /// The `tracestate` header's name.
 pub const TRACESTATE: &str = "tracestate";
+/// [`TRACEPARENT`] and [`TRACESTATE`] as header names, checked at compile
+/// time rather than on every injection.
+const TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_HEADER: http::HeaderName = http::HeaderName::from_static(TRACESTATE);
 /// At most this many list-members in a `tracestate`.
 pub const MAX_TRACESTATE_MEMBERS: usize = 32;
 /// A `tracestate` key or value is at most this long.
@@ -71,9 +75,9 @@ impl TraceParent {
     pub fn encode(&self) -> [u8; TRACEPARENT_LEN] {
         let mut out = [b'-'; TRACEPARENT_LEN];
         out[..2].copy_from_slice(b"00");
-        put_hex(&mut out[3..35], &self.trace_id.to_bytes());
-        put_hex(&mut out[36..52], &self.parent_id.to_bytes());
-        put_hex(&mut out[53..55], &[self.flags()]);
+        out[3..35].copy_from_slice(&trace_id_hex(self.trace_id));
+        out[36..52].copy_from_slice(&span_id_hex(self.parent_id));
+        out[53..55].copy_from_slice(&hex_u64(u64::from(self.flags()))[14..]);
         out
     }
 }
@@ -81,28 +85,36 @@ impl TraceParent {
 /// A version-00 `traceparent` is this long.
 pub const TRACEPARENT_LEN: usize = 55;
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-/// Writes `bytes` as lowercase hex into `out` (twice as long).
-fn put_hex(out: &mut [u8], bytes: &[u8]) {
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
-        pair[1] = HEX_DIGITS[usize::from(b & 0x0f)];
+/// `value` as 16 lowercase hex digits, most significant first, computed a
+/// whole word at a time: every nibble is spread into a byte of its own,
+/// then turned into its digit in all bytes at once (`0x30 + n`, and 0x27
+/// more for `a`-`f`). Written on every request that carries a trace on.
+fn hex_u64(value: u64) -> [u8; 16] {
+    const fn lanes(byte: u8) -> u128 {
+        u128::from_ne_bytes([byte; 16])
     }
+    let mut x = u128::from(value);
+    x = (x | x << 32) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    x = (x | x << 16) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    x = (x | x << 8) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    x = (x | x << 4) & lanes(0x0f);
+    // 1 in the bytes whose nibble is 10 or more: no byte carries into the next.
+    let letters = ((x + lanes(0x06)) >> 4) & lanes(0x01);
+    (x + lanes(b'0') + letters * 0x27).to_be_bytes()
 }
 
 /// `trace_id` as 32 lowercase hex digits, on the stack.
 pub fn trace_id_hex(trace_id: TraceId) -> [u8; 32] {
+    let id = u128::from_be_bytes(trace_id.to_bytes());
     let mut out = [0; 32];
-    put_hex(&mut out, &trace_id.to_bytes());
+    out[..16].copy_from_slice(&hex_u64((id >> 64) as u64));
+    out[16..].copy_from_slice(&hex_u64(id as u64));
     out
 }
 
 /// `span_id` as 16 lowercase hex digits, on the stack.
 pub fn span_id_hex(span_id: SpanId) -> [u8; 16] {
-    let mut out = [0; 16];
-    put_hex(&mut out, &span_id.to_bytes());
-    out
+    hex_u64(u64::from_be_bytes(span_id.to_bytes()))
 }
 
 /// Hex digits as text (they are ASCII, so this cannot fail).
@@ -163,15 +175,42 @@ pub fn parse_traceparent(raw: &str) -> Option<TraceParent> {
 /// The value of lowercase hex digits (at most 32), or `None` when any
 /// byte is not one of `0-9a-f`.
 fn hex_lower(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |acc, &b| {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        Some(acc << 4 | u128::from(d))
-    })
+    // Sixteen digits at a time in a `u64`, the validity of every digit
+    // gathered in one mask and checked once: a `traceparent`'s 52 digits
+    // are read on every request that carries one.
+    let mut value = 0u128;
+    let mut invalid = 0u8;
+    for chunk in digits.chunks(16) {
+        let mut part = 0u64;
+        for &b in chunk {
+            let d = HEX_VALUES[usize::from(b)];
+            invalid |= d;
+            part = part << 4 | u64::from(d);
+        }
+        value = value << (4 * chunk.len()) | u128::from(part);
+    }
+    (invalid & INVALID_DIGIT == 0).then_some(value)
 }
+
+/// Marks a byte that is not a lowercase hex digit in [`HEX_VALUES`].
+const INVALID_DIGIT: u8 = 0x10;
+
+/// The value of every lowercase hex digit; [`INVALID_DIGIT`] for every
+/// other byte.
+static HEX_VALUES: [u8; 256] = {
+    let mut table = [INVALID_DIGIT; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// Checks a `traceparent` value and returns it in version-00 form, or
 /// `None` when the trace must restart (see [`parse_traceparent`]).
@@ -438,10 +477,10 @@ pub fn inject_http_headers(cx: &Context, headers: &mut http::HeaderMap) {
         return;
     };
     if let Ok(value) = http::HeaderValue::from_bytes(&parent) {
-        headers.insert(http::HeaderName::from_static(TRACEPARENT), value);
+        headers.insert(TRACEPARENT_HEADER, value);
     }
     if let Some(value) = state.and_then(|s| http::HeaderValue::try_from(s).ok()) {
-        headers.insert(http::HeaderName::from_static(TRACESTATE), value);
+        headers.insert(TRACESTATE_HEADER, value);
     }
 }
 
@@ -453,14 +492,14 @@ pub fn extract_http_headers(cx: &Context, headers: &http::HeaderMap) -> Context 
     fn text(v: &http::HeaderValue) -> &str {
         v.to_str().unwrap_or("\0")
     }
-    let parents = headers.get_all(TRACEPARENT);
+    let parents = headers.get_all(&TRACEPARENT_HEADER);
     if parents.iter().next().is_none() {
         return cx.clone();
     }
     extract_remote(
         cx,
         parents.iter().map(text),
-        headers.get_all(TRACESTATE).iter().map(text),
+        headers.get_all(&TRACESTATE_HEADER).iter().map(text),
     )
 }
 
@@ -524,6 +563,33 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn hex_digits_match_the_formatter() {
+        for value in [
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            0x0123_4567_89ab_cdef,
+            0xfedc_ba98_7654_3210,
+            0x9a9a_9a9a_9a9a_9a9a,
+            u64::MAX,
+        ] {
+            assert_eq!(hex_str(&hex_u64(value)), format!("{value:016x}"));
+            let id = u128::from(value) << 64 | u128::from(!value);
+            assert_eq!(
+                hex_str(&trace_id_hex(TraceId::from(id))),
+                format!("{id:032x}")
+            );
+            assert_eq!(
+                hex_str(&span_id_hex(SpanId::from(value))),
+                format!("{value:016x}")
+            );
+        }
     }
 
     #[test]

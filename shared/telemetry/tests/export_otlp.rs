@@ -320,3 +320,85 @@ async fn a_batch_soon_after_an_export_waits_for_the_interval() {
         .unwrap()
         .expect("shutdown");
 }
+
+/// The export thread sleeps on a timer for `min_interval` after an export
+/// and is not woken by the spans that end meanwhile; past the interval it
+/// sleeps until woken. Either way a lone span still leaves after the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_span_after_a_quiet_spell_still_leaves_after_the_delay() {
+    let received = Received::default();
+    let url = http_receiver(received.clone()).await;
+    let counters = Arc::new(SpanCounters::new());
+    let settings = QueueSettings {
+        max_queue: 64,
+        max_batch: 512,
+        scheduled_delay: Duration::from_millis(20),
+        min_interval: Duration::from_millis(100),
+    };
+    let provider = provider(Transport::Http { url }, settings, &counters);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (i, name) in ["first", "within the interval", "after a quiet spell"]
+        .into_iter()
+        .enumerate()
+    {
+        if i == 2 {
+            // Well past the interval: the thread sleeps until woken.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        end_spans(&provider, &[name]);
+        while received.batches().len() <= i {
+            assert!(
+                Instant::now() < deadline,
+                "{name:?} never left: {:?}",
+                received.batches()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert_eq!(
+        received.batches(),
+        vec![
+            vec!["first"],
+            vec!["within the interval"],
+            vec!["after a quiet spell"]
+        ]
+    );
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .expect("shutdown");
+}
+
+/// A batch that fills up while the export thread sleeps on its timer
+/// wakes it: it leaves at once, not when the timer fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_wakes_a_thread_sleeping_on_its_timer() {
+    let received = Received::default();
+    let url = http_receiver(received.clone()).await;
+    let counters = Arc::new(SpanCounters::new());
+    let settings = QueueSettings {
+        max_queue: 64,
+        max_batch: 2,
+        scheduled_delay: Duration::from_secs(60),
+        min_interval: Duration::ZERO,
+    };
+    let provider = provider(Transport::Http { url }, settings, &counters);
+    end_spans(&provider, &["a"]);
+    // Let the thread see the first span and sleep on the 60 s delay.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(received.batches().is_empty());
+    end_spans(&provider, &["b"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.batches().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the full batch waited for the timer"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(received.batches(), vec![vec!["a", "b"]]);
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .expect("shutdown");
+}

@@ -2,7 +2,10 @@
 //! `opentelemetry-proto`'s generated types: every field of every span
 //! (events, links, status, attributes of every type, trace state, flags)
 //! must equal what the SDK's own conversion to those types gives, and the
-//! request must group the spans by scope under one resource.
+//! request must group the spans by scope under one resource. The bytes of
+//! a span are also compared with what prost writes for that conversion:
+//! the one-pass encoder must give the canonical encoding, lengths of one,
+//! two and three bytes included.
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -350,6 +353,66 @@ fn spans_are_grouped_by_scope_under_one_resource() {
     );
 }
 
+/// `put_span`'s bytes for `span` and prost's encoding of the SDK's
+/// conversion of it, as the same `ScopeSpans.spans` field.
+fn span_bytes(span: &SpanData) -> (Vec<u8>, Vec<u8>) {
+    let mut ours = vec![0xee]; // something before the span, left as it was
+    let n = tracelab_telemetry::otlp::put_span(&mut ours, span);
+    assert_eq!(n, ours.len() - 1);
+    assert_eq!(ours.remove(0), 0xee);
+    let request = reference(std::slice::from_ref(span), &resource());
+    let converted = &request.resource_spans[0].scope_spans[0].spans[0];
+    let mut theirs = Vec::new();
+    prost::encoding::message::encode(2, converted, &mut theirs);
+    (ours, theirs)
+}
+
+/// A span whose body is `size` bytes or a little more: one attribute
+/// holding the bulk.
+fn span_of_about(size: usize) -> SpanData {
+    let mut span = plain_span(SpanKind::Server, Status::Ok, scope("tracelab"), 1);
+    span.attributes = vec![KeyValue::new("db.query.text", "x".repeat(size))];
+    span
+}
+
+#[test]
+fn span_bytes_are_the_canonical_encoding() {
+    for span in [
+        full_span(),
+        plain_span(SpanKind::Internal, Status::Unset, scope("tracelab"), 0),
+        plain_span(SpanKind::Client, Status::Ok, scope("tracelab"), 1),
+        // Bodies around the one-, two- and three-byte length limits, for
+        // the span, its attribute and the attribute's value.
+        span_of_about(40),
+        span_of_about(100),
+        span_of_about(127),
+        span_of_about(200),
+        span_of_about(16_300),
+        span_of_about(20_000),
+        span_of_about(3_000_000),
+    ] {
+        let (ours, theirs) = span_bytes(&span);
+        assert!(
+            ours == theirs,
+            "{} bytes vs prost's {}",
+            ours.len(),
+            theirs.len()
+        );
+    }
+}
+
+#[test]
+fn a_span_written_after_others_leaves_them_as_they_were() {
+    let spans = [span_of_about(10), span_of_about(20_000), full_span()];
+    let mut together = Vec::new();
+    let mut apart = Vec::new();
+    for span in &spans {
+        tracelab_telemetry::otlp::put_span(&mut together, span);
+        apart.extend(span_bytes(span).1);
+    }
+    assert!(together == apart);
+}
+
 #[test]
 fn spans_encoded_beforehand_make_the_same_request() {
     let spans = [
@@ -413,6 +476,39 @@ fn taking_a_batch_leaves_an_empty_one_that_keeps_encoding() {
     assert_eq!(spans[0].spans[0].name, "span 2");
 }
 
+/// A batch emptied with `clear` keeps its buffers and fills again into
+/// the same request a new batch makes; scopes left without spans are not
+/// sent; `request_into` empties the buffer it is given first.
+#[test]
+fn a_cleared_batch_refills_into_the_same_request() {
+    let resource = resource();
+    let encoded = encode_resource(&resource);
+    let mut reused = Batch::default();
+    reused.push(&plain_span(SpanKind::Internal, Status::Ok, scope("old"), 1));
+    reused.push(&full_span());
+    reused.clear();
+    assert!(reused.is_empty());
+    let spans = [
+        plain_span(SpanKind::Server, Status::Ok, scope("tracelab"), 2),
+        plain_span(SpanKind::Client, Status::Unset, scope("tracelab"), 3),
+    ];
+    let mut fresh = Batch::default();
+    for span in &spans {
+        reused.push(span);
+        fresh.push(span);
+    }
+    let mut buf = vec![1, 2, 3];
+    reused.request_into(&mut buf, &encoded, "");
+    assert_eq!(buf, fresh.request(&encoded, ""));
+    let decoded = ExportTraceServiceRequest::decode(buf.as_slice()).unwrap();
+    let scopes: Vec<&str> = decoded.resource_spans[0]
+        .scope_spans
+        .iter()
+        .map(|s| s.scope.as_ref().unwrap().name.as_str())
+        .collect();
+    assert_eq!(scopes, ["tracelab"], "the emptied scopes are left out");
+}
+
 #[test]
 fn rejected_spans_are_read_from_a_partial_success() {
     use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -445,6 +541,8 @@ fn value_strategy() -> impl Strategy<Value = Value> {
             .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
             .prop_map(Value::from),
         ".{0,40}".prop_map(Value::from),
+        // Past 127 bytes a length takes two bytes.
+        ".{100,300}".prop_map(Value::from),
         prop::collection::vec(any::<i64>(), 0..5).prop_map(|v| Value::Array(Array::I64(v))),
         prop::collection::vec(".{0,8}", 0..5).prop_map(|v| {
             Value::Array(Array::String(
@@ -474,6 +572,8 @@ proptest! {
         span.parent_span_is_remote = remote;
         span.name = Cow::Owned(name);
         span.attributes = values.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
+        let (bytes, prost_bytes) = span_bytes(&span);
+        prop_assert_eq!(bytes, prost_bytes);
         let spans = [span];
         let resource = resource();
         prop_assert_eq!(ours(&spans, &resource), reference(&spans, &resource));
