@@ -129,8 +129,8 @@ pub struct CollectorConfig {
     /// the most one trace may hold. The tail sampler's
     /// buffer of undecided traces has the same bound. Span counts alone do
     /// not bound memory (one span may carry megabytes of attributes), so
-    /// this is the bound that does. Default 256 MiB: about 570,000 spans of
-    /// the lab's checkout traces (about 470 bytes each by the estimate, close
+    /// this is the bound that does. Default 256 MiB: about 590,000 spans of
+    /// the lab's checkout traces (about 455 bytes each by the estimate, close
     /// to what resident memory grows by: see `examples/lab_batches.rs`), and
     /// still a small share of a laptop's memory.
     pub max_bytes: usize,
