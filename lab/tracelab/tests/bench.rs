@@ -21,7 +21,9 @@ async fn bench_counts_spans_only_when_tracing_is_on() {
         ..BenchOptions::default()
     };
     let mut lines = Vec::new();
-    let runs = run(&opts, |l| lines.push(l.to_string())).await.unwrap();
+    let runs = run(&opts, |l| lines.push(l.to_string()), std::future::pending())
+        .await
+        .unwrap();
     // A line per lab started, then per round (with the load average).
     let said: Vec<&str> = lines
         .iter()
@@ -94,4 +96,90 @@ async fn bench_counts_spans_only_when_tracing_is_on() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["routes"].as_array().unwrap().len(), 2);
     assert_eq!(json["raw"]["runs"].as_array().unwrap().len(), 4);
+}
+
+/// Ctrl-C (SIGINT) during the rounds: the bench says it was interrupted,
+/// exits with an error, and its lab's database is gone (the labs stopped
+/// as at the end of a run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_labs_and_drops_their_databases() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut bench = tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelab"))
+        .args([
+            "bench",
+            "--modes",
+            "off",
+            "--login-only",
+            "--rounds",
+            "100",
+            "--duration",
+            "300ms",
+            "--latency",
+            "0s",
+            "--warmup",
+            "100ms",
+            "--readable",
+            "0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tracelab bench starts");
+    let mut stderr = BufReader::new(bench.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let mut database = None;
+    // Wait for the first round: the lab is up and being driven.
+    let in_round = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("bench | starting the off lab (database ") {
+                database = Some(rest.trim_end_matches(')').to_string());
+            }
+            let round = line.starts_with("bench | round 1/100");
+            said.push(line);
+            if round {
+                return;
+            }
+        }
+        panic!("the bench ended before its first round: {said:#?}");
+    })
+    .await;
+    assert!(
+        in_round.is_ok(),
+        "no first round within 2 minutes: {said:#?}"
+    );
+    let database = database.unwrap_or_else(|| panic!("no database named: {said:#?}"));
+    assert!(database.starts_with("tracelab_bench_"), "{database}");
+
+    let pid = bench.id().expect("running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut rest = Vec::new();
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            rest.push(line);
+        }
+        (rest, bench.wait().await.unwrap())
+    })
+    .await;
+    let (rest, status) = rest.expect("the bench stops within a minute of Ctrl-C");
+    assert!(!status.success(), "an interrupted bench fails: {rest:#?}");
+    assert!(
+        rest.iter().any(|l| l.contains("interrupted")),
+        "it says it was interrupted: {rest:#?}"
+    );
+
+    let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .expect("Postgres on 127.0.0.1:5432 (scripts/deps-up starts it)");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&database)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "{database} was not dropped");
 }

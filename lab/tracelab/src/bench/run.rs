@@ -174,35 +174,75 @@ pub struct BenchRuns {
     pub runs: Vec<LabRun>,
 }
 
-/// Runs the bench; `progress` hears one line per lab started and per
-/// round.
+/// Runs the bench; `progress` hears one line per lab started (with its
+/// database's name) and per round.
 ///
 /// Every mode's lab is started first and kept to the end. Each round then
 /// drives each route in every lab in turn (the modes in an order rotated
 /// every round), so the bursts a ratio compares ran seconds apart, not a
 /// lab start-up apart; a busy machine's drift hits every mode alike.
 ///
+/// When `stop` resolves (the CLI passes Ctrl-C or SIGTERM) the bench ends
+/// early: the lab being started finishes starting, then every lab stops
+/// and drops its database, as at the end of a run.
+///
 /// # Errors
 /// When a lab does not start (binaries missing, Postgres or RabbitMQ
-/// down), the login fails, or a route answers nothing but errors.
-pub async fn run(opts: &BenchOptions, mut progress: impl FnMut(&str)) -> anyhow::Result<BenchRuns> {
+/// down), the login fails, a route answers nothing but errors, or `stop`
+/// came first.
+pub async fn run(
+    opts: &BenchOptions,
+    mut progress: impl FnMut(&str),
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<BenchRuns> {
     anyhow::ensure!(!opts.modes.is_empty(), "no mode to measure");
     anyhow::ensure!(!opts.routes.is_empty(), "no route to measure");
     let load_average_before = load_average();
+    tokio::pin!(stop);
+    let mut interrupted = false;
     let mut labs = Vec::new();
     let mut started = Ok(());
     for &mode in &opts.modes {
-        progress(&format!("starting the {} lab", mode.name()));
-        match ModeLab::start(opts, mode).await {
+        let lab_opts = match lab_options(opts, mode) {
+            Ok(o) => o,
+            Err(e) => {
+                started = Err(e);
+                break;
+            }
+        };
+        progress(&format!(
+            "starting the {} lab (database {})",
+            mode.name(),
+            database_name(&lab_opts.database_url)
+        ));
+        // A lab being started when `stop` comes is let finish starting,
+        // so that it stops (and drops its database) like the others.
+        let start = ModeLab::start(opts, mode, lab_opts);
+        tokio::pin!(start);
+        let lab = tokio::select! {
+            lab = &mut start => lab,
+            () = &mut stop => {
+                interrupted = true;
+                start.await
+            }
+        };
+        match lab {
             Ok(lab) => labs.push(lab),
             Err(e) => {
                 started = Err(e.context(format!("bench lab {}", mode.name())));
                 break;
             }
         }
+        if interrupted {
+            break;
+        }
     }
     let runs = match started {
-        Ok(()) => rounds(opts, &mut labs, &mut progress).await,
+        Ok(()) if interrupted => Err(anyhow::anyhow!(INTERRUPTED)),
+        Ok(()) => tokio::select! {
+            runs = rounds(opts, &mut labs, &mut progress) => runs,
+            () = &mut stop => Err(anyhow::anyhow!(INTERRUPTED)),
+        },
         Err(e) => Err(e),
     };
     // Every lab stops, whatever happened.
@@ -223,6 +263,16 @@ pub async fn run(opts: &BenchOptions, mut progress: impl FnMut(&str)) -> anyhow:
         load_average_after: load_average(),
         runs,
     })
+}
+
+/// What an interrupted bench says, once its labs have stopped.
+const INTERRUPTED: &str =
+    "interrupted: every lab the bench started was stopped and its database dropped";
+
+/// The database name of a Postgres URL (its path).
+fn database_name(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 fn lab_options(opts: &BenchOptions, mode: Mode) -> anyhow::Result<LabOptions> {
@@ -266,8 +316,11 @@ struct ModeLab {
 }
 
 impl ModeLab {
-    async fn start(opts: &BenchOptions, mode: Mode) -> anyhow::Result<ModeLab> {
-        let mut lab_opts = lab_options(opts, mode)?;
+    async fn start(
+        opts: &BenchOptions,
+        mode: Mode,
+        mut lab_opts: LabOptions,
+    ) -> anyhow::Result<ModeLab> {
         let blackhole = match mode {
             Mode::Blackholed => Some(Blackhole::start().await?),
             _ => None,
@@ -532,4 +585,18 @@ async fn exports(
         totals.add_health(&health);
     }
     Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_name;
+
+    #[test]
+    fn database_name_is_the_urls_last_path_segment() {
+        assert_eq!(
+            database_name("postgres://postgres@127.0.0.1:5432/tracelab_bench_ab12"),
+            "tracelab_bench_ab12"
+        );
+        assert_eq!(database_name("postgres://u@h/db_1?sslmode=disable"), "db_1");
+    }
 }

@@ -121,7 +121,13 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 .display()
         );
     }
-    let runs = run(&opts, |line| eprintln!("bench | {line}")).await?;
+    // Ctrl-C or SIGTERM stops the labs (and drops their databases) first.
+    let runs = run(
+        &opts,
+        |line| eprintln!("bench | {line}"),
+        super::shutdown_signal(),
+    )
+    .await?;
     let report = BenchReport::new(runs, &opts.modes, &opts.routes);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
