@@ -346,11 +346,8 @@ impl<'i> SpanBuilder<'i> {
         key: Text,
         value: &[u8],
     ) -> Result<(), std::str::Utf8Error> {
-        let value = match self.text_bytes(value)? {
-            Text::Sym(sym) => Value::Sym(sym),
-            Text::Own(a, b) => Value::Own(a, b),
-        };
-        self.attrs.push(Attr { key, value });
+        let value = self.text_bytes(value)?;
+        self.push_text_attr(key, value);
         Ok(())
     }
 
@@ -375,7 +372,12 @@ impl<'i> SpanBuilder<'i> {
 
     pub(crate) fn push_str_attr(&mut self, key: &str, value: &str) {
         let key = self.text(key);
-        let value = match self.text(value) {
+        let value = self.text(value);
+        self.push_text_attr(key, value);
+    }
+
+    fn push_text_attr(&mut self, key: Text, value: Text) {
+        let value = match value {
             Text::Sym(sym) => Value::Sym(sym),
             Text::Own(a, b) => Value::Own(a, b),
         };
@@ -384,26 +386,17 @@ impl<'i> SpanBuilder<'i> {
 
     pub(crate) fn push_int_attr(&mut self, key: &str, value: i64) {
         let key = self.text(key);
-        self.attrs.push(Attr {
-            key,
-            value: Value::Int(value),
-        });
+        self.push_scalar_attr(key, ScalarValue::Int(value));
     }
 
     pub(crate) fn push_double_attr(&mut self, key: &str, value: f64) {
         let key = self.text(key);
-        self.attrs.push(Attr {
-            key,
-            value: Value::Double(value),
-        });
+        self.push_scalar_attr(key, ScalarValue::Double(value));
     }
 
     pub(crate) fn push_bool_attr(&mut self, key: &str, value: bool) {
         let key = self.text(key);
-        self.attrs.push(Attr {
-            key,
-            value: Value::Bool(value),
-        });
+        self.push_scalar_attr(key, ScalarValue::Bool(value));
     }
 
     /// Any attribute.

@@ -102,6 +102,19 @@ async fn http_receiver(received: Received) -> String {
     url
 }
 
+/// Waits until the receiver holds at least `n` batches; past `deadline`
+/// the test fails with `what` and the batches received.
+async fn wait_for_batches(received: &Received, n: usize, deadline: Instant, what: &str) {
+    while received.batches().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:?}",
+            received.batches()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 struct GrpcReceiver(Received);
 
 #[tonic::async_trait]
@@ -174,14 +187,7 @@ async fn exports_in_batches(transport: Transport, received: Received) {
     end_spans(&provider, &["a", "b", "c", "d"]);
     // Two full batches leave without waiting 30 s.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while received.batches().len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "full batches were not sent: {:?}",
-            received.batches()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_batches(&received, 2, deadline, "full batches were not sent").await;
     end_spans(&provider, &["e"]);
     let flushed = tokio::task::spawn_blocking({
         let provider = provider.clone();
@@ -252,10 +258,7 @@ async fn a_lone_span_leaves_after_the_delay_and_shutdown_sends_the_rest() {
     let first = provider(Transport::Http { url }, settings, &counters);
     end_spans(&first, &["alone"]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while received.batches().is_empty() {
-        assert!(Instant::now() < deadline, "the delay never fired");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_batches(&received, 1, deadline, "the delay never fired").await;
     assert_eq!(received.batches(), vec![vec!["alone"]]);
     drop(first);
 
@@ -300,15 +303,9 @@ async fn a_batch_soon_after_an_export_waits_for_the_interval() {
     let started = Instant::now();
     end_spans(&provider, &["first"]);
     let deadline = started + Duration::from_secs(10);
-    while received.batches().is_empty() {
-        assert!(Instant::now() < deadline, "the first batch never left");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_for_batches(&received, 1, deadline, "the first batch never left").await;
     end_spans(&provider, &["second"]);
-    while received.batches().len() < 2 {
-        assert!(Instant::now() < deadline, "the second batch never left");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_for_batches(&received, 2, deadline, "the second batch never left").await;
     assert!(
         started.elapsed() >= Duration::from_millis(400),
         "the second export came {:?} after the first span, before the interval",
@@ -346,14 +343,7 @@ async fn a_lone_span_after_a_quiet_spell_still_leaves_after_the_delay() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         end_spans(&provider, &[name]);
-        while received.batches().len() <= i {
-            assert!(
-                Instant::now() < deadline,
-                "{name:?} never left: {:?}",
-                received.batches()
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        wait_for_batches(&received, i + 1, deadline, &format!("{name:?} never left")).await;
     }
     assert_eq!(
         received.batches(),
@@ -389,13 +379,13 @@ async fn a_full_batch_wakes_a_thread_sleeping_on_its_timer() {
     assert!(received.batches().is_empty());
     end_spans(&provider, &["b"]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while received.batches().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the full batch waited for the timer"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_for_batches(
+        &received,
+        1,
+        deadline,
+        "the full batch waited for the timer",
+    )
+    .await;
     assert_eq!(received.batches(), vec![vec!["a", "b"]]);
     tokio::task::spawn_blocking(move || provider.shutdown())
         .await
