@@ -202,6 +202,24 @@ async fn what_a_killed_test_process_left_is_reaped_by_the_next_one() {
         .spawn()
         .expect("tail");
     let mut children = [by_env, by_cmdline];
+    // Until a child has exec'd, /proc shows the test binary's environment
+    // and command line: wait until each shows what the reaper looks for.
+    let shows = |pid: u32, file: &str, needle: &str| {
+        std::fs::read(format!("/proc/{pid}/{file}"))
+            .is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+    };
+    let env_entry = format!("{SCRATCH_ENV}={}", dir.display());
+    let dir_text = dir.display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(shows(children[0].id(), "environ", &env_entry)
+        && shows(children[1].id(), "cmdline", &dir_text))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the children never exec'd"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     reap_orphans();
     for child in &mut children {
         let status = tokio::time::timeout(Duration::from_secs(10), async {
